@@ -1,0 +1,75 @@
+# Build, test and fixture generation for the engine. `make` builds the binaries, `make test`
+# builds and runs every test and ends with the line "N passed, M failed", `make reference`
+# regenerates the reference fixtures with torch/transformers (dev only).
+#
+# Conventions (so that a new file needs no Makefile edit):
+#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ goes into the engine
+#     library, except files named *_main.cpp, which are program entry points;
+#   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
+
+CXX      ?= g++
+OPT      ?= -O3 -march=native
+CXXFLAGS ?= $(OPT) -g -std=c++20 -fopenmp -Wall -Wextra -Wno-unused-parameter -I.
+LDLIBS   := -ldnnl -lpcre2-8 -lboost_context -lpthread -fopenmp
+BUILD    := build
+PYTHON   ?= python3
+
+# Debian packages are installed on first build (and whenever the script changes).
+DEPS_STAMP := $(BUILD)/.deps-installed
+$(DEPS_STAMP): scripts/install_deps.sh
+	@mkdir -p $(BUILD)
+	bash scripts/install_deps.sh
+	@touch $@
+
+LIB_SRCS := $(filter-out %_main.cpp,$(wildcard common/*.cpp model/*.cpp kernels/cpu/*.cpp tokenizer/*.cpp dataloader/*.cpp))
+LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
+LIB      := $(BUILD)/libengine.a
+
+BINARIES := tokenize prepare_data train_llama eval_factoids
+BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$(b)_main.cpp),$(b)))
+
+TEST_SRCS := $(wildcard test/test_*.cpp)
+TEST_BINS := $(TEST_SRCS:test/%.cpp=$(BUILD)/test/%)
+
+.PHONY: all test reference clean deps
+.SECONDARY:
+all: $(BINARIES)
+
+deps: $(DEPS_STAMP)
+
+$(BUILD)/%.o: %.cpp | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Program entry points. The .cu mains are plain C++ on the CPU-only build.
+tokenize: $(BUILD)/tokenizer/tokenize_main.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+prepare_data: $(BUILD)/prepare_data.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/%.o: %.cu | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -x c++ -MMD -MP -c $< -o $@
+train_llama: $(BUILD)/train_llama.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+eval_factoids: $(BUILD)/eval_factoids.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+# Catch2's main is compiled once; each test file links against it.
+$(BUILD)/test/%: $(BUILD)/test/%.o $(BUILD)/test/catch_main.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+test: all $(TEST_BINS)
+	@bash test/run_tests.sh $(TEST_BINS)
+
+reference:
+	bash scripts/install_deps.sh --dev
+	@set -e; for s in dev/reference/gen_*.py; do echo "== $$s"; $(PYTHON) $$s; done
+
+clean:
+	rm -rf $(BUILD) $(BINARIES)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

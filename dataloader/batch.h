@@ -1,0 +1,28 @@
+// One micro-batch in the layout the model consumes: `rows` rows of T tokens, row-major.
+// Several examples may share a row (packing); attention never crosses an example boundary and
+// positions restart at 0 for each example. Padding carries no loss.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+struct Batch {
+  int rows = 0, T = 0;
+  std::vector<int32_t> tokens;     // [rows*T] token ids; padding slots hold 0
+  std::vector<int32_t> targets;    // [rows*T] id of the next token where the loss applies, else -1
+                                   // (prompt tokens, the last token of an example, padding)
+  std::vector<int32_t> positions;  // [rows*T] position of the token within its example (0-based)
+  std::vector<int32_t> seg_start;  // [rows*T] column, within the row, of the first token of this
+                                   // token's example: token t attends to columns [seg_start[t], t].
+                                   // A padding slot has seg_start = its own column.
+  int num_examples = 0;            // examples laid out in this micro-batch
+  int64_t num_target_tokens = 0;   // count of targets != -1
+};
+
+// An optimizer step: B examples, split into micro-batches. The loss is the sum over all target
+// tokens of all micro-batches divided by `num_target_tokens` (the whole optimizer batch), never a
+// mean of per-micro-batch means.
+struct OptimizerBatch {
+  std::vector<Batch> micro;
+  int64_t num_target_tokens = 0;
+  int num_examples = 0;
+};

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the engine needs to build and test on Debian; idempotent (only missing packages
+# are installed). `--dev` also installs the pinned PyPI packages that dev/reference and dev/bench
+# use (torch, transformers, tokenizers, tiktoken); the engine itself never needs them.
+# `--demo` adds the Debian data packages the demo experiment reads.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+pkgs=(g++ make libdnnl-dev catch2 libpcre2-dev libboost-context-dev nlohmann-json3-dev wamerican)
+dev=0; demo=0
+for a in "$@"; do
+  case "$a" in
+    --dev) dev=1 ;;
+    --demo) demo=1 ;;
+    *) echo "install_deps.sh: unknown option $a (use --dev, --demo)" >&2; exit 2 ;;
+  esac
+done
+[ $demo = 1 ] && pkgs+=(gnuplot-nox fortunes dict-freedict-eng-fra)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install_deps: installing ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ $dev = 1 ]; then
+  if ! python3 -c "import torch, transformers, tokenizers, tiktoken, safetensors" 2>/dev/null; then
+    echo "install_deps: installing dev/requirements.txt (PyPI)"
+    python3 -m pip install -q -r "$here/dev/requirements.txt"
+  fi
+fi
