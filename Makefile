@@ -3,8 +3,8 @@
 # regenerates the reference fixtures with torch/transformers (dev only).
 #
 # Conventions (so that a new file needs no Makefile edit):
-#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ goes into the engine
-#     library, except files named *_main.cpp, which are program entry points;
+#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ test/emu/ goes into
+#     that component's archive, except files named *_main.cpp, which are program entry points;
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
 
 CXX      ?= g++
@@ -21,9 +21,34 @@ $(DEPS_STAMP): scripts/install_deps.sh
 	bash scripts/install_deps.sh
 	@touch $@
 
-LIB_SRCS := $(filter-out %_main.cpp,$(wildcard common/*.cpp model/*.cpp kernels/cpu/*.cpp tokenizer/*.cpp dataloader/*.cpp))
-LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
-LIB      := $(BUILD)/libengine.a
+# One archive per component, so that a component builds and tests while another is half-done.
+# Link order: users before providers.
+COMPONENTS     := dataloader tokenizer model kernels emu common
+SRCS_common    := $(wildcard common/*.cpp)
+SRCS_kernels   := $(wildcard kernels/cpu/*.cpp)
+SRCS_model     := $(wildcard model/*.cpp)
+SRCS_tokenizer := $(wildcard tokenizer/*.cpp)
+SRCS_dataloader:= $(wildcard dataloader/*.cpp)
+SRCS_emu       := $(wildcard test/emu/*.cpp)
+DEPS_common    :=
+DEPS_kernels   := common
+DEPS_model     := kernels common
+DEPS_tokenizer := common
+DEPS_dataloader:= tokenizer common
+DEPS_emu       := common
+lib_of = $(BUILD)/lib$(1).a
+ALL_LIBS := $(foreach c,$(COMPONENTS),$(call lib_of,$(c)))
+define component_rules
+$(call lib_of,$(1)): $(patsubst %.cpp,$(BUILD)/%.o,$(filter-out %_main.cpp,$(SRCS_$(1))))
+	@rm -f $$@
+	ar rcs $$@ $$^
+endef
+$(foreach c,$(COMPONENTS),$(eval $(call component_rules,$(c))))
+
+# test/test_<component>[_more].cpp links that component and what it depends on; any other test
+# links everything.
+test_component = $(firstword $(foreach c,$(COMPONENTS),$(if $(filter test_$(c)%,$(1)),$(c))))
+test_libs = $(if $(call test_component,$(1)),$(foreach c,$(call test_component,$(1)) $(DEPS_$(call test_component,$(1))),$(call lib_of,$(c))),$(ALL_LIBS))
 
 BINARIES := tokenize prepare_data train_llama eval_factoids
 BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$(b)_main.cpp),$(b)))
@@ -41,25 +66,22 @@ $(BUILD)/%.o: %.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
 
-$(LIB): $(LIB_OBJS)
-	@rm -f $@
-	ar rcs $@ $^
-
 # Program entry points. The .cu mains are plain C++ on the CPU-only build.
-tokenize: $(BUILD)/tokenizer/tokenize_main.o $(LIB)
+tokenize: $(BUILD)/tokenizer/tokenize_main.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-prepare_data: $(BUILD)/prepare_data.o $(LIB)
+prepare_data: $(BUILD)/prepare_data.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -x c++ -MMD -MP -c $< -o $@
-train_llama: $(BUILD)/train_llama.o $(LIB)
+train_llama: $(BUILD)/train_llama.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-eval_factoids: $(BUILD)/eval_factoids.o $(LIB)
+eval_factoids: $(BUILD)/eval_factoids.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Catch2's main is compiled once; each test file links against it.
-$(BUILD)/test/%: $(BUILD)/test/%.o $(BUILD)/test/catch_main.o $(LIB)
+.SECONDEXPANSION:
+$(BUILD)/test/%: $(BUILD)/test/%.o $(BUILD)/test/catch_main.o $$(call test_libs,$$*)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 test: all $(TEST_BINS)
