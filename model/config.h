@@ -32,7 +32,8 @@ struct LlamaConfig {
   int max_position_embeddings = 2048;
   int sliding_window = 0;      // 0 = none; otherwise sequences longer than this are refused
   bool tie_word_embeddings = false;
-  bool attention_bias = false; // q/k/v biases (Qwen2 always; o_proj never has one here)
+  bool attention_bias = false; // q/k/v biases: true exactly for Qwen2 (Llama/Mistral with HF
+                               // attention_bias=true also bias o_proj: refused)
   std::vector<int> bos_token_id, eos_token_id;  // an int or a list in HF; empty if null
   float initializer_range = 0.02f;
   std::string torch_dtype = "float32";
