@@ -1,0 +1,39 @@
+// Cross-entropy over the vocabulary, fused with its gradient. For a row with target y:
+//   loss = logsumexp(z) - z[y]
+//   dz   = (softmax(z) - onehot(y)) * grad_scale
+// grad_scale is 1 / (target tokens of the whole optimizer batch), so micro-batch gradients add
+// up to the gradient of the batch mean loss.
+#include <cmath>
+
+#include "kernels/cpu/ops.h"
+
+void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n, int V,
+                                    float grad_scale, double* loss_sum) {
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+  for (int t = 0; t < n; t++) {
+    float* z = logits + (int64_t)t * V;
+    int y = targets[t];
+    if (y < 0) {
+#pragma omp simd
+      for (int i = 0; i < V; i++) z[i] = 0.0f;
+      continue;
+    }
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int i = 0; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+    float zy = z[y];
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < V; i++) {
+      z[i] = std::exp(z[i] - mx);
+      sum += z[i];
+    }
+    total += (double)std::log(sum) + (double)mx - (double)zy;
+    float inv = grad_scale / sum;
+#pragma omp simd
+    for (int i = 0; i < V; i++) z[i] *= inv;
+    z[y] -= grad_scale;
+  }
+  *loss_sum += total;
+}
