@@ -59,3 +59,15 @@ void fill_zero(float* x, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) x[i] = 0.0f;
 }
+
+void gather_rows(float* dst, const float* src, const int32_t* idx, int n, int C) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++)
+    for (int c = 0; c < C; c++) dst[(int64_t)i * C + c] = src[(int64_t)idx[i] * C + c];
+}
+
+void scatter_rows(float* dst, const float* src, const int32_t* idx, int n, int C) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++)
+    for (int c = 0; c < C; c++) dst[(int64_t)idx[i] * C + c] = src[(int64_t)i * C + c];
+}

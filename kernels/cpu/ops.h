@@ -96,5 +96,9 @@ void adamw_update(float* params, const float* grads, float* m, float* v, size_t 
                   float beta1, float beta2, float eps, float weight_decay, int step,
                   float grad_scale);
 
-// ---- misc ----
+// ---- matmul.cpp (small helpers) ----
 void fill_zero(float* x, size_t n);
+// dst[i] = src[idx[i]] and dst[idx[i]] = src[i], rows of C floats (compacting the tokens that
+// carry a loss before the LM head, and scattering their gradient back).
+void gather_rows(float* dst, const float* src, const int32_t* idx, int n, int C);
+void scatter_rows(float* dst, const float* src, const int32_t* idx, int n, int C);

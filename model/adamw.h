@@ -1,0 +1,32 @@
+// AdamW with global gradient-norm clipping over the flat parameter buffer (torch.optim.AdamW +
+// torch.nn.utils.clip_grad_norm_ semantics). Weight decay applies to every parameter, as with a
+// single torch parameter group.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+struct AdamWConfig {
+  float lr = 5e-5f;
+  float beta1 = 0.9f, beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  float max_grad_norm = 1.0f;  // <= 0: no clipping
+};
+
+// Clipping factor of clip_grad_norm_: min(1, max_norm / (norm + 1e-6)).
+inline float clip_scale(double grad_norm, float max_grad_norm) {
+  if (max_grad_norm <= 0.0f) return 1.0f;
+  return (float)std::min(1.0, (double)max_grad_norm / (grad_norm + 1e-6));
+}
+
+// One step (step >= 1 counts steps taken, for the bias correction). Returns the global gradient
+// norm before clipping. The clipping factor is folded into the update, so gradients are read once.
+template <class B>
+double adamw_step(float* params, const float* grads, float* m, float* v, size_t n, int step,
+                  const AdamWConfig& o) {
+  double norm = std::sqrt(B::sum_of_squares(grads, n));
+  B::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
+                  clip_scale(norm, o.max_grad_norm));
+  return norm;
+}

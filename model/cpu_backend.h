@@ -1,0 +1,91 @@
+// The CPU backend: fp32 storage everywhere, ops from kernels/cpu. LlamaModel<Backend> is written
+// against exactly this surface; the CUDA backend provides the same names (with bf16 act_t,
+// device allocations and a stream) so the orchestration in model/llama.h is shared.
+#pragma once
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/cpu/ops.h"
+
+struct CpuBackend {
+  static constexpr const char* name = "cpu";
+  using act_t = float;  // activations and their gradients
+  // Parameters, gradients and AdamW moments are fp32 on every backend (master weights).
+
+  template <class T>
+  static T* alloc(size_t n) {  // zero-filled, 64-byte aligned
+    size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
+    if (bytes == 0) bytes = 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, bytes);
+    return static_cast<T*>(p);
+  }
+  template <class T>
+  static void free(T* p) { std::free(p); }
+  template <class T>
+  static void upload(T* dst, const T* host, size_t n) { std::memcpy(dst, host, n * sizeof(T)); }
+  template <class T>
+  static void download(T* host, const T* src, size_t n) { std::memcpy(host, src, n * sizeof(T)); }
+  static void copy(float* dst, const float* src, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+  }
+  static void zero(float* x, size_t n) { fill_zero(x, n); }
+
+  static void embedding_forward(float* out, const int32_t* tokens, const float* table,
+                                const float* add, int N, int C) {
+    ::embedding_forward(out, tokens, table, add, N, C);
+  }
+  static void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int N, int C) {
+    ::embedding_backward(dtable, tokens, dout, N, C);
+  }
+  static void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+    ::rmsnorm_forward(out, rstd, x, w, N, C, eps);
+  }
+  static void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                               const float* rstd, int N, int C) {
+    ::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C);
+  }
+  static void matmul_forward(float* out, const float* x, const float* w, const float* b, int N, int IC,
+                             int OC, bool accumulate) {
+    ::matmul_forward(out, x, w, b, N, IC, OC, accumulate);
+  }
+  static void matmul_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
+                              const float* w, int N, int IC, int OC, bool accumulate_dx) {
+    ::matmul_backward(dx, dw, db, dout, x, w, N, IC, OC, accumulate_dx);
+  }
+  static void rope_apply(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N,
+                         int heads, int D, int64_t ld, bool backward) {
+    ::rope_apply(x, pos, cos_t, sin_t, N, heads, D, ld, backward);
+  }
+  static void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                                const int32_t* lo, const int32_t* hi, const AttentionShape& s) {
+    ::attention_forward(out, lse, q, k, v, lo, hi, s);
+  }
+  static void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                                 const float* k, const float* v, const float* out, const float* lse,
+                                 const int32_t* lo, const int32_t* hi, const AttentionShape& s) {
+    ::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, lo, hi, s);
+  }
+  static void swiglu_forward(float* out, const float* gate_up, int N, int I) { ::swiglu_forward(out, gate_up, N, I); }
+  static void swiglu_backward(float* dgu, const float* dout, const float* gate_up, int N, int I) {
+    ::swiglu_backward(dgu, dout, gate_up, N, I);
+  }
+  static void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n, int V,
+                                             float grad_scale, double* loss_sum) {
+    ::cross_entropy_forward_backward(logits, targets, n, V, grad_scale, loss_sum);
+  }
+  static void gather_rows(float* dst, const float* src, const int32_t* idx, int n, int C) {
+    ::gather_rows(dst, src, idx, n, C);
+  }
+  static void scatter_rows(float* dst, const float* src, const int32_t* idx, int n, int C) {
+    ::scatter_rows(dst, src, idx, n, C);
+  }
+  static double sum_of_squares(const float* g, size_t n) { return ::sum_of_squares(g, n); }
+  static void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1,
+                           float b2, float eps, float wd, int step, float grad_scale) {
+    ::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, step, grad_scale);
+  }
+};

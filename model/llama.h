@@ -1,0 +1,323 @@
+// The Llama forward/backward orchestration, written once over a Backend (model/cpu_backend.h; the
+// CUDA backend provides the same static ops with bf16 activations).
+//
+// One training micro-step:
+//   embedding -> L x [ RMSNorm -> fused qkv GEMM (+bias) -> RoPE(q,k) -> attention -> o GEMM
+//                      (+= residual) -> RMSNorm -> fused gate|up GEMM -> SwiGLU -> down GEMM
+//                      (+= residual) ] -> final RMSNorm -> LM head + cross-entropy (fused,
+//   chunked, only over tokens that carry a loss) -> the backward of all of it, accumulating
+//   parameter gradients (so micro-batches of one optimizer batch simply add up).
+//
+// Memory plan: every activation buffer is sized once from (max_rows, max_T, config) in the
+// constructor; a step allocates nothing. What is kept per layer for the backward: the residual
+// input, the mid-layer residual, both RMSNorm outputs and 1/rms, qkv after RoPE, the attention
+// output and its log-sum-exp, gate|up and the SwiGLU output.
+//
+// Hooks for later work: hidden_state(l) hands out the residual stream entering layer l (logit
+// lens, layer swapping) without a copy; embedding_forward takes an additive per-token vector
+// (Larimar readout); attention takes per-query key ranges over a separate key array, so a KV
+// cache or a per-layer prefix key/value is a matter of what k/v point to.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common/error.h"
+#include "dataloader/batch.h"
+#include "kernels/cpu/ops.h"  // AttentionShape and the host-side RoPE tables, shared by backends
+#include "model/adamw.h"
+#include "model/config.h"
+#include "model/params.h"
+
+template <class B>
+struct LlamaModel {
+  using act_t = typename B::act_t;
+
+  LlamaConfig cfg;
+  ParamLayout layout;
+  int max_rows = 0, max_T = 0;
+  int64_t max_N = 0;
+  int C = 0, I = 0, L = 0, H = 0, KV = 0, D = 0, V = 0, QKV = 0;
+  int rope_len = 0;   // positions must be < rope_len
+  int head_chunk = 0; // tokens per LM-head chunk
+
+  // fp32 master parameters, their gradients and the AdamW moments (flat, see model/params.h).
+  float* params = nullptr;
+  float* grads = nullptr;
+  float* adam_m = nullptr;
+  float* adam_v = nullptr;
+  int adam_step = 0;
+
+  // Per-layer saved activations.
+  struct LayerActs {
+    act_t *res_in, *ln1, *qkv, *att, *res_mid, *ln2, *gate_up, *swiglu;
+    float *rstd1, *rstd2, *lse;
+  };
+  std::vector<LayerActs> acts;
+  act_t* res_out = nullptr;  // residual stream after the last layer
+  act_t* lnf = nullptr;
+  float* rstdf = nullptr;
+  // Gradient scratch (reused by every layer).
+  act_t *d_res = nullptr, *d_ln = nullptr, *d_qkv = nullptr, *d_att = nullptr, *d_gu = nullptr,
+        *d_h = nullptr, *d_lnf = nullptr;
+  // LM head: compacted rows that carry a loss, their gradient, and one chunk of logits.
+  act_t *head_x = nullptr, *head_dx = nullptr;
+  float* logits_chunk = nullptr;
+  // Batch metadata in backend memory.
+  int32_t *tokens = nullptr, *positions = nullptr, *seg_start = nullptr, *key_hi = nullptr,
+          *loss_rows = nullptr, *loss_targets = nullptr;
+  float *rope_cos = nullptr, *rope_sin = nullptr;
+  // Host staging (sized once).
+  std::vector<int32_t> host_key_hi, host_loss_rows, host_loss_targets;
+  // Shape of the last forward.
+  int cur_rows = 0, cur_T = 0;
+
+  LlamaModel(const LlamaConfig& c, int max_rows, int max_T);
+  ~LlamaModel();
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+
+  void zero_grad() { B::zero(grads, layout.total); }
+
+  // Forward through the final norm (keeps what the backward needs). Validates the batch.
+  void forward(const Batch& b);
+  // Training micro-step: forward, loss, backward; parameter gradients are ADDED to `grads`.
+  // The loss and gradients are normalized by `optimizer_batch_targets`, the number of target
+  // tokens of the whole optimizer batch. Returns this micro-batch's share of the batch loss
+  // (sum of its token losses / optimizer_batch_targets), so the shares add up to the batch loss.
+  double forward_backward(const Batch& b, int64_t optimizer_batch_targets);
+  // Inference: logits [rows*T, V] (host memory) for every position of the batch.
+  void forward_logits(const Batch& b, float* logits_host);
+  // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
+  // gradient norm before clipping.
+  double optimizer_step(const AdamWConfig& opt) {
+    return adamw_step<B>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
+  }
+  // Residual stream entering layer l (l == L: after the last layer), [rows*T, C].
+  const act_t* hidden_state(int l) const { return l == L ? res_out : acts[l].res_in; }
+
+ private:
+  void validate_and_upload(const Batch& b);
+  void backward_from_lnf();
+};
+
+// ---------------------------------------------------------------------------------------------
+
+template <class B>
+LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T)
+    : cfg(c), layout(make_param_layout(c)), max_rows(rows), max_T(T) {
+  check(rows > 0 && T > 0, "LlamaModel: max_rows and max_T must be positive");
+  C = c.hidden_size; I = c.intermediate_size; L = c.num_hidden_layers; H = c.num_attention_heads;
+  KV = c.num_key_value_heads; D = c.head_dim; V = c.vocab_size;
+  QKV = (H + 2 * KV) * D;
+  max_N = (int64_t)rows * T;
+  rope_len = T;
+  // LM-head chunk: about 16M logits at a time (64 MB in fp32), at least 64 tokens.
+  head_chunk = (int)std::max<int64_t>(64, std::min<int64_t>(max_N, (int64_t(1) << 24) / V));
+  head_chunk = (int)std::min<int64_t>(head_chunk, max_N);
+
+  params = B::template alloc<float>(layout.total);
+  grads = B::template alloc<float>(layout.total);
+  adam_m = B::template alloc<float>(layout.total);
+  adam_v = B::template alloc<float>(layout.total);
+
+  const int64_t N = max_N;
+  acts.resize(L);
+  for (auto& a : acts) {
+    a.res_in = B::template alloc<act_t>(N * C);
+    a.ln1 = B::template alloc<act_t>(N * C);
+    a.qkv = B::template alloc<act_t>(N * QKV);
+    a.att = B::template alloc<act_t>(N * H * D);
+    a.res_mid = B::template alloc<act_t>(N * C);
+    a.ln2 = B::template alloc<act_t>(N * C);
+    a.gate_up = B::template alloc<act_t>(N * 2 * I);
+    a.swiglu = B::template alloc<act_t>(N * I);
+    a.rstd1 = B::template alloc<float>(N);
+    a.rstd2 = B::template alloc<float>(N);
+    a.lse = B::template alloc<float>(N * H);
+  }
+  res_out = B::template alloc<act_t>(N * C);
+  lnf = B::template alloc<act_t>(N * C);
+  rstdf = B::template alloc<float>(N);
+  d_res = B::template alloc<act_t>(N * C);
+  d_ln = B::template alloc<act_t>(N * C);
+  d_qkv = B::template alloc<act_t>(N * QKV);
+  d_att = B::template alloc<act_t>(N * H * D);
+  d_gu = B::template alloc<act_t>(N * 2 * I);
+  d_h = B::template alloc<act_t>(N * I);
+  d_lnf = B::template alloc<act_t>(N * C);
+  head_x = B::template alloc<act_t>(N * C);
+  head_dx = B::template alloc<act_t>(N * C);
+  logits_chunk = B::template alloc<float>((int64_t)head_chunk * V);
+  tokens = B::template alloc<int32_t>(N);
+  positions = B::template alloc<int32_t>(N);
+  seg_start = B::template alloc<int32_t>(N);
+  key_hi = B::template alloc<int32_t>(N);
+  loss_rows = B::template alloc<int32_t>(N);
+  loss_targets = B::template alloc<int32_t>(N);
+  host_key_hi.resize(N);
+  host_loss_rows.resize(N);
+  host_loss_targets.resize(N);
+
+  std::vector<double> inv_freq(D / 2);
+  rope_inv_freq(inv_freq.data(), D, c.rope_theta, c.rope_scaling.rope_type == "llama3",
+                c.rope_scaling.factor, c.rope_scaling.low_freq_factor,
+                c.rope_scaling.high_freq_factor, c.rope_scaling.original_max_position_embeddings);
+  std::vector<float> cos_t((size_t)rope_len * D / 2), sin_t((size_t)rope_len * D / 2);
+  rope_tables(cos_t.data(), sin_t.data(), inv_freq.data(), D, rope_len);
+  rope_cos = B::template alloc<float>(cos_t.size());
+  rope_sin = B::template alloc<float>(sin_t.size());
+  B::upload(rope_cos, cos_t.data(), cos_t.size());
+  B::upload(rope_sin, sin_t.data(), sin_t.size());
+}
+
+template <class B>
+LlamaModel<B>::~LlamaModel() {
+  for (float* p : {params, grads, adam_m, adam_v, rstdf, logits_chunk, rope_cos, rope_sin}) B::free(p);
+  for (auto& a : acts) {
+    for (act_t* p : {a.res_in, a.ln1, a.qkv, a.att, a.res_mid, a.ln2, a.gate_up, a.swiglu}) B::free(p);
+    for (float* p : {a.rstd1, a.rstd2, a.lse}) B::free(p);
+  }
+  for (act_t* p : {res_out, lnf, d_res, d_ln, d_qkv, d_att, d_gu, d_h, d_lnf, head_x, head_dx}) B::free(p);
+  for (int32_t* p : {tokens, positions, seg_start, key_hi, loss_rows, loss_targets}) B::free(p);
+}
+
+// Every index that the ops would trust is checked here, on the host, once per micro-batch.
+template <class B>
+void LlamaModel<B>::validate_and_upload(const Batch& b) {
+  check(b.rows > 0 && b.T > 0, "batch: rows (", b.rows, ") and T (", b.T, ") must be positive");
+  check(b.rows <= max_rows && b.T <= max_T, "batch: ", b.rows, " rows of T=", b.T,
+        " exceed the planned maximum of ", max_rows, " rows of T=", max_T);
+  const size_t N = (size_t)b.rows * b.T;
+  check(b.tokens.size() == N && b.targets.size() == N && b.positions.size() == N &&
+            b.seg_start.size() == N,
+        "batch: tokens/targets/positions/seg_start must each hold rows*T = ", N, " values");
+  for (size_t i = 0; i < N; i++) {
+    const int col = (int)(i % b.T);
+    check(b.tokens[i] >= 0 && b.tokens[i] < V, "batch: tokens[", i, "] = ", b.tokens[i],
+          " is outside the vocabulary [0, ", V, ")");
+    check(b.targets[i] >= -1 && b.targets[i] < V, "batch: targets[", i, "] = ", b.targets[i],
+          " is outside [-1, ", V, ")");
+    check(b.positions[i] >= 0 && b.positions[i] < rope_len, "batch: positions[", i, "] = ",
+          b.positions[i], " is outside [0, ", rope_len, ")");
+    check(b.seg_start[i] >= 0 && b.seg_start[i] <= col, "batch: seg_start[", i, "] = ",
+          b.seg_start[i], " is not within [0, column ", col, "]");
+    host_key_hi[i] = col;
+  }
+  B::upload(tokens, b.tokens.data(), N);
+  B::upload(positions, b.positions.data(), N);
+  B::upload(seg_start, b.seg_start.data(), N);
+  B::upload(key_hi, host_key_hi.data(), N);
+  cur_rows = b.rows;
+  cur_T = b.T;
+}
+
+template <class B>
+void LlamaModel<B>::forward(const Batch& b) {
+  validate_and_upload(b);
+  const int N = cur_rows * cur_T;
+  const float eps = cfg.rms_norm_eps;
+  const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
+  B::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, params + layout.embed,
+                       nullptr, N, C);
+  for (int l = 0; l < L; l++) {
+    const LayerOffsets& w = layout.layers[l];
+    LayerActs& a = acts[l];
+    act_t* res_next = l + 1 < L ? acts[l + 1].res_in : res_out;
+    B::rmsnorm_forward(a.ln1, a.rstd1, a.res_in, params + w.ln1, N, C, eps);
+    B::matmul_forward(a.qkv, a.ln1, params + w.qkv_w,
+                      w.qkv_b == kNoTensor ? nullptr : params + w.qkv_b, N, C, QKV, false);
+    // q and k heads are adjacent in each qkv row: one RoPE pass over H + KV heads.
+    B::rope_apply(a.qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, false);
+    B::attention_forward(a.att, a.lse, a.qkv, a.qkv + H * D, a.qkv + (H + KV) * D, seg_start,
+                         key_hi, shape);
+    B::copy(a.res_mid, a.res_in, (size_t)N * C);
+    B::matmul_forward(a.res_mid, a.att, params + w.o_w, nullptr, N, H * D, C, true);
+    B::rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, params + w.ln2, N, C, eps);
+    B::matmul_forward(a.gate_up, a.ln2, params + w.gate_up_w, nullptr, N, C, 2 * I, false);
+    B::swiglu_forward(a.swiglu, a.gate_up, N, I);
+    B::copy(res_next, a.res_mid, (size_t)N * C);
+    B::matmul_forward(res_next, a.swiglu, params + w.down_w, nullptr, N, I, C, true);
+  }
+  B::rmsnorm_forward(lnf, rstdf, res_out, params + layout.final_norm, N, C, eps);
+}
+
+template <class B>
+void LlamaModel<B>::forward_logits(const Batch& b, float* logits_host) {
+  forward(b);
+  const int N = cur_rows * cur_T;
+  for (int t0 = 0; t0 < N; t0 += head_chunk) {
+    int n = std::min(head_chunk, N - t0);
+    B::matmul_forward(logits_chunk, lnf + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
+    B::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)n * V);
+  }
+}
+
+template <class B>
+double LlamaModel<B>::forward_backward(const Batch& b, int64_t optimizer_batch_targets) {
+  check(optimizer_batch_targets > 0, "forward_backward: the optimizer batch has no target tokens");
+  forward(b);
+  const int N = cur_rows * cur_T;
+
+  // LM head + cross-entropy, only over the tokens that carry a loss (e.g. answer tokens), in
+  // chunks so that the logits of the whole batch never exist at once. Its gradient is complete
+  // as soon as the chunk's loss is known, because the normalizer is given up front.
+  int n_loss = 0;
+  for (int i = 0; i < N; i++)
+    if (b.targets[i] >= 0) {
+      host_loss_rows[n_loss] = i;
+      host_loss_targets[n_loss] = b.targets[i];
+      n_loss++;
+    }
+  B::upload(loss_rows, host_loss_rows.data(), n_loss);
+  B::upload(loss_targets, host_loss_targets.data(), n_loss);
+  B::gather_rows(head_x, lnf, loss_rows, n_loss, C);
+  const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
+  double loss_sum = 0.0;
+  float* lm_w = params + layout.lm_head;
+  float* lm_dw = grads + layout.lm_head;
+  for (int t0 = 0; t0 < n_loss; t0 += head_chunk) {
+    int n = std::min(head_chunk, n_loss - t0);
+    act_t* x = head_x + (int64_t)t0 * C;
+    B::matmul_forward(logits_chunk, x, lm_w, nullptr, n, C, V, false);
+    B::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, grad_scale, &loss_sum);
+    B::matmul_backward(head_dx + (int64_t)t0 * C, lm_dw, nullptr, logits_chunk, x, lm_w, n, C, V, false);
+  }
+  B::zero(d_lnf, (size_t)N * C);
+  B::scatter_rows(d_lnf, head_dx, loss_rows, n_loss, C);
+  backward_from_lnf();
+  return loss_sum / (double)optimizer_batch_targets;
+}
+
+template <class B>
+void LlamaModel<B>::backward_from_lnf() {
+  const int N = cur_rows * cur_T;
+  const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
+  B::zero(d_res, (size_t)N * C);
+  B::rmsnorm_backward(d_res, grads + layout.final_norm, d_lnf, res_out, params + layout.final_norm,
+                      rstdf, N, C);
+  for (int l = L - 1; l >= 0; l--) {
+    const LayerOffsets& w = layout.layers[l];
+    LayerActs& a = acts[l];
+    // MLP block: res_next = res_mid + down(swiglu(gate_up(rmsnorm(res_mid)))); d_res flows
+    // through the identity and gets the MLP branch added by the RMSNorm backward.
+    B::matmul_backward(d_h, grads + w.down_w, nullptr, d_res, a.swiglu, params + w.down_w, N, I, C, false);
+    B::swiglu_backward(d_gu, d_h, a.gate_up, N, I);
+    B::matmul_backward(d_ln, grads + w.gate_up_w, nullptr, d_gu, a.ln2, params + w.gate_up_w, N, C, 2 * I, false);
+    B::rmsnorm_backward(d_res, grads + w.ln2, d_ln, a.res_mid, params + w.ln2, a.rstd2, N, C);
+    // Attention block.
+    B::matmul_backward(d_att, grads + w.o_w, nullptr, d_res, a.att, params + w.o_w, N, H * D, C, false);
+    B::attention_backward(d_qkv, d_qkv + H * D, d_qkv + (H + KV) * D, d_att, a.qkv, a.qkv + H * D,
+                          a.qkv + (H + KV) * D, a.att, a.lse, seg_start, key_hi, shape);
+    B::rope_apply(d_qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, true);
+    B::matmul_backward(d_ln, grads + w.qkv_w, w.qkv_b == kNoTensor ? nullptr : grads + w.qkv_b, d_qkv,
+                       a.ln1, params + w.qkv_w, N, C, QKV, false);
+    B::rmsnorm_backward(d_res, grads + w.ln1, d_ln, a.res_in, params + w.ln1, a.rstd1, N, C);
+  }
+  B::embedding_backward(grads + layout.embed, tokens, d_res, N, C);
+}
+
+// The CPU instantiation is compiled once, in model/llama.cpp.
+#include "model/cpu_backend.h"
+extern template struct LlamaModel<CpuBackend>;
