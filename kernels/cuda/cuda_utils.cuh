@@ -1,0 +1,42 @@
+// Small device helpers shared by the kernels in kernels/cuda/: the bf16 type, warp and block
+// reductions, ceil_div. Every reduction here has a fixed order, so results are bit-reproducible
+// run to run (no float atomics anywhere in the training kernels).
+#pragma once
+#include "kernels/cuda/cuda_common.cuh"
+
+#include <cstddef>
+#include <cstdint>
+
+typedef __nv_bfloat16 bf16;
+
+constexpr int WARP_SIZE = 32;
+constexpr unsigned FULL_MASK = 0xffffffffu;
+
+__host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+__device__ __forceinline__ float warp_reduce_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(FULL_MASK, v, offset);
+  return v;
+}
+__device__ __forceinline__ float warp_reduce_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, offset));
+  return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the
+// result. `scratch` is 32 floats of shared memory; the two barriers make it reusable right after.
+__device__ inline float block_reduce_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  const int num_warps = blockDim.x / WARP_SIZE;
+  v = warp_reduce_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = lane < num_warps ? scratch[lane] : 0.0f;
+  total = warp_reduce_sum(total);
+  __syncthreads();
+  return total;
+}
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16(x); }
