@@ -41,9 +41,9 @@ template <typename state_t>
 __global__ void adamw_kernel(float* __restrict__ master, bf16* __restrict__ params_bf16,
                              const float* __restrict__ grads, state_t* __restrict__ m, state_t* __restrict__ v,
                              size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-                             float bias_correction1, float bias_correction2, const float* __restrict__ clip_scale,
-                             uint32_t seed) {
-  const float scale = clip_scale ? *clip_scale : 1.0f;
+                             float bias_correction1, float bias_correction2, float grad_scale,
+                             const float* __restrict__ clip_scale, uint32_t seed) {
+  const float scale = clip_scale ? grad_scale * *clip_scale : grad_scale;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const float g = grads[i] * scale;
     const float mi = beta1 * load_state(m, i) + (1.0f - beta1) * g;
@@ -63,17 +63,18 @@ struct AdamWHyper {
   int step;  // 1-based, for the bias corrections
 };
 
-// One AdamW step over n contiguous parameters. clip_scale: device pointer (global_norm's output
-// [1]) or null. params_bf16 may be null (no working copy). state_t: float or bf16.
+// One AdamW step over n contiguous parameters. The gradient used is grads * grad_scale
+// (* *clip_scale when clip_scale, a device pointer such as global_norm's output [1], is given). params_bf16 may be null (no working copy). state_t: float or bf16.
 template <typename state_t>
 inline void adamw_update(float* master, bf16* params_bf16, const float* grads, state_t* m, state_t* v, size_t n,
-                         const AdamWHyper& hp, const float* clip_scale, uint32_t seed, cudaStream_t stream) {
+                         const AdamWHyper& hp, float grad_scale, const float* clip_scale, uint32_t seed,
+                         cudaStream_t stream) {
   if (n == 0) return;
   const float bc1 = (float)(1.0 - pow((double)hp.beta1, hp.step)), bc2 = (float)(1.0 - pow((double)hp.beta2, hp.step));
   size_t blocks = ceil_div(n, (size_t)256);
   if (blocks > 4096) blocks = 4096;
   LAUNCH(adamw_kernel<state_t>, (unsigned)blocks, 256, 0, stream)(master, params_bf16, grads, m, v, n, hp.lr,
                                                                  hp.beta1, hp.beta2, hp.eps, hp.weight_decay, bc1,
-                                                                 bc2, clip_scale, seed);
+                                                                 bc2, grad_scale, clip_scale, seed);
   CUDA_CHECK(cudaGetLastError());
 }

@@ -77,9 +77,11 @@ __global__ void cross_entropy_loss_kernel(float* __restrict__ losses, float* __r
   losses[row] = l - target_logit[row];
 }
 
-__global__ void cross_entropy_chunk_backward_kernel(bf16* __restrict__ dlogits, const float* __restrict__ logits,
-                                                    const float* __restrict__ lse, const int* __restrict__ targets,
-                                                    int v_begin, int v_count, float dloss_scale) {
+// dlogits may alias logits (out_t = float: the CPU backend's in-place contract).
+template <typename out_t>
+__global__ void cross_entropy_chunk_backward_kernel(out_t* dlogits, const float* logits, const float* __restrict__ lse,
+                                                    const int* __restrict__ targets, int v_begin, int v_count,
+                                                    float dloss_scale) {
   const int row = blockIdx.x;
   const int v = blockIdx.y * blockDim.x + threadIdx.x;
   if (v >= v_count) return;
@@ -87,7 +89,50 @@ __global__ void cross_entropy_chunk_backward_kernel(bf16* __restrict__ dlogits, 
   const size_t i = (size_t)row * v_count + v;
   float g = 0.0f;
   if (target >= 0) g = (expf(logits[i] - lse[row]) - (v_begin + v == target ? 1.0f : 0.0f)) * dloss_scale;
-  dlogits[i] = __float2bfloat16(g);
+  dlogits[i] = (out_t)g;
+}
+
+// Compaction of the rows that carry a loss before the LM head, and the scatter of their gradient:
+//   gather: dst[i] = src[idx[i]];  scatter: dst[idx[i]] = src[i]   (rows of C bf16 values).
+// geometry: grid (n, ceil(C/256)), 256 threads. traffic: 4nC bytes.
+__global__ void gather_rows_kernel(bf16* __restrict__ dst, const bf16* __restrict__ src, const int* __restrict__ idx,
+                                   int C) {
+  const int c = blockIdx.y * blockDim.x + threadIdx.x;
+  if (c < C) dst[(size_t)blockIdx.x * C + c] = src[(size_t)idx[blockIdx.x] * C + c];
+}
+__global__ void scatter_rows_kernel(bf16* __restrict__ dst, const bf16* __restrict__ src, const int* __restrict__ idx,
+                                    int C) {
+  const int c = blockIdx.y * blockDim.x + threadIdx.x;
+  if (c < C) dst[(size_t)idx[blockIdx.x] * C + c] = src[(size_t)blockIdx.x * C + c];
+}
+
+inline void gather_rows(bf16* dst, const bf16* src, const int* idx, int n, int C, cudaStream_t stream) {
+  if (n == 0) return;
+  LAUNCH(gather_rows_kernel, dim3(n, ceil_div(C, 256)), 256, 0, stream)(dst, src, idx, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+inline void scatter_rows(bf16* dst, const bf16* src, const int* idx, int n, int C, cudaStream_t stream) {
+  if (n == 0) return;
+  LAUNCH(scatter_rows_kernel, dim3(n, ceil_div(C, 256)), 256, 0, stream)(dst, src, idx, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// One chunk of rows over the whole vocabulary (the CPU backend's contract, used by the model
+// template, which chunks over tokens): logits [n, V] fp32 become (softmax - onehot) * grad_scale
+// in place; losses[n] receives each row's loss (0 when masked). stats: row_max, row_sum,
+// target_logit, lse scratch of n floats each.
+inline void cross_entropy_rows_forward_backward(float* logits, float* losses, const int* targets, int n, int V,
+                                                float grad_scale, float* row_max, float* row_sum,
+                                                float* target_logit, float* lse, cudaStream_t stream) {
+  if (n == 0) return;
+  LAUNCH(cross_entropy_chunk_stats_kernel, n, 256, 0, stream)(row_max, row_sum, target_logit, logits, targets, 0, V, 1);
+  CUDA_CHECK(cudaGetLastError());
+  LAUNCH(cross_entropy_loss_kernel, ceil_div(n, 256), 256, 0, stream)(losses, lse, row_max, row_sum, target_logit,
+                                                                     targets, n);
+  CUDA_CHECK(cudaGetLastError());
+  LAUNCH(cross_entropy_chunk_backward_kernel<float>, dim3(n, ceil_div(V, 256)), 256, 0, stream)(
+      logits, logits, lse, targets, 0, V, grad_scale);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 // Device scratch for the fused LM head: sized from (N max, chunk, C).
@@ -122,7 +167,7 @@ inline void fused_lm_head_cross_entropy(const MatmulContext& ctx, float* losses,
   for (int v0 = 0; v0 < V; v0 += s.chunk) {
     const int vc = V - v0 < s.chunk ? V - v0 : s.chunk;
     linear_forward(ctx, s.logits, true, x, w + (size_t)v0 * C, nullptr, N, C, vc, stream);
-    LAUNCH(cross_entropy_chunk_backward_kernel, dim3(N, ceil_div(vc, 256)), 256, 0, stream)(
+    LAUNCH(cross_entropy_chunk_backward_kernel<bf16>, dim3(N, ceil_div(vc, 256)), 256, 0, stream)(
         s.dlogits, s.logits, s.lse, targets, v0, vc, dloss_scale);
     CUDA_CHECK(cudaGetLastError());
     linear_backward_input(ctx, s.dx_f32, true, s.dlogits, w + (size_t)v0 * C, N, C, vc, v0 > 0, stream);

@@ -1,4 +1,5 @@
-// Token embedding: out[t, :] = table[tokens[t], :].
+// Token embedding: out[t, :] = table[tokens[t], :] (+ add[t, :] when add is given: room for an
+// additive per-token vector such as a memory readout).
 //
 // Forward  geometry: grid (N, ceil(C/256)), 256 threads; thread = one channel of one token.
 //          traffic : reads 2NC bytes of the table (rows gathered), writes 2NC. bf16 in and out.
@@ -14,11 +15,12 @@
 #include "kernels/cuda/cuda_utils.cuh"
 
 __global__ void embedding_forward_kernel(bf16* __restrict__ out, const int* __restrict__ tokens,
-                                         const bf16* __restrict__ table, int C) {
+                                         const bf16* __restrict__ table, const float* __restrict__ add, int C) {
   const int t = blockIdx.x;
   const int c = blockIdx.y * blockDim.x + threadIdx.x;
   if (c >= C) return;
-  out[(size_t)t * C + c] = table[(size_t)tokens[t] * C + c];
+  const bf16 e = table[(size_t)tokens[t] * C + c];
+  out[(size_t)t * C + c] = add ? __float2bfloat16(__bfloat162float(e) + add[(size_t)t * C + c]) : e;
 }
 
 // bucket_token[u]: the token id of bucket u; bucket_start[u]..bucket_start[u+1]: its entries in
@@ -57,9 +59,10 @@ inline EmbeddingBackwardPlan embedding_backward_plan(const int* tokens, int N, i
   return p;
 }
 
-inline void embedding_forward(bf16* out, const int* tokens, const bf16* table, int N, int C, cudaStream_t stream) {
+inline void embedding_forward(bf16* out, const int* tokens, const bf16* table, const float* add, int N, int C,
+                              cudaStream_t stream) {
   if (N == 0) return;
-  LAUNCH(embedding_forward_kernel, dim3(N, ceil_div(C, 256)), 256, 0, stream)(out, tokens, table, C);
+  LAUNCH(embedding_forward_kernel, dim3(N, ceil_div(C, 256)), 256, 0, stream)(out, tokens, table, add, C);
   CUDA_CHECK(cudaGetLastError());
 }
 // The three plan arrays must already be on the device; num_buckets = bucket_token.size().

@@ -1,5 +1,6 @@
 // RMSNorm fused with the residual add (pre-norm Llama block):
-//   residual_out = residual_in + delta            (delta may be null: plain RMSNorm)
+//   residual_out = residual_in + delta            (delta may be null; with residual_out null too,
+//                                                  it is a plain RMSNorm of residual_in)
 //   normed       = residual_out * rstd * weight,   rstd = 1 / sqrt(mean(residual_out^2) + eps)
 // The residual stream and the normed output are bf16; the statistics are fp32 and rstd is saved
 // for the backward. The norm reads the *stored* (bf16-rounded) residual, so forward and backward
@@ -26,14 +27,14 @@ __global__ void fused_residual_rmsnorm_forward_kernel(bf16* residual_out, bf16* 
   const int row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
   if (row >= N) return;
   const bf16* in = residual_in + (size_t)row * C;
-  bf16* res = residual_out + (size_t)row * C;
+  bf16* res = residual_out ? residual_out + (size_t)row * C : nullptr;
   const bf16* d = delta ? delta + (size_t)row * C : nullptr;
   float sum_squares = 0.0f;
   for (int c = lane; c < C; c += WARP_SIZE) {
     float x = __bfloat162float(in[c]);
     if (d) x += __bfloat162float(d[c]);
     const bf16 xr = __float2bfloat16(x);
-    res[c] = xr;
+    if (res) res[c] = xr;
     const float xf = __bfloat162float(xr);
     sum_squares += xf * xf;
   }
@@ -41,8 +42,9 @@ __global__ void fused_residual_rmsnorm_forward_kernel(bf16* residual_out, bf16* 
   const float rstd = rsqrtf(sum_squares / C + eps);
   if (lane == 0) rstd_out[row] = rstd;
   bf16* out = normed + (size_t)row * C;
+  const bf16* x = res ? res : in;  // the stored residual (bf16) is what the backward will read
   for (int c = lane; c < C; c += WARP_SIZE)
-    out[c] = __float2bfloat16(__bfloat162float(res[c]) * rstd * __bfloat162float(weight[c]));
+    out[c] = __float2bfloat16(__bfloat162float(x[c]) * rstd * __bfloat162float(weight[c]));
 }
 
 __global__ void rmsnorm_backward_kernel(bf16* dresidual_out, float* __restrict__ dweight_partial,
