@@ -4,13 +4,17 @@
 // grad_scale is 1 / (target tokens of the whole optimizer batch), so micro-batch gradients add
 // up to the gradient of the batch mean loss.
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/ops.h"
 
 void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n, int V,
                                     float grad_scale, double* loss_sum) {
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+  // Per-row losses, summed in row order afterwards (deterministic, unlike an OpenMP reduction).
+  thread_local std::vector<double> row_loss;
+  row_loss.assign(n, 0.0);
+  double* losses = row_loss.data();
+#pragma omp parallel for schedule(static)
   for (int t = 0; t < n; t++) {
     float* z = logits + (int64_t)t * V;
     int y = targets[t];
@@ -29,11 +33,13 @@ void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n
       z[i] = std::exp(z[i] - mx);
       sum += z[i];
     }
-    total += (double)std::log(sum) + (double)mx - (double)zy;
+    losses[t] = (double)std::log(sum) + (double)mx - (double)zy;
     float inv = grad_scale / sum;
 #pragma omp simd
     for (int i = 0; i < V; i++) z[i] *= inv;
     z[y] -= grad_scale;
   }
+  double total = 0.0;
+  for (int t = 0; t < n; t++) total += losses[t];
   *loss_sum += total;
 }

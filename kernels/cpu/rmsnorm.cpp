@@ -33,9 +33,10 @@ void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float*
   int nth = omp_get_max_threads();
   thread_local std::vector<float> partial;  // grows once, then reused: no per-step allocation
   partial.assign((size_t)nth * C, 0.0f);
-#pragma omp parallel
+  float* partial_base = partial.data();  // the calling thread's buffer, shared with the team
+#pragma omp parallel num_threads(nth)
   {
-    float* dw = partial.data() + (size_t)omp_get_thread_num() * C;
+    float* dw = partial_base + (size_t)omp_get_thread_num() * C;
 #pragma omp for schedule(static)
     for (int t = 0; t < N; t++) {
       const float* xt = x + (int64_t)t * C;

@@ -1,0 +1,241 @@
+// HF parity of the CPU model: logits, loss, every gradient and the parameters after 5 AdamW
+// steps, against fixtures written by dev/reference/gen_model_fixtures.py (torch + transformers).
+// Also: packed rows == one example per row, gradient accumulation == one batch, batch validation.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "model/llama.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace {
+
+const std::string kFixtures = "test/fixtures/model/";
+
+struct Fixture {
+  std::string dir;
+  LlamaConfig cfg;
+  SafeTensors expected;
+  int64_t num_target_tokens = 0;
+  AdamWConfig opt;
+  int steps = 0;
+};
+
+Fixture open_fixture(const std::string& name) {
+  Fixture f;
+  f.dir = kFixtures + name;
+  f.cfg = load_config(f.dir + "/model/config.json");
+  f.expected = SafeTensors::open(f.dir + "/expected.safetensors");
+  auto meta = [&](const char* key) { return std::stod(f.expected.metadata.at(key)); };
+  f.num_target_tokens = (int64_t)meta("num_target_tokens");
+  f.opt.lr = (float)meta("lr");
+  f.opt.beta1 = (float)meta("beta1");
+  f.opt.beta2 = (float)meta("beta2");
+  f.opt.eps = (float)meta("eps");
+  f.opt.weight_decay = (float)meta("weight_decay");
+  f.opt.max_grad_norm = (float)meta("max_grad_norm");
+  f.steps = (int)meta("steps");
+  return f;
+}
+
+// prefix "" for the fixture's batch, "unpacked_" for the same examples one per row.
+Batch fixture_batch(const Fixture& f, const std::string& prefix) {
+  Batch b;
+  const SafeTensorInfo& info = f.expected.get(prefix + "tokens");
+  b.rows = (int)info.shape[0];
+  b.T = (int)info.shape[1];
+  b.tokens = f.expected.read_i32(prefix + "tokens");
+  b.targets = f.expected.read_i32(prefix + "targets");
+  b.positions = f.expected.read_i32(prefix + "positions");
+  b.seg_start = f.expected.read_i32(prefix + "seg_start");
+  for (int32_t t : b.targets) b.num_target_tokens += t >= 0;
+  return b;
+}
+
+// Rows [r0, r1) of a batch, as its own micro-batch.
+Batch slice_rows(const Batch& b, int r0, int r1) {
+  Batch s;
+  s.rows = r1 - r0;
+  s.T = b.T;
+  auto cut = [&](const std::vector<int32_t>& v) {
+    return std::vector<int32_t>(v.begin() + (size_t)r0 * b.T, v.begin() + (size_t)r1 * b.T);
+  };
+  s.tokens = cut(b.tokens);
+  s.targets = cut(b.targets);
+  s.positions = cut(b.positions);
+  s.seg_start = cut(b.seg_start);
+  for (int32_t t : s.targets) s.num_target_tokens += t >= 0;
+  return s;
+}
+
+float max_abs(const float* a, size_t n) {
+  float m = 0.0f;
+  for (size_t i = 0; i < n; i++) m = std::max(m, std::fabs(a[i]));
+  return m;
+}
+float max_abs_diff(const float* a, const float* b, size_t n) {
+  float m = 0.0f;
+  for (size_t i = 0; i < n; i++) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+void check_hf_parity(const std::string& name) {
+  Fixture f = open_fixture(name);
+  Batch batch = fixture_batch(f, "");
+  REQUIRE(batch.num_target_tokens == f.num_target_tokens);
+  LlamaModel<CpuBackend> model(f.cfg, batch.rows, batch.T);
+  load_weights(f.dir + "/model", f.cfg, model.layout, model.params);
+
+  // Logits.
+  std::vector<float> expected_logits = f.expected.read_f32("logits");
+  std::vector<float> logits(expected_logits.size());
+  REQUIRE(logits.size() == (size_t)batch.rows * batch.T * f.cfg.vocab_size);
+  model.forward_logits(batch, logits.data());
+  float logit_err = max_abs_diff(logits.data(), expected_logits.data(), logits.size());
+  INFO(name << ": logits max abs error " << logit_err);
+  CHECK(logit_err <= 1e-4f);
+
+  // Loss and gradients.
+  model.zero_grad();
+  double loss = model.forward_backward(batch, f.num_target_tokens);
+  double expected_loss = f.expected.read_f32("loss")[0];
+  INFO(name << ": loss " << loss << " expected " << expected_loss);
+  CHECK(std::fabs(loss - expected_loss) <= 1e-5 * std::fabs(expected_loss));
+  for (const ParamTensor& t : model.layout.tensors) {
+    std::vector<float> g = f.expected.read_f32("grad." + t.name);
+    REQUIRE(g.size() == t.numel);
+    float err = max_abs_diff(model.grads + t.offset, g.data(), t.numel);
+    float scale = max_abs(g.data(), g.size());
+    INFO(name << ": gradient of " << t.name << " max abs error " << err << ", max |g| " << scale);
+    CHECK(err <= 1e-4f * scale);
+    CHECK(scale > 0.0f);  // every tensor gets a gradient in these fixtures
+  }
+
+  // 5 AdamW steps with weight decay and clipping, each recomputing the gradient.
+  for (int s = 0; s < f.steps; s++) {
+    model.zero_grad();
+    model.forward_backward(batch, f.num_target_tokens);
+    model.optimizer_step(f.opt);
+  }
+  for (const ParamTensor& t : model.layout.tensors) {
+    std::vector<float> p = f.expected.read_f32("after." + t.name);
+    float err = max_abs_diff(model.params + t.offset, p.data(), t.numel);
+    INFO(name << ": " << t.name << " after " << f.steps << " AdamW steps, max abs error " << err);
+    CHECK(err <= 1e-5f);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("HF parity: GQA (8 query / 2 kv heads), hidden 72, intermediate 200", "[model][hf]") {
+  check_hf_parity("gqa");
+}
+
+TEST_CASE("HF parity: tied embeddings with llama3 rope scaling", "[model][hf]") {
+  check_hf_parity("tied_llama3");
+}
+
+TEST_CASE("HF parity: Qwen2 with q/k/v biases", "[model][hf]") { check_hf_parity("qwen2_bias"); }
+
+TEST_CASE("HF parity: packed rows (examples run separately in HF)", "[model][hf]") {
+  check_hf_parity("packed");
+}
+
+TEST_CASE("packed rows give the loss and gradients of one example per row", "[model][packing]") {
+  Fixture f = open_fixture("packed");
+  Batch packed = fixture_batch(f, "");
+  Batch unpacked = fixture_batch(f, "unpacked_");
+  REQUIRE(unpacked.rows > packed.rows);
+  REQUIRE(packed.num_target_tokens == unpacked.num_target_tokens);
+  LlamaModel<CpuBackend> model(f.cfg, unpacked.rows, unpacked.T);
+  load_weights(f.dir + "/model", f.cfg, model.layout, model.params);
+
+  model.zero_grad();
+  double loss_packed = model.forward_backward(packed, packed.num_target_tokens);
+  std::vector<float> g_packed(model.grads, model.grads + model.layout.total);
+  model.zero_grad();
+  double loss_unpacked = model.forward_backward(unpacked, unpacked.num_target_tokens);
+  INFO("packed loss " << loss_packed << ", unpacked loss " << loss_unpacked);
+  CHECK(std::fabs(loss_packed - loss_unpacked) <= 1e-5 * std::fabs(loss_unpacked));
+  for (const ParamTensor& t : model.layout.tensors) {
+    float err = max_abs_diff(g_packed.data() + t.offset, model.grads + t.offset, t.numel);
+    INFO(t.name << ": packed vs unpacked gradient max abs error " << err);
+    CHECK(err <= 1e-5f);
+  }
+}
+
+TEST_CASE("gradient accumulation over 2 micro-batches equals one batch", "[model][accumulation]") {
+  Fixture f = open_fixture("packed");
+  Batch whole = fixture_batch(f, "");
+  REQUIRE(whole.rows == 2);
+  Batch first = slice_rows(whole, 0, 1), second = slice_rows(whole, 1, 2);
+  // The two halves carry different target counts: a mean of per-micro-batch means would differ.
+  REQUIRE(first.num_target_tokens != second.num_target_tokens);
+  LlamaModel<CpuBackend> model(f.cfg, whole.rows, whole.T);
+  load_weights(f.dir + "/model", f.cfg, model.layout, model.params);
+
+  model.zero_grad();
+  double loss_whole = model.forward_backward(whole, whole.num_target_tokens);
+  std::vector<float> g_whole(model.grads, model.grads + model.layout.total);
+  model.zero_grad();
+  double loss_acc = model.forward_backward(first, whole.num_target_tokens) +
+                    model.forward_backward(second, whole.num_target_tokens);
+  INFO("one batch " << loss_whole << ", accumulated " << loss_acc);
+  CHECK(std::fabs(loss_whole - loss_acc) <= 1e-5 * std::fabs(loss_whole));
+  for (const ParamTensor& t : model.layout.tensors) {
+    float err = max_abs_diff(g_whole.data() + t.offset, model.grads + t.offset, t.numel);
+    INFO(t.name << ": accumulated vs one-batch gradient max abs error " << err);
+    CHECK(err <= 1e-5f);
+  }
+}
+
+TEST_CASE("attention over a key range (decode step) matches the full causal pass", "[model][attention]") {
+  // 1 row, T=7 tokens, H=4 query heads over KV=2 heads, D=6, odd strides (a fused qkv row).
+  const int T = 7, H = 4, KV = 2, D = 6;
+  const int64_t ld = (H + 2 * KV) * D + 3;
+  std::vector<float> qkv(T * ld);
+  uint32_t state = 12345;
+  for (float& x : qkv) {
+    state = state * 1664525u + 1013904223u;
+    x = ((state >> 8) / 16777216.0f) * 2.0f - 1.0f;
+  }
+  std::vector<int32_t> lo(T, 0), hi(T);
+  for (int t = 0; t < T; t++) hi[t] = t;
+  std::vector<float> out(T * H * D), lse(T * H);
+  attention_forward(out.data(), lse.data(), qkv.data(), qkv.data() + H * D, qkv.data() + (H + KV) * D,
+                    lo.data(), hi.data(), AttentionShape{1, T, T, H, KV, D, ld, ld});
+  // The last token alone, as a decode step over a cache holding all T keys.
+  std::vector<float> out1(H * D), lse1(H);
+  int32_t lo1 = 0, hi1 = T - 1;
+  attention_forward(out1.data(), lse1.data(), qkv.data() + (T - 1) * ld, qkv.data() + H * D,
+                    qkv.data() + (H + KV) * D, &lo1, &hi1, AttentionShape{1, 1, T, H, KV, D, ld, ld});
+  CHECK(max_abs_diff(out1.data(), out.data() + (T - 1) * H * D, H * D) <= 1e-6f);
+  CHECK(max_abs_diff(lse1.data(), lse.data() + (T - 1) * H, H) <= 1e-6f);
+  // And the first token attends only to itself: its output is its own value vector.
+  for (int h = 0; h < H; h++)
+    CHECK(max_abs_diff(out.data() + h * D, qkv.data() + (H + KV + h / (H / KV)) * D, D) <= 1e-6f);
+}
+
+TEST_CASE("invalid batches are refused with the field named", "[model][errors]") {
+  Fixture f = open_fixture("gqa");
+  Batch b = fixture_batch(f, "");
+  LlamaModel<CpuBackend> model(f.cfg, b.rows, b.T);
+  Batch bad = b;
+  bad.tokens[3] = f.cfg.vocab_size;
+  CHECK_THROWS_WITH(model.forward(bad), Catch::Contains("tokens[3]"));
+  bad = b;
+  bad.targets[5] = -2;
+  CHECK_THROWS_WITH(model.forward(bad), Catch::Contains("targets[5]"));
+  bad = b;
+  bad.seg_start[2] = 3;  // later than the token's own column
+  CHECK_THROWS_WITH(model.forward(bad), Catch::Contains("seg_start[2]"));
+  bad = b;
+  bad.rows = b.rows + 1;
+  CHECK_THROWS_WITH(model.forward(bad), Catch::Contains("exceed the planned maximum"));
+  CHECK_THROWS_WITH(model.forward_backward(b, 0), Catch::Contains("no target tokens"));
+}
