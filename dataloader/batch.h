@@ -21,8 +21,24 @@ struct Batch {
 // An optimizer step: B examples, split into micro-batches. The loss is the sum over all target
 // tokens of all micro-batches divided by `num_target_tokens` (the whole optimizer batch), never a
 // mean of per-micro-batch means.
+//
+// With several ranks, each rank's OptimizerBatch holds its own slice of the B examples; the
+// global_* fields give the totals over all ranks (computed locally, the data order being
+// deterministic), so the loss can be normalized by the whole batch's target count without an
+// extra all-reduce.
+struct ExampleRef {
+  int32_t stream = 0;  // 0 = primary, 1.. = mixed streams in --mix order
+  int64_t index = 0;   // example index within the stream (shards concatenated in order)
+};
+
 struct OptimizerBatch {
   std::vector<Batch> micro;
-  int64_t num_target_tokens = 0;
-  int num_examples = 0;
+  int64_t num_target_tokens = 0;  // this rank: sum over micro
+  int num_examples = 0;           // this rank
+  int64_t global_num_target_tokens = 0;  // all ranks
+  int global_num_examples = 0;           // all ranks (B, or fewer in the last batch of an epoch)
+  int64_t epoch = 0;                     // epoch this batch belongs to
+  int64_t step_in_epoch = 0;             // 0-based
+  bool last_in_epoch = false;
+  std::vector<ExampleRef> examples;      // this rank's examples, in layout order
 };
