@@ -3,7 +3,7 @@
 # regenerates the reference fixtures with torch/transformers (dev only).
 #
 # Conventions (so that a new file needs no Makefile edit):
-#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ test/emu/ goes into
+#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ eval/ test/emu/ goes into
 #     that component's archive, except files named *_main.cpp, which are program entry points;
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
 
@@ -23,7 +23,9 @@ $(DEPS_STAMP): scripts/install_deps.sh
 
 # One archive per component, so that a component builds and tests while another is half-done.
 # Link order: users before providers.
-COMPONENTS     := dataloader tokenizer model kernels emu common
+# (eval: factoid evaluation shared by train_llama and eval_factoids; it uses the data pipeline.)
+COMPONENTS     := eval dataloader tokenizer model kernels emu common
+SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(wildcard kernels/cpu/*.cpp)
 SRCS_model     := $(wildcard model/*.cpp)
@@ -31,6 +33,7 @@ SRCS_tokenizer := $(wildcard tokenizer/*.cpp)
 SRCS_dataloader:= $(wildcard dataloader/*.cpp)
 SRCS_emu       := $(wildcard test/emu/*.cpp)
 DEPS_common    :=
+DEPS_eval      := dataloader tokenizer model kernels common
 DEPS_kernels   := common
 DEPS_model     := kernels common
 DEPS_tokenizer := common
@@ -77,6 +80,12 @@ $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 train_llama: $(BUILD)/train_llama.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 eval_factoids: $(BUILD)/eval_factoids.o $(ALL_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+# Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
+# They link the model and its dependencies only. [added with the model numerics, issue #2]
+$(BUILD)/bench/%: $(BUILD)/dev/bench/%.o $(call lib_of,model) $(call lib_of,kernels) $(call lib_of,common)
+	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Catch2's main is compiled once; each test file links against it.

@@ -1,0 +1,122 @@
+#include "eval/factoid_eval.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/hash.h"
+#include "dataloader/dataloader.h"
+#include "dataloader/prompt_template.h"
+#include "dataloader/shard.h"
+#include "dataloader/sources.h"
+#include "dataloader/tokenize_example.h"
+
+static bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+static std::vector<EvalItem> items_from_jsonl(const std::string& path, const Tokenizer& tok,
+                                              const std::string& template_text, int64_t limit) {
+  check(!template_text.empty(), path,
+        ": no prompt template: evaluating a JSONL file needs the training template (from the checkpoint, a shard, "
+        "or --template)");
+  PromptTemplate tmpl = PromptTemplate::parse(template_text, "prompt template");
+  std::vector<std::string> qf = default_question_fields(), af = default_answer_fields();
+  qf.push_back("key");  // KVR records written as {"key": ..., "value": ...}
+  af.push_back("value");
+  auto records = read_qa_jsonl(path, qf, af, limit);
+  std::vector<EvalItem> items(records.size());
+  std::vector<std::string> questions, answers;
+  for (const auto& r : records) {
+    questions.push_back(r.question);
+    answers.push_back(r.answer);
+  }
+  auto tokenized = tokenize_examples(tok, tmpl, questions, answers);
+  for (size_t i = 0; i < records.size(); ++i) {
+    EvalItem& it = items[i];
+    it.question = trim_whitespace(records[i].question);
+    it.golds = records[i].answers.empty() ? std::vector<std::string>{records[i].answer} : records[i].answers;
+    const auto& ex = tokenized[i];
+    size_t first = std::find(ex.loss.begin(), ex.loss.end(), 1) - ex.loss.begin();
+    it.prompt_ids.assign(ex.tokens.begin(), ex.tokens.begin() + first);
+    size_t end = ex.tokens.size() - (tmpl.eos ? 1 : 0);
+    it.answer_ids.assign(ex.tokens.begin() + first, ex.tokens.begin() + std::max(first, end));
+    check(!it.prompt_ids.empty(), path, ":", records[i].line, ": the rendered prompt has no tokens");
+  }
+  return items;
+}
+
+static std::vector<EvalItem> items_from_shards(const std::string& list, const Tokenizer& tok, int64_t limit) {
+  std::vector<EvalItem> items;
+  for (const std::string& path : expand_shard_list(list)) {
+    Shard shard(path);
+    check(shard.tokenizer_hash() == 0 || shard.tokenizer_hash() == tok.hash(), path,
+          ": field 'tokenizer_hash' (", hash_hex(shard.tokenizer_hash()), ") differs from the model's tokenizer (",
+          tok.hash_hex(), ")");
+    for (int64_t e = 0; e < shard.num_examples(); ++e) {
+      if (limit > 0 && int64_t(items.size()) >= limit) return items;
+      auto tokens = shard.example_tokens(e);
+      auto loss = shard.example_loss(e);
+      size_t first = std::find(loss.begin(), loss.end(), 1) - loss.begin();
+      check(first > 0 && first < tokens.size(), path, ": example ", e,
+            " has no prompt or no answer (evaluation needs QA examples: prompt tokens, then trained answer tokens)");
+      EvalItem it;
+      it.prompt_ids.assign(tokens.begin(), tokens.begin() + first);
+      size_t end = tokens.size();
+      if (tok.eos_id() >= 0 && tokens[end - 1] == tok.eos_id() && end - 1 > first) --end;
+      it.answer_ids.assign(tokens.begin() + first, tokens.begin() + end);
+      it.question = tok.decode(it.prompt_ids, /*skip_special_tokens=*/true);
+      it.golds = {trim_whitespace(tok.decode(it.answer_ids, true))};
+      items.push_back(std::move(it));
+    }
+  }
+  return items;
+}
+
+std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& tok, const std::string& template_text,
+                                      int64_t limit) {
+  if (ends_with(path, ".jsonl") || ends_with(path, ".json")) return items_from_jsonl(path, tok, template_text, limit);
+  return items_from_shards(path, tok, limit);
+}
+
+GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size) {
+  GreedyOptions opt;
+  opt.max_new_tokens = max_new_tokens;
+  opt.batch_size = batch_size;
+  auto add = [&](int32_t id) {
+    if (id >= 0 && id < config.vocab_size &&
+        std::find(opt.stop_token_ids.begin(), opt.stop_token_ids.end(), id) == opt.stop_token_ids.end())
+      opt.stop_token_ids.push_back(id);
+  };
+  add(tok.eos_id());
+  for (int id : config.eos_token_id) add(id);
+  for (const char* name : {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>", "</s>", "<|end_of_text|>"})
+    add(tok.token_to_id(name));
+  // A newline ends the answer line (REMIX answers are one line): any token whose text has one.
+  const int V = std::min(config.vocab_size, tok.vocab_size());
+  opt.stops_generation.assign(config.vocab_size, false);
+  for (int id = 0; id < V; ++id) {
+    if (tok.is_special(id)) continue;
+    if (tok.decode({id}).find('\n') != std::string::npos) opt.stops_generation[id] = true;
+  }
+  return opt;
+}
+
+EvalOutcome evaluate_factoids(const InferenceModel& m, const Tokenizer& tok, const std::vector<EvalItem>& items,
+                              const GreedyOptions& opt, MatchKind match) {
+  std::vector<std::vector<int32_t>> prompts;
+  prompts.reserve(items.size());
+  for (const auto& it : items) prompts.push_back(it.prompt_ids);
+  EvalOutcome out;
+  out.output_ids = greedy_generate(m, prompts, opt);
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string text = tok.decode(out.output_ids[i], /*skip_special_tokens=*/true);
+    std::string pred = cut_at_newline(text);
+    bool ok = answer_matches_any(match, pred, items[i].golds);
+    out.predictions.push_back(pred);
+    out.correct.push_back(ok);
+    out.num_correct += ok;
+  }
+  out.accuracy = items.empty() ? 0.0 : double(out.num_correct) / double(items.size());
+  return out;
+}

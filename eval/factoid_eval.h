@@ -1,0 +1,43 @@
+// Factoid evaluation shared by eval_factoids and the in-training evaluation of train_llama:
+// questions with gold answers (from a QA shard or a QA JSONL file), greedy answers with a KV cache,
+// and matching. The prompt is always rendered with the template the model was trained with, so
+// the evaluation prompt is a token prefix of the training example.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "eval/answer_match.h"
+#include "model/config.h"
+#include "model/decode.h"
+#include "tokenizer/tokenizer.h"
+
+struct EvalItem {
+  std::string question;             // the question (JSONL), or the decoded prompt (shard)
+  std::vector<std::string> golds;   // gold answers, any of which is correct
+  std::vector<int32_t> prompt_ids;  // exactly the training prompt tokens
+  std::vector<int32_t> answer_ids;  // the trained answer tokens without EOS (for --score)
+};
+
+// path: a QA JSONL file (*.jsonl, fields as prepare_data reads them, plus KVR's key/value) or a
+// comma-separated list / glob of shards. For JSONL, `template_text` (the training template) renders
+// the prompts; for shards, the prompt is the example's tokens before its first trained token and the
+// gold answer is the decoded trained tokens (EOS removed). limit > 0 keeps the first `limit`.
+std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& tok, const std::string& template_text,
+                                      int64_t limit = 0);
+
+// Tokens that end generation: the tokenizer's EOS, the config's eos ids, end-of-turn tokens
+// (<|eot_id|>, <|im_end|>, <|end|>, <|endoftext|>, </s>) when present, and (stops_generation) every
+// token whose text contains a newline.
+GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size);
+
+struct EvalOutcome {
+  std::vector<std::string> predictions;           // decoded, cut at the first newline
+  std::vector<std::vector<int32_t>> output_ids;   // generated ids (incl. the stop token)
+  std::vector<bool> correct;
+  int64_t num_correct = 0;
+  double accuracy = 0;
+};
+
+EvalOutcome evaluate_factoids(const InferenceModel& m, const Tokenizer& tok, const std::vector<EvalItem>& items,
+                              const GreedyOptions& opt, MatchKind match);

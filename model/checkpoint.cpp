@@ -1,0 +1,183 @@
+#include "model/checkpoint.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/hash.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace fs = std::filesystem;
+
+std::string layout_fingerprint(const ParamLayout& layout) {
+  std::string s;
+  for (const auto& t : layout.tensors) {
+    s += t.name;
+    for (int64_t d : t.shape) s.append(":").append(std::to_string(d));
+    s.append("@").append(std::to_string(t.offset)).append(";");
+  }
+  s.append("total=").append(std::to_string(layout.total));
+  return hash_hex(hash64(s));
+}
+
+// Index of the first non-finite value, or n.
+static size_t first_non_finite(const float* x, size_t n) {
+  size_t first = n;
+#pragma omp parallel for reduction(min : first)
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]) && i < first) first = i;
+  return first;
+}
+
+static void check_finite(const float* x, const ParamLayout& layout, const std::string& dir, const char* what) {
+  size_t i = first_non_finite(x, layout.total);
+  if (i == layout.total) return;
+  std::string tensor = "?";
+  for (const auto& t : layout.tensors)
+    if (i >= t.offset && i < t.offset + t.numel) tensor = t.name;
+  fail(dir, ": refusing to save a checkpoint: ", what, " of tensor '", tensor, "' holds a non-finite value (",
+       x[i], ") at flat index ", i);
+}
+
+static std::string generation_config_json(const LlamaConfig& c) {
+  nlohmann::json g;
+  auto one_or_list = [](const std::vector<int>& ids) -> nlohmann::json {
+    if (ids.size() == 1) return ids[0];
+    return ids;
+  };
+  if (!c.bos_token_id.empty()) g["bos_token_id"] = one_or_list(c.bos_token_id);
+  if (!c.eos_token_id.empty()) g["eos_token_id"] = one_or_list(c.eos_token_id);
+  g["do_sample"] = false;
+  return g.dump(2) + "\n";
+}
+
+void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
+  check(ck.config && ck.layout && ck.params && ck.adam_m && ck.adam_v, dir, ": save_checkpoint: missing state");
+  const ParamLayout& layout = *ck.layout;
+  check_finite(ck.params, layout, dir, "weight");
+  check_finite(ck.adam_m, layout, dir, "AdamW first moment");
+  check_finite(ck.adam_v, layout, dir, "AdamW second moment");
+
+  std::string clean = dir;
+  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+  const std::string tmp = clean + ".tmp";
+  remove_tree(tmp);  // a leftover of an interrupted save
+  make_dirs(tmp);
+
+  save_weights(tmp, *ck.config, layout, ck.params, ck.weights_dtype);
+  if (!ck.tokenizer_json.empty()) write_file_atomic(tmp + "/tokenizer.json", ck.tokenizer_json);
+  write_file_atomic(tmp + "/generation_config.json", generation_config_json(*ck.config));
+
+  const std::vector<int64_t> flat = {int64_t(layout.total)};
+  write_safetensors(tmp + "/optimizer.safetensors",
+                    {{"master_weights", "F32", flat, ck.params},
+                     {"adamw.exp_avg", "F32", flat, ck.adam_m},
+                     {"adamw.exp_avg_sq", "F32", flat, ck.adam_v}},
+                    {{"format", "engine-optimizer"},
+                     {"layout_fingerprint", layout_fingerprint(layout)},
+                     {"param_total", std::to_string(layout.total)}});
+
+  nlohmann::json state = ck.trainer_state;
+  state["format_version"] = kCheckpointFormatVersion;
+  // trainer_state.json is written last: its presence marks a complete checkpoint.
+  write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
+  fsync_dir(tmp);
+
+  // Swap in the new directory. rename() cannot replace a non-empty directory, so an existing DIR
+  // is first moved aside, then deleted once the new one is in place.
+  std::string old;
+  if (fs::exists(clean)) {
+    old = clean + ".old." + std::to_string(getpid());
+    remove_tree(old);
+    check(std::rename(clean.c_str(), old.c_str()) == 0, clean, ": cannot move the previous checkpoint aside");
+  }
+  check(std::rename(tmp.c_str(), clean.c_str()) == 0, tmp, ": cannot rename to ", clean);
+  fsync_dir(dirname_of(clean));
+  if (!old.empty()) remove_tree(old);
+}
+
+bool is_training_checkpoint(const std::string& dir) {
+  return file_exists(dir + "/trainer_state.json") && file_exists(dir + "/optimizer.safetensors");
+}
+
+nlohmann::json load_trainer_state(const std::string& dir) {
+  const std::string path = dir + "/trainer_state.json";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": invalid JSON: ", e.what());
+  }
+  check(j.is_object(), path, ": expected a JSON object");
+  check(j.contains("format_version") && j["format_version"].is_number_integer(), path,
+        ": field 'format_version' is missing or not an integer");
+  int v = j["format_version"].get<int>();
+  check(v == kCheckpointFormatVersion, path, ": field 'format_version' is ", v, ", this build reads version ",
+        kCheckpointFormatVersion);
+  return j;
+}
+
+void load_optimizer_state(const std::string& dir, const ParamLayout& layout, float* params, float* adam_m,
+                          float* adam_v) {
+  const std::string path = dir + "/optimizer.safetensors";
+  SafeTensors st = SafeTensors::open(path);
+  auto meta = st.metadata.find("layout_fingerprint");
+  check(meta != st.metadata.end(), path, ": metadata field 'layout_fingerprint' is missing");
+  check(meta->second == layout_fingerprint(layout), path,
+        ": field 'layout_fingerprint' does not match the model (the checkpoint was made for another config)");
+  const std::vector<int64_t> flat = {int64_t(layout.total)};
+  st.read_f32("master_weights", params, flat);
+  st.read_f32("adamw.exp_avg", adam_m, flat);
+  st.read_f32("adamw.exp_avg_sq", adam_v, flat);
+}
+
+std::string run_checkpoint_dir(const std::string& out_dir, int64_t step) {
+  return out_dir + "/checkpoint-" + std::to_string(step);
+}
+
+std::vector<RunCheckpoint> list_run_checkpoints(const std::string& out_dir) {
+  std::vector<RunCheckpoint> found;
+  std::error_code ec;
+  if (!fs::is_directory(out_dir, ec)) return found;
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    if (!e.is_directory()) continue;
+    const std::string name = e.path().filename().string();
+    const std::string prefix = "checkpoint-";
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string num = name.substr(prefix.size());
+    if (num.empty() || num.size() > 18 || !std::all_of(num.begin(), num.end(), ::isdigit)) continue;  // .tmp, .old
+    if (!is_training_checkpoint(e.path().string())) continue;
+    found.push_back({std::stoll(num), e.path().string()});
+  }
+  std::sort(found.begin(), found.end(), [](const RunCheckpoint& a, const RunCheckpoint& b) { return a.step < b.step; });
+  return found;
+}
+
+std::string resolve_resume_dir(const std::string& path) {
+  if (is_training_checkpoint(path)) return path;
+  check(dir_exists(path), "--resume ", path, ": no such directory");
+  auto all = list_run_checkpoints(path);
+  check(!all.empty(), "--resume ", path,
+        ": neither a checkpoint (trainer_state.json + optimizer.safetensors) nor a run directory holding "
+        "checkpoint-<step> directories");
+  return all.back().dir;
+}
+
+void rotate_run_checkpoints(const std::string& out_dir, int keep) {
+  std::error_code ec;
+  if (!fs::is_directory(out_dir, ec)) return;
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("checkpoint-", 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0)
+      remove_tree(e.path().string());
+  }
+  if (keep <= 0) return;
+  auto all = list_run_checkpoints(out_dir);
+  for (size_t i = 0; i + size_t(keep) < all.size(); ++i) remove_tree(all[i].dir);
+}

@@ -1,0 +1,68 @@
+// Training checkpoints. A checkpoint directory is a Hugging Face model directory that
+// LlamaForCausalLM.from_pretrained() loads as is, plus what training needs to resume bit-exactly:
+//   config.json, model.safetensors      weights under HF names (save_weights)
+//   tokenizer.json                      the tokenizer the data was made with
+//   generation_config.json              bos/eos ids, greedy decoding
+//   optimizer.safetensors               fp32 master weights and AdamW first/second moments, each
+//                                       one flat tensor in the layout of model/params.h
+//   trainer_state.json                  step, epoch, data cursor, RNG state, args, tokenizer hash,
+//                                       prompt template... (fields chosen by train_llama)
+// Everything is written into DIR.tmp, fsynced, then DIR.tmp is renamed to DIR, so a crash or a
+// SIGKILL at any moment leaves either the old complete checkpoint or the new complete one.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+#include "model/params.h"
+
+constexpr int kCheckpointFormatVersion = 1;
+
+struct CheckpointToSave {
+  const LlamaConfig* config = nullptr;
+  const ParamLayout* layout = nullptr;
+  const float* params = nullptr;   // [layout.total] fp32 master weights
+  const float* adam_m = nullptr;   // [layout.total]
+  const float* adam_v = nullptr;   // [layout.total]
+  std::string tokenizer_json;      // written as tokenizer.json when not empty
+  nlohmann::json trainer_state;    // "format_version" is added
+  std::string weights_dtype = "F32";  // model.safetensors dtype ("F32" or "BF16")
+};
+
+// Writes the checkpoint atomically (see above). Refuses to write non-finite weights or moments:
+// a NaN must never reach disk. Replaces DIR if it exists.
+void save_checkpoint(const std::string& dir, const CheckpointToSave& ck);
+
+// True when dir holds a complete training checkpoint (trainer_state.json + optimizer.safetensors).
+bool is_training_checkpoint(const std::string& dir);
+
+// Reads trainer_state.json (checks format_version); errors name the file and the field.
+nlohmann::json load_trainer_state(const std::string& dir);
+
+// Reads the fp32 master weights and AdamW moments of a checkpoint made for this layout; the shape
+// and a layout fingerprint are checked so that a checkpoint of another model is refused clearly.
+void load_optimizer_state(const std::string& dir, const ParamLayout& layout, float* params, float* adam_m,
+                          float* adam_v);
+
+// A fingerprint of tensor names, shapes and offsets, stored in optimizer.safetensors.
+std::string layout_fingerprint(const ParamLayout& layout);
+
+// Periodic checkpoints of a run live in OUT/checkpoint-<step>. Returns them sorted by step
+// (complete ones only: a leftover .tmp directory is ignored).
+struct RunCheckpoint {
+  int64_t step;
+  std::string dir;
+};
+std::vector<RunCheckpoint> list_run_checkpoints(const std::string& out_dir);
+std::string run_checkpoint_dir(const std::string& out_dir, int64_t step);
+
+// `--resume PATH`: PATH is a checkpoint, or a run directory whose newest checkpoint-<step> is
+// taken. Throws naming PATH when there is none.
+std::string resolve_resume_dir(const std::string& path);
+
+// Deletes all but the `keep` newest periodic checkpoints (keep <= 0: keep all) and any stale
+// .tmp directories of the run.
+void rotate_run_checkpoints(const std::string& out_dir, int keep);

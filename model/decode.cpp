@@ -1,0 +1,257 @@
+#include "model/decode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "common/error.h"
+#include "kernels/cpu/ops.h"
+
+static void rope_inv_freq_fn(const LlamaConfig& c, double* inv_freq) {
+  const auto& r = c.rope_scaling;
+  rope_inv_freq(inv_freq, c.head_dim, c.rope_theta, r.rope_type == "llama3", r.factor, r.low_freq_factor,
+                r.high_freq_factor, r.original_max_position_embeddings);
+}
+
+InferenceModel::InferenceModel(const LlamaConfig& c, const ParamLayout& l, const float* p)
+    : config(&c), layout(&l), params(p) {
+  const auto& r = c.rope_scaling;
+  check(r.rope_type.empty() || r.rope_type == "llama3", "decode: unsupported rope_scaling type '", r.rope_type, "'");
+  rope_inv_freq.resize(c.head_dim / 2);
+  rope_inv_freq_fn(c, rope_inv_freq.data());
+}
+
+void InferenceModel::ensure_rope_tables(int positions) const {
+  if (positions <= rope_positions) return;
+  int n = std::max(positions, 2 * rope_positions);
+  if (config->max_position_embeddings > 0) n = std::max(positions, std::min(n, config->max_position_embeddings));
+  const int half = config->head_dim / 2;
+  rope_cos.assign(size_t(n) * half, 0.0f);
+  rope_sin.assign(size_t(n) * half, 0.0f);
+  rope_tables(rope_cos.data(), rope_sin.data(), rope_inv_freq.data(), config->head_dim, n);
+  rope_positions = n;
+}
+
+KvCache::KvCache(const LlamaConfig& c, int seqs, int len)
+    : layers(c.num_hidden_layers), max_seqs(seqs), max_len(len), kv_dim(c.num_key_value_heads * c.head_dim) {
+  k.assign(size_t(layers) * seqs * len * kv_dim, 0.0f);
+  v.assign(k.size(), 0.0f);
+  length.assign(seqs, 0);
+}
+
+void KvCache::reset() { std::fill(length.begin(), length.end(), 0); }
+
+// ---------------------------------------------------------------------------------------------
+// The layer math is the training forward's, through the same CPU ops (kernels/cpu/ops.h); only
+// attention differs in where keys live: in the cache instead of the batch.
+
+void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<int32_t>& tokens,
+                    const std::vector<int>& seq, const std::vector<int>& logits_for, std::vector<float>& logits) {
+  const LlamaConfig& c = *m.config;
+  const ParamLayout& lay = *m.layout;
+  const float* P = m.params;
+  const int N = int(tokens.size());
+  const int C = c.hidden_size, H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+  const int I = c.intermediate_size, V = c.vocab_size;
+  const int qkv_dim = (H + 2 * KV) * D, kv_dim = KV * D;
+  check(seq.size() == tokens.size(), "forward_tokens: tokens and seq differ in length");
+
+  // Position of each token: the next free slot of its sequence.
+  std::vector<int32_t> pos(N);
+  int max_pos = 0;
+  for (int i = 0; i < N; ++i) {
+    int s = seq[i];
+    check(s >= 0 && s < cache.max_seqs, "forward_tokens: sequence ", s, " out of range");
+    check(tokens[i] >= 0 && tokens[i] < V, "forward_tokens: token id ", tokens[i], " out of range [0, ", V, ")");
+    check(cache.length[s] < cache.max_len, "forward_tokens: KV cache full (", cache.max_len, " positions)");
+    pos[i] = cache.length[s]++;
+    max_pos = std::max(max_pos, int(pos[i]) + 1);
+  }
+  m.ensure_rope_tables(max_pos);
+
+  // Runs of consecutive tokens of one sequence (a prompt in prefill, a single token in decoding):
+  // one attention call each, with the sequence's cache as keys.
+  struct Run { int begin, end; };
+  std::vector<Run> runs;
+  for (int i = 0; i < N; ++i) {
+    if (!runs.empty() && seq[runs.back().end - 1] == seq[i] && pos[runs.back().end - 1] + 1 == pos[i]) runs.back().end = i + 1;
+    else runs.push_back({i, i + 1});
+  }
+  std::vector<int32_t> key_lo(N, 0), key_hi(N);
+  for (int i = 0; i < N; ++i) key_hi[i] = pos[i];  // causal: keys [0, own position]
+
+  std::vector<float> x(size_t(N) * C), xn(size_t(N) * C), rstd(N), qkv(size_t(N) * qkv_dim);
+  std::vector<float> att(size_t(N) * H * D), lse(size_t(N) * H), gu(size_t(N) * 2 * I), act(size_t(N) * I);
+
+  embedding_forward(x.data(), tokens.data(), P + lay.embed, nullptr, N, C);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerOffsets& o = lay.layers[l];
+    rmsnorm_forward(xn.data(), rstd.data(), x.data(), P + o.ln1, N, C, c.rms_norm_eps);
+    matmul_forward(qkv.data(), xn.data(), P + o.qkv_w, o.qkv_b != kNoTensor ? P + o.qkv_b : nullptr, N, C, qkv_dim,
+                   false);
+    // RoPE on the H query heads and the KV key heads (adjacent in each row).
+    rope_apply(qkv.data(), pos.data(), m.rope_cos.data(), m.rope_sin.data(), N, H + KV, D, qkv_dim, false);
+#pragma omp parallel for
+    for (int i = 0; i < N; ++i) {
+      const float* r = &qkv[size_t(i) * qkv_dim];
+      std::copy_n(r + H * D, kv_dim, cache.k_at(l, seq[i], pos[i]));
+      std::copy_n(r + H * D + kv_dim, kv_dim, cache.v_at(l, seq[i], pos[i]));
+    }
+    for (const Run& run : runs) {
+      const int s = seq[run.begin];
+      AttentionShape shape{1, run.end - run.begin, cache.max_len, H, KV, D, qkv_dim, kv_dim};
+      attention_forward(&att[size_t(run.begin) * H * D], &lse[size_t(run.begin) * H], &qkv[size_t(run.begin) * qkv_dim],
+                        cache.k_at(l, s, 0), cache.v_at(l, s, 0), &key_lo[run.begin], &key_hi[run.begin], shape);
+    }
+    matmul_forward(x.data(), att.data(), P + o.o_w, nullptr, N, H * D, C, true);  // residual: x += att W_o^T
+
+    rmsnorm_forward(xn.data(), rstd.data(), x.data(), P + o.ln2, N, C, c.rms_norm_eps);
+    matmul_forward(gu.data(), xn.data(), P + o.gate_up_w, nullptr, N, C, 2 * I, false);
+    swiglu_forward(act.data(), gu.data(), N, I);
+    matmul_forward(x.data(), act.data(), P + o.down_w, nullptr, N, I, C, true);  // residual
+  }
+
+  // Final norm and LM head only for the rows whose logits are wanted.
+  const int R = int(logits_for.size());
+  std::vector<float> sel(size_t(R) * C), seln(size_t(R) * C), rstd_sel(R);
+  for (int r = 0; r < R; ++r) {
+    check(logits_for[r] >= 0 && logits_for[r] < N, "forward_tokens: logits row out of range");
+    std::copy_n(&x[size_t(logits_for[r]) * C], C, &sel[size_t(r) * C]);
+  }
+  rmsnorm_forward(seln.data(), rstd_sel.data(), sel.data(), P + lay.final_norm, R, C, c.rms_norm_eps);
+  logits.resize(size_t(R) * V);
+  matmul_forward(logits.data(), seln.data(), P + lay.lm_head, nullptr, R, C, V, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static int32_t argmax(const float* x, int n) {
+  int32_t best = 0;
+  for (int i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;  // strict: the lowest index wins a tie, as torch.argmax
+  return best;
+}
+
+static bool is_stop(int32_t id, const GreedyOptions& opt) {
+  if (std::find(opt.stop_token_ids.begin(), opt.stop_token_ids.end(), id) != opt.stop_token_ids.end()) return true;
+  return size_t(id) < opt.stops_generation.size() && opt.stops_generation[id];
+}
+
+std::vector<std::vector<int32_t>> greedy_generate(const InferenceModel& m,
+                                                  const std::vector<std::vector<int32_t>>& prompts,
+                                                  const GreedyOptions& opt) {
+  const int V = m.config->vocab_size;
+  check(opt.batch_size > 0, "greedy_generate: batch size must be positive");
+  std::vector<std::vector<int32_t>> results(prompts.size());
+  for (size_t b0 = 0; b0 < prompts.size(); b0 += size_t(opt.batch_size)) {
+    const int nb = int(std::min(prompts.size() - b0, size_t(opt.batch_size)));
+    size_t longest = 0;
+    for (int s = 0; s < nb; ++s) {
+      check(!prompts[b0 + s].empty(), "greedy_generate: prompt ", b0 + s, " is empty");
+      longest = std::max(longest, prompts[b0 + s].size());
+    }
+    KvCache cache(*m.config, nb, int(longest) + std::max(opt.max_new_tokens, 0));
+
+    // Prefill: every prompt token of the batch in one ragged forward; logits at each last token.
+    std::vector<int32_t> toks;
+    std::vector<int> seq, want;
+    for (int s = 0; s < nb; ++s) {
+      for (int32_t t : prompts[b0 + s]) {
+        toks.push_back(t);
+        seq.push_back(s);
+      }
+      want.push_back(int(toks.size()) - 1);
+    }
+    std::vector<float> logits;
+    std::vector<int> active(nb);
+    std::iota(active.begin(), active.end(), 0);
+    if (opt.max_new_tokens <= 0) continue;
+    forward_tokens(m, cache, toks, seq, want, logits);
+
+    std::vector<int32_t> next(nb);
+    for (int s = 0; s < nb; ++s) next[s] = argmax(&logits[size_t(s) * V], V);
+    for (int step = 0; !active.empty(); ++step) {
+      // Record the token each active sequence just produced; drop finished sequences.
+      std::vector<int> still;
+      for (int s : active) {
+        results[b0 + s].push_back(next[s]);
+        if (!is_stop(next[s], opt) && int(results[b0 + s].size()) < opt.max_new_tokens) still.push_back(s);
+      }
+      active.swap(still);
+      if (active.empty()) break;
+      toks.clear();
+      seq.clear();
+      want.clear();
+      for (int s : active) {
+        want.push_back(int(toks.size()));
+        toks.push_back(next[s]);
+        seq.push_back(s);
+      }
+      forward_tokens(m, cache, toks, seq, want, logits);
+      for (size_t r = 0; r < active.size(); ++r) next[active[r]] = argmax(&logits[r * V], V);
+    }
+  }
+  return results;
+}
+
+std::vector<int32_t> greedy_generate_recompute(const InferenceModel& m, const std::vector<int32_t>& prompt,
+                                               int max_new_tokens, const std::vector<int32_t>& stop_token_ids) {
+  std::vector<int32_t> all = prompt, out;
+  std::vector<float> logits;
+  for (int step = 0; step < max_new_tokens; ++step) {
+    KvCache cache(*m.config, 1, int(all.size()));
+    forward_tokens(m, cache, all, std::vector<int>(all.size(), 0), {int(all.size()) - 1}, logits);
+    int32_t t = argmax(logits.data(), m.config->vocab_size);
+    out.push_back(t);
+    all.push_back(t);
+    if (std::find(stop_token_ids.begin(), stop_token_ids.end(), t) != stop_token_ids.end()) break;
+  }
+  return out;
+}
+
+std::vector<AnswerScore> score_answers(const InferenceModel& m, const std::vector<std::vector<int32_t>>& prompts,
+                                       const std::vector<std::vector<int32_t>>& answers, int batch_size) {
+  check(prompts.size() == answers.size(), "score_answers: prompts and answers differ in count");
+  check(batch_size > 0, "score_answers: batch size must be positive");
+  const int V = m.config->vocab_size;
+  std::vector<AnswerScore> scores(prompts.size());
+  for (size_t b0 = 0; b0 < prompts.size(); b0 += size_t(batch_size)) {
+    const int nb = int(std::min(prompts.size() - b0, size_t(batch_size)));
+    size_t longest = 0;
+    std::vector<int32_t> toks;
+    std::vector<int> seq, want;
+    std::vector<int32_t> targets;  // the answer token predicted by each wanted row
+    for (int s = 0; s < nb; ++s) {
+      const auto& p = prompts[b0 + s];
+      const auto& a = answers[b0 + s];
+      check(!p.empty(), "score_answers: prompt ", b0 + s, " is empty");
+      longest = std::max(longest, p.size() + a.size());
+      for (size_t j = 0; j < p.size() + a.size(); ++j) {
+        // The logits after token j predict token j+1: wanted from the last prompt token to the
+        // second-to-last answer token.
+        if (j + 1 >= p.size() && j + 1 < p.size() + a.size()) {
+          want.push_back(int(toks.size()));
+          targets.push_back(a[j + 1 - p.size()]);
+        }
+        toks.push_back(j < p.size() ? p[j] : a[j - p.size()]);
+        seq.push_back(s);
+      }
+    }
+    KvCache cache(*m.config, nb, int(longest));
+    std::vector<float> logits;
+    forward_tokens(m, cache, toks, seq, want, logits);
+    for (size_t r = 0; r < want.size(); ++r) {
+      // log_softmax in double for the answer token: x_t - max - log(sum exp(x - max)).
+      const float* row = &logits[r * V];
+      float mx = *std::max_element(row, row + V);
+      double sum = 0;
+      for (int i = 0; i < V; ++i) sum += std::exp(double(row[i]) - mx);
+      double lp = double(row[targets[r]]) - mx - std::log(sum);
+      AnswerScore& sc = scores[b0 + size_t(seq[want[r]])];
+      sc.sum_logprob += lp;
+      sc.num_tokens += 1;
+    }
+  }
+  for (auto& sc : scores) sc.mean_logprob = sc.num_tokens ? sc.sum_logprob / sc.num_tokens : 0.0;
+  return scores;
+}

@@ -1,0 +1,193 @@
+// Evaluation: answer matching, greedy decoding with a KV cache and answer scoring, checked against
+// transformers (fixture from dev/reference/gen_eval.py) and against full recomputation.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "common/file_io.h"
+#include "eval/answer_match.h"
+#include "model/config.h"
+#include "model/decode.h"
+#include "model/llama.h"
+#include "model/params.h"
+#include "model/weights.h"
+
+using nlohmann::json;
+
+TEST_CASE("exact match strips and lowercases, as REMIX") {
+  REQUIRE(answer_matches(MatchKind::exact, "  Paris\n", "paris"));
+  REQUIRE(answer_matches(MatchKind::exact, "PARIS", " Paris "));
+  REQUIRE_FALSE(answer_matches(MatchKind::exact, "Paris.", "Paris"));
+  REQUIRE_FALSE(answer_matches(MatchKind::exact, "Paris France", "Paris"));
+  REQUIRE_FALSE(answer_matches(MatchKind::exact, "", "Paris"));
+  REQUIRE(answer_matches(MatchKind::exact, "a1b2c3d4", "a1b2c3d4"));
+  REQUIRE_FALSE(answer_matches(MatchKind::exact, "a1b2c3d5", "a1b2c3d4"));
+}
+
+TEST_CASE("squad normalization drops punctuation, articles and extra spaces") {
+  REQUIRE(squad_normalize("The  Eiffel-Tower!") == "eiffeltower");
+  REQUIRE(squad_normalize("an apple a day, the end") == "apple day end");
+  REQUIRE(squad_normalize("theater") == "theater");
+  REQUIRE(answer_matches(MatchKind::squad, "the Beatles.", "Beatles"));
+  REQUIRE_FALSE(answer_matches(MatchKind::squad, "Rolling Stones", "Beatles"));
+  REQUIRE_FALSE(answer_matches(MatchKind::exact, "the Beatles.", "Beatles"));
+}
+
+TEST_CASE("contains matches a gold answer inside the prediction; any gold answer counts") {
+  REQUIRE(answer_matches(MatchKind::contains, "It is Barack Obama, I think", "barack obama"));
+  REQUIRE_FALSE(answer_matches(MatchKind::contains, "Obama", "Barack Obama"));
+  REQUIRE(answer_matches_any(MatchKind::exact, "NYC", {"New York City", "nyc"}));
+  REQUIRE_FALSE(answer_matches_any(MatchKind::exact, "LA", {"New York City", "nyc"}));
+  REQUIRE_FALSE(answer_matches_any(MatchKind::exact, "x", {}));
+  REQUIRE(cut_at_newline("Paris\nThe answer") == "Paris");
+  REQUIRE(cut_at_newline("Paris") == "Paris");
+  REQUIRE_THROWS_WITH(parse_match_kind("fuzzy"), Catch::Contains("fuzzy") && Catch::Contains("--match"));
+}
+
+namespace {
+
+struct Fixture {
+  LlamaConfig config;
+  ParamLayout layout;
+  std::vector<float> params;
+  json ref;
+  Fixture() {
+    const std::string dir = "test/fixtures/eval/tiny_llama";
+    config = load_config(dir + "/config.json");
+    layout = make_param_layout(config);
+    params.resize(layout.total);
+    load_weights(dir, config, layout, params.data());
+    ref = json::parse(read_text_file("test/fixtures/eval/generate.json"));
+  }
+  std::vector<std::vector<int32_t>> prompts() const { return ref["prompts"].get<std::vector<std::vector<int32_t>>>(); }
+};
+
+const Fixture& fixture() {
+  static Fixture f;
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("greedy decoding matches transformers generate(do_sample=False) token for token") {
+  const Fixture& f = fixture();
+  InferenceModel m(f.config, f.layout, f.params.data());
+  const auto prompts = f.prompts();
+  const auto expected = f.ref["generated"].get<std::vector<std::vector<int32_t>>>();
+  GreedyOptions opt;
+  opt.max_new_tokens = f.ref["max_new_tokens"].get<int>();
+  for (int bs : {1, 3, 32}) {
+    opt.batch_size = bs;
+    auto got = greedy_generate(m, prompts, opt);
+    REQUIRE(got.size() == expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      INFO("batch size " << bs << ", prompt " << i);
+      REQUIRE(got[i] == expected[i]);
+    }
+  }
+}
+
+TEST_CASE("the last-position logits match transformers") {
+  const Fixture& f = fixture();
+  InferenceModel m(f.config, f.layout, f.params.data());
+  const auto p = f.prompts()[7];
+  const auto ref = f.ref["logits_prompt7"].get<std::vector<std::vector<float>>>();
+  KvCache cache(f.config, 1, int(p.size()));
+  std::vector<int> want(p.size());
+  for (size_t i = 0; i < p.size(); ++i) want[i] = int(i);
+  std::vector<float> logits;
+  forward_tokens(m, cache, p, std::vector<int>(p.size(), 0), want, logits);
+  double worst = 0;
+  for (size_t t = 0; t < p.size(); ++t)
+    for (int v = 0; v < f.config.vocab_size; ++v)
+      worst = std::max(worst, std::fabs(double(logits[t * f.config.vocab_size + v]) - ref[t][v]));
+  REQUIRE(worst < 1e-4);
+}
+
+TEST_CASE("KV-cache decoding equals full recomputation, and prefill equals the training forward") {
+  const Fixture& f = fixture();
+  InferenceModel m(f.config, f.layout, f.params.data());
+  const auto prompts = f.prompts();
+  GreedyOptions opt;
+  opt.max_new_tokens = 20;  // beyond the fixture's 12: a longer cache
+  opt.batch_size = 4;
+  auto cached = greedy_generate(m, prompts, opt);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    REQUIRE(cached[i] == greedy_generate_recompute(m, prompts[i], opt.max_new_tokens, {}));
+  }
+
+  // Logits of a prompt + its continuation, through the cache in pieces (prefill 5, then one token
+  // at a time) and through the training forward of model/llama.h.
+  std::vector<int32_t> seq = prompts[6];
+  seq.insert(seq.end(), cached[6].begin(), cached[6].end());
+  const int n = int(seq.size()), V = f.config.vocab_size;
+  KvCache cache(f.config, 2, n);
+  std::vector<float> all(size_t(n) * V), part;
+  std::vector<int32_t> first(seq.begin(), seq.begin() + 5);
+  forward_tokens(m, cache, first, std::vector<int>(5, 1), {0, 1, 2, 3, 4}, part);
+  std::copy(part.begin(), part.end(), all.begin());
+  for (int t = 5; t < n; ++t) {
+    forward_tokens(m, cache, {seq[t]}, {1}, {0}, part);
+    std::copy(part.begin(), part.end(), all.begin() + size_t(t) * V);
+  }
+  LlamaModel<CpuBackend> train_model(f.config, 1, n);
+  std::copy(f.params.begin(), f.params.end(), train_model.params);
+  Batch b;
+  b.rows = 1;
+  b.T = n;
+  b.tokens = seq;
+  b.targets.assign(n, -1);
+  for (int t = 0; t < n; ++t) {
+    b.positions.push_back(t);
+    b.seg_start.push_back(0);
+  }
+  std::vector<float> ref(size_t(n) * V);
+  train_model.forward_logits(b, ref.data());
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::fabs(ref[i] - all[i])));
+  REQUIRE(worst < 1e-4);
+}
+
+TEST_CASE("generation stops at a stop token or a stopping token class, and at max_new_tokens") {
+  const Fixture& f = fixture();
+  InferenceModel m(f.config, f.layout, f.params.data());
+  const auto prompts = f.prompts();
+  const auto expected = f.ref["generated"].get<std::vector<std::vector<int32_t>>>();
+  GreedyOptions opt;
+  opt.max_new_tokens = 12;
+  opt.batch_size = 8;
+  // Stop each prompt at its third generated token: add them all to the stop set, then each
+  // sequence must end at the first of them it produces.
+  for (const auto& e : expected) opt.stop_token_ids.push_back(e[2]);
+  auto got = greedy_generate(m, prompts, opt);
+  for (size_t i = 0; i < got.size(); ++i) {
+    size_t k = 0;
+    while (std::find(opt.stop_token_ids.begin(), opt.stop_token_ids.end(), expected[i][k]) == opt.stop_token_ids.end()) ++k;
+    REQUIRE(got[i] == std::vector<int32_t>(expected[i].begin(), expected[i].begin() + k + 1));
+  }
+  GreedyOptions byclass;
+  byclass.max_new_tokens = 5;
+  byclass.stops_generation.assign(f.config.vocab_size, false);
+  byclass.stops_generation[expected[0][1]] = true;
+  auto first = greedy_generate(m, {prompts[0]}, byclass);
+  REQUIRE(first[0] == std::vector<int32_t>(expected[0].begin(), expected[0].begin() + 2));
+  byclass.stops_generation.clear();
+  REQUIRE(greedy_generate(m, {prompts[0]}, byclass)[0].size() == 5);
+}
+
+TEST_CASE("answer log-likelihoods match transformers within 1e-4") {
+  const Fixture& f = fixture();
+  InferenceModel m(f.config, f.layout, f.params.data());
+  const auto answers = f.ref["answers"].get<std::vector<std::vector<int32_t>>>();
+  for (int bs : {1, 5}) {
+    auto scores = score_answers(m, f.prompts(), answers, bs);
+    for (size_t i = 0; i < scores.size(); ++i) {
+      INFO("example " << i << ", batch size " << bs);
+      REQUIRE(scores[i].num_tokens == int(answers[i].size()));
+      REQUIRE(std::fabs(scores[i].sum_logprob - f.ref["scores"][i]["sum_logprob"].get<double>()) < 1e-4);
+      REQUIRE(std::fabs(scores[i].mean_logprob - f.ref["scores"][i]["mean_logprob"].get<double>()) < 1e-4);
+    }
+  }
+}
