@@ -4,12 +4,13 @@
 // Forward  geometry: grid (N, ceil(C/256)), 256 threads; thread = one channel of one token.
 //          traffic : reads 2NC bytes of the table (rows gathered), writes 2NC. bf16 in and out.
 // Backward: deterministic, no float atomics. The host buckets the token positions by token id
-//          (a stable counting sort, embedding_backward_plan below) so each (token id, channel) is
+//          (a stable sort, embedding_backward_plan below) so each (token id, channel) is
 //          owned by exactly one thread, which sums its positions' gradients in position order in
 //          fp32 and adds the sum to the fp32 gradient (+= so micro-batches accumulate).
 //          geometry: grid (unique tokens, ceil(C/256)), 256 threads.
 //          traffic : reads 2NC (dout) + 4UC, writes 4UC bytes (U = unique tokens).
 #pragma once
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cuda/cuda_utils.cuh"
@@ -42,18 +43,18 @@ __global__ void embedding_backward_kernel(float* __restrict__ dtable, const bf16
 struct EmbeddingBackwardPlan {
   std::vector<int> bucket_token, bucket_start, bucket_positions;
 };
-inline EmbeddingBackwardPlan embedding_backward_plan(const int* tokens, int N, int vocab_size) {
+inline EmbeddingBackwardPlan embedding_backward_plan(const int* tokens, int N) {
   EmbeddingBackwardPlan p;
-  std::vector<int> count(vocab_size + 1, 0);
-  for (int t = 0; t < N; t++) count[tokens[t] + 1]++;
-  for (int v = 0; v < vocab_size; v++) count[v + 1] += count[v];  // exclusive prefix sums
   p.bucket_positions.resize(N);
-  std::vector<int> fill(count.begin(), count.end() - 1);
-  for (int t = 0; t < N; t++) p.bucket_positions[fill[tokens[t]]++] = t;  // stable
-  for (int v = 0; v < vocab_size; v++) {
-    if (count[v + 1] == count[v]) continue;
-    p.bucket_token.push_back(v);
-    p.bucket_start.push_back(count[v]);
+  for (int t = 0; t < N; t++) p.bucket_positions[t] = t;
+  std::stable_sort(p.bucket_positions.begin(), p.bucket_positions.end(),
+                   [&](int a, int b) { return tokens[a] < tokens[b]; });  // ties keep position order
+  for (int i = 0; i < N; i++) {
+    const int token = tokens[p.bucket_positions[i]];
+    if (i == 0 || token != tokens[p.bucket_positions[i - 1]]) {
+      p.bucket_token.push_back(token);
+      p.bucket_start.push_back(i);
+    }
   }
   p.bucket_start.push_back(N);
   return p;

@@ -72,10 +72,12 @@ inline void matmul_lt(const MatmulContext& ctx, void* d, cudaDataType_t d_type, 
   CUBLAS_CHECK(cublasLtMatmulDescDestroy(desc));
 }
 
-// y[N, O] = x[N, I] W[O, I]^T (+ bias[O]); y is bf16 (or fp32 with out_f32, e.g. logits).
+// y[N, O] (=, or += with accumulate) x[N, I] W[O, I]^T (+ bias[O]); y is bf16 (or fp32 with
+// out_f32, e.g. logits; then bias must be null).
 inline void linear_forward(const MatmulContext& ctx, void* y, bool out_f32, const bf16* x, const bf16* w,
-                           const bf16* bias, int N, int I, int O, cudaStream_t stream) {
-  matmul_lt(ctx, y, out_f32 ? CUDA_R_32F : CUDA_R_16BF, w, true, I, x, false, I, bias, O, N, I, O, 1.0f, 0.0f, stream);
+                           const bf16* bias, int N, int I, int O, cudaStream_t stream, bool accumulate = false) {
+  matmul_lt(ctx, y, out_f32 ? CUDA_R_32F : CUDA_R_16BF, w, true, I, x, false, I, bias, O, N, I, O, 1.0f,
+            accumulate ? 1.0f : 0.0f, stream);
 }
 // dx[N, I] (=, or += with accumulate) = dy[N, O] W[O, I]; dx bf16, or fp32 with out_f32.
 inline void linear_backward_input(const MatmulContext& ctx, void* dx, bool out_f32, const bf16* dy, const bf16* w,

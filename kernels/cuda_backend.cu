@@ -1,0 +1,247 @@
+// The CUDA backend's definitions; declarations and design notes are in kernels/cuda_backend.h.
+// Compiled by nvcc for the GPU build. Tests include this file under g++ -DCUDA_EMULATION to run
+// the backend on the emulator.
+#include "kernels/cuda_backend.h"
+
+#include <vector>
+
+#include "common/error.h"
+#include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/cast.cuh"
+#include "kernels/cuda/cross_entropy.cuh"
+#include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/global_norm.cuh"
+#include "kernels/cuda/matmul.cuh"
+#include "kernels/cuda/rmsnorm.cuh"
+#include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/swiglu.cuh"
+
+namespace {
+
+enum Scratch { SCRATCH_RMSNORM = 0, SCRATCH_ATTN_DELTA, SCRATCH_CE, SCRATCH_DOUT_BF16, SCRATCH_NORM, SCRATCH_EMB_PLAN,
+               SCRATCH_COUNT };
+
+struct BackendState {
+  cudaStream_t stream = 0;
+  MatmulContext matmul;
+  const float* params = nullptr;  // fp32 master weights (device)
+  bf16* params_bf16 = nullptr;    // working copy, same offsets
+  size_t params_n = 0;
+  bool mirror_stale = true;
+  struct Slot {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+  } slots[SCRATCH_COUNT];
+  std::vector<float> host_losses;
+  std::vector<int> host_tokens;
+};
+
+BackendState& state() {
+  static BackendState s;
+  return s;
+}
+cudaStream_t stream() { return state().stream; }
+const MatmulContext& matmul() {
+  BackendState& s = state();
+  if (!s.matmul.handle) matmul_context_create(s.matmul);
+  return s.matmul;
+}
+template <class T>
+T* scratch(Scratch slot, size_t n) {
+  BackendState::Slot& s = state().slots[slot];
+  const size_t bytes = n * sizeof(T) > 0 ? n * sizeof(T) : 16;
+  if (bytes > s.bytes) {
+    if (s.ptr) CUDA_CHECK(cudaFree(s.ptr));
+    CUDA_CHECK(cudaMalloc(&s.ptr, bytes));
+    s.bytes = bytes;
+  }
+  return static_cast<T*>(s.ptr);
+}
+bool in_params(const void* p) {
+  const BackendState& s = state();
+  const float* f = static_cast<const float*>(p);
+  return s.params && f >= s.params && f < s.params + s.params_n;
+}
+void mark_written(const void* p, size_t bytes) {
+  const BackendState& s = state();
+  const char* a = static_cast<const char*>(p);
+  const char* lo = reinterpret_cast<const char*>(s.params);
+  if (s.params && a < lo + s.params_n * sizeof(float) && a + bytes > lo) state().mirror_stale = true;
+}
+// The bf16 working copy of a weight given by its fp32 master pointer.
+const bf16* weight(const float* w) {
+  BackendState& s = state();
+  if (!w) return nullptr;
+  check(in_params(w), "cuda backend: a weight pointer lies outside the bound parameter buffer "
+                      "(call CudaBackend::bind_params / cuda_bind_model after creating the model)");
+  if (s.mirror_stale) {
+    cast_f32_to_bf16(s.params_bf16, s.params, s.params_n, s.stream);
+    s.mirror_stale = false;
+  }
+  return s.params_bf16 + (w - s.params);
+}
+AttentionDims dims(const AttentionShape& s) {
+  check(s.D == 64 || s.D == 128, "cuda backend: head_dim ", s.D, " is not supported (64 or 128)");
+  check(s.KV > 0 && s.H % s.KV == 0, "cuda backend: num_attention_heads ", s.H,
+        " is not a multiple of num_key_value_heads ", s.KV);
+  return AttentionDims{s.Tq, s.Tk, s.H, s.KV, (long long)s.ld_q, (long long)s.ld_kv};
+}
+
+}  // namespace
+
+void CudaBackend::bind_params(const float* params, size_t n) {
+  BackendState& s = state();
+  if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
+  s.params = params;
+  s.params_n = n;
+  CUDA_CHECK(cudaMalloc(&s.params_bf16, (n > 0 ? n : 1) * sizeof(bf16)));
+  s.mirror_stale = true;
+}
+void CudaBackend::release() {
+  BackendState& s = state();
+  if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
+  for (auto& slot : s.slots)
+    if (slot.ptr) CUDA_CHECK(cudaFree(slot.ptr));
+  matmul_context_destroy(s.matmul);
+  s = BackendState{};
+}
+void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+void* CudaBackend::alloc_bytes(size_t bytes) {
+  void* p = nullptr;
+  if (bytes == 0) bytes = 16;
+  CUDA_CHECK(cudaMalloc(&p, bytes));
+  CUDA_CHECK(cudaMemset(p, 0, bytes));
+  return p;
+}
+void CudaBackend::free_bytes(void* p) {
+  if (p) CUDA_CHECK(cudaFree(p));
+}
+void CudaBackend::upload_bytes(void* dst, const void* host, size_t bytes) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
+  mark_written(dst, bytes);
+}
+void CudaBackend::download_bytes(void* host, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
+}
+void CudaBackend::copy_bytes(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
+  mark_written(dst, bytes);
+}
+void CudaBackend::zero_bytes(void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream()));
+  mark_written(dst, bytes);
+}
+
+void CudaBackend::embedding_forward(bf16* out, const int32_t* tokens, const float* table, const float* add, int N,
+                                    int C) {
+  ::embedding_forward(out, tokens, weight(table), add, N, C, stream());
+}
+// Deterministic: the token ids come back to the host, which buckets the positions by id.
+void CudaBackend::embedding_backward(float* dtable, const int32_t* tokens, const bf16* dout, int N, int C) {
+  BackendState& s = state();
+  s.host_tokens.resize(N);
+  download(s.host_tokens.data(), tokens, N);
+  const EmbeddingBackwardPlan plan = embedding_backward_plan(s.host_tokens.data(), N);
+  const int U = (int)plan.bucket_token.size();
+  int* dev = scratch<int>(SCRATCH_EMB_PLAN, (size_t)U + (U + 1) + N);
+  upload(dev, plan.bucket_token.data(), U);
+  upload(dev + U, plan.bucket_start.data(), U + 1);
+  upload(dev + 2 * U + 1, plan.bucket_positions.data(), N);
+  ::embedding_backward(dtable, dout, dev, dev + U, dev + 2 * U + 1, U, C, stream());
+}
+void CudaBackend::rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int C, float eps) {
+  fused_residual_rmsnorm_forward(nullptr, out, rstd, x, nullptr, weight(w), N, C, eps, stream());
+}
+// dx += d/dx (the residual stream's gradient), dw += d/dw.
+void CudaBackend::rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,
+                                   const float* rstd, int N, int C) {
+  float* partial = scratch<float>(SCRATCH_RMSNORM, (size_t)rmsnorm_backward_blocks(N) * C);
+  ::rmsnorm_backward(dx, dw, partial, dx, dout, x, weight(w), rstd, N, C, stream());
+}
+void CudaBackend::matmul_forward(bf16* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+                                 bool accumulate) {
+  linear_forward(matmul(), out, false, x, weight(w), weight(b), N, IC, OC, stream(), accumulate);
+}
+void CudaBackend::matmul_forward(float* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+                                 bool accumulate) {
+  check(b == nullptr, "cuda backend: an fp32-output matmul takes no bias");
+  linear_forward(matmul(), out, true, x, weight(w), nullptr, N, IC, OC, stream(), accumulate);
+}
+void CudaBackend::matmul_backward(bf16* dx, float* dw, float* db, const bf16* dout, const bf16* x, const float* w,
+                                  int N, int IC, int OC, bool accumulate_dx) {
+  if (dx) linear_backward_input(matmul(), dx, false, dout, weight(w), N, IC, OC, accumulate_dx, stream());
+  if (dw) linear_backward_weight(matmul(), dw, dout, x, N, IC, OC, stream());
+  if (db) bias_backward(db, dout, N, OC, stream());
+}
+// The LM head's dlogits arrive in fp32 (the cross-entropy contract); cuBLASLt wants both operands
+// in bf16, so they are cast once into scratch.
+void CudaBackend::matmul_backward(bf16* dx, float* dw, float* db, const float* dout, const bf16* x, const float* w,
+                                  int N, int IC, int OC, bool accumulate_dx) {
+  bf16* dout_bf16 = scratch<bf16>(SCRATCH_DOUT_BF16, (size_t)N * OC);
+  cast_f32_to_bf16(dout_bf16, dout, (size_t)N * OC, stream());
+  matmul_backward(dx, dw, db, dout_bf16, x, w, N, IC, OC, accumulate_dx);
+}
+void CudaBackend::rope_apply(bf16* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int heads,
+                             int D, int64_t ld, bool backward) {
+  ::rope_apply(x, pos, cos_t, sin_t, N, heads, D, (long long)ld, backward, stream());
+}
+void CudaBackend::attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                                    const int32_t* lo, const int32_t* hi, const AttentionShape& s) {
+  ::attention_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
+}
+void CudaBackend::attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,
+                                     const bf16* v, const bf16* out, const float* lse, const int32_t* lo,
+                                     const int32_t* hi, const AttentionShape& s) {
+  float* delta = scratch<float>(SCRATCH_ATTN_DELTA, (size_t)s.rows * s.Tq * s.H);
+  ::attention_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
+}
+void CudaBackend::swiglu_forward(bf16* out, const bf16* gate_up, int N, int I) {
+  ::swiglu_forward(out, gate_up, N, I, stream());
+}
+void CudaBackend::swiglu_backward(bf16* dgu, const bf16* dout, const bf16* gate_up, int N, int I) {
+  ::swiglu_backward(dgu, dout, gate_up, N, I, stream());
+}
+void CudaBackend::cross_entropy_forward_backward(float* logits, const int32_t* targets, int n, int V,
+                                                 float grad_scale, double* loss_sum) {
+  if (n == 0) return;
+  float* stats = scratch<float>(SCRATCH_CE, (size_t)5 * n);
+  float* losses = stats + 4 * (size_t)n;
+  cross_entropy_rows_forward_backward(logits, losses, targets, n, V, grad_scale, stats, stats + n, stats + 2 * n,
+                                      stats + 3 * n, stream());
+  BackendState& s = state();
+  s.host_losses.resize(n);
+  download(s.host_losses.data(), losses, n);
+  double total = 0.0;
+  for (float l : s.host_losses) total += l;
+  *loss_sum += total;
+}
+void CudaBackend::gather_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C) {
+  ::gather_rows(dst, src, idx, n, C, stream());
+}
+void CudaBackend::scatter_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C) {
+  ::scatter_rows(dst, src, idx, n, C, stream());
+}
+double CudaBackend::sum_of_squares(const float* g, size_t n) {
+  float* buf = scratch<float>(SCRATCH_NORM, GLOBAL_NORM_BLOCKS + 2);
+  global_norm(buf + GLOBAL_NORM_BLOCKS, buf, g, n, 0.0f, stream());
+  float norm = 0.0f;
+  download(&norm, buf + GLOBAL_NORM_BLOCKS, 1);
+  return (double)norm * (double)norm;
+}
+void CudaBackend::adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                               float eps, float wd, int step, float grad_scale) {
+  BackendState& s = state();
+  bf16* mirror = nullptr;
+  if (in_params(p)) {
+    weight(p);  // refreshes a stale mirror first, so the parameters outside [p, p+n) are current
+    mirror = s.params_bf16 + (p - s.params);
+  }
+  const AdamWHyper hp{lr, b1, b2, eps, wd, step};
+  ::adamw_update<float>(p, mirror, g, m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream());
+}

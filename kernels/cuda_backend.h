@@ -1,0 +1,100 @@
+// The CUDA backend: the same op surface as CpuBackend (model/cpu_backend.h), so the one
+// orchestration in model/llama.h runs on the GPU, with
+//   - bf16 activations and activation gradients (act_t = bf16), fp32 accumulation in every kernel;
+//   - fp32 master weights, fp32 gradients and fp32 AdamW moments (the model template's buffers),
+//     plus a bf16 working copy of the weights that the matmuls and the embedding read;
+//   - the kernels of kernels/cuda/*.cuh and cuBLASLt matmuls.
+// This header only declares, so that host code (model/llama.h, train_llama) compiles with g++ and
+// only kernels/cuda_backend.cu goes through nvcc. Under g++ -DCUDA_EMULATION the same .cu runs on
+// the CPU emulator (test/emu/): that is how the tests check whole training steps of this backend
+// against the CPU backend.
+//
+// The weight working copy. The template hands the ops fp32 weight pointers (params + offset).
+// After CudaBackend::bind_params(params, n) (cuda_bind_model(model) does it), every weight pointer
+// inside [params, params + n) is served from a bf16 mirror at the same offset. The mirror is
+// refreshed lazily after a write into the parameter range through upload/copy/zero, and AdamW
+// rewrites it in the same pass that updates the master weights, so a forward pass never reads a
+// stale copy. Scratch buffers (RMSNorm dweight partials, attention delta, cross-entropy statistics,
+// the bf16 copy of the LM head's fp32 dlogits, the embedding-backward plan) grow to their largest
+// size once and are reused, so training steps after the first allocate nothing.
+// The state is per process (one device, one model), which is what train_llama and eval_factoids
+// need; multi-GPU work will make it per rank.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#if defined(CUDA_EMULATION)
+#include "kernels/cuda/cuda_common.cuh"  // the emulated runtime and its bf16 type
+#else
+#include <cuda_bf16.h>
+#endif
+#include "kernels/cpu/ops.h"  // AttentionShape
+
+struct CudaBackend {
+  static constexpr const char* name = "cuda";
+  using act_t = __nv_bfloat16;
+  using bf16 = __nv_bfloat16;
+
+  // ---- the weight working copy and the process-wide state ----
+  static void bind_params(const float* params, size_t n);
+  static void release();  // frees the mirror, the scratch and the cuBLASLt context
+  static void synchronize();
+
+  // ---- memory (device; alloc is zero-filled) ----
+  static void* alloc_bytes(size_t bytes);
+  static void free_bytes(void* p);
+  static void upload_bytes(void* dst, const void* host, size_t bytes);
+  static void download_bytes(void* host, const void* src, size_t bytes);
+  static void copy_bytes(void* dst, const void* src, size_t bytes);
+  static void zero_bytes(void* dst, size_t bytes);
+  template <class T>
+  static T* alloc(size_t n) { return static_cast<T*>(alloc_bytes(n * sizeof(T))); }
+  template <class T>
+  static void free(T* p) { free_bytes(p); }
+  template <class T>
+  static void upload(T* dst, const T* host, size_t n) { upload_bytes(dst, host, n * sizeof(T)); }
+  template <class T>
+  static void download(T* host, const T* src, size_t n) { download_bytes(host, src, n * sizeof(T)); }
+  template <class T>
+  static void copy(T* dst, const T* src, size_t n) { copy_bytes(dst, src, n * sizeof(T)); }
+  template <class T>
+  static void zero(T* x, size_t n) { zero_bytes(x, n * sizeof(T)); }
+
+  // ---- ops (same names and meaning as CpuBackend; weights are fp32 pointers into params) ----
+  static void embedding_forward(bf16* out, const int32_t* tokens, const float* table, const float* add, int N, int C);
+  static void embedding_backward(float* dtable, const int32_t* tokens, const bf16* dout, int N, int C);
+  static void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int C, float eps);
+  static void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,
+                               const float* rstd, int N, int C);
+  static void matmul_forward(bf16* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+                             bool accumulate);
+  static void matmul_forward(float* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+                             bool accumulate);
+  static void matmul_backward(bf16* dx, float* dw, float* db, const bf16* dout, const bf16* x, const float* w, int N,
+                              int IC, int OC, bool accumulate_dx);
+  static void matmul_backward(bf16* dx, float* dw, float* db, const float* dout, const bf16* x, const float* w, int N,
+                              int IC, int OC, bool accumulate_dx);
+  static void rope_apply(bf16* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int heads, int D,
+                         int64_t ld, bool backward);
+  static void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int32_t* lo,
+                                const int32_t* hi, const AttentionShape& s);
+  static void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,
+                                 const bf16* v, const bf16* out, const float* lse, const int32_t* lo, const int32_t* hi,
+                                 const AttentionShape& s);
+  static void swiglu_forward(bf16* out, const bf16* gate_up, int N, int I);
+  static void swiglu_backward(bf16* dgu, const bf16* dout, const bf16* gate_up, int N, int I);
+  static void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n, int V, float grad_scale,
+                                             double* loss_sum);
+  static void gather_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
+  static void scatter_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
+  static double sum_of_squares(const float* g, size_t n);
+  // Updates the fp32 master weights and rewrites their bf16 working copy in the same pass.
+  static void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                           float eps, float wd, int step, float grad_scale);
+};
+
+// Binds a LlamaModel<CudaBackend>'s parameter buffer (call once after constructing the model).
+template <class Model>
+inline void cuda_bind_model(Model& m) {
+  CudaBackend::bind_params(m.params, m.layout.total);
+}
