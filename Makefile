@@ -59,7 +59,7 @@ BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_BINS := $(TEST_SRCS:test/%.cpp=$(BUILD)/test/%)
 
-.PHONY: all test reference clean deps
+.PHONY: all test reference clean deps demo demo-quick
 .SECONDARY:
 all: $(BINARIES)
 
@@ -102,5 +102,15 @@ reference:
 
 clean:
 	rm -rf $(BUILD) $(BINARIES)
+
+# The main job (scripts/demo.py): installs the demo's Debian packages, builds, runs the REMIX
+# forgetting experiment with cached stages and writes runs/demo/report.md. DEMO_QUICK=1 or
+# `make demo-quick` runs the <= 5 minute version (runs/demo-quick/).
+demo:
+	bash scripts/install_deps.sh --demo
+	$(MAKE) -j$$(nproc) all
+	python3 scripts/demo.py --no-install $(if $(filter-out 0,$(DEMO_QUICK)),--quick)
+demo-quick:
+	$(MAKE) demo DEMO_QUICK=1
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -15,7 +15,8 @@ for a in "$@"; do
     *) echo "install_deps.sh: unknown option $a (use --dev, --demo)" >&2; exit 2 ;;
   esac
 done
-[ $demo = 1 ] && pkgs+=(gnuplot-nox fortunes dict-freedict-eng-fra)
+# demo: chart (gnuplot), generic text (fortunes), D_B facts (freedict), driver + code D_B (python3)
+[ $demo = 1 ] && pkgs+=(gnuplot-nox fortunes dict-freedict-eng-fra python3)
 
 missing=()
 for p in "${pkgs[@]}"; do
