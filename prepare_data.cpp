@@ -1,0 +1,286 @@
+// prepare_data: turns question/answer JSONL, generated key-value pairs, random word passages or
+// generic text into a token shard (dataloader/shard.h) plus a JSONL copy of the examples, which
+// eval_factoids reads as its question list.
+//
+//   ./prepare_data --mode qa --input popqa.jsonl --tokenizer model/ --output data/popqa.bin
+//   ./prepare_data --mode kvr --num 2000 --tokenizer model/ --output data/kvr.bin
+//   ./prepare_data --mode random-words --num 8000 --length 50 --tokenizer model/ --output data/rw.bin
+//   ./prepare_data --mode text --text-mode remix --input wiki.jsonl --tokenizer model/ --output data/gen.bin
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "dataloader/prompt_template.h"
+#include "dataloader/shard.h"
+#include "dataloader/sources.h"
+#include "dataloader/tokenize_example.h"
+#include "tokenizer/tokenizer.h"
+
+using json = nlohmann::json;
+
+static const char* kUsage = R"(usage: prepare_data --mode MODE --tokenizer PATH --output OUT.bin [options]
+
+Writes OUT.bin (a token shard: examples, loss mask, tokenizer hash, prompt template) and a JSONL
+copy of the examples (OUT.jsonl unless --jsonl is given; one line per example with "index",
+"question", "prompt", "answer", "answers").
+
+Modes:
+  qa            question/answer records from --input FILE.jsonl (loss on the answer and EOS)
+  kvr           --num N generated key-value pairs, unique 8-char [a-z0-9] keys and values
+  random-words  --num N passages of --length L words drawn uniformly from --word-list
+  text          generic documents from --input files (.jsonl: one object per line with
+                --text-field; other files: plain text), in one of two --text-mode:
+                  remix  prompt = words [0, P), target = words [P, P+W) (P = --prompt-words,
+                         W = --target-words, default 50 and 50); shorter documents are skipped
+                  lm     documents tokenized (BOS from the tokenizer, EOS appended), concatenated
+                         and cut into chunks of --seq-len tokens with loss everywhere
+
+Options:
+  --mode MODE             qa | kvr | random-words | text (required)
+  --tokenizer PATH        tokenizer.json, or a model directory holding one (required)
+  --output OUT.bin        shard to write (required); written atomically
+  --jsonl PATH            JSONL copy of the examples (default: OUT with .bin replaced by .jsonl)
+  --template T            plain | kvr | tulu | memorize | passage | a template file. Default:
+                          plain (qa), kvr (kvr), memorize (random-words), passage (text remix).
+                          Placeholders: {question} ({prompt}, {key}), {answer} ({value}), {eos}
+  --input FILE            input file; repeat or comma-separate for several (qa, text)
+  --question-field F,..   qa: question field names, first present wins
+                          (default question,input_text,prompt)
+  --answer-field F,..     qa: answer field names (default answer,target_text,possible_answers,answers)
+  --limit N               keep the first N records/documents (0 = all)
+  --num N                 kvr, random-words: number of examples
+  --length L              random-words: words per passage (default 50)
+  --word-list PATH        random-words: default /usr/share/dict/words (lowercase a-z words only)
+  --seed S                kvr, random-words: generator seed (default 0)
+  --text-mode M           text: remix (default) | lm
+  --text-field F          text, .jsonl inputs: field holding the document (default text)
+  --doc-separator LINE    text, plain files: documents are separated by lines equal to LINE
+  --blank-line-docs       text, plain files: documents are separated by blank lines
+  --prompt-words P        text remix: prompt words (default 50)
+  --target-words W        text remix: target words (default 50)
+  --seq-len T             text lm: chunk length in tokens (default 256)
+  --quiet                 no summary line
+  --help                  this text
+)";
+
+static std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (b <= s.size()) {
+    size_t e = s.find(',', b);
+    if (e == std::string::npos) e = s.size();
+    if (e > b) out.push_back(s.substr(b, e - b));
+    b = e + 1;
+  }
+  return out;
+}
+
+static int64_t parse_int(const std::string& opt, const std::string& v, int64_t min) {
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  check(!v.empty() && end && *end == '\0' && x >= min, opt, ": '", v, "' is not an integer >= ", min);
+  return x;
+}
+
+static int64_t file_size_of(const std::string& p) {
+  MappedFile m(p);
+  return int64_t(m.size);
+}
+
+int run(int argc, char** argv) {
+  std::string mode, tok_path, output, jsonl_path, template_arg, word_list = "/usr/share/dict/words";
+  std::string text_mode = "remix", text_field = "text", doc_sep;
+  bool blank_docs = false, quiet = false;
+  std::vector<std::string> inputs, qfields = default_question_fields(), afields = default_answer_fields();
+  int64_t limit = 0, num = 0, length = 50, prompt_words = 50, target_words = 50, seq_len = 256;
+  uint64_t seed = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (a == "--quiet") { quiet = true; continue; }
+    if (a == "--blank-line-docs") { blank_docs = true; continue; }
+    std::string v;
+    size_t eq = a.find('=');
+    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      v = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    } else {
+      check(i + 1 < argc, a, ": missing value (see --help)");
+      v = argv[++i];
+    }
+    if (a == "--mode") mode = v;
+    else if (a == "--tokenizer") tok_path = v;
+    else if (a == "--output") output = v;
+    else if (a == "--jsonl") jsonl_path = v;
+    else if (a == "--template") template_arg = v;
+    else if (a == "--input") for (auto& s : split_commas(v)) inputs.push_back(s);
+    else if (a == "--question-field") qfields = split_commas(v);
+    else if (a == "--answer-field") afields = split_commas(v);
+    else if (a == "--limit") limit = parse_int(a, v, 0);
+    else if (a == "--num") num = parse_int(a, v, 1);
+    else if (a == "--length") length = parse_int(a, v, 1);
+    else if (a == "--word-list") word_list = v;
+    else if (a == "--seed") seed = uint64_t(parse_int(a, v, 0));
+    else if (a == "--text-mode") text_mode = v;
+    else if (a == "--text-field") text_field = v;
+    else if (a == "--doc-separator") doc_sep = v;
+    else if (a == "--prompt-words") prompt_words = parse_int(a, v, 1);
+    else if (a == "--target-words") target_words = parse_int(a, v, 1);
+    else if (a == "--seq-len") seq_len = parse_int(a, v, 2);
+    else fail("unknown option ", a, " (see --help)");
+  }
+  check(!mode.empty(), "--mode is required (qa, kvr, random-words, text); see --help");
+  check(mode == "qa" || mode == "kvr" || mode == "random-words" || mode == "text", "--mode: unknown mode '", mode,
+        "' (qa, kvr, random-words, text)");
+  check(!tok_path.empty(), "--tokenizer is required");
+  check(!output.empty(), "--output is required");
+  check(text_mode == "remix" || text_mode == "lm", "--text-mode: '", text_mode, "' is not remix or lm");
+  if (mode == "qa" || mode == "text") check(!inputs.empty(), "--mode ", mode, " needs --input");
+  if (mode == "kvr" || mode == "random-words") check(num > 0, "--mode ", mode, " needs --num");
+  if (jsonl_path.empty()) {
+    jsonl_path = output;
+    if (jsonl_path.size() > 4 && jsonl_path.compare(jsonl_path.size() - 4, 4, ".bin") == 0) jsonl_path.resize(jsonl_path.size() - 4);
+    jsonl_path += ".jsonl";
+  }
+  check(jsonl_path != output, "--jsonl must differ from --output");
+  const bool lm_chunks = mode == "text" && text_mode == "lm";
+
+  const auto t0 = std::chrono::steady_clock::now();
+  if (dir_exists(tok_path)) tok_path += "/tokenizer.json";
+  Tokenizer tok = Tokenizer::from_json_file(tok_path);
+
+  // 1. Collect (question, answer, gold answers) records.
+  std::vector<std::string> questions, answers;
+  std::vector<std::vector<std::string>> golds;
+  std::vector<std::string> documents;
+  int64_t input_bytes = 0, skipped = 0;
+  if (mode == "qa") {
+    for (auto& in : inputs) {
+      input_bytes += file_size_of(in);
+      for (auto& r : read_qa_jsonl(in, qfields, afields, 0)) {
+        questions.push_back(r.question);
+        answers.push_back(r.answer);
+        golds.push_back(r.answers);
+      }
+    }
+  } else if (mode == "kvr") {
+    for (auto& kv : generate_kvr(num, seed)) {
+      questions.push_back(kv.key);
+      answers.push_back(kv.value);
+      golds.push_back({kv.value});
+      input_bytes += int64_t(kv.key.size() + kv.value.size());
+    }
+  } else if (mode == "random-words") {
+    for (auto& p : generate_random_words(load_word_list(word_list), num, length, seed)) {
+      questions.push_back("");
+      answers.push_back(p);
+      golds.push_back({p});
+      input_bytes += int64_t(p.size());
+    }
+  } else {
+    for (auto& in : inputs) {
+      input_bytes += file_size_of(in);
+      for (auto& d : read_documents(in, text_field, doc_sep, blank_docs)) documents.push_back(std::move(d));
+    }
+    check(!documents.empty(), inputs[0], ": no documents in the input");
+    if (!lm_chunks) {
+      for (auto& d : documents) {
+        if (limit > 0 && int64_t(questions.size()) >= limit) break;
+        auto w = split_words(d);
+        if (int64_t(w.size()) < prompt_words + target_words) {
+          ++skipped;
+          continue;
+        }
+        questions.push_back(join_words(w, 0, size_t(prompt_words)));
+        answers.push_back(join_words(w, size_t(prompt_words), size_t(prompt_words + target_words)));
+        golds.push_back({answers.back()});
+      }
+      check(!questions.empty(), inputs[0], ": every document is shorter than ", prompt_words + target_words,
+            " words (", skipped, " skipped)");
+    } else if (limit > 0 && int64_t(documents.size()) > limit) {
+      documents.resize(size_t(limit));
+    }
+  }
+  if (limit > 0 && int64_t(questions.size()) > limit) {
+    questions.resize(size_t(limit));
+    answers.resize(size_t(limit));
+    golds.resize(size_t(limit));
+  }
+
+  // 2. Tokenize and write.
+  std::string template_text;
+  if (!lm_chunks) {
+    if (template_arg.empty())
+      template_arg = mode == "qa" ? "plain" : mode == "kvr" ? "kvr" : mode == "random-words" ? "memorize" : "passage";
+    template_text = resolve_template(template_arg);
+  } else {
+    check(template_arg.empty(), "--template does not apply to --text-mode lm (loss on every token)");
+  }
+  ShardWriter writer(tok.hash(), uint32_t(tok.vocab_size()), template_text);
+  std::string jsonl;
+  if (!lm_chunks) {
+    PromptTemplate tmpl = PromptTemplate::parse(template_text, template_arg);
+    auto examples = tokenize_examples(tok, tmpl, questions, answers);
+    for (size_t i = 0; i < examples.size(); ++i) {
+      writer.add(examples[i].tokens, examples[i].loss);
+      json j = {{"index", i}, {"question", questions[i]}, {"prompt", tmpl.prompt(questions[i])},
+                {"answer", answers[i]}, {"answers", golds[i]}};
+      jsonl += j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    }
+  } else {
+    auto docs = tok.encode_batch(documents, /*add_special_tokens=*/true);
+    std::vector<int32_t> stream;
+    for (auto& d : docs) {
+      stream.insert(stream.end(), d.begin(), d.end());
+      if (tok.eos_id() >= 0) stream.push_back(tok.eos_id());
+    }
+    for (size_t b = 0; b < stream.size(); b += size_t(seq_len)) {
+      size_t e = std::min(stream.size(), b + size_t(seq_len));
+      if (e - b < 2) break;  // a single token has nothing to predict
+      std::vector<int32_t> chunk(stream.begin() + long(b), stream.begin() + long(e));
+      writer.add(chunk, std::vector<uint8_t>(chunk.size(), 1));
+      json j = {{"index", writer.num_examples() - 1}, {"text", tok.decode(chunk)}};
+      jsonl += j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    }
+  }
+  check(writer.num_examples() > 0, output, ": no examples to write");
+  const auto t1 = std::chrono::steady_clock::now();
+  const std::string out_dir = dirname_of(output);
+  if (!out_dir.empty() && out_dir != ".") make_dirs(out_dir);
+  writer.write(output);
+  write_file_atomic(jsonl_path, jsonl);
+  const double secs = std::chrono::duration<double>(t1 - t0).count();
+  if (!quiet) {
+    std::fprintf(stderr,
+                 "prepare_data: %s: %lld examples, %lld tokens (tokenizer %s, template %s)%s; %.2f MB of input in "
+                 "%.2f s = %.1f MB/s\n",
+                 output.c_str(), (long long)writer.num_examples(), (long long)writer.num_tokens(),
+                 tok.hash_hex().c_str(), lm_chunks ? "none" : template_arg.c_str(),
+                 skipped ? (", " + std::to_string(skipped) + " documents under " +
+                            std::to_string(prompt_words + target_words) + " words skipped").c_str()
+                         : "",
+                 double(input_bytes) / 1e6, secs, double(input_bytes) / 1e6 / secs);
+  }
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const EngineError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
