@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
 
 void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n, int V,
                                     float grad_scale, double* loss_sum) {
@@ -30,7 +31,7 @@ void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int i = 0; i < V; i++) {
-      z[i] = std::exp(z[i] - mx);
+      z[i] = exp_fast(z[i] - mx);
       sum += z[i];
     }
     losses[t] = (double)std::log(sum) + (double)mx - (double)zy;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
 
 void swiglu_forward(float* out, const float* gate_up, int N, int I) {
 #pragma omp parallel for schedule(static)
@@ -13,7 +14,7 @@ void swiglu_forward(float* out, const float* gate_up, int N, int I) {
     float* o = out + (int64_t)t * I;
 #pragma omp simd
     for (int i = 0; i < I; i++) {
-      float s = 1.0f / (1.0f + std::exp(-g[i]));
+      float s = 1.0f / (1.0f + exp_fast(-g[i]));
       o[i] = g[i] * s * u[i];
     }
   }
@@ -29,7 +30,7 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
     float* du = dg + I;
 #pragma omp simd
     for (int i = 0; i < I; i++) {
-      float s = 1.0f / (1.0f + std::exp(-g[i]));
+      float s = 1.0f / (1.0f + exp_fast(-g[i]));
       du[i] = d[i] * g[i] * s;
       dg[i] = d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
