@@ -78,14 +78,14 @@ __global__ void __launch_bounds__(128) attention_forward_kernel(bf16* __restrict
 
   float m[R], l[R], o[R][DL];
   int lo[R], hi[R];
-#pragma unroll
+UNROLL
   for (int i = 0; i < R; i++) {
     const int t = t0 + warp * R + i;
     m[i] = -INFINITY;
     l[i] = 0.0f;
     lo[i] = t < s.Tq ? key_lo[q_row0 + t] : 1;
     hi[i] = t < s.Tq ? key_hi[q_row0 + t] : 0;  // empty range for rows past the end
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++) o[i][dd] = 0.0f;
   }
 
@@ -99,15 +99,15 @@ __global__ void __launch_bounds__(128) attention_forward_kernel(bf16* __restrict
     }
     __syncthreads();
     float sc[R];
-#pragma unroll
+UNROLL
     for (int i = 0; i < R; i++) sc[i] = 0.0f;
     for (int d = 0; d < D; d++) {
       const float kd = k_s[lane][d];
-#pragma unroll
+UNROLL
       for (int i = 0; i < R; i++) sc[i] += q_s[warp * R + i][d] * kd;
     }
     const int key = j0 + lane;
-#pragma unroll
+UNROLL
     for (int i = 0; i < R; i++) {
       if (!(key >= lo[i] && key <= hi[i])) sc[i] = -INFINITY;
       const float m_new = fmaxf(m[i], warp_reduce_max(sc[i]));
@@ -116,22 +116,22 @@ __global__ void __launch_bounds__(128) attention_forward_kernel(bf16* __restrict
       const float correction = exp2f(m[i] - m_new);
       l[i] = l[i] * correction + warp_reduce_sum(p);
       m[i] = m_new;
-#pragma unroll
+UNROLL
       for (int dd = 0; dd < DL; dd++) o[i][dd] *= correction;
       for (int jj = 0; jj < ATTN_KEY_TILE; jj++) {
         const float pj = __shfl_sync(FULL_MASK, p, jj);
-#pragma unroll
+UNROLL
         for (int dd = 0; dd < DL; dd++) o[i][dd] += pj * v_s[jj][lane + WARP_SIZE * dd];
       }
     }
   }
-#pragma unroll
+UNROLL
   for (int i = 0; i < R; i++) {
     const int t = t0 + warp * R + i;
     if (t >= s.Tq) continue;
     const size_t n = q_row0 + t;
     const float inv_l = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;  // an empty key range gives 0
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++)
       out[n * s.H * D + h * D + lane + WARP_SIZE * dd] = __float2bfloat16(o[i][dd] * inv_l);
     if (lane == 0) lse[n * s.H + h] = l[i] > 0.0f ? (m[i] + log2f(l[i])) * LN2 : -INFINITY;
@@ -185,7 +185,7 @@ __global__ void __launch_bounds__(128) attention_backward_dq_kernel(bf16* __rest
 
   float lse2[R], row_delta[R], acc[R][DL];
   int lo[R], hi[R];
-#pragma unroll
+UNROLL
   for (int i = 0; i < R; i++) {
     const int t = t0 + warp * R + i;
     const size_t n = q_row0 + t;
@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(128) attention_backward_dq_kernel(bf16* __rest
     row_delta[i] = t < s.Tq ? delta[n * s.H + h] : 0.0f;
     lo[i] = t < s.Tq ? key_lo[n] : 1;
     hi[i] = t < s.Tq ? key_hi[n] : 0;
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++) acc[i][dd] = 0.0f;
   }
 
@@ -207,34 +207,34 @@ __global__ void __launch_bounds__(128) attention_backward_dq_kernel(bf16* __rest
     }
     __syncthreads();
     float sc[R], dp[R];
-#pragma unroll
+UNROLL
     for (int i = 0; i < R; i++) sc[i] = dp[i] = 0.0f;
     for (int d = 0; d < D; d++) {
       const float kd = k_s[lane][d], vd = v_s[lane][d];
-#pragma unroll
+UNROLL
       for (int i = 0; i < R; i++) {
         sc[i] += q_s[warp * R + i][d] * kd;
         dp[i] += do_s[warp * R + i][d] * vd;
       }
     }
     const int key = j0 + lane;
-#pragma unroll
+UNROLL
     for (int i = 0; i < R; i++) {
       const bool visible = key >= lo[i] && key <= hi[i];
       const float ds = visible ? exp2f(sc[i] - lse2[i]) * (dp[i] - row_delta[i]) : 0.0f;
       for (int jj = 0; jj < ATTN_KEY_TILE; jj++) {
         const float dsj = __shfl_sync(FULL_MASK, ds, jj);
-#pragma unroll
+UNROLL
         for (int dd = 0; dd < DL; dd++) acc[i][dd] += dsj * k_s[jj][lane + WARP_SIZE * dd];
       }
     }
   }
-#pragma unroll
+UNROLL
   for (int i = 0; i < R; i++) {
     const int t = t0 + warp * R + i;
     if (t >= s.Tq) continue;
     bf16* dst = dq + (q_row0 + t) * s.ld_q + h * D;
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++) dst[lane + WARP_SIZE * dd] = __float2bfloat16(acc[i][dd] * scale);
   }
 }
@@ -272,9 +272,9 @@ __global__ void __launch_bounds__(128) attention_backward_dkv_kernel(bf16* __res
     v_s[j][d] = ok ? __bfloat162float(v[(k_row0 + key) * s.ld_kv + kvh * D + d]) : 0.0f;
   }
   float dk_acc[KW][DL], dv_acc[KW][DL];
-#pragma unroll
+UNROLL
   for (int kk = 0; kk < KW; kk++)
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++) dk_acc[kk][dd] = dv_acc[kk][dd] = 0.0f;
 
   for (int g = 0; g < group; g++) {
@@ -315,11 +315,11 @@ __global__ void __launch_bounds__(128) attention_backward_dkv_kernel(bf16* __res
       __syncthreads();
       // phase 2: this warp's KW keys accumulate over the QT rows
       for (int i = 0; i < QT; i++) {
-#pragma unroll
+UNROLL
         for (int kk = 0; kk < KW; kk++) {
           const int j = warp * KW + kk;
           const float p = p_s[i][j], ds = ds_s[i][j];
-#pragma unroll
+UNROLL
           for (int dd = 0; dd < DL; dd++) {
             dv_acc[kk][dd] += p * __bfloat162float(do_s[i][lane + WARP_SIZE * dd]);
             dk_acc[kk][dd] += ds * __bfloat162float(q_s[i][lane + WARP_SIZE * dd]);
@@ -328,12 +328,12 @@ __global__ void __launch_bounds__(128) attention_backward_dkv_kernel(bf16* __res
       }
     }
   }
-#pragma unroll
+UNROLL
   for (int kk = 0; kk < KW; kk++) {
     const int key = j0 + warp * KW + kk;
     if (key > j_last) continue;
     const size_t row = (k_row0 + key) * s.ld_kv + kvh * D;
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++) {
       dk[row + lane + WARP_SIZE * dd] = __float2bfloat16(dk_acc[kk][dd] * scale);
       dv[row + lane + WARP_SIZE * dd] = __float2bfloat16(dv_acc[kk][dd]);

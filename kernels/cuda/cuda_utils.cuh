@@ -9,6 +9,13 @@
 
 typedef __nv_bfloat16 bf16;
 
+// `#pragma unroll` for nvcc; g++ (the emulator build) does not know it and would warn.
+#if defined(__CUDACC__)
+#define UNROLL _Pragma("unroll")
+#else
+#define UNROLL
+#endif
+
 constexpr int WARP_SIZE = 32;
 constexpr unsigned FULL_MASK = 0xffffffffu;
 

@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(bf16* __restrict_
   const size_t S = (size_t)(H + 2 * KV) * D;
   const float q_scale = 1.4426950408889634f * rsqrtf((float)D);
   float q[DL], o[DL];
-#pragma unroll
+UNROLL
   for (int dd = 0; dd < DL; dd++) {
     q[dd] = __bfloat162float(qkv[b * S + (size_t)h * D + lane + WARP_SIZE * dd]) * q_scale;
     o[dd] = 0.0f;
@@ -64,13 +64,13 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(bf16* __restrict_
   float m = -INFINITY, l = 0.0f;
   for (int j = warp; j < len; j += DECODE_WARPS) {
     float s = 0.0f;
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++) s += q[dd] * __bfloat162float(keys[(size_t)j * D + lane + WARP_SIZE * dd]);
     s = warp_reduce_sum(s);
     const float m_new = fmaxf(m, s);
     const float correction = exp2f(m - m_new), p = exp2f(s - m_new);
     l = l * correction + p;
-#pragma unroll
+UNROLL
     for (int dd = 0; dd < DL; dd++)
       o[dd] = o[dd] * correction + p * __bfloat162float(values[(size_t)j * D + lane + WARP_SIZE * dd]);
     m = m_new;
@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(bf16* __restrict_
     m_s[warp] = m;
     l_s[warp] = l;
   }
-#pragma unroll
+UNROLL
   for (int dd = 0; dd < DL; dd++) o_s[warp][lane + WARP_SIZE * dd] = o[dd];
   __syncthreads();
   float m_all = -INFINITY;
