@@ -1,0 +1,248 @@
+// eval_factoids: exact-match accuracy of one or more models on factoid questions, and forgetting.
+//
+//   ./eval_factoids --model run1/final --model run2/final --data kvr.jsonl --out eval/
+//
+// Each model answers every question by batched greedy decoding with a KV cache, from exactly the
+// prompt it was trained with (the template stored in its checkpoint, or in the QA shard), until
+// EOS / end-of-turn / a newline / --max-new-tokens. Answers are matched (REMIX: strip + lowercase,
+// equality). With several models the table also shows forgetting: the accuracy drop relative to
+// the first model (e.g. after stage 1, then after stage 2). --score adds the log-likelihood of
+// each gold answer (sum and mean over its tokens) for likelihood-based evaluation.
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/nvtx.h"
+#include "dataloader/prompt_template.h"
+#include "eval/factoid_eval.h"
+#include "model/config.h"
+#include "model/decode.h"
+#include "model/params.h"
+#include "model/weights.h"
+#include "tokenizer/tokenizer.h"
+
+using nlohmann::json;
+
+struct EvalArgs {
+  std::vector<std::string> models;
+  std::string data, tokenizer, template_name, out, match = "exact", device = "auto";
+  int max_new_tokens = 32, batch_size = 32, threads = 0;
+  int64_t limit = 0;
+  bool score = false, quiet = false;
+};
+
+static void print_help() {
+  std::printf(
+      "usage: eval_factoids --model DIR [--model DIR ...] --data QA [options]\n\n"
+      "Greedy-decodes an answer to every question and reports exact-match accuracy; with several\n"
+      "models, also the forgetting (accuracy drop relative to the first model).\n\noptions:\n"
+      "  --model DIR                 HF model directory or train_llama checkpoint (repeatable)\n"
+      "  --data QA                   QA JSONL (question/answer(s) or key/value fields) or QA shards\n"
+      "                              (comma-separated paths or globs, from ./prepare_data)\n"
+      "  --template NAME|FILE        prompt template for JSONL data (default: the one stored in the\n"
+      "                              checkpoint's trainer_state.json, so it matches training)\n"
+      "  --tokenizer FILE            tokenizer.json (default: the model directory's)\n"
+      "  --match exact|squad|contains  matching rule (default exact: strip + lowercase, equality)\n"
+      "  --max-new-tokens N          longest answer in tokens (default 32)\n"
+      "  --batch-size N              sequences decoded together (default 32)\n"
+      "  --limit N                   evaluate only the first N questions\n"
+      "  --score                     also print each gold answer's log-likelihood (sum, mean)\n"
+      "  --out DIR                   write DIR/predictions.jsonl and DIR/metrics.json\n"
+      "  --threads N                 CPU threads (default: OpenMP's default)\n"
+      "  --device auto|cpu|cuda      backend (default auto)\n"
+      "  --quiet                     only the table\n"
+      "  --help                      this text\n");
+}
+
+static int64_t to_int(const std::string& name, const std::string& v, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  check(!v.empty() && end && *end == '\0' && x >= lo && x <= hi, "--", name, ": '", v, "' is not an integer in [", lo,
+        ", ", hi, "]");
+  return x;
+}
+
+static EvalArgs parse_args(int argc, char** argv, bool& help) {
+  EvalArgs a;
+  help = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string name = argv[i];
+    check(name.size() > 2 && name.compare(0, 2, "--") == 0, "unexpected argument '", name, "' (see --help)");
+    name = name.substr(2);
+    std::string value;
+    bool has_inline = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_inline = true;
+    }
+    auto val = [&]() -> std::string {
+      if (has_inline) return value;
+      check(i + 1 < argc, "option --", name, " needs a value");
+      return argv[++i];
+    };
+    if (name == "help") help = true;
+    else if (name == "score") a.score = true;
+    else if (name == "quiet") a.quiet = true;
+    else if (name == "model") a.models.push_back(val());
+    else if (name == "data") a.data = val();
+    else if (name == "tokenizer") a.tokenizer = val();
+    else if (name == "template") a.template_name = val();
+    else if (name == "out") a.out = val();
+    else if (name == "match") a.match = val();
+    else if (name == "device") a.device = val();
+    else if (name == "max-new-tokens") a.max_new_tokens = int(to_int(name, val(), 1, 1 << 20));
+    else if (name == "batch-size") a.batch_size = int(to_int(name, val(), 1, 1 << 20));
+    else if (name == "threads") a.threads = int(to_int(name, val(), 0, 4096));
+    else if (name == "limit") a.limit = to_int(name, val(), 0, int64_t(1) << 40);
+    else fail("unknown option --", name, " (see --help)");
+  }
+  return a;
+}
+
+struct ModelResult {
+  std::string model;
+  int64_t correct = 0, total = 0;
+  double accuracy = 0, mean_logprob = 0, decode_tokens_per_s = 0;
+};
+
+int main(int argc, char** argv) {
+  try {
+    bool help = false;
+    EvalArgs args = parse_args(argc, argv, help);
+    if (help || argc == 1) {
+      print_help();
+      return help ? 0 : 1;
+    }
+    check(!args.models.empty(), "--model is required (see --help)");
+    check(!args.data.empty(), "--data is required (see --help)");
+    check(args.device == "auto" || args.device == "cpu" || args.device == "cuda",
+          "--device: expected auto, cpu or cuda, got '", args.device, "'");
+    if (args.device == "cuda") fail("--device cuda: this build has no CUDA backend (built without nvcc)");
+    if (args.threads > 0) omp_set_num_threads(args.threads);
+    const MatchKind match = parse_match_kind(args.match);
+    std::string explicit_template;
+    if (!args.template_name.empty()) explicit_template = resolve_template(args.template_name);
+
+    if (!args.out.empty()) make_dirs(args.out);
+    std::unique_ptr<AtomicFileWriter> pred_writer;
+    if (!args.out.empty()) pred_writer = std::make_unique<AtomicFileWriter>(args.out + "/predictions.jsonl");
+
+    std::vector<ModelResult> results;
+    for (const std::string& dir : args.models) {
+      NVTX_RANGE("eval");
+      LlamaConfig config = load_config(dir + "/config.json");
+      ParamLayout layout = make_param_layout(config);
+      std::vector<float> params(layout.total);
+      load_weights(dir, config, layout, params.data());
+      const std::string tok_path = !args.tokenizer.empty() ? args.tokenizer : dir + "/tokenizer.json";
+      check(file_exists(tok_path), dir, ": no tokenizer.json (give --tokenizer)");
+      Tokenizer tok = Tokenizer::from_json_file(tok_path);
+
+      // The training template: given, else the checkpoint's (shards carry their own).
+      std::string template_text = explicit_template;
+      if (template_text.empty() && file_exists(dir + "/trainer_state.json")) {
+        json st = json::parse(read_text_file(dir + "/trainer_state.json"));
+        template_text = st.value("prompt_template", std::string());
+      }
+      std::vector<EvalItem> items = load_eval_items(args.data, tok, template_text, args.limit);
+      check(!items.empty(), args.data, ": no questions");
+
+      InferenceModel im(config, layout, params.data());
+      GreedyOptions opt = make_stop_options(tok, config, args.max_new_tokens, args.batch_size);
+      auto t0 = std::chrono::steady_clock::now();
+      EvalOutcome r = evaluate_factoids(im, tok, items, opt, match);
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      int64_t generated = 0;
+      for (const auto& o : r.output_ids) generated += int64_t(o.size());
+
+      std::vector<AnswerScore> scores;
+      if (args.score) {
+        std::vector<std::vector<int32_t>> prompts, answers;
+        for (const auto& it : items) {
+          prompts.push_back(it.prompt_ids);
+          answers.push_back(it.answer_ids);
+        }
+        scores = score_answers(im, prompts, answers, args.batch_size);
+      }
+
+      ModelResult mr;
+      mr.model = dir;
+      mr.correct = r.num_correct;
+      mr.total = int64_t(items.size());
+      mr.accuracy = r.accuracy;
+      mr.decode_tokens_per_s = generated / std::max(secs, 1e-9);
+      if (!args.quiet)
+        std::printf("%s: %lld/%lld correct (%.2f%%), %lld tokens decoded in %.2fs (%.0f tok/s)\n", dir.c_str(),
+                    (long long)mr.correct, (long long)mr.total, 100.0 * mr.accuracy, (long long)generated, secs,
+                    mr.decode_tokens_per_s);
+      double sum_mean = 0;
+      for (size_t i = 0; i < items.size(); ++i) {
+        json line = {{"model", dir},          {"index", i},
+                     {"question", items[i].question}, {"gold", items[i].golds},
+                     {"prediction", r.predictions[i]}, {"correct", bool(r.correct[i])},
+                     {"prompt_ids", items[i].prompt_ids}, {"output_ids", r.output_ids[i]}};
+        if (args.score) {
+          line["answer_logprob_sum"] = scores[i].sum_logprob;
+          line["answer_logprob_mean"] = scores[i].mean_logprob;
+          line["answer_tokens"] = scores[i].num_tokens;
+          sum_mean += scores[i].mean_logprob;
+          std::printf("score %s example %zu: sum %.6f mean %.6f (%d tokens)\n", dir.c_str(), i, scores[i].sum_logprob,
+                      scores[i].mean_logprob, scores[i].num_tokens);
+        }
+        if (pred_writer) {
+          std::string s = line.dump() + "\n";
+          pred_writer->write(s.data(), s.size());
+        }
+      }
+      if (args.score) mr.mean_logprob = sum_mean / double(items.size());
+      results.push_back(mr);
+    }
+
+    // The table; forgetting = accuracy drop (percentage points) relative to the first model.
+    size_t w = 5;
+    for (const auto& r : results) w = std::max(w, r.model.size());
+    std::printf("\n%-*s  %9s  %13s  %10s%s\n", int(w), "model", "accuracy", "correct/total", "forgetting",
+                args.score ? "  mean logprob" : "");
+    json metrics_models = json::array();
+    for (size_t i = 0; i < results.size(); ++i) {
+      const auto& r = results[i];
+      double forgetting = 100.0 * (results[0].accuracy - r.accuracy);
+      char cnt[64], fg[32];
+      std::snprintf(cnt, sizeof cnt, "%lld/%lld", (long long)r.correct, (long long)r.total);
+      if (i == 0) std::snprintf(fg, sizeof fg, "-");
+      else std::snprintf(fg, sizeof fg, "%.2f", forgetting);
+      std::printf("%-*s  %8.2f%%  %13s  %10s", int(w), r.model.c_str(), 100.0 * r.accuracy, cnt, fg);
+      if (args.score) std::printf("  %12.4f", r.mean_logprob);
+      std::printf("\n");
+      json m = {{"model", r.model}, {"accuracy", r.accuracy}, {"correct", r.correct}, {"total", r.total},
+                {"decode_tokens_per_s", r.decode_tokens_per_s}};
+      if (i > 0) m["forgetting"] = results[0].accuracy - r.accuracy;
+      if (args.score) m["mean_answer_logprob"] = r.mean_logprob;
+      metrics_models.push_back(m);
+    }
+    if (!args.out.empty()) {
+      pred_writer->commit();
+      json metrics = {{"data", args.data}, {"match", match_kind_name(match)}, {"max_new_tokens", args.max_new_tokens},
+                      {"models", metrics_models}};
+      write_file_atomic(args.out + "/metrics.json", metrics.dump(2) + "\n");
+    }
+    return 0;
+  } catch (const EngineError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,590 @@
+// train_llama: one training stage of a Llama-family model on token shards, REMIX style.
+//
+//   ./train_llama --init tiny.json --tokenizer tok.json --data kvr.bin --out run1 --epochs 20
+//   ./train_llama --model run1/final --data stage2.bin --mix generic=wiki*.bin:2 --out run2
+//   ./train_llama --resume run1            # continues bit-exactly from the newest checkpoint
+//
+// The loop: the dataloader hands out optimizer batches of B examples (micro-batched, packed);
+// each micro-batch adds its gradients (normalized by the target tokens of the whole batch); the
+// optimizer step clips the global norm and applies AdamW at the scheduled learning rate. At each
+// epoch end the factoids can be evaluated (greedy, exact match) to stop at 100% memorization;
+// the step loss can stop training too (REMIX: below 1e-4 ten times). Checkpoints are atomic and
+// hold everything needed to resume to identical weights.
+#include <omp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/nvtx.h"
+#include "dataloader/dataloader.h"
+#include "eval/factoid_eval.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/decode.h"
+#include "model/llama.h"
+#include "model/schedule.h"
+#include "model/weights.h"
+#include "tokenizer/tokenizer.h"
+
+using nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// Command line. Options are kept as given (name -> values) so that a checkpoint can store them
+// and --resume can re-apply them, with anything given again on the new command line winning.
+
+struct OptionSpec {
+  const char* name;
+  const char* metavar;  // nullptr: a flag without value
+  const char* help;
+  bool repeatable = false;
+};
+
+static const std::vector<OptionSpec> kOptions = {
+    {"model", "DIR", "start from a Hugging Face model directory or one of our checkpoints (weights only)"},
+    {"init", "CONFIG.json", "start from random init with this HF config.json (HF init, --seed)"},
+    {"tokenizer", "FILE", "tokenizer.json to store in checkpoints and to decode evaluations (default: the model's)"},
+    {"device", "auto|cpu|cuda", "backend (default auto: cuda when a GPU is present)"},
+    {"threads", "N", "CPU threads (default: OpenMP's default); keep it fixed for a bit-exact resume"},
+    {"data", "SHARDS", "primary stream: comma-separated shard paths or globs"},
+    {"mix", "NAME=SHARDS:RATIO", "add RATIO x |primary| examples of this stream to each epoch (repeatable)", true},
+    {"epochs", "N", "epochs to train (default 20, REMIX); the cap when early stopping is on"},
+    {"steps", "N", "optimizer steps to train instead of --epochs"},
+    {"batch-size", "B", "examples per optimizer step (default 32)"},
+    {"micro-batch-size", "M", "examples per micro-batch, gradients accumulate (default 0 = whole batch)"},
+    {"seq-len", "T", "row length in tokens (default 2048)"},
+    {"pack", "0|1", "pack several examples per row (default 1); attention never crosses examples"},
+    {"truncate", "0|1", "truncate examples longer than --seq-len instead of failing (default 0)"},
+    {"lr", "LR", "peak learning rate (default 5e-5)"},
+    {"warmup-ratio", "R", "fraction of steps of linear warmup (default 0.05)"},
+    {"schedule", "constant|cosine|linear", "learning-rate decay after warmup (default cosine)"},
+    {"weight-decay", "WD", "AdamW decoupled weight decay (default 0)"},
+    {"beta1", "B1", "AdamW beta1 (default 0.9)"},
+    {"beta2", "B2", "AdamW beta2 (default 0.95)"},
+    {"eps", "EPS", "AdamW epsilon (default 1e-8)"},
+    {"clip", "NORM", "global gradient-norm clipping, 0 = off (default 1.0)"},
+    {"seed", "S", "seed of the data order and of --init (default 42)"},
+    {"eval-data", "QA", "questions to evaluate at epoch ends: QA shards or a QA JSONL file"},
+    {"eval-every-epochs", "K", "evaluate every K epochs (default 1 when --eval-data is given)"},
+    {"eval-limit", "N", "evaluate only the first N questions (default all)"},
+    {"eval-batch-size", "N", "sequences decoded together (default 32)"},
+    {"max-new-tokens", "N", "longest evaluated answer in tokens (default 32)"},
+    {"match", "exact|squad|contains", "answer matching rule (default exact: strip + lowercase)"},
+    {"stop-at-accuracy", "A", "stop once evaluation accuracy >= A (e.g. 1.0 = 100% memorized)"},
+    {"stop-loss", "L", "stop once the step loss has been below L --stop-loss-count times in all (REMIX: 1e-4)"},
+    {"stop-loss-count", "N", "see --stop-loss (default 10)"},
+    {"out", "DIR", "run directory: DIR/checkpoint-<step>, and DIR/final at the end"},
+    {"save-every", "N", "write a checkpoint every N steps (default 0: only the final one)"},
+    {"keep", "N", "keep the N newest periodic checkpoints, 0 = all (default 2)"},
+    {"save-dtype", "F32|BF16", "dtype of model.safetensors (the optimizer state is always fp32)"},
+    {"resume", "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory"},
+    {"log", "FILE", "append one JSON line per step (and per evaluation) to FILE"},
+    {"log-every", "N", "print a progress line every N steps (default 1)"},
+    {"help", nullptr, "show this help"},
+};
+
+using OptionMap = std::map<std::string, std::vector<std::string>>;
+
+static void print_help() {
+  std::printf(
+      "usage: train_llama (--model DIR | --init CONFIG.json | --resume PATH) --data SHARDS --out DIR [options]\n\n"
+      "Trains one stage on token shards made by ./prepare_data. Defaults are the REMIX settings:\n"
+      "AdamW lr 5e-5, betas (0.9, 0.95), eps 1e-8, no weight decay, clip 1.0, cosine with 5%% warmup,\n"
+      "batch 32, 20 epochs. Checkpoints are HF directories plus optimizer.safetensors and\n"
+      "trainer_state.json; SIGINT/SIGTERM save one and exit.\n\noptions:\n");
+  for (const auto& o : kOptions) {
+    std::string left = std::string("--") + o.name + (o.metavar ? std::string(" ") + o.metavar : "");
+    std::printf("  %-34s %s\n", left.c_str(), o.help);
+  }
+  std::printf("\nenvironment: TRAIN_LLAMA_DEBUG_NAN_STEP=N poisons the gradients of step N (tests the\n"
+              "non-finite guard).\n");
+}
+
+static OptionMap parse_command_line(int argc, char** argv) {
+  OptionMap given;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    check(a.size() > 2 && a.compare(0, 2, "--") == 0, "unexpected argument '", a, "' (see --help)");
+    std::string name = a.substr(2), value;
+    bool inline_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      inline_value = true;
+    }
+    const OptionSpec* spec = nullptr;
+    for (const auto& o : kOptions)
+      if (name == o.name) spec = &o;
+    check(spec != nullptr, "unknown option --", name, " (see --help)");
+    if (spec->metavar && !inline_value) {
+      check(i + 1 < argc, "option --", name, " needs a value (", spec->metavar, ")");
+      value = argv[++i];
+    }
+    auto& slot = given[name];
+    check(spec->repeatable || slot.empty(), "option --", name, " given twice");
+    slot.push_back(value);
+  }
+  return given;
+}
+
+struct TrainArgs {
+  std::string model, init, tokenizer, device = "auto";
+  int threads = 0;
+  std::string data;
+  std::vector<std::string> mix;
+  int64_t epochs = 20, steps = 0;
+  int batch_size = 32, micro_batch_size = 0, seq_len = 2048;
+  bool pack = true, truncate = false;
+  double lr = 5e-5, warmup_ratio = 0.05;
+  std::string schedule = "cosine";
+  double weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
+  uint64_t seed = 42;
+  std::string eval_data;
+  int eval_every_epochs = 1;
+  int64_t eval_limit = 0;
+  int eval_batch_size = 32, max_new_tokens = 32;
+  std::string match = "exact";
+  double stop_at_accuracy = 0;  // 0 = off
+  double stop_loss = 0;         // 0 = off
+  int stop_loss_count = 10;
+  std::string out;
+  int64_t save_every = 0;
+  int keep = 2;
+  std::string save_dtype = "F32";
+  std::string resume, log;
+  int log_every = 1;
+};
+
+static int64_t to_int(const std::string& name, const std::string& v, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  check(!v.empty() && end && *end == '\0', "--", name, ": '", v, "' is not an integer");
+  check(x >= lo && x <= hi, "--", name, ": ", x, " is outside [", lo, ", ", hi, "]");
+  return x;
+}
+static double to_double(const std::string& name, const std::string& v) {
+  char* end = nullptr;
+  double x = std::strtod(v.c_str(), &end);
+  check(!v.empty() && end && *end == '\0' && std::isfinite(x), "--", name, ": '", v, "' is not a finite number");
+  return x;
+}
+static bool to_bool01(const std::string& name, const std::string& v) {
+  check(v == "0" || v == "1", "--", name, ": expected 0 or 1, got '", v, "'");
+  return v == "1";
+}
+
+static TrainArgs apply_options(const OptionMap& given) {
+  TrainArgs a;
+  const int64_t big = int64_t(1) << 40;
+  for (const auto& [name, values] : given) {
+    const std::string& v = values.back();
+    if (name == "model") a.model = v;
+    else if (name == "init") a.init = v;
+    else if (name == "tokenizer") a.tokenizer = v;
+    else if (name == "device") a.device = v;
+    else if (name == "threads") a.threads = int(to_int(name, v, 0, 4096));
+    else if (name == "data") a.data = v;
+    else if (name == "mix") a.mix = values;
+    else if (name == "epochs") a.epochs = to_int(name, v, 1, big);
+    else if (name == "steps") a.steps = to_int(name, v, 0, big);
+    else if (name == "batch-size") a.batch_size = int(to_int(name, v, 1, 1 << 24));
+    else if (name == "micro-batch-size") a.micro_batch_size = int(to_int(name, v, 0, 1 << 24));
+    else if (name == "seq-len") a.seq_len = int(to_int(name, v, 2, 1 << 24));
+    else if (name == "pack") a.pack = to_bool01(name, v);
+    else if (name == "truncate") a.truncate = to_bool01(name, v);
+    else if (name == "lr") a.lr = to_double(name, v);
+    else if (name == "warmup-ratio") a.warmup_ratio = to_double(name, v);
+    else if (name == "schedule") a.schedule = v;
+    else if (name == "weight-decay") a.weight_decay = to_double(name, v);
+    else if (name == "beta1") a.beta1 = to_double(name, v);
+    else if (name == "beta2") a.beta2 = to_double(name, v);
+    else if (name == "eps") a.eps = to_double(name, v);
+    else if (name == "clip") a.clip = to_double(name, v);
+    else if (name == "seed") a.seed = uint64_t(to_int(name, v, 0, INT64_MAX));
+    else if (name == "eval-data") a.eval_data = v;
+    else if (name == "eval-every-epochs") a.eval_every_epochs = int(to_int(name, v, 1, 1 << 30));
+    else if (name == "eval-limit") a.eval_limit = to_int(name, v, 0, big);
+    else if (name == "eval-batch-size") a.eval_batch_size = int(to_int(name, v, 1, 1 << 20));
+    else if (name == "max-new-tokens") a.max_new_tokens = int(to_int(name, v, 1, 1 << 20));
+    else if (name == "match") a.match = v;
+    else if (name == "stop-at-accuracy") a.stop_at_accuracy = to_double(name, v);
+    else if (name == "stop-loss") a.stop_loss = to_double(name, v);
+    else if (name == "stop-loss-count") a.stop_loss_count = int(to_int(name, v, 1, 1 << 30));
+    else if (name == "out") a.out = v;
+    else if (name == "save-every") a.save_every = to_int(name, v, 0, big);
+    else if (name == "keep") a.keep = int(to_int(name, v, 0, 1 << 20));
+    else if (name == "save-dtype") a.save_dtype = v;
+    else if (name == "resume") a.resume = v;
+    else if (name == "log") a.log = v;
+    else if (name == "log-every") a.log_every = int(to_int(name, v, 1, 1 << 30));
+  }
+  check(a.device == "auto" || a.device == "cpu" || a.device == "cuda", "--device: expected auto, cpu or cuda, got '",
+        a.device, "'");
+  check(a.save_dtype == "F32" || a.save_dtype == "BF16", "--save-dtype: expected F32 or BF16, got '", a.save_dtype, "'");
+  check(a.stop_at_accuracy >= 0 && a.stop_at_accuracy <= 1, "--stop-at-accuracy: must be in [0, 1]");
+  check(a.lr >= 0, "--lr: must be non-negative");
+  parse_schedule_kind(a.schedule);
+  parse_match_kind(a.match);
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals: the handler only raises a flag; the loop saves a checkpoint after the current step.
+
+static volatile sig_atomic_t g_stop_signal = 0;
+static void on_signal(int sig) { g_stop_signal = sig; }
+
+static std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  long long t = (long long)std::llround(s);
+  char buf[64];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
+  else std::snprintf(buf, sizeof buf, "%llds", t);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Trainer {
+  TrainArgs args;
+  OptionMap options;  // as stored in checkpoints
+  LlamaConfig config;
+  std::optional<Tokenizer> tokenizer;
+  std::unique_ptr<DataLoader> loader;
+  std::unique_ptr<LlamaModel<CpuBackend>> model;
+  LrSchedule schedule;
+  AdamWConfig adamw;
+  std::vector<EvalItem> eval_items;
+  MatchKind match = MatchKind::exact;
+
+  int64_t step = 0, total_steps = 0, loss_below_count = 0, tokens_seen = 0;
+  json evals = json::array();
+  std::string last_checkpoint;  // newest complete checkpoint written or resumed from
+  std::FILE* log_file = nullptr;
+  double elapsed_before = 0;  // seconds trained by earlier processes (from trainer_state)
+
+  ~Trainer() {
+    if (log_file) std::fclose(log_file);
+  }
+
+  json trainer_state(const std::string& stop_reason) const {
+    json s;
+    s["step"] = step;
+    s["epoch"] = loader->epoch();
+    s["total_steps"] = total_steps;
+    s["steps_per_epoch"] = loader->steps_per_epoch();
+    s["data_cursor"] = loader->cursor().to_json();
+    // The data order is a pure function of (seed, epoch) and there is no dropout, so the seed is
+    // the whole random state of training.
+    s["rng"] = {{"seed", args.seed}, {"kind", "splitmix64, derived per epoch from (seed, epoch)"}};
+    s["args"] = options;
+    s["tokenizer_hash"] = tokenizer ? tokenizer->hash_hex() : loader->tokenizer_hash_hex();
+    s["prompt_template"] = loader->prompt_template();
+    s["loss_below_count"] = loss_below_count;
+    s["tokens_seen"] = tokens_seen;
+    s["adam_step"] = model->adam_step;
+    s["evals"] = evals;
+    s["stop_reason"] = stop_reason;
+    s["elapsed_s"] = elapsed_before + seconds_since_start();
+    return s;
+  }
+
+  std::chrono::steady_clock::time_point start_time = std::chrono::steady_clock::now();
+  double seconds_since_start() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  }
+
+  void save(const std::string& dir, const std::string& stop_reason) {
+    NVTX_RANGE("checkpoint");
+    CheckpointToSave ck;
+    ck.config = &config;
+    ck.layout = &model->layout;
+    ck.params = model->params;
+    ck.adam_m = model->adam_m;
+    ck.adam_v = model->adam_v;
+    if (tokenizer) ck.tokenizer_json = tokenizer->to_json_string();
+    ck.trainer_state = trainer_state(stop_reason);
+    ck.weights_dtype = args.save_dtype;
+    save_checkpoint(dir, ck);
+    last_checkpoint = dir;
+    std::printf("checkpoint: %s (step %lld)\n", dir.c_str(), (long long)step);
+    std::fflush(stdout);
+  }
+
+  void log_json(const json& j) {
+    if (!log_file) return;
+    std::string line = j.dump() + "\n";
+    std::fwrite(line.data(), 1, line.size(), log_file);
+    std::fflush(log_file);
+  }
+
+  void setup(const OptionMap& command_line) {
+    // Resume: the stored options first, then whatever the new command line gives.
+    std::string resume_dir;
+    json state;
+    options = command_line;
+    if (command_line.count("resume")) {
+      resume_dir = resolve_resume_dir(command_line.at("resume").back());
+      state = load_trainer_state(resume_dir);
+      check(state.contains("args") && state["args"].is_object(), resume_dir, "/trainer_state.json: field 'args' missing");
+      options = state["args"].get<OptionMap>();
+      for (const auto& [k, v] : command_line) options[k] = v;
+      options.erase("resume");
+      // The checkpoint holds the weights and its tokenizer.json: where the run started is history.
+      options.erase("model");
+      options.erase("init");
+      if (!command_line.count("tokenizer")) options.erase("tokenizer");
+    }
+    args = apply_options(options);
+    args.resume = resume_dir;
+
+    if (args.device == "cuda") fail("--device cuda: this build has no CUDA backend (built without nvcc)");
+    if (args.threads > 0) omp_set_num_threads(args.threads);
+    check(!args.data.empty(), "--data is required (token shards from ./prepare_data)");
+    check(!args.out.empty(), "--out is required (the run directory)");
+    const int sources = int(!resume_dir.empty()) + int(!args.model.empty()) + int(!args.init.empty());
+    check(sources == 1, "give exactly one of --model DIR, --init CONFIG.json, --resume PATH");
+
+    // Model config and tokenizer.
+    std::string model_dir = !resume_dir.empty() ? resume_dir : args.model;
+    if (!model_dir.empty()) config = load_config(model_dir + "/config.json");
+    else config = load_config(args.init);
+    std::string tok_path = args.tokenizer;
+    if (tok_path.empty() && !model_dir.empty() && file_exists(model_dir + "/tokenizer.json"))
+      tok_path = model_dir + "/tokenizer.json";
+    if (!tok_path.empty()) {
+      tokenizer = Tokenizer::from_json_file(tok_path);
+      check(tokenizer->vocab_size() <= config.vocab_size, tok_path, ": the tokenizer has ", tokenizer->vocab_size(),
+            " tokens but the model's vocab_size is ", config.vocab_size);
+    }
+
+    // Data.
+    DataLoaderConfig dc;
+    dc.primary_shards = expand_shard_list(args.data);
+    for (const auto& m : args.mix) dc.mixes.push_back(parse_mix_spec(m));
+    dc.batch_size = args.batch_size;
+    dc.micro_batch_size = args.micro_batch_size;
+    dc.T = args.seq_len;
+    dc.pack = args.pack;
+    dc.truncate = args.truncate;
+    dc.seed = args.seed;
+    dc.expected_tokenizer_hash = tokenizer ? tokenizer->hash_hex() : "";
+    dc.num_epochs = args.steps > 0 ? 0 : args.epochs;
+    loader = std::make_unique<DataLoader>(dc);
+    total_steps = args.steps > 0 ? args.steps : args.epochs * loader->steps_per_epoch();
+
+    // Model state.
+    int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
+    model = std::make_unique<LlamaModel<CpuBackend>>(config, max_rows, args.seq_len);
+    const ParamLayout& layout = model->layout;
+    if (!resume_dir.empty()) {
+      load_optimizer_state(resume_dir, layout, model->params, model->adam_m, model->adam_v);
+      const std::string where = resume_dir + "/trainer_state.json";
+      check(state.contains("step") && state["step"].is_number_integer(), where, ": field 'step' missing");
+      check(state.contains("data_cursor"), where, ": field 'data_cursor' missing");
+      step = state["step"].get<int64_t>();
+      model->adam_step = state.value("adam_step", int(step));
+      loss_below_count = state.value("loss_below_count", int64_t(0));
+      tokens_seen = state.value("tokens_seen", int64_t(0));
+      elapsed_before = state.value("elapsed_s", 0.0);
+      if (state.contains("evals")) evals = state["evals"];
+      loader->restore(DataCursor::from_json(state["data_cursor"], where + " data_cursor"));
+      last_checkpoint = resume_dir;
+      std::printf("resumed from %s at step %lld (epoch %lld)\n", resume_dir.c_str(), (long long)step,
+                  (long long)loader->epoch());
+    } else if (!args.model.empty()) {
+      load_weights(args.model, config, layout, model->params);
+    } else {
+      init_weights(config, layout, model->params, args.seed);
+    }
+    check(step <= total_steps || args.steps == 0, "resume: the checkpoint is at step ", step, " beyond --steps ",
+          total_steps);
+
+    schedule = LrSchedule::make(parse_schedule_kind(args.schedule), args.lr, total_steps, args.warmup_ratio);
+    adamw.lr = float(args.lr);
+    adamw.beta1 = float(args.beta1);
+    adamw.beta2 = float(args.beta2);
+    adamw.eps = float(args.eps);
+    adamw.weight_decay = float(args.weight_decay);
+    adamw.max_grad_norm = float(args.clip);
+
+    if (!args.eval_data.empty()) {
+      check(tokenizer.has_value(), "--eval-data needs a tokenizer: give --tokenizer (or a model directory holding "
+                                   "tokenizer.json)");
+      eval_items = load_eval_items(args.eval_data, *tokenizer, loader->prompt_template(), args.eval_limit);
+      check(!eval_items.empty(), args.eval_data, ": no questions to evaluate");
+      match = parse_match_kind(args.match);
+    }
+    check(args.stop_at_accuracy == 0 || !eval_items.empty(), "--stop-at-accuracy needs --eval-data");
+
+    make_dirs(args.out);
+    if (!args.log.empty()) {
+      log_file = std::fopen(args.log.c_str(), "a");
+      check(log_file != nullptr, args.log, ": cannot open the log file for appending");
+    }
+    std::printf("model: %s, %d layers, hidden %d, %zu parameters; device cpu, %d threads\n",
+                config.architecture.c_str(), config.num_hidden_layers, config.hidden_size, layout.total,
+                omp_get_max_threads());
+    std::printf("training: %lld steps (%lld per epoch), batch %d, seq-len %d, lr %g (%s, warmup %lld steps)\n",
+                (long long)total_steps, (long long)loader->steps_per_epoch(), args.batch_size, args.seq_len, args.lr,
+                args.schedule.c_str(), (long long)schedule.warmup_steps);
+    std::fflush(stdout);
+  }
+
+  // Greedy evaluation of the factoids with the current weights. Returns the accuracy.
+  double evaluate(int64_t epochs_done) {
+    NVTX_RANGE("eval");
+    auto t0 = std::chrono::steady_clock::now();
+    InferenceModel im(config, model->layout, model->params);
+    GreedyOptions opt = make_stop_options(*tokenizer, config, args.max_new_tokens, args.eval_batch_size);
+    EvalOutcome r = evaluate_factoids(im, *tokenizer, eval_items, opt, match);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("eval | epoch %lld | step %lld | accuracy %.2f%% (%lld/%zu, %s) | %.1fs\n", (long long)epochs_done,
+                (long long)step, 100.0 * r.accuracy, (long long)r.num_correct, eval_items.size(),
+                match_kind_name(match), secs);
+    std::fflush(stdout);
+    json e = {{"event", "eval"}, {"step", step}, {"epoch", epochs_done}, {"accuracy", r.accuracy},
+              {"correct", r.num_correct}, {"total", eval_items.size()}, {"match", match_kind_name(match)},
+              {"seconds", secs}};
+    evals.push_back(e);
+    log_json(e);
+    return r.accuracy;
+  }
+
+  int run() {
+    const char* nan_env = std::getenv("TRAIN_LLAMA_DEBUG_NAN_STEP");
+    const int64_t nan_step = nan_env ? std::atoll(nan_env) : -1;
+    int64_t steps_this_process = 0;
+    std::string stop_reason;
+    OptimizerBatch batch;
+    const double spe = double(loader->steps_per_epoch());
+
+    while (stop_reason.empty()) {
+      if (g_stop_signal) {
+        stop_reason = "signal";
+        break;
+      }
+      if (step >= total_steps) {
+        stop_reason = args.steps > 0 ? "steps" : "epochs";
+        break;
+      }
+      if (!loader->next(batch)) {
+        stop_reason = "epochs";
+        break;
+      }
+      auto t0 = std::chrono::steady_clock::now();
+      const double lr = schedule.lr_at(step);
+      adamw.lr = float(lr);
+
+      double loss = 0;
+      {
+        NVTX_RANGE("forward_backward");
+        model->zero_grad();
+        for (const Batch& micro : batch.micro) loss += model->forward_backward(micro, batch.num_target_tokens);
+      }
+      if (step + 1 == nan_step) model->grads[0] = NAN;  // debug: poison one gradient
+      if (!std::isfinite(loss))
+        fail("step ", step + 1, ": the loss is not finite (", loss, "); stopping without saving. Last good checkpoint: ",
+             last_checkpoint.empty() ? "none" : last_checkpoint);
+      double grad_norm;
+      {
+        NVTX_RANGE("optimizer");
+        // The norm is computed before the update; a non-finite norm means the update just made
+        // the in-memory weights non-finite too, so nothing is saved from here on.
+        grad_norm = model->optimizer_step(adamw);
+      }
+      if (!std::isfinite(grad_norm))
+        fail("step ", step + 1, ": the gradient norm is not finite (", grad_norm,
+             "); stopping without saving. Last good checkpoint: ", last_checkpoint.empty() ? "none" : last_checkpoint);
+      ++step;
+      ++steps_this_process;
+
+      int64_t batch_tokens = 0;
+      for (const ExampleRef& e : batch.examples)
+        batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
+      tokens_seen += batch_tokens;
+      const double step_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double elapsed = seconds_since_start();
+      const double eta = (elapsed / double(steps_this_process)) * double(total_steps - step);
+      const double epoch_f = double(batch.epoch) + double(batch.step_in_epoch + 1) / spe;
+      const double progress = double(step) / double(total_steps);
+      const double tok_s = batch_tokens / std::max(step_secs, 1e-9);
+      if (step % args.log_every == 0 || step == total_steps) {
+        std::printf("step %6lld/%lld | epoch %.2f/%lld | loss %.6f | lr %.3e | grad norm %.4f | %.0f tok/s | %5.1f%% | ETA %s\n",
+                    (long long)step, (long long)total_steps, epoch_f, (long long)(args.steps > 0 ? std::ceil(total_steps / spe) : args.epochs),
+                    loss, lr, grad_norm, tok_s, 100.0 * progress, format_duration(eta).c_str());
+        std::fflush(stdout);
+      }
+      log_json({{"event", "step"}, {"step", step}, {"epoch", epoch_f}, {"loss", loss}, {"lr", lr},
+                {"grad_norm", grad_norm}, {"tokens", batch_tokens}, {"tokens_per_s", tok_s},
+                {"progress", progress}, {"eta_s", eta}, {"elapsed_s", elapsed_before + elapsed}});
+
+      if (args.stop_loss > 0 && loss < args.stop_loss && ++loss_below_count >= args.stop_loss_count)
+        stop_reason = "loss";
+      if (batch.last_in_epoch && !eval_items.empty()) {
+        const int64_t epochs_done = batch.epoch + 1;
+        if (epochs_done % args.eval_every_epochs == 0) {
+          double acc = evaluate(epochs_done);
+          if (args.stop_at_accuracy > 0 && acc >= args.stop_at_accuracy && stop_reason.empty()) stop_reason = "accuracy";
+        }
+      }
+      if (stop_reason.empty() && args.save_every > 0 && step % args.save_every == 0 && step < total_steps) {
+        save(run_checkpoint_dir(args.out, step), "");
+        rotate_run_checkpoints(args.out, args.keep);
+      }
+    }
+
+    if (stop_reason == "signal") {
+      std::printf("received signal %d: saving a checkpoint at step %lld\n", int(g_stop_signal), (long long)step);
+      save(run_checkpoint_dir(args.out, step), "signal");
+      rotate_run_checkpoints(args.out, args.keep);
+      std::printf("stopped by signal; resume with: ./train_llama --resume %s\n", args.out.c_str());
+      return 0;
+    }
+    save(args.out + "/final", stop_reason);
+    rotate_run_checkpoints(args.out, args.keep);
+    std::printf("done: %s after %lld steps (%s); final checkpoint %s/final\n", stop_reason.c_str(), (long long)step,
+                format_duration(elapsed_before + seconds_since_start()).c_str(), args.out.c_str());
+    log_json({{"event", "done"}, {"step", step}, {"stop_reason", stop_reason}, {"checkpoint", args.out + "/final"}});
+    return 0;
+  }
+};
+
+int main(int argc, char** argv) {
+  try {
+    OptionMap given = parse_command_line(argc, argv);
+    if (given.count("help") || argc == 1) {
+      print_help();
+      return argc == 1 ? 1 : 0;
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;  // a second signal terminates at once
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    Trainer t;
+    t.setup(given);
+    return t.run();
+  } catch (const EngineError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
