@@ -1,0 +1,268 @@
+// Tests that need the tokenizer: templated tokenization against HF `tokenizers` fixtures
+// (dev/reference/gen_dataloader.py), and the ./prepare_data program end to end (run from the
+// repository root, as `make test` does).
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "dataloader/dataloader.h"
+#include "dataloader/shard.h"
+#include "dataloader/sources.h"
+#include "dataloader/tokenize_example.h"
+#include "tokenizer/tokenizer.h"
+
+using json = nlohmann::json;
+
+static const std::string kFix = "test/fixtures/dataloader/";
+
+static const Tokenizer& tok() {
+  static Tokenizer t = Tokenizer::from_json_file(kFix + "tokenizer.json");
+  return t;
+}
+static const json& expected() {
+  static json j = json::parse(read_text_file(kFix + "expected.json"));
+  return j;
+}
+static std::string tmp_dir() {
+  static std::string d = [] {
+    std::string p = "build/test/tmp_dataloader_prepare_" + std::to_string(getpid());
+    make_dirs(p);
+    return p;
+  }();
+  return d;
+}
+
+struct RunResult { int code; std::string err; };
+static RunResult run_prepare(const std::string& args) {
+  const std::string err = tmp_dir() + "/stderr.txt";
+  int rc = std::system(("./prepare_data " + args + " > /dev/null 2> " + err).c_str());
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_text_file(err)};
+}
+
+static std::vector<json> read_jsonl(const std::string& p) {
+  std::vector<json> out;
+  std::string text = read_text_file(p);
+  size_t b = 0;
+  while (b < text.size()) {
+    size_t e = text.find('\n', b);
+    out.push_back(json::parse(text.substr(b, e - b)));
+    b = e + 1;
+  }
+  return out;
+}
+
+TEST_CASE("templated tokenization matches HF tokenizers, prompt is a token prefix, loss on answer and EOS") {
+  REQUIRE(tok().bos_id() == expected()["bos"].get<int>());
+  REQUIRE(tok().eos_id() == expected()["eos"].get<int>());
+  for (auto& [name, text] : expected()["templates"].items()) REQUIRE(resolve_template(name) == text.get<std::string>());
+  for (auto& c : expected()["cases"]) {
+    const std::string name = c["template"], q = c["question"], a = c["answer"];
+    INFO(name << ": " << q);
+    PromptTemplate t = PromptTemplate::parse(resolve_template(name), name);
+    REQUIRE(t.prompt(q) == c["prompt"].get<std::string>());
+    REQUIRE(t.answer(a) == c["answer_text"].get<std::string>());
+    TokenizedExample ex = tokenize_example(tok(), t, q, a);
+    REQUIRE(ex.tokens == c["tokens"].get<std::vector<int32_t>>());
+    REQUIRE(ex.loss == c["loss"].get<std::vector<uint8_t>>());
+    auto prompt = tokenize_prompt(tok(), t, q);
+    REQUIRE(prompt.size() < ex.tokens.size());
+    REQUIRE(std::equal(prompt.begin(), prompt.end(), ex.tokens.begin()));
+    for (size_t i = 0; i < ex.loss.size(); ++i) REQUIRE(ex.loss[i] == (i >= prompt.size()));
+    REQUIRE(ex.tokens.back() == tok().eos_id());
+    auto batch = tokenize_examples(tok(), t, {q, q}, {a, a});
+    REQUIRE(batch[1].tokens == ex.tokens);
+  }
+}
+
+TEST_CASE("prepare_data qa: shard and JSONL match the HF reference") {
+  const std::string out = tmp_dir() + "/qa.bin";
+  auto r = run_prepare("--mode qa --input " + kFix + "qa.jsonl --tokenizer " + kFix + "tokenizer.json --output " + out);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Shard s(out);
+  auto want = expected()["qa_plain"];
+  REQUIRE(s.num_examples() == int64_t(want.size()));
+  REQUIRE(s.tokenizer_hash() == tok().hash());
+  REQUIRE(s.prompt_template == resolve_template("plain"));
+  REQUIRE(s.header.vocab_size == uint32_t(tok().vocab_size()));
+  PromptTemplate t = PromptTemplate::parse(s.prompt_template);
+  auto lines = read_jsonl(tmp_dir() + "/qa.jsonl");
+  REQUIRE(lines.size() == want.size());
+  for (int64_t i = 0; i < s.num_examples(); ++i) {
+    REQUIRE(s.example_tokens(i) == want[size_t(i)].get<std::vector<int32_t>>());
+    // the evaluator's path: prompt from the stored template and the JSONL question
+    auto prompt = tokenize_prompt(tok(), t, lines[size_t(i)]["question"]);
+    auto loss = s.example_loss(i);
+    for (size_t j = 0; j < loss.size(); ++j) REQUIRE(loss[j] == (j >= prompt.size()));
+    REQUIRE(lines[size_t(i)]["prompt"] == t.prompt(lines[size_t(i)]["question"]));
+    REQUIRE(lines[size_t(i)]["index"] == i);
+  }
+  // PopQA-style answer lists keep every gold answer; the first is trained on
+  REQUIRE(lines[0]["answers"].size() == 2);
+  REQUIRE(lines[0]["answer"] == lines[0]["answers"][0]);
+  REQUIRE(lines[1]["answers"].size() == 1);
+
+  // the dataloader accepts it for this tokenizer and refuses it for another
+  DataLoaderConfig c;
+  c.primary_shards = {out};
+  c.T = 64;
+  c.batch_size = 8;
+  c.log = false;
+  c.expected_tokenizer_hash = tok().hash_hex();
+  DataLoader dl(c);
+  REQUIRE(dl.prompt_template() == resolve_template("plain"));
+  c.expected_tokenizer_hash = "0123456789abcdef";
+  REQUIRE_THROWS_WITH(DataLoader(c), Catch::Contains(out) && Catch::Contains("tokenizer hash"));
+
+  // tulu template with a template file
+  const std::string tf = tmp_dir() + "/tulu.txt";
+  write_file_atomic(tf, resolve_template("tulu") + "\n");
+  r = run_prepare("--mode qa --input " + kFix + "qa.jsonl --tokenizer " + kFix + " --template " + tf +
+                  " --limit 5 --output " + tmp_dir() + "/tulu.bin --jsonl " + tmp_dir() + "/tulu_questions.jsonl");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Shard tulu(tmp_dir() + "/tulu.bin");
+  REQUIRE(tulu.num_examples() == 5);
+  REQUIRE(tulu.prompt_template == resolve_template("tulu"));
+  REQUIRE(read_jsonl(tmp_dir() + "/tulu_questions.jsonl").size() == 5);
+}
+
+TEST_CASE("prepare_data kvr and random-words") {
+  const std::string kvr = tmp_dir() + "/kvr.bin";
+  auto r = run_prepare("--mode kvr --num 300 --seed 5 --tokenizer " + kFix + "tokenizer.json --output " + kvr);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Shard s(kvr);
+  REQUIRE(s.num_examples() == 300);
+  auto lines = read_jsonl(tmp_dir() + "/kvr.jsonl");
+  auto pairs = generate_kvr(300, 5);
+  PromptTemplate t = PromptTemplate::parse(resolve_template("kvr"));
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    REQUIRE(lines[i]["question"] == pairs[i].key);
+    REQUIRE(lines[i]["answer"] == pairs[i].value);
+    REQUIRE(s.example_tokens(int64_t(i)) == tokenize_example(tok(), t, pairs[i].key, pairs[i].value).tokens);
+  }
+  REQUIRE(tok().decode(s.example_tokens(0), true) == "The value of key " + pairs[0].key + " is? " + pairs[0].value);
+
+  const std::string words = tmp_dir() + "/words.txt";
+  write_file_atomic(words, "alpha\nBeta\nthe\ncity\nriver\nit's\n");
+  const std::string rw = tmp_dir() + "/rw.bin";
+  r = run_prepare("--mode random-words --num 20 --length 12 --word-list " + words + " --tokenizer " + kFix +
+                  "tokenizer.json --output " + rw);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Shard w(rw);
+  REQUIRE(w.num_examples() == 20);
+  auto wl = read_jsonl(tmp_dir() + "/rw.jsonl");
+  std::set<std::string> seen;
+  for (auto& l : wl) {
+    auto ws = split_words(l["answer"]);
+    REQUIRE(ws.size() == 12);
+    for (auto& x : ws) seen.insert(x);
+  }
+  REQUIRE(seen == std::set<std::string>{"alpha", "the", "city", "river"});
+  REQUIRE(w.prompt_template == resolve_template("memorize"));
+  // loss covers the passage: the prompt is the same instruction for every example
+  auto loss0 = w.example_loss(0), loss1 = w.example_loss(1);
+  size_t p0 = std::find(loss0.begin(), loss0.end(), 1) - loss0.begin();
+  size_t p1 = std::find(loss1.begin(), loss1.end(), 1) - loss1.begin();
+  REQUIRE(p0 == p1);
+  REQUIRE(p0 > 3);
+  if (file_exists("/usr/share/dict/words")) {
+    r = run_prepare("--mode random-words --num 5 --tokenizer " + kFix + "tokenizer.json --output " + tmp_dir() +
+                    "/rw2.bin");
+    REQUIRE(r.code == 0);
+    REQUIRE(split_words(read_jsonl(tmp_dir() + "/rw2.jsonl")[0]["answer"]).size() == 50);
+  }
+}
+
+TEST_CASE("prepare_data text: REMIX passages and LM chunks") {
+  std::string docs;
+  std::vector<int> lengths = {120, 30, 100, 99, 250};
+  for (size_t d = 0; d < lengths.size(); ++d) {
+    for (int i = 0; i < lengths[d]; ++i) {
+      docs += 'w';
+      docs += std::to_string(d);
+      docs += '_';
+      docs += std::to_string(i);
+      docs += i % 9 == 8 ? '\n' : ' ';
+    }
+    docs += "\n%\n";
+  }
+  const std::string in = tmp_dir() + "/docs.txt";
+  write_file_atomic(in, docs);
+  auto r = run_prepare("--mode text --input " + in + " --doc-separator % --tokenizer " + kFix +
+                       "tokenizer.json --output " + tmp_dir() + "/remix.bin");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  REQUIRE_THAT(r.err, Catch::Contains("2 documents under 100 words skipped"));
+  auto lines = read_jsonl(tmp_dir() + "/remix.jsonl");
+  REQUIRE(lines.size() == 3);
+  REQUIRE(split_words(lines[0]["question"]).size() == 50);
+  REQUIRE(split_words(lines[0]["answer"]).size() == 50);
+  REQUIRE(split_words(lines[0]["question"])[49] == "w0_49");
+  REQUIRE(split_words(lines[0]["answer"])[0] == "w0_50");
+  REQUIRE(split_words(lines[1]["question"])[0] == "w2_0");
+  REQUIRE(lines[0]["prompt"].get<std::string>().rfind("Complete the following partial passage:\n\nw0_0 w0_1", 0) == 0);
+
+  r = run_prepare("--mode text --text-mode lm --seq-len 16 --input " + in + " --doc-separator % --tokenizer " + kFix +
+                  "tokenizer.json --output " + tmp_dir() + "/lm.bin");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Shard lm(tmp_dir() + "/lm.bin");
+  REQUIRE(lm.prompt_template.empty());
+  std::vector<int32_t> all;
+  for (int64_t i = 0; i < lm.num_examples(); ++i) {
+    REQUIRE(lm.example_length(i) <= 16);
+    auto t = lm.example_tokens(i);
+    all.insert(all.end(), t.begin(), t.end());
+    for (auto l : lm.example_loss(i)) REQUIRE(l == 1);
+  }
+  std::vector<int32_t> want;
+  for (auto& d : read_documents(in, "text", "%", false)) {
+    auto ids = tok().encode(d, true);
+    want.insert(want.end(), ids.begin(), ids.end());
+    want.push_back(tok().eos_id());
+  }
+  if (want.size() % 16 == 1) want.pop_back();  // a lone final token is not an example
+  REQUIRE(all == want);
+}
+
+TEST_CASE("prepare_data bad input: clear error, exit 1") {
+  const std::string t = " --tokenizer " + kFix + "tokenizer.json --output " + tmp_dir() + "/bad.bin";
+  const std::string bad = tmp_dir() + "/bad.jsonl";
+  write_file_atomic(bad, "{\"question\": \"q\", \"answer\": \"a\"}\n\n{\"question\": \"q\" \"answer\": \"a\"}\n");
+  auto r = run_prepare("--mode qa --input " + bad + t);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::StartsWith("error: ") && Catch::Contains(bad + ":3: invalid JSON"));
+  REQUIRE_FALSE(file_exists(tmp_dir() + "/bad.bin"));
+
+  r = run_prepare("--mode qa --input " + tmp_dir() + "/missing.jsonl" + t);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("missing.jsonl"));
+
+  r = run_prepare("--mode qa --input " + kFix + "qa.jsonl --tokenizer " + tmp_dir() + "/no_tok.json --output x.bin");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("no_tok.json"));
+
+  r = run_prepare("--mode bogus" + t);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("unknown mode 'bogus'"));
+  r = run_prepare("--mode kvr --num 0" + t);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("--num"));
+  r = run_prepare("--mode kvr --num 5 --template nothere.txt" + t);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("nothere.txt"));
+  r = run_prepare("--mode kvr --num 5 --frobnicate 1" + t);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("unknown option --frobnicate"));
+  r = run_prepare("--help");
+  REQUIRE(r.code == 0);
+}
