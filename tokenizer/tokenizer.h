@@ -37,6 +37,9 @@ struct Tokenizer {
   bool is_special(int32_t id) const;
   int32_t bos_id() const;  // -1 if the tokenizer has none
   int32_t eos_id() const;  // -1 if the tokenizer has none (e.g. <|end_of_text|>, </s>, <|endoftext|>)
+  // Ids that end a generated answer: eos_id() first, then whichever of <|end_of_text|>, </s>,
+  // <|endoftext|>, <|im_end|>, <|eot_id|>, <|eom_id|> exist.
+  const std::vector<int32_t>& stop_ids() const;
 
   // 64-bit identity of everything that affects encoding/decoding (vocab, merges, normalizer,
   // pre-tokenizer, added tokens, post-processor). Shards and checkpoints store it as 16 hex chars.
@@ -57,5 +60,6 @@ struct IncrementalDecoder {
  private:
   const Tokenizer* tok;
   bool skip_special;
+  bool started = false;  // a token has been decoded (the decoders treat the text start apart)
   std::string pending;
 };
