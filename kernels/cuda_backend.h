@@ -22,6 +22,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #if defined(CUDA_EMULATION)
 #include "kernels/cuda/cuda_common.cuh"  // the emulated runtime and its bf16 type
@@ -97,4 +98,68 @@ struct CudaBackend {
 template <class Model>
 inline void cuda_bind_model(Model& m) {
   CudaBackend::bind_params(m.params, m.layout.total);
+}
+
+// ---- Batched greedy decoding with a KV cache (eval_factoids --device cuda) ----
+// Prefill: the prompts of a batch, right-padded to the longest, go through the training kernels
+// (flash attention with per-row key ranges) and each row's first prompt_len tokens are written to
+// the per-layer cache [L][batch][KV][max_len][D]. Then one token per row per step: its k/v are
+// appended at the row's own position and attention_decode reads the cache; the LM head runs only
+// on the rows' last positions (fp32 logits) and argmax_kernel picks the token (lowest id on ties).
+// The decoder keeps its own bf16 copy of the weights (converted on the host), nothing in fp32.
+struct CudaDecoderLayer {
+  size_t ln1, qkv_w, qkv_b /* SIZE_MAX: no bias */, o_w, ln2, gate_up_w, down_w;
+};
+struct CudaDecoderSpec {
+  int C = 0, I = 0, L = 0, H = 0, KV = 0, D = 0, V = 0;
+  float eps = 1e-5f;
+  size_t embed = 0, final_norm = 0, lm_head = 0, total = 0;
+  std::vector<CudaDecoderLayer> layers;
+  std::vector<float> rope_cos, rope_sin;  // [max_len, D/2], from the CPU backend's rope tables
+};
+
+class CudaGreedyDecoder {
+ public:
+  // host_params: the flat fp32 parameters (model/params.h layout), spec.total floats.
+  CudaGreedyDecoder(const CudaDecoderSpec& spec, const float* host_params, int max_batch, int max_len);
+  ~CudaGreedyDecoder();
+  CudaGreedyDecoder(const CudaGreedyDecoder&) = delete;
+  CudaGreedyDecoder& operator=(const CudaGreedyDecoder&) = delete;
+  // Greedy continuation of each prompt (at most max_batch prompts, each non-empty, prompt plus
+  // max_new_tokens at most max_len): up to max_new_tokens ids per prompt, ending with a stop id
+  // when one is generated.
+  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts, int max_new_tokens,
+                                             const std::vector<int32_t>& stop_ids);
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+// The decoder spec of a model (Config = LlamaConfig, Layout = ParamLayout; templated so that this
+// header does not pull in the JSON config code).
+template <class Config, class Layout>
+inline CudaDecoderSpec cuda_decoder_spec(const Config& c, const Layout& layout, int max_len) {
+  CudaDecoderSpec s;
+  s.C = c.hidden_size;
+  s.I = c.intermediate_size;
+  s.L = c.num_hidden_layers;
+  s.H = c.num_attention_heads;
+  s.KV = c.num_key_value_heads;
+  s.D = c.head_dim;
+  s.V = c.vocab_size;
+  s.eps = c.rms_norm_eps;
+  s.embed = layout.embed;
+  s.final_norm = layout.final_norm;
+  s.lm_head = layout.lm_head;
+  s.total = layout.total;
+  for (const auto& l : layout.layers) s.layers.push_back({l.ln1, l.qkv_w, l.qkv_b, l.o_w, l.ln2, l.gate_up_w, l.down_w});
+  std::vector<double> inv_freq(s.D / 2);
+  const auto& r = c.rope_scaling;
+  rope_inv_freq(inv_freq.data(), s.D, c.rope_theta, r.rope_type == "llama3", r.factor, r.low_freq_factor,
+                r.high_freq_factor, r.original_max_position_embeddings);
+  s.rope_cos.resize((size_t)max_len * s.D / 2);
+  s.rope_sin.resize(s.rope_cos.size());
+  rope_tables(s.rope_cos.data(), s.rope_sin.data(), inv_freq.data(), s.D, max_len);
+  return s;
 }
