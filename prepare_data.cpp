@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -152,6 +153,13 @@ int run(int argc, char** argv) {
     jsonl_path += ".jsonl";
   }
   check(jsonl_path != output, "--jsonl must differ from --output");
+  // Never overwrite an input with an output (e.g. --input data.jsonl --output data.bin).
+  for (auto& in : inputs) {
+    std::error_code ec;
+    for (auto* out : {&output, &jsonl_path})
+      check(!std::filesystem::equivalent(in, *out, ec), *out, ": output would overwrite the input ", in,
+            " (choose another --output or --jsonl)");
+  }
   const bool lm_chunks = mode == "text" && text_mode == "lm";
 
   const auto t0 = std::chrono::steady_clock::now();

@@ -236,7 +236,7 @@ TEST_CASE("prepare_data text: REMIX passages and LM chunks") {
 
 TEST_CASE("prepare_data bad input: clear error, exit 1") {
   const std::string t = " --tokenizer " + kFix + "tokenizer.json --output " + tmp_dir() + "/bad.bin";
-  const std::string bad = tmp_dir() + "/bad.jsonl";
+  const std::string bad = tmp_dir() + "/malformed.jsonl";
   write_file_atomic(bad, "{\"question\": \"q\", \"answer\": \"a\"}\n\n{\"question\": \"q\" \"answer\": \"a\"}\n");
   auto r = run_prepare("--mode qa --input " + bad + t);
   REQUIRE(r.code == 1);
@@ -263,6 +263,13 @@ TEST_CASE("prepare_data bad input: clear error, exit 1") {
   r = run_prepare("--mode kvr --num 5 --frobnicate 1" + t);
   REQUIRE(r.code == 1);
   REQUIRE_THAT(r.err, Catch::Contains("unknown option --frobnicate"));
+  const std::string in = tmp_dir() + "/data.jsonl";
+  write_file_atomic(in, read_text_file(kFix + "qa.jsonl"));
+  r = run_prepare("--mode qa --input " + in + " --tokenizer " + kFix + "tokenizer.json --output " + tmp_dir() +
+                  "/data.bin");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("would overwrite the input"));
+  REQUIRE(read_text_file(in) == read_text_file(kFix + "qa.jsonl"));
   r = run_prepare("--help");
   REQUIRE(r.code == 0);
 }
