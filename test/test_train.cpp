@@ -1,0 +1,305 @@
+// Whole-program tests of train_llama and eval_factoids (run as subprocesses from the repository
+// root, after `make`): memorization of 64 KVR pairs to 100% exact match, bit-exact resume after
+// SIGKILL at a random step and after SIGTERM, the non-finite guard, loss-based stopping, and the
+// command line. Data comes from ./prepare_data (kvr mode); models are tiny --init configs. One
+// thread per process, so that the runs are deterministic and do not fight over the two cores.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "common/file_io.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/params.h"
+#include "model/weights.h"
+
+using nlohmann::json;
+
+namespace {
+
+// Starts argv[0] with stdout/stderr redirected to `log`; env entries are added to the environment.
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log,
+            const std::map<std::string, std::string>& env = {}) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      ::close(fd);
+    }
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_status(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+// Runs to completion; returns the exit code (or 128 + signal).
+int run(const std::vector<std::string>& argv, const std::string& log, const std::map<std::string, std::string>& env = {}) {
+  int st = wait_status(spawn(argv, log, env));
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+std::string slurp(const std::string& path) { return file_exists(path) ? read_text_file(path) : std::string(); }
+
+// Highest "step" of the step events in a JSONL training log (0 if none yet).
+int64_t last_logged_step(const std::string& log) {
+  std::ifstream f(log);
+  std::string line;
+  int64_t last = 0;
+  while (std::getline(f, line)) {
+    if (line.find("\"event\":\"step\"") == std::string::npos) continue;
+    try {
+      last = std::max(last, json::parse(line)["step"].get<int64_t>());
+    } catch (...) {  // a line being written
+    }
+  }
+  return last;
+}
+
+struct Data {
+  std::string dir, tokenizer = "test/fixtures/tokenizer/ours.json", config, kvr, kvr_jsonl, other;
+  Data() {
+    dir = "build/test/tmp_train_" + std::to_string(getpid());
+    remove_tree(dir);
+    make_dirs(dir);
+    config = dir + "/tiny.json";
+    write_file_atomic(config, R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "vocab_size": 3008, "hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+      "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+      "initializer_range": 0.02, "bos_token_id": 0, "eos_token_id": 1})");
+    kvr = dir + "/kvr.bin";
+    kvr_jsonl = dir + "/kvr.jsonl";
+    other = dir + "/other.bin";
+    REQUIRE(run({"./prepare_data", "--mode", "kvr", "--num", "64", "--seed", "1", "--tokenizer", tokenizer, "--output",
+                 kvr, "--quiet"},
+                dir + "/prep1.log") == 0);
+    REQUIRE(run({"./prepare_data", "--mode", "kvr", "--num", "40", "--seed", "2", "--tokenizer", tokenizer, "--output",
+                 other, "--quiet"},
+                dir + "/prep2.log") == 0);
+  }
+  ~Data() {
+    if (!std::getenv("KEEP_TEST_OUTPUT")) remove_tree(dir);
+  }
+  // A short run with gradient accumulation and a mixed stream, for the resume tests.
+  std::vector<std::string> resume_args(const std::string& out) const {
+    return {"./train_llama", "--init", config, "--tokenizer", tokenizer, "--data", kvr, "--mix",
+            "other=" + other + ":0.5", "--steps", "36", "--batch-size", "8", "--micro-batch-size", "3", "--seq-len",
+            "48", "--lr", "3e-3", "--save-every", "2", "--keep", "2", "--threads", "1", "--out", out, "--log",
+            out + ".jsonl"};
+  }
+};
+
+const Data& data() {
+  static Data d;
+  return d;
+}
+
+// The uninterrupted reference run of resume_args, made once.
+const std::string& reference_run() {
+  static std::string out = [] {
+    std::string o = data().dir + "/straight";
+    REQUIRE(run(data().resume_args(o), o + ".log") == 0);
+    return o;
+  }();
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a tiny model memorizes 64 KVR pairs to 100% exact match, and eval_factoids agrees") {
+  const Data& d = data();
+  const std::string out = d.dir + "/memorize";
+  auto t0 = std::chrono::steady_clock::now();
+  int rc = run({"./train_llama", "--init", d.config, "--tokenizer", d.tokenizer, "--data", d.kvr, "--out", out,
+                "--epochs", "150", "--batch-size", "16", "--seq-len", "64", "--lr", "1e-2", "--warmup-ratio", "0.02",
+                "--eval-data", d.kvr_jsonl, "--eval-every-epochs", "5", "--stop-at-accuracy", "1.0", "--threads", "1",
+                "--log", out + ".jsonl"},
+               out + ".log");
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(slurp(out + ".log"));
+  REQUIRE(rc == 0);
+  REQUIRE(secs < 120);
+  json st = load_trainer_state(out + "/final");
+  REQUIRE(st["stop_reason"] == "accuracy");
+  REQUIRE(st["evals"].back()["accuracy"] == 1.0);
+  REQUIRE(st["prompt_template"].get<std::string>().find("{key}") != std::string::npos);
+  // The JSONL log has the per-step fields and the evaluations.
+  std::string log = slurp(out + ".jsonl");
+  for (const char* f : {"\"loss\"", "\"lr\"", "\"grad_norm\"", "\"tokens_per_s\"", "\"eta_s\"", "\"progress\"",
+                        "\"event\":\"eval\"", "\"accuracy\":1.0"})
+    REQUIRE(log.find(f) != std::string::npos);
+  REQUIRE(slurp(out + ".log").find("ETA") != std::string::npos);
+
+  // eval_factoids on the final checkpoint (prompt template from the checkpoint) and the initial
+  // weights (a second model: the table shows its forgetting).
+  const std::string ev = d.dir + "/eval";
+  rc = run({"./eval_factoids", "--model", out + "/final", "--data", d.kvr_jsonl, "--out", ev, "--threads", "1",
+            "--score"},
+           ev + ".log");
+  INFO(slurp(ev + ".log"));
+  REQUIRE(rc == 0);
+  json metrics = json::parse(slurp(ev + "/metrics.json"));
+  REQUIRE(metrics["models"][0]["accuracy"] == 1.0);
+  REQUIRE(metrics["models"][0]["correct"] == 64);
+  int lines = 0;
+  std::ifstream preds(ev + "/predictions.jsonl");
+  for (std::string line; std::getline(preds, line); ++lines) {
+    json p = json::parse(line);
+    REQUIRE(p["correct"] == true);
+    REQUIRE(p["answer_logprob_sum"].get<double>() <= 0);
+    REQUIRE(p.contains("prediction"));
+  }
+  REQUIRE(lines == 64);
+  // Same questions from the shard instead of JSONL; the same checkpoint, twice: no forgetting.
+  rc = run({"./eval_factoids", "--model", out + "/final", "--model", out + "/final", "--data", d.kvr, "--out",
+            ev + "2", "--threads", "1"},
+           ev + "2.log");
+  REQUIRE(rc == 0);
+  metrics = json::parse(slurp(ev + "2/metrics.json"));
+  REQUIRE(metrics["models"][1]["accuracy"] == 1.0);
+  REQUIRE(metrics["models"][1]["forgetting"] == 0.0);
+  REQUIRE(slurp(ev + "2.log").find("forgetting") != std::string::npos);
+}
+
+TEST_CASE("resume after SIGKILL at a random step gives byte-identical weights") {
+  const Data& d = data();
+  const std::string& ref = reference_run();
+  REQUIRE(file_exists(ref + "/final/model.safetensors"));
+
+  std::mt19937 rng(uint32_t(std::chrono::steady_clock::now().time_since_epoch().count()));
+  const int64_t kill_after = 4 + int64_t(rng() % 28);  // a step in [4, 31] of 36
+  const std::string out = d.dir + "/killed";
+  pid_t pid = spawn(d.resume_args(out), out + ".log");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (last_logged_step(out + ".jsonl") < kill_after && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  kill(pid, SIGKILL);
+  int st = wait_status(pid);
+  INFO("killed after step " << kill_after << "\n" << slurp(out + ".log"));
+  REQUIRE(WIFSIGNALED(st));
+  REQUIRE_FALSE(dir_exists(out + "/final"));
+  auto cks = list_run_checkpoints(out);
+  REQUIRE(!cks.empty());
+  REQUIRE(cks.size() <= 3);  // --keep 2 (+ possibly one being rotated in)
+
+  // Only --resume: every other option comes from the checkpoint.
+  int rc = run({"./train_llama", "--resume", out}, out + ".resume.log");
+  INFO(slurp(out + ".resume.log"));
+  REQUIRE(rc == 0);
+  REQUIRE(slurp(out + ".resume.log").find("resumed from") != std::string::npos);
+  REQUIRE(slurp(out + "/final/model.safetensors") == slurp(ref + "/final/model.safetensors"));
+  REQUIRE(slurp(out + "/final/optimizer.safetensors") == slurp(ref + "/final/optimizer.safetensors"));
+  REQUIRE(load_trainer_state(out + "/final")["step"] == 36);
+}
+
+TEST_CASE("SIGTERM saves a checkpoint and exits cleanly; resuming from it is bit-exact") {
+  const Data& d = data();
+  const std::string& ref = reference_run();
+  const std::string out = d.dir + "/terminated";
+  pid_t pid = spawn(d.resume_args(out), out + ".log");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (last_logged_step(out + ".jsonl") < 7 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  kill(pid, SIGTERM);
+  int st = wait_status(pid);
+  INFO(slurp(out + ".log"));
+  REQUIRE(WIFEXITED(st));
+  REQUIRE(WEXITSTATUS(st) == 0);
+  auto cks = list_run_checkpoints(out);
+  REQUIRE(!cks.empty());
+  json state = load_trainer_state(cks.back().dir);
+  if (state["step"].get<int64_t>() < 36) {  // the signal came before the end
+    REQUIRE(state["stop_reason"] == "signal");
+    REQUIRE(run({"./train_llama", "--resume", out}, out + ".resume.log") == 0);
+  }
+  REQUIRE(slurp(out + "/final/model.safetensors") == slurp(ref + "/final/model.safetensors"));
+}
+
+TEST_CASE("non-finite gradients stop training with a clear error and keep the last good checkpoint") {
+  const Data& d = data();
+  const std::string out = d.dir + "/nan";
+  auto args = d.resume_args(out);
+  int rc = run(args, out + ".log", {{"TRAIN_LLAMA_DEBUG_NAN_STEP", "7"}});
+  std::string log = slurp(out + ".log");
+  INFO(log);
+  REQUIRE(rc == 1);
+  REQUIRE(log.find("error: step 7: the gradient norm is not finite") != std::string::npos);
+  REQUIRE(log.find("checkpoint-6") != std::string::npos);
+  REQUIRE_FALSE(dir_exists(out + "/final"));
+  REQUIRE_FALSE(dir_exists(out + "/checkpoint-8"));
+  // The kept checkpoint is complete and finite (load_weights checks every value).
+  REQUIRE(list_run_checkpoints(out).back().step == 6);
+  LlamaConfig c = load_config(out + "/checkpoint-6/config.json");
+  ParamLayout layout = make_param_layout(c);
+  std::vector<float> w(layout.total);
+  load_weights(out + "/checkpoint-6", c, layout, w.data());
+
+  // A learning rate so large that the weights blow up: stopped, never saved.
+  const std::string out2 = d.dir + "/huge_lr";
+  rc = run({"./train_llama", "--init", d.config, "--tokenizer", d.tokenizer, "--data", d.kvr, "--steps", "30",
+            "--batch-size", "8", "--seq-len", "48", "--lr", "1e38", "--warmup-ratio", "0", "--clip", "0",
+            "--threads", "1", "--out", out2},
+           out2 + ".log");
+  INFO(slurp(out2 + ".log"));
+  REQUIRE(rc == 1);
+  REQUIRE(slurp(out2 + ".log").find("not finite") != std::string::npos);
+  REQUIRE_FALSE(dir_exists(out2 + "/final"));
+}
+
+TEST_CASE("--stop-loss stops once the step loss has been below the threshold N times") {
+  const Data& d = data();
+  const std::string out = d.dir + "/stoploss";
+  int rc = run({"./train_llama", "--init", d.config, "--tokenizer", d.tokenizer, "--data", d.kvr, "--epochs", "5",
+                "--batch-size", "16", "--seq-len", "48", "--stop-loss", "1000", "--stop-loss-count", "3",
+                "--threads", "1", "--out", out},
+               out + ".log");
+  INFO(slurp(out + ".log"));
+  REQUIRE(rc == 0);
+  json st = load_trainer_state(out + "/final");
+  REQUIRE(st["stop_reason"] == "loss");
+  REQUIRE(st["step"] == 3);
+  REQUIRE(st["loss_below_count"] == 3);
+}
+
+TEST_CASE("command lines: --help, unknown options and missing inputs are reported clearly") {
+  const Data& d = data();
+  const std::string log = d.dir + "/cli.log";
+  REQUIRE(run({"./train_llama", "--help"}, log) == 0);
+  for (const char* opt : {"--stop-at-accuracy", "--stop-loss", "--mix", "--resume", "--keep", "--micro-batch-size"})
+    REQUIRE(slurp(log).find(opt) != std::string::npos);
+  REQUIRE(run({"./train_llama", "--bogus", "1"}, log) == 1);
+  REQUIRE(slurp(log).find("error: unknown option --bogus") != std::string::npos);
+  REQUIRE(run({"./train_llama", "--init", d.config, "--out", d.dir + "/x"}, log) == 1);
+  REQUIRE(slurp(log).find("--data is required") != std::string::npos);
+  REQUIRE(run({"./train_llama", "--init", d.config, "--data", d.kvr, "--out", d.dir + "/x", "--schedule", "wavy"}, log) == 1);
+  REQUIRE(slurp(log).find("wavy") != std::string::npos);
+  REQUIRE(run({"./train_llama", "--resume", d.dir + "/nothing-here"}, log) == 1);
+  REQUIRE(slurp(log).find("nothing-here") != std::string::npos);
+  REQUIRE(run({"./eval_factoids", "--help"}, log) == 0);
+  REQUIRE(slurp(log).find("--max-new-tokens") != std::string::npos);
+  REQUIRE(run({"./eval_factoids", "--model", d.dir + "/missing-model", "--data", d.kvr_jsonl}, log) == 1);
+  REQUIRE(slurp(log).find("missing-model") != std::string::npos);
+}
