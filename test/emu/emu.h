@@ -176,7 +176,8 @@ inline KernelLauncher<Params...> make_launcher(void (*kernel)(Params...), const 
 #define blockIdx (static_cast<const uint3&>(::emu::tl_block_idx))
 #define blockDim (static_cast<const dim3&>(::emu::tl_block_dim))
 #define gridDim (static_cast<const dim3&>(::emu::tl_grid_dim))
-#define warpSize 32
+// warpSize stays the `extern "C" const int` that device_launch_parameters.h declares (the
+// emulator defines it as 32), so host code may still name cudaDeviceProp::warpSize.
 
 // ---- 7. Barriers and warp intrinsics. The default arguments record the call site. ----
 inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
@@ -351,6 +352,24 @@ EMU_ATOMIC_MINMAX(atomicMax, >)
 template <class T> inline T atomicAnd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_and(v); }
 template <class T> inline T atomicOr(T* a, T v) { return std::atomic_ref<T>(*a).fetch_or(v); }
 template <class T> inline T atomicXor(T* a, T v) { return std::atomic_ref<T>(*a).fetch_xor(v); }
+
+// Host-side C++ overloads that cuda_runtime.h declares only under nvcc.
+template <class T>
+inline cudaError_t cudaFuncSetAttribute(T* kernel, cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
+}
+template <class T>
+inline cudaError_t cudaMemcpyToSymbol(const T& symbol, const void* src, size_t count,
+                                      size_t offset = 0,
+                                      cudaMemcpyKind kind = cudaMemcpyHostToDevice) {
+  return ::cudaMemcpyToSymbol(static_cast<const void*>(&symbol), src, count, offset, kind);
+}
+template <class T>
+inline cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t count,
+                                        size_t offset = 0,
+                                        cudaMemcpyKind kind = cudaMemcpyDeviceToHost) {
+  return ::cudaMemcpyFromSymbol(dst, static_cast<const void*>(&symbol), count, offset, kind);
+}
 
 #include "test/emu/device_math.h"
 #include "test/emu/cooperative_groups.h"

@@ -1,0 +1,42 @@
+// CUDA emulation: what the runtime's .cpp files share (not for kernel code).
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include "test/emu/emu.h"
+
+namespace emu {
+
+// Options, read from the environment once (EMU_SCHEDULE, EMU_FAST_PATH, EMU_STACK_KB,
+// EMU_DEVICE_COUNT) and changeable from code.
+struct Options {
+  Schedule schedule = Schedule::forward;
+  uint64_t seed = 0;
+  bool fast_path = true;
+  size_t stack_bytes = 256 * 1024;
+  int device_count = 1;
+};
+Options& options();
+
+// Static __shared__ variables: fill every one of them with the NaN byte pattern (0xFF) in the
+// calling OS thread's TLS. Returns the number of bytes filled.
+size_t fill_static_shared_with_nan();
+// Total size of the static __shared__ variables found in the symbol table (for diagnostics).
+size_t static_shared_bytes();
+
+// Guard zones around cudaMalloc allocations: a description of the first damaged zone, or "".
+std::string check_guard_zones();
+// Largest dynamic shared memory a kernel may be launched with (48 KiB unless raised with
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, n)).
+size_t max_dynamic_smem(const void* kernel);
+
+// H100-like limits reported by cudaGetDeviceProperties and enforced at launch.
+constexpr size_t kSharedPerBlockDefault = 48 * 1024;
+constexpr size_t kSharedPerBlockOptin = 227 * 1024;
+constexpr size_t kSharedPerMultiprocessor = 228 * 1024;
+constexpr int kMaxThreadsPerBlock = 1024;
+constexpr int kMultiprocessors = 132;
+
+constexpr unsigned char kNanByte = 0xFF;  // 0xFFFF.. is a NaN in fp32, fp64, bf16 and fp16
+
+}  // namespace emu

@@ -1,0 +1,669 @@
+// Tests of the CUDA emulator itself: sample kernels that must compute the right thing under every
+// fiber schedule, and buggy kernels whose bug the emulator must catch.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "test/emu/emu_internal.h"
+
+namespace cg = cooperative_groups;
+using Catch::Matchers::Contains;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: device buffers and the schedules every kernel is run under.
+
+template <class T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit DeviceBuffer(size_t count) : n(count) { CUDA_CHECK(cudaMalloc(&ptr, count * sizeof(T))); }
+  DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  void upload(const std::vector<T>& host) {
+    CUDA_CHECK(cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n);
+    CUDA_CHECK(cudaMemcpy(host.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+};
+
+static const std::vector<std::string> kSchedules = {"forward", "reverse", "random:1", "random:2",
+                                                     "random:3"};
+
+struct ScheduleReset {
+  ~ScheduleReset() {
+    emu::set_schedule("forward");
+    emu::set_fast_path(true);
+  }
+};
+
+static std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sample kernels
+
+// Block reduction: shared-memory tree with __syncthreads, one partial sum per block.
+__global__ void block_sum_kernel(const float* in, float* out, int n) {
+  __shared__ float partial[256];
+  const int tid = threadIdx.x;
+  const int i = blockIdx.x * blockDim.x + tid;
+  partial[tid] = i < n ? in[i] : 0.0f;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (tid < stride) partial[tid] += partial[tid + stride];
+    __syncthreads();
+  }
+  if (tid == 0) out[blockIdx.x] = partial[0];
+}
+
+// The same reduction with its __syncthreads removed: a data race.
+__global__ void block_sum_no_sync_kernel(const float* in, float* out, int n) {
+  __shared__ float partial[256];
+  const int tid = threadIdx.x;
+  const int i = blockIdx.x * blockDim.x + tid;
+  partial[tid] = i < n ? in[i] : 0.0f;
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (tid < stride) partial[tid] += partial[tid + stride];
+  }
+  if (tid == 0) out[blockIdx.x] = partial[0];
+}
+
+// A race that NaN-filling cannot reveal (the shared array is initialized behind a barrier first):
+// only the order in which threads resume decides whether a neighbour's value is stale.
+__global__ void rotate_missing_sync_kernel(const float* in, float* out) {
+  __shared__ float values[128];
+  const int tid = threadIdx.x;
+  values[tid] = 0.0f;
+  __syncthreads();
+  values[tid] = in[tid];
+  // __syncthreads() missing here
+  out[tid] = values[(tid + 1) % blockDim.x];
+}
+
+__device__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Warp reduction with shuffles, then one atomicAdd per warp into the total.
+__global__ void warp_sum_kernel(const float* in, float* warp_sums, float* total, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  float v = i < n ? in[i] : 0.0f;
+  v = warp_sum(v);
+  const int warp = i / 32;
+  if (threadIdx.x % 32 == 0) {
+    warp_sums[warp] = v;
+    atomicAdd(total, v);
+  }
+}
+
+// Shared-memory tiled matmul C[M,N] = A[M,K] @ B[K,N] (row-major), any sizes.
+constexpr int TILE = 16;
+__global__ void tiled_matmul_kernel(const float* A, const float* B, float* C, int M, int N, int K) {
+  __shared__ float As[TILE][TILE];
+  __shared__ float Bs[TILE][TILE];
+  const int row = blockIdx.y * TILE + threadIdx.y;
+  const int col = blockIdx.x * TILE + threadIdx.x;
+  float acc = 0.0f;
+  for (int k0 = 0; k0 < K; k0 += TILE) {
+    As[threadIdx.y][threadIdx.x] =
+        (row < M && k0 + (int)threadIdx.x < K) ? A[row * K + k0 + threadIdx.x] : 0.0f;
+    Bs[threadIdx.y][threadIdx.x] =
+        (col < N && k0 + (int)threadIdx.y < K) ? B[(k0 + threadIdx.y) * N + col] : 0.0f;
+    __syncthreads();
+    for (int k = 0; k < TILE; k++) acc += As[threadIdx.y][k] * Bs[k][threadIdx.x];
+    __syncthreads();
+  }
+  if (row < M && col < N) C[row * N + col] = acc;
+}
+
+// Histogram: shared-memory counts with atomics, merged into global counts with atomics.
+__global__ void histogram_kernel(const int* values, int n, unsigned* counts, int nbins) {
+  DYNAMIC_SMEM(unsigned, local);
+  for (int b = threadIdx.x; b < nbins; b += blockDim.x) local[b] = 0;
+  __syncthreads();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    atomicAdd(&local[values[i]], 1u);
+  __syncthreads();
+  for (int b = threadIdx.x; b < nbins; b += blockDim.x) atomicAdd(&counts[b], local[b]);
+}
+
+// cooperative_groups: one row per warp-sized tile (llm.c layernorm style): max and sum of a row.
+template <int TILE_SIZE>
+__global__ void row_max_sum_kernel(const float* x, float* row_max, float* row_sum, int rows,
+                                   int cols) {
+  cg::thread_block block = cg::this_thread_block();
+  cg::thread_block_tile<TILE_SIZE> tile = cg::tiled_partition<TILE_SIZE>(block);
+  const int row = blockIdx.x * tile.meta_group_size() + tile.meta_group_rank();
+  if (row >= rows) return;  // the whole tile leaves together
+  float m = -INFINITY, s = 0.0f;
+  for (int c = tile.thread_rank(); c < cols; c += tile.size()) {
+    m = fmaxf(m, x[row * cols + c]);
+    s += x[row * cols + c];
+  }
+  m = cg::reduce(tile, m, cg::greater<float>());
+  s = cg::reduce(tile, s, cg::plus<float>());
+  if (tile.thread_rank() == 0) {
+    row_max[row] = m;
+    row_sum[row] = s;
+  }
+}
+
+// Element-wise, barrier-free: the fast path.
+__global__ void saxpy_kernel(float a, const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a * x[i] + y[i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Correct kernels give the right result under every schedule
+
+TEST_CASE("emu: block reduction with shared memory and __syncthreads", "[emu]") {
+  ScheduleReset reset;
+  const int n = 1000, threads = 256, blocks = (n + threads - 1) / threads;
+  auto x = random_floats(n, 1);
+  DeviceBuffer<float> in(x), out(blocks);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(block_sum_kernel, blocks, threads, 0, 0)(in.ptr, out.ptr, n);
+    auto sums = out.download();
+    for (int b = 0; b < blocks; b++) {
+      double expect = 0;
+      for (int i = b * threads; i < std::min(n, (b + 1) * threads); i++) expect += x[i];
+      INFO(schedule << " block " << b);
+      REQUIRE(sums[b] == Approx(expect).margin(1e-4));
+    }
+  }
+}
+
+TEST_CASE("emu: warp reduction with shuffles and float atomics", "[emu]") {
+  ScheduleReset reset;
+  const int n = 32 * 40 - 7, threads = 128, blocks = (n + threads - 1) / threads;
+  auto x = random_floats(n, 2);
+  DeviceBuffer<float> in(x), warp_sums(blocks * threads / 32), total(1);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    total.upload({0.0f});
+    LAUNCH(warp_sum_kernel, blocks, threads, 0, 0)(in.ptr, warp_sums.ptr, total.ptr, n);
+    auto sums = warp_sums.download();
+    double all = 0;
+    for (int w = 0; w < blocks * threads / 32; w++) {
+      double expect = 0;
+      for (int i = w * 32; i < std::min(n, (w + 1) * 32); i++) expect += x[i];
+      all += expect;
+      INFO(schedule << " warp " << w);
+      REQUIRE(sums[w] == Approx(expect).margin(1e-5));
+    }
+    REQUIRE(total.download()[0] == Approx(all).margin(1e-3));
+  }
+}
+
+TEST_CASE("emu: shared-memory tiled matmul with ragged edges", "[emu]") {
+  ScheduleReset reset;
+  const int M = 37, N = 45, K = 29;
+  auto a = random_floats(M * K, 3), b = random_floats(K * N, 4);
+  DeviceBuffer<float> A(a), B(b), C(M * N);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(tiled_matmul_kernel, dim3((N + TILE - 1) / TILE, (M + TILE - 1) / TILE), dim3(TILE, TILE),
+           0, 0)(A.ptr, B.ptr, C.ptr, M, N, K);
+    auto c = C.download();
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) {
+        double expect = 0;
+        for (int k = 0; k < K; k++) expect += (double)a[i * K + k] * b[k * N + j];
+        INFO(schedule << " C[" << i << "," << j << "]");
+        REQUIRE(c[i * N + j] == Approx(expect).margin(1e-4));
+      }
+  }
+}
+
+TEST_CASE("emu: atomic histogram across parallel blocks", "[emu]") {
+  ScheduleReset reset;
+  const int n = 50000, nbins = 37;
+  std::mt19937 rng(5);
+  std::vector<int> values(n);
+  std::vector<unsigned> expect(nbins, 0);
+  for (auto& v : values) {
+    v = (int)(rng() % nbins);
+    expect[v]++;
+  }
+  DeviceBuffer<int> d_values(values);
+  DeviceBuffer<unsigned> counts(nbins);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    CUDA_CHECK(cudaMemset(counts.ptr, 0, nbins * sizeof(unsigned)));
+    LAUNCH(histogram_kernel, 24, 128, nbins * sizeof(unsigned), 0)(d_values.ptr, n, counts.ptr,
+                                                                   nbins);
+    INFO(schedule);
+    REQUIRE(counts.download() == expect);
+  }
+}
+
+TEST_CASE("emu: cooperative_groups tiles with reduce(plus) and reduce(greater)", "[emu]") {
+  ScheduleReset reset;
+  const int rows = 21, cols = 70;
+  auto x = random_floats(rows * cols, 6, -5.f, 5.f);
+  DeviceBuffer<float> in(x), row_max(rows), row_sum(rows);
+  auto check_rows = [&](const std::string& what) {
+    auto m = row_max.download(), s = row_sum.download();
+    for (int r = 0; r < rows; r++) {
+      float em = -INFINITY;
+      double es = 0;
+      for (int c = 0; c < cols; c++) {
+        em = std::max(em, x[r * cols + c]);
+        es += x[r * cols + c];
+      }
+      INFO(what << " row " << r);
+      REQUIRE(m[r] == em);
+      REQUIRE(s[r] == Approx(es).margin(1e-4));
+    }
+  };
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(row_max_sum_kernel<32>, (rows + 3) / 4, 128, 0, 0)(in.ptr, row_max.ptr, row_sum.ptr,
+                                                              rows, cols);
+    check_rows(schedule + " tile 32");
+    CUDA_CHECK(cudaMemset(row_max.ptr, 0, rows * sizeof(float)));
+    LAUNCH(row_max_sum_kernel<8>, (rows + 15) / 16, 128, 0, 0)(in.ptr, row_max.ptr, row_sum.ptr,
+                                                               rows, cols);
+    check_rows(schedule + " tile 8");
+  }
+}
+
+TEST_CASE("emu: barrier-free kernels take the fast path; others use fibers", "[emu]") {
+  ScheduleReset reset;
+  const int n = 3000;
+  auto x = random_floats(n, 7), y = random_floats(n, 8);
+  DeviceBuffer<float> dx(x), dy(y);
+  emu::reset_stats();
+  LAUNCH(saxpy_kernel, (n + 255) / 256, 256, 0, 0)(2.0f, dx.ptr, dy.ptr, n);
+  auto out = dy.download();
+  for (int i = 0; i < n; i++) REQUIRE(out[i] == 2.0f * x[i] + y[i]);
+  emu::Stats s = emu::stats();
+  REQUIRE(s.launches == 1);
+  REQUIRE(s.blocks_plain == (uint64_t)(n + 255) / 256);
+  REQUIRE(s.blocks_fibers == 0);
+
+  DeviceBuffer<float> sums(4);
+  emu::reset_stats();
+  LAUNCH(block_sum_kernel, 4, 256, 0, 0)(dx.ptr, sums.ptr, 1024);
+  s = emu::stats();
+  REQUIRE(s.blocks_fibers == 4);
+  REQUIRE(s.fiber_switches >= 4 * 256 * 9);  // 9 barriers per thread
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warp intrinsics, exact semantics
+
+__global__ void warp_ops_kernel(int* out) {
+  const int lane = threadIdx.x % 32;
+  int* o = out + threadIdx.x * 10;
+  o[0] = __shfl_sync(0xffffffffu, lane * 10, 3);              // every lane reads lane 3
+  o[1] = __shfl_sync(0xffffffffu, lane * 10, 3, 8);           // lane 3 of its group of 8
+  o[2] = __shfl_up_sync(0xffffffffu, lane, 2, 16);            // lane-2 within groups of 16
+  o[3] = __shfl_down_sync(0xffffffffu, lane, 4, 8);           // lane+4 within groups of 8
+  o[4] = __shfl_xor_sync(0xffffffffu, lane, 5);               // butterfly
+  o[5] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);      // lanes divisible by 3
+  o[6] = __any_sync(0xffffffffu, lane == 17);
+  o[7] = __all_sync(0xffffffffu, lane < 31);
+  o[8] = __reduce_add_sync(0xffffffffu, lane);
+  o[9] = __syncthreads_count(lane % 4 == 0);
+}
+
+TEST_CASE("emu: warp shuffles, votes and reductions follow CUDA's lane rules", "[emu]") {
+  ScheduleReset reset;
+  DeviceBuffer<int> out(64 * 10);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(warp_ops_kernel, 1, 64, 0, 0)(out.ptr);
+    auto o = out.download();
+    unsigned ballot = 0;
+    for (int l = 0; l < 32; l++)
+      if (l % 3 == 0) ballot |= 1u << l;
+    for (int t = 0; t < 64; t++) {
+      const int lane = t % 32;
+      INFO(schedule << " thread " << t);
+      REQUIRE(o[t * 10 + 0] == 30);
+      REQUIRE(o[t * 10 + 1] == (lane / 8 * 8 + 3) * 10);
+      REQUIRE(o[t * 10 + 2] == (lane % 16 >= 2 ? lane - 2 : lane));
+      REQUIRE(o[t * 10 + 3] == (lane % 8 + 4 < 8 ? lane + 4 : lane));
+      REQUIRE(o[t * 10 + 4] == (lane ^ 5));
+      REQUIRE((unsigned)o[t * 10 + 5] == ballot);
+      REQUIRE(o[t * 10 + 6] == 1);
+      REQUIRE(o[t * 10 + 7] == 0);
+      REQUIRE(o[t * 10 + 8] == 31 * 32 / 2);
+      REQUIRE(o[t * 10 + 9] == 16);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bugs the emulator must catch
+
+TEST_CASE("emu catches: a missing __syncthreads, through NaN shared memory and schedules", "[emu]") {
+  ScheduleReset reset;
+  const int n = 256;
+  auto x = random_floats(n, 9, 0.5f, 1.0f);
+  double expect = std::accumulate(x.begin(), x.end(), 0.0);
+  DeviceBuffer<float> in(x), out(1);
+  int detected = 0;
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(block_sum_no_sync_kernel, 1, 256, 0, 0)(in.ptr, out.ptr, n);
+    float got = out.download()[0];
+    bool wrong = std::isnan(got) || std::fabs(got - expect) > 1e-3;
+    if (wrong) detected++;
+    if (schedule.rfind("random", 0) == 0) {
+      INFO(schedule << ": " << got << " vs " << expect);
+      REQUIRE(wrong);  // every randomized order exposes the race
+    }
+  }
+  REQUIRE(detected >= 4);
+  // Same kernel with its barriers: right under every order.
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(block_sum_kernel, 1, 256, 0, 0)(in.ptr, out.ptr, n);
+    REQUIRE(out.download()[0] == Approx(expect).margin(1e-3));
+  }
+}
+
+TEST_CASE("emu catches: a missing __syncthreads that only scheduling reveals", "[emu]") {
+  ScheduleReset reset;
+  auto x = random_floats(128, 10, 1.0f, 2.0f);
+  DeviceBuffer<float> in(x), out(128);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(rotate_missing_sync_kernel, 1, 128, 0, 0)(in.ptr, out.ptr);
+    auto o = out.download();
+    int stale = 0;
+    for (int t = 0; t < 128; t++) {
+      REQUIRE(!std::isnan(o[t]));  // no NaN: the array was initialized
+      if (o[t] != x[(t + 1) % 128]) stale++;
+    }
+    INFO(schedule);
+    REQUIRE(stale > 0);
+  }
+}
+
+__global__ void divergent_exit_kernel(float* out) {
+  if (threadIdx.x >= 48) return;  // these threads never reach the barrier
+  out[threadIdx.x] = 1.0f;
+  __syncthreads();
+}
+__global__ void divergent_sites_kernel(float* out) {
+  if (threadIdx.x % 2 == 0) {
+    out[threadIdx.x] = 1.0f;
+    __syncthreads();
+  } else {
+    out[threadIdx.x] = 2.0f;
+    __syncthreads();
+  }
+}
+
+TEST_CASE("emu catches: divergent barriers, naming kernel and block", "[emu]") {
+  ScheduleReset reset;
+  DeviceBuffer<float> out(64);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    REQUIRE_THROWS_WITH(LAUNCH(divergent_exit_kernel, 3, 64, 0, 0)(out.ptr),
+                        Contains("barrier divergence") && Contains("divergent_exit_kernel") &&
+                            Contains("block (") && Contains("exited"));
+    REQUIRE_THROWS_WITH(LAUNCH(divergent_sites_kernel, 2, 64, 0, 0)(out.ptr),
+                        Contains("barrier divergence") && Contains("divergent_sites_kernel") &&
+                            Contains("test_emu.cpp"));
+  }
+  // The emulator keeps working after an error.
+  LAUNCH(saxpy_kernel, 1, 64, 0, 0)(1.0f, out.ptr, out.ptr, 64);
+}
+
+__global__ void off_by_one_kernel(float* out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i <= n) out[i] = 1.0f;  // bug: writes out[n]
+}
+__global__ void negative_index_kernel(float* out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i - 1] = 1.0f;  // bug: writes out[-1]
+}
+
+TEST_CASE("emu catches: out-of-bounds global writes through guard zones", "[emu]") {
+  ScheduleReset reset;
+  const int n = 100;
+  DeviceBuffer<float> out(n);
+  REQUIRE_THROWS_WITH(LAUNCH(off_by_one_kernel, 1, 128, 0, 0)(out.ptr, n),
+                      Contains("off_by_one_kernel") && Contains("out-of-bounds write") &&
+                          Contains("offset 400") && Contains("past its end"));
+  REQUIRE_THROWS_WITH(LAUNCH(negative_index_kernel, 1, 128, 0, 0)(out.ptr, n),
+                      Contains("negative_index_kernel") && Contains("before the buffer"));
+  // In-bounds writes pass, and the zones were repaired after the report.
+  LAUNCH(off_by_one_kernel, 1, 128, 0, 0)(out.ptr, n - 1);
+  // cudaMemcpy past the end of an allocation is caught too.
+  std::vector<float> big(n + 1, 0.0f);
+  REQUIRE_THROWS_WITH(cudaMemcpy(out.ptr, big.data(), big.size() * sizeof(float),
+                                 cudaMemcpyHostToDevice),
+                      Contains("cudaMemcpy") && Contains("outside"));
+}
+
+__global__ void uninitialized_shared_kernel(float* out) {
+  __shared__ float scratch[64];
+  if (threadIdx.x < 32) scratch[threadIdx.x] = 1.0f;  // half of it is written
+  __syncthreads();
+  out[threadIdx.x] = scratch[threadIdx.x] * 2.0f;
+}
+template <class T>
+__global__ void uninitialized_shared_template_kernel(float* out) {
+  __shared__ T scratch[32];
+  out[threadIdx.x] = (float)scratch[threadIdx.x];
+}
+__global__ void uninitialized_dynamic_shared_kernel(float* out) {
+  DYNAMIC_SMEM(float, scratch);
+  out[threadIdx.x] = scratch[threadIdx.x] + 1.0f;
+}
+
+TEST_CASE("emu catches: reads of uninitialized shared memory (NaN propagates)", "[emu]") {
+  ScheduleReset reset;
+  DeviceBuffer<float> out(64);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(uninitialized_shared_kernel, 2, 64, 0, 0)(out.ptr);
+    auto o = out.download();
+    for (int t = 0; t < 64; t++) {
+      INFO(schedule << " thread " << t);
+      if (t < 32)
+        REQUIRE(o[t] == 2.0f);
+      else
+        REQUIRE(std::isnan(o[t]));
+    }
+  }
+  // Template instances too (their statics live in comdat sections), and dynamic shared memory.
+  LAUNCH(uninitialized_shared_template_kernel<float>, 1, 32, 0, 0)(out.ptr);
+  auto o = out.download();
+  for (int t = 0; t < 32; t++) REQUIRE(std::isnan(o[t]));
+  LAUNCH(uninitialized_shared_template_kernel<__nv_bfloat16>, 1, 32, 0, 0)(out.ptr);
+  o = out.download();
+  for (int t = 0; t < 32; t++) REQUIRE(std::isnan(o[t]));
+  LAUNCH(uninitialized_dynamic_shared_kernel, 1, 64, 64 * sizeof(float), 0)(out.ptr);
+  o = out.download();
+  for (int t = 0; t < 64; t++) REQUIRE(std::isnan(o[t]));
+  REQUIRE(emu::static_shared_bytes() > 0);
+}
+
+__global__ void half_warp_shuffle_kernel(float* out) {
+  float v = threadIdx.x;
+  if (threadIdx.x % 32 < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);  // lanes 16..31 never come
+  out[threadIdx.x] = v;
+}
+__global__ void different_masks_kernel(float* out) {
+  const unsigned mask = threadIdx.x % 32 < 16 ? 0xffffffffu : 0xffff0000u;
+  out[threadIdx.x] = __shfl_down_sync(mask, (float)threadIdx.x, 1);
+}
+__global__ void read_outside_mask_kernel(float* out) {
+  float v = threadIdx.x;
+  if (threadIdx.x % 32 < 16) v = __shfl_down_sync(0x0000ffffu, v, 8);  // lanes 8..15 read 16..23
+  out[threadIdx.x] = v;
+}
+__global__ void mask_without_self_kernel(float* out) {
+  out[threadIdx.x] = __shfl_sync(0x1u, 1.0f, 0);  // lanes 1..31 are not in their own mask
+}
+__global__ void short_block_full_mask_kernel(float* out) {
+  out[threadIdx.x] = warp_sum(1.0f);  // 48 threads: warp 1 has 16 lanes
+}
+
+TEST_CASE("emu catches: shuffles with a mismatched mask", "[emu]") {
+  ScheduleReset reset;
+  DeviceBuffer<float> out(64);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    INFO(schedule);
+    REQUIRE_THROWS_WITH(LAUNCH(half_warp_shuffle_kernel, 1, 64, 0, 0)(out.ptr),
+                        Contains("warp mask mismatch") && Contains("half_warp_shuffle_kernel") &&
+                            Contains("__shfl_xor_sync") && Contains("has exited"));
+    REQUIRE_THROWS_WITH(LAUNCH(different_masks_kernel, 1, 32, 0, 0)(out.ptr),
+                        Contains("different_masks_kernel") && Contains("mask"));
+    REQUIRE_THROWS_WITH(LAUNCH(read_outside_mask_kernel, 1, 32, 0, 0)(out.ptr),
+                        Contains("not in the mask"));
+    REQUIRE_THROWS_WITH(LAUNCH(mask_without_self_kernel, 1, 32, 0, 0)(out.ptr),
+                        Contains("does not include itself"));
+    REQUIRE_THROWS_WITH(LAUNCH(short_block_full_mask_kernel, 1, 48, 0, 0)(out.ptr),
+                        Contains("do not exist"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch limits and device properties
+
+__global__ void big_smem_kernel(float* out) {
+  DYNAMIC_SMEM(float, buf);
+  buf[threadIdx.x] = threadIdx.x;
+  __syncthreads();
+  out[threadIdx.x] = buf[blockDim.x - 1 - threadIdx.x];
+}
+__global__ void smem_overflow_kernel(float* out) {
+  DYNAMIC_SMEM(float, buf);
+  buf[threadIdx.x + 1] = 1.0f;  // one element past the launch's dynamic shared memory
+  out[threadIdx.x] = 0.0f;
+}
+
+TEST_CASE("emu: launch limits are enforced as on an H100", "[emu]") {
+  ScheduleReset reset;
+  DeviceBuffer<float> out(1024);
+  REQUIRE_THROWS_WITH(LAUNCH(saxpy_kernel, 1, dim3(64, 32), 0, 0)(1.0f, out.ptr, out.ptr, 1),
+                      Contains("saxpy_kernel") && Contains("2048 threads per block") &&
+                          Contains("cudaErrorInvalidConfiguration"));
+  REQUIRE_THROWS_WITH(LAUNCH(saxpy_kernel, 1, 1025, 0, 0)(1.0f, out.ptr, out.ptr, 1),
+                      Contains("exceeds the maximum (1024,1024,64)"));
+  REQUIRE_THROWS_WITH(LAUNCH(saxpy_kernel, dim3(1, 70000), 32, 0, 0)(1.0f, out.ptr, out.ptr, 1),
+                      Contains("grid"));
+  REQUIRE_THROWS_WITH(LAUNCH(saxpy_kernel, 0, 32, 0, 0)(1.0f, out.ptr, out.ptr, 1),
+                      Contains("grid dimension 0"));
+  // 64 KiB of dynamic shared memory needs the opt-in attribute, up to 227 KiB.
+  const size_t smem = 64 * 1024;
+  REQUIRE_THROWS_WITH(LAUNCH(big_smem_kernel, 1, 1024, smem, 0)(out.ptr),
+                      Contains("dynamic shared memory") && Contains("cudaFuncSetAttribute"));
+  REQUIRE(cudaFuncSetAttribute(big_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)smem) == cudaSuccess);
+  LAUNCH(big_smem_kernel, 1, 1024, smem, 0)(out.ptr);
+  auto o = out.download();
+  for (int t = 0; t < 1024; t++) REQUIRE(o[t] == 1023 - t);
+  REQUIRE(cudaFuncSetAttribute(big_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               228 * 1024) == cudaErrorInvalidValue);
+  REQUIRE(cudaGetLastError() == cudaErrorInvalidValue);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  REQUIRE_THROWS_WITH(LAUNCH(smem_overflow_kernel, 1, 32, 32 * sizeof(float), 0)(out.ptr),
+                      Contains("past the end") && Contains("dynamic shared memory"));
+
+  cudaDeviceProp prop;
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  REQUIRE(prop.sharedMemPerBlock == 48 * 1024);
+  REQUIRE(prop.sharedMemPerMultiprocessor == 228 * 1024);
+  REQUIRE(prop.maxThreadsPerBlock == 1024);
+  REQUIRE(prop.warpSize == 32);
+  REQUIRE(prop.major == 9);
+  int count = 0;
+  REQUIRE(cudaGetDeviceCount(&count) == cudaSuccess);
+  REQUIRE(count >= 1);
+  REQUIRE(cudaFree(reinterpret_cast<void*>(0x1234)) == cudaErrorInvalidValue);
+  REQUIRE(cudaGetLastError() == cudaErrorInvalidValue);
+}
+
+TEST_CASE("emu: CUDA_CHECK throws with file, line and the error name", "[emu]") {
+  REQUIRE_THROWS_WITH([] { CUDA_CHECK(cudaSetDevice(99)); }(),
+                      Contains("test_emu.cpp") && Contains("cudaErrorInvalidDevice"));
+  cudaGetLastError();
+}
+
+TEST_CASE("emu: streams and events are synchronous and time host work", "[emu]") {
+  cudaStream_t stream;
+  cudaEvent_t start, stop;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&start) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&stop) == cudaSuccess);
+  const int n = 4096;
+  auto x = random_floats(n, 11);
+  DeviceBuffer<float> dx(x), dy(n);
+  REQUIRE(cudaMemsetAsync(dy.ptr, 0, n * sizeof(float), stream) == cudaSuccess);
+  REQUIRE(cudaEventRecord(start, stream) == cudaSuccess);
+  LAUNCH(saxpy_kernel, n / 256, 256, 0, stream)(3.0f, dx.ptr, dy.ptr, n);
+  REQUIRE(cudaEventRecord(stop, stream) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(stream, stop, 0) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  float ms = -1;
+  REQUIRE(cudaEventElapsedTime(&ms, start, stop) == cudaSuccess);
+  REQUIRE(ms >= 0.0f);
+  std::vector<float> y(n);
+  REQUIRE(cudaMemcpyAsync(y.data(), dy.ptr, n * sizeof(float), cudaMemcpyDeviceToHost, stream) ==
+          cudaSuccess);
+  for (int i = 0; i < n; i++) REQUIRE(y[i] == 3.0f * x[i]);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaStreamDestroy(stream);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host fallbacks of the bf16 intrinsics: one rounding, to nearest even
+
+static float bf16_round_reference(double x) {
+  // Round a double to bf16 directly: keep 8 significant bits, ties to even.
+  if (x == 0 || !std::isfinite(x)) return (float)x;
+  int e;
+  double m = std::frexp(x, &e);  // x = m * 2^e, 0.5 <= |m| < 1
+  double scaled = std::ldexp(m, 8);
+  double r = std::nearbyint(scaled);  // default rounding mode: ties to even
+  return (float)std::ldexp(r, e - 8);
+}
+
+TEST_CASE("emu: bf16 fma and math fallbacks round like the device", "[emu]") {
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> dist(-4.f, 4.f);
+  int checked = 0;
+  for (int i = 0; i < 20000; i++) {
+    __nv_bfloat16 a = __float2bfloat16(dist(rng)), b = __float2bfloat16(dist(rng)),
+                  c = __float2bfloat16(dist(rng) * 1e-3f);
+    double exact = (double)__bfloat162float(a) * __bfloat162float(b) + __bfloat162float(c);
+    REQUIRE(__bfloat162float(__hfma(a, b, c)) == bf16_round_reference(exact));
+    __nv_bfloat16 p = __float2bfloat16(std::fabs(dist(rng)) + 0.01f);
+    REQUIRE(__bfloat162float(hsqrt(p)) == __bfloat162float(__float2bfloat16(std::sqrt(__bfloat162float(p)))));
+    REQUIRE(__bfloat162float(hexp(a)) == __bfloat162float(__float2bfloat16(std::exp(__bfloat162float(a)))));
+    REQUIRE(__bfloat162float(hrsqrt(p)) ==
+            __bfloat162float(__float2bfloat16(1.0f / std::sqrt(__bfloat162float(p)))));
+    checked++;
+  }
+  REQUIRE(checked == 20000);
+  // bf16 atomics accumulate with rounding to bf16 at each step (as the device does).
+  __nv_bfloat16 acc = __float2bfloat16(256.0f);
+  atomicAdd(&acc, __float2bfloat16(1.0f));  // 257 is not representable: ties to even -> 256
+  REQUIRE(__bfloat162float(acc) == 256.0f);
+}
