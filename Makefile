@@ -114,3 +114,10 @@ demo-quick:
 	$(MAKE) demo DEMO_QUICK=1
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- CUDA emulation (test/emu/) ---------------------------------------------------------------
+# The emulator runtime and the tests that run CUDA kernels on the CPU (test/test_emu*.cpp,
+# test/test_cuda*.cpp) compile the CUDA headers with g++ and -DCUDA_EMULATION.
+CUDA_INCLUDE ?= /usr/local/cuda/include
+EMU_FLAGS    := -DCUDA_EMULATION -I$(CUDA_INCLUDE)
+$(BUILD)/test/emu/%.o $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda%: CXXFLAGS += $(EMU_FLAGS)
