@@ -121,3 +121,9 @@ demo-quick:
 CUDA_INCLUDE ?= /usr/local/cuda/include
 EMU_FLAGS    := -DCUDA_EMULATION -I$(CUDA_INCLUDE)
 $(BUILD)/test/emu/%.o $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda%: CXXFLAGS += $(EMU_FLAGS)
+# The emulator's sample kernels must also compile with nvcc for the real GPUs (needs nvcc only).
+.PHONY: emu-nvcc-check
+emu-nvcc-check:
+	@mkdir -p $(BUILD)/emu-nvcc
+	set -e; for arch in sm_80 sm_90; do \
+	  nvcc -std=c++17 -arch=$$arch -I. -c test/emu/nvcc_check.cu -o $(BUILD)/emu-nvcc/$$arch.o; done

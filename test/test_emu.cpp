@@ -10,8 +10,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "test/emu/emu_internal.h"
-
-namespace cg = cooperative_groups;
+#include "test/emu/sample_kernels.cuh"
 using Catch::Matchers::Contains;
 
 // ---------------------------------------------------------------------------------------------
@@ -54,119 +53,6 @@ static std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.f
 
 // ---------------------------------------------------------------------------------------------
 // Sample kernels
-
-// Block reduction: shared-memory tree with __syncthreads, one partial sum per block.
-__global__ void block_sum_kernel(const float* in, float* out, int n) {
-  __shared__ float partial[256];
-  const int tid = threadIdx.x;
-  const int i = blockIdx.x * blockDim.x + tid;
-  partial[tid] = i < n ? in[i] : 0.0f;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (tid < stride) partial[tid] += partial[tid + stride];
-    __syncthreads();
-  }
-  if (tid == 0) out[blockIdx.x] = partial[0];
-}
-
-// The same reduction with its __syncthreads removed: a data race.
-__global__ void block_sum_no_sync_kernel(const float* in, float* out, int n) {
-  __shared__ float partial[256];
-  const int tid = threadIdx.x;
-  const int i = blockIdx.x * blockDim.x + tid;
-  partial[tid] = i < n ? in[i] : 0.0f;
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (tid < stride) partial[tid] += partial[tid + stride];
-  }
-  if (tid == 0) out[blockIdx.x] = partial[0];
-}
-
-// A race that NaN-filling cannot reveal (the shared array is initialized behind a barrier first):
-// only the order in which threads resume decides whether a neighbour's value is stale.
-__global__ void rotate_missing_sync_kernel(const float* in, float* out) {
-  __shared__ float values[128];
-  const int tid = threadIdx.x;
-  values[tid] = 0.0f;
-  __syncthreads();
-  values[tid] = in[tid];
-  // __syncthreads() missing here
-  out[tid] = values[(tid + 1) % blockDim.x];
-}
-
-__device__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Warp reduction with shuffles, then one atomicAdd per warp into the total.
-__global__ void warp_sum_kernel(const float* in, float* warp_sums, float* total, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  float v = i < n ? in[i] : 0.0f;
-  v = warp_sum(v);
-  const int warp = i / 32;
-  if (threadIdx.x % 32 == 0) {
-    warp_sums[warp] = v;
-    atomicAdd(total, v);
-  }
-}
-
-// Shared-memory tiled matmul C[M,N] = A[M,K] @ B[K,N] (row-major), any sizes.
-constexpr int TILE = 16;
-__global__ void tiled_matmul_kernel(const float* A, const float* B, float* C, int M, int N, int K) {
-  __shared__ float As[TILE][TILE];
-  __shared__ float Bs[TILE][TILE];
-  const int row = blockIdx.y * TILE + threadIdx.y;
-  const int col = blockIdx.x * TILE + threadIdx.x;
-  float acc = 0.0f;
-  for (int k0 = 0; k0 < K; k0 += TILE) {
-    As[threadIdx.y][threadIdx.x] =
-        (row < M && k0 + (int)threadIdx.x < K) ? A[row * K + k0 + threadIdx.x] : 0.0f;
-    Bs[threadIdx.y][threadIdx.x] =
-        (col < N && k0 + (int)threadIdx.y < K) ? B[(k0 + threadIdx.y) * N + col] : 0.0f;
-    __syncthreads();
-    for (int k = 0; k < TILE; k++) acc += As[threadIdx.y][k] * Bs[k][threadIdx.x];
-    __syncthreads();
-  }
-  if (row < M && col < N) C[row * N + col] = acc;
-}
-
-// Histogram: shared-memory counts with atomics, merged into global counts with atomics.
-__global__ void histogram_kernel(const int* values, int n, unsigned* counts, int nbins) {
-  DYNAMIC_SMEM(unsigned, local);
-  for (int b = threadIdx.x; b < nbins; b += blockDim.x) local[b] = 0;
-  __syncthreads();
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-    atomicAdd(&local[values[i]], 1u);
-  __syncthreads();
-  for (int b = threadIdx.x; b < nbins; b += blockDim.x) atomicAdd(&counts[b], local[b]);
-}
-
-// cooperative_groups: one row per warp-sized tile (llm.c layernorm style): max and sum of a row.
-template <int TILE_SIZE>
-__global__ void row_max_sum_kernel(const float* x, float* row_max, float* row_sum, int rows,
-                                   int cols) {
-  cg::thread_block block = cg::this_thread_block();
-  cg::thread_block_tile<TILE_SIZE> tile = cg::tiled_partition<TILE_SIZE>(block);
-  const int row = blockIdx.x * tile.meta_group_size() + tile.meta_group_rank();
-  if (row >= rows) return;  // the whole tile leaves together
-  float m = -INFINITY, s = 0.0f;
-  for (int c = tile.thread_rank(); c < cols; c += tile.size()) {
-    m = fmaxf(m, x[row * cols + c]);
-    s += x[row * cols + c];
-  }
-  m = cg::reduce(tile, m, cg::greater<float>());
-  s = cg::reduce(tile, s, cg::plus<float>());
-  if (tile.thread_rank() == 0) {
-    row_max[row] = m;
-    row_sum[row] = s;
-  }
-}
-
-// Element-wise, barrier-free: the fast path.
-__global__ void saxpy_kernel(float a, const float* x, float* y, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) y[i] = a * x[i] + y[i];
-}
 
 // ---------------------------------------------------------------------------------------------
 // Correct kernels give the right result under every schedule
@@ -309,21 +195,6 @@ TEST_CASE("emu: barrier-free kernels take the fast path; others use fibers", "[e
 // ---------------------------------------------------------------------------------------------
 // Warp intrinsics, exact semantics
 
-__global__ void warp_ops_kernel(int* out) {
-  const int lane = threadIdx.x % 32;
-  int* o = out + threadIdx.x * 10;
-  o[0] = __shfl_sync(0xffffffffu, lane * 10, 3);              // every lane reads lane 3
-  o[1] = __shfl_sync(0xffffffffu, lane * 10, 3, 8);           // lane 3 of its group of 8
-  o[2] = __shfl_up_sync(0xffffffffu, lane, 2, 16);            // lane-2 within groups of 16
-  o[3] = __shfl_down_sync(0xffffffffu, lane, 4, 8);           // lane+4 within groups of 8
-  o[4] = __shfl_xor_sync(0xffffffffu, lane, 5);               // butterfly
-  o[5] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);      // lanes divisible by 3
-  o[6] = __any_sync(0xffffffffu, lane == 17);
-  o[7] = __all_sync(0xffffffffu, lane < 31);
-  o[8] = __reduce_add_sync(0xffffffffu, lane);
-  o[9] = __syncthreads_count(lane % 4 == 0);
-}
-
 TEST_CASE("emu: warp shuffles, votes and reductions follow CUDA's lane rules", "[emu]") {
   ScheduleReset reset;
   DeviceBuffer<int> out(64 * 10);
@@ -399,21 +270,6 @@ TEST_CASE("emu catches: a missing __syncthreads that only scheduling reveals", "
   }
 }
 
-__global__ void divergent_exit_kernel(float* out) {
-  if (threadIdx.x >= 48) return;  // these threads never reach the barrier
-  out[threadIdx.x] = 1.0f;
-  __syncthreads();
-}
-__global__ void divergent_sites_kernel(float* out) {
-  if (threadIdx.x % 2 == 0) {
-    out[threadIdx.x] = 1.0f;
-    __syncthreads();
-  } else {
-    out[threadIdx.x] = 2.0f;
-    __syncthreads();
-  }
-}
-
 TEST_CASE("emu catches: divergent barriers, naming kernel and block", "[emu]") {
   ScheduleReset reset;
   DeviceBuffer<float> out(64);
@@ -424,19 +280,10 @@ TEST_CASE("emu catches: divergent barriers, naming kernel and block", "[emu]") {
                             Contains("block (") && Contains("exited"));
     REQUIRE_THROWS_WITH(LAUNCH(divergent_sites_kernel, 2, 64, 0, 0)(out.ptr),
                         Contains("barrier divergence") && Contains("divergent_sites_kernel") &&
-                            Contains("test_emu.cpp"));
+                            Contains("sample_kernels.cuh"));
   }
   // The emulator keeps working after an error.
   LAUNCH(saxpy_kernel, 1, 64, 0, 0)(1.0f, out.ptr, out.ptr, 64);
-}
-
-__global__ void off_by_one_kernel(float* out, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i <= n) out[i] = 1.0f;  // bug: writes out[n]
-}
-__global__ void negative_index_kernel(float* out, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i - 1] = 1.0f;  // bug: writes out[-1]
 }
 
 TEST_CASE("emu catches: out-of-bounds global writes through guard zones", "[emu]") {
@@ -455,22 +302,6 @@ TEST_CASE("emu catches: out-of-bounds global writes through guard zones", "[emu]
   REQUIRE_THROWS_WITH(cudaMemcpy(out.ptr, big.data(), big.size() * sizeof(float),
                                  cudaMemcpyHostToDevice),
                       Contains("cudaMemcpy") && Contains("outside"));
-}
-
-__global__ void uninitialized_shared_kernel(float* out) {
-  __shared__ float scratch[64];
-  if (threadIdx.x < 32) scratch[threadIdx.x] = 1.0f;  // half of it is written
-  __syncthreads();
-  out[threadIdx.x] = scratch[threadIdx.x] * 2.0f;
-}
-template <class T>
-__global__ void uninitialized_shared_template_kernel(float* out) {
-  __shared__ T scratch[32];
-  out[threadIdx.x] = (float)scratch[threadIdx.x];
-}
-__global__ void uninitialized_dynamic_shared_kernel(float* out) {
-  DYNAMIC_SMEM(float, scratch);
-  out[threadIdx.x] = scratch[threadIdx.x] + 1.0f;
 }
 
 TEST_CASE("emu catches: reads of uninitialized shared memory (NaN propagates)", "[emu]") {
@@ -501,27 +332,6 @@ TEST_CASE("emu catches: reads of uninitialized shared memory (NaN propagates)", 
   REQUIRE(emu::static_shared_bytes() > 0);
 }
 
-__global__ void half_warp_shuffle_kernel(float* out) {
-  float v = threadIdx.x;
-  if (threadIdx.x % 32 < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);  // lanes 16..31 never come
-  out[threadIdx.x] = v;
-}
-__global__ void different_masks_kernel(float* out) {
-  const unsigned mask = threadIdx.x % 32 < 16 ? 0xffffffffu : 0xffff0000u;
-  out[threadIdx.x] = __shfl_down_sync(mask, (float)threadIdx.x, 1);
-}
-__global__ void read_outside_mask_kernel(float* out) {
-  float v = threadIdx.x;
-  if (threadIdx.x % 32 < 16) v = __shfl_down_sync(0x0000ffffu, v, 8);  // lanes 8..15 read 16..23
-  out[threadIdx.x] = v;
-}
-__global__ void mask_without_self_kernel(float* out) {
-  out[threadIdx.x] = __shfl_sync(0x1u, 1.0f, 0);  // lanes 1..31 are not in their own mask
-}
-__global__ void short_block_full_mask_kernel(float* out) {
-  out[threadIdx.x] = warp_sum(1.0f);  // 48 threads: warp 1 has 16 lanes
-}
-
 TEST_CASE("emu catches: shuffles with a mismatched mask", "[emu]") {
   ScheduleReset reset;
   DeviceBuffer<float> out(64);
@@ -544,18 +354,6 @@ TEST_CASE("emu catches: shuffles with a mismatched mask", "[emu]") {
 
 // ---------------------------------------------------------------------------------------------
 // Launch limits and device properties
-
-__global__ void big_smem_kernel(float* out) {
-  DYNAMIC_SMEM(float, buf);
-  buf[threadIdx.x] = threadIdx.x;
-  __syncthreads();
-  out[threadIdx.x] = buf[blockDim.x - 1 - threadIdx.x];
-}
-__global__ void smem_overflow_kernel(float* out) {
-  DYNAMIC_SMEM(float, buf);
-  buf[threadIdx.x + 1] = 1.0f;  // one element past the launch's dynamic shared memory
-  out[threadIdx.x] = 0.0f;
-}
 
 TEST_CASE("emu: launch limits are enforced as on an H100", "[emu]") {
   ScheduleReset reset;
