@@ -1,9 +1,40 @@
 #include "dataloader/tokenize_example.h"
 
+#include <map>
+#include <mutex>
+
 #include "common/error.h"
 
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tok, const PromptTemplate& tmpl, const std::string& question) {
   return tok.encode(tmpl.prompt(question), /*add_special_tokens=*/true);
+}
+
+// Does the tokenizer put its own word-start marker in front of a text (SentencePiece style: "x"
+// encodes like " x" mid-sentence)? Then the answer part must not start with the spaces moved from
+// the prompt, or it would get an extra lone "\u2581" token. Probed by comparing "w" and " w" with
+// "x w", for a few words; cached per tokenizer.
+static bool adds_prefix_space(const Tokenizer& tok) {
+  static std::mutex mu;
+  static std::map<uint64_t, bool> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(tok.hash());
+  if (it != cache.end()) return it->second;
+  auto ends_with = [](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+    return b.size() <= a.size() && std::equal(b.begin(), b.end(), a.end() - long(b.size()));
+  };
+  int votes = 0;
+  for (const char* w : {"Paris", "answer", "value"}) {
+    auto bare = tok.encode(w, false), spaced = tok.encode(std::string(" ") + w, false);
+    auto ctx = tok.encode(std::string("x ") + w, false);
+    votes += ends_with(ctx, bare) && !ends_with(ctx, spaced);
+  }
+  return cache[tok.hash()] = votes >= 2;
+}
+
+static std::string answer_text(const Tokenizer& tok, const PromptTemplate& tmpl, const std::string& answer) {
+  std::string a = tmpl.answer(answer);
+  if (!tmpl.answer_prefix.empty() && adds_prefix_space(tok)) a.erase(0, tmpl.answer_prefix.size());
+  return a;
 }
 
 static TokenizedExample assemble(const Tokenizer& tok, const PromptTemplate& tmpl, std::vector<int32_t> prompt,
@@ -22,7 +53,7 @@ static TokenizedExample assemble(const Tokenizer& tok, const PromptTemplate& tmp
 
 TokenizedExample tokenize_example(const Tokenizer& tok, const PromptTemplate& tmpl, const std::string& question,
                                   const std::string& answer) {
-  return assemble(tok, tmpl, tokenize_prompt(tok, tmpl, question), tok.encode(tmpl.answer(answer), false));
+  return assemble(tok, tmpl, tokenize_prompt(tok, tmpl, question), tok.encode(answer_text(tok, tmpl, answer), false));
 }
 
 std::vector<TokenizedExample> tokenize_examples(const Tokenizer& tok, const PromptTemplate& tmpl,
@@ -33,7 +64,7 @@ std::vector<TokenizedExample> tokenize_examples(const Tokenizer& tok, const Prom
   std::vector<std::string> prompts(questions.size()), answer_texts(answers.size());
   for (size_t i = 0; i < questions.size(); ++i) {
     prompts[i] = tmpl.prompt(questions[i]);
-    answer_texts[i] = tmpl.answer(answers[i]);
+    answer_texts[i] = answer_text(tok, tmpl, answers[i]);
   }
   auto p = tok.encode_batch(prompts, true);
   auto a = tok.encode_batch(answer_texts, false);

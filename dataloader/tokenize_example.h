@@ -8,6 +8,11 @@
 //   loss   = 0 on the prompt tokens, 1 on the answer tokens and the EOS.
 // So tokenize_prompt(q) is exactly a prefix of tokenize_example(q, a).tokens, whatever the
 // tokenizer does at the prompt/answer boundary.
+// The answer part starts with the spaces the template puts before {answer} (" Paris"), as byte-level
+// BPE (Llama 3, GPT-2, Qwen) attaches a space to the following word. A SentencePiece-style
+// tokenizer (Llama 2, Mistral) already marks the start of the text it encodes as a word start, so
+// for it those spaces are dropped (detected once per tokenizer by probing; see the .cpp). Either
+// way the tokens equal the natural encoding of the whole text in the common case.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -80,6 +80,24 @@ TEST_CASE("templated tokenization matches HF tokenizers, prompt is a token prefi
   }
 }
 
+TEST_CASE("SentencePiece-style tokenizer: the answer is encoded without the moved space") {
+  Tokenizer sp = Tokenizer::from_json_file(kFix + "tokenizer_sp.json");
+  const json& e = expected()["sp"];
+  REQUIRE(sp.bos_id() == e["bos"].get<int>());
+  REQUIRE(sp.eos_id() == e["eos"].get<int>());
+  for (auto& c : e["cases"]) {
+    const std::string name = c["template"], q = c["question"], a = c["answer"];
+    INFO(name << ": " << q);
+    PromptTemplate t = PromptTemplate::parse(resolve_template(name), name);
+    TokenizedExample ex = tokenize_example(sp, t, q, a);
+    REQUIRE(ex.tokens == c["tokens"].get<std::vector<int32_t>>());
+    REQUIRE(ex.loss == c["loss"].get<std::vector<uint8_t>>());
+    auto prompt = tokenize_prompt(sp, t, q);
+    REQUIRE(std::equal(prompt.begin(), prompt.end(), ex.tokens.begin()));
+    REQUIRE(tokenize_examples(sp, t, {q}, {a})[0].tokens == ex.tokens);
+  }
+}
+
 TEST_CASE("prepare_data qa: shard and JSONL match the HF reference") {
   const std::string out = tmp_dir() + "/qa.bin";
   auto r = run_prepare("--mode qa --input " + kFix + "qa.jsonl --tokenizer " + kFix + "tokenizer.json --output " + out);

@@ -4,22 +4,27 @@
 Writes test/fixtures/dataloader/:
   tokenizer.json   a small byte-level BPE (Llama 3 style: BOS from the post-processor, an
                    <|end_of_text|> EOS, <|user|>/<|assistant|> added tokens), trained here by HF
+  tokenizer_sp.json  a small SentencePiece-style BPE (Llama 2 style: the normalizer prepends
+                   "▁" and replaces spaces, byte fallback, <s> BOS, </s> EOS)
   qa.jsonl         question/answer records (input for ./prepare_data --mode qa)
   expected.json    {"bos": id, "eos": id, "templates": {name: text},
                     "cases": [{template, question, answer, prompt, answer_text, tokens, loss}],
-                    "qa_plain": [[tokens], ...]  (qa.jsonl under the plain template)}
+                    "qa_plain": [[tokens], ...]  (qa.jsonl under the plain template),
+                    "sp": {"bos", "eos", "cases"} (the same cases with tokenizer_sp.json)}
 
 The prompt/answer split follows dataloader/prompt_template.h, implemented here independently:
 prompt = template text before {answer} with its trailing spaces removed (the question filled in),
 answer = those spaces + the answer; tokens = encode(prompt, add_special_tokens=True)
-+ encode(answer, add_special_tokens=False) + [EOS if the template ends in {eos}].
++ encode(answer, add_special_tokens=False) + [EOS if the template ends in {eos}]. A SentencePiece-style
+tokenizer prepends its own space marker to the answer, so there the answer's leading spaces are dropped
+(the tokens then equal HF's encoding of the whole text, as for byte-level BPE).
 Everything is seeded and offline.
 """
 import json
 import os
 import random
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "test", "fixtures", "dataloader")
@@ -72,6 +77,24 @@ def train_tokenizer(rng):
     return tok
 
 
+def train_sp_tokenizer(rng):
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=900, special_tokens=specials, show_progress=False)
+    # Train with words split before each "\u2581" (as SentencePiece does), then encode without a
+    # pre-tokenizer like Llama 2's tokenizer.json: the learned merges never cross a word start.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
+    tok.train_from_iterator(corpus(rng), trainer=trainer)
+    tok.pre_tokenizer = None
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", bos)])
+    return tok
+
+
 def split_template(text):
     """(before_question, after_question, has_question, answer_prefix, eos) per prompt_template.h."""
     for a in ("{answer}", "{value}"):
@@ -90,12 +113,13 @@ def split_template(text):
     return stripped, "", False, answer_prefix, rest == "{eos}"
 
 
-def tokenize(tok, eos, template, question, answer):
+def tokenize(tok, eos, template, question, answer, sentencepiece=False):
     before, after, has_q, prefix, with_eos = split_template(template)
     prompt = before + (question.strip() + after if has_q else "")
     answer_text = prefix + answer.strip()
     p = tok.encode(prompt, add_special_tokens=True).ids
-    a = tok.encode(answer_text, add_special_tokens=False).ids + ([eos] if with_eos else [])
+    a = tok.encode(answer.strip() if sentencepiece else answer_text, add_special_tokens=False).ids
+    a += [eos] if with_eos else []
     return prompt, answer_text, p + a, [0] * len(p) + [1] * len(a)
 
 
@@ -144,8 +168,28 @@ def main():
         a = json.loads(r["possible_answers"])[0] if "possible_answers" in r else r["answer"]
         qa_plain.append(tokenize(tok, eos, TEMPLATES["plain"], r["question"], a)[2])
 
+    sp = train_sp_tokenizer(random.Random(99))
+    sp.save(os.path.join(OUT, "tokenizer_sp.json"))
+    # As in Llama 2's tokenizer.json, the <0xNN> byte tokens live in the model vocab only, not in
+    # added_tokens (the trainer registered them as special tokens to reserve their ids).
+    with open(os.path.join(OUT, "tokenizer_sp.json")) as f:
+        j = json.load(f)
+    j["added_tokens"] = [t for t in j["added_tokens"] if not t["content"].startswith("<0x")]
+    with open(os.path.join(OUT, "tokenizer_sp.json"), "w") as f:
+        json.dump(j, f, ensure_ascii=False, indent=2)
+    sp = Tokenizer.from_file(os.path.join(OUT, "tokenizer_sp.json"))
+    sp_eos = sp.token_to_id("</s>")
+    sp_cases, natural = [], 0
+    for name, q, a in inputs:
+        prompt, answer_text, tokens, loss = tokenize(sp, sp_eos, TEMPLATES[name], q, a, sentencepiece=True)
+        sp_cases.append({"template": name, "question": q, "answer": a, "tokens": tokens, "loss": loss})
+        full = sp.encode(prompt + answer_text, add_special_tokens=True).ids + [sp_eos]
+        natural += full == tokens
+    print("sentencepiece cases equal to the whole-text encoding: %d of %d" % (natural, len(inputs)))
+
     expected = {"bos": tok.token_to_id("<|begin_of_text|>"), "eos": eos, "vocab_size": tok.get_vocab_size(),
-                "templates": TEMPLATES, "cases": cases, "qa_plain": qa_plain}
+                "templates": TEMPLATES, "cases": cases, "qa_plain": qa_plain,
+                "sp": {"bos": sp.token_to_id("<s>"), "eos": sp_eos, "cases": sp_cases}}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=0)
     print("wrote", OUT)
