@@ -4,6 +4,7 @@
 #include "kernels/cuda_backend.h"
 
 #include <algorithm>
+#include <map>
 #include <vector>
 
 #include "common/error.h"
@@ -109,15 +110,28 @@ void CudaBackend::release() {
 }
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
 
+// Live allocations of alloc_bytes, for allocated_bytes() (the memory-plan check).
+static std::map<void*, size_t>& live_allocations() {
+  static std::map<void*, size_t> m;
+  return m;
+}
 void* CudaBackend::alloc_bytes(size_t bytes) {
   void* p = nullptr;
   if (bytes == 0) bytes = 16;
   CUDA_CHECK(cudaMalloc(&p, bytes));
   CUDA_CHECK(cudaMemset(p, 0, bytes));
+  live_allocations()[p] = bytes;
   return p;
 }
 void CudaBackend::free_bytes(void* p) {
-  if (p) CUDA_CHECK(cudaFree(p));
+  if (!p) return;
+  live_allocations().erase(p);
+  CUDA_CHECK(cudaFree(p));
+}
+size_t CudaBackend::allocated_bytes() {
+  size_t total = 0;
+  for (const auto& kv : live_allocations()) total += kv.second;
+  return total;
 }
 void CudaBackend::upload_bytes(void* dst, const void* host, size_t bytes) {
   if (bytes == 0) return;

@@ -192,3 +192,17 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
   INFO("smallest top-1/top-2 logit margin " << min_margin);
   REQUIRE(min_margin > 0.05);
 }
+
+TEST_CASE("cuda memory plan: the model's allocations match the plan, and the figures add up") {
+  const LlamaConfig cfg = tiny_config(300, 0.05f);
+  const size_t before = CudaBackend::allocated_bytes();
+  for (auto [rows, T] : {std::pair<int, int>{2, 37}, std::pair<int, int>{3, 64}}) {
+    LlamaModel<CudaBackend> gpu(cfg, rows, T);
+    const CudaMemoryPlan plan = cuda_memory_plan(cfg, gpu.layout, rows, T);
+    REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
+    REQUIRE(plan.weights_fp32 == gpu.layout.total * 4);
+    REQUIRE(plan.optimizer == 2 * plan.weights_fp32);
+    REQUIRE(cuda_memory_plan(cfg, gpu.layout, rows, T, true).optimizer == plan.optimizer / 2);
+    REQUIRE(plan.total() > plan.model_bytes);
+  }
+}
