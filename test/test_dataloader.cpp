@@ -512,11 +512,25 @@ TEST_CASE("long examples: an error by default, truncated and counted with trunca
   OptimizerBatch ob;
   while (dl.epoch() == 0) {
     REQUIRE(dl.next(ob));
-    for (auto& mb : ob.micro) REQUIRE(mb.tokens.size() == size_t(mb.rows) * 40);
-    for (size_t k = 0; k < ob.examples.size(); ++k) {
-      // the first T tokens are kept
-      auto full = dl.example_tokens(ob.examples[k]);
-      REQUIRE(!full.empty());
+    std::vector<Segment> got, want;
+    for (auto& mb : ob.micro) {
+      REQUIRE(mb.tokens.size() == size_t(mb.rows) * 40);
+      auto segs = segments_of(mb);
+      got.insert(got.end(), segs.begin(), segs.end());
+    }
+    for (auto& e : ob.examples) {  // the first T tokens and loss bits are kept
+      auto t = dl.example_tokens(e);
+      auto l = dl.example_loss(e);
+      t.resize(std::min<size_t>(t.size(), 40));
+      l.resize(t.size());
+      want.push_back(expected_segment(t, l));
+    }
+    std::sort(got.begin(), got.end());
+    std::sort(want.begin(), want.end());
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      REQUIRE(got[i].tokens == want[i].tokens);
+      REQUIRE(got[i].targets == want[i].targets);
     }
   }
   REQUIRE(dl.truncated_examples() == longer);
