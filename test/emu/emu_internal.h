@@ -26,6 +26,9 @@ size_t static_shared_bytes();
 
 // Guard zones around cudaMalloc allocations: a description of the first damaged zone, or "".
 std::string check_guard_zones();
+// [p, p + bytes) must lie inside the cudaMalloc buffer that contains p (if any): else KernelError
+// naming the call and which operand.
+void check_device_range(const char* call, const void* p, size_t bytes, const char* which);
 // Largest dynamic shared memory a kernel may be launched with (48 KiB unless raised with
 // cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, n)).
 size_t max_dynamic_smem(const void* kernel);

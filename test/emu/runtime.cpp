@@ -86,8 +86,10 @@ const std::pair<const uintptr_t, Allocation>* find_allocation(Registry& r, const
   return &*it;
 }
 
+}  // namespace
+
 // A copy or fill of [p, p+count) that starts inside an allocation must stay inside it.
-void check_range(const char* call, const void* p, size_t count, const char* which) {
+void check_device_range(const char* call, const void* p, size_t count, const char* which) {
   if (count == 0 || p == nullptr) return;
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
@@ -102,6 +104,8 @@ void check_range(const char* call, const void* p, size_t count, const char* whic
     throw KernelError(s.str());
   }
 }
+
+namespace {
 
 struct Event {
   std::chrono::steady_clock::time_point time;
@@ -193,8 +197,8 @@ cudaError_t cudaFreeHost(void* ptr) {
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind) {
   if (count && (!dst || !src)) return record(cudaErrorInvalidValue);
-  check_range("cudaMemcpy", dst, count, "destination");
-  check_range("cudaMemcpy", src, count, "source");
+  check_device_range("cudaMemcpy", dst, count, "destination");
+  check_device_range("cudaMemcpy", src, count, "source");
   if (count) std::memmove(dst, src, count);
   return cudaSuccess;
 }
@@ -221,7 +225,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
   if (count && !ptr) return record(cudaErrorInvalidValue);
-  check_range("cudaMemset", ptr, count, "destination");
+  check_device_range("cudaMemset", ptr, count, "destination");
   if (count) std::memset(ptr, value, count);
   return cudaSuccess;
 }
