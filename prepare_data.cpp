@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/hash.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/shard.h"
 #include "dataloader/sources.h"
@@ -30,6 +31,10 @@ static const char* kUsage = R"(usage: prepare_data --mode MODE --tokenizer PATH 
 Writes OUT.bin (a token shard: examples, loss mask, tokenizer hash, prompt template) and a JSONL
 copy of the examples (OUT.jsonl unless --jsonl is given; one line per example with "index",
 "question", "prompt", "answer", "answers").
+
+   or: prepare_data --inspect SHARD.bin... [--tokenizer PATH] [--show N]
+Validates shards (every field and the checksum) and prints their header; with --tokenizer and
+--show N, also decodes the first N examples, marking the trained-on part with [[...]].
 
 Modes:
   qa            question/answer records from --input FILE.jsonl (loss on the answer and EOS)
@@ -66,6 +71,8 @@ Options:
   --prompt-words P        text remix: prompt words (default 50)
   --target-words W        text remix: target words (default 50)
   --seq-len T             text lm: chunk length in tokens (default 256)
+  --inspect SHARD         validate and describe a shard (repeatable); no output is written
+  --show N                with --inspect and --tokenizer: decode the first N examples
   --quiet                 no summary line
   --help                  this text
 )";
@@ -94,11 +101,57 @@ static int64_t file_size_of(const std::string& p) {
   return int64_t(m.size);
 }
 
+static int inspect_shards(const std::vector<std::string>& paths, std::string tok_path, int64_t show) {
+  Tokenizer tok;
+  if (!tok_path.empty()) {
+    if (dir_exists(tok_path)) tok_path += "/tokenizer.json";
+    tok = Tokenizer::from_json_file(tok_path);
+  }
+  for (auto& p : paths) {
+    Shard s(p);
+    int64_t loss_tokens = 0, max_len = 0;
+    for (int64_t t = 0; t < s.num_tokens(); ++t) loss_tokens += s.loss(t);
+    for (int64_t i = 0; i < s.num_examples(); ++i) max_len = std::max(max_len, s.example_length(i));
+    json j = {{"path", p},
+              {"version", s.header.version},
+              {"examples", s.num_examples()},
+              {"tokens", s.num_tokens()},
+              {"loss_tokens", loss_tokens},
+              {"max_example_tokens", max_len},
+              {"mean_example_tokens", double(s.num_tokens()) / double(std::max<int64_t>(1, s.num_examples()))},
+              {"token_bytes", s.header.token_bytes},
+              {"vocab_size", s.header.vocab_size},
+              {"tokenizer_hash", hash_hex(s.tokenizer_hash())},
+              {"template", s.prompt_template}};
+    std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    if (tok.impl) {
+      check(tok.hash() == s.tokenizer_hash(), p, ": tokenizer hash ", hash_hex(s.tokenizer_hash()), " differs from ",
+            tok_path, " (", tok.hash_hex(), ")");
+      for (int64_t i = 0; i < std::min(show, s.num_examples()); ++i) {
+        auto t = s.example_tokens(i);
+        auto l = s.example_loss(i);
+        std::string text;
+        for (size_t k = 0; k < t.size();) {  // runs of equal loss bits
+          size_t e = k;
+          while (e < t.size() && l[e] == l[k]) ++e;
+          std::string part = tok.decode(std::vector<int32_t>(t.begin() + long(k), t.begin() + long(e)));
+          text += l[k] ? "[[" + part + "]]" : part;
+          k = e;
+        }
+        std::printf("example %lld (%zu tokens): %s\n", (long long)i, t.size(), text.c_str());
+      }
+    }
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::string mode, tok_path, output, jsonl_path, template_arg, word_list = "/usr/share/dict/words";
   std::string text_mode = "remix", text_field = "text", doc_sep;
   bool blank_docs = false, quiet = false;
   std::vector<std::string> inputs, qfields = default_question_fields(), afields = default_answer_fields();
+  std::vector<std::string> inspect;
+  int64_t show = 0;
   int64_t limit = 0, num = 0, length = 50, prompt_words = 50, target_words = 50, seq_len = 256;
   uint64_t seed = 0;
   for (int i = 1; i < argc; ++i) {
@@ -137,8 +190,11 @@ int run(int argc, char** argv) {
     else if (a == "--prompt-words") prompt_words = parse_int(a, v, 1);
     else if (a == "--target-words") target_words = parse_int(a, v, 1);
     else if (a == "--seq-len") seq_len = parse_int(a, v, 2);
+    else if (a == "--inspect") inspect.push_back(v);
+    else if (a == "--show") show = parse_int(a, v, 0);
     else fail("unknown option ", a, " (see --help)");
   }
+  if (!inspect.empty()) return inspect_shards(inspect, tok_path, show);
   check(!mode.empty(), "--mode is required (qa, kvr, random-words, text); see --help");
   check(mode == "qa" || mode == "kvr" || mode == "random-words" || mode == "text", "--mode: unknown mode '", mode,
         "' (qa, kvr, random-words, text)");

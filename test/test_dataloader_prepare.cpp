@@ -288,6 +288,25 @@ TEST_CASE("prepare_data bad input: clear error, exit 1") {
   REQUIRE(r.code == 1);
   REQUIRE_THAT(r.err, Catch::Contains("would overwrite the input"));
   REQUIRE(read_text_file(in) == read_text_file(kFix + "qa.jsonl"));
+  // --inspect validates shards: a good one passes, a truncated or flipped one exits 1 naming it
+  const std::string good = tmp_dir() + "/inspect.bin";
+  REQUIRE(run_prepare("--mode kvr --num 20 --tokenizer " + kFix + "tokenizer.json --output " + good).code == 0);
+  r = run_prepare("--inspect " + good + " --tokenizer " + kFix + "tokenizer.json --show 2");
+  REQUIRE(r.code == 0);
+  std::string bytes = read_text_file(good);
+  const std::string cut = tmp_dir() + "/cut.bin", flip = tmp_dir() + "/flip.bin";
+  write_file_atomic(cut, bytes.substr(0, bytes.size() - 5));
+  bytes[bytes.size() / 2] ^= 4;
+  write_file_atomic(flip, bytes);
+  r = run_prepare("--inspect " + cut);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::StartsWith("error: " + cut) && Catch::Contains("truncated"));
+  r = run_prepare("--inspect " + flip);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::StartsWith("error: " + flip) && Catch::Contains("checksum"));
+  r = run_prepare("--inspect " + good + " --tokenizer " + kFix + "tokenizer_sp.json");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains(good) && Catch::Contains("tokenizer hash"));
   r = run_prepare("--help");
   REQUIRE(r.code == 0);
 }
