@@ -20,6 +20,15 @@
 // ---- 1. Qualifiers, defined before any CUDA header (host_defines.h keeps an existing macro). ----
 // __shared__ is per block storage: blocks run one per OS thread, the threads of a block are fibers
 // on that thread.
+// (If a CUDA header, say <nccl.h>, came first, its definitions are replaced here.)
+#undef __shared__
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __constant__
+#undef __managed__
+#undef __grid_constant__
+#undef __launch_bounds__
 #define __shared__ static thread_local
 #define __global__
 #define __device__
