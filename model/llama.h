@@ -72,6 +72,11 @@ struct LlamaModel {
   std::vector<int32_t> host_key_hi, host_loss_rows, host_loss_targets;
   // Shape of the last forward.
   int cur_rows = 0, cur_T = 0;
+  // Optional [rows*T, C] vector added to the token embeddings (room for a memory readout);
+  // backend memory, set by the caller before forward(), nullptr = none.
+  const act_t* embed_add = nullptr;
+  // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
+  size_t param_state_bytes = 0, activation_bytes = 0;
 
   LlamaModel(const LlamaConfig& c, int max_rows, int max_T);
   ~LlamaModel();
@@ -89,6 +94,9 @@ struct LlamaModel {
   double forward_backward(const Batch& b, int64_t optimizer_batch_targets);
   // Inference: logits [rows*T, V] (host memory) for every position of the batch.
   void forward_logits(const Batch& b, float* logits_host);
+  // Inference: logits [token_index.size(), V] (host memory) for the given flat token indices
+  // (r*T + t) only, e.g. the last prompt token of each row or the answer positions.
+  void forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index, float* logits_host);
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
   // gradient norm before clipping.
   double optimizer_step(const AdamWConfig& opt) {
@@ -98,6 +106,11 @@ struct LlamaModel {
   const act_t* hidden_state(int l) const { return l == L ? res_out : acts[l].res_in; }
 
  private:
+  template <class T>
+  T* plan(size_t n, bool param_state = false) {
+    (param_state ? param_state_bytes : activation_bytes) += n * sizeof(T);
+    return B::template alloc<T>(n);
+  }
   void validate_and_upload(const Batch& b);
   void backward_from_lnf();
 };
@@ -117,45 +130,45 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T)
   head_chunk = (int)std::max<int64_t>(64, std::min<int64_t>(max_N, (int64_t(1) << 24) / V));
   head_chunk = (int)std::min<int64_t>(head_chunk, max_N);
 
-  params = B::template alloc<float>(layout.total);
-  grads = B::template alloc<float>(layout.total);
-  adam_m = B::template alloc<float>(layout.total);
-  adam_v = B::template alloc<float>(layout.total);
+  params = plan<float>(layout.total, true);
+  grads = plan<float>(layout.total, true);
+  adam_m = plan<float>(layout.total, true);
+  adam_v = plan<float>(layout.total, true);
 
   const int64_t N = max_N;
   acts.resize(L);
   for (auto& a : acts) {
-    a.res_in = B::template alloc<act_t>(N * C);
-    a.ln1 = B::template alloc<act_t>(N * C);
-    a.qkv = B::template alloc<act_t>(N * QKV);
-    a.att = B::template alloc<act_t>(N * H * D);
-    a.res_mid = B::template alloc<act_t>(N * C);
-    a.ln2 = B::template alloc<act_t>(N * C);
-    a.gate_up = B::template alloc<act_t>(N * 2 * I);
-    a.swiglu = B::template alloc<act_t>(N * I);
-    a.rstd1 = B::template alloc<float>(N);
-    a.rstd2 = B::template alloc<float>(N);
-    a.lse = B::template alloc<float>(N * H);
+    a.res_in = plan<act_t>(N * C);
+    a.ln1 = plan<act_t>(N * C);
+    a.qkv = plan<act_t>(N * QKV);
+    a.att = plan<act_t>(N * H * D);
+    a.res_mid = plan<act_t>(N * C);
+    a.ln2 = plan<act_t>(N * C);
+    a.gate_up = plan<act_t>(N * 2 * I);
+    a.swiglu = plan<act_t>(N * I);
+    a.rstd1 = plan<float>(N);
+    a.rstd2 = plan<float>(N);
+    a.lse = plan<float>(N * H);
   }
-  res_out = B::template alloc<act_t>(N * C);
-  lnf = B::template alloc<act_t>(N * C);
-  rstdf = B::template alloc<float>(N);
-  d_res = B::template alloc<act_t>(N * C);
-  d_ln = B::template alloc<act_t>(N * C);
-  d_qkv = B::template alloc<act_t>(N * QKV);
-  d_att = B::template alloc<act_t>(N * H * D);
-  d_gu = B::template alloc<act_t>(N * 2 * I);
-  d_h = B::template alloc<act_t>(N * I);
-  d_lnf = B::template alloc<act_t>(N * C);
-  head_x = B::template alloc<act_t>(N * C);
-  head_dx = B::template alloc<act_t>(N * C);
-  logits_chunk = B::template alloc<float>((int64_t)head_chunk * V);
-  tokens = B::template alloc<int32_t>(N);
-  positions = B::template alloc<int32_t>(N);
-  seg_start = B::template alloc<int32_t>(N);
-  key_hi = B::template alloc<int32_t>(N);
-  loss_rows = B::template alloc<int32_t>(N);
-  loss_targets = B::template alloc<int32_t>(N);
+  res_out = plan<act_t>(N * C);
+  lnf = plan<act_t>(N * C);
+  rstdf = plan<float>(N);
+  d_res = plan<act_t>(N * C);
+  d_ln = plan<act_t>(N * C);
+  d_qkv = plan<act_t>(N * QKV);
+  d_att = plan<act_t>(N * H * D);
+  d_gu = plan<act_t>(N * 2 * I);
+  d_h = plan<act_t>(N * I);
+  d_lnf = plan<act_t>(N * C);
+  head_x = plan<act_t>(N * C);
+  head_dx = plan<act_t>(N * C);
+  logits_chunk = plan<float>((int64_t)head_chunk * V);
+  tokens = plan<int32_t>(N);
+  positions = plan<int32_t>(N);
+  seg_start = plan<int32_t>(N);
+  key_hi = plan<int32_t>(N);
+  loss_rows = plan<int32_t>(N);
+  loss_targets = plan<int32_t>(N);
   host_key_hi.resize(N);
   host_loss_rows.resize(N);
   host_loss_targets.resize(N);
@@ -166,8 +179,8 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T)
                 c.rope_scaling.high_freq_factor, c.rope_scaling.original_max_position_embeddings);
   std::vector<float> cos_t((size_t)rope_len * D / 2), sin_t((size_t)rope_len * D / 2);
   rope_tables(cos_t.data(), sin_t.data(), inv_freq.data(), D, rope_len);
-  rope_cos = B::template alloc<float>(cos_t.size());
-  rope_sin = B::template alloc<float>(sin_t.size());
+  rope_cos = plan<float>(cos_t.size());
+  rope_sin = plan<float>(sin_t.size());
   B::upload(rope_cos, cos_t.data(), cos_t.size());
   B::upload(rope_sin, sin_t.data(), sin_t.size());
 }
@@ -220,7 +233,7 @@ void LlamaModel<B>::forward(const Batch& b) {
   const float eps = cfg.rms_norm_eps;
   const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
   B::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, params + layout.embed,
-                       nullptr, N, C);
+                       embed_add, N, C);
   for (int l = 0; l < L; l++) {
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];
@@ -255,8 +268,30 @@ void LlamaModel<B>::forward_logits(const Batch& b, float* logits_host) {
 }
 
 template <class B>
+void LlamaModel<B>::forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index,
+                                      float* logits_host) {
+  forward(b);
+  const int N = cur_rows * cur_T;
+  const int n_idx = (int)token_index.size();
+  for (int i = 0; i < n_idx; i++)
+    check(token_index[i] >= 0 && token_index[i] < N, "forward_logits_at: token_index[", i, "] = ",
+          token_index[i], " is outside the batch [0, ", N, ")");
+  B::upload(loss_rows, token_index.data(), n_idx);
+  B::gather_rows(head_x, lnf, loss_rows, n_idx, C);
+  for (int t0 = 0; t0 < n_idx; t0 += head_chunk) {
+    int n = std::min(head_chunk, n_idx - t0);
+    B::matmul_forward(logits_chunk, head_x + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
+    B::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)n * V);
+  }
+}
+
+template <class B>
 double LlamaModel<B>::forward_backward(const Batch& b, int64_t optimizer_batch_targets) {
   check(optimizer_batch_targets > 0, "forward_backward: the optimizer batch has no target tokens");
+  if (std::none_of(b.targets.begin(), b.targets.end(), [](int32_t t) { return t >= 0; })) {
+    validate_and_upload(b);  // no loss here: nothing to add to the gradients
+    return 0.0;
+  }
   forward(b);
   const int N = cur_rows * cur_T;
 

@@ -221,6 +221,27 @@ TEST_CASE("attention over a key range (decode step) matches the full causal pass
     CHECK(max_abs_diff(out.data() + h * D, qkv.data() + (H + KV + h / (H / KV)) * D, D) <= 1e-6f);
 }
 
+TEST_CASE("logits of chosen tokens; a micro-batch without targets adds nothing", "[model][inference]") {
+  Fixture f = open_fixture("gqa");
+  Batch b = fixture_batch(f, "");
+  LlamaModel<CpuBackend> model(f.cfg, b.rows, b.T);
+  load_weights(f.dir + "/model", f.cfg, model.layout, model.params);
+  const int V = f.cfg.vocab_size;
+  std::vector<float> expected = f.expected.read_f32("logits");
+  std::vector<int32_t> index = {b.T - 1, 0, 2 * b.T - 1, 5};
+  std::vector<float> logits(index.size() * V);
+  model.forward_logits_at(b, index, logits.data());
+  for (size_t i = 0; i < index.size(); i++)
+    CHECK(max_abs_diff(logits.data() + i * V, expected.data() + (size_t)index[i] * V, V) <= 1e-4f);
+  CHECK_THROWS_WITH(model.forward_logits_at(b, {b.rows * b.T}, logits.data()), Catch::Contains("token_index[0]"));
+
+  Batch no_loss = b;
+  std::fill(no_loss.targets.begin(), no_loss.targets.end(), -1);
+  model.zero_grad();
+  CHECK(model.forward_backward(no_loss, 10) == 0.0);
+  CHECK(max_abs(model.grads, model.layout.total) == 0.0f);
+}
+
 TEST_CASE("invalid batches are refused with the field named", "[model][errors]") {
   Fixture f = open_fixture("gqa");
   Batch b = fixture_batch(f, "");
