@@ -17,6 +17,8 @@ for a in "$@"; do
 done
 # demo: chart (gnuplot), generic text (fortunes), D_B facts (freedict), driver + code D_B (python3)
 [ $demo = 1 ] && pkgs+=(gnuplot-nox fortunes dict-freedict-eng-fra python3)
+# --dev: clang and its libFuzzer runtime, for the tokenizer fuzz target (dev/fuzz/run_fuzz.sh)
+[ $dev = 1 ] && pkgs+=(clang libclang-rt-14-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

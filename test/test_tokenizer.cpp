@@ -8,6 +8,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "dev/fuzz/fuzz_check.h"
 #include "common/file_io.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/train_bpe.h"
@@ -360,4 +361,37 @@ TEST_CASE("encode_batch equals encode on each text") {
   std::vector<std::string> some(docs.begin(), docs.begin() + 300);
   auto batch = t.encode_batch(some, true);
   for (size_t i = 0; i < some.size(); ++i) REQUIRE(batch[i] == t.encode(some[i], true));
+}
+
+TEST_CASE("fuzz property, short run (the long run is dev/fuzz/run_fuzz.sh)") {
+  // Random bytes, random mixes of multi-byte characters, and corpus slices with bytes flipped,
+  // cut or duplicated; fuzz_check aborts with the input in hex on any failure.
+  Tokenizer bl = Tokenizer::from_json_file(kDir + "bytelevel.json");
+  Tokenizer sp = Tokenizer::from_json_file(kDir + "sentencepiece.json");
+  const auto& docs = corpus();
+  std::mt19937_64 rng(12345);
+  const char* pieces[] = {"a", " ", "  ", "\n", "\t", "\r\n", "1", "'s", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80",
+                          "\xE2\x80\x8D", "\xCC\x81", "<|eot_id|>", "<|eot_id", "\xE1\xA0\x8E", "\xE3\x80\x80",
+                          "\xF0", "\x80", "\xFF", "\xC3", "\xED\xA0\x80", "\xE2\x96\x81"};
+  for (int i = 0; i < 4000; ++i) {
+    std::string s;
+    switch (i % 3) {
+      case 0:
+        s.resize(rng() % 80);
+        for (char& c : s) c = char(rng());
+        break;
+      case 1:
+        for (int k = int(rng() % 40); k > 0; --k) s += pieces[rng() % (sizeof pieces / sizeof *pieces)];
+        break;
+      default: {
+        const std::string& d = docs[rng() % docs.size()];
+        size_t a = rng() % (d.size() + 1), n = rng() % 200;
+        s = d.substr(a, n);
+        for (int k = int(rng() % 4); k > 0 && !s.empty(); --k) s[rng() % s.size()] ^= char(1 << (rng() % 8));
+        if (rng() % 4 == 0) s += s;
+      }
+    }
+    fuzz_check(bl, sp, s);
+  }
+  SUCCEED("4000 inputs");
 }

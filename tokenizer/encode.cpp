@@ -11,7 +11,8 @@
 
 // ---- BPE result cache for frequent pieces (one per thread / per call, never shared).
 struct Tokenizer::Impl::Cache {
-  static constexpr size_t kSlots = 1 << 17, kMaxEntries = kSlots / 2, kMaxPiece = 96;
+  // Grows from a few hundred slots, so that a short encode() pays almost nothing for it.
+  static constexpr size_t kMaxSlots = 1 << 17, kMaxPiece = 96;
   struct Slot {
     uint64_t hash;
     uint32_t key_offset, ids_offset;
@@ -22,23 +23,33 @@ struct Tokenizer::Impl::Cache {
   std::vector<int32_t> ids;
   size_t entries = 0;
 
-  const Slot* find(std::string_view piece, uint64_t h) {
-    if (slots.empty()) slots.assign(kSlots, Slot{0, 0, 0, 0, 0});
-    size_t i = h & (kSlots - 1);
+  const Slot* find(std::string_view piece, uint64_t h) const {
+    if (slots.empty()) return nullptr;
+    size_t mask = slots.size() - 1, i = h & mask;
     while (slots[i].key_length) {
       const Slot& s = slots[i];
       if (s.hash == h && s.key_length == piece.size() &&
           std::memcmp(keys.data() + s.key_offset, piece.data(), piece.size()) == 0)
         return &s;
-      i = (i + 1) & (kSlots - 1);
+      i = (i + 1) & mask;
     }
     return nullptr;
   }
+  void place(const Slot& slot) {
+    size_t mask = slots.size() - 1, i = slot.hash & mask;
+    while (slots[i].key_length) i = (i + 1) & mask;
+    slots[i] = slot;
+  }
   void insert(std::string_view piece, uint64_t h, const int32_t* tokens, size_t n) {
-    if (entries >= kMaxEntries || piece.empty() || piece.size() > kMaxPiece || n > 65535) return;
-    size_t i = h & (kSlots - 1);
-    while (slots[i].key_length) i = (i + 1) & (kSlots - 1);
-    slots[i] = Slot{h, uint32_t(keys.size()), uint32_t(ids.size()), uint16_t(piece.size()), uint16_t(n)};
+    if (piece.empty() || piece.size() > kMaxPiece || n > 65535) return;
+    if ((entries + 1) * 2 > slots.size()) {
+      if (slots.size() >= kMaxSlots) return;  // full: keep what is there
+      std::vector<Slot> old = std::move(slots);
+      slots.assign(old.empty() ? 256 : old.size() * 2, Slot{0, 0, 0, 0, 0});
+      for (const Slot& s : old)
+        if (s.key_length) place(s);
+    }
+    place(Slot{h, uint32_t(keys.size()), uint32_t(ids.size()), uint16_t(piece.size()), uint16_t(n)});
     keys.append(piece);
     ids.insert(ids.end(), tokens, tokens + n);
     ++entries;
@@ -160,13 +171,12 @@ struct Encoder {
 
   void bpe(std::string_view piece) {
     if (piece.empty()) return;
+    const uint64_t h = hash64(piece.data(), piece.size());
     if (t.ignore_merges) {
-      int32_t id = t.model_index.find(piece);
+      int32_t id = t.model_index.find(piece, h);
       if (id >= 0) { out->push_back(id); return; }
     }
-    uint64_t h = 0;
     if (cache && piece.size() <= Impl::Cache::kMaxPiece) {
-      h = hash64(piece.data(), piece.size());
       if (const auto* s = cache->find(piece, h)) {
         out->insert(out->end(), cache->ids.begin() + s->ids_offset, cache->ids.begin() + s->ids_offset + s->n_ids);
         return;
@@ -417,12 +427,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   check(impl != nullptr, "Tokenizer::encode: tokenizer is not loaded");
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
-  if (text.size() > 4096) {  // a cache pays off only over many pieces
-    Impl::Cache cache;
-    impl->encode_into(text, add_special_tokens, &cache, &ids);
-  } else {
-    impl->encode_into(text, add_special_tokens, nullptr, &ids);
-  }
+  Impl::Cache cache;
+  impl->encode_into(text, add_special_tokens, &cache, &ids);
   return ids;
 }
 

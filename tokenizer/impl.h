@@ -32,6 +32,7 @@ struct TokenIndex {
   const std::vector<std::string>* keys = nullptr;
   void build(const std::vector<std::string>* keys, const std::vector<int32_t>& which);
   int32_t find(std::string_view bytes) const;
+  int32_t find(std::string_view bytes, uint64_t hash64_of_bytes) const;
 };
 
 // (left id, right id) -> (merge rank, merged id), open addressing on the packed 64-bit pair.

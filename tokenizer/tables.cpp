@@ -34,8 +34,11 @@ void TokenIndex::build(const std::vector<std::string>* k, const std::vector<int3
 }
 
 int32_t TokenIndex::find(std::string_view bytes) const {
+  return find(bytes, hash64(bytes.data(), bytes.size()));
+}
+
+int32_t TokenIndex::find(std::string_view bytes, uint64_t h) const {
   if (ids.empty()) return -1;
-  uint64_t h = hash64(bytes.data(), bytes.size());
   size_t i = h & mask;
   while (true) {
     int32_t id = ids[i];
