@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 #include "model/llama.h"
 #include "model/safetensors.h"
@@ -31,7 +33,8 @@ Fixture open_fixture(const std::string& name) {
   f.dir = kFixtures + name;
   f.cfg = load_config(f.dir + "/model/config.json");
   f.expected = SafeTensors::open(f.dir + "/expected.safetensors");
-  auto meta = [&](const char* key) { return std::stod(f.expected.metadata.at(key)); };
+  const nlohmann::json hyper = nlohmann::json::parse(f.expected.metadata.at("fixture"));
+  auto meta = [&](const char* key) { return hyper.at(key).get<double>(); };
   f.num_target_tokens = (int64_t)meta("num_target_tokens");
   f.opt.lr = (float)meta("lr");
   f.opt.beta1 = (float)meta("beta1");

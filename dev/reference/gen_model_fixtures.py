@@ -11,7 +11,8 @@ dev/requirements.txt). For each tiny random config it writes test/fixtures/model
     after.<hf name>                         F32      every parameter after 5 AdamW steps
     (packed only) unpacked_tokens, unpacked_targets, unpacked_positions, unpacked_seg_start:
                                             the same examples, one per row
-  metadata: num_target_tokens, lr, beta1, beta2, eps, weight_decay, max_grad_norm, steps
+  metadata "fixture": JSON {num_target_tokens, lr, beta1, beta2, eps, weight_decay, max_grad_norm,
+                             steps}
 
 The loss is the mean over target tokens (targets == -1 carry none). The 5 steps each recompute
 the loss on the same batch, then clip_grad_norm_ and torch.optim.AdamW.step().
@@ -101,10 +102,12 @@ def write_fixture(name, model, forward, batch, extra=None):
         tensors["grad." + n] = g.float().contiguous()
     for n, p in params.items():
         tensors["after." + n] = p.detach().float().contiguous()
-    meta = {"num_target_tokens": str(ntt), "lr": repr(LR), "beta1": repr(BETAS[0]),
-            "beta2": repr(BETAS[1]), "eps": repr(EPS), "weight_decay": repr(WD),
-            "max_grad_norm": repr(max_norm), "steps": str(STEPS)}
-    save_file(tensors, os.path.join(d, "expected.safetensors"), metadata=meta)
+    meta = {"num_target_tokens": ntt, "lr": LR, "beta1": BETAS[0], "beta2": BETAS[1], "eps": EPS,
+            "weight_decay": WD, "max_grad_norm": max_norm, "steps": STEPS}
+    # One metadata key holding sorted JSON: safetensors stores metadata in a hash map, so
+    # several keys would come out in a different order on every run.
+    save_file(tensors, os.path.join(d, "expected.safetensors"),
+              metadata={"fixture": json.dumps(meta, sort_keys=True)})
     size = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(d) for f in fs)
     print(f"{name}: loss {loss.item():.6f}, {size / 1e3:.0f} kB")
 
