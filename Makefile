@@ -127,3 +127,8 @@ emu-nvcc-check:
 	@mkdir -p $(BUILD)/emu-nvcc
 	set -e; for arch in sm_80 sm_90; do \
 	  nvcc -std=c++17 -arch=$$arch -I. -c test/emu/nvcc_check.cu -o $(BUILD)/emu-nvcc/$$arch.o; done
+# dev/bench/bench_emu*.cpp measure the emulator: they link libemu instead of the model.
+$(BUILD)/dev/bench/bench_emu%: CXXFLAGS += $(EMU_FLAGS)
+$(BUILD)/bench/bench_emu: $(BUILD)/dev/bench/bench_emu.o $(call lib_of,emu) $(call lib_of,common)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)

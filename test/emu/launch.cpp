@@ -170,6 +170,8 @@ struct Block {
   int nthreads = 0;
   std::vector<ThreadSlot> threads;
   std::vector<int> order;  // schedule order of thread indices
+  dim3 indexed_dim{0, 0, 0};  // block shape that threads[].idx and order were computed for
+  Schedule ordered_as = Schedule::forward;
   std::mt19937_64 rng;
   bool randomize_each_round = false;
   ctx::fiber scheduler;  // continuation of the scheduler while a fiber runs
@@ -180,6 +182,8 @@ struct Block {
   bool failed = false;
   std::string error;
   StackPool* pool = nullptr;
+  // Counters of the current launch, added to the global statistics once at its end.
+  uint64_t stat_blocks_plain = 0, stat_blocks_fibers = 0, stat_switches = 0;
 };
 
 struct Worker {
@@ -560,17 +564,25 @@ static void build_order(Block& b, Schedule schedule) {
 static void run_block(Block& b, uint64_t block_linear) {
   const Options& opts = options();
   const dim3 bd = tl_block_dim;
-  b.nthreads = (int)(bd.x * bd.y * bd.z);
-  if ((int)b.threads.size() < b.nthreads) b.threads.resize(b.nthreads);
-  for (int t = 0; t < b.nthreads; t++) {
-    ThreadSlot& s = b.threads[t];
-    s.state = State::waiting_start;
-    s.idx = uint3{(unsigned)(t % bd.x), (unsigned)(t / bd.x % bd.y), (unsigned)(t / (bd.x * bd.y))};
+  const int nthreads = (int)(bd.x * bd.y * bd.z);
+  // Thread indices and the schedule order depend only on the block shape: computed once per
+  // shape, not per block (divisions per thread would dominate barrier-free kernels).
+  const bool same_shape = b.nthreads == nthreads && b.indexed_dim.x == bd.x &&
+                          b.indexed_dim.y == bd.y && b.indexed_dim.z == bd.z &&
+                          b.ordered_as == opts.schedule && opts.schedule != Schedule::random;
+  b.nthreads = nthreads;
+  if (!same_shape) {
+    b.threads.resize(nthreads);
+    for (int t = 0; t < nthreads; t++)
+      b.threads[t].idx =
+          uint3{(unsigned)(t % bd.x), (unsigned)(t / bd.x % bd.y), (unsigned)(t / (bd.x * bd.y))};
+    b.indexed_dim = bd;
   }
-  b.threads.resize(b.nthreads);
-  b.rng.seed(opts.seed * 0x9E3779B97F4A7C15ull + block_linear);
+  for (int t = 0; t < nthreads; t++) b.threads[t].state = State::waiting_start;
   b.randomize_each_round = opts.schedule == Schedule::random;
-  build_order(b, opts.schedule);
+  if (b.randomize_each_round) b.rng.seed(opts.seed * 0x9E3779B97F4A7C15ull + block_linear);
+  if (!same_shape) build_order(b, opts.schedule);
+  b.ordered_as = opts.schedule;
   b.fiber_mode = !opts.fast_path;
   b.waiting_at_barrier = 0;
   b.failed = false;
@@ -606,7 +618,7 @@ static void run_block(Block& b, uint64_t block_linear) {
   }
 
   if (b.fiber_mode) {
-    g_blocks_fibers++;
+    b.stat_blocks_fibers++;
     while (!b.failed) {
       if (b.randomize_each_round) std::shuffle(b.order.begin(), b.order.end(), b.rng);
       bool ran = false;
@@ -633,9 +645,9 @@ static void run_block(Block& b, uint64_t block_linear) {
     // Finished or failed: unwind the fibers that are still suspended (forced_unwind).
     for (auto& s : b.threads) s.fiber = ctx::fiber();
   } else {
-    g_blocks_plain++;
+    b.stat_blocks_plain++;
   }
-  g_fiber_switches += switches;
+  b.stat_switches += switches;
   tl_block = nullptr;
 }
 
@@ -706,6 +718,7 @@ void launch(const LaunchConfig& config, void (*body)(const void*), const void* c
     }
     tl_dynamic_smem = smem > 0 ? w.dynamic_smem : nullptr;
     Block& b = w.block;
+    b.stat_blocks_plain = b.stat_blocks_fibers = b.stat_switches = 0;
     b.config = &config;
     b.body = body;
     b.closure = closure;
@@ -725,13 +738,17 @@ void launch(const LaunchConfig& config, void (*body)(const void*), const void* c
       if (b.failed) {
         block_error = b.error;
       } else {
-        for (size_t i = 0; i < kSmemGuardBytes; i++)
-          if (w.dynamic_smem[smem + i] != kNanByte) {
-            block_error = "emu: " + where(b) + ": write past the end of the " +
-                          std::to_string(smem) + " bytes of dynamic shared memory (at byte " +
-                          std::to_string(smem + i) + ")";
-            break;
-          }
+        uint64_t guard[kSmemGuardBytes / 8];
+        std::memcpy(guard, w.dynamic_smem + smem, kSmemGuardBytes);
+        uint64_t all = ~0ull;
+        for (uint64_t word : guard) all &= word;
+        if (all != ~0ull) {
+          size_t i = 0;
+          while (w.dynamic_smem[smem + i] == kNanByte) i++;
+          block_error = "emu: " + where(b) + ": write past the end of the " +
+                        std::to_string(smem) + " bytes of dynamic shared memory (at byte " +
+                        std::to_string(smem + i) + ")";
+        }
       }
       if (!block_error.empty()) {
         std::lock_guard<std::mutex> lock(error_mutex);
@@ -740,6 +757,9 @@ void launch(const LaunchConfig& config, void (*body)(const void*), const void* c
       }
     }
     tl_dynamic_smem = nullptr;
+    g_blocks_plain += b.stat_blocks_plain;
+    g_blocks_fibers += b.stat_blocks_fibers;
+    g_fiber_switches += b.stat_switches;
   }
   if (!error.empty()) throw KernelError(error);
   std::string guard = check_guard_zones();

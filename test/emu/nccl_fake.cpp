@@ -221,7 +221,7 @@ void compute_all(Group& g) {
   std::vector<const void*> sends(g.nranks);
   for (int r = 0; r < g.nranks; r++) sends[r] = g.posted[r].send;
   for (int r = 0; r < g.nranks; r++) {
-    size_t send_bytes, recv_bytes;
+    size_t send_bytes = 0, recv_bytes = 0;
     call_sizes(g.posted[r], g.nranks, &send_bytes, &recv_bytes);
     std::vector<unsigned char>& out = g.results[r];
     switch (c0.kind) {
@@ -252,7 +252,7 @@ void compute_all(Group& g) {
 ncclResult_t run_call(ncclComm* comm, Call call) {
   Group& g = *comm->group;
   // This rank's own buffers must fit in their cudaMalloc allocations.
-  size_t send_bytes, recv_bytes;
+  size_t send_bytes = 0, recv_bytes = 0;
   call_sizes(call, g.nranks, &send_bytes, &recv_bytes);
   try {
     if (call.kind != Kind::broadcast || comm->rank == call.root)
