@@ -79,9 +79,27 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
   }
   std::vector<int32_t> key_lo(N, 0), key_hi(N);
   for (int i = 0; i < N; ++i) key_hi[i] = pos[i];  // causal: keys [0, own position]
+  // Decoding step: several sequences, one token each.
+  bool one_per_sequence = N > 1;
+  {
+    std::vector<bool> seen(cache.max_seqs, false);
+    for (int i = 0; i < N && one_per_sequence; ++i) {
+      one_per_sequence = !seen[seq[i]];
+      seen[seq[i]] = true;
+    }
+  }
+  std::vector<float> q_rows, att_rows;
+  std::vector<int32_t> row_lo, row_hi;
+  if (one_per_sequence) {
+    q_rows.assign(size_t(cache.max_seqs) * H * D, 0.0f);
+    att_rows.resize(q_rows.size());
+    row_lo.assign(cache.max_seqs, 0);
+    row_hi.assign(cache.max_seqs, 0);
+    for (int i = 0; i < N; ++i) row_hi[seq[i]] = pos[i];
+  }
 
   std::vector<float> x(size_t(N) * C), xn(size_t(N) * C), rstd(N), qkv(size_t(N) * qkv_dim);
-  std::vector<float> att(size_t(N) * H * D), lse(size_t(N) * H), gu(size_t(N) * 2 * I), act(size_t(N) * I);
+  std::vector<float> att(size_t(N) * H * D), lse(size_t(std::max(N, cache.max_seqs)) * H), gu(size_t(N) * 2 * I), act(size_t(N) * I);
 
   embedding_forward(x.data(), tokens.data(), P + lay.embed, nullptr, N, C);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
@@ -97,11 +115,24 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
       std::copy_n(r + H * D, kv_dim, cache.k_at(l, seq[i], pos[i]));
       std::copy_n(r + H * D + kv_dim, kv_dim, cache.v_at(l, seq[i], pos[i]));
     }
-    for (const Run& run : runs) {
-      const int s = seq[run.begin];
-      AttentionShape shape{1, run.end - run.begin, cache.max_len, H, KV, D, qkv_dim, kv_dim};
-      attention_forward(&att[size_t(run.begin) * H * D], &lse[size_t(run.begin) * H], &qkv[size_t(run.begin) * qkv_dim],
-                        cache.k_at(l, s, 0), cache.v_at(l, s, 0), &key_lo[run.begin], &key_hi[run.begin], shape);
+    if (one_per_sequence) {
+      // Decoding: one query per sequence. A single call over all cache rows (row r = sequence r),
+      // with the queries scattered to their sequence's row; idle rows attend to key 0 only.
+#pragma omp parallel for
+      for (int i = 0; i < N; ++i) std::copy_n(&qkv[size_t(i) * qkv_dim], H * D, &q_rows[size_t(seq[i]) * H * D]);
+      AttentionShape shape{cache.max_seqs, 1, cache.max_len, H, KV, D, int64_t(H) * D, kv_dim};
+      attention_forward(att_rows.data(), lse.data(), q_rows.data(), cache.k_at(l, 0, 0), cache.v_at(l, 0, 0),
+                        row_lo.data(), row_hi.data(), shape);
+#pragma omp parallel for
+      for (int i = 0; i < N; ++i) std::copy_n(&att_rows[size_t(seq[i]) * H * D], H * D, &att[size_t(i) * H * D]);
+    } else {
+      for (const Run& run : runs) {
+        const int s = seq[run.begin];
+        AttentionShape shape{1, run.end - run.begin, cache.max_len, H, KV, D, qkv_dim, kv_dim};
+        attention_forward(&att[size_t(run.begin) * H * D], &lse[size_t(run.begin) * H],
+                          &qkv[size_t(run.begin) * qkv_dim], cache.k_at(l, s, 0), cache.v_at(l, s, 0),
+                          &key_lo[run.begin], &key_hi[run.begin], shape);
+      }
     }
     matmul_forward(x.data(), att.data(), P + o.o_w, nullptr, N, H * D, C, true);  // residual: x += att W_o^T
 

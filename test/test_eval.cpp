@@ -70,6 +70,15 @@ const Fixture& fixture() {
 
 }  // namespace
 
+TEST_CASE("the fixture's transformers-5 config.json (rope_parameters) is read with its llama3 rope scaling") {
+  // transformers >= 5 writes rope_theta and rope_scaling inside "rope_parameters"; a parser that
+  // misses it silently falls back to unscaled RoPE and every parity test below fails.
+  const Fixture& f = fixture();
+  REQUIRE(f.config.rope_scaling.rope_type == "llama3");
+  REQUIRE(f.config.rope_scaling.factor == 8.0f);
+  REQUIRE(f.config.rope_scaling.original_max_position_embeddings == 32);
+}
+
 TEST_CASE("greedy decoding matches transformers generate(do_sample=False) token for token") {
   const Fixture& f = fixture();
   InferenceModel m(f.config, f.layout, f.params.data());
