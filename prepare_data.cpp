@@ -96,6 +96,45 @@ static int64_t parse_int(const std::string& opt, const std::string& v, int64_t m
   return x;
 }
 
+// Appends s as a JSON string literal. Hand-written because building nlohmann objects for every
+// line dominated the output time; invalid UTF-8 (possible in plain-text inputs) goes through
+// nlohmann with U+FFFD replacement instead.
+static bool valid_utf8(const std::string& s) {
+  size_t i = 0, n = s.size();
+  while (i < n) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + size_t(len) > n) return false;
+    for (int k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + size_t(k)]) >> 6) != 2) return false;
+    i += size_t(len);
+  }
+  return true;
+}
+static void append_json_string(std::string& out, const std::string& s) {
+  if (!valid_utf8(s)) {
+    out += json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+    return;
+  }
+  out += '"';
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '"') out += "\\\"";
+    else if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  out += '"';
+}
+
 static int64_t file_size_of(const std::string& p) {
   MappedFile m(p);
   return int64_t(m.size);
@@ -296,9 +335,18 @@ int run(int argc, char** argv) {
     auto examples = tokenize_examples(tok, tmpl, questions, answers);
     for (size_t i = 0; i < examples.size(); ++i) {
       writer.add(examples[i].tokens, examples[i].loss);
-      json j = {{"index", i}, {"question", questions[i]}, {"prompt", tmpl.prompt(questions[i])},
-                {"answer", answers[i]}, {"answers", golds[i]}};
-      jsonl += j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+      jsonl += "{\"index\": " + std::to_string(i) + ", \"question\": ";
+      append_json_string(jsonl, questions[i]);
+      jsonl += ", \"prompt\": ";
+      append_json_string(jsonl, tmpl.prompt(questions[i]));
+      jsonl += ", \"answer\": ";
+      append_json_string(jsonl, answers[i]);
+      jsonl += ", \"answers\": [";
+      for (size_t k = 0; k < golds[i].size(); ++k) {
+        if (k) jsonl += ", ";
+        append_json_string(jsonl, golds[i][k]);
+      }
+      jsonl += "]}\n";
     }
   } else {
     auto docs = tok.encode_batch(documents, /*add_special_tokens=*/true);
@@ -312,8 +360,9 @@ int run(int argc, char** argv) {
       if (e - b < 2) break;  // a single token has nothing to predict
       std::vector<int32_t> chunk(stream.begin() + long(b), stream.begin() + long(e));
       writer.add(chunk, std::vector<uint8_t>(chunk.size(), 1));
-      json j = {{"index", writer.num_examples() - 1}, {"text", tok.decode(chunk)}};
-      jsonl += j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+      jsonl += "{\"index\": " + std::to_string(writer.num_examples() - 1) + ", \"text\": ";
+      append_json_string(jsonl, tok.decode(chunk));
+      jsonl += "}\n";
     }
   }
   check(writer.num_examples() > 0, output, ": no examples to write");

@@ -97,30 +97,48 @@ static std::vector<std::string> answers_from(const std::string& path, int64_t li
   return trimmed;
 }
 
+static QaRecord parse_qa_line(const std::string& path, int64_t line, std::string_view l,
+                              const std::vector<std::string>& question_fields,
+                              const std::vector<std::string>& answer_fields) {
+  json j = parse_line(path, line, l);
+  QaRecord r;
+  r.line = line;
+  const std::string* qf = nullptr;
+  for (auto& f : question_fields)
+    if (j.contains(f)) { qf = &f; break; }
+  check(qf != nullptr, path, ":", line, ": no question field (looked for ", join_names(question_fields), ")");
+  check(j[*qf].is_string(), path, ":", line, ": field '", *qf, "' must be a string, got ", j[*qf].type_name());
+  r.question = trim_whitespace(j[*qf].get<std::string>());
+  check(!r.question.empty(), path, ":", line, ": field '", *qf, "' is empty");
+  const std::string* af = nullptr;
+  for (auto& f : answer_fields)
+    if (j.contains(f)) { af = &f; break; }
+  check(af != nullptr, path, ":", line, ": no answer field (looked for ", join_names(answer_fields), ")");
+  r.answers = answers_from(path, line, *af, j[*af]);
+  r.answer = r.answers[0];
+  return r;
+}
+
 std::vector<QaRecord> read_qa_jsonl(const std::string& path, const std::vector<std::string>& question_fields,
                                     const std::vector<std::string>& answer_fields, int64_t limit) {
   const std::string text = read_text_file(path);
-  std::vector<QaRecord> out;
+  std::vector<std::pair<std::string_view, int64_t>> lines;  // non-blank lines and their numbers
   for_each_line(text, [&](std::string_view l, int64_t line) {
-    if (is_blank(l) || (limit > 0 && int64_t(out.size()) >= limit)) return;
-    json j = parse_line(path, line, l);
-    QaRecord r;
-    r.line = line;
-    const std::string* qf = nullptr;
-    for (auto& f : question_fields)
-      if (j.contains(f)) { qf = &f; break; }
-    check(qf != nullptr, path, ":", line, ": no question field (looked for ", join_names(question_fields), ")");
-    check(j[*qf].is_string(), path, ":", line, ": field '", *qf, "' must be a string, got ", j[*qf].type_name());
-    r.question = trim_whitespace(j[*qf].get<std::string>());
-    check(!r.question.empty(), path, ":", line, ": field '", *qf, "' is empty");
-    const std::string* af = nullptr;
-    for (auto& f : answer_fields)
-      if (j.contains(f)) { af = &f; break; }
-    check(af != nullptr, path, ":", line, ": no answer field (looked for ", join_names(answer_fields), ")");
-    r.answers = answers_from(path, line, *af, j[*af]);
-    r.answer = r.answers[0];
-    out.push_back(std::move(r));
+    if (!is_blank(l) && (limit <= 0 || int64_t(lines.size()) < limit)) lines.push_back({l, line});
   });
+  // JSON parsing is the slow part: parse lines in parallel, then report the first bad line.
+  std::vector<QaRecord> out(lines.size());
+  std::vector<std::string> errors(lines.size());
+#pragma omp parallel for schedule(dynamic, 256)
+  for (size_t i = 0; i < lines.size(); ++i) {
+    try {
+      out[i] = parse_qa_line(path, lines[i].second, lines[i].first, question_fields, answer_fields);
+    } catch (const EngineError& e) {
+      errors[i] = e.what();
+    }
+  }
+  for (auto& e : errors)
+    if (!e.empty()) throw EngineError(e);
   check(!out.empty(), path, ": no records");
   return out;
 }

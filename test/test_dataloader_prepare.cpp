@@ -151,6 +151,34 @@ TEST_CASE("prepare_data qa: shard and JSONL match the HF reference") {
   REQUIRE(read_jsonl(tmp_dir() + "/tulu_questions.jsonl").size() == 5);
 }
 
+TEST_CASE("prepare_data JSONL copy escapes every character correctly") {
+  const std::string in = tmp_dir() + "/escape_in.jsonl";
+  json q1 = {{"question", "He said \"hi\" \\ back\nslash\ttab\u0001\u001f caf\u00e9 \U0001F600?"}, {"answer", "a\"b"}};
+  json q2 = {{"question", "plain"}, {"answer", {"x\ny", "z"}}};
+  write_file_atomic(in, q1.dump() + "\n" + q2.dump() + "\n");
+  auto r = run_prepare("--mode qa --input " + in + " --tokenizer " + kFix + "tokenizer.json --output " + tmp_dir() +
+                       "/escape.bin");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto lines = read_jsonl(tmp_dir() + "/escape.jsonl");
+  REQUIRE(lines.size() == 2);
+  REQUIRE(lines[0]["question"] == q1["question"]);
+  REQUIRE(lines[0]["answer"] == "a\"b");
+  REQUIRE(lines[0]["prompt"] == q1["question"].get<std::string>() + "\nThe answer is:");
+  REQUIRE(lines[1]["answers"] == json({"x\ny", "z"}));
+  // invalid UTF-8 in a plain-text document still gives valid JSON (U+FFFD replacement)
+  std::string doc;
+  for (int i = 0; i < 120; ++i) doc += i == 3 ? std::string("bad\xff\xfe ") : "word ";
+  write_file_atomic(tmp_dir() + "/bad_utf8.txt", doc);
+  r = run_prepare("--mode text --input " + tmp_dir() + "/bad_utf8.txt --tokenizer " + kFix +
+                  "tokenizer.json --output " + tmp_dir() + "/bad_utf8.bin");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto l2 = read_jsonl(tmp_dir() + "/bad_utf8.jsonl");
+  REQUIRE(l2.size() == 1);
+  REQUIRE_THAT(l2[0]["question"].get<std::string>(), Catch::Contains("bad\xef\xbf\xbd"));
+}
+
 TEST_CASE("prepare_data kvr and random-words") {
   const std::string kvr = tmp_dir() + "/kvr.bin";
   auto r = run_prepare("--mode kvr --num 300 --seed 5 --tokenizer " + kFix + "tokenizer.json --output " + kvr);
