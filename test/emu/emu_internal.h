@@ -1,7 +1,10 @@
 // CUDA emulation: what the runtime's .cpp files share (not for kernel code).
 #pragma once
 #include <cstddef>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "test/emu/emu.h"
 
@@ -18,9 +21,15 @@ struct Options {
 };
 Options& options();
 
-// Static __shared__ variables: fill every one of them with the NaN byte pattern (0xFF) in the
-// calling OS thread's TLS. Returns the number of bytes filled.
-size_t fill_static_shared_with_nan();
+// Static __shared__ variables that a launch of `kernel` may use (its own and those of device
+// helper functions), as ranges of the executable's TLS segment.
+struct SharedFill {
+  std::vector<std::pair<size_t, size_t>> ranges;  // (offset, bytes)
+  size_t bytes = 0;
+};
+std::shared_ptr<const SharedFill> shared_fill_for(const void* kernel);
+// Fills those variables with the NaN byte pattern (0xFF) in the calling OS thread's TLS.
+size_t fill_static_shared_with_nan(const SharedFill& fill);
 // Total size of the static __shared__ variables found in the symbol table (for diagnostics).
 size_t static_shared_bytes();
 

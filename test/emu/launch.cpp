@@ -179,6 +179,7 @@ struct Block {
   bool fiber_mode = false;
   int runner_pos = 0;
   int waiting_at_barrier = 0;
+  std::vector<unsigned> warp_waiting;  // per warp: lanes waiting at a warp operation
   bool failed = false;
   std::string error;
   StackPool* pool = nullptr;
@@ -446,15 +447,16 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   enter_fiber_mode(b);
   const int me = b.current;
   const int lane = me % 32, warp_base = me - lane;
-  const std::string site = std::string(op_name(op)) + " at " + site_str(file, line);
+  // Built only for an error message (this function is hot).
+  auto site = [&] { return std::string(op_name(op)) + " at " + site_str(file, line); };
   if (!(mask >> lane & 1u))
-    device_error(b, "warp mask mismatch: " + site + ": " + thread_str(b, me) +
+    device_error(b, "warp mask mismatch: " + site() + ": " + thread_str(b, me) +
                         " calls it with mask " + hex(mask) + ", which does not include itself");
   if (width < 1 || width > 32 || (width & (width - 1)) != 0)
-    device_error(b, site + ": width " + std::to_string(width) + " is not a power of two <= 32");
+    device_error(b, site() + ": width " + std::to_string(width) + " is not a power of two <= 32");
   const int lanes_in_warp = std::min(32, b.nthreads - warp_base);
   if (lanes_in_warp < 32 && (mask >> lanes_in_warp) != 0)
-    device_error(b, "warp mask mismatch: " + site + ": mask " + hex(mask) + " names lanes " +
+    device_error(b, "warp mask mismatch: " + site() + ": mask " + hex(mask) + " names lanes " +
                         std::to_string(lanes_in_warp) + "..31 of warp " +
                         std::to_string(me / 32) + ", which do not exist (the block has " +
                         std::to_string(b.nthreads) + " threads)");
@@ -467,22 +469,28 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   s.width = width;
   s.file = file;
   s.line = line;
-  // Complete when every lane of the mask waits here with the same mask.
-  bool complete = true;
-  for (int l = 0; l < 32 && complete; l++) {
-    if (!(mask >> l & 1u)) continue;
-    const ThreadSlot& o = b.threads[warp_base + l];
-    if (o.state != State::at_warp) {
-      complete = false;
-    } else if (same_site(o, s) && o.op == op && o.mask != mask) {
-      device_error(b, "warp mask mismatch: " + site + ": " + thread_str(b, warp_base + l) +
-                          " passed mask " + hex(o.mask) + " but " + thread_str(b, me) +
-                          " passed mask " + hex(mask));
-    } else if (!same_site(o, s) || o.op != op) {
-      complete = false;  // it may come here later; if not, the deadlock check reports it
+  // Complete when every lane of the mask waits here with the same mask. The per-warp bitmask of
+  // waiting lanes avoids scanning the warp on every arrival.
+  unsigned& waiting = b.warp_waiting[me / 32];
+  waiting |= 1u << lane;
+  if ((waiting & mask) == mask) {
+    bool complete = true;
+    for (int l = 0; l < 32; l++) {
+      if (!(mask >> l & 1u)) continue;
+      const ThreadSlot& o = b.threads[warp_base + l];
+      if (!same_site(o, s) || o.op != op) {
+        complete = false;  // it may come here later; if not, the deadlock check reports it
+      } else if (o.mask != mask) {
+        device_error(b, "warp mask mismatch: " + site() + ": " + thread_str(b, warp_base + l) +
+                            " passed mask " + hex(o.mask) + " but " + thread_str(b, me) +
+                            " passed mask " + hex(mask));
+      }
+    }
+    if (complete) {
+      complete_warp_op(b, warp_base, mask);
+      waiting &= ~mask;
     }
   }
-  if (complete) complete_warp_op(b, warp_base, mask);
   yield_to_scheduler(b);
   return b.threads[me].result;
 }
@@ -585,6 +593,7 @@ static void run_block(Block& b, uint64_t block_linear) {
   b.ordered_as = opts.schedule;
   b.fiber_mode = !opts.fast_path;
   b.waiting_at_barrier = 0;
+  b.warp_waiting.assign((nthreads + 31) / 32, 0u);
   b.failed = false;
   b.error.clear();
   b.pool = &tl_worker->pool;
@@ -704,6 +713,7 @@ void launch(const LaunchConfig& config, void (*body)(const void*), const void* c
   std::string error;
   const int os_threads = (int)std::min<uint64_t>(nblocks, (uint64_t)omp_get_max_threads());
   const size_t smem = config.dynamic_smem_bytes;
+  const std::shared_ptr<const SharedFill> shared_fill = shared_fill_for(config.kernel);
 
 #pragma omp parallel num_threads(os_threads)
   {
@@ -731,7 +741,7 @@ void launch(const LaunchConfig& config, void (*body)(const void*), const void* c
                            (unsigned)(id / config.grid.x % config.grid.y),
                            (unsigned)(id / ((uint64_t)config.grid.x * config.grid.y))};
       // Shared memory starts as NaN in every block, static and dynamic alike.
-      fill_static_shared_with_nan();
+      fill_static_shared_with_nan(*shared_fill);
       std::memset(w.dynamic_smem, kNanByte, smem + kSmemGuardBytes);
       run_block(b, id);
       std::string block_error;

@@ -30,5 +30,6 @@ void launch_all_samples(float* f, int* i, unsigned* u, cudaStream_t stream) {
                                   64 * 1024));
   LAUNCH(big_smem_kernel, 1, 1024, 64 * 1024, stream)(f);
   LAUNCH(smem_overflow_kernel, 1, 32, 128, stream)(f);
+  LAUNCH(helper_shared_kernel, 1, 32, 0, stream)(f);
   CUDA_CHECK(cudaGetLastError());
 }

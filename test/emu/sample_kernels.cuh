@@ -217,3 +217,12 @@ __global__ void smem_overflow_kernel(float* out) {
   out[threadIdx.x] = 0.0f;
 }
 
+
+// A device helper (not a kernel) with its own shared array: filled with NaN for every kernel.
+__device__ float helper_uninitialized_read(int i) {
+  __shared__ float helper_scratch[32];
+  return helper_scratch[i];
+}
+__global__ void helper_shared_kernel(float* out) {
+  out[threadIdx.x] = helper_uninitialized_read(threadIdx.x) + 1.0f;
+}
