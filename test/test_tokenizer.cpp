@@ -173,6 +173,12 @@ TEST_CASE("(a) same vocab as Qwen2 (its regex, merges not ignored): identical id
   REQUIRE(t.bos_id() == t.token_to_id("<|begin_of_text|>"));  // no template: by name
 }
 
+TEST_CASE("(a) same vocab with Qwen2's full setup (NFC normalizer): identical ids") {
+  Tokenizer t = Tokenizer::from_json_string(variant_json("qwen2_nfc").dump(), "qwen2_nfc");
+  // decode gives the NFC text, so no round trip; the decode itself must still equal HF's
+  check_parity(t, "qwen2_nfc", true, false);
+}
+
 TEST_CASE("(a) same vocab as GPT-2 (ByteLevel regex, with and without prefix space): identical ids") {
   Tokenizer t = Tokenizer::from_json_string(variant_json("gpt2").dump(), "gpt2");
   check_parity(t, "gpt2", true, true);

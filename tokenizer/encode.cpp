@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/hash.h"
 #include "tokenizer/impl.h"
+#include "tokenizer/unicode_nfc.h"
 
 // ---- BPE result cache for frequent pieces (one per thread / per call, never shared).
 struct Tokenizer::Impl::Cache {
@@ -395,6 +396,10 @@ std::string normalize_text(const Tokenizer::Impl& t, std::string_view text) {
   for (const NormalizerStep& n : t.normalizers) {
     if (n.kind == NormalizerStep::Prepend) {
       if (!s.empty()) s.insert(0, n.text);
+      continue;
+    }
+    if (n.kind == NormalizerStep::NFC) {
+      s = nfc_normalize(s);
       continue;
     }
     std::string r;  // Replace every (non-overlapping, leftmost) occurrence

@@ -68,7 +68,7 @@ struct AddedToken {
 };
 
 struct NormalizerStep {
-  enum Kind { Prepend, Replace } kind;
+  enum Kind { Prepend, Replace, NFC } kind;
   std::string text;                 // Prepend: the prefix; Replace: the literal pattern
   std::shared_ptr<Regex> regex;     // Replace with a Regex pattern
   std::string content;              // Replace: the replacement

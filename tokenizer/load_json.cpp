@@ -75,6 +75,9 @@ struct Loader {
       NormalizerStep s{NormalizerStep::Replace, "", nullptr, get_string(n, where, "content")};
       pattern_of(n["pattern"], where + ".pattern", &s.text, &s.regex);
       t->normalizers.push_back(std::move(s));
+    } else if (type == "NFC") {
+      only_keys(n, where, {"type"});
+      t->normalizers.push_back({NormalizerStep::NFC, "", nullptr, ""});
     } else {
       error("normalizer type '", type, "' (", where, ") is not supported");
     }

@@ -197,6 +197,28 @@ def build_corpus(rng):
             if assigned(cp) and cp != 0x2581:
                 s.append(chr(cp))
         docs.append("".join(s))
+    # text that NFC changes: decomposed Latin, Hangul jamo, singletons (Angstrom, Ohm), marks in
+    # non-canonical order; and compatibility characters NFC must leave alone
+    for _ in range(40):
+        s = []
+        for _ in range(rng.randint(10, 60)):
+            k = rng.random()
+            if k < 0.3:
+                s.append(unicodedata.normalize("NFD", rng.choice(["é", "Å", "ñ", "ü", "Ǻ", "ệ", "Ḗ", "ώ", "й", "ї"])))
+            elif k < 0.5:
+                s.append(chr(0x1100 + rng.randrange(19)) + chr(0x1161 + rng.randrange(21)) +
+                         (chr(0x11A8 + rng.randrange(27)) if rng.random() < 0.5 else ""))
+            elif k < 0.6:
+                s.append(rng.choice(["\u212b", "\u2126", "\u212a", "\u0344", "\u0958", "\uf900", "\u1e9b\u0323"]))
+            elif k < 0.75:
+                s.append("a" + "".join(rng.choice(["\u0301", "\u0323", "\u031b", "\u0345", "\u0307", "\u05b0", "\u0bcd"])
+                                       for _ in range(rng.randint(1, 4))))
+            elif k < 0.85:
+                s.append(rng.choice(["ﬁ", "Ａ", "①", "²", "ｶ", "㎏", "ſ"]))
+            else:
+                s.append(rng.choice(words))
+            s.append(rng.choice(["", " ", " ", "\n"]))
+        docs.append("".join(s))
     # long pieces: a word without spaces, a long run of one character, a long space run
     docs.append("a" * 3000)
     docs.append(" " * 2000 + "x")
@@ -302,6 +324,13 @@ VARIANTS = [
     # name, base file, replacements ("a.b" = nested key)
     ("llama3", "bytelevel.json", {}),
     ("qwen2", "bytelevel.json", {
+        "model.ignore_merges": False,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}}),
+    ("qwen2_nfc", "bytelevel.json", {
+        "normalizer": {"type": "NFC"},
         "model.ignore_merges": False,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": QWEN2}, "behavior": "Isolated", "invert": False},
