@@ -332,7 +332,7 @@ TEST_CASE("emu catches: reads of uninitialized shared memory (NaN propagates)", 
   for (int rep = 0; rep < 2; rep++) {  // also after another kernel ran on the same OS thread
     LAUNCH(helper_shared_kernel, 1, 32, 0, 0)(out.ptr);
     o = out.download();
-    for (int t = 0; t < 32; t++) REQUIRE(std::isnan(o[t]));
+    for (int t = 0; t < 32; t++) REQUIRE((t < 16 ? std::isnan(o[t]) : o[t] == 3.0f));
     LAUNCH(uninitialized_shared_kernel, 1, 64, 0, 0)(out.ptr);
   }
   REQUIRE(emu::static_shared_bytes() > 0);

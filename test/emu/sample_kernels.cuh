@@ -219,8 +219,10 @@ __global__ void smem_overflow_kernel(float* out) {
 
 
 // A device helper (not a kernel) with its own shared array: filled with NaN for every kernel.
+// (Half of it is written: g++ folds reads of a static that is never written to zero.)
 __device__ float helper_uninitialized_read(int i) {
   __shared__ float helper_scratch[32];
+  if (i >= 16) helper_scratch[i] = 2.0f;
   return helper_scratch[i];
 }
 __global__ void helper_shared_kernel(float* out) {
