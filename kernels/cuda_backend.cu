@@ -153,7 +153,7 @@ void CudaBackend::zero_bytes(void* dst, size_t bytes) {
   mark_written(dst, bytes);
 }
 
-void CudaBackend::embedding_forward(bf16* out, const int32_t* tokens, const float* table, const float* add, int N,
+void CudaBackend::embedding_forward(bf16* out, const int32_t* tokens, const float* table, const bf16* add, int N,
                                     int C) {
   ::embedding_forward(out, tokens, weight(table), add, N, C, stream());
 }

@@ -67,7 +67,7 @@ struct CudaBackend {
   static void zero(T* x, size_t n) { zero_bytes(x, n * sizeof(T)); }
 
   // ---- ops (same names and meaning as CpuBackend; weights are fp32 pointers into params) ----
-  static void embedding_forward(bf16* out, const int32_t* tokens, const float* table, const float* add, int N, int C);
+  static void embedding_forward(bf16* out, const int32_t* tokens, const float* table, const bf16* add, int N, int C);
   static void embedding_backward(float* dtable, const int32_t* tokens, const bf16* dout, int N, int C);
   static void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int C, float eps);
   static void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,

@@ -70,7 +70,7 @@ TEST_CASE("cuda embedding: forward (with and without an additive vector) and det
   for (int& t : tokens) t = (int)(rng() % 12);  // many repeats, as the backward must sum them
   tokens[5] = V - 1;
   const std::vector<float> table = random_bf16_values((size_t)V * C, 3);
-  const std::vector<float> add = random_vector((size_t)N * C, 4, 0.1f);
+  const std::vector<float> add = random_bf16_values((size_t)N * C, 4, 0.1f);
   const std::vector<float> dout = random_bf16_values((size_t)N * C, 5);
   const std::vector<float> dtable0 = random_vector((size_t)V * C, 6);
 
@@ -79,7 +79,7 @@ TEST_CASE("cuda embedding: forward (with and without an additive vector) and det
     std::vector<float> got = run_all_schedules([&] {
       DeviceBuffer<int> tok(tokens);
       DeviceBuffer<bf16> tab(to_bf16(table)), out((size_t)N * C);
-      DeviceBuffer<float> addb(add);
+      DeviceBuffer<bf16> addb(to_bf16(add));
       embedding_forward(out, tok, tab, with_add ? addb.ptr : nullptr, N, C, 0);
       return to_f32(out.download());
     }, &identical);

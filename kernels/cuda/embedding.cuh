@@ -2,7 +2,8 @@
 // additive per-token vector such as a memory readout).
 //
 // Forward  geometry: grid (N, ceil(C/256)), 256 threads; thread = one channel of one token.
-//          traffic : reads 2NC bytes of the table (rows gathered), writes 2NC. bf16 in and out.
+//          traffic : reads 2NC bytes of the table (rows gathered) (+2NC of add), writes 2NC.
+//          bf16 in and out; the sum with `add` is formed in fp32 and rounded once.
 // Backward: deterministic, no float atomics. The host buckets the token positions by token id
 //          (a stable sort, embedding_backward_plan below) so each (token id, channel) is
 //          owned by exactly one thread, which sums its positions' gradients in position order in
@@ -16,12 +17,12 @@
 #include "kernels/cuda/cuda_utils.cuh"
 
 __global__ void embedding_forward_kernel(bf16* __restrict__ out, const int* __restrict__ tokens,
-                                         const bf16* __restrict__ table, const float* __restrict__ add, int C) {
+                                         const bf16* __restrict__ table, const bf16* __restrict__ add, int C) {
   const int t = blockIdx.x;
   const int c = blockIdx.y * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const bf16 e = table[(size_t)tokens[t] * C + c];
-  out[(size_t)t * C + c] = add ? __float2bfloat16(__bfloat162float(e) + add[(size_t)t * C + c]) : e;
+  out[(size_t)t * C + c] = add ? __float2bfloat16(__bfloat162float(e) + __bfloat162float(add[(size_t)t * C + c])) : e;
 }
 
 // bucket_token[u]: the token id of bucket u; bucket_start[u]..bucket_start[u+1]: its entries in
@@ -60,7 +61,7 @@ inline EmbeddingBackwardPlan embedding_backward_plan(const int* tokens, int N) {
   return p;
 }
 
-inline void embedding_forward(bf16* out, const int* tokens, const bf16* table, const float* add, int N, int C,
+inline void embedding_forward(bf16* out, const int* tokens, const bf16* table, const bf16* add, int N, int C,
                               cudaStream_t stream) {
   if (N == 0) return;
   LAUNCH(embedding_forward_kernel, dim3(N, ceil_div(C, 256)), 256, 0, stream)(out, tokens, table, add, C);
