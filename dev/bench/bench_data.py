@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -52,12 +53,24 @@ def gen_docs(path, mb, rng, vocab):
             size += len(line)
 
 
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(cmd):
-    t = time.perf_counter()
+    """(wall seconds, CPU seconds) of a command."""
+    t, c = time.perf_counter(), child_cpu()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit("failed: %s\n%s" % (" ".join(cmd), r.stderr))
-    return time.perf_counter() - t
+    return time.perf_counter() - t, child_cpu() - c
+
+
+def timed_py(fn):
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def hf_prepare_qa(tok_path, path, out):
@@ -198,10 +211,11 @@ def main():
          lambda: hf_prepare_lm(args.tokenizer, docs, os.path.join(WORK, "lm_hf"), 256)),
     ]:
         mb = os.path.getsize(path) / 1e6
-        ours = timed(ours_cmd)
-        theirs = hf()
-        print("prepare_data %-22s %6.1f MB: ours %6.2f MB/s, HF tokenizers (Python) %6.2f MB/s, ratio %.2fx"
-              % (name, mb, mb / ours, mb / theirs, theirs / ours))
+        ours, ours_cpu = timed(ours_cmd)
+        theirs, theirs_cpu = timed_py(hf)
+        print("prepare_data %-22s %5.1f MB: ours %6.2f MB/s (%5.1f MB per CPU-s), HF tokenizers (Python) %6.2f MB/s "
+              "(%5.1f MB per CPU-s), ratio %.2fx wall, %.2fx CPU"
+              % (name, mb, mb / ours, mb / ours_cpu, mb / theirs, mb / theirs_cpu, theirs / ours, theirs_cpu / ours_cpu))
 
     # REMIX stage for the tiny config: 2000 KVR pairs + random words at ratio 4.
     kvr, rw = os.path.join(WORK, "kvr.bin"), os.path.join(WORK, "rw.bin")
