@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -470,4 +471,33 @@ TEST_CASE("emu: bf16 fma and math fallbacks round like the device", "[emu]") {
   __nv_bfloat16 acc = __float2bfloat16(256.0f);
   atomicAdd(&acc, __float2bfloat16(1.0f));  // 257 is not representable: ties to even -> 256
   REQUIRE(__bfloat162float(acc) == 256.0f);
+}
+
+TEST_CASE("emu: host threads may launch concurrently (ranks as threads)", "[emu]") {
+  ScheduleReset reset;
+  emu::set_schedule("random:4");
+  const int n = 2048;
+  std::vector<std::thread> threads;
+  std::vector<int> ok(4, 0);
+  for (int r = 0; r < 4; r++)
+    threads.emplace_back([&, r] {
+      try {
+        std::vector<float> x(n, 1.0f + r);
+        float *in, *out;
+        CUDA_CHECK(cudaMalloc(&in, n * sizeof(float)));
+        CUDA_CHECK(cudaMalloc(&out, (n / 256) * sizeof(float)));
+        CUDA_CHECK(cudaMemcpy(in, x.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+        for (int rep = 0; rep < 20; rep++) LAUNCH(block_sum_kernel, n / 256, 256, 0, 0)(in, out, n);
+        std::vector<float> sums(n / 256);
+        CUDA_CHECK(cudaMemcpy(sums.data(), out, sums.size() * sizeof(float), cudaMemcpyDeviceToHost));
+        bool good = true;
+        for (float v : sums) good = good && v == 256.0f * (1.0f + r);
+        ok[r] = good;
+        cudaFree(in);
+        cudaFree(out);
+      } catch (const std::exception&) {
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 4; r++) REQUIRE(ok[r] == 1);
 }

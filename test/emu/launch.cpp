@@ -692,6 +692,10 @@ static void validate_launch(const LaunchConfig& c) {
 constexpr size_t kSmemGuardBytes = 256;  // after the dynamic shared memory, checked per block
 
 void launch(const LaunchConfig& config, void (*body)(const void*), const void* closure) {
+  if (tl_block)
+    throw KernelError("emu: kernel '" + std::string(config.kernel_name) + "' launched at " +
+                      config.file + ":" + std::to_string(config.line) +
+                      " from device code (dynamic parallelism is not emulated)");
   validate_launch(config);
   g_launches++;
   const Options opts = options();
