@@ -132,3 +132,31 @@ $(BUILD)/dev/bench/bench_emu%: CXXFLAGS += $(EMU_FLAGS)
 $(BUILD)/bench/bench_emu: $(BUILD)/dev/bench/bench_emu.o $(call lib_of,emu) $(call lib_of,common)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+# ---- CUDA build with nvcc [CUDA backend, issue #7] ----------------------------------------------
+# When nvcc is found (PATH or /usr/local/cuda/bin), kernels/cuda_backend.cu is compiled by nvcc for
+# GPU_ARCH (default: sm_80 and sm_90; e.g. GPU_ARCH="90" or "sm_90") and linked into train_llama
+# and eval_factoids, whose objects get -DENGINE_CUDA (the --device cuda paths) and
+# -DENGINE_USE_NVTX (NVTX ranges, see common/nvtx.h). NO_CUDA=1 forces the CPU-only build.
+# `make cuda-stats` prints registers / shared memory / spills per kernel (slow: not in `make test`).
+NVCC     ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+GPU_ARCH ?= 80 90
+ifeq ($(NO_CUDA),1)
+NVCC :=
+endif
+CUDA_ARCHS := $(patsubst sm_%,%,$(GPU_ARCH))
+.PHONY: cuda-stats
+cuda-stats:
+	GPU_ARCH="$(CUDA_ARCHS)" NVCC="$(NVCC)" bash dev/cuda_stats.sh
+ifneq ($(NVCC),)
+CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCC_FLAGS  := -std=c++17 -O3 -lineinfo -Xcompiler -Wall -I. \
+               $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
+CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -ldl
+$(BUILD)/cuda/cuda_backend.o: kernels/cuda_backend.cu kernels/cuda_backend.h $(wildcard kernels/cuda/*.cuh) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+$(BUILD)/train_llama.o $(BUILD)/eval_factoids.o: CXXFLAGS += -DENGINE_CUDA -DENGINE_USE_NVTX -I$(CUDA_HOME)/include
+train_llama eval_factoids: $(BUILD)/cuda/cuda_backend.o
+train_llama eval_factoids: LDLIBS += $(CUDA_LDLIBS)
+endif

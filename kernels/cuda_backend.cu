@@ -92,6 +92,15 @@ AttentionDims dims(const AttentionShape& s) {
 
 }  // namespace
 
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky error of a missing driver
+    return 0;
+  }
+  return count;
+}
+
 void CudaBackend::bind_params(const float* params, size_t n) {
   BackendState& s = state();
   if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
@@ -371,7 +380,8 @@ CudaGreedyDecoder::~CudaGreedyDecoder() {
 }
 
 std::vector<std::vector<int32_t>> CudaGreedyDecoder::generate(const std::vector<std::vector<int32_t>>& prompts,
-                                                              int max_new_tokens, const std::vector<int32_t>& stop_ids) {
+                                                              int max_new_tokens, const std::vector<int32_t>& stop_ids,
+                                                              const std::vector<bool>& stops_generation) {
   Impl& m = *impl_;
   const int B = (int)prompts.size();
   std::vector<std::vector<int32_t>> result(B);
@@ -424,7 +434,8 @@ std::vector<std::vector<int32_t>> CudaGreedyDecoder::generate(const std::vector<
     for (int b = 0; b < B; b++) {
       if (done[b]) continue;
       result[b].push_back(next[b]);
-      const bool stop = std::find(stop_ids.begin(), stop_ids.end(), next[b]) != stop_ids.end();
+      const bool stop = std::find(stop_ids.begin(), stop_ids.end(), next[b]) != stop_ids.end() ||
+                        ((size_t)next[b] < stops_generation.size() && stops_generation[next[b]]);
       if (stop || (int)result[b].size() >= max_new_tokens) done[b] = true;
       else active++;
     }

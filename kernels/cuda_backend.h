@@ -35,6 +35,10 @@
 #endif
 #include "kernels/cpu/ops.h"  // AttentionShape
 
+// Number of CUDA devices (0 when there is no GPU or no driver): what --device auto asks. Programs
+// call this rather than the CUDA runtime directly, so that only kernels/cuda_backend.cu talks to it.
+int cuda_device_count();
+
 struct CudaBackend {
   static constexpr const char* name = "cuda";
   using act_t = __nv_bfloat16;
@@ -133,8 +137,11 @@ class CudaGreedyDecoder {
   // Greedy continuation of each prompt (at most max_batch prompts, each non-empty, prompt plus
   // max_new_tokens at most max_len): up to max_new_tokens ids per prompt, ending with a stop id
   // when one is generated.
+  // stops_generation (optional, [vocab] or empty): further tokens that end a row's generation, as
+  // GreedyOptions::stops_generation of model/decode.h (e.g. every token whose text has a newline).
   std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts, int max_new_tokens,
-                                             const std::vector<int32_t>& stop_ids);
+                                             const std::vector<int32_t>& stop_ids,
+                                             const std::vector<bool>& stops_generation = {});
 
  private:
   struct Impl;
