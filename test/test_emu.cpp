@@ -140,6 +140,27 @@ TEST_CASE("emu: atomic histogram across parallel blocks", "[emu]") {
   }
 }
 
+TEST_CASE("emu: int, unsigned, float and bf16 atomics from parallel blocks", "[emu]") {
+  ScheduleReset reset;
+  DeviceBuffer<int> count(1);
+  DeviceBuffer<unsigned> max_index(1);
+  DeviceBuffer<float> fsum(1);
+  DeviceBuffer<__nv_bfloat16> bsum(1);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    count.upload({0});
+    max_index.upload({0u});
+    fsum.upload({0.0f});
+    bsum.upload({__float2bfloat16(0.0f)});
+    LAUNCH(atomic_mix_kernel, 4, 64, 0, 0)(count.ptr, max_index.ptr, fsum.ptr, bsum.ptr);
+    INFO(schedule);
+    REQUIRE(count.download()[0] == 256);
+    REQUIRE(max_index.download()[0] == 255u);
+    REQUIRE(fsum.download()[0] == 128.0f);
+    REQUIRE(__bfloat162float(bsum.download()[0]) == 256.0f);
+  }
+}
+
 TEST_CASE("emu: cooperative_groups tiles with reduce(plus) and reduce(greater)", "[emu]") {
   ScheduleReset reset;
   const int rows = 21, cols = 70;

@@ -228,3 +228,13 @@ __device__ float helper_uninitialized_read(int i) {
 __global__ void helper_shared_kernel(float* out) {
   out[threadIdx.x] = helper_uninitialized_read(threadIdx.x) + 1.0f;
 }
+
+// Atomics of every emulated kind from many blocks at once.
+__global__ void atomic_mix_kernel(int* count, unsigned* max_index, float* fsum,
+                                  __nv_bfloat16* bsum) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  atomicAdd(count, 1);
+  atomicMax(max_index, (unsigned)i);
+  atomicAdd(fsum, 0.5f);
+  atomicAdd(bsum, __float2bfloat16(1.0f));  // integers up to 256 are exact in bf16
+}
