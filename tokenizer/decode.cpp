@@ -23,7 +23,9 @@ void replace_all(std::string* s, const std::string& from, const std::string& to)
 // "<0xNN>" -> NN, or -1
 int byte_fallback_value(const std::string& s) {
   if (s.size() != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>') return -1;
-  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
   int hi = hex(s[3]), lo = hex(s[4]);
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
@@ -143,22 +145,29 @@ std::string IncrementalDecoder::flush() {
   return rest;
 }
 
-int32_t Tokenizer::vocab_size() const { return impl->vocab_size_(); }
+static const Tokenizer::Impl& loaded(const std::shared_ptr<const Tokenizer::Impl>& impl) {
+  check(impl != nullptr, "Tokenizer: used before being loaded");
+  return *impl;
+}
 
-int32_t Tokenizer::token_to_id(std::string_view token) const { return impl->text_index.find(token); }
+int32_t Tokenizer::vocab_size() const { return loaded(impl).vocab_size_(); }
+
+int32_t Tokenizer::token_to_id(std::string_view token) const { return loaded(impl).text_index.find(token); }
 
 std::string Tokenizer::id_to_token(int32_t id) const {
+  loaded(impl);
   if (id < 0 || id >= impl->vocab_size_() || !impl->present[id]) return "";
   return impl->token_text[id];
 }
 
 bool Tokenizer::is_special(int32_t id) const {
+  loaded(impl);
   return id >= 0 && id < impl->vocab_size_() && impl->special[id];
 }
 
-int32_t Tokenizer::bos_id() const { return impl->bos; }
-int32_t Tokenizer::eos_id() const { return impl->eos; }
-const std::vector<int32_t>& Tokenizer::stop_ids() const { return impl->stop_ids; }
-uint64_t Tokenizer::hash() const { return impl->identity; }
-std::string Tokenizer::hash_hex() const { return ::hash_hex(impl->identity); }
-std::string Tokenizer::to_json_string() const { return impl->json; }
+int32_t Tokenizer::bos_id() const { return loaded(impl).bos; }
+int32_t Tokenizer::eos_id() const { return loaded(impl).eos; }
+const std::vector<int32_t>& Tokenizer::stop_ids() const { return loaded(impl).stop_ids; }
+uint64_t Tokenizer::hash() const { return loaded(impl).identity; }
+std::string Tokenizer::hash_hex() const { return ::hash_hex(loaded(impl).identity); }
+std::string Tokenizer::to_json_string() const { return loaded(impl).json; }
