@@ -47,11 +47,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROFILES = {
     "full": dict(
-        model=dict(hidden=256, layers=4, heads=4, kv_heads=4, intermediate=704, seq_len=256),
-        vocab=4096, pretrain_words=0, pretrain_epochs=1, pretrain_lr=2e-3, pretrain_batch=16,
-        num_facts=100, num_fr=100, code_chars=40000, heldout_docs=300, random_words=20,
-        stage1_max_epochs=60, stage1_lr=1e-3, stage2_epochs=20, stage2_lr=1e-3, code_epochs=2,
-        batch=16, mix_ratio=1.0, replay_ratio=0.2,
+        model=dict(hidden=192, layers=4, heads=3, kv_heads=3, intermediate=512, seq_len=256),
+        vocab=4096, pretrain_words=150000, pretrain_epochs=1, pretrain_lr=3e-3, pretrain_batch=16,
+        num_facts=48, num_fr=48, code_chars=40000, heldout_docs=300, random_words=8, generic_words=20,
+        stage1_max_epochs=150, stage1_lr=3e-3, stage2_epochs=60, stage2_lr=3e-3, code_epochs=2,
+        batch=4, eval_every=10, mix_ratio=1.0, replay_ratio=0.25, tokens_per_s=5000,
         d_b=["fr", "code"],
         stage1=["none", "random", "generic", "remix"],
         # (stage-1 mix, stage-2 mix) pairs run for every D_B.
@@ -60,10 +60,10 @@ PROFILES = {
     ),
     "quick": dict(
         model=dict(hidden=128, layers=2, heads=2, kv_heads=2, intermediate=384, seq_len=256),
-        vocab=2048, pretrain_words=80000, pretrain_epochs=1, pretrain_lr=3e-3, pretrain_batch=16,
-        num_facts=48, num_fr=48, code_chars=15000, heldout_docs=200, random_words=20,
-        stage1_max_epochs=60, stage1_lr=2e-3, stage2_epochs=15, stage2_lr=2e-3, code_epochs=2,
-        batch=16, mix_ratio=1.0, replay_ratio=0.2,
+        vocab=2048, pretrain_words=60000, pretrain_epochs=1, pretrain_lr=3e-3, pretrain_batch=16,
+        num_facts=32, num_fr=32, code_chars=15000, heldout_docs=200, random_words=8, generic_words=20,
+        stage1_max_epochs=150, stage1_lr=3e-3, stage2_epochs=60, stage2_lr=3e-3, code_epochs=2,
+        batch=4, eval_every=10, mix_ratio=1.0, replay_ratio=0.25, tokens_per_s=9000,
         d_b=["fr"],
         stage1=["none", "remix"],
         stage2=[("none", "none"), ("none", "replay"), ("remix", "none"), ("remix", "generic")],
@@ -71,9 +71,9 @@ PROFILES = {
     "mini": dict(
         model=dict(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128, seq_len=256),
         vocab=512, pretrain_words=6000, pretrain_epochs=1, pretrain_lr=3e-3, pretrain_batch=8,
-        num_facts=16, num_fr=16, code_chars=3000, heldout_docs=120, random_words=10,
+        num_facts=16, num_fr=16, code_chars=3000, heldout_docs=120, random_words=8, generic_words=10,
         stage1_max_epochs=3, stage1_lr=2e-3, stage2_epochs=2, stage2_lr=2e-3, code_epochs=1,
-        batch=8, mix_ratio=0.5, replay_ratio=0.25,
+        batch=8, eval_every=1, mix_ratio=0.5, replay_ratio=0.25, tokens_per_s=15000,
         d_b=["fr", "code"],
         stage1=["none", "remix"],
         stage2=[("none", "none"), ("none", "replay"), ("remix", "generic")],
@@ -221,8 +221,9 @@ class Driver:
             t0 = time.time()
             self.run_stage(st)
             secs = time.time() - t0
-            done_est += st.est_seconds
-            done_actual += secs
+            if st.est_seconds >= 10:  # calibrate on the training stages, not on the instant ones
+                done_est += st.est_seconds
+                done_actual += secs
             print(f"        done in {fmt_time(secs)}", flush=True)
             write_text_atomic(self.memo_path, json.dumps(self.memo))
         write_text_atomic(self.memo_path, json.dumps(self.memo))
@@ -334,30 +335,38 @@ def build(driver, profile_name):
                   "--special", "<|begin_of_text|>,<|end_of_text|>", "--bos", "<|begin_of_text|>",
                   "--output", tok, d.path("data-generic", "pretrain.txt")],
                  ["./tokenize", "info", "--tokenizer", tok]],
-                [tok], deps=["data-generic"], tools=["tokenize"], est_seconds=20))
+                [tok], deps=["data-generic"], tools=["tokenize"], est_seconds=3))
 
-    # 3. Shards. Each prepare_data stage writes DIR/ with shard(s) + examples.jsonl.
+    # 3. Shards: ./prepare_data writes DIR/data.bin (the shard) and DIR/data.jsonl (the examples,
+    # which ./eval_factoids reads as its question list).
     T = p["model"]["seq_len"]
-    prep = lambda name, title, args, deps, est: d.add(Stage(
-        name, title, [["./prepare_data"] + args + ["--tokenizer", tok, "--out", d.path(name)]],
-        [d.path(name, "examples.jsonl")], deps=["tokenizer"] + deps, tools=["prepare_data"], est_seconds=est))
+
+    def prep(name, title, args, deps, est):
+        d.add(Stage(name, title, [["./prepare_data"] + args + ["--tokenizer", tok, "--output", d.path(name, "data.bin")]],
+                    [d.path(name, "data.bin"), d.path(name, "data.jsonl")], deps=["tokenizer"] + deps,
+                    tools=["prepare_data"], est_seconds=est))
+
     prep("shards-pretrain", "pretraining text -> language-model chunks",
-         ["text", "--input", d.path("data-generic", "pretrain.jsonl"), "--chunk", str(T)], ["data-generic"], 10)
+         ["--mode", "text", "--text-mode", "lm", "--input", d.path("data-generic", "pretrain.jsonl"),
+          "--seq-len", str(T)], ["data-generic"], 5)
     prep("shards-kvr", f"D_A: {p['num_facts']} generated key-value pairs",
-         ["kvr", "--n", str(p["num_facts"]), "--seed", "1"], [], 2)
+         ["--mode", "kvr", "--num", str(p["num_facts"]), "--seed", "1"], [], 1)
     prep("shards-random", "random-word passages from /usr/share/dict/words",
-         ["random-words", "--n", str(max(64, 4 * p["num_facts"])), "--length", str(p["random_words"]),
-          "--seed", "2"], [], 2)
-    prep("shards-generic", "held-out generic passages, REMIX completion format",
-         ["text", "--input", d.path("data-generic", "heldout.jsonl"), "--remix"], ["data-generic"], 3)
-    prep("shards-fr", "D_B factoids -> QA shards", ["qa", "--input", d.path("data-fr", "fr.jsonl"),
-                                                    "--template", "plain"], ["data-fr"], 2)
+         ["--mode", "random-words", "--num", str(max(64, 4 * p["num_facts"])), "--length", str(p["random_words"]),
+          "--seed", "2"], [], 1)
+    prep("shards-generic", f"held-out generic passages, REMIX completion format ({p['generic_words']} + {p['generic_words']} words)",
+         ["--mode", "text", "--text-mode", "remix", "--input", d.path("data-generic", "heldout.jsonl"),
+          "--prompt-words", str(p["generic_words"]), "--target-words", str(p["generic_words"])],
+         ["data-generic"], 2)
+    prep("shards-fr", "D_B factoids -> QA shard (plain template)",
+         ["--mode", "qa", "--input", d.path("data-fr", "fr.jsonl"), "--template", "plain"], ["data-fr"], 1)
     if "code" in p["d_b"]:
         prep("shards-code", "D_B code -> language-model chunks",
-             ["text", "--input", d.path("data-code", "code.jsonl"), "--chunk", str(T)], ["data-code"], 3)
+             ["--mode", "text", "--text-mode", "lm", "--input", d.path("data-code", "code.jsonl"), "--seq-len", str(T)],
+             ["data-code"], 2)
 
     def shards(name):
-        return d.path(name, "*.bin")
+        return d.path(name, "data.bin")
 
     # 4. Base model: config.json from the profile and the tokenizer, then pretraining.
     d.add(Stage("base-config", "model config.json for the tiny Llama",
@@ -368,24 +377,25 @@ def build(driver, profile_name):
                   "--epochs", str(p["pretrain_epochs"]), "--batch-size", str(p["pretrain_batch"]),
                   "--seq-len", str(T), "--lr", str(p["pretrain_lr"]), "--schedule", "cosine",
                   "--warmup-ratio", "0.05", "--beta2", "0.95", "--seed", "1",
-                  "--out", d.path("base", "model"), "--log", d.path("base", "train_log.jsonl")]],
-                [d.path("base", "model", "model.safetensors")], deps=["base-config", "shards-pretrain"],
-                tools=["train_llama"], est_seconds=240 if profile_name == "full" else 60))
+                  "--out", d.path("base", "run"), "--tokenizer", tok, "--log", d.path("base", "train_log.jsonl")]],
+                [d.path("base", "run", "final", "model.safetensors")], deps=["base-config", "shards-pretrain"],
+                tools=["train_llama"], est_seconds=p["pretrain_words"] * 1.5 * p["pretrain_epochs"] / p["tokens_per_s"] + 3))
 
     # 5. Stage 1: D_A to 100% exact match under each mix.
     mixes = {"none": [], "random": [("random", "shards-random")], "generic": [("generic", "shards-generic")],
              "remix": [("random", "shards-random"), ("generic", "shards-generic")]}
-    kvr_eval = d.path("shards-kvr", "examples.jsonl")
+    kvr_eval = d.path("shards-kvr", "data.jsonl")
     for s1 in p["stage1"]:
-        cmd = ["./train_llama", "--model", d.path("base", "model"), "--data", shards("shards-kvr"),
+        cmd = ["./train_llama", "--model", d.path("base", "run", "final"), "--data", shards("shards-kvr"),
                "--epochs", str(p["stage1_max_epochs"]), "--batch-size", str(p["batch"]), "--seq-len", str(T),
-               "--lr", str(p["stage1_lr"]), "--schedule", "constant", "--seed", "1",
-               "--eval-data", kvr_eval, "--stop-at-accuracy", "1.0",
-               "--out", d.path(f"stage1-{s1}", "model"), "--log", d.path(f"stage1-{s1}", "train_log.jsonl")]
+               "--lr", str(p["stage1_lr"]), "--schedule", "cosine", "--warmup-ratio", "0.02", "--seed", "1",
+               "--eval-data", kvr_eval, "--eval-every-epochs", str(p["eval_every"]), "--stop-at-accuracy", "1.0",
+               "--max-new-tokens", "16",
+               "--out", d.path(f"stage1-{s1}", "run"), "--log", d.path(f"stage1-{s1}", "train_log.jsonl")]
         for mix_name, mix_stage in mixes[s1]:
             cmd += ["--mix", f"{mix_name}={shards(mix_stage)}:{p['mix_ratio']}"]
         d.add(Stage(f"stage1-{s1}", f"stage 1: memorize D_A (KVR), mix = {MIX_LABEL[s1]}",
-                    [cmd], [d.path(f"stage1-{s1}", "model", "model.safetensors")],
+                    [cmd], [d.path(f"stage1-{s1}", "run", "final", "model.safetensors")],
                     deps=["base", "shards-kvr"] + [m[1] for m in mixes[s1]], tools=["train_llama"],
                     est_seconds=stage1_estimate(p, s1)))
 
@@ -395,12 +405,14 @@ def build(driver, profile_name):
             run = f"stage2-{d_b}-from-{s1}-mix-{s2}"
             if d_b == "fr":
                 cmd = ["./train_llama", "--data", shards("shards-fr"), "--epochs", str(p["stage2_epochs"]),
-                       "--eval-data", d.path("shards-fr", "examples.jsonl"), "--stop-at-accuracy", "1.0"]
+                       "--eval-data", d.path("shards-fr", "data.jsonl"), "--eval-every-epochs", str(p["eval_every"]),
+                       "--stop-at-accuracy", "1.0", "--max-new-tokens", "16"]
             else:
                 cmd = ["./train_llama", "--data", shards("shards-code"), "--epochs", str(p["code_epochs"])]
-            cmd += ["--model", d.path(f"stage1-{s1}", "model"), "--batch-size", str(p["batch"]),
-                    "--seq-len", str(T), "--lr", str(p["stage2_lr"]), "--schedule", "constant", "--seed", "1",
-                    "--out", d.path(run, "model"), "--log", d.path(run, "train_log.jsonl")]
+            cmd += ["--model", d.path(f"stage1-{s1}", "run", "final"), "--batch-size", str(p["batch"]),
+                    "--seq-len", str(T), "--lr", str(p["stage2_lr"]), "--schedule", "cosine", "--warmup-ratio", "0.02",
+                    "--seed", "1",
+                    "--out", d.path(run, "run"), "--log", d.path(run, "train_log.jsonl")]
             deps = [f"stage1-{s1}", f"shards-{d_b}"]
             if s2 == "generic":
                 cmd += ["--mix", f"generic={shards('shards-generic')}:{p['mix_ratio']}"]
@@ -409,17 +421,18 @@ def build(driver, profile_name):
                 cmd += ["--mix", f"replay={shards('shards-kvr')}:{p['replay_ratio']}"]
                 deps.append("shards-kvr")
             d.add(Stage(run, f"stage 2 on {d_b} from stage1-{s1}, mix = {MIX_LABEL[s2]}",
-                        [cmd], [d.path(run, "model", "model.safetensors")], deps=deps, tools=["train_llama"],
+                        [cmd], [d.path(run, "run", "final", "model.safetensors")], deps=deps, tools=["train_llama"],
                         est_seconds=stage2_estimate(p, d_b, s2)))
             # D_A before (stage-1 checkpoint) and after stage 2, in one table: metrics.json holds
             # both accuracies and the forgetting.
             ev = f"eval-{run}"
-            cmds = [["./eval_factoids", "--model", d.path(f"stage1-{s1}", "model"), "--model", d.path(run, "model"),
-                     "--data", kvr_eval, "--out", d.path(ev, "d_a")]]
+            cmds = [["./eval_factoids", "--model", d.path(f"stage1-{s1}", "run", "final"), "--model", d.path(run, "run", "final"),
+                     "--data", kvr_eval, "--max-new-tokens", "16", "--out", d.path(ev, "d_a")]]
             outs = [d.path(ev, "d_a", "metrics.json")]
             if d_b == "fr":
-                cmds.append(["./eval_factoids", "--model", d.path(run, "model"),
-                             "--data", d.path("shards-fr", "examples.jsonl"), "--out", d.path(ev, "d_b")])
+                cmds.append(["./eval_factoids", "--model", d.path(run, "run", "final"),
+                             "--data", d.path("shards-fr", "data.jsonl"), "--max-new-tokens", "16",
+                             "--out", d.path(ev, "d_b")])
                 outs.append(d.path(ev, "d_b", "metrics.json"))
             d.add(Stage(ev, f"evaluate D_A before/after and D_B ({run})", cmds, outs,
                         deps=[run, f"stage1-{s1}", "shards-kvr", f"shards-{d_b}"], tools=["eval_factoids"],
@@ -452,28 +465,34 @@ def write_base_config(d, p, tok):
     write_text_atomic(os.path.join(REPO, d.path("base-config", "config.json")), json.dumps(cfg, indent=2) + "\n")
 
 
+# First ETA estimates, in seconds: tokens to process / the profile's assumed tokens per second on
+# 2 idle cores. The driver rescales them by the measured speed of the stages already run.
+def tokens_per_example(p):
+    return {"kvr": 23, "fr": 23, "random": p["random_words"] * 4 + 8, "generic": p["generic_words"] * 3.2 + 12}
+
+
 def stage1_estimate(p, s1):
-    # Tokens per epoch: ~20 per KVR example, ~35 per random-word passage, ~140 per generic passage.
-    per_epoch = p["num_facts"] * 20
+    t = tokens_per_example(p)
+    per_epoch = p["num_facts"] * t["kvr"]
     if s1 in ("random", "remix"):
-        per_epoch += p["mix_ratio"] * p["num_facts"] * (p["random_words"] * 1.5 + 8)
+        per_epoch += p["mix_ratio"] * p["num_facts"] * t["random"]
     if s1 in ("generic", "remix"):
-        per_epoch += p["mix_ratio"] * p["num_facts"] * 140
-    return per_epoch * p["stage1_max_epochs"] * 0.6 / 2500.0 + 3
+        per_epoch += p["mix_ratio"] * p["num_facts"] * t["generic"]
+    return per_epoch * p["stage1_max_epochs"] * 0.7 / p["tokens_per_s"] + 3
 
 
 def stage2_estimate(p, d_b, s2):
+    t = tokens_per_example(p)
     if d_b == "fr":
-        per_epoch, epochs = p["num_fr"] * 20, p["stage2_epochs"]
-        n = p["num_fr"]
+        per_epoch, epochs, n = p["num_fr"] * t["fr"], p["stage2_epochs"] * 0.8, p["num_fr"]
     else:
-        per_epoch, epochs = p["code_chars"] / 3.0, p["code_epochs"]
-        n = p["code_chars"] / 3.0 / p["model"]["seq_len"]
+        per_epoch, epochs = p["code_chars"] / 2.5, p["code_epochs"]
+        n = per_epoch / p["model"]["seq_len"]
     if s2 == "generic":
-        per_epoch += p["mix_ratio"] * n * 140
+        per_epoch += p["mix_ratio"] * n * t["generic"]
     elif s2 == "replay":
-        per_epoch += p["replay_ratio"] * n * 20
-    return per_epoch * epochs / 2500.0 + 3
+        per_epoch += p["replay_ratio"] * n * t["kvr"]
+    return per_epoch * epochs / p["tokens_per_s"] + 3
 
 
 def make_report(d, p, profile_name, runs):

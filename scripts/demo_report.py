@@ -282,7 +282,8 @@ Made by `scripts/demo.py` ({'`make demo`' if profile == 'full' else '`make demo-
   MLP {m['intermediate']}, context {m['seq_len']}, tied embeddings), vocabulary {p['vocab']} (byte-level BPE trained by
   `./tokenize train` on the pretraining text), pretrained from scratch for {p['pretrain_epochs']} epoch(s) on generic text.
 - **Generic text:** Debian `fortunes` (real English prose: quotations, jokes, short essays); held-out long fortunes
-  form the REMIX generic mix (`Complete the following partial passage:` + words 0-50 -> words 50-100).
+  form the REMIX generic mix (`Complete the following partial passage:` + words 0-{p['generic_words']} -> words
+  {p['generic_words']}-{2 * p['generic_words']}; the paper uses 50 + 50, halved here for the tiny model's budget).
 - **D_A (stage 1):** {p['num_facts']} generated key-value pairs (`The value of key {{key}} is? {{value}}`), trained until
   100% exact match (at most {p['stage1_max_epochs']} epochs), mixes: {', '.join(mix_label[s] for s in p['stage1'])};
   mix ratio {p['mix_ratio']:g} x |D_A| per epoch. Random words: {p['random_words']}-word passages from `/usr/share/dict/words`.
