@@ -88,7 +88,9 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
       seen[seq[i]] = true;
     }
   }
-  std::vector<float> q_rows, att_rows;
+  KvCache::Scratch& sc = cache.scratch;  // reused across calls: no allocation per decoded token
+  std::vector<float>& q_rows = sc.q_rows;
+  std::vector<float>& att_rows = sc.att_rows;
   std::vector<int32_t> row_lo, row_hi;
   if (one_per_sequence) {
     q_rows.assign(size_t(cache.max_seqs) * H * D, 0.0f);
@@ -98,8 +100,16 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
     for (int i = 0; i < N; ++i) row_hi[seq[i]] = pos[i];
   }
 
-  std::vector<float> x(size_t(N) * C), xn(size_t(N) * C), rstd(N), qkv(size_t(N) * qkv_dim);
-  std::vector<float> att(size_t(N) * H * D), lse(size_t(std::max(N, cache.max_seqs)) * H), gu(size_t(N) * 2 * I), act(size_t(N) * I);
+  std::vector<float>&x = sc.x, &xn = sc.xn, &rstd = sc.rstd, &qkv = sc.qkv, &att = sc.att, &lse = sc.lse, &gu = sc.gu,
+                    &act = sc.act;
+  x.resize(size_t(N) * C);
+  xn.resize(size_t(N) * C);
+  rstd.resize(N);
+  qkv.resize(size_t(N) * qkv_dim);
+  att.resize(size_t(N) * H * D);
+  lse.resize(size_t(std::max(N, cache.max_seqs)) * H);
+  gu.resize(size_t(N) * 2 * I);
+  act.resize(size_t(N) * I);
 
   embedding_forward(x.data(), tokens.data(), P + lay.embed, nullptr, N, C);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
@@ -144,7 +154,10 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
 
   // Final norm and LM head only for the rows whose logits are wanted.
   const int R = int(logits_for.size());
-  std::vector<float> sel(size_t(R) * C), seln(size_t(R) * C), rstd_sel(R);
+  std::vector<float>&sel = sc.sel, &seln = sc.seln, &rstd_sel = sc.rstd_sel;
+  sel.resize(size_t(R) * C);
+  seln.resize(size_t(R) * C);
+  rstd_sel.resize(R);
   for (int r = 0; r < R; ++r) {
     check(logits_for[r] >= 0 && logits_for[r] < N, "forward_tokens: logits row out of range");
     std::copy_n(&x[size_t(logits_for[r]) * C], C, &sel[size_t(r) * C]);

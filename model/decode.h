@@ -32,6 +32,9 @@ struct KvCache {
   int layers = 0, max_seqs = 0, max_len = 0, kv_dim = 0;
   std::vector<float> k, v;
   std::vector<int> length;  // positions filled per sequence
+  struct Scratch {          // activations of forward_tokens, kept between calls
+    std::vector<float> x, xn, rstd, qkv, att, lse, gu, act, q_rows, att_rows, sel, seln, rstd_sel;
+  } scratch;
 
   KvCache(const LlamaConfig& c, int max_seqs, int max_len);
   void reset();
