@@ -141,8 +141,20 @@ struct LaunchConfig {
   const char* file;
   int line;
 };
-// Runs body(closure) once per CUDA thread of the grid. Throws KernelError on a detected bug.
-void launch(const LaunchConfig& config, void (*body)(const void*), const void* closure);
+// The barrier-free fast path of one block: call the kernel for threads order[0..count) in turn,
+// publishing the position and thread index, until *stop (the block switched to fibers or failed).
+struct PlainLoop {
+  const int* order;
+  int count;
+  int* position;
+  int* current;
+  const uint3* thread_idx;
+  const bool* stop;
+};
+// Runs the kernel once per CUDA thread of the grid: body(closure) runs one thread (in a fiber),
+// plain_loop(closure, loop) runs a block's threads in a loop. Throws KernelError on a detected bug.
+void launch(const LaunchConfig& config, void (*body)(const void*),
+            void (*plain_loop)(const void*, const PlainLoop&), const void* closure);
 
 template <class... Params>
 struct KernelLauncher {
@@ -157,10 +169,24 @@ struct KernelLauncher {
       std::tuple<std::decay_t<Params>...> args;
     };
     const Closure closure{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)};
-    launch(config, [](const void* p) {
-      const Closure* c = static_cast<const Closure*>(p);
-      std::apply(c->kernel, c->args);
-    }, &closure);
+    launch(
+        config,
+        [](const void* p) {
+          const Closure* c = static_cast<const Closure*>(p);
+          std::apply(c->kernel, c->args);
+        },
+        [](const void* p, const PlainLoop& loop) {
+          const Closure* c = static_cast<const Closure*>(p);
+          for (int i = 0; i < loop.count; i++) {
+            const int t = loop.order[i];
+            *loop.position = i;
+            *loop.current = t;
+            tl_thread_idx = loop.thread_idx[t];
+            std::apply(c->kernel, c->args);
+            if (*loop.stop) return;
+          }
+        },
+        &closure);
   }
 };
 template <class... Params>

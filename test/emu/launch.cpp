@@ -166,6 +166,9 @@ struct ThreadSlot {
 struct Block {
   const LaunchConfig* config = nullptr;
   void (*body)(const void*) = nullptr;
+  void (*plain_loop)(const void*, const PlainLoop&) = nullptr;
+  std::vector<uint3> thread_idx;  // threads[t].idx, contiguous for the plain loop
+  bool stop_plain = false;        // fiber_mode || failed: ends the plain loop
   const void* closure = nullptr;
   int nthreads = 0;
   std::vector<ThreadSlot> threads;
@@ -190,6 +193,7 @@ struct Block {
 struct Worker {
   StackPool pool;
   Block block;
+  ctx::fiber runner;  // the plain-loop fiber, idle between blocks of a launch
   unsigned char* dynamic_smem = nullptr;
   size_t dynamic_smem_capacity = 0;
   ~Worker() { std::free(dynamic_smem); }
@@ -266,21 +270,26 @@ static void set_thread_indices(const Block& b, int t) { tl_thread_idx = b.thread
 // exception from the kernel) marks the block failed. Boost's forced_unwind must pass through.
 static void run_thread(Block& b, int t) {
   try {
-    b.body(b.closure);
+    if (t >= 0)
+      b.body(b.closure);
+    else  // the plain loop over the block's threads
+      b.plain_loop(b.closure, PlainLoop{b.order.data(), (int)b.order.size(), &b.runner_pos,
+                                        &b.current, b.thread_idx.data(), &b.stop_plain});
   } catch (const ctx::detail::forced_unwind&) {
     throw;
   } catch (const std::exception& e) {
     if (!b.failed) {
       b.failed = true;
+      b.stop_plain = true;
       b.error = e.what();
     }
   } catch (...) {
     if (!b.failed) {
       b.failed = true;
+      b.stop_plain = true;
       b.error = "emu: " + where(b) + ": unknown exception from kernel";
     }
   }
-  b.threads[t].state = State::exited;
 }
 
 static ctx::fiber make_thread_fiber(Block& b, int t) {
@@ -288,6 +297,7 @@ static ctx::fiber make_thread_fiber(Block& b, int t) {
   return ctx::fiber(std::allocator_arg, PooledStack{b.pool}, [bp, t](ctx::fiber&& sched) {
     bp->scheduler = std::move(sched);
     run_thread(*bp, t);
+    bp->threads[t].state = State::exited;
     return std::move(bp->scheduler);
   });
 }
@@ -300,6 +310,10 @@ static void yield_to_scheduler(Block& b) { b.scheduler = std::move(b.scheduler).
 static void enter_fiber_mode(Block& b) {
   if (b.fiber_mode) return;
   b.fiber_mode = true;
+  b.stop_plain = true;
+  // Plain mode keeps no per-thread state (it is the hot loop): derive it from the position.
+  for (int p = 0; p < b.runner_pos; p++) b.threads[b.order[p]].state = State::exited;
+  b.threads[b.order[b.runner_pos]].state = State::ready;
   for (size_t p = b.runner_pos + 1; p < b.order.size(); p++) {
     int t = b.order[p];
     b.threads[t].fiber = make_thread_fiber(b, t);
@@ -499,8 +513,14 @@ unsigned active_mask() {
   Block& b = current_block("__activemask");
   const int me = b.current, warp_base = me - me % 32;
   unsigned m = 0;
-  for (int l = 0; l < 32 && warp_base + l < b.nthreads; l++)
-    if (b.threads[warp_base + l].state != State::exited) m |= 1u << l;
+  for (int l = 0; l < 32 && warp_base + l < b.nthreads; l++) m |= 1u << l;
+  if (b.fiber_mode) {
+    for (int l = 0; l < 32 && warp_base + l < b.nthreads; l++)
+      if (b.threads[warp_base + l].state == State::exited) m &= ~(1u << l);
+  } else {
+    for (int p = 0; p < b.runner_pos; p++)  // plain mode: threads before this one have exited
+      if (b.order[p] / 32 == me / 32) m &= ~(1u << (b.order[p] % 32));
+  }
   return m;
 }
 
@@ -581,17 +601,18 @@ static void run_block(Block& b, uint64_t block_linear) {
   b.nthreads = nthreads;
   if (!same_shape) {
     b.threads.resize(nthreads);
+    b.thread_idx.resize(nthreads);
     for (int t = 0; t < nthreads; t++)
-      b.threads[t].idx =
+      b.thread_idx[t] = b.threads[t].idx =
           uint3{(unsigned)(t % bd.x), (unsigned)(t / bd.x % bd.y), (unsigned)(t / (bd.x * bd.y))};
     b.indexed_dim = bd;
   }
-  for (int t = 0; t < nthreads; t++) b.threads[t].state = State::waiting_start;
   b.randomize_each_round = opts.schedule == Schedule::random;
   if (b.randomize_each_round) b.rng.seed(opts.seed * 0x9E3779B97F4A7C15ull + block_linear);
   if (!same_shape) build_order(b, opts.schedule);
   b.ordered_as = opts.schedule;
   b.fiber_mode = !opts.fast_path;
+  b.stop_plain = b.fiber_mode;
   b.waiting_at_barrier = 0;
   b.warp_waiting.assign((nthreads + 31) / 32, 0u);
   b.failed = false;
@@ -601,24 +622,29 @@ static void run_block(Block& b, uint64_t block_linear) {
   uint64_t switches = 0;
 
   if (!b.fiber_mode) {
-    // Plain mode: one runner fiber calls the kernel for each thread in schedule order.
-    Block* bp = &b;
-    ctx::fiber runner(std::allocator_arg, PooledStack{b.pool}, [bp](ctx::fiber&& sched) {
-      bp->scheduler = std::move(sched);
-      for (size_t p = 0; p < bp->order.size(); p++) {
-        const int t = bp->order[p];
-        bp->runner_pos = (int)p;
-        bp->current = t;
-        bp->threads[t].state = State::ready;
-        set_thread_indices(*bp, t);
-        run_thread(*bp, t);
-        if (bp->fiber_mode || bp->failed) break;
-      }
-      return std::move(bp->scheduler);
-    });
+    // Plain mode: the runner fiber calls the kernel for each thread in schedule order. It serves
+    // block after block of the launch, until one of them switches to fibers: then the runner
+    // becomes that thread's fiber and the next block gets a new runner.
+    ctx::fiber& runner = tl_worker->runner;
+    if (!runner) {
+      Block* bp = &b;
+      runner = ctx::fiber(std::allocator_arg, PooledStack{b.pool}, [bp](ctx::fiber&& sched) {
+        bp->scheduler = std::move(sched);
+        for (;;) {
+          run_thread(*bp, -1);
+          if (bp->fiber_mode) {
+            // The thread that switched the block to fibers has now finished; so has this fiber.
+            bp->threads[bp->current].state = State::exited;
+            break;
+          }
+          bp->scheduler = std::move(bp->scheduler).resume();  // block done: wait for the next
+        }
+        return std::move(bp->scheduler);
+      });
+    }
     runner = std::move(runner).resume();
     switches++;
-    if (runner) b.threads[b.current].fiber = std::move(runner);  // it became a thread's fiber
+    if (b.fiber_mode) b.threads[b.current].fiber = std::move(runner);  // now a thread's fiber
   } else {
     for (int t = 0; t < b.nthreads; t++) {
       b.threads[t].fiber = make_thread_fiber(b, t);
@@ -691,7 +717,8 @@ static void validate_launch(const LaunchConfig& c) {
 
 constexpr size_t kSmemGuardBytes = 256;  // after the dynamic shared memory, checked per block
 
-void launch(const LaunchConfig& config, void (*body)(const void*), const void* closure) {
+void launch(const LaunchConfig& config, void (*body)(const void*),
+            void (*plain_loop)(const void*, const PlainLoop&), const void* closure) {
   if (tl_block)
     throw KernelError("emu: kernel '" + std::string(config.kernel_name) + "' launched at " +
                       config.file + ":" + std::to_string(config.line) +
@@ -735,23 +762,26 @@ void launch(const LaunchConfig& config, void (*body)(const void*), const void* c
     b.stat_blocks_plain = b.stat_blocks_fibers = b.stat_switches = 0;
     b.config = &config;
     b.body = body;
+    b.plain_loop = plain_loop;
     b.closure = closure;
     for (;;) {
       if (failed.load(std::memory_order_relaxed)) break;
       const uint64_t k = next.fetch_add(1);
       if (k >= nblocks) break;
       const uint64_t id = block_order.empty() ? k : block_order[k];
-      tl_block_idx = uint3{(unsigned)(id % config.grid.x),
-                           (unsigned)(id / config.grid.x % config.grid.y),
-                           (unsigned)(id / ((uint64_t)config.grid.x * config.grid.y))};
+      tl_block_idx = config.grid.y == 1 && config.grid.z == 1
+                         ? uint3{(unsigned)id, 0, 0}
+                         : uint3{(unsigned)(id % config.grid.x),
+                                 (unsigned)(id / config.grid.x % config.grid.y),
+                                 (unsigned)(id / ((uint64_t)config.grid.x * config.grid.y))};
       // Shared memory starts as NaN in every block, static and dynamic alike.
       fill_static_shared_with_nan(*shared_fill);
-      std::memset(w.dynamic_smem, kNanByte, smem + kSmemGuardBytes);
+      if (smem > 0) std::memset(w.dynamic_smem, kNanByte, smem + kSmemGuardBytes);
       run_block(b, id);
       std::string block_error;
       if (b.failed) {
         block_error = b.error;
-      } else {
+      } else if (smem > 0) {
         uint64_t guard[kSmemGuardBytes / 8];
         std::memcpy(guard, w.dynamic_smem + smem, kSmemGuardBytes);
         uint64_t all = ~0ull;
@@ -770,6 +800,7 @@ void launch(const LaunchConfig& config, void (*body)(const void*), const void* c
         failed = true;
       }
     }
+    w.runner = ctx::fiber();  // unwinds the idle runner (its stack returns to the pool)
     tl_dynamic_smem = nullptr;
     g_blocks_plain += b.stat_blocks_plain;
     g_blocks_fibers += b.stat_blocks_fibers;
