@@ -120,7 +120,8 @@ demo-quick:
 # test/test_cuda*.cpp) compile the CUDA headers with g++ and -DCUDA_EMULATION.
 CUDA_INCLUDE ?= /usr/local/cuda/include
 EMU_FLAGS    := -DCUDA_EMULATION -I$(CUDA_INCLUDE)
-$(BUILD)/test/emu/%.o $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda%: CXXFLAGS += $(EMU_FLAGS)
+# `private`: the flags must not leak into the prerequisites (other archives, catch_main.o).
+$(BUILD)/test/emu/%.o $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda%: private CXXFLAGS += $(EMU_FLAGS)
 # The emulator's sample kernels must also compile with nvcc for the real GPUs (needs nvcc only).
 .PHONY: emu-nvcc-check
 emu-nvcc-check:
@@ -128,7 +129,7 @@ emu-nvcc-check:
 	set -e; for arch in sm_80 sm_90; do \
 	  nvcc -std=c++17 -arch=$$arch -I. -c test/emu/nvcc_check.cu -o $(BUILD)/emu-nvcc/$$arch.o; done
 # dev/bench/bench_emu*.cpp measure the emulator: they link libemu instead of the model.
-$(BUILD)/dev/bench/bench_emu%: CXXFLAGS += $(EMU_FLAGS)
+$(BUILD)/dev/bench/bench_emu%: private CXXFLAGS += $(EMU_FLAGS)
 $(BUILD)/bench/bench_emu: $(BUILD)/dev/bench/bench_emu.o $(call lib_of,emu) $(call lib_of,common)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
