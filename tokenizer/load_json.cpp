@@ -123,7 +123,6 @@ struct Loader {
           PreTokenizerStep prefix;
           prefix.kind = PreTokenizerStep::ByteLevel;
           prefix.add_prefix_space = true;
-          prefix.literal = "prefix-only";
           t->pre_tokenizers.push_back(prefix);
         }
         t->pre_tokenizers.push_back(std::move(r));
