@@ -161,3 +161,11 @@ $(BUILD)/train_llama.o $(BUILD)/eval_factoids.o: CXXFLAGS += -DENGINE_CUDA -DENG
 train_llama eval_factoids: $(BUILD)/cuda/cuda_backend.o
 train_llama eval_factoids: LDLIBS += $(CUDA_LDLIBS)
 endif
+# train_llama on the CUDA emulator: `--device cuda` with no GPU, for test/test_cuda_cli.cpp. The
+# backend .cu and the program are compiled by g++ with the emulation flags.
+$(BUILD)/cuda-emu/%.o: %.cu | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(EMU_FLAGS) -DENGINE_CUDA -x c++ -MMD -MP -c $< -o $@
+$(BUILD)/train_llama_emu: $(BUILD)/cuda-emu/train_llama.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data

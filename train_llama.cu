@@ -39,6 +39,11 @@
 #include "model/schedule.h"
 #include "model/weights.h"
 #include "tokenizer/tokenizer.h"
+#include "kernels/cuda_memory_plan.h"  // --dry-run
+#if defined(ENGINE_CUDA)
+#include "kernels/cuda_backend.h"  // --device cuda (the Makefile defines ENGINE_CUDA when nvcc is found)
+#endif
+#include <type_traits>
 
 using nlohmann::json;
 
@@ -93,6 +98,7 @@ static const std::vector<OptionSpec> kOptions = {
     {"resume", "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory"},
     {"log", "FILE", "append one JSON line per step (and per evaluation) to FILE"},
     {"log-every", "N", "print a progress line every N steps (default 1)"},
+    {"dry-run", nullptr, "print the GPU memory plan (weights, grads, optimizer, activations, workspace) and exit"},
     {"help", nullptr, "show this help"},
 };
 
@@ -142,6 +148,7 @@ static OptionMap parse_command_line(int argc, char** argv) {
 
 struct TrainArgs {
   std::string model, init, tokenizer, device = "auto";
+  bool dry_run = false;
   int threads = 0;
   std::string data;
   std::vector<std::string> mix;
@@ -195,6 +202,7 @@ static TrainArgs apply_options(const OptionMap& given) {
     else if (name == "init") a.init = v;
     else if (name == "tokenizer") a.tokenizer = v;
     else if (name == "device") a.device = v;
+    else if (name == "dry-run") a.dry_run = true;
     else if (name == "threads") a.threads = int(to_int(name, v, 0, 4096));
     else if (name == "data") a.data = v;
     else if (name == "mix") a.mix = values;
@@ -259,13 +267,43 @@ static std::string format_duration(double s) {
 
 // ---------------------------------------------------------------------------------------------
 
+// B: CpuBackend, or CudaBackend (--device cuda, nvcc builds). On the CUDA backend the fp32 state
+// lives on the device; host_* stage it for weight loading and checkpoints.
+template <class B>
 struct Trainer {
+  static constexpr bool kOnHost = std::is_same_v<B, CpuBackend>;
+  std::vector<float> host_params, host_m, host_v;
+  float* params_on_host() { return kOnHost ? model->params : host_params.data(); }
+  // Device -> host copies of the parameters (and the AdamW moments with `with_optimizer`).
+  void state_to_host(bool with_optimizer) {
+    if constexpr (!kOnHost) {
+      const size_t n = model->layout.total;
+      host_params.resize(n);
+      B::download(host_params.data(), model->params, n);
+      if (with_optimizer) {
+        host_m.resize(n);
+        host_v.resize(n);
+        B::download(host_m.data(), model->adam_m, n);
+        B::download(host_v.data(), model->adam_v, n);
+      }
+    }
+  }
+  void state_from_host(bool with_optimizer) {
+    if constexpr (!kOnHost) {
+      const size_t n = model->layout.total;
+      B::upload(model->params, host_params.data(), n);
+      if (with_optimizer) {
+        B::upload(model->adam_m, host_m.data(), n);
+        B::upload(model->adam_v, host_v.data(), n);
+      }
+    }
+  }
   TrainArgs args;
   OptionMap options;  // as stored in checkpoints
   LlamaConfig config;
   std::optional<Tokenizer> tokenizer;
   std::unique_ptr<DataLoader> loader;
-  std::unique_ptr<LlamaModel<CpuBackend>> model;
+  std::unique_ptr<LlamaModel<B>> model;
   LrSchedule schedule;
   AdamWConfig adamw;
   std::vector<EvalItem> eval_items;
@@ -313,9 +351,10 @@ struct Trainer {
     CheckpointToSave ck;
     ck.config = &config;
     ck.layout = &model->layout;
-    ck.params = model->params;
-    ck.adam_m = model->adam_m;
-    ck.adam_v = model->adam_v;
+    state_to_host(true);
+    ck.params = params_on_host();
+    ck.adam_m = kOnHost ? model->adam_m : host_m.data();
+    ck.adam_v = kOnHost ? model->adam_v : host_v.data();
     if (tokenizer) ck.tokenizer_json = tokenizer->to_json_string();
     ck.trainer_state = trainer_state(stop_reason);
     ck.weights_dtype = args.save_dtype;
@@ -352,10 +391,14 @@ struct Trainer {
     args = apply_options(options);
     args.resume = resume_dir;
 
-    if (args.device == "cuda") fail("--device cuda: this build has no CUDA backend (built without nvcc)");
+    if constexpr (kOnHost) {
+      if (args.device == "cuda") fail("--device cuda: this build has no CUDA backend (built without nvcc)");
+    } else {
+      args.device = "cuda";
+    }
     if (args.threads > 0) omp_set_num_threads(args.threads);
-    check(!args.data.empty(), "--data is required (token shards from ./prepare_data)");
-    check(!args.out.empty(), "--out is required (the run directory)");
+    check(args.dry_run || !args.data.empty(), "--data is required (token shards from ./prepare_data)");
+    check(args.dry_run || !args.out.empty(), "--out is required (the run directory)");
     const int sources = int(!resume_dir.empty()) + int(!args.model.empty()) + int(!args.init.empty());
     check(sources == 1, "give exactly one of --model DIR, --init CONFIG.json, --resume PATH");
 
@@ -370,6 +413,17 @@ struct Trainer {
       tokenizer = Tokenizer::from_json_file(tok_path);
       check(tokenizer->vocab_size() <= config.vocab_size, tok_path, ": the tokenizer has ", tokenizer->vocab_size(),
             " tokens but the model's vocab_size is ", config.vocab_size);
+    }
+
+    if (args.dry_run) {  // the GPU memory plan for this config and micro-batch, then exit
+      const int rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
+      const ParamLayout layout = make_param_layout(config);
+      std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens\n%s",
+                  config.architecture.c_str(), layout.total / 1e9, rows, args.seq_len,
+                  format_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len)).c_str());
+      std::printf("with bf16 AdamW state, the optimizer line halves: total %.2f GiB\n",
+                  cuda_memory_plan(config, layout, rows, args.seq_len, true).total() / (1024.0 * 1024.0 * 1024.0));
+      return;
     }
 
     // Data.
@@ -389,10 +443,18 @@ struct Trainer {
 
     // Model state.
     int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
-    model = std::make_unique<LlamaModel<CpuBackend>>(config, max_rows, args.seq_len);
+    model = std::make_unique<LlamaModel<B>>(config, max_rows, args.seq_len);
     const ParamLayout& layout = model->layout;
+    if constexpr (!kOnHost) {
+      cuda_bind_model(*model);
+      host_params.resize(layout.total);
+      host_m.resize(layout.total);
+      host_v.resize(layout.total);
+    }
     if (!resume_dir.empty()) {
-      load_optimizer_state(resume_dir, layout, model->params, model->adam_m, model->adam_v);
+      load_optimizer_state(resume_dir, layout, params_on_host(), kOnHost ? model->adam_m : host_m.data(),
+                           kOnHost ? model->adam_v : host_v.data());
+      state_from_host(true);
       const std::string where = resume_dir + "/trainer_state.json";
       check(state.contains("step") && state["step"].is_number_integer(), where, ": field 'step' missing");
       check(state.contains("data_cursor"), where, ": field 'data_cursor' missing");
@@ -407,9 +469,11 @@ struct Trainer {
       std::printf("resumed from %s at step %lld (epoch %lld)\n", resume_dir.c_str(), (long long)step,
                   (long long)loader->epoch());
     } else if (!args.model.empty()) {
-      load_weights(args.model, config, layout, model->params);
+      load_weights(args.model, config, layout, params_on_host());
+      state_from_host(false);
     } else {
-      init_weights(config, layout, model->params, args.seed);
+      init_weights(config, layout, params_on_host(), args.seed);
+      state_from_host(false);
     }
     check(step <= total_steps || args.steps == 0, "resume: the checkpoint is at step ", step, " beyond --steps ",
           total_steps);
@@ -436,8 +500,8 @@ struct Trainer {
       log_file = std::fopen(args.log.c_str(), "a");
       check(log_file != nullptr, args.log, ": cannot open the log file for appending");
     }
-    std::printf("model: %s, %d layers, hidden %d, %zu parameters; device cpu, %d threads\n",
-                config.architecture.c_str(), config.num_hidden_layers, config.hidden_size, layout.total,
+    std::printf("model: %s, %d layers, hidden %d, %zu parameters; device %s, %d threads\n",
+                config.architecture.c_str(), config.num_hidden_layers, config.hidden_size, layout.total, B::name,
                 omp_get_max_threads());
     std::printf("training: %lld steps (%lld per epoch), batch %d, seq-len %d, lr %g (%s, warmup %lld steps)\n",
                 (long long)total_steps, (long long)loader->steps_per_epoch(), args.batch_size, args.seq_len, args.lr,
@@ -449,7 +513,8 @@ struct Trainer {
   double evaluate(int64_t epochs_done) {
     NVTX_RANGE("eval");
     auto t0 = std::chrono::steady_clock::now();
-    InferenceModel im(config, model->layout, model->params);
+    state_to_host(false);  // evaluation decodes on the CPU ops from the fp32 master weights
+    InferenceModel im(config, model->layout, params_on_host());
     GreedyOptions opt = make_stop_options(*tokenizer, config, args.max_new_tokens, args.eval_batch_size);
     EvalOutcome r = evaluate_factoids(im, *tokenizer, eval_items, opt, match);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -496,7 +561,10 @@ struct Trainer {
         model->zero_grad();
         for (const Batch& micro : batch.micro) loss += model->forward_backward(micro, batch.num_target_tokens);
       }
-      if (step + 1 == nan_step) model->grads[0] = NAN;  // debug: poison one gradient
+      if (step + 1 == nan_step) {  // debug: poison one gradient
+        const float nan = NAN;
+        B::upload(model->grads, &nan, 1);
+      }
       if (!std::isfinite(loss))
         fail("step ", step + 1, ": the loss is not finite (", loss, "); stopping without saving. Last good checkpoint: ",
              last_checkpoint.empty() ? "none" : last_checkpoint);
@@ -577,9 +645,19 @@ int main(int argc, char** argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
-    Trainer t;
+    // The backend is chosen from the command line (a resumed run may change device).
+    std::string device = given.count("device") ? given.at("device").back() : "auto";
+#if defined(ENGINE_CUDA)
+    if (device == "auto") device = cuda_device_count() > 0 ? "cuda" : "cpu";
+    if (device == "cuda") {
+      Trainer<CudaBackend> t;
+      t.setup(given);
+      return t.args.dry_run ? 0 : t.run();
+    }
+#endif
+    Trainer<CpuBackend> t;
     t.setup(given);
-    return t.run();
+    return t.args.dry_run ? 0 : t.run();
   } catch (const EngineError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -1,0 +1,69 @@
+// The GPU memory plan of LlamaModel<CudaBackend> (kernels/cuda_backend.h) for a config and a
+// micro-batch: what `train_llama --dry-run` prints. Plain arithmetic, no CUDA headers, so every
+// build can print it.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdio>
+#include <string>
+#include <utility>
+
+// ---- GPU memory plan (train_llama --dry-run) ----
+// What LlamaModel<CudaBackend> (model/llama.h) allocates for a config and a micro-batch of
+// `rows` x T tokens, plus the backend's own buffers, in bytes. It mirrors the model constructor
+// allocation by allocation (test_cuda_train checks the two agree).
+struct CudaMemoryPlan {
+  size_t weights_fp32 = 0;     // master weights
+  size_t weights_bf16 = 0;     // working copy read by the matmuls
+  size_t grads = 0;            // fp32
+  size_t optimizer = 0;        // AdamW m and v (fp32; half with bf16 state)
+  size_t activations = 0;      // saved per layer for the backward, plus final norm
+  size_t grad_scratch = 0;     // activation gradients, reused by every layer
+  size_t lm_head = 0;          // compacted rows, their gradient, one chunk of fp32 logits + its bf16 copy
+  size_t workspace = 0;        // cuBLASLt workspace, RMSNorm/attention/CE scratch, batch metadata, RoPE tables
+  size_t model_bytes = 0;      // of which LlamaModel<CudaBackend> allocates itself (fp32 optimizer state)
+  size_t total() const {
+    return weights_fp32 + weights_bf16 + grads + optimizer + activations + grad_scratch + lm_head + workspace;
+  }
+};
+
+template <class Config, class Layout>
+inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, int rows, int T,
+                                       bool bf16_optimizer_state = false) {
+  const size_t N = (size_t)rows * T, C = c.hidden_size, I = c.intermediate_size, L = c.num_hidden_layers,
+               H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim, V = c.vocab_size;
+  const size_t QKV = (H + 2 * KV) * D, P = layout.total, A = 2 /* bf16 */, F = 4;
+  size_t head_chunk = std::max<size_t>(64, std::min<size_t>(N, ((size_t)1 << 24) / V));
+  head_chunk = std::min(head_chunk, N);
+  CudaMemoryPlan m;
+  m.weights_fp32 = P * F;
+  m.weights_bf16 = P * A;
+  m.grads = P * F;
+  m.optimizer = 2 * P * (bf16_optimizer_state ? A : F);
+  m.activations = L * (N * (4 * C + QKV + H * D + 2 * I + I) * A + N * (2 + H) * F) + 2 * N * C * A + N * F;
+  m.grad_scratch = N * (3 * C + QKV + H * D + 2 * I + I) * A;
+  m.lm_head = 2 * N * C * A + head_chunk * V * (F + A);
+  m.workspace = ((size_t)32 << 20) + std::min<size_t>(N, 256) * C * F + N * H * F + 5 * head_chunk * F +
+                6 * N * 4 + (3 * N + 1) * 4 + (size_t)T * D * F;
+  m.model_bytes = 4 * P * F + m.activations + m.grad_scratch + 2 * N * C * A + head_chunk * V * F + 6 * N * 4 +
+                  (size_t)T * D * F;
+  return m;
+}
+
+// The plan as a small table in GiB, for --dry-run.
+inline std::string format_cuda_memory_plan(const CudaMemoryPlan& m) {
+  const double GiB = 1024.0 * 1024.0 * 1024.0;
+  const std::pair<const char*, size_t> rows[] = {
+      {"weights, fp32 master", m.weights_fp32}, {"weights, bf16 working copy", m.weights_bf16},
+      {"gradients, fp32", m.grads},           {"AdamW state (m, v)", m.optimizer},
+      {"activations saved for backward", m.activations}, {"activation-gradient scratch", m.grad_scratch},
+      {"LM head (rows, logits chunk)", m.lm_head}, {"workspace (cuBLASLt, scratch, metadata)", m.workspace},
+      {"total", m.total()}};
+  std::string out;
+  char line[128];
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof(line), "  %-42s %9.2f GiB\n", r.first, (double)r.second / GiB);
+    out += line;
+  }
+  return out;
+}
