@@ -319,6 +319,13 @@ TEST_CASE("emu catches: out-of-bounds global writes through guard zones", "[emu]
                       Contains("negative_index_kernel") && Contains("before the buffer"));
   // In-bounds writes pass, and the zones were repaired after the report.
   LAUNCH(off_by_one_kernel, 1, 128, 0, 0)(out.ptr, n - 1);
+  // A host-side overrun is reported when the buffer is freed (an error code, not an exception:
+  // cudaFree runs in destructors).
+  float* victim;
+  CUDA_CHECK(cudaMalloc(&victim, 10 * sizeof(float)));
+  victim[10] = 0.0f;
+  REQUIRE(cudaFree(victim) == cudaErrorIllegalAddress);
+  REQUIRE(cudaGetLastError() == cudaErrorIllegalAddress);
   // cudaMemcpy past the end of an allocation is caught too.
   std::vector<float> big(n + 1, 0.0f);
   REQUIRE_THROWS_WITH(cudaMemcpy(out.ptr, big.data(), big.size() * sizeof(float),

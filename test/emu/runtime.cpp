@@ -9,6 +9,7 @@
 // Functions keep the exact signatures of cuda_runtime_api.h, so host code compiles unchanged.
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -176,7 +177,12 @@ cudaError_t cudaFree(void* ptr) {
   const bool damaged = guard_damage(a, &offset);
   std::string msg = damaged ? describe_damage(reinterpret_cast<uintptr_t>(ptr), a, offset) : "";
   std::free(a.base);
-  if (damaged) throw KernelError("emu: cudaFree: " + msg);
+  if (damaged) {
+    // Not thrown: cudaFree is often called from destructors. The error code is what a device
+    // reports for a corrupted allocation; the details go to stderr.
+    std::fprintf(stderr, "emu: cudaFree: %s\n", msg.c_str());
+    return record(cudaErrorIllegalAddress);
+  }
   return cudaSuccess;
 }
 
@@ -274,6 +280,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     default: return "cudaErrorUnknown";
   }
 }
@@ -288,6 +295,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     default: return "unknown error";
   }
 }
