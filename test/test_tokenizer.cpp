@@ -271,6 +271,7 @@ TEST_CASE("the streaming decoder never splits a UTF-8 character and adds up to d
 TEST_CASE("invalid UTF-8 never crashes; byte-level round-trips it exactly") {
   Tokenizer bl = Tokenizer::from_json_string(variant_json("llama3").dump(), "llama3");
   Tokenizer sp = Tokenizer::from_json_string(variant_json("llama2").dump(), "llama2");
+  Tokenizer nfc = Tokenizer::from_json_string(variant_json("qwen2_nfc").dump(), "qwen2_nfc");
   std::mt19937 rng(7);
   for (int i = 0; i < 2000; ++i) {
     std::string s(rng() % 64, '\0');
@@ -282,7 +283,10 @@ TEST_CASE("invalid UTF-8 never crashes; byte-level round-trips it exactly") {
     for (int32_t id : sp_ids) REQUIRE((id >= 0 && id < sp.vocab_size()));
     // without special-token lookalikes or U+2581, SentencePiece style round-trips bytes too
     if (s.find('<') == std::string::npos) REQUIRE(sp.decode(sp.encode(s)) == s);
+    for (int32_t id : nfc.encode(s, true)) REQUIRE((id >= 0 && id < nfc.vocab_size()));
   }
+  // NFC keeps invalid bytes as they are and still composes around them
+  REQUIRE(nfc.decode(nfc.encode("e\xCC\x81\xFF" "e\xCC\x81")) == "\xC3\xA9\xFF" "\xC3\xA9");
 }
 
 TEST_CASE("the hash depends on content, not on JSON formatting") {
