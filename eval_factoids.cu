@@ -10,6 +10,7 @@
 // each gold answer (sum and mean over its tokens) for likelihood-based evaluation.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +31,10 @@
 #include "model/params.h"
 #include "model/weights.h"
 #include "tokenizer/tokenizer.h"
+#if defined(ENGINE_CUDA)
+#include "eval/answer_match.h"
+#include "kernels/cuda_backend.h"  // --device cuda (the Makefile defines ENGINE_CUDA when nvcc is found)
+#endif
 
 using nlohmann::json;
 
@@ -116,6 +121,37 @@ struct ModelResult {
   double accuracy = 0, mean_logprob = 0, decode_tokens_per_s = 0;
 };
 
+#if defined(ENGINE_CUDA)
+// --device cuda: batched greedy decoding with the GPU KV cache (CudaGreedyDecoder), then the same
+// matching as evaluate_factoids.
+static EvalOutcome evaluate_factoids_cuda(const LlamaConfig& config, const ParamLayout& layout,
+                                          const std::vector<float>& params, const Tokenizer& tok,
+                                          const std::vector<EvalItem>& items, const GreedyOptions& opt,
+                                          MatchKind match) {
+  size_t max_prompt = 1;
+  for (const auto& it : items) max_prompt = std::max(max_prompt, it.prompt_ids.size());
+  const int max_len = int(max_prompt) + opt.max_new_tokens;
+  const int batch = std::max(1, std::min(opt.batch_size, int(items.size())));
+  CudaGreedyDecoder decoder(cuda_decoder_spec(config, layout, max_len), params.data(), batch, max_len);
+  EvalOutcome out;
+  for (size_t b0 = 0; b0 < items.size(); b0 += size_t(batch)) {
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t i = b0; i < std::min(items.size(), b0 + size_t(batch)); ++i) prompts.push_back(items[i].prompt_ids);
+    for (auto& ids : decoder.generate(prompts, opt.max_new_tokens, opt.stop_token_ids, opt.stops_generation))
+      out.output_ids.push_back(std::move(ids));
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string pred = cut_at_newline(tok.decode(out.output_ids[i], /*skip_special_tokens=*/true));
+    const bool ok = answer_matches_any(match, pred, items[i].golds);
+    out.predictions.push_back(pred);
+    out.correct.push_back(ok);
+    out.num_correct += ok;
+  }
+  out.accuracy = items.empty() ? 0.0 : double(out.num_correct) / double(items.size());
+  return out;
+}
+#endif
+
 int main(int argc, char** argv) {
   try {
     bool help = false;
@@ -128,7 +164,11 @@ int main(int argc, char** argv) {
     check(!args.data.empty(), "--data is required (see --help)");
     check(args.device == "auto" || args.device == "cpu" || args.device == "cuda",
           "--device: expected auto, cpu or cuda, got '", args.device, "'");
+#if defined(ENGINE_CUDA)
+    if (args.device == "auto") args.device = cuda_device_count() > 0 ? "cuda" : "cpu";
+#else
     if (args.device == "cuda") fail("--device cuda: this build has no CUDA backend (built without nvcc)");
+#endif
     if (args.threads > 0) omp_set_num_threads(args.threads);
     const MatchKind match = parse_match_kind(args.match);
     std::string explicit_template;
@@ -161,7 +201,12 @@ int main(int argc, char** argv) {
       InferenceModel im(config, layout, params.data());
       GreedyOptions opt = make_stop_options(tok, config, args.max_new_tokens, args.batch_size);
       auto t0 = std::chrono::steady_clock::now();
-      EvalOutcome r = evaluate_factoids(im, tok, items, opt, match);
+      EvalOutcome r;
+#if defined(ENGINE_CUDA)
+      if (args.device == "cuda") r = evaluate_factoids_cuda(config, layout, params, tok, items, opt, match);
+      else
+#endif
+        r = evaluate_factoids(im, tok, items, opt, match);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       int64_t generated = 0;
       for (const auto& o : r.output_ids) generated += int64_t(o.size());
