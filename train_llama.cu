@@ -468,6 +468,12 @@ struct Trainer {
       last_checkpoint = resume_dir;
       std::printf("resumed from %s at step %lld (epoch %lld)\n", resume_dir.c_str(), (long long)step,
                   (long long)loader->epoch());
+    } else if (!args.model.empty() && is_training_checkpoint(args.model)) {
+      // A checkpoint of ours (e.g. stage 1 for stage 2): its fp32 master weights, which are exact
+      // even when model.safetensors was saved in bf16. The optimizer starts fresh (zero moments).
+      std::vector<float> m(layout.total), v(layout.total);
+      load_optimizer_state(args.model, layout, params_on_host(), m.data(), v.data());
+      state_from_host(false);
     } else if (!args.model.empty()) {
       load_weights(args.model, config, layout, params_on_host());
       state_from_host(false);

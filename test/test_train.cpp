@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -302,4 +303,33 @@ TEST_CASE("command lines: --help, unknown options and missing inputs are reporte
   REQUIRE(slurp(log).find("--max-new-tokens") != std::string::npos);
   REQUIRE(run({"./eval_factoids", "--model", d.dir + "/missing-model", "--data", d.kvr_jsonl}, log) == 1);
   REQUIRE(slurp(log).find("missing-model") != std::string::npos);
+}
+
+TEST_CASE("--model from one of our checkpoints starts from its exact fp32 master weights, fresh optimizer") {
+  const Data& d = data();
+  const std::string s1 = d.dir + "/stage1_bf16", s2 = d.dir + "/stage2";
+  REQUIRE(run({"./train_llama", "--init", d.config, "--tokenizer", d.tokenizer, "--data", d.kvr, "--steps", "3",
+               "--batch-size", "16", "--seq-len", "48", "--lr", "1e-2", "--save-dtype", "BF16", "--threads", "1",
+               "--out", s1},
+              s1 + ".log") == 0);
+  // lr 0: the weights cannot move, so stage 2's master weights must equal stage 1's bit for bit
+  // (model.safetensors of stage 1 holds only their bf16 rounding). The tokenizer comes from the
+  // checkpoint.
+  int rc = run({"./train_llama", "--model", s1 + "/final", "--data", d.other, "--steps", "1", "--batch-size", "8",
+                "--seq-len", "48", "--lr", "0", "--threads", "1", "--out", s2},
+               s2 + ".log");
+  INFO(slurp(s2 + ".log"));
+  REQUIRE(rc == 0);
+  LlamaConfig c = load_config(s1 + "/final/config.json");
+  ParamLayout layout = make_param_layout(c);
+  std::vector<float> p1(layout.total), p2(layout.total), m(layout.total), v(layout.total), w1(layout.total);
+  load_optimizer_state(s1 + "/final", layout, p1.data(), m.data(), v.data());
+  load_optimizer_state(s2 + "/final", layout, p2.data(), m.data(), v.data());
+  REQUIRE(std::memcmp(p1.data(), p2.data(), p1.size() * sizeof(float)) == 0);
+  load_weights(s1 + "/final", c, layout, w1.data());  // the bf16 file differs from the master
+  REQUIRE(std::memcmp(p1.data(), w1.data(), p1.size() * sizeof(float)) != 0);
+  json st = load_trainer_state(s2 + "/final");
+  REQUIRE(st["step"] == 1);
+  REQUIRE(st["adam_step"] == 1);
+  REQUIRE(file_exists(s2 + "/final/tokenizer.json"));
 }
