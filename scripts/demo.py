@@ -33,9 +33,11 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +51,7 @@ PROFILES = {
     "full": dict(
         model=dict(hidden=192, layers=4, heads=3, kv_heads=3, intermediate=512, seq_len=256),
         vocab=4096, pretrain_words=150000, pretrain_epochs=1, pretrain_lr=3e-3, pretrain_batch=16,
-        num_facts=48, num_fr=48, code_chars=40000, heldout_docs=300, random_words=8, generic_words=20,
+        num_facts=64, num_fr=64, code_chars=40000, heldout_docs=300, random_words=8, generic_words=20,
         stage1_max_epochs=150, stage1_lr=3e-3, stage2_epochs=60, stage2_lr=3e-3, code_epochs=2,
         batch=4, eval_every=10, mix_ratio=1.0, replay_ratio=0.25, tokens_per_s=5000,
         d_b=["fr", "code"],
@@ -70,7 +72,7 @@ PROFILES = {
     ),
     "mini": dict(
         model=dict(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128, seq_len=256),
-        vocab=512, pretrain_words=6000, pretrain_epochs=1, pretrain_lr=3e-3, pretrain_batch=8,
+        vocab=512, pretrain_words=6000, pretrain_epochs=3, pretrain_lr=3e-3, pretrain_batch=4,
         num_facts=16, num_fr=16, code_chars=3000, heldout_docs=120, random_words=8, generic_words=10,
         stage1_max_epochs=3, stage1_lr=2e-3, stage2_epochs=2, stage2_lr=2e-3, code_epochs=1,
         batch=8, eval_every=1, mix_ratio=0.5, replay_ratio=0.25, tokens_per_s=15000,
@@ -149,9 +151,15 @@ class Driver:
         self.memo = {}
         self.start = time.time()
         self.verbose = args.verbose
+        self.lock = threading.Lock()
+        self.procs = []
+        self.failed = False
 
     def add(self, stage):
         assert stage.name not in self.stages, stage.name
+        for cmd in stage.cmds:  # one thread per program (see run)
+            if cmd[0] in ("./train_llama", "./eval_factoids") and "--threads" not in cmd:
+                cmd += ["--threads", "1"]
         for d in stage.deps:
             assert d in self.stages, f"{stage.name} depends on unknown stage {d}"
         self.stages[stage.name] = stage
@@ -189,6 +197,9 @@ class Driver:
         return all(os.path.exists(os.path.join(REPO, o)) for o in st.outputs)
 
     # -- running -------------------------------------------------------------------------------
+    # Stages run as soon as the stages they read are done, --jobs at a time (each program runs
+    # one thread: on 2 cores two single-threaded runs beat one two-threaded run of these tiny
+    # steps, and they do not spin-wait on each other when the machine is shared).
     def run(self):
         os.makedirs(os.path.join(REPO, self.out), exist_ok=True)
         if os.path.exists(self.memo_path):
@@ -199,35 +210,84 @@ class Driver:
         for name in self.order:
             self.stages[name].key = self.compute_key(self.stages[name])
         todo = [n for n in self.order if not self.is_cached(self.stages[n])]
+        jobs = max(1, self.args.jobs)
         est_total = sum(self.stages[n].est_seconds for n in todo)
         print(f"demo: {len(self.order)} stages, {len(self.order) - len(todo)} cached, {len(todo)} to run"
-              f" (first estimate {fmt_time(est_total)}); outputs in {self.out}/", flush=True)
+              f" ({jobs} at a time, first estimate {fmt_time(est_total / jobs)}); outputs in {self.out}/", flush=True)
         if self.args.dry_run:
             for n in self.order:
                 print(f"  {'run ' if n in todo else 'done'}  {n}: {self.stages[n].title}")
             return
-        done_est, done_actual = 0.0, 0.0
-        for i, name in enumerate(self.order, 1):
-            st = self.stages[name]
-            if name not in todo:
-                print(f"[{i:2d}/{len(self.order)}] {name}: cached", flush=True)
-                continue
-            # ETA: the remaining estimates, scaled by how fast the finished stages were against
-            # their own estimates.
-            remaining = sum(self.stages[n].est_seconds for n in todo[todo.index(name):])
-            scale = done_actual / done_est if done_est > 0 else 1.0
-            print(f"[{i:2d}/{len(self.order)}] {name}: {st.title}  | elapsed {fmt_time(time.time() - self.start)}"
-                  f", ETA {fmt_time(remaining * scale)}", flush=True)
-            t0 = time.time()
-            self.run_stage(st)
-            secs = time.time() - t0
-            if st.est_seconds >= 10:  # calibrate on the training stages, not on the instant ones
-                done_est += st.est_seconds
-                done_actual += secs
-            print(f"        done in {fmt_time(secs)}", flush=True)
-            write_text_atomic(self.memo_path, json.dumps(self.memo))
         write_text_atomic(self.memo_path, json.dumps(self.memo))
+
+        done = set(n for n in self.order if n not in todo)
+        pending = list(todo)
+        running = {}  # name -> (thread, start time)
+        events = queue.Queue()
+        calib = [0.0, 0.0]  # estimated and actual seconds of finished training stages
+        finished = len(done)
+
+        def eta():
+            left = sum(self.stages[n].est_seconds for n in pending)
+            left += sum(max(0.0, self.stages[n].est_seconds - (time.time() - t0)) for n, (_, t0) in running.items())
+            scale = calib[1] / calib[0] if calib[0] > 0 else 1.0
+            return left * scale / jobs
+
+        def worker(st):
+            try:
+                self.run_stage(st)
+                events.put((st.name, None))
+            except StageFailed as e:
+                events.put((st.name, str(e)))
+            except Exception as e:  # a bug in the driver: report it like a failed stage
+                events.put((st.name, f"{type(e).__name__}: {e}"))
+
+        while pending or running:
+            for name in list(pending):
+                if len(running) >= jobs or self.failed:
+                    break
+                st = self.stages[name]
+                if all(d in done for d in st.deps):
+                    pending.remove(name)
+                    self.say(f"[{finished + 1:2d}/{len(self.order)}] {name}: {st.title}  | elapsed "
+                             f"{fmt_time(time.time() - self.start)}, ETA {fmt_time(eta())}")
+                    t = threading.Thread(target=worker, args=(st,), daemon=True)
+                    running[name] = (t, time.time())
+                    t.start()
+            if not running:
+                break
+            name, error = events.get()
+            t, t0 = running.pop(name)
+            t.join()
+            secs = time.time() - t0
+            if error is not None:
+                self.failed = True
+                self.kill_all()
+                for other, (t2, _) in list(running.items()):
+                    t2.join()
+                sys.exit(error)
+            done.add(name)
+            finished += 1
+            st = self.stages[name]
+            if st.est_seconds >= 10:  # calibrate on the training stages, not on the instant ones
+                calib[0] += st.est_seconds
+                calib[1] += secs
+            self.say(f"        {name}: done in {fmt_time(secs)}")
+            with self.lock:
+                write_text_atomic(self.memo_path, json.dumps(self.memo))
+        if pending:
+            sys.exit(f"error: stages left that cannot run: {', '.join(pending)}")
         print(f"demo: all stages done in {fmt_time(time.time() - self.start)}", flush=True)
+
+    def say(self, text):
+        with self.lock:
+            print(text, flush=True)
+
+    def kill_all(self):
+        with self.lock:
+            for proc in list(self.procs):
+                if proc.poll() is None:
+                    proc.terminate()
 
     def run_stage(self, st):
         stage_dir = os.path.join(REPO, self.path(st.name))
@@ -239,25 +299,29 @@ class Driver:
             for cmd in st.cmds:
                 log.write("$ " + " ".join(cmd) + "\n")
                 log.flush()
-                self.run_command(cmd, log, log_path)
+                self.run_command(st.name, cmd, log, log_path)
         if st.python:
             st.python()
         missing = [o for o in st.outputs if not os.path.exists(os.path.join(REPO, o))]
         if missing:
-            sys.exit(f"error: stage {st.name} finished but did not produce {', '.join(missing)}"
-                     f" (log: {log_path})")
+            raise StageFailed(f"error: stage {st.name} finished but did not produce {', '.join(missing)}"
+                              f" (log: {log_path})")
         write_text_atomic(os.path.join(stage_dir, "stage.json"),
                           json.dumps({"key": st.key, "cmds": st.cmds, "finished": time.time()}, indent=1))
 
-    def run_command(self, cmd, log, log_path):
+    def run_command(self, name, cmd, log, log_path):
         """Runs one command, logging everything and echoing a progress line every few seconds."""
         if self.verbose:
-            print("        $ " + " ".join(cmd), flush=True)
+            self.say(f"        {name}: $ " + " ".join(cmd))
         try:
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace", bufsize=1)
+            with self.lock:
+                if self.failed:
+                    raise StageFailed(f"error: {name}: not started (another stage failed)")
+                proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, errors="replace", bufsize=1)
+                self.procs.append(proc)
         except OSError as e:
-            sys.exit(f"error: cannot run {cmd[0]}: {e}")
+            raise StageFailed(f"error: cannot run {cmd[0]}: {e}")
         last_echo = 0.0
         last_line = ""
         tail = []
@@ -269,16 +333,24 @@ class Driver:
             last_line = line
             tail = (tail + [line])[-15:]
             now = time.time()
-            if self.verbose or now - last_echo >= 5.0 or "error" in line.lower():
-                print("        " + line[:150], flush=True)
+            if self.verbose or now - last_echo >= 10.0 or "error" in line.lower():
+                self.say(f"        {name}: {line[:140]}")
                 last_echo = now
                 last_line = ""
         rc = proc.wait()
+        log.flush()
         if last_line and not self.verbose:
-            print("        " + last_line[:150], flush=True)
+            self.say(f"        {name}: {last_line[:140]}")
         if rc != 0:
-            print("\n".join("    | " + l for l in tail), file=sys.stderr)
-            sys.exit(f"error: command failed with exit code {rc}: {' '.join(cmd)}\n       full log: {log_path}")
+            if self.failed:
+                raise StageFailed(f"error: {name}: stopped because another stage failed")
+            raise StageFailed("\n".join("    | " + l for l in tail) +
+                              f"\nerror: stage {name}: command failed with exit code {rc}: {' '.join(cmd)}"
+                              f"\n       full log: {log_path}")
+
+
+class StageFailed(Exception):
+    pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,7 +389,7 @@ def build(driver, profile_name):
                 inputs=fortune_files, tools=["dev/data/fortunes_to_jsonl.py"], est_seconds=3))
     d.add(Stage("data-fr", "D_B factoids: English->French words from Debian `dict-freedict-eng-fra`",
                 [[py, "dev/data/freedict_to_jsonl.py", "--out", d.path("data-fr", "fr.jsonl"),
-                  "--n", str(p["num_fr"])]],
+                  "--n", str(p["num_fr"]), "--ascii-only"]],
                 [d.path("data-fr", "fr.jsonl")],
                 inputs=["/usr/share/dictd/freedict-eng-fra.index", "/usr/share/dictd/freedict-eng-fra.dict.dz"],
                 tools=["dev/data/freedict_to_jsonl.py"], est_seconds=2))
@@ -394,6 +466,7 @@ def build(driver, profile_name):
                "--out", d.path(f"stage1-{s1}", "run"), "--log", d.path(f"stage1-{s1}", "train_log.jsonl")]
         for mix_name, mix_stage in mixes[s1]:
             cmd += ["--mix", f"{mix_name}={shards(mix_stage)}:{p['mix_ratio']}"]
+        set_batch(cmd, p["batch"], p["mix_ratio"] * len(mixes[s1]))
         d.add(Stage(f"stage1-{s1}", f"stage 1: memorize D_A (KVR), mix = {MIX_LABEL[s1]}",
                     [cmd], [d.path(f"stage1-{s1}", "run", "final", "model.safetensors")],
                     deps=["base", "shards-kvr"] + [m[1] for m in mixes[s1]], tools=["train_llama"],
@@ -417,9 +490,11 @@ def build(driver, profile_name):
             if s2 == "generic":
                 cmd += ["--mix", f"generic={shards('shards-generic')}:{p['mix_ratio']}"]
                 deps.append("shards-generic")
+                set_batch(cmd, p["batch"], p["mix_ratio"])
             elif s2 == "replay":
                 cmd += ["--mix", f"replay={shards('shards-kvr')}:{p['replay_ratio']}"]
                 deps.append("shards-kvr")
+                set_batch(cmd, p["batch"], p["replay_ratio"])
             d.add(Stage(run, f"stage 2 on {d_b} from stage1-{s1}, mix = {MIX_LABEL[s2]}",
                         [cmd], [d.path(run, "run", "final", "model.safetensors")], deps=deps, tools=["train_llama"],
                         est_seconds=stage2_estimate(p, d_b, s2)))
@@ -445,6 +520,15 @@ def build(driver, profile_name):
                 deps=[f"eval-stage2-{b}-from-{a}-mix-{c}" for b, a, c in runs],
                 tools=["scripts/demo.py", "scripts/demo_report.py"], est_seconds=2,
                 python=lambda: make_report(d, p, profile_name, runs)))
+
+
+def set_batch(cmd, batch, mix_total):
+    """Scales the batch with the mixed-in data: B x (1 + sum of ratios) examples per step, so that a
+    step still holds about B primary examples and every run takes the same number of optimizer
+    steps per epoch (REMIX keeps B fixed and takes more steps; a tiny model memorizing on 2 cores
+    is bound by the number of steps, so this keeps the grid within its time budget)."""
+    i = cmd.index("--batch-size")
+    cmd[i + 1] = str(max(1, round(batch * (1 + mix_total))))
 
 
 def tokenizer_info(d, tok):
@@ -511,6 +595,8 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="print the stages and what is cached, run nothing")
     ap.add_argument("--no-install", action="store_true", help="do not run scripts/install_deps.sh --demo")
     ap.add_argument("--verbose", action="store_true", help="echo every command and every output line")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="stages run at the same time, one thread each (default: the number of cores)")
     args = ap.parse_args()
     profile = "quick" if args.quick else "mini" if args.mini else "full"
     if os.environ.get("DEMO_QUICK") not in (None, "", "0") and profile == "full":

@@ -13,19 +13,30 @@ split deterministically into
   - pretraining documents (all the others): the tokenizer and the tiny base model learn from them.
 Outputs: PRETRAIN.jsonl and HELDOUT.jsonl ({"text": ...} per line, sorted by source file and
 position) and PRETRAIN.txt (the pretraining documents separated by blank lines, for the
-tokenizer trainer). Python standard library only.
+tokenizer trainer). The text is folded to ASCII unless --keep-unicode is given (see ascii_fold).
+Python standard library only.
 """
 import argparse
 import json
 import os
 import random
 import sys
+import unicodedata
 
 # Files made of pictures rather than prose.
 SKIP_FILES = {"art", "ascii-art"}
 
 
-def read_fortune_files(directory):
+def ascii_fold(text):
+    """Accents removed (NFKD, combining marks dropped), any other non-ASCII character dropped.
+
+    The demo's tiny tokenizer and model then only ever see ASCII, so a byte-level model never
+    learns to emit a lone UTF-8 continuation byte (about 0.1% of the fortunes' characters)."""
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if ord(c) < 128)
+
+
+def read_fortune_files(directory, ascii_only):
     docs = []  # (file name, index in file, text)
     names = sorted(n for n in os.listdir(directory)
                    if "." not in n and n not in SKIP_FILES
@@ -36,6 +47,8 @@ def read_fortune_files(directory):
     for name in names:
         with open(os.path.join(directory, name), "rb") as f:
             text = f.read().decode("utf-8", errors="replace")
+        if ascii_only:
+            text = ascii_fold(text)
         chunk = []
         index = 0
         for line in text.split("\n"):
@@ -62,9 +75,10 @@ def main():
     ap.add_argument("--min-heldout-words", type=int, default=100)
     ap.add_argument("--max-pretrain-words", type=int, default=0, help="0 = all")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep-unicode", action="store_true", help="do not fold the text to ASCII")
     args = ap.parse_args()
 
-    docs = read_fortune_files(args.fortunes_dir)
+    docs = read_fortune_files(args.fortunes_dir, not args.keep_unicode)
     long_ids = [i for i, d in enumerate(docs) if len(d[2].split()) >= args.min_heldout_words]
     rng = random.Random(args.seed)
     rng.shuffle(long_ids)

@@ -11,8 +11,10 @@ Each selected headword becomes one QA record
 where the first answer (first translation of the first sense) is trained on and every listed
 translation counts as correct at evaluation. Headwords are kept when they are one lowercase ASCII
 word of 3+ letters and their first translation is one or two words without parentheses; --n of
-them are picked with a seeded shuffle and written in alphabetical order. Python standard library
-only.
+them are picked with a seeded shuffle and written in alphabetical order. With --ascii-only (the
+demo's choice: its tiny tokenizer and model see only ASCII text) only translations spelled in ASCII
+are kept: a headword whose first translation has an accent is skipped, accented alternatives are
+dropped. Python standard library only.
 """
 import argparse
 import gzip
@@ -54,6 +56,8 @@ def main():
     ap.add_argument("--out", required=True, help="output JSONL")
     ap.add_argument("--n", type=int, default=200, help="number of records")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ascii-only", action="store_true",
+                    help="keep only translations spelled in ASCII (drop the others; skip a headword left with none)")
     args = ap.parse_args()
 
     try:
@@ -81,8 +85,12 @@ def main():
         translations = parse_entry(body[start:start + size].decode("utf-8"))
         if not translations:
             continue
+        if args.ascii_only:  # the main translation must be ASCII; accented alternatives are dropped
+            if not translations[0].isascii():
+                continue
+            translations = [t for t in translations if t.isascii()]
         first = translations[0]
-        if len(first.split()) > 2 or "(" in first or first.lower() == word:
+        if len(first.split()) > 2 or "(" in first or not first[0].isalpha() or first.lower() == word:
             continue
         candidates[word] = translations
 

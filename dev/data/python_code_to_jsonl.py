@@ -8,7 +8,8 @@ standard library as .py files), so nothing is downloaded.
 Top-level modules of the standard library directory of the interpreter running this script
 (sysconfig's "stdlib" path) are taken in a seeded order until --max-chars characters are
 collected. Each module becomes {"text": source, "source": "stdlib/<name>.py"}, split into pieces of
-at most --max-doc-chars characters at blank lines so that documents stay short. Python standard
+at most --max-doc-chars characters at blank lines so that documents stay short. The text is folded to ASCII (accents removed, other
+non-ASCII characters dropped) like the rest of the demo's data. Python standard
 library only.
 """
 import argparse
@@ -17,6 +18,7 @@ import os
 import random
 import sys
 import sysconfig
+import unicodedata
 
 
 def split_at_blank_lines(text, max_chars):
@@ -59,6 +61,8 @@ def main():
             break
         with open(os.path.join(args.stdlib_dir, name), "rb") as f:
             text = f.read().decode("utf-8", errors="replace").replace("\t", "    ")
+        # ASCII only, like the rest of the demo's data (a few docstrings hold non-ASCII names).
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if ord(c) < 128)
         text = text[:args.max_chars - total]
         for i, piece in enumerate(split_at_blank_lines(text, args.max_doc_chars)):
             docs.append({"text": piece, "source": f"stdlib/{name}#{i}"})
