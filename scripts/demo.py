@@ -499,14 +499,16 @@ def build(driver, profile_name):
                         [cmd], [d.path(run, "run", "final", "model.safetensors")], deps=deps, tools=["train_llama"],
                         est_seconds=stage2_estimate(p, d_b, s2)))
             # D_A before (stage-1 checkpoint) and after stage 2, in one table: metrics.json holds
-            # both accuracies and the forgetting.
+            # both accuracies and the forgetting. The questions come from the D_A shard, whose
+            # prompts are the exact training tokens: a stage-2 checkpoint records the D_B template,
+            # which must not be used to render D_A questions.
             ev = f"eval-{run}"
             cmds = [["./eval_factoids", "--model", d.path(f"stage1-{s1}", "run", "final"), "--model", d.path(run, "run", "final"),
-                     "--data", kvr_eval, "--max-new-tokens", "16", "--out", d.path(ev, "d_a")]]
+                     "--data", shards("shards-kvr"), "--max-new-tokens", "16", "--out", d.path(ev, "d_a")]]
             outs = [d.path(ev, "d_a", "metrics.json")]
             if d_b == "fr":
                 cmds.append(["./eval_factoids", "--model", d.path(run, "run", "final"),
-                             "--data", d.path("shards-fr", "data.jsonl"), "--max-new-tokens", "16",
+                             "--data", d.path("shards-fr", "data.jsonl"), "--template", "plain", "--max-new-tokens", "16",
                              "--out", d.path(ev, "d_b")])
                 outs.append(d.path(ev, "d_b", "metrics.json"))
             d.add(Stage(ev, f"evaluate D_A before/after and D_B ({run})", cmds, outs,

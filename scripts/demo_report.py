@@ -107,8 +107,10 @@ def stage1_summary(repo, out, stage1):
                         j = json.loads(line)
                     except ValueError:
                         continue
-                    if "step" in j:
-                        last = j
+                    if j.get("event") == "step":
+                        last = dict(j, stop_reason=(last or {}).get("stop_reason"))
+                    if j.get("event") == "done" and last is not None:
+                        last["stop_reason"] = j.get("stop_reason")
                     if any(k in j for k in ("eval_accuracy", "accuracy")):
                         last_eval = j
         result.append({"stage1_mix": s1, "last": last, "last_eval": last_eval})
@@ -225,6 +227,10 @@ def outcome(rows, d_bs, p, mix_label):
                 verdict = "no difference"
                 text.append(f"{label} dropped {fmt(r)}: **no clear difference** (within {margin:.2f}) from the "
                             f"unmixed baseline, so the paper's finding is not reproduced here.")
+                if b >= 0.9 and r >= 0.9:
+                    text.append(f"Forgetting was (nearly) total with and without mixing: at this scale, stage 2 "
+                                f"(learning rate {p['stage2_lr']:g}) rewrites the weights that held D_A whatever "
+                                f"else the model learned in stage 1.")
             verdicts.append(verdict)
         if replay is not None:
             text.append(f"Replaying {p['replay_ratio']:g} x |D_B| D_A examples in stage 2 gave a drop of "
@@ -244,7 +250,7 @@ def outcome(rows, d_bs, p, mix_label):
                    f"({', '.join(sorted(set(verdicts))) or 'no REMIX run'}). The likely reason is scale: the paper "
                    "fine-tunes Llama-3-8B, whose pretraining gives generic and random-word mixing something to "
                    "protect and redistribute; here a model of a few million parameters, pretrained for minutes on "
-                   "0.4 M words, memorizes facts in a network with little prior structure, and forgetting is dominated "
+                   f"{p['pretrain_words'] / 1e3:.0f} k words, memorizes facts in a network with little prior structure, and forgetting is dominated "
                    "by how much stage 2 overwrites. One seed and "
                    f"{p['num_facts']} facts (one fact = {1 / p['num_facts']:.3f} of accuracy) add noise. The GPU recipes "
                    "(scripts/gpu_remix.sh) run the same grid at the paper's scale.")
@@ -268,8 +274,10 @@ def write_report(repo, out, profile, p, runs, mix_label, d_b_label):
         acc = None
         if ev is not None:
             acc = ev.get("eval_accuracy", ev.get("accuracy"))
-        s1_lines.append(f"- stage 1, mix {mix_label[s['stage1_mix']]}: trained {last.get('epoch', '?')} epochs"
-                        f" / {last.get('step', '?')} steps"
+        epoch = last.get("epoch")
+        s1_lines.append(f"- stage 1, mix {mix_label[s['stage1_mix']]}: {last.get('step', '?')} steps"
+                        + (f" ({epoch:.0f} epochs)" if isinstance(epoch, (int, float)) else "")
+                        + (f", stopped by: {last['stop_reason']}" if last.get("stop_reason") else "")
                         + (f", last in-training eval accuracy {acc}" if acc is not None else ""))
 
     md = f"""# REMIX forgetting demo ({profile} profile)
