@@ -12,8 +12,7 @@
 // Bias is a vector of m (or, for BGRADB, n) elements of the bias data type (default: D's type).
 // A descriptor mismatch returns CUBLAS_STATUS_INVALID_VALUE, an unsupported option
 // CUBLAS_STATUS_NOT_SUPPORTED; an operand that overruns its cudaMalloc buffer throws KernelError.
-#include <omp.h>
-
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -351,21 +350,27 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   const size_t es_a = type_size(la->type), es_b = type_size(lb->type), es_c = type_size(lc->type),
                es_d = type_size(ld->type);
 
-  // op(A) row i and op(B) column j as contiguous fp32 vectors of length k.
+  // op(A) row i and op(B) column j as contiguous fp32 vectors of length k. Work is split over the
+  // emulator's threads (idle OpenMP threads would spin between the many small calls of a test).
+  const int64_t grain_rows = std::max<int64_t>(1, (int64_t)(65536 / std::max<uint64_t>(1, k)));
   std::vector<float> opa(m * k), opb(n * k);
   for (int batch = 0; batch < p.batch; batch++) {
     const char* a = static_cast<const char*>(A) + batch * la->stride * es_a;
     const char* b = static_cast<const char*>(B) + batch * lb->stride * es_b;
     const char* c = beta != 0.0f ? static_cast<const char*>(C) + batch * lc->stride * es_c : nullptr;
     char* dd = static_cast<char*>(D) + batch * ld->stride * es_d;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < (int64_t)m; i++)
-      for (uint64_t kk = 0; kk < k; kk++)
-        opa[i * k + kk] = ta ? load(a, la->type, kk + i * la->ld) : load(a, la->type, i + kk * la->ld);
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < (int64_t)n; j++)
-      for (uint64_t kk = 0; kk < k; kk++)
-        opb[j * k + kk] = tb ? load(b, lb->type, j + kk * lb->ld) : load(b, lb->type, kk + j * lb->ld);
+    emu::parallel_for((int64_t)m, grain_rows, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; i++)
+        for (uint64_t kk = 0; kk < k; kk++)
+          opa[i * k + kk] =
+              ta ? load(a, la->type, kk + i * la->ld) : load(a, la->type, i + kk * la->ld);
+    });
+    emu::parallel_for((int64_t)n, grain_rows, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi; j++)
+        for (uint64_t kk = 0; kk < k; kk++)
+          opb[j * k + kk] =
+              tb ? load(b, lb->type, j + kk * lb->ld) : load(b, lb->type, kk + j * lb->ld);
+    });
 
     if (ep == CUBLASLT_EPILOGUE_BGRADA || ep == CUBLASLT_EPILOGUE_BGRADB) {
       // Bias gradient: sum of op(A) over k (one per row of D) or of op(B) over k (one per column).
@@ -387,8 +392,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (has_bias) emu::check_device_range("cublasLtMatmul", bias, m * type_size(bias_type), "bias");
     char* aux_out = aux ? static_cast<char*>(d->aux) + batch * d->aux_batch_stride * es_d : nullptr;
 
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < (int64_t)n; j++) {
+    const int64_t grain_cols =
+        std::max<int64_t>(1, (int64_t)(65536 / std::max<uint64_t>(1, m * std::max<uint64_t>(1, k))));
+    emu::parallel_for((int64_t)n, grain_cols, [&](int64_t lo, int64_t hi) {
+    for (int64_t j = lo; j < hi; j++) {
       for (uint64_t i = 0; i < m; i++) {
         const float* x = &opa[i * k];
         const float* y = &opb[j * k];
@@ -403,6 +410,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         store(dd, ld->type, i + j * ld->ld, v);
       }
     }
+    });
   }
   const std::string damage = emu::check_guard_zones();
   if (!damage.empty()) throw KernelError("emu: cublasLtMatmul: " + damage);

@@ -1,6 +1,8 @@
 // CUDA emulation: what the runtime's .cpp files share (not for kernel code).
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -32,6 +34,10 @@ std::shared_ptr<const SharedFill> shared_fill_for(const void* kernel);
 size_t fill_static_shared_with_nan(const SharedFill& fill);
 // Total size of the static __shared__ variables found in the symbol table (for diagnostics).
 size_t static_shared_bytes();
+
+// fn(begin, end) over [0, n) in chunks of `grain`, on the emulator's block threads (which sleep
+// when idle, unlike an OpenMP team). Used by the library fakes.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
 // Guard zones around cudaMalloc allocations: a description of the first damaged zone, or "".
 std::string check_guard_zones();
