@@ -50,7 +50,7 @@ std::string Tokenizer::Impl::decode_ids(const int32_t* ids, size_t n, bool skip_
   for (size_t i = 0; i < n; ++i) {
     int32_t id = ids[i];
     if (!valid(id) || (skip_special && special[id])) continue;
-    tokens.push_back(token_text[id]);
+    tokens.push_back(shown_text(id));
   }
   if (!has_decoder) {
     std::string out;
@@ -157,7 +157,7 @@ int32_t Tokenizer::token_to_id(std::string_view token) const { return loaded(imp
 std::string Tokenizer::id_to_token(int32_t id) const {
   loaded(impl);
   if (id < 0 || id >= impl->vocab_size_() || !impl->present[id]) return "";
-  return impl->token_text[id];
+  return impl->shown_text(id);
 }
 
 bool Tokenizer::is_special(int32_t id) const {

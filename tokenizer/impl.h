@@ -135,6 +135,13 @@ struct Tokenizer::Impl {
   std::string json;  // HF tokenizer.json text (canonical output of to_json_string)
 
   int32_t vocab_size_() const { return int32_t(token_text.size()); }
+  // As HF: a normalized added token decodes (and shows) as its normalized form.
+  std::vector<std::pair<int32_t, std::string>> normalized_added_text;  // (id, text), usually empty
+  const std::string& shown_text(int32_t id) const {
+    for (const auto& [i, text] : normalized_added_text)
+      if (i == id) return text;
+    return token_text[id];
+  }
 
   // encode.cpp
   struct Cache;

@@ -102,6 +102,7 @@ void finalize_tokenizer(Tokenizer::Impl* t, const std::string& canonical_extra) 
   // Added tokens are matched in two passes (before and after normalization); the first bytes
   // of their contents make a quick filter for the scan.
   t->added_raw.clear();
+  t->normalized_added_text.clear();
   t->added_normalized.clear();
   t->raw_first_byte.fill(false);
   t->normalized_first_byte.fill(false);
@@ -110,6 +111,7 @@ void finalize_tokenizer(Tokenizer::Impl* t, const std::string& canonical_extra) 
     if (a.special) t->special[a.id] = true;
     // as HF: normalized tokens are matched after normalization, against their normalized content
     a.match_content = a.normalized ? normalize_text(*t, a.content) : a.content;
+    if (a.match_content != a.content) t->normalized_added_text.push_back({a.id, a.match_content});
     if (a.match_content.empty()) continue;
     if (a.normalized) {
       t->added_normalized.push_back(int32_t(i));
@@ -125,7 +127,7 @@ void finalize_tokenizer(Tokenizer::Impl* t, const std::string& canonical_extra) 
     std::string raw;
     for (int32_t id = 0; id < n; ++id)
       if (t->present[id])
-        t->byte_level_decoded[id] = byte_level_decode(t->token_text[id], &raw) ? raw : t->token_text[id];
+        t->byte_level_decoded[id] = byte_level_decode(t->shown_text(id), &raw) ? raw : t->shown_text(id);
   }
 
   // BOS/EOS: what the post-processor adds around the text; otherwise the conventional names.

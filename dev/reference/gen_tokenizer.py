@@ -178,7 +178,7 @@ def build_corpus(rng):
     # strings that look like special tokens, and the real ones
     looks = SPECIALS + ["<|begin_of_text|", "|begin_of_text|>", "<|BEGIN_OF_TEXT|>", "<| eot_id |>", "<|eot_id|><|eot_id|>",
                         "<<|eot_id|>>", "</s>", "<s>", "<unk>", "< s>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-                        "<mask>", " <mask> ", "[[note]]", "[[note]", "xyzzy", "axyzzyb", " xyzzy ", "<0x41>", "<0xZZ>", "▁"]
+                        "<mask>", " <mask> ", "[[note]]", "[[note]", "xyzzy", "axyzzyb", " xyzzy ", "<extra>", " <extra>", "<0x41>", "<0xZZ>", "▁"]
     for _ in range(150):
         s = []
         for _ in range(rng.randint(3, 30)):
@@ -284,10 +284,12 @@ def train_sentencepiece(docs):
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
     model = models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True)
     sp = Tokenizer(model)
+    sp.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     sp.add_special_tokens([AddedToken("<unk>", special=True, normalized=False),
                            AddedToken("<s>", special=True, normalized=False),
                            AddedToken("</s>", special=True, normalized=False)])
-    sp.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # a normalized added token: HF matches its normalized form ("▁<extra>") in the normalized text
+    sp.add_tokens([AddedToken("<extra>", special=False, normalized=True)])
     sp.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                     decoders.Strip(" ", 1, 0)])
     j = json.loads(sp.to_str())
