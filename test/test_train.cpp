@@ -24,6 +24,7 @@
 #include "model/config.h"
 #include "model/params.h"
 #include "model/weights.h"
+#include "tokenizer/tokenizer.h"
 
 using nlohmann::json;
 
@@ -86,8 +87,10 @@ struct Data {
     remove_tree(dir);
     make_dirs(dir);
     config = dir + "/tiny.json";
+    // vocab: the tokenizer fixture's size rounded up to a multiple of 64
+    const int vocab = (Tokenizer::from_json_file(tokenizer).vocab_size() + 63) / 64 * 64;
     write_file_atomic(config, R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-      "vocab_size": 3008, "hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2,
+      "vocab_size": )" + std::to_string(vocab) + R"(, "hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2,
       "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
       "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
       "initializer_range": 0.02, "bos_token_id": 0, "eos_token_id": 1})");

@@ -135,9 +135,11 @@ def main():
     shard = os.path.join(tmp, "kvr.bin")
     subprocess.check_call([os.path.join(ROOT, "prepare_data"), "--mode", "kvr", "--num", str(args.pairs),
                            "--tokenizer", TOKENIZER, "--output", shard, "--quiet"])
+    tok = json.load(open(TOKENIZER))
+    n_vocab = max([len(tok["model"]["vocab"])] + [t["id"] + 1 for t in tok["added_tokens"]])
+    CONFIG["vocab_size"] = (n_vocab + 63) // 64 * 64
     json.dump(CONFIG, open(os.path.join(tmp, "config.json"), "w"))
     examples = read_shard(shard)
-    tok = json.load(open(TOKENIZER))
     eos_id = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|end_of_text|>")
     # gold = the trained answer tokens without EOS (the engine compares decoded text, stripped and
     # lowercased; for KVR values the two criteria coincide)
