@@ -35,6 +35,10 @@ struct Tokenizer {
   int32_t token_to_id(std::string_view token) const;  // -1 if absent (added tokens included)
   std::string id_to_token(int32_t id) const;          // "" if out of range
   bool is_special(int32_t id) const;
+  // BOS/EOS rule: the special tokens the post-processor puts before/after the text (Llama 3's
+  // <|begin_of_text|>, Llama 2's <s>); otherwise the first *special* added token named
+  // <|begin_of_text|>, <s>, <|endoftext|> (BOS) or <|end_of_text|>, </s>, <|endoftext|>,
+  // <|im_end|> (EOS).
   int32_t bos_id() const;  // -1 if the tokenizer has none
   int32_t eos_id() const;  // -1 if the tokenizer has none (e.g. <|end_of_text|>, </s>, <|endoftext|>)
   // Ids that end a generated answer: eos_id() first, then whichever of <|end_of_text|>, </s>,
