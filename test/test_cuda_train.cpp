@@ -63,68 +63,74 @@ static Batch packed_batch(int T, int vocab, uint64_t seed) {
 }
 
 TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
-  const LlamaConfig cfg = tiny_config(300, 0.05f);
-  const int T = 37;
-  LlamaModel<CpuBackend> cpu(cfg, 2, T);
-  LlamaModel<CudaBackend> gpu(cfg, 2, T);
-  cuda_bind_model(gpu);
-  std::vector<float> p0(cpu.layout.total);
-  init_weights(cfg, cpu.layout, p0.data(), 7);
-  CpuBackend::upload(cpu.params, p0.data(), p0.size());
-  CudaBackend::upload(gpu.params, p0.data(), p0.size());
+  // untied; then tied embeddings with Qwen2-style q/k/v biases (the bias epilogue and its gradient)
+  for (bool tied_with_bias : {false, true}) {
+    INFO("tied embeddings + qkv bias: " << tied_with_bias);
+    LlamaConfig cfg = tiny_config(300, 0.05f);
+    cfg.tie_word_embeddings = tied_with_bias;
+    cfg.attention_bias = tied_with_bias;
+    const int T = 37;
+    LlamaModel<CpuBackend> cpu(cfg, 2, T);
+    LlamaModel<CudaBackend> gpu(cfg, 2, T);
+    cuda_bind_model(gpu);
+    std::vector<float> p0(cpu.layout.total);
+    init_weights(cfg, cpu.layout, p0.data(), 7);
+    CpuBackend::upload(cpu.params, p0.data(), p0.size());
+    CudaBackend::upload(gpu.params, p0.data(), p0.size());
 
-  AdamWConfig opt;
-  opt.lr = 1e-3f;
-  opt.weight_decay = 0.1f;
-  opt.max_grad_norm = 1.0f;
-  for (int step = 1; step <= 3; step++) {
-    INFO("step " << step);
-    const Batch b = packed_batch(T, cfg.vocab_size, 100 + step);
+    AdamWConfig opt;
+    opt.lr = 1e-3f;
+    opt.weight_decay = 0.1f;
+    opt.max_grad_norm = 1.0f;
+    for (int step = 1; step <= 3; step++) {
+      INFO("step " << step);
+      const Batch b = packed_batch(T, cfg.vocab_size, 100 + step);
+      cpu.zero_grad();
+      gpu.zero_grad();
+      emu::set_schedule(step == 2 ? "reverse" : step == 3 ? "random:5" : "forward");
+      const double loss_cpu = cpu.forward_backward(b, b.num_target_tokens);
+      const double loss_gpu = gpu.forward_backward(b, b.num_target_tokens);
+      emu::set_schedule("forward");
+      REQUIRE(std::isfinite(loss_gpu));
+      REQUIRE(std::abs(loss_gpu - loss_cpu) <= 2e-2 * std::abs(loss_cpu));
+      // every gradient tensor: bf16 activations through two layers, a few % relative RMS error at most
+      std::vector<float> g_cpu(cpu.layout.total), g_gpu(cpu.layout.total);
+      CpuBackend::download(g_cpu.data(), cpu.grads, g_cpu.size());
+      CudaBackend::download(g_gpu.data(), gpu.grads, g_gpu.size());
+      for (const ParamTensor& t : cpu.layout.tensors) {
+        INFO("gradient of " << t.name);
+        const std::vector<float> a(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel);
+        const std::vector<float> r(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel);
+        REQUIRE(all_finite(a));
+        REQUIRE(nmse(a, r) < 1e-3);
+      }
+      const double norm_cpu = cpu.optimizer_step(opt), norm_gpu = gpu.optimizer_step(opt);
+      REQUIRE(std::abs(norm_gpu - norm_cpu) <= 2e-2 * norm_cpu);
+    }
+    // Parameters after three steps: the updates (p3 - p0) agree. Adam normalizes each update to
+    // about lr, so an element whose gradient is tiny can move differently; in aggregate they agree.
+    std::vector<float> p_cpu(p0.size()), p_gpu(p0.size());
+    CpuBackend::download(p_cpu.data(), cpu.params, p0.size());
+    CudaBackend::download(p_gpu.data(), gpu.params, p0.size());
+    std::vector<float> du_cpu(p0.size()), du_gpu(p0.size());
+    double max_diff = 0.0;
+    for (size_t i = 0; i < p0.size(); i++) {
+      du_cpu[i] = p_cpu[i] - p0[i];
+      du_gpu[i] = p_gpu[i] - p0[i];
+      max_diff = std::max(max_diff, (double)std::abs(p_cpu[i] - p_gpu[i]));
+    }
+    REQUIRE(nmse(du_gpu, du_cpu) < 0.05);
+    REQUIRE(max_diff <= 6 * opt.lr);  // no element further apart than 3 steps of opposite updates
+
+    // After the steps the bf16 working copy is the rounded master: a forward from it gives the
+    // same loss as the CPU backend from the CPU's parameters, within bf16 tolerance.
+    const Batch b = packed_batch(T, cfg.vocab_size, 200);
     cpu.zero_grad();
     gpu.zero_grad();
-    emu::set_schedule(step == 2 ? "reverse" : step == 3 ? "random:5" : "forward");
     const double loss_cpu = cpu.forward_backward(b, b.num_target_tokens);
     const double loss_gpu = gpu.forward_backward(b, b.num_target_tokens);
-    emu::set_schedule("forward");
-    REQUIRE(std::isfinite(loss_gpu));
     REQUIRE(std::abs(loss_gpu - loss_cpu) <= 2e-2 * std::abs(loss_cpu));
-    // every gradient tensor: bf16 activations through two layers, a few % relative RMS error at most
-    std::vector<float> g_cpu(cpu.layout.total), g_gpu(cpu.layout.total);
-    CpuBackend::download(g_cpu.data(), cpu.grads, g_cpu.size());
-    CudaBackend::download(g_gpu.data(), gpu.grads, g_gpu.size());
-    for (const ParamTensor& t : cpu.layout.tensors) {
-      INFO("gradient of " << t.name);
-      const std::vector<float> a(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel);
-      const std::vector<float> r(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel);
-      REQUIRE(all_finite(a));
-      REQUIRE(nmse(a, r) < 1e-3);
-    }
-    const double norm_cpu = cpu.optimizer_step(opt), norm_gpu = gpu.optimizer_step(opt);
-    REQUIRE(std::abs(norm_gpu - norm_cpu) <= 2e-2 * norm_cpu);
   }
-  // Parameters after three steps: the updates (p3 - p0) agree. Adam normalizes each update to
-  // about lr, so an element whose gradient is tiny can move differently; in aggregate they agree.
-  std::vector<float> p_cpu(p0.size()), p_gpu(p0.size());
-  CpuBackend::download(p_cpu.data(), cpu.params, p0.size());
-  CudaBackend::download(p_gpu.data(), gpu.params, p0.size());
-  std::vector<float> du_cpu(p0.size()), du_gpu(p0.size());
-  double max_diff = 0.0;
-  for (size_t i = 0; i < p0.size(); i++) {
-    du_cpu[i] = p_cpu[i] - p0[i];
-    du_gpu[i] = p_gpu[i] - p0[i];
-    max_diff = std::max(max_diff, (double)std::abs(p_cpu[i] - p_gpu[i]));
-  }
-  REQUIRE(nmse(du_gpu, du_cpu) < 0.05);
-  REQUIRE(max_diff <= 6 * opt.lr);  // no element further apart than 3 steps of opposite updates
-
-  // After the steps the bf16 working copy is the rounded master: a forward from it gives the
-  // same loss as the CPU backend from the CPU's parameters, within bf16 tolerance.
-  const Batch b = packed_batch(T, cfg.vocab_size, 200);
-  cpu.zero_grad();
-  gpu.zero_grad();
-  const double loss_cpu = cpu.forward_backward(b, b.num_target_tokens);
-  const double loss_gpu = gpu.forward_backward(b, b.num_target_tokens);
-  REQUIRE(std::abs(loss_gpu - loss_cpu) <= 2e-2 * std::abs(loss_cpu));
   CudaBackend::release();
 }
 
