@@ -415,6 +415,11 @@ TEST_CASE("emu: launch limits are enforced as on an H100", "[emu]") {
                                228 * 1024) == cudaErrorInvalidValue);
   REQUIRE(cudaGetLastError() == cudaErrorInvalidValue);
   REQUIRE(cudaGetLastError() == cudaSuccess);
+  // Static shared memory counts toward the 48 KiB as well.
+  LAUNCH(big_static_smem_kernel, 1, 64, 0, 0)(out.ptr);
+  REQUIRE(out.download()[0] == 1.0f);
+  REQUIRE_THROWS_WITH(LAUNCH(big_static_smem_kernel, 1, 64, 16 * 1024, 0)(out.ptr),
+                      Contains("+40960 static") && Contains("49152"));
   REQUIRE_THROWS_WITH(LAUNCH(smem_overflow_kernel, 1, 32, 32 * sizeof(float), 0)(out.ptr),
                       Contains("past the end") && Contains("dynamic shared memory"));
 

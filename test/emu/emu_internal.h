@@ -28,6 +28,7 @@ Options& options();
 struct SharedFill {
   std::vector<std::pair<size_t, size_t>> ranges;  // (offset, bytes)
   size_t bytes = 0;
+  size_t kernel_static_bytes = 0;  // the kernel's own variables (for the launch limit)
 };
 std::shared_ptr<const SharedFill> shared_fill_for(const void* kernel);
 // Fills those variables with the NaN byte pattern (0xFF) in the calling OS thread's TLS.

@@ -774,7 +774,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // ---------------------------------------------------------------------------------------------
 // Launch
 
-static void validate_launch(const LaunchConfig& c) {
+static void validate_launch(const LaunchConfig& c, size_t static_smem) {
   auto bad = [&](const std::string& what) {
     throw KernelError("emu: kernel '" + std::string(c.kernel_name) + "' (launched at " + c.file +
                       ":" + std::to_string(c.line) + "): " + what +
@@ -790,14 +790,25 @@ static void validate_launch(const LaunchConfig& c) {
         std::to_string(kMaxThreadsPerBlock));
   if (g.x > 2147483647u || g.y > 65535u || g.z > 65535u)
     bad("grid " + dim_str(uint3{g.x, g.y, g.z}) + " exceeds the maximum (2^31-1,65535,65535)");
-  const size_t smem_limit = max_dynamic_smem(c.kernel);
-  if (c.dynamic_smem_bytes > smem_limit)
-    bad(std::to_string(c.dynamic_smem_bytes) + " bytes of dynamic shared memory exceed the " +
-        std::to_string(smem_limit) + " allowed" +
-        (smem_limit == kSharedPerBlockDefault
-             ? " (raise it with cudaFuncSetAttribute(kernel, "
-               "cudaFuncAttributeMaxDynamicSharedMemorySize, bytes))"
-             : ""));
+  // Shared memory: static (the kernel's own __shared__ variables; those of device helpers are
+  // not attributed to a kernel and not counted) plus dynamic must fit 48 KiB, unless the dynamic
+  // part was raised with cudaFuncSetAttribute, up to 227 KiB in all.
+  const size_t dyn = c.dynamic_smem_bytes;
+  if (static_smem > kSharedPerBlockDefault)
+    bad(std::to_string(static_smem) + " bytes of static shared memory exceed 48 KiB "
+        "(nvcc rejects this kernel; use dynamic shared memory)");
+  const size_t attribute = max_dynamic_smem(c.kernel);
+  const bool raised = attribute != kSharedPerBlockDefault;
+  if (!raised && static_smem + dyn > kSharedPerBlockDefault)
+    bad(std::to_string(dyn) + " bytes of dynamic shared memory (+" + std::to_string(static_smem) +
+        " static) exceed the 49152 allowed (raise it with cudaFuncSetAttribute(kernel, "
+        "cudaFuncAttributeMaxDynamicSharedMemorySize, bytes))");
+  if (raised && dyn > attribute)
+    bad(std::to_string(dyn) + " bytes of dynamic shared memory exceed the " +
+        std::to_string(attribute) + " set with cudaFuncSetAttribute");
+  if (static_smem + dyn > kSharedPerBlockOptin)
+    bad(std::to_string(static_smem + dyn) + " bytes of shared memory exceed the " +
+        std::to_string(kSharedPerBlockOptin) + " a block can have");
 }
 
 constexpr size_t kSmemGuardBytes = 256;  // after the dynamic shared memory, checked per block
@@ -808,7 +819,8 @@ void launch(const LaunchConfig& config, void (*body)(const void*),
     throw KernelError("emu: kernel '" + std::string(config.kernel_name) + "' launched at " +
                       config.file + ":" + std::to_string(config.line) +
                       " from device code (dynamic parallelism is not emulated)");
-  validate_launch(config);
+  const std::shared_ptr<const SharedFill> shared_fill = shared_fill_for(config.kernel);
+  validate_launch(config, shared_fill->kernel_static_bytes);
   g_launches++;
   const Options opts = options();
   const uint64_t nblocks = (uint64_t)config.grid.x * config.grid.y * config.grid.z;
@@ -829,7 +841,6 @@ void launch(const LaunchConfig& config, void (*body)(const void*),
   std::string error;
   const int os_threads = (int)std::min<uint64_t>(nblocks, (uint64_t)omp_get_max_threads());
   const size_t smem = config.dynamic_smem_bytes;
-  const std::shared_ptr<const SharedFill> shared_fill = shared_fill_for(config.kernel);
 
   std::function<void()> run_blocks = [&] {
     Worker& w = worker();

@@ -32,5 +32,6 @@ void launch_all_samples(float* f, int* i, unsigned* u, cudaStream_t stream) {
   LAUNCH(smem_overflow_kernel, 1, 32, 128, stream)(f);
   LAUNCH(helper_shared_kernel, 1, 32, 0, stream)(f);
   LAUNCH(atomic_mix_kernel, 4, 64, 0, stream)(i, u, f, reinterpret_cast<__nv_bfloat16*>(f));
+  LAUNCH(big_static_smem_kernel, 1, 64, 0, stream)(f);
   CUDA_CHECK(cudaGetLastError());
 }

@@ -238,3 +238,11 @@ __global__ void atomic_mix_kernel(int* count, unsigned* max_index, float* fsum,
   atomicAdd(fsum, 0.5f);
   atomicAdd(bsum, __float2bfloat16(1.0f));  // integers up to 256 are exact in bf16
 }
+
+// 40 KiB of static shared memory: fine alone, too much with 16 KiB of dynamic on top.
+__global__ void big_static_smem_kernel(float* out) {
+  __shared__ float big[10240];
+  big[threadIdx.x] = threadIdx.x;
+  __syncthreads();
+  out[threadIdx.x] = big[(threadIdx.x + 1) % blockDim.x];
+}

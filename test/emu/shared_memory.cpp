@@ -160,6 +160,7 @@ std::shared_ptr<const SharedFill> shared_fill_for(const void* kernel) {
       if (v.owner < 0 || v.owner == id) {
         fill->ranges.push_back({v.offset, v.size});
         fill->bytes += v.size;
+        if (v.owner == id) fill->kernel_static_bytes += v.size;
       }
     t.fills[id] = fill;
     t.fill_generation[id] = t.generation;
