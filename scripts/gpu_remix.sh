@@ -75,11 +75,14 @@ train() {  # train OUT_DIR ARGS...: skipped when OUT_DIR/final exists
     --schedule cosine --warmup-ratio 0.05 --beta1 0.9 --beta2 0.95 --eps 1e-8 --weight-decay 0 \
     --clip 1.0 --out "$dir" --log "$dir.log.jsonl" "$@" ${extra[@]+"${extra[@]}"}
 }
-evaluate() {  # evaluate OUT_DIR DATA MODEL...
+evaluate() {  # evaluate OUT_DIR DATA MODEL... [--template T]
   local dir="$1" data="$2"; shift 2
   if [ -f "$dir/metrics.json" ]; then echo "= $dir/metrics.json exists, skipped"; return; fi
-  local models=(); for m in "$@"; do models+=(--model "$m"); done
-  run ./eval_factoids --device "$device" "${models[@]}" --data "$data" --out "$dir"
+  local models=() opts=()
+  while [ $# -gt 0 ]; do
+    if [ "$1" = --template ]; then opts+=(--template "$2"); shift 2; else models+=(--model "$1"); shift; fi
+  done
+  run ./eval_factoids --device "$device" "${models[@]}" --data "$data" ${opts[@]+"${opts[@]}"} --out "$dir"
 }
 
 [ $dry = 1 ] || make -j"$(nproc)" all
@@ -136,8 +139,10 @@ for spec in "${d_bs[@]}"; do
       dir="$out/stage2-$name-from-$s1-mix-$s2"
       train "$dir" --model "$out/stage1-$s1/final" --data "$out/data/$name.bin" --epochs "$epochs" \
         --stop-loss 1e-4 --stop-loss-count 10 ${mix[@]+"${mix[@]}"}
-      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_a" "$out/data/d_a.jsonl" "$out/stage1-$s1/final" "$dir/final"
-      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_b" "$out/data/$name.jsonl" "$dir/final"
+      # D_A questions come from its shard (exact training prompts): a stage-2 checkpoint records
+      # the D_B template. D_B uses its JSONL (all gold answers) with the QA template.
+      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_a" "$out/data/d_a.bin" "$out/stage1-$s1/final" "$dir/final"
+      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_b" "$out/data/$name.jsonl" "$dir/final" --template "$qa_template"
     done
   done
 done
