@@ -114,9 +114,11 @@ std::string show(const std::string& s) {  // printable excerpt of a document
 // 64-id block that differs, with our ids there.
 void check_parity(const Tokenizer& tok, const std::string& expected_name, bool check_decode_hash,
                   bool check_roundtrip) {
-  const auto& docs = corpus();
   Expected e = load_expected(expected_name);
-  REQUIRE(e.count.size() == docs.size());
+  const auto& all_docs = corpus();
+  REQUIRE(e.count.size() <= all_docs.size());
+  const bool full = e.count.size() == all_docs.size();
+  const std::vector<std::string> docs(all_docs.begin(), all_docs.begin() + e.count.size());
   std::vector<std::string> plain, special;
   std::vector<size_t> plain_index, special_index;
   for (size_t i = 0; i < docs.size(); ++i) {
@@ -153,7 +155,7 @@ void check_parity(const Tokenizer& tok, const std::string& expected_name, bool c
       FAIL(expected_name << ": decode(encode(x)) != x for document " << i << ": " << show(docs[i]));
   }
   INFO(expected_name << ": " << docs.size() << " documents, " << total_bytes << " bytes, " << total_ids << " ids");
-  REQUIRE(total_bytes >= 1000000);
+  if (full) REQUIRE(total_bytes >= 1000000);
 }
 
 }  // namespace
@@ -222,6 +224,14 @@ TEST_CASE("(c) SentencePiece-style BPE with byte fallback (Llama 2 layout): iden
 TEST_CASE("(c) SentencePiece-style BPE with a Metaspace pre-tokenizer (Mistral style): identical ids") {
   Tokenizer t = Tokenizer::from_json_string(variant_json("metaspace").dump(), "metaspace");
   check_parity(t, "metaspace", true, false);
+}
+
+TEST_CASE("other pre-tokenizer / normalizer pieces (Split behaviors, invert, Digits, Metaspace) on 300 documents") {
+  for (const char* name : {"split_removed_digits", "split_merged_next", "split_merged_previous",
+                           "split_contiguous_invert", "metaspace_always_nosplit"}) {
+    Tokenizer t = Tokenizer::from_json_string(variant_json(name).dump(), name);
+    check_parity(t, name, true, false);
+  }
 }
 
 TEST_CASE("tiktoken rank file: identical ids with the tiktoken library") {

@@ -354,6 +354,27 @@ VARIANTS = [
 ]
 
 
+# Less common pipeline pieces, checked on the first 300 documents (keeps the fixtures small).
+BL_STEP = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+EXTRA_VARIANTS = [
+    ("split_removed_digits", "bytelevel.json", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "Split", "pattern": {"Regex": LLAMA3}, "behavior": "Removed", "invert": False}, BL_STEP]}}),
+    ("split_merged_next", "bytelevel.json", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"\s+"}, "behavior": "MergedWithNext", "invert": False}, BL_STEP]}}),
+    ("split_merged_previous", "bytelevel.json", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": False}, BL_STEP]}}),
+    ("split_contiguous_invert", "bytelevel.json", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"[aeiou]"}, "behavior": "Contiguous", "invert": False},
+        {"type": "Split", "pattern": {"Regex": r"\p{L}+"}, "behavior": "Isolated", "invert": True}, BL_STEP]}}),
+    ("metaspace_always_nosplit", "sentencepiece.json", {
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "}]},
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": False},
+        "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": False}}),
+]
+EXTRA_DOCS = 300
+
+
 def apply_variant(base, changes):
     j = json.loads(json.dumps(base))
     for key, value in changes.items():
@@ -400,6 +421,11 @@ def main():
         tok = Tokenizer.from_str(json.dumps(apply_variant(bases[base], changes)))
         write_expected(tok, docs, os.path.join(OUT, f"expected_{name}.bin"))
         variants.append({"name": name, "base": base, "set": changes})
+        print(f"{name}: done")
+    for name, base, changes in EXTRA_VARIANTS:
+        tok = Tokenizer.from_str(json.dumps(apply_variant(bases[base], changes)))
+        write_expected(tok, docs[:EXTRA_DOCS], os.path.join(OUT, f"expected_{name}.bin"))
+        variants.append({"name": name, "base": base, "set": changes, "docs": EXTRA_DOCS})
         print(f"{name}: done")
     with open(os.path.join(OUT, "variants.json"), "w", encoding="utf-8") as f:
         json.dump(variants, f, ensure_ascii=False, indent=1)
