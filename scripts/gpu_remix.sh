@@ -26,13 +26,15 @@
 #                      passage:` + words 0-50 -> words 50-100.
 #   --words FILE       word list for random-word passages (default /usr/share/dict/words).
 # A stage whose final checkpoint exists is skipped, so the script can be re-run after a failure.
+# --dry-run prints the commands; --no-build skips `make`; --device, --epochs, --lr, --batch-size,
+# --seq-len, --num-kvr, --ratios, --replay-ratio, --template override the protocol's values.
 # Extra train_llama options (e.g. --micro-batch-size 4 for 80 GB, --save-every 500) go after "--".
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 model=""; out="runs/gpu"; generic=""; words="/usr/share/dict/words"; d_a=""; dry=0
 num_kvr=2000; ratios="1 2 4"; replay_ratio=0.2; epochs=20; lr=5e-5; batch=32; seq_len=2048
-device=cuda; template=tulu
+device=cuda; template=tulu; build=1
 d_bs=(); extra=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
     --device) device="$2"; shift 2 ;;
     --template) template="$2"; shift 2 ;;   # tulu (default) or a template file for all data
     --dry-run) dry=1; shift ;;
+    --no-build) build=0; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "gpu_remix.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -85,7 +88,7 @@ evaluate() {  # evaluate OUT_DIR DATA MODEL... [--template T]
   run ./eval_factoids --device "$device" "${models[@]}" --data "$data" ${opts[@]+"${opts[@]}"} --out "$dir"
 }
 
-[ $dry = 1 ] || make -j"$(nproc)" all
+[ $dry = 1 ] || [ $build = 0 ] || make -j"$(nproc)" all
 mkdir -p "$out/data"
 tok="$model/tokenizer.json"
 
