@@ -290,6 +290,7 @@ class Driver:
                     proc.terminate()
 
     def run_stage(self, st):
+        t0 = time.time()
         stage_dir = os.path.join(REPO, self.path(st.name))
         if os.path.exists(stage_dir):
             shutil.rmtree(stage_dir)
@@ -307,7 +308,8 @@ class Driver:
             raise StageFailed(f"error: stage {st.name} finished but did not produce {', '.join(missing)}"
                               f" (log: {log_path})")
         write_text_atomic(os.path.join(stage_dir, "stage.json"),
-                          json.dumps({"key": st.key, "cmds": st.cmds, "finished": time.time()}, indent=1))
+                          json.dumps({"key": st.key, "cmds": st.cmds, "finished": time.time(),
+                                      "seconds": round(time.time() - t0, 2)}, indent=1))
 
     def run_command(self, name, cmd, log, log_path):
         """Runs one command, logging everything and echoing a progress line every few seconds."""

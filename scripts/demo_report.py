@@ -257,6 +257,28 @@ def outcome(rows, d_bs, p, mix_label):
     return summary, paras
 
 
+def timing_text(repo, out):
+    """Wall time of each stage as recorded in its stage.json when it ran (cached stages keep the
+    time of the run that made them)."""
+    rows = []
+    base = os.path.join(repo, out)
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name, "stage.json")
+        if os.path.exists(path):
+            secs = read_json(path).get("seconds")
+            if isinstance(secs, (int, float)):
+                rows.append((name, secs))
+    if not rows:
+        return ""
+    groups = {}
+    for name, secs in rows:
+        kind = name.split("-")[0]
+        groups[kind] = groups.get(kind, 0.0) + secs
+    parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(groups.items(), key=lambda kv: -kv[1]))
+    return (f"Stage wall times (from each `stage.json`; stages run two at a time, so the demo's wall time is "
+            f"less than the sum): total {sum(s for _, s in rows) / 60:.1f} min = {parts}.")
+
+
 def write_report(repo, out, profile, p, runs, mix_label, d_b_label):
     rows = collect(repo, out, runs)
     s1sum = stage1_summary(repo, out, p["stage1"])
@@ -313,6 +335,8 @@ D_A drop = accuracy after stage 1 minus accuracy after stage 2. Every number is 
 
 Stage-1 training (from each run's `train_log.jsonl`):
 {chr(10).join(s1_lines)}
+
+{timing_text(repo, out)}
 
 ## Outcome
 
