@@ -142,12 +142,10 @@ struct LaunchConfig {
   int line;
 };
 // The barrier-free fast path of one block: call the kernel for threads order[0..count) in turn,
-// publishing the position and thread index, until *stop (the block switched to fibers or failed).
+// publishing only the thread index, until *stop (the block switched to fibers or failed).
 struct PlainLoop {
-  const int* order;
+  const int* order;  // null: forward order
   int count;
-  int* position;
-  int* current;
   const uint3* thread_idx;
   const bool* stop;
 };
@@ -178,10 +176,7 @@ struct KernelLauncher {
         [](const void* p, const PlainLoop& loop) {
           const Closure* c = static_cast<const Closure*>(p);
           for (int i = 0; i < loop.count; i++) {
-            const int t = loop.order[i];
-            *loop.position = i;
-            *loop.current = t;
-            tl_thread_idx = loop.thread_idx[t];
+            tl_thread_idx = loop.thread_idx[loop.order ? loop.order[i] : i];
             std::apply(c->kernel, c->args);
             if (*loop.stop) return;
           }

@@ -276,8 +276,8 @@ static void run_thread(Block& b, int t) {
     if (t >= 0)
       b.body(b.closure);
     else  // the plain loop over the block's threads
-      b.plain_loop(b.closure, PlainLoop{b.order.data(), (int)b.order.size(), &b.runner_pos,
-                                        &b.current, b.thread_idx.data(), &b.stop_plain});
+      b.plain_loop(b.closure, PlainLoop{b.ordered_as == Schedule::forward ? nullptr : b.order.data(),
+                                        (int)b.order.size(), b.thread_idx.data(), &b.stop_plain});
   } catch (const ctx::detail::forced_unwind&) {
     throw;
   } catch (const std::exception& e) {
@@ -310,8 +310,18 @@ static void yield_to_scheduler(Block& b) { b.scheduler = std::move(b.scheduler).
 
 // First synchronization point reached by a block in plain mode: the runner fiber becomes the
 // current thread's fiber, the threads not yet started get fibers of their own.
+// The plain loop publishes only threadIdx (it is the hot loop): recover the running thread and its
+// position in the schedule order from it.
+static void locate_plain_thread(Block& b) {
+  const dim3& bd = tl_block_dim;
+  const uint3 t = tl_thread_idx;
+  b.current = (int)(t.x + bd.x * (t.y + bd.y * t.z));
+  b.runner_pos = (int)(std::find(b.order.begin(), b.order.end(), b.current) - b.order.begin());
+}
+
 static void enter_fiber_mode(Block& b) {
   if (b.fiber_mode) return;
+  locate_plain_thread(b);
   b.fiber_mode = true;
   b.stop_plain = true;
   // Plain mode keeps no per-thread state (it is the hot loop): derive it from the position.
@@ -514,6 +524,7 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
 
 unsigned active_mask() {
   Block& b = current_block("__activemask");
+  if (!b.fiber_mode) locate_plain_thread(b);
   const int me = b.current, warp_base = me - me % 32;
   unsigned m = 0;
   for (int l = 0; l < 32 && warp_base + l < b.nthreads; l++) m |= 1u << l;
