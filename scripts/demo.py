@@ -154,6 +154,7 @@ class Driver:
         self.lock = threading.Lock()
         self.procs = []
         self.failed = False
+        self.cpu_seconds = {}
 
     def add(self, stage):
         assert stage.name not in self.stages, stage.name
@@ -309,7 +310,8 @@ class Driver:
                               f" (log: {log_path})")
         write_text_atomic(os.path.join(stage_dir, "stage.json"),
                           json.dumps({"key": st.key, "cmds": st.cmds, "finished": time.time(),
-                                      "seconds": round(time.time() - t0, 2)}, indent=1))
+                                      "seconds": round(time.time() - t0, 2),
+                                      "cpu_seconds": round(self.cpu_seconds.get(st.name, 0.0), 2)}, indent=1))
 
     def run_command(self, name, cmd, log, log_path):
         """Runs one command, logging everything and echoing a progress line every few seconds."""
@@ -339,7 +341,12 @@ class Driver:
                 self.say(f"        {name}: {line[:140]}")
                 last_echo = now
                 last_line = ""
-        rc = proc.wait()
+        # wait4 instead of wait: the child's CPU time (user + system) is recorded per stage, so the
+        # report can state the demo's cost independently of how busy the machine was.
+        _, status, usage = os.wait4(proc.pid, 0)
+        rc = os.waitstatus_to_exitcode(status)
+        proc.returncode = rc
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + usage.ru_utime + usage.ru_stime
         log.flush()
         if last_line and not self.verbose:
             self.say(f"        {name}: {last_line[:140]}")

@@ -260,14 +260,16 @@ def outcome(rows, d_bs, p, mix_label):
 def timing_text(repo, out):
     """Wall time of each stage as recorded in its stage.json when it ran (cached stages keep the
     time of the run that made them)."""
-    rows = []
+    rows, cpu = [], 0.0
     base = os.path.join(repo, out)
     for name in sorted(os.listdir(base)):
         path = os.path.join(base, name, "stage.json")
         if os.path.exists(path):
-            secs = read_json(path).get("seconds")
+            st = read_json(path)
+            secs = st.get("seconds")
             if isinstance(secs, (int, float)):
                 rows.append((name, secs))
+            cpu += st.get("cpu_seconds") or 0.0
     if not rows:
         return ""
     groups = {}
@@ -276,7 +278,9 @@ def timing_text(repo, out):
         groups[kind] = groups.get(kind, 0.0) + secs
     parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(groups.items(), key=lambda kv: -kv[1]))
     return (f"Stage wall times (from each `stage.json`; stages run two at a time, so the demo's wall time is "
-            f"less than the sum): total {sum(s for _, s in rows) / 60:.1f} min = {parts}.")
+            f"less than the sum): total {sum(s for _, s in rows) / 60:.1f} min = {parts}. CPU time of all "
+            f"programs (user + system, single-threaded each): {cpu / 60:.1f} min, i.e. about "
+            f"{cpu / 120:.1f} min of wall time on 2 idle cores.")
 
 
 def write_report(repo, out, profile, p, runs, mix_label, d_b_label):
