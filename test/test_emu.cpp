@@ -244,6 +244,36 @@ TEST_CASE("emu: warp shuffles, votes and reductions follow CUDA's lane rules", "
   }
 }
 
+TEST_CASE("emu: 3-D grids and blocks index every thread exactly once", "[emu]") {
+  ScheduleReset reset;
+  const int blocks = 3 * 4 * 5, threads = 4 * 2 * 3;
+  DeviceBuffer<int> out(2 * blocks * threads);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    CUDA_CHECK(cudaMemset(out.ptr, 0xFF, out.n * sizeof(int)));
+    LAUNCH(indices_3d_kernel, dim3(3, 4, 5), dim3(4, 2, 3), 0, 0)(out.ptr);
+    auto o = out.download();
+    for (int b = 0; b < blocks; b++)
+      for (int t = 0; t < threads; t++) {
+        INFO(schedule << " block " << b << " thread " << t);
+        REQUIRE(o[2 * (b * threads + t)] == b);
+        REQUIRE(o[2 * (b * threads + t) + 1] == t);
+      }
+  }
+}
+
+TEST_CASE("emu: __syncwarp orders warp-synchronous shared memory code", "[emu]") {
+  ScheduleReset reset;
+  DeviceBuffer<int> out(1);
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    LAUNCH(syncwarp_reduce_kernel, 1, 32, 0, 0)(out.ptr);
+    INFO(schedule);
+    REQUIRE(out.download()[0] == 32 * 33 / 2);
+  }
+  REQUIRE_THROWS_WITH(emu::set_schedule("sideways"), Contains("EMU_SCHEDULE"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bugs the emulator must catch
 

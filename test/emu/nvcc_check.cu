@@ -33,5 +33,7 @@ void launch_all_samples(float* f, int* i, unsigned* u, cudaStream_t stream) {
   LAUNCH(helper_shared_kernel, 1, 32, 0, stream)(f);
   LAUNCH(atomic_mix_kernel, 4, 64, 0, stream)(i, u, f, reinterpret_cast<__nv_bfloat16*>(f));
   LAUNCH(big_static_smem_kernel, 1, 64, 0, stream)(f);
+  LAUNCH(indices_3d_kernel, dim3(3, 4, 5), dim3(4, 2, 3), 0, stream)(i);
+  LAUNCH(syncwarp_reduce_kernel, 1, 32, 0, stream)(i);
   CUDA_CHECK(cudaGetLastError());
 }

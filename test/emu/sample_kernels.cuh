@@ -246,3 +246,28 @@ __global__ void big_static_smem_kernel(float* out) {
   __syncthreads();
   out[threadIdx.x] = big[(threadIdx.x + 1) % blockDim.x];
 }
+
+// Indices of a 3-D grid of 3-D blocks: each thread writes where it is.
+__global__ void indices_3d_kernel(int* out) {
+  const int block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const int threads_per_block = blockDim.x * blockDim.y * blockDim.z;
+  int* o = out + 2 * (block * threads_per_block + thread);
+  o[0] = block;
+  o[1] = thread;
+}
+
+// Warp-synchronous tree reduction in shared memory, ordered by __syncwarp.
+__global__ void syncwarp_reduce_kernel(int* out) {
+  __shared__ int values[32];
+  const int lane = threadIdx.x;
+  values[lane] = lane + 1;
+  __syncwarp();
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const int v = lane < offset ? values[lane + offset] : 0;
+    __syncwarp();
+    if (lane < offset) values[lane] += v;
+    __syncwarp();
+  }
+  if (lane == 0) out[0] = values[0];
+}
