@@ -2,6 +2,10 @@
 // tiled_partition<N> for N <= 32, reduce with plus / less / greater, sync, tile shuffles and votes).
 // Tile operations are warp operations on the tile's lanes, so they carry the same mask checks.
 #pragma once
+// The real headers' include guards: a later #include <cooperative_groups.h> (or reduce.h) in a
+// kernel file is then a no-op instead of a clash with this emulation.
+#define _COOPERATIVE_GROUPS_H_
+#define _CG_REDUCE_H_
 
 namespace cooperative_groups {
 
