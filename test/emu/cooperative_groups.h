@@ -5,7 +5,7 @@
 // The real headers' include guards: a later #include <cooperative_groups.h> (or reduce.h) in a
 // kernel file is then a no-op instead of a clash with this emulation.
 #define _COOPERATIVE_GROUPS_H_
-#define _CG_REDUCE_H_
+#define _COOPERATIVE_GROUPS_REDUCE_H
 
 namespace cooperative_groups {
 
