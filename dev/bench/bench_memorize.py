@@ -93,24 +93,24 @@ def torch_eval(model, prompts, golds, eos_id, args):
     tok = Tokenizer.from_file(TOKENIZER)
     model.eval()
     correct = 0
+    # Prompts are grouped by length, so that no padding (and no position shift) is involved.
+    by_len = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
     with torch.no_grad():
-        for i in range(0, len(prompts), 64):
-            chunk = prompts[i:i + 64]
-            L = max(len(p) for p in chunk)
-            ids = torch.zeros(len(chunk), L, dtype=torch.long)
-            mask = torch.zeros(len(chunk), L, dtype=torch.long)
-            for r, p in enumerate(chunk):  # left padding for batched generation
-                ids[r, L - len(p):] = torch.tensor(p)
-                mask[r, L - len(p):] = 1
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=16,
-                                 eos_token_id=eos_id, pad_token_id=eos_id)
-            for r in range(len(chunk)):
-                gen = out[r, L:].tolist()
-                if eos_id in gen:
-                    gen = gen[:gen.index(eos_id)]
-                # as the engine: decoded text cut at a newline, stripped and lowercased
-                pred = tok.decode(gen).split("\n")[0].strip().lower()
-                correct += pred == tok.decode(golds[i + r]).strip().lower()
+        for L, idx in sorted(by_len.items()):
+            for c in range(0, len(idx), 64):
+                chunk = idx[c:c + 64]
+                ids = torch.tensor([prompts[i] for i in chunk])
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=16, eos_token_id=eos_id, pad_token_id=eos_id)
+                for r, i in enumerate(chunk):
+                    gen = out[r, L:].tolist()
+                    if eos_id in gen:
+                        gen = gen[:gen.index(eos_id)]
+                    # as the engine: decoded text cut at a newline, stripped and lowercased
+                    pred = tok.decode(gen).split("\n")[0].strip().lower()
+                    correct += pred == tok.decode(golds[i]).strip().lower()
     return correct / len(prompts)
 
 
