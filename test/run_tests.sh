@@ -3,6 +3,9 @@
 # totals as the last line: "N passed, M failed" (counting Catch2 test cases). A binary that
 # crashes or prints no summary counts as one failure.
 set -u
+# Idle OpenMP threads sleep instead of spinning: tests launch many short parallel regions (and the
+# CUDA emulator runs its own threads), and spinning teams starve each other on 2 cores.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 passed=0; failed=0
 logdir=build/test/logs; mkdir -p "$logdir"
 for bin in "$@"; do
