@@ -149,6 +149,30 @@ TEST_CASE("HF parity: packed rows (examples run separately in HF)", "[model][hf]
   check_hf_parity("packed");
 }
 
+// The RoPE frequencies alone, from the rope parameters recorded with each fixture: checks the
+// llama3 band math (tied_llama3 uses all three bands) independently of config.json parsing.
+TEST_CASE("RoPE frequencies match HF, including llama3 scaling", "[model][rope]") {
+  for (const char* name : {"gqa", "tied_llama3", "qwen2_bias", "packed"}) {
+    SafeTensors expected = SafeTensors::open(kFixtures + name + "/expected.safetensors");
+    const nlohmann::json hyper = nlohmann::json::parse(expected.metadata.at("fixture"));
+    const nlohmann::json& rope = hyper.at("rope");
+    const int D = hyper.at("head_dim").get<int>();
+    const bool llama3 = rope.at("rope_type").get<std::string>() == "llama3";
+    std::vector<double> inv_freq(D / 2);
+    rope_inv_freq(inv_freq.data(), D, rope.at("rope_theta").get<double>(), llama3,
+                  llama3 ? rope.at("factor").get<double>() : 1.0,
+                  llama3 ? rope.at("low_freq_factor").get<double>() : 1.0,
+                  llama3 ? rope.at("high_freq_factor").get<double>() : 4.0,
+                  llama3 ? rope.at("original_max_position_embeddings").get<double>() : 8192.0);
+    std::vector<float> hf = expected.read_f32("rope_inv_freq");
+    REQUIRE(hf.size() == inv_freq.size());
+    for (int i = 0; i < D / 2; i++) {
+      INFO(name << ": inv_freq[" << i << "] = " << inv_freq[i] << ", HF " << hf[i]);
+      CHECK(std::fabs(inv_freq[i] - hf[i]) <= 1e-6 * hf[i]);
+    }
+  }
+}
+
 TEST_CASE("packed rows give the loss and gradients of one example per row", "[model][packing]") {
   Fixture f = open_fixture("packed");
   Batch packed = fixture_batch(f, "");

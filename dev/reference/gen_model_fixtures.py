@@ -5,6 +5,7 @@ dev/requirements.txt). For each tiny random config it writes test/fixtures/model
   model/            config.json + model.safetensors, exactly as save_pretrained writes them
   expected.safetensors
     tokens, targets, positions, seg_start   I32 [rows, T]  the batch as the engine consumes it
+    rope_inv_freq                           F32 [head_dim/2] HF's RoPE frequencies
     logits                                  F32 [rows*T, V]
     loss                                    F32 [1]  sum of token losses / target tokens
     grad.<hf name>                          F32      gradient of every parameter
@@ -12,7 +13,7 @@ dev/requirements.txt). For each tiny random config it writes test/fixtures/model
     (packed only) unpacked_tokens, unpacked_targets, unpacked_positions, unpacked_seg_start:
                                             the same examples, one per row
   metadata "fixture": JSON {num_target_tokens, lr, beta1, beta2, eps, weight_decay, max_grad_norm,
-                             steps}
+                             steps, rope (HF rope_parameters), head_dim}
 
 The loss is the mean over target tokens (targets == -1 carry none). The 5 steps each recompute
 the loss on the same batch, then clip_grad_norm_ and torch.optim.AdamW.step().
@@ -98,12 +99,17 @@ def write_fixture(name, model, forward, batch, extra=None):
     tensors = {k: v.to(torch.int32).contiguous() for k, v in batch.items()}
     tensors["logits"] = logits.detach().float().contiguous()
     tensors["loss"] = loss.detach().reshape(1).float()
+    # HF's RoPE frequencies (a buffer, not in model.safetensors), for a direct check of the
+    # llama3 scaling math independent of config parsing.
+    tensors["rope_inv_freq"] = model.model.rotary_emb.inv_freq.detach().float().contiguous()
     for n, g in grads.items():
         tensors["grad." + n] = g.float().contiguous()
     for n, p in params.items():
         tensors["after." + n] = p.detach().float().contiguous()
     meta = {"num_target_tokens": ntt, "lr": LR, "beta1": BETAS[0], "beta2": BETAS[1], "eps": EPS,
-            "weight_decay": WD, "max_grad_norm": max_norm, "steps": STEPS}
+            "weight_decay": WD, "max_grad_norm": max_norm, "steps": STEPS,
+            "rope": {k: v for k, v in model.config.rope_parameters.items()},
+            "head_dim": model.model.rotary_emb.inv_freq.numel() * 2}
     # One metadata key holding sorted JSON: safetensors stores metadata in a hash map, so
     # several keys would come out in a different order on every run.
     save_file(tensors, os.path.join(d, "expected.safetensors"),
