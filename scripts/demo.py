@@ -30,6 +30,7 @@ only hashes and prints (seconds). --force reruns everything.
 Python 3 standard library only.
 """
 import argparse
+import filecmp
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARIES = ("tokenize", "prepare_data", "train_llama", "eval_factoids")
 
 # ----------------------------------------------------------------------------------------------
 # Experiment sizes. "full" fits 20 minutes on 2 cores (build included), "quick" 5 minutes,
@@ -161,6 +163,9 @@ class Driver:
         for cmd in stage.cmds:  # one thread per program (see run)
             if cmd[0] in ("./train_llama", "./eval_factoids") and "--threads" not in cmd:
                 cmd += ["--threads", "1"]
+            if cmd[0].startswith("./") and cmd[0][2:] in BINARIES:
+                cmd[0] = self.path(".bin", cmd[0][2:])
+        stage.tools = [self.path(".bin", t) if t in BINARIES else t for t in stage.tools]
         for d in stage.deps:
             assert d in self.stages, f"{stage.name} depends on unknown stage {d}"
         self.stages[stage.name] = stage
@@ -169,6 +174,32 @@ class Driver:
 
     def path(self, *parts):
         return os.path.join(self.out, *parts)
+
+    # -- program snapshot ----------------------------------------------------------------------
+    def snapshot_binaries(self):
+        """Copies ./tokenize, ./prepare_data, ./train_llama, ./eval_factoids into RUN/.bin/ and runs
+        the copies: a rebuild during the run cannot change (or, mid-link, break) the programs a
+        stage runs, and the cache keys hash exactly the programs that ran."""
+        bindir = os.path.join(REPO, self.path(".bin"))
+        os.makedirs(bindir, exist_ok=True)
+        for name in BINARIES:
+            src, dst = os.path.join(REPO, name), os.path.join(bindir, name)
+            for attempt in range(12):  # a binary being relinked right now: wait for the new one
+                if os.path.exists(dst) and os.path.exists(src) and filecmp.cmp(src, dst, shallow=False):
+                    break
+                tmp = dst + ".tmp"
+                try:
+                    shutil.copy2(src, tmp)
+                    ok = subprocess.run([tmp, "--help"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL).returncode == 0
+                except OSError:
+                    ok = False
+                if ok:
+                    os.replace(tmp, dst)
+                    break
+                time.sleep(5)
+            else:
+                sys.exit(f"error: ./{name} does not run (`{name} --help` fails): run make")
 
     # -- cache keys ----------------------------------------------------------------------------
     def compute_key(self, st):
@@ -179,6 +210,8 @@ class Driver:
                 "tools": {}}
         for t in st.tools:
             p = t if os.path.isabs(t) else os.path.join(REPO, t)
+            if self.args.dry_run and os.path.basename(t) in BINARIES:  # no snapshot in a dry run
+                p = os.path.join(REPO, os.path.basename(t))
             if not os.path.exists(p):
                 desc["tools"][t] = "missing"
             else:
@@ -208,6 +241,8 @@ class Driver:
                 self.memo = read_json(self.memo_path)
             except ValueError:
                 self.memo = {}
+        if not self.args.dry_run:
+            self.snapshot_binaries()
         for name in self.order:
             self.stages[name].key = self.compute_key(self.stages[name])
         todo = [n for n in self.order if not self.is_cached(self.stages[n])]
@@ -617,7 +652,7 @@ def main():
 
     if not args.no_install and not args.dry_run:
         subprocess.run(["bash", os.path.join(REPO, "scripts", "install_deps.sh"), "--demo"], check=True)
-    for b in ("tokenize", "prepare_data", "train_llama", "eval_factoids"):
+    for b in BINARIES:
         if not os.path.exists(os.path.join(REPO, b)) and not args.dry_run:
             sys.exit(f"error: ./{b} is missing: run `make` first (make demo does both)")
 
