@@ -100,8 +100,9 @@ int main(int argc, char** argv) {
     double tok_s = (double)rows * T * steps / elapsed;
     std::printf("{\"engine\": \"llm-engine cpu\", \"threads\": %d, \"params\": %zu, \"rows\": %d, "
                 "\"T\": %d, \"steps\": %d, \"seconds_per_step\": %.4f, \"tokens_per_s\": %.1f, "
-                "\"loss\": %.5f}\n",
-                omp_get_max_threads(), model.layout.total, rows, T, steps, elapsed / steps, tok_s, loss);
+                "\"loss\": %.5f, \"param_state_mb\": %.1f, \"activation_mb\": %.1f}\n",
+                omp_get_max_threads(), model.layout.total, rows, T, steps, elapsed / steps, tok_s, loss,
+                model.param_state_bytes / 1e6, model.activation_bytes / 1e6);
     if (profile)
       std::fprintf(stderr, "per step: forward %.3f s, head+backward %.3f s, optimizer %.3f s\n",
                    t_fwd / steps, t_bwd / steps, t_opt / steps);
