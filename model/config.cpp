@@ -111,21 +111,35 @@ LlamaConfig parse_config(const json& j, const std::string& path) {
   check(c.rope_theta > 0, path, ": field 'rope_theta' must be positive");
 
   // Fields that change the math and are not implemented are refused by name.
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const json& r = j["rope_scaling"];
-    check(r.is_object(), path, ": field 'rope_scaling' must be an object or null");
-    std::string type = r.value("rope_type", r.value("type", std::string()));
+  // RoPE: transformers < 5 writes top-level rope_theta + rope_scaling; transformers >= 5 writes
+  // rope_parameters {rope_theta, rope_type, factor, ...}. Both are read.
+  std::string rope_key = "rope_scaling";
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    rope_key = "rope_parameters";
+    check(j["rope_parameters"].is_object(), path, ": field 'rope_parameters' must be an object");
+    read_field(j["rope_parameters"], "rope_theta", c.rope_theta, path + " rope_parameters");
+    check(c.rope_theta > 0, path, ": field 'rope_parameters.rope_theta' must be positive");
+  }
+  if (j.contains(rope_key) && !j[rope_key].is_null()) {
+    const json& r = j[rope_key];
+    check(r.is_object(), path, ": field '", rope_key, "' must be an object or null");
+    std::string type = r.value("rope_type", r.value("type", std::string("default")));
     if (type != "default") {
-      check(type == "llama3", path, ": field 'rope_scaling.rope_type': unsupported rope type '", type,
-            "' (supported: llama3, default, null)");
+      check(type == "llama3", path, ": field '", rope_key, ".rope_type': unsupported rope type '", type,
+            "' (supported: llama3, default)");
       c.rope_scaling.rope_type = "llama3";
-      require_field(r, "factor", c.rope_scaling.factor, path + " rope_scaling");
+      require_field(r, "factor", c.rope_scaling.factor, path + " " + rope_key);
       read_field(r, "low_freq_factor", c.rope_scaling.low_freq_factor, path);
       read_field(r, "high_freq_factor", c.rope_scaling.high_freq_factor, path);
       read_field(r, "original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings, path);
       check(c.rope_scaling.factor > 0 && c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor, path,
-            ": field 'rope_scaling': need factor > 0 and high_freq_factor > low_freq_factor");
+            ": field '", rope_key, "': need factor > 0 and high_freq_factor > low_freq_factor");
     }
+  }
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    for (const auto& t : j["layer_types"])
+      check(t == "full_attention" || j.value("use_sliding_window", false), path,
+            ": field 'layer_types': only full_attention layers are supported, got ", t.dump());
   }
   for (const char* moe : {"num_local_experts", "num_experts", "num_experts_per_tok", "moe_intermediate_size"}) {
     check(!j.contains(moe) || j[moe].is_null() || (j[moe].is_number() && j[moe].get<double>() == 0), path,

@@ -257,3 +257,24 @@ TEST_CASE("bf16 and f16 conversions") {
   REQUIRE(f16_to_float(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
   REQUIRE(std::isinf(f16_to_float(0x7c00)));
 }
+
+TEST_CASE("config.json: transformers 5 rope_parameters") {
+  json j = tiny_config();
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_theta", 1000000.0}, {"rope_type", "default"}};
+  LlamaConfig c = parse_config(j, "cfg.json");
+  REQUIRE(c.rope_theta == 1000000.0f);
+  REQUIRE(c.rope_scaling.rope_type.empty());
+  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
+                          {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                          {"original_max_position_embeddings", 64}};
+  c = parse_config(j, "cfg.json");
+  REQUIRE(c.rope_theta == 10000.0f);
+  REQUIRE(c.rope_scaling.rope_type == "llama3");
+  REQUIRE(c.rope_scaling.original_max_position_embeddings == 64);
+  j["rope_parameters"]["rope_type"] = "yarn";
+  REQUIRE_THROWS_WITH(parse_config(j, "cfg.json"), Contains("rope_parameters.rope_type") && Contains("yarn"));
+  j = tiny_config();
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  REQUIRE_THROWS_WITH(parse_config(j, "cfg.json"), Contains("layer_types"));
+}
