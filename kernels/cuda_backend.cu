@@ -269,6 +269,19 @@ void CudaBackend::adamw_update(float* p, const float* g, float* m, float* v, siz
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
   ::adamw_update<float>(p, mirror, g, m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream());
 }
+void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
+                               float b2, float eps, float wd, int step, float grad_scale) {
+  BackendState& s = state();
+  bf16* mirror = nullptr;
+  if (in_params(p)) {
+    weight(p);
+    mirror = s.params_bf16 + (p - s.params);
+  }
+  const AdamWHyper hp{lr, b1, b2, eps, wd, step};
+  // uint16_t holds the bf16 bit patterns (the host-side template has no bf16 type).
+  ::adamw_update<bf16>(p, mirror, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp, grad_scale,
+                       nullptr, (uint32_t)step, stream());
+}
 
 // ------------------------------------------------------------------------------------------------
 // Greedy decoding with a KV cache.

@@ -2,6 +2,7 @@
 // orchestration in model/llama.h runs on the GPU, with
 //   - bf16 activations and activation gradients (act_t = bf16), fp32 accumulation in every kernel;
 //   - fp32 master weights, fp32 gradients and fp32 AdamW moments (the model template's buffers),
+//     or bf16 moments with stochastic rounding (--optimizer-state bf16, MomentDtype::bf16),
 //     plus a bf16 working copy of the weights that the matmuls and the embedding read;
 //   - the kernels of kernels/cuda/*.cuh and cuBLASLt matmuls.
 // This header only declares, so that host code (model/llama.h, train_llama) compiles with g++ and
@@ -43,6 +44,7 @@ struct CudaBackend {
   static constexpr const char* name = "cuda";
   using act_t = __nv_bfloat16;
   using bf16 = __nv_bfloat16;
+  static constexpr bool has_bf16_moments = true;  // adamw_update over uint16_t (bf16 bits) moments
 
   // ---- the weight working copy and the process-wide state ----
   static void bind_params(const float* params, size_t n);
@@ -100,6 +102,10 @@ struct CudaBackend {
   static double sum_of_squares(const float* g, size_t n);
   // Updates the fp32 master weights and rewrites their bf16 working copy in the same pass.
   static void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                           float eps, float wd, int step, float grad_scale);
+  // The same with bf16 moments (raw bits), stored with stochastic rounding seeded by `step`, so a
+  // resumed run draws the same rounding as an uninterrupted one.
+  static void adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1, float b2,
                            float eps, float wd, int step, float grad_scale);
 };
 

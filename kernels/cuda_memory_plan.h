@@ -21,7 +21,8 @@ struct CudaMemoryPlan {
   size_t grad_scratch = 0;     // activation gradients, reused by every layer
   size_t lm_head = 0;          // compacted rows, their gradient, one chunk of fp32 logits + its bf16 copy
   size_t workspace = 0;        // cuBLASLt workspace, RMSNorm/attention/CE scratch, batch metadata, RoPE tables
-  size_t model_bytes = 0;      // of which LlamaModel<CudaBackend> allocates itself (fp32 optimizer state)
+  size_t model_bytes = 0;      // of which LlamaModel<CudaBackend> allocates itself
+  bool bf16_optimizer_state = false;  // --optimizer-state bf16
   size_t total() const {
     return weights_fp32 + weights_bf16 + grads + optimizer + activations + grad_scratch + lm_head + workspace;
   }
@@ -39,13 +40,14 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   m.weights_fp32 = P * F;
   m.weights_bf16 = P * A;
   m.grads = P * F;
+  m.bf16_optimizer_state = bf16_optimizer_state;
   m.optimizer = 2 * P * (bf16_optimizer_state ? A : F);
   m.activations = L * (N * (4 * C + QKV + H * D + 2 * I + I) * A + N * (2 + H) * F) + 2 * N * C * A + N * F;
   m.grad_scratch = N * (3 * C + QKV + H * D + 2 * I + I) * A;
   m.lm_head = 2 * N * C * A + head_chunk * V * (F + A);
   m.workspace = ((size_t)32 << 20) + std::min<size_t>(N, 256) * C * F + N * H * F + 5 * head_chunk * F +
                 6 * N * 4 + (3 * N + 1) * 4 + (size_t)T * D * F;
-  m.model_bytes = 4 * P * F + m.activations + m.grad_scratch + 2 * N * C * A + head_chunk * V * F + 6 * N * 4 +
+  m.model_bytes = 2 * P * F + m.optimizer + m.activations + m.grad_scratch + 2 * N * C * A + head_chunk * V * F + 6 * N * 4 +
                   (size_t)T * D * F;
   return m;
 }
@@ -55,7 +57,7 @@ inline std::string format_cuda_memory_plan(const CudaMemoryPlan& m) {
   const double GiB = 1024.0 * 1024.0 * 1024.0;
   const std::pair<const char*, size_t> rows[] = {
       {"weights, fp32 master", m.weights_fp32}, {"weights, bf16 working copy", m.weights_bf16},
-      {"gradients, fp32", m.grads},           {"AdamW state (m, v)", m.optimizer},
+      {"gradients, fp32", m.grads},           {m.bf16_optimizer_state ? "AdamW state (m, v), bf16" : "AdamW state (m, v), fp32", m.optimizer},
       {"activations saved for backward", m.activations}, {"activation-gradient scratch", m.grad_scratch},
       {"LM head (rows, logits chunk)", m.lm_head}, {"workspace (cuBLASLt, scratch, metadata)", m.workspace},
       {"total", m.total()}};

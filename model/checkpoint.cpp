@@ -59,6 +59,8 @@ static std::string generation_config_json(const LlamaConfig& c) {
 
 void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
   check(ck.config && ck.layout && ck.params && ck.adam_m && ck.adam_v, dir, ": save_checkpoint: missing state");
+  check(ck.moments_dtype == "F32" || ck.moments_dtype == "BF16", dir, ": save_checkpoint: moments_dtype '",
+        ck.moments_dtype, "' is not F32 or BF16");
   const ParamLayout& layout = *ck.layout;
   check_finite(ck.params, layout, dir, "weight");
   check_finite(ck.adam_m, layout, dir, "AdamW first moment");
@@ -77,8 +79,8 @@ void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
   const std::vector<int64_t> flat = {int64_t(layout.total)};
   write_safetensors(tmp + "/optimizer.safetensors",
                     {{"master_weights", "F32", flat, ck.params},
-                     {"adamw.exp_avg", "F32", flat, ck.adam_m},
-                     {"adamw.exp_avg_sq", "F32", flat, ck.adam_v}},
+                     {"adamw.exp_avg", ck.moments_dtype, flat, ck.adam_m},
+                     {"adamw.exp_avg_sq", ck.moments_dtype, flat, ck.adam_v}},
                     {{"format", "engine-optimizer"},
                      {"layout_fingerprint", layout_fingerprint(layout)},
                      {"param_total", std::to_string(layout.total)}});

@@ -4,7 +4,9 @@
 //   tokenizer.json                      the tokenizer the data was made with
 //   generation_config.json              bos/eos ids, greedy decoding
 //   optimizer.safetensors               fp32 master weights and AdamW first/second moments, each
-//                                       one flat tensor in the layout of model/params.h
+//                                       one flat tensor in the layout of model/params.h; the
+//                                       moments are F32, or BF16 when training keeps them in bf16
+//                                       (--optimizer-state bf16: the stored values are exact)
 //   trainer_state.json                  step, epoch, data cursor, RNG state, args, tokenizer hash,
 //                                       prompt template... (fields chosen by train_llama)
 // Everything is written into DIR.tmp, fsynced, then DIR.tmp is renamed to DIR, so a crash or a
@@ -30,6 +32,7 @@ struct CheckpointToSave {
   std::string tokenizer_json;      // written as tokenizer.json when not empty
   nlohmann::json trainer_state;    // "format_version" is added
   std::string weights_dtype = "F32";  // model.safetensors dtype ("F32" or "BF16")
+  std::string moments_dtype = "F32";  // AdamW moments in optimizer.safetensors ("F32" or "BF16")
 };
 
 // Writes the checkpoint atomically (see above). Refuses to write non-finite weights or moments:
@@ -42,7 +45,8 @@ bool is_training_checkpoint(const std::string& dir);
 // Reads trainer_state.json (checks format_version); errors name the file and the field.
 nlohmann::json load_trainer_state(const std::string& dir);
 
-// Reads the fp32 master weights and AdamW moments of a checkpoint made for this layout; the shape
+// Reads the fp32 master weights and AdamW moments (F32 or BF16, returned as fp32) of a checkpoint
+// made for this layout; the shape
 // and a layout fingerprint are checked so that a checkpoint of another model is refused clearly.
 void load_optimizer_state(const std::string& dir, const ParamLayout& layout, float* params, float* adam_m,
                           float* adam_v);

@@ -11,7 +11,9 @@
 struct CpuBackend {
   static constexpr const char* name = "cpu";
   using act_t = float;  // activations and their gradients
-  // Parameters, gradients and AdamW moments are fp32 on every backend (master weights).
+  // Parameters and gradients are fp32 on every backend (master weights); the CPU backend keeps
+  // fp32 AdamW moments only (--optimizer-state bf16 is refused: the CPU path is the reference).
+  static constexpr bool has_bf16_moments = false;
 
   template <class T>
   static T* alloc(size_t n) {  // zero-filled, 64-byte aligned

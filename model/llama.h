@@ -21,9 +21,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
+#include "common/nvtx.h"  // forward / lm_head_loss / backward ranges (no-ops in the CPU build)
 #include "dataloader/batch.h"
 #include "kernels/cpu/ops.h"  // AttentionShape and the host-side RoPE tables, shared by backends
 #include "model/adamw.h"
@@ -43,10 +46,15 @@ struct LlamaModel {
   int head_chunk = 0; // tokens per LM-head chunk
 
   // fp32 master parameters, their gradients and the AdamW moments (flat, see model/params.h).
+  // The moments are fp32 (adam_m, adam_v) or, with MomentDtype::bf16, raw bf16 bit patterns
+  // (adam_m16, adam_v16) updated with stochastic rounding; the other pair stays null.
   float* params = nullptr;
   float* grads = nullptr;
   float* adam_m = nullptr;
   float* adam_v = nullptr;
+  uint16_t* adam_m16 = nullptr;
+  uint16_t* adam_v16 = nullptr;
+  MomentDtype moment_dtype = MomentDtype::f32;
   int adam_step = 0;
 
   // Per-layer saved activations.
@@ -78,7 +86,7 @@ struct LlamaModel {
   // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
   size_t param_state_bytes = 0, activation_bytes = 0;
 
-  LlamaModel(const LlamaConfig& c, int max_rows, int max_T);
+  LlamaModel(const LlamaConfig& c, int max_rows, int max_T, MomentDtype moments = MomentDtype::f32);
   ~LlamaModel();
   LlamaModel(const LlamaModel&) = delete;
   LlamaModel& operator=(const LlamaModel&) = delete;
@@ -100,8 +108,16 @@ struct LlamaModel {
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
   // gradient norm before clipping.
   double optimizer_step(const AdamWConfig& opt) {
+    if constexpr (B::has_bf16_moments) {
+      if (moment_dtype == MomentDtype::bf16)
+        return adamw_step<B>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt);
+    }
     return adamw_step<B>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
   }
+  // The moments as fp32 on the host (checkpoints; bf16 -> fp32 is exact), and back (fp32 -> bf16
+  // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).
+  void download_moments(float* m_host, float* v_host) const;
+  void upload_moments(const float* m_host, const float* v_host);
   // Residual stream entering layer l (l == L: after the last layer), [rows*T, C].
   const act_t* hidden_state(int l) const { return l == L ? res_out : acts[l].res_in; }
 
@@ -118,9 +134,11 @@ struct LlamaModel {
 // ---------------------------------------------------------------------------------------------
 
 template <class B>
-LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T)
-    : cfg(c), layout(make_param_layout(c)), max_rows(rows), max_T(T) {
+LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype moments)
+    : cfg(c), layout(make_param_layout(c)), max_rows(rows), max_T(T), moment_dtype(moments) {
   check(rows > 0 && T > 0, "LlamaModel: max_rows and max_T must be positive");
+  check(moments == MomentDtype::f32 || B::has_bf16_moments, "--optimizer-state bf16: the ", B::name,
+        " backend keeps fp32 AdamW moments only (bf16 moments need --device cuda)");
   C = c.hidden_size; I = c.intermediate_size; L = c.num_hidden_layers; H = c.num_attention_heads;
   KV = c.num_key_value_heads; D = c.head_dim; V = c.vocab_size;
   QKV = (H + 2 * KV) * D;
@@ -132,8 +150,13 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T)
 
   params = plan<float>(layout.total, true);
   grads = plan<float>(layout.total, true);
-  adam_m = plan<float>(layout.total, true);
-  adam_v = plan<float>(layout.total, true);
+  if (moment_dtype == MomentDtype::bf16) {
+    adam_m16 = plan<uint16_t>(layout.total, true);
+    adam_v16 = plan<uint16_t>(layout.total, true);
+  } else {
+    adam_m = plan<float>(layout.total, true);
+    adam_v = plan<float>(layout.total, true);
+  }
 
   const int64_t N = max_N;
   acts.resize(L);
@@ -194,6 +217,46 @@ LlamaModel<B>::~LlamaModel() {
   }
   for (act_t* p : {res_out, lnf, d_res, d_ln, d_qkv, d_att, d_gu, d_h, d_lnf, head_x, head_dx}) B::free(p);
   for (int32_t* p : {tokens, positions, seg_start, key_hi, loss_rows, loss_targets}) B::free(p);
+  for (uint16_t* p : {adam_m16, adam_v16})
+    if (p) B::free(p);
+}
+
+template <class B>
+void LlamaModel<B>::download_moments(float* m_host, float* v_host) const {
+  const size_t n = layout.total;
+  if (moment_dtype == MomentDtype::f32) {
+    B::download(m_host, adam_m, n);
+    B::download(v_host, adam_v, n);
+    return;
+  }
+  std::vector<uint16_t> bits(n);
+  for (auto [dst, src] : {std::pair{m_host, adam_m16}, std::pair{v_host, adam_v16}}) {
+    B::download(bits.data(), src, n);
+    for (size_t i = 0; i < n; i++) {
+      const uint32_t u = (uint32_t)bits[i] << 16;  // bf16 is the top half of an fp32
+      std::memcpy(&dst[i], &u, 4);
+    }
+  }
+}
+
+template <class B>
+void LlamaModel<B>::upload_moments(const float* m_host, const float* v_host) {
+  const size_t n = layout.total;
+  if (moment_dtype == MomentDtype::f32) {
+    B::upload(adam_m, m_host, n);
+    B::upload(adam_v, v_host, n);
+    return;
+  }
+  std::vector<uint16_t> bits(n);
+  for (auto [src, dst] : {std::pair{m_host, adam_m16}, std::pair{v_host, adam_v16}}) {
+    for (size_t i = 0; i < n; i++) {
+      uint32_t u;
+      std::memcpy(&u, &src[i], 4);
+      check(std::isfinite(src[i]), "upload_moments: non-finite AdamW moment at flat index ", i);
+      bits[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);  // round to nearest even
+    }
+    B::upload(dst, bits.data(), n);
+  }
 }
 
 // Every index that the ops would trust is checked here, on the host, once per micro-batch.
@@ -292,36 +355,44 @@ double LlamaModel<B>::forward_backward(const Batch& b, int64_t optimizer_batch_t
     validate_and_upload(b);  // no loss here: nothing to add to the gradients
     return 0.0;
   }
-  forward(b);
-  const int N = cur_rows * cur_T;
-
-  // LM head + cross-entropy, only over the tokens that carry a loss (e.g. answer tokens), in
-  // chunks so that the logits of the whole batch never exist at once. Its gradient is complete
-  // as soon as the chunk's loss is known, because the normalizer is given up front.
-  int n_loss = 0;
-  for (int i = 0; i < N; i++)
-    if (b.targets[i] >= 0) {
-      host_loss_rows[n_loss] = i;
-      host_loss_targets[n_loss] = b.targets[i];
-      n_loss++;
-    }
-  B::upload(loss_rows, host_loss_rows.data(), n_loss);
-  B::upload(loss_targets, host_loss_targets.data(), n_loss);
-  B::gather_rows(head_x, lnf, loss_rows, n_loss, C);
-  const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
-  double loss_sum = 0.0;
-  float* lm_w = params + layout.lm_head;
-  float* lm_dw = grads + layout.lm_head;
-  for (int t0 = 0; t0 < n_loss; t0 += head_chunk) {
-    int n = std::min(head_chunk, n_loss - t0);
-    act_t* x = head_x + (int64_t)t0 * C;
-    B::matmul_forward(logits_chunk, x, lm_w, nullptr, n, C, V, false);
-    B::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, grad_scale, &loss_sum);
-    B::matmul_backward(head_dx + (int64_t)t0 * C, lm_dw, nullptr, logits_chunk, x, lm_w, n, C, V, false);
+  {
+    NVTX_RANGE("forward");
+    forward(b);
   }
-  B::zero(d_lnf, (size_t)N * C);
-  B::scatter_rows(d_lnf, head_dx, loss_rows, n_loss, C);
-  backward_from_lnf();
+  const int N = cur_rows * cur_T;
+  int n_loss = 0;
+  double loss_sum = 0.0;
+  {
+    NVTX_RANGE("lm_head_loss");  // the LM head's forward, loss and backward, chunk by chunk
+    // LM head + cross-entropy, only over the tokens that carry a loss (e.g. answer tokens), in
+    // chunks so that the logits of the whole batch never exist at once. Its gradient is complete
+    // as soon as the chunk's loss is known, because the normalizer is given up front.
+    for (int i = 0; i < N; i++)
+      if (b.targets[i] >= 0) {
+        host_loss_rows[n_loss] = i;
+        host_loss_targets[n_loss] = b.targets[i];
+        n_loss++;
+      }
+    B::upload(loss_rows, host_loss_rows.data(), n_loss);
+    B::upload(loss_targets, host_loss_targets.data(), n_loss);
+    B::gather_rows(head_x, lnf, loss_rows, n_loss, C);
+    const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
+    float* lm_w = params + layout.lm_head;
+    float* lm_dw = grads + layout.lm_head;
+    for (int t0 = 0; t0 < n_loss; t0 += head_chunk) {
+      int n = std::min(head_chunk, n_loss - t0);
+      act_t* x = head_x + (int64_t)t0 * C;
+      B::matmul_forward(logits_chunk, x, lm_w, nullptr, n, C, V, false);
+      B::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, grad_scale, &loss_sum);
+      B::matmul_backward(head_dx + (int64_t)t0 * C, lm_dw, nullptr, logits_chunk, x, lm_w, n, C, V, false);
+    }
+    B::zero(d_lnf, (size_t)N * C);
+    B::scatter_rows(d_lnf, head_dx, loss_rows, n_loss, C);
+  }
+  {
+    NVTX_RANGE("backward");
+    backward_from_lnf();
+  }
   return loss_sum / (double)optimizer_batch_targets;
 }
 

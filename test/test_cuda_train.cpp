@@ -7,6 +7,7 @@
 //   - batched greedy decoding with the CUDA KV cache gives the CPU path's tokens on a tiny model
 //     whose logit margins are well above bf16 noise.
 #include <catch2/catch.hpp>
+#include <cstring>
 
 #include "test/test_cuda_common.h"  // first: wraps LAUNCH
 
@@ -237,6 +238,107 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
   REQUIRE(gpu_tokens == cpu_tokens);
 }
 
+// --optimizer-state bf16: the same training on the CUDA backend with bf16 AdamW moments (stochastic
+// rounding) tracks fp32 moments. Two models over the one process-wide backend state: each is
+// re-bound before use (the bf16 weight mirror is rebuilt from its fp32 master weights).
+TEST_CASE("cuda backend: bf16 AdamW moments track fp32 moments, and round-trip through the host") {
+  LlamaConfig cfg = tiny_config(300, 0.05f);
+  const int T = 37, steps = 5;
+  LlamaModel<CudaBackend> f32(cfg, 2, T), b16(cfg, 2, T, MomentDtype::bf16);
+  REQUIRE(b16.adam_m == nullptr);
+  REQUIRE(b16.adam_m16 != nullptr);
+  std::vector<float> p0(f32.layout.total);
+  init_weights(cfg, f32.layout, p0.data(), 7);
+  CudaBackend::upload(f32.params, p0.data(), p0.size());
+  CudaBackend::upload(b16.params, p0.data(), p0.size());
+  AdamWConfig opt;
+  opt.lr = 1e-3f;
+  opt.weight_decay = 0.1f;
+  for (int step = 1; step <= steps; step++) {
+    INFO("step " << step);
+    const Batch b = packed_batch(T, cfg.vocab_size, 300 + step);
+    double loss[2], norm[2];
+    int k = 0;
+    for (LlamaModel<CudaBackend>* m : {&f32, &b16}) {
+      cuda_bind_model(*m);
+      m->zero_grad();
+      loss[k] = m->forward_backward(b, b.num_target_tokens);
+      norm[k] = m->optimizer_step(opt);
+      k++;
+    }
+    // Same weights at step 1; afterwards they differ by ~lr x the moments' relative bf16 error.
+    REQUIRE(std::abs(loss[1] - loss[0]) <= 1e-3 * std::abs(loss[0]));
+    REQUIRE(std::abs(norm[1] - norm[0]) <= 1e-2 * norm[0]);
+  }
+  const size_t n = p0.size();
+  std::vector<float> m32(n), v32(n), m16(n), v16(n), pa(n), pb(n);
+  f32.download_moments(m32.data(), v32.data());
+  b16.download_moments(m16.data(), v16.data());
+  CudaBackend::download(pa.data(), f32.params, n);
+  CudaBackend::download(pb.data(), b16.params, n);
+  REQUIRE(all_finite(m16));
+  REQUIRE(all_finite(v16));
+  double sum_sq = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, &m16[i], 4);
+    REQUIRE((u & 0xffffu) == 0);  // a bf16 value
+    sum_sq += (double)m32[i] * m32[i];
+  }
+  REQUIRE(sum_sq > 0.0);
+  // Moments: bf16 keeps 8 mantissa bits (relative error <= 2^-8 per rounding, unbiased), far below
+  // these bounds unless the moments are lost, misplaced or rounded with a bias that accumulates.
+  INFO("nmse m " << nmse(m16, m32) << ", v " << nmse(v16, v32));
+  REQUIRE(nmse(m16, m32) < 1e-3);
+  REQUIRE(nmse(v16, v32) < 1e-3);
+  std::vector<float> du32(n), du16(n);
+  for (size_t i = 0; i < n; i++) {
+    du32[i] = pa[i] - p0[i];
+    du16[i] = pb[i] - p0[i];
+  }
+  INFO("nmse of the parameter updates " << nmse(du16, du32));
+  REQUIRE(nmse(du16, du32) < 1e-3);
+
+  // The host round trip (checkpoints) is exact for bf16 moments: fp32 -> bf16 rounds a bf16 value
+  // to itself.
+  LlamaModel<CudaBackend> again(cfg, 2, T, MomentDtype::bf16);
+  again.upload_moments(m16.data(), v16.data());
+  std::vector<float> m_back(n), v_back(n);
+  again.download_moments(m_back.data(), v_back.data());
+  REQUIRE(std::memcmp(m_back.data(), m16.data(), n * 4) == 0);
+  REQUIRE(std::memcmp(v_back.data(), v16.data(), n * 4) == 0);
+  // Stochastic rounding is a pure function of (step, index): the same step from the same state
+  // gives bit-identical moments and weights (what makes a resumed run bit-exact).
+  const Batch b = packed_batch(T, cfg.vocab_size, 999);
+  std::vector<float> first_p(n), first_m(n), first_v(n);
+  for (int rep = 0; rep < 2; rep++) {
+    cuda_bind_model(again);
+    CudaBackend::upload(again.params, pb.data(), n);
+    again.upload_moments(m16.data(), v16.data());
+    again.adam_step = steps;
+    again.zero_grad();
+    again.forward_backward(b, b.num_target_tokens);
+    again.optimizer_step(opt);
+    std::vector<float> p(n), m(n), v(n);
+    CudaBackend::download(p.data(), again.params, n);
+    again.download_moments(m.data(), v.data());
+    if (rep == 0) {
+      first_p = p, first_m = m, first_v = v;
+    } else {
+      REQUIRE(std::memcmp(p.data(), first_p.data(), n * 4) == 0);
+      REQUIRE(std::memcmp(m.data(), first_m.data(), n * 4) == 0);
+      REQUIRE(std::memcmp(v.data(), first_v.data(), n * 4) == 0);
+    }
+  }
+  REQUIRE(std::memcmp(first_m.data(), m16.data(), n * 4) != 0);  // the step did move the moments
+  CudaBackend::release();
+}
+
+TEST_CASE("cpu backend refuses bf16 AdamW moments with a clear error") {
+  REQUIRE_THROWS_WITH((LlamaModel<CpuBackend>(tiny_config(300, 0.05f), 1, 8, MomentDtype::bf16)),
+                      Catch::Contains("--optimizer-state bf16") && Catch::Contains("--device cuda"));
+}
+
 TEST_CASE("cuda memory plan: the model's allocations match the plan, and the figures add up") {
   const LlamaConfig cfg = tiny_config(300, 0.05f);
   const size_t before = CudaBackend::allocated_bytes();
@@ -250,6 +352,12 @@ TEST_CASE("cuda memory plan: the model's allocations match the plan, and the fig
     REQUIRE(plan.optimizer == 2 * plan.weights_fp32);
     REQUIRE(cuda_memory_plan(cfg, gpu.layout, rows, T, true).optimizer == plan.optimizer / 2);
     REQUIRE(plan.total() > plan.model_bytes);
+  }
+  {  // bf16 AdamW moments: the model allocates the planned half
+    LlamaModel<CudaBackend> gpu(cfg, 2, 37, MomentDtype::bf16);
+    const CudaMemoryPlan plan = cuda_memory_plan(cfg, gpu.layout, 2, 37, true);
+    REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
+    REQUIRE(plan.optimizer == 2 * gpu.layout.total * 2);
   }
   REQUIRE(CudaBackend::allocated_bytes() == before);
 }
