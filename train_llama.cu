@@ -94,7 +94,8 @@ static const std::vector<OptionSpec> kOptions = {
     {"out", "DIR", "run directory: DIR/checkpoint-<step>, and DIR/final at the end"},
     {"save-every", "N", "write a checkpoint every N steps (default 0: only the final one)"},
     {"keep", "N", "keep the N newest periodic checkpoints, 0 = all (default 2)"},
-    {"save-dtype", "F32|BF16", "dtype of model.safetensors (the optimizer state is always fp32)"},
+    {"save-dtype", "F32|BF16", "dtype of model.safetensors (the master weights in optimizer.safetensors stay fp32)"},
+    {"optimizer-state", "fp32|bf16", "AdamW moments: fp32 (default), or bf16 with stochastic rounding (--device cuda)"},
     {"resume", "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory"},
     {"log", "FILE", "append one JSON line per step (and per evaluation) to FILE"},
     {"log-every", "N", "print a progress line every N steps (default 1)"},
@@ -171,6 +172,7 @@ struct TrainArgs {
   int64_t save_every = 0;
   int keep = 2;
   std::string save_dtype = "F32";
+  std::string optimizer_state = "fp32";
   std::string resume, log;
   int log_every = 1;
 };
@@ -235,6 +237,7 @@ static TrainArgs apply_options(const OptionMap& given) {
     else if (name == "save-every") a.save_every = to_int(name, v, 0, big);
     else if (name == "keep") a.keep = int(to_int(name, v, 0, 1 << 20));
     else if (name == "save-dtype") a.save_dtype = v;
+    else if (name == "optimizer-state") a.optimizer_state = v;
     else if (name == "resume") a.resume = v;
     else if (name == "log") a.log = v;
     else if (name == "log-every") a.log_every = int(to_int(name, v, 1, 1 << 30));
@@ -242,6 +245,8 @@ static TrainArgs apply_options(const OptionMap& given) {
   check(a.device == "auto" || a.device == "cpu" || a.device == "cuda", "--device: expected auto, cpu or cuda, got '",
         a.device, "'");
   check(a.save_dtype == "F32" || a.save_dtype == "BF16", "--save-dtype: expected F32 or BF16, got '", a.save_dtype, "'");
+  check(a.optimizer_state == "fp32" || a.optimizer_state == "bf16", "--optimizer-state: expected fp32 or bf16, got '",
+        a.optimizer_state, "'");
   check(a.stop_at_accuracy >= 0 && a.stop_at_accuracy <= 1, "--stop-at-accuracy: must be in [0, 1]");
   check(a.lr >= 0, "--lr: must be non-negative");
   parse_schedule_kind(a.schedule);
@@ -283,8 +288,7 @@ struct Trainer {
       if (with_optimizer) {
         host_m.resize(n);
         host_v.resize(n);
-        B::download(host_m.data(), model->adam_m, n);
-        B::download(host_v.data(), model->adam_v, n);
+        model->download_moments(host_m.data(), host_v.data());
       }
     }
   }
@@ -293,8 +297,7 @@ struct Trainer {
       const size_t n = model->layout.total;
       B::upload(model->params, host_params.data(), n);
       if (with_optimizer) {
-        B::upload(model->adam_m, host_m.data(), n);
-        B::upload(model->adam_v, host_v.data(), n);
+        model->upload_moments(host_m.data(), host_v.data());
       }
     }
   }
@@ -358,6 +361,7 @@ struct Trainer {
     if (tokenizer) ck.tokenizer_json = tokenizer->to_json_string();
     ck.trainer_state = trainer_state(stop_reason);
     ck.weights_dtype = args.save_dtype;
+    ck.moments_dtype = model->moment_dtype == MomentDtype::bf16 ? "BF16" : "F32";  // exact either way
     save_checkpoint(dir, ck);
     last_checkpoint = dir;
     std::printf("checkpoint: %s (step %lld)\n", dir.c_str(), (long long)step);
@@ -418,11 +422,12 @@ struct Trainer {
     if (args.dry_run) {  // the GPU memory plan for this config and micro-batch, then exit
       const int rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
       const ParamLayout layout = make_param_layout(config);
+      const bool bf16_state = args.optimizer_state == "bf16";
       std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens\n%s",
                   config.architecture.c_str(), layout.total / 1e9, rows, args.seq_len,
-                  format_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len)).c_str());
-      std::printf("with bf16 AdamW state, the optimizer line halves: total %.2f GiB\n",
-                  cuda_memory_plan(config, layout, rows, args.seq_len, true).total() / (1024.0 * 1024.0 * 1024.0));
+                  format_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state)).c_str());
+      std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
+                  cuda_memory_plan(config, layout, rows, args.seq_len, !bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
       return;
     }
 
@@ -443,7 +448,8 @@ struct Trainer {
 
     // Model state.
     int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
-    model = std::make_unique<LlamaModel<B>>(config, max_rows, args.seq_len);
+    model = std::make_unique<LlamaModel<B>>(config, max_rows, args.seq_len,
+                                            args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32);
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
       cuda_bind_model(*model);

@@ -124,6 +124,44 @@ TEST_CASE("train_llama --device cuda (emulated) agrees with --device cpu, and re
   REQUIRE(a == b);
 }
 
+TEST_CASE("train_llama --optimizer-state bf16 (emulated cuda): tracks --device cpu, saves BF16 moments, resumes bit-exactly") {
+  Setup s;
+  const int steps = 4;
+  std::vector<std::string> bf16_args = s.args("build/train_llama_emu", "cuda", "gpu16", steps);
+  bf16_args.insert(bf16_args.end(), {"--optimizer-state", "bf16"});
+  REQUIRE(run(bf16_args, s.dir + "/gpu16.log") == 0);
+  REQUIRE(run(s.args("./train_llama", "cpu", "cpu", steps), s.dir + "/cpu.log") == 0);
+  const std::vector<json> cpu = step_events(s.dir + "/cpu.jsonl"), gpu = step_events(s.dir + "/gpu16.jsonl");
+  REQUIRE(gpu.size() == (size_t)steps);
+  for (int i = 0; i < steps; i++) {
+    INFO("step " << i + 1);
+    const double lc = cpu[i]["loss"], lg = gpu[i]["loss"];
+    REQUIRE(std::abs(lg - lc) <= 2e-2 * std::abs(lc));
+  }
+  // The moments are stored as BF16 (exact: they are bf16 values), the master weights as F32.
+  const SafeTensors st = SafeTensors::open(s.dir + "/gpu16/final/optimizer.safetensors");
+  REQUIRE(st.tensors.at("adamw.exp_avg").dtype == "BF16");
+  REQUIRE(st.tensors.at("adamw.exp_avg_sq").dtype == "BF16");
+  REQUIRE(st.tensors.at("master_weights").dtype == "F32");
+  // --optimizer-state is stored with the run's options: the resume keeps bf16 moments and ends
+  // byte-identical (stochastic rounding is seeded by the AdamW step, restored from the checkpoint).
+  const std::vector<std::string> resume = {"build/train_llama_emu", "--resume", s.dir + "/gpu16/checkpoint-2",
+                                           "--out", s.dir + "/gpu16_resumed", "--log", s.dir + "/gpu16_resumed.jsonl"};
+  REQUIRE(run(resume, s.dir + "/resume16.log") == 0);
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    INFO(file);
+    const std::string a = read_text_file(s.dir + "/gpu16/final/" + file);
+    const std::string b = read_text_file(s.dir + "/gpu16_resumed/final/" + file);
+    REQUIRE(!a.empty());
+    REQUIRE(a == b);
+  }
+  // The CPU backend keeps fp32 moments only and says so.
+  std::vector<std::string> cpu16 = s.args("./train_llama", "cpu", "cpu16", steps);
+  cpu16.insert(cpu16.end(), {"--optimizer-state", "bf16"});
+  REQUIRE(run(cpu16, s.dir + "/cpu16.log") == 1);
+  REQUIRE(read_text_file(s.dir + "/cpu16.log").find("error: --optimizer-state bf16") != std::string::npos);
+}
+
 TEST_CASE("train_llama --dry-run prints the GPU memory plan") {
   Setup s;
   REQUIRE(run({"./train_llama", "--init", s.config, "--dry-run", "--batch-size", "4", "--seq-len", "64"},
@@ -132,6 +170,14 @@ TEST_CASE("train_llama --dry-run prints the GPU memory plan") {
   for (const char* line : {"weights, fp32 master", "gradients, fp32", "AdamW state", "activations saved for backward",
                            "workspace", "total"})
     REQUIRE(out.find(line) != std::string::npos);
+  REQUIRE(out.find("AdamW state (m, v), fp32") != std::string::npos);
+  // with bf16 moments the table shows the bf16 state (and the fp32 total as the alternative)
+  REQUIRE(run({"./train_llama", "--init", s.config, "--dry-run", "--batch-size", "4", "--seq-len", "64",
+               "--optimizer-state", "bf16"},
+              s.dir + "/dry16.log") == 0);
+  const std::string out16 = read_text_file(s.dir + "/dry16.log");
+  REQUIRE(out16.find("AdamW state (m, v), bf16") != std::string::npos);
+  REQUIRE(out16.find("with --optimizer-state fp32 instead") != std::string::npos);
 }
 
 TEST_CASE("eval_factoids --device cuda (emulated) decodes the same tokens as --device cpu") {
