@@ -33,7 +33,8 @@ def main():
                 rows.append(r)
     if args.limit:
         rows = rows[: args.limit]
-    assert rows, "no predictions for this checkpoint"
+    assert rows, ("no predictions for this checkpoint: the 'model' field of predictions.jsonl is the path "
+                  "given to eval_factoids --model; run this script from the same directory with the same path")
     token_mismatch = text_mismatch = 0
     with torch.no_grad():
         for r in rows:
