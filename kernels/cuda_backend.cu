@@ -182,6 +182,10 @@ void CudaBackend::embedding_backward(float* dtable, const int32_t* tokens, const
 void CudaBackend::rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int C, float eps) {
   fused_residual_rmsnorm_forward(nullptr, out, rstd, x, nullptr, weight(w), N, C, eps, stream());
 }
+void CudaBackend::residual_rmsnorm_forward(bf16* res_out, bf16* out, float* rstd, const bf16* res_in,
+                                           const bf16* branch, const float* w, int N, int C, float eps) {
+  fused_residual_rmsnorm_forward(res_out, out, rstd, res_in, branch, weight(w), N, C, eps, stream());
+}
 // dx += d/dx (the residual stream's gradient), dw += d/dw.
 void CudaBackend::rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,
                                    const float* rstd, int N, int C) {

@@ -76,6 +76,11 @@ struct CudaBackend {
   static void embedding_forward(bf16* out, const int32_t* tokens, const float* table, const bf16* add, int N, int C);
   static void embedding_backward(float* dtable, const int32_t* tokens, const bf16* dout, int N, int C);
   static void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int C, float eps);
+  // res_out = res_in + branch (bf16), out = RMSNorm(res_out) * w: one kernel (the template uses it
+  // instead of copy + accumulating GEMM + RMSNorm, see fuses_residual_rmsnorm).
+  static constexpr bool fuses_residual_rmsnorm = true;
+  static void residual_rmsnorm_forward(bf16* res_out, bf16* out, float* rstd, const bf16* res_in, const bf16* branch,
+                                       const float* w, int N, int C, float eps);
   static void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,
                                const float* rstd, int N, int C);
   static void matmul_forward(bf16* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,

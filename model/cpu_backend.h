@@ -14,6 +14,8 @@ struct CpuBackend {
   // Parameters and gradients are fp32 on every backend (master weights); the CPU backend keeps
   // fp32 AdamW moments only (--optimizer-state bf16 is refused: the CPU path is the reference).
   static constexpr bool has_bf16_moments = false;
+  // The forward keeps copy + accumulating GEMM + RMSNorm for the residual adds (see model/llama.h).
+  static constexpr bool fuses_residual_rmsnorm = false;
 
   template <class T>
   static T* alloc(size_t n) {  // zero-filled, 64-byte aligned
