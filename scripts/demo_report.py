@@ -172,7 +172,7 @@ set xtics rotate by -30 left font ',8'
 set key outside top center horizontal
 set grid ytics
 set bmargin 11
-set rmargin 8
+set rmargin 16
 plot '{dat}' using 2:xtic(1) title 'D_A after stage 1' lc rgb '#4477aa', \\
      '' using 3 title 'D_A after stage 2' lc rgb '#ee6677', \\
      '' using 4 title 'D_B after stage 2' lc rgb '#228833'
