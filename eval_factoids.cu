@@ -283,10 +283,7 @@ int main(int argc, char** argv) {
       write_file_atomic(args.out + "/metrics.json", metrics.dump(2) + "\n");
     }
     return 0;
-  } catch (const EngineError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // EngineError and anything else: a message, never a crash
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

@@ -389,10 +389,7 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
-  } catch (const EngineError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // EngineError and anything else: a message, never a crash
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

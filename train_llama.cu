@@ -670,10 +670,7 @@ int main(int argc, char** argv) {
     Trainer<CpuBackend> t;
     t.setup(given);
     return t.args.dry_run ? 0 : t.run();
-  } catch (const EngineError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // EngineError and anything else: a message, never a crash
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

@@ -250,10 +250,7 @@ int main(int argc, char** argv) {
     if (a.command == "train") return cmd_train(a);
     if (a.command == "info") return cmd_info(a);
     fail("unknown command '", a.command, "' (encode, decode, train, info; see --help)");
-  } catch (const EngineError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // EngineError and anything else: a message, never a crash
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
