@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
 
 static void rope_inv_freq_fn(const LlamaConfig& c, double* inv_freq) {
   const auto& r = c.rope_scaling;
@@ -44,6 +45,58 @@ void KvCache::reset() { std::fill(length.begin(), length.end(), 0); }
 // ---------------------------------------------------------------------------------------------
 // The layer math is the training forward's, through the same CPU ops (kernels/cpu/ops.h); only
 // attention differs in where keys live: in the cache instead of the batch.
+
+// Decoding attention: one query per sequence, keys [0, pos] of that sequence in the cache. At
+// batch 32 this is 32 x H tiny problems (a 1 x pos score row each); two GEMM calls per head cost
+// more in call overhead than the arithmetic, so each head is done here with plain vector loops:
+//   s_j = scale q.k_j ; p = softmax(s) ; out = sum_j p_j v_j
+// (the same exp_fast and max-subtracted softmax as attention_forward). One parallel loop over
+// (sequence, head) pairs.
+static void decode_attention(float* att, const float* qkv, const KvCache& cache, int layer, const int* seq,
+                             const int32_t* pos, int N, int H, int KV, int D, int qkv_dim) {
+  const int group = H / KV, kv_dim = KV * D;
+  const float scale = 1.0f / std::sqrt(float(D));
+  const int64_t tasks = int64_t(N) * H;
+#pragma omp parallel
+  {
+    thread_local std::vector<float> scores;
+    scores.resize(size_t(cache.max_len));
+    float* S = scores.data();
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int i = int(task / H), h = int(task % H), kvh = h / group;
+      const int n = pos[i] + 1;  // keys 0..pos[i]
+      const float* q = qkv + size_t(i) * qkv_dim + size_t(h) * D;
+      const size_t base = ((size_t(layer) * cache.max_seqs + seq[i]) * cache.max_len) * kv_dim + size_t(kvh) * D;
+      const float* k = cache.k.data() + base;
+      const float* v = cache.v.data() + base;
+      float mx = -INFINITY;
+      for (int j = 0; j < n; ++j) {
+        const float* kj = k + size_t(j) * kv_dim;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int d = 0; d < D; ++d) dot += q[d] * kj[d];
+        S[j] = dot * scale;
+        mx = std::max(mx, S[j]);
+      }
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int j = 0; j < n; ++j) {
+        S[j] = exp_fast(S[j] - mx);
+        sum += S[j];
+      }
+      const float inv = 1.0f / sum;
+      float* o = att + size_t(i) * H * D + size_t(h) * D;
+      std::fill_n(o, D, 0.0f);
+      for (int j = 0; j < n; ++j) {
+        const float p = S[j] * inv;
+        const float* vj = v + size_t(j) * kv_dim;
+#pragma omp simd
+        for (int d = 0; d < D; ++d) o[d] += p * vj[d];
+      }
+    }
+  }
+}
 
 void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<int32_t>& tokens,
                     const std::vector<int>& seq, const std::vector<int>& logits_for, std::vector<float>& logits) {
@@ -89,17 +142,6 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
     }
   }
   KvCache::Scratch& sc = cache.scratch;  // reused across calls: no allocation per decoded token
-  std::vector<float>& q_rows = sc.q_rows;
-  std::vector<float>& att_rows = sc.att_rows;
-  std::vector<int32_t> row_lo, row_hi;
-  if (one_per_sequence) {
-    q_rows.assign(size_t(cache.max_seqs) * H * D, 0.0f);
-    att_rows.resize(q_rows.size());
-    row_lo.assign(cache.max_seqs, 0);
-    row_hi.assign(cache.max_seqs, 0);
-    for (int i = 0; i < N; ++i) row_hi[seq[i]] = pos[i];
-  }
-
   std::vector<float>&x = sc.x, &xn = sc.xn, &rstd = sc.rstd, &qkv = sc.qkv, &att = sc.att, &lse = sc.lse, &gu = sc.gu,
                     &act = sc.act;
   x.resize(size_t(N) * C);
@@ -126,15 +168,7 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
       std::copy_n(r + H * D + kv_dim, kv_dim, cache.v_at(l, seq[i], pos[i]));
     }
     if (one_per_sequence) {
-      // Decoding: one query per sequence. A single call over all cache rows (row r = sequence r),
-      // with the queries scattered to their sequence's row; idle rows attend to key 0 only.
-#pragma omp parallel for
-      for (int i = 0; i < N; ++i) std::copy_n(&qkv[size_t(i) * qkv_dim], H * D, &q_rows[size_t(seq[i]) * H * D]);
-      AttentionShape shape{cache.max_seqs, 1, cache.max_len, H, KV, D, int64_t(H) * D, kv_dim};
-      attention_forward(att_rows.data(), lse.data(), q_rows.data(), cache.k_at(l, 0, 0), cache.v_at(l, 0, 0),
-                        row_lo.data(), row_hi.data(), shape);
-#pragma omp parallel for
-      for (int i = 0; i < N; ++i) std::copy_n(&att_rows[size_t(seq[i]) * H * D], H * D, &att[size_t(i) * H * D]);
+      decode_attention(att.data(), qkv.data(), cache, l, seq.data(), pos.data(), N, H, KV, D, qkv_dim);
     } else {
       for (const Run& run : runs) {
         const int s = seq[run.begin];

@@ -33,7 +33,7 @@ struct KvCache {
   std::vector<float> k, v;
   std::vector<int> length;  // positions filled per sequence
   struct Scratch {          // activations of forward_tokens, kept between calls
-    std::vector<float> x, xn, rstd, qkv, att, lse, gu, act, q_rows, att_rows, sel, seln, rstd_sel;
+    std::vector<float> x, xn, rstd, qkv, att, lse, gu, act, sel, seln, rstd_sel;
   } scratch;
 
   KvCache(const LlamaConfig& c, int max_seqs, int max_len);
