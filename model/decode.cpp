@@ -46,53 +46,65 @@ void KvCache::reset() { std::fill(length.begin(), length.end(), 0); }
 // The layer math is the training forward's, through the same CPU ops (kernels/cpu/ops.h); only
 // attention differs in where keys live: in the cache instead of the batch.
 
-// Decoding attention: one query per sequence, keys [0, pos] of that sequence in the cache. At
-// batch 32 this is 32 x H tiny problems (a 1 x pos score row each); two GEMM calls per head cost
-// more in call overhead than the arithmetic, so each head is done here with plain vector loops:
-//   s_j = scale q.k_j ; p = softmax(s) ; out = sum_j p_j v_j
-// (the same exp_fast and max-subtracted softmax as attention_forward). One parallel loop over
-// (sequence, head) pairs.
+// Decoding attention: one query per sequence, keys [0, pos] of that sequence in the cache:
+//   s_hj = scale q_h . k_j[kv head of h] ; p_h = softmax_j(s_h) ; out_h = sum_j p_hj v_j[kv head of h]
+// (the same exp_fast and max-subtracted softmax as attention_forward). At batch 32 this is 32 x H
+// tiny problems, and the time goes into reading the cache, not into arithmetic: GEMM calls per
+// head cost more in call overhead than they compute, and walking one head at a time reads each
+// cached row in 1 KiB strides. So each task is one sequence, all heads at once, streaming through
+// its cached key rows and then its value rows front to back (one contiguous block each).
 static void decode_attention(float* att, const float* qkv, const KvCache& cache, int layer, const int* seq,
                              const int32_t* pos, int N, int H, int KV, int D, int qkv_dim) {
-  const int group = H / KV, kv_dim = KV * D;
+  const int group = H / KV, kv_dim = KV * D, max_len = cache.max_len;
   const float scale = 1.0f / std::sqrt(float(D));
-  const int64_t tasks = int64_t(N) * H;
 #pragma omp parallel
   {
     thread_local std::vector<float> scores;
-    scores.resize(size_t(cache.max_len));
+    scores.resize(size_t(H) * max_len);  // [H][max_len]
     float* S = scores.data();
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int i = int(task / H), h = int(task % H), kvh = h / group;
+    for (int i = 0; i < N; ++i) {
       const int n = pos[i] + 1;  // keys 0..pos[i]
-      const float* q = qkv + size_t(i) * qkv_dim + size_t(h) * D;
-      const size_t base = ((size_t(layer) * cache.max_seqs + seq[i]) * cache.max_len) * kv_dim + size_t(kvh) * D;
+      const float* q = qkv + size_t(i) * qkv_dim;
+      const size_t base = (size_t(layer) * cache.max_seqs + seq[i]) * max_len * kv_dim;
       const float* k = cache.k.data() + base;
       const float* v = cache.v.data() + base;
-      float mx = -INFINITY;
       for (int j = 0; j < n; ++j) {
         const float* kj = k + size_t(j) * kv_dim;
-        float dot = 0.0f;
+        for (int h = 0; h < H; ++h) {
+          const float* qh = q + size_t(h) * D;
+          const float* kh = kj + size_t(h / group) * D;
+          float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int d = 0; d < D; ++d) dot += q[d] * kj[d];
-        S[j] = dot * scale;
-        mx = std::max(mx, S[j]);
+          for (int d = 0; d < D; ++d) dot += qh[d] * kh[d];
+          S[size_t(h) * max_len + j] = dot * scale;
+        }
       }
-      float sum = 0.0f;
+      for (int h = 0; h < H; ++h) {
+        float* row = S + size_t(h) * max_len;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; ++j) mx = std::max(mx, row[j]);
+        float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-      for (int j = 0; j < n; ++j) {
-        S[j] = exp_fast(S[j] - mx);
-        sum += S[j];
-      }
-      const float inv = 1.0f / sum;
-      float* o = att + size_t(i) * H * D + size_t(h) * D;
-      std::fill_n(o, D, 0.0f);
-      for (int j = 0; j < n; ++j) {
-        const float p = S[j] * inv;
-        const float* vj = v + size_t(j) * kv_dim;
+        for (int j = 0; j < n; ++j) {
+          row[j] = exp_fast(row[j] - mx);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
 #pragma omp simd
-        for (int d = 0; d < D; ++d) o[d] += p * vj[d];
+        for (int j = 0; j < n; ++j) row[j] *= inv;
+      }
+      float* o = att + size_t(i) * H * D;
+      std::fill_n(o, size_t(H) * D, 0.0f);
+      for (int j = 0; j < n; ++j) {
+        const float* vj = v + size_t(j) * kv_dim;
+        for (int h = 0; h < H; ++h) {
+          const float p = S[size_t(h) * max_len + j];
+          const float* vh = vj + size_t(h / group) * D;
+          float* oh = o + size_t(h) * D;
+#pragma omp simd
+          for (int d = 0; d < D; ++d) oh[d] += p * vh[d];
+        }
       }
     }
   }
