@@ -246,7 +246,7 @@ int main(int argc, char** argv) {
                       scores[i].mean_logprob, scores[i].num_tokens);
         }
         if (pred_writer) {
-          std::string s = line.dump() + "\n";
+          std::string s = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // a prediction may end mid-character
           pred_writer->write(s.data(), s.size());
         }
       }

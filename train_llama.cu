@@ -370,7 +370,7 @@ struct Trainer {
 
   void log_json(const json& j) {
     if (!log_file) return;
-    std::string line = j.dump() + "\n";
+    std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     std::fwrite(line.data(), 1, line.size(), log_file);
     std::fflush(log_file);
   }
