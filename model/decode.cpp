@@ -21,6 +21,44 @@ InferenceModel::InferenceModel(const LlamaConfig& c, const ParamLayout& l, const
   check(r.rope_type.empty() || r.rope_type == "llama3", "decode: unsupported rope_scaling type '", r.rope_type, "'");
   rope_inv_freq.resize(c.head_dim / 2);
   rope_inv_freq_fn(c, rope_inv_freq.data());
+
+  const int C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int qkv_dim = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim;
+  const int att_dim = c.num_attention_heads * c.head_dim;
+  struct Job { size_t src, dst; int out, in; };  // W [out, in] at src -> W^T [in, out] at dst
+  std::vector<Job> jobs;
+  size_t total = 0;
+  auto add = [&](size_t src, int out, int in) {
+    jobs.push_back({src, total, out, in});
+    total += size_t(out) * in;
+    return jobs.back().dst;
+  };
+  for (const LayerOffsets& o : l.layers)
+    layers_t.push_back({add(o.qkv_w, qkv_dim, C), add(o.o_w, C, att_dim), add(o.gate_up_w, 2 * I, C),
+                        add(o.down_w, C, I)});
+  lm_head_t = add(l.lm_head, V, C);
+  weights_t.resize(total);
+  for (const Job& j : jobs) {
+    const float* w = p + j.src;
+    float* wt = weights_t.data() + j.dst;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < j.in; ++i)
+      for (int r = 0; r < j.out; ++r) wt[size_t(i) * j.out + r] = w[size_t(r) * j.in + i];
+  }
+}
+
+// y[N, out] = x[N, in] W^T (+ b) (or y += x W^T), from the transposed copy W^T [in, out].
+static void linear_t(float* y, const float* x, const float* wt, const float* bias, int N, int in, int out,
+                     bool accumulate) {
+  sgemm(false, false, N, out, in, 1.0f, x, in, wt, out, accumulate ? 1.0f : 0.0f, y, out);
+  if (bias) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; ++t) {
+      float* yt = y + size_t(t) * out;
+#pragma omp simd
+      for (int c = 0; c < out; ++c) yt[c] += bias[c];
+    }
+  }
 }
 
 void InferenceModel::ensure_rope_tables(int positions) const {
@@ -208,8 +246,9 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const LayerOffsets& o = lay.layers[l];
     rmsnorm_forward(xn.data(), rstd.data(), x.data(), P + o.ln1, N, C, c.rms_norm_eps);
-    matmul_forward(qkv.data(), xn.data(), P + o.qkv_w, o.qkv_b != kNoTensor ? P + o.qkv_b : nullptr, N, C, qkv_dim,
-                   false);
+    const float* Wt = m.weights_t.data();
+    const InferenceModel::LayerWeightsT& wt = m.layers_t[l];
+    linear_t(qkv.data(), xn.data(), Wt + wt.qkv, o.qkv_b != kNoTensor ? P + o.qkv_b : nullptr, N, C, qkv_dim, false);
     // RoPE on the H query heads and the KV key heads (adjacent in each row).
     rope_apply(qkv.data(), pos.data(), m.rope_cos.data(), m.rope_sin.data(), N, H + KV, D, qkv_dim, false);
 #pragma omp parallel for
@@ -229,12 +268,12 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
                           &key_lo[run.begin], &key_hi[run.begin], shape);
       }
     }
-    matmul_forward(x.data(), att.data(), P + o.o_w, nullptr, N, H * D, C, true);  // residual: x += att W_o^T
+    linear_t(x.data(), att.data(), Wt + wt.o, nullptr, N, H * D, C, true);  // residual: x += att W_o^T
 
     rmsnorm_forward(xn.data(), rstd.data(), x.data(), P + o.ln2, N, C, c.rms_norm_eps);
-    matmul_forward(gu.data(), xn.data(), P + o.gate_up_w, nullptr, N, C, 2 * I, false);
+    linear_t(gu.data(), xn.data(), Wt + wt.gate_up, nullptr, N, C, 2 * I, false);
     swiglu_rows(act.data(), gu.data(), N, I);
-    matmul_forward(x.data(), act.data(), P + o.down_w, nullptr, N, I, C, true);  // residual
+    linear_t(x.data(), act.data(), Wt + wt.down, nullptr, N, I, C, true);  // residual
   }
 
   // Final norm and LM head only for the rows whose logits are wanted.
@@ -249,7 +288,7 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
   }
   rmsnorm_forward(seln.data(), rstd_sel.data(), sel.data(), P + lay.final_norm, R, C, c.rms_norm_eps);
   logits.resize(size_t(R) * V);
-  matmul_forward(logits.data(), seln.data(), P + lay.lm_head, nullptr, R, C, V, false);
+  linear_t(logits.data(), seln.data(), m.weights_t.data() + m.lm_head_t, nullptr, R, C, V, false);
 }
 
 // ---------------------------------------------------------------------------------------------

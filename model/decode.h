@@ -21,6 +21,13 @@ struct InferenceModel {
   // cos/sin tables [rope_positions, head_dim/2], grown on demand to the longest sequence seen.
   mutable std::vector<float> rope_cos, rope_sin;
   mutable int rope_positions = 0;
+  // The projection weights transposed, W^T [in, out], made at construction: oneDNN's x W^T with
+  // W^T stored row-major ('N','N') runs 1.4-1.6x faster at decoding sizes (32 rows) than reading
+  // W [out, in] transposed ('N','T'). So `params` must not change while this model is in use.
+  struct LayerWeightsT { size_t qkv, o, gate_up, down; };
+  std::vector<LayerWeightsT> layers_t;  // offsets into weights_t
+  size_t lm_head_t = 0;
+  std::vector<float> weights_t;
 
   InferenceModel(const LlamaConfig& c, const ParamLayout& l, const float* p);
   void ensure_rope_tables(int positions) const;
