@@ -129,15 +129,38 @@ static void decode_attention(float* att, const float* qkv, const KvCache& cache,
       const size_t base = (size_t(layer) * cache.max_seqs + seq[i]) * max_len * kv_dim;
       const float* k = cache.k.data() + base;
       const float* v = cache.v.data() + base;
-      for (int j = 0; j < n; ++j) {
-        const float* kj = k + size_t(j) * kv_dim;
+      // Four key rows at a time: four independent dot products per head.
+      int jk = 0;
+      for (; jk + 4 <= n; jk += 4) {
+        const float* k0 = k + size_t(jk) * kv_dim;
+        const float *k1 = k0 + kv_dim, *k2 = k1 + kv_dim, *k3 = k2 + kv_dim;
+        for (int h = 0; h < H; ++h) {
+          const float* qh = q + size_t(h) * D;
+          const size_t c = size_t(h / group) * D;
+          float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+          for (int d = 0; d < D; ++d) {
+            d0 += qh[d] * k0[c + d];
+            d1 += qh[d] * k1[c + d];
+            d2 += qh[d] * k2[c + d];
+            d3 += qh[d] * k3[c + d];
+          }
+          float* sh = S + size_t(h) * max_len + jk;
+          sh[0] = d0 * scale;
+          sh[1] = d1 * scale;
+          sh[2] = d2 * scale;
+          sh[3] = d3 * scale;
+        }
+      }
+      for (; jk < n; ++jk) {
+        const float* kj = k + size_t(jk) * kv_dim;
         for (int h = 0; h < H; ++h) {
           const float* qh = q + size_t(h) * D;
           const float* kh = kj + size_t(h / group) * D;
           float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
           for (int d = 0; d < D; ++d) dot += qh[d] * kh[d];
-          S[size_t(h) * max_len + j] = dot * scale;
+          S[size_t(h) * max_len + jk] = dot * scale;
         }
       }
       for (int h = 0; h < H; ++h) {
@@ -156,7 +179,21 @@ static void decode_attention(float* att, const float* qkv, const KvCache& cache,
       }
       float* o = att + size_t(i) * H * D;
       std::fill_n(o, size_t(H) * D, 0.0f);
-      for (int j = 0; j < n; ++j) {
+      // Four value rows per pass over the output: a quarter of the loads/stores of o.
+      int j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const float* v0 = v + size_t(j) * kv_dim;
+        const float *v1 = v0 + kv_dim, *v2 = v1 + kv_dim, *v3 = v2 + kv_dim;
+        for (int h = 0; h < H; ++h) {
+          const float* ph = S + size_t(h) * max_len + j;
+          const float p0 = ph[0], p1 = ph[1], p2 = ph[2], p3 = ph[3];
+          const size_t c = size_t(h / group) * D;
+          float* oh = o + size_t(h) * D;
+#pragma omp simd
+          for (int d = 0; d < D; ++d) oh[d] += p0 * v0[c + d] + p1 * v1[c + d] + p2 * v2[c + d] + p3 * v3[c + d];
+        }
+      }
+      for (; j < n; ++j) {
         const float* vj = v + size_t(j) * kv_dim;
         for (int h = 0; h < H; ++h) {
           const float p = S[size_t(h) * max_len + j];
