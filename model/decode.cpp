@@ -85,27 +85,6 @@ void KvCache::reset() { std::fill(length.begin(), length.end(), 0); }
 // The layer math is the training forward's, through the same CPU ops (kernels/cpu/ops.h); only
 // attention differs in where keys live: in the cache instead of the batch.
 
-// exp_fast (kernels/cpu/vec_math.h) with its floor written so that GCC 12 vectorizes it (it does
-// not vectorize std::floor without -fno-trapping-math, so exp_fast loops stay scalar). For the
-// clamped inputs y = x log2(e) + 1/2 lies in (-126, 129]; adding and subtracting 1.5 * 2^23 rounds
-// it to the nearest integer t, and floor(y) = t - (t > y) exactly, so the value is exp_fast's.
-static inline float exp_fast_simd(float x) {
-  x = std::min(std::max(x, -87.3f), 88.7f);
-  const float y = x * 1.44269504088896341f + 0.5f;
-  const float t = (y + 12582912.0f) - 12582912.0f;
-  const float n = t - float(t > y);
-  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float r2 = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r2 + r + 1.0f;
-  return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
-}
-
 // Decoding attention: one query per sequence, keys [0, pos] of that sequence in the cache:
 //   s_hj = scale q_h . k_j[kv head of h] ; p_h = softmax_j(s_h) ; out_h = sum_j p_hj v_j[kv head of h]
 // (exp_fast's values and the max-subtracted softmax as attention_forward). At batch 32 this is 32 x H
@@ -170,7 +149,7 @@ static void decode_attention(float* att, const float* qkv, const KvCache& cache,
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < n; ++j) {
-          row[j] = exp_fast_simd(row[j] - mx);
+          row[j] = exp_fast(row[j] - mx);
           sum += row[j];
         }
         const float inv = 1.0f / sum;
@@ -203,23 +182,6 @@ static void decode_attention(float* att, const float* qkv, const KvCache& cache,
           for (int d = 0; d < D; ++d) oh[d] += p * vh[d];
         }
       }
-    }
-  }
-}
-
-// out[N, I] = silu(gate) * up, gate|up = the two halves of each row of gate_up[N, 2I]: the
-// formula of swiglu_forward, through exp_fast_simd so that it vectorizes (swiglu_forward's loop stays
-// scalar: about 6% of a decoding step at batch 32).
-static void swiglu_rows(float* out, const float* gate_up, int N, int I) {
-#pragma omp parallel for schedule(static)
-  for (int t = 0; t < N; ++t) {
-    const float* __restrict g = gate_up + size_t(t) * 2 * I;
-    const float* __restrict u = g + I;
-    float* __restrict o = out + size_t(t) * I;
-#pragma omp simd
-    for (int i = 0; i < I; ++i) {
-      const float s = 1.0f / (1.0f + exp_fast_simd(-g[i]));
-      o[i] = g[i] * s * u[i];
     }
   }
 }
@@ -309,7 +271,7 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
 
     rmsnorm_forward(xn.data(), rstd.data(), x.data(), P + o.ln2, N, C, c.rms_norm_eps);
     linear_t(gu.data(), xn.data(), Wt + wt.gate_up, nullptr, N, C, 2 * I, false);
-    swiglu_rows(act.data(), gu.data(), N, I);
+    swiglu_forward(act.data(), gu.data(), N, I);
     linear_t(x.data(), act.data(), Wt + wt.down, nullptr, N, I, C, true);  // residual
   }
 

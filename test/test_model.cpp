@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "kernels/cpu/vec_math.h"
 #include "model/llama.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -286,4 +287,16 @@ TEST_CASE("invalid batches are refused with the field named", "[model][errors]")
   bad.rows = b.rows + 1;
   CHECK_THROWS_WITH(model.forward(bad), Catch::Contains("exceed the planned maximum"));
   CHECK_THROWS_WITH(model.forward_backward(b, 0), Catch::Contains("no target tokens"));
+}
+
+// exp_fast's written-out floor must equal std::floor for every input it sees (the comment in
+// kernels/cpu/vec_math.h argues it; this checks it over the whole clamped range, densely).
+TEST_CASE("exp_fast: the vectorizable floor equals std::floor") {
+  for (float x = -90.0f; x <= 90.0f; x += 0.000731f) {
+    const float c = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    const float y = c * 1.44269504088896341f + 0.5f;
+    const float t = (y + 12582912.0f) - 12582912.0f;
+    REQUIRE(t - float(t > y) == std::floor(y));
+  }
+  REQUIRE(std::abs(exp_fast(1.0f) - std::exp(1.0f)) <= 2e-7f * std::exp(1.0f));
 }
