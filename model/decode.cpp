@@ -108,14 +108,30 @@ static void decode_attention(float* att, const float* qkv, const KvCache& cache,
       const size_t base = (size_t(layer) * cache.max_seqs + seq[i]) * max_len * kv_dim;
       const float* k = cache.k.data() + base;
       const float* v = cache.v.data() + base;
+      if (i + 1 < N) {  // the first key rows of this thread's next sequence (the loop below prefetches the rest)
+        const float* kn = cache.k.data() + (size_t(layer) * cache.max_seqs + seq[i + 1]) * max_len * kv_dim;
+        const size_t lines = size_t(std::min(8, pos[i + 1] + 1)) * kv_dim;
+        for (size_t e = 0; e < lines; e += 16) __builtin_prefetch(kn + e);
+      }
       // Four key rows at a time: four independent dot products per head.
       int jk = 0;
       for (; jk + 4 <= n; jk += 4) {
         const float* k0 = k + size_t(jk) * kv_dim;
         const float *k1 = k0 + kv_dim, *k2 = k1 + kv_dim, *k3 = k2 + kv_dim;
+        // The cache of the whole batch does not stay in cache between steps (it and the weights
+        // are streamed once per step), so the walk is bound by memory latency: prefetch the key
+        // rows two blocks ahead, and the value rows of this block for the value pass below.
+        const int ahead = std::min(4, n - (jk + 8));
+        const float* kf = k0 + size_t(8) * kv_dim;
+        const float* vf = v + size_t(jk) * kv_dim;
         for (int h = 0; h < H; ++h) {
           const float* qh = q + size_t(h) * D;
           const size_t c = size_t(h / group) * D;
+          if (h % group == 0)
+            for (int d = 0; d < D; d += 16) {
+              for (int r = 0; r < ahead; ++r) __builtin_prefetch(kf + size_t(r) * kv_dim + c + d);
+              for (int r = 0; r < 4; ++r) __builtin_prefetch(vf + size_t(r) * kv_dim + c + d);
+            }
           float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
 #pragma omp simd reduction(+ : d0, d1, d2, d3)
           for (int d = 0; d < D; ++d) {
@@ -292,11 +308,15 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
 
 // ---------------------------------------------------------------------------------------------
 
+// The lowest index of the maximum wins a tie, as torch.argmax. Two vectorized passes (the max,
+// then its first position) instead of one scalar compare chain over the vocabulary.
 static int32_t argmax(const float* x, int n) {
-  int32_t best = 0;
-  for (int i = 1; i < n; ++i)
-    if (x[i] > x[best]) best = i;  // strict: the lowest index wins a tie, as torch.argmax
-  return best;
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  for (int i = 0; i < n; ++i)
+    if (x[i] == mx) return i;
+  return 0;  // all NaN
 }
 
 static bool is_stop(int32_t id, const GreedyOptions& opt) {
