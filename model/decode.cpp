@@ -313,7 +313,7 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
 static int32_t argmax(const float* x, int n) {
   float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-  for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  for (int i = 0; i < n; ++i) mx = x[i] > mx ? x[i] : mx;  // (std::max does not vectorize here)
   for (int i = 0; i < n; ++i)
     if (x[i] == mx) return i;
   return 0;  // all NaN
