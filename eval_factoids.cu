@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "common/nvtx.h"
 #include "dataloader/prompt_template.h"
 #include "eval/factoid_eval.h"
+#include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/decode.h"
 #include "model/params.h"
@@ -54,8 +56,9 @@ static void print_help() {
       "  --model DIR                 HF model directory or train_llama checkpoint (repeatable)\n"
       "  --data QA                   QA JSONL (question/answer(s) or key/value fields) or QA shards\n"
       "                              (comma-separated paths or globs, from ./prepare_data)\n"
-      "  --template NAME|FILE        prompt template for JSONL data (default: the one stored in the\n"
-      "                              checkpoint's trainer_state.json, so it matches training)\n"
+      "  --template NAME|FILE        prompt template for JSONL data (default: from the checkpoints'\n"
+      "                              trainer_state.json, so it matches training: the first model's\n"
+      "                              template for every model trained on it in an earlier stage)\n"
       "  --tokenizer FILE            tokenizer.json (default: the model directory's)\n"
       "  --match exact|squad|contains  matching rule (default exact: strip + lowercase, equality)\n"
       "  --max-new-tokens N          longest answer in tokens (default 32)\n"
@@ -179,6 +182,8 @@ int main(int argc, char** argv) {
     if (!args.out.empty()) pred_writer = std::make_unique<AtomicFileWriter>(args.out + "/predictions.jsonl");
 
     std::vector<ModelResult> results;
+    const bool questions = is_question_file(args.data);
+    std::string reference_template;  // the first model's
     for (const std::string& dir : args.models) {
       NVTX_RANGE("eval");
       LlamaConfig config = load_config(dir + "/config.json");
@@ -189,12 +194,35 @@ int main(int argc, char** argv) {
       check(file_exists(tok_path), dir, ": no tokenizer.json (give --tokenizer)");
       Tokenizer tok = Tokenizer::from_json_file(tok_path);
 
-      // The training template: given, else the checkpoint's (shards carry their own).
+      // The training template (shards carry their own prompts): --template, else the first model's
+      // last-stage template for every model whose earlier stages include it, so that a forgetting
+      // table scores the same prompts on every row (the ones the first model learned the facts
+      // with), else the model's own last-stage template.
       std::string template_text = explicit_template;
       if (template_text.empty() && file_exists(dir + "/trainer_state.json")) {
-        json st = json::parse(read_text_file(dir + "/trainer_state.json"));
-        template_text = st.value("prompt_template", std::string());
+        const std::string where = dir + "/trainer_state.json";
+        json st;
+        try {
+          st = json::parse(read_text_file(where));
+        } catch (const json::exception& e) {
+          fail(where, ": invalid JSON: ", e.what());
+        }
+        const std::vector<std::string> stages = stage_prompt_templates(st, where);
+        if (!stages.empty()) template_text = stages.back();
+        const bool reference_is_earlier =
+            !reference_template.empty() && template_text != reference_template &&
+            std::find(stages.begin(), stages.end(), reference_template) != stages.end();
+        if (reference_is_earlier) template_text = reference_template;
+        const size_t distinct = std::set<std::string>(stages.begin(), stages.end()).size();
+        if (questions && reference_is_earlier)
+          std::fprintf(stderr, "note: %s: prompts rendered with the first model's template (an earlier stage of this "
+                       "checkpoint), as for every row of the table\n", dir.c_str());
+        else if (questions && distinct > 1)
+          std::fprintf(stderr, "note: %s was trained with %zu prompt templates; prompts rendered with its last "
+                       "stage's. For an earlier stage's facts give --template, or that stage's shard as --data\n",
+                       dir.c_str(), distinct);
       }
+      if (results.empty()) reference_template = template_text;
       std::vector<EvalItem> items = load_eval_items(args.data, tok, template_text, args.limit);
       check(!items.empty(), args.data, ": no questions");
 

@@ -314,6 +314,10 @@ struct Trainer {
 
   int64_t step = 0, total_steps = 0, loss_below_count = 0, tokens_seen = 0;
   json evals = json::array();
+  // Prompt templates of the primary data of the stages before this one (from the --model
+  // checkpoint's lineage), oldest first: eval_factoids uses them to score earlier-stage facts
+  // with the prompt they were trained with.
+  json earlier_stage_templates = json::array();
   std::string last_checkpoint;  // newest complete checkpoint written or resumed from
   std::FILE* log_file = nullptr;
   double elapsed_before = 0;  // seconds trained by earlier processes (from trainer_state)
@@ -335,6 +339,7 @@ struct Trainer {
     s["args"] = options;
     s["tokenizer_hash"] = tokenizer ? tokenizer->hash_hex() : loader->tokenizer_hash_hex();
     s["prompt_template"] = loader->prompt_template();
+    s["earlier_stage_templates"] = earlier_stage_templates;
     s["loss_below_count"] = loss_below_count;
     s["tokens_seen"] = tokens_seen;
     s["adam_step"] = model->adam_step;
@@ -470,6 +475,9 @@ struct Trainer {
       tokens_seen = state.value("tokens_seen", int64_t(0));
       elapsed_before = state.value("elapsed_s", 0.0);
       if (state.contains("evals")) evals = state["evals"];
+      std::vector<std::string> stages = stage_prompt_templates(state, where);
+      if (!stages.empty()) stages.pop_back();  // this stage's own
+      earlier_stage_templates = stages;
       loader->restore(DataCursor::from_json(state["data_cursor"], where + " data_cursor"));
       last_checkpoint = resume_dir;
       std::printf("resumed from %s at step %lld (epoch %lld)\n", resume_dir.c_str(), (long long)step,
@@ -480,6 +488,8 @@ struct Trainer {
       std::vector<float> m(layout.total), v(layout.total);
       load_optimizer_state(args.model, layout, params_on_host(), m.data(), v.data());
       state_from_host(false);
+      earlier_stage_templates = stage_prompt_templates(load_trainer_state(args.model),
+                                                       args.model + "/trainer_state.json");
     } else if (!args.model.empty()) {
       load_weights(args.model, config, layout, params_on_host());
       state_from_host(false);

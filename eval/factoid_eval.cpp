@@ -15,6 +15,8 @@ static bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+bool is_question_file(const std::string& path) { return ends_with(path, ".jsonl") || ends_with(path, ".json"); }
+
 static std::vector<EvalItem> items_from_jsonl(const std::string& path, const Tokenizer& tok,
                                               const std::string& template_text, int64_t limit) {
   check(!template_text.empty(), path,
@@ -75,7 +77,7 @@ static std::vector<EvalItem> items_from_shards(const std::string& list, const To
 
 std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& tok, const std::string& template_text,
                                       int64_t limit) {
-  if (ends_with(path, ".jsonl") || ends_with(path, ".json")) return items_from_jsonl(path, tok, template_text, limit);
+  if (is_question_file(path)) return items_from_jsonl(path, tok, template_text, limit);
   return items_from_shards(path, tok, limit);
 }
 

@@ -19,6 +19,9 @@ struct EvalItem {
   std::vector<int32_t> answer_ids;  // the trained answer tokens without EOS (for --score)
 };
 
+// True for a question file (*.jsonl / *.json), whose prompts a template renders; false for shards.
+bool is_question_file(const std::string& path);
+
 // path: a QA JSONL file (*.jsonl, fields as prepare_data reads them, plus KVR's key/value) or a
 // comma-separated list / glob of shards. For JSONL, `template_text` (the training template) renders
 // the prompts; for shards, the prompt is the example's tokens before its first trained token and the

@@ -104,6 +104,23 @@ void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
   if (!old.empty()) remove_tree(old);
 }
 
+std::vector<std::string> stage_prompt_templates(const nlohmann::json& st, const std::string& where) {
+  std::vector<std::string> out;
+  if (st.contains("earlier_stage_templates")) {
+    const auto& e = st["earlier_stage_templates"];
+    check(e.is_array(), where, ": field 'earlier_stage_templates' is not an array");
+    for (const auto& t : e) {
+      check(t.is_string(), where, ": field 'earlier_stage_templates' holds a non-string");
+      out.push_back(t.get<std::string>());
+    }
+  }
+  if (st.contains("prompt_template")) {
+    check(st["prompt_template"].is_string(), where, ": field 'prompt_template' is not a string");
+    out.push_back(st["prompt_template"].get<std::string>());
+  }
+  return out;
+}
+
 bool is_training_checkpoint(const std::string& dir) {
   return file_exists(dir + "/trainer_state.json") && file_exists(dir + "/optimizer.safetensors");
 }

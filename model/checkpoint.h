@@ -45,6 +45,10 @@ bool is_training_checkpoint(const std::string& dir);
 // Reads trainer_state.json (checks format_version); errors name the file and the field.
 nlohmann::json load_trainer_state(const std::string& dir);
 
+// The prompt templates of a checkpoint's stages, oldest first: its `earlier_stage_templates`
+// followed by its own `prompt_template` (the last stage's). `where` names the file in errors.
+std::vector<std::string> stage_prompt_templates(const nlohmann::json& trainer_state, const std::string& where);
+
 // Reads the fp32 master weights and AdamW moments (F32 or BF16, returned as fp32) of a checkpoint
 // made for this layout; the shape
 // and a layout fingerprint are checked so that a checkpoint of another model is refused clearly.

@@ -344,3 +344,54 @@ TEST_CASE("--model from one of our checkpoints starts from its exact fp32 master
   REQUIRE(st["adam_step"] == 1);
   REQUIRE(file_exists(s2 + "/final/tokenizer.json"));
 }
+
+TEST_CASE("eval_factoids renders JSONL prompts with the template the facts were trained with, across stages") {
+  const Data& d = data();
+  const std::string s1 = d.dir + "/tmpl_stage1", s2 = d.dir + "/tmpl_stage2", plain = d.dir + "/plain.bin";
+  REQUIRE(run({"./prepare_data", "--mode", "kvr", "--num", "16", "--seed", "3", "--template", "plain", "--tokenizer",
+               d.tokenizer, "--output", plain, "--quiet"},
+              plain + ".log") == 0);
+  // Stage 1 on KVR (template kvr), stage 2 from it on other pairs with the plain template.
+  REQUIRE(run({"./train_llama", "--init", d.config, "--tokenizer", d.tokenizer, "--data", d.kvr, "--steps", "1",
+               "--batch-size", "8", "--seq-len", "48", "--threads", "1", "--out", s1},
+              s1 + ".log") == 0);
+  REQUIRE(run({"./train_llama", "--model", s1 + "/final", "--data", plain, "--steps", "1", "--batch-size", "8",
+               "--seq-len", "48", "--threads", "1", "--out", s2},
+              s2 + ".log") == 0);
+  const json st1 = load_trainer_state(s1 + "/final"), st2 = load_trainer_state(s2 + "/final");
+  REQUIRE(st1["earlier_stage_templates"].empty());
+  REQUIRE(st2["earlier_stage_templates"] == json::array({st1["prompt_template"]}));
+  REQUIRE(st2["prompt_template"] != st1["prompt_template"]);
+
+  auto prompts_by_model = [](const std::string& preds) {
+    std::map<std::string, std::vector<json>> out;
+    std::ifstream in(preds);
+    for (std::string line; std::getline(in, line);) {
+      json p = json::parse(line);
+      out[p["model"].get<std::string>()].push_back(p["prompt_ids"]);
+    }
+    return out;
+  };
+  // A forgetting table over both checkpoints: stage 2's row uses stage 1's prompts, the ones the
+  // stage-1 facts were trained with.
+  const std::string ev = d.dir + "/tmpl_eval";
+  int rc = run({"./eval_factoids", "--model", s1 + "/final", "--model", s2 + "/final", "--data", d.kvr_jsonl, "--out",
+                ev, "--limit", "8", "--max-new-tokens", "2", "--threads", "1"},
+               ev + ".log");
+  INFO(slurp(ev + ".log"));
+  REQUIRE(rc == 0);
+  auto both = prompts_by_model(ev + "/predictions.jsonl");
+  REQUIRE(both.size() == 2);
+  REQUIRE(both[s1 + "/final"].size() == 8);
+  REQUIRE(both[s1 + "/final"] == both[s2 + "/final"]);
+  REQUIRE(slurp(ev + ".log").find("first model's template") != std::string::npos);
+  // Stage 2 alone: its own (last) template, with a note on how to score an earlier stage's facts.
+  rc = run({"./eval_factoids", "--model", s2 + "/final", "--data", d.kvr_jsonl, "--out", ev + "2", "--limit", "8",
+            "--max-new-tokens", "2", "--threads", "1"},
+           ev + "2.log");
+  REQUIRE(rc == 0);
+  auto alone = prompts_by_model(ev + "2/predictions.jsonl");
+  REQUIRE(alone[s2 + "/final"].size() == 8);
+  REQUIRE(alone[s2 + "/final"] != both[s1 + "/final"]);
+  REQUIRE(slurp(ev + "2.log").find("trained with 2 prompt templates") != std::string::npos);
+}
