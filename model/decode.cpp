@@ -47,20 +47,6 @@ InferenceModel::InferenceModel(const LlamaConfig& c, const ParamLayout& l, const
   }
 }
 
-// y[N, out] = x[N, in] W^T (+ b) (or y += x W^T), from the transposed copy W^T [in, out].
-static void linear_t(float* y, const float* x, const float* wt, const float* bias, int N, int in, int out,
-                     bool accumulate) {
-  sgemm(false, false, N, out, in, 1.0f, x, in, wt, out, accumulate ? 1.0f : 0.0f, y, out);
-  if (bias) {
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < N; ++t) {
-      float* yt = y + size_t(t) * out;
-#pragma omp simd
-      for (int c = 0; c < out; ++c) yt[c] += bias[c];
-    }
-  }
-}
-
 void InferenceModel::ensure_rope_tables(int positions) const {
   if (positions <= rope_positions) return;
   int n = std::max(positions, 2 * rope_positions);
@@ -263,7 +249,8 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
     rmsnorm_forward(xn.data(), rstd.data(), x.data(), P + o.ln1, N, C, c.rms_norm_eps);
     const float* Wt = m.weights_t.data();
     const InferenceModel::LayerWeightsT& wt = m.layers_t[l];
-    linear_t(qkv.data(), xn.data(), Wt + wt.qkv, o.qkv_b != kNoTensor ? P + o.qkv_b : nullptr, N, C, qkv_dim, false);
+    matmul_forward_transposed(qkv.data(), xn.data(), Wt + wt.qkv, o.qkv_b != kNoTensor ? P + o.qkv_b : nullptr, N, C,
+                              qkv_dim, false);
     // RoPE on the H query heads and the KV key heads (adjacent in each row).
     rope_apply(qkv.data(), pos.data(), m.rope_cos.data(), m.rope_sin.data(), N, H + KV, D, qkv_dim, false);
 #pragma omp parallel for
@@ -283,12 +270,12 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
                           &key_lo[run.begin], &key_hi[run.begin], shape);
       }
     }
-    linear_t(x.data(), att.data(), Wt + wt.o, nullptr, N, H * D, C, true);  // residual: x += att W_o^T
+    matmul_forward_transposed(x.data(), att.data(), Wt + wt.o, nullptr, N, H * D, C, true);  // residual: x += att W_o^T
 
     rmsnorm_forward(xn.data(), rstd.data(), x.data(), P + o.ln2, N, C, c.rms_norm_eps);
-    linear_t(gu.data(), xn.data(), Wt + wt.gate_up, nullptr, N, C, 2 * I, false);
+    matmul_forward_transposed(gu.data(), xn.data(), Wt + wt.gate_up, nullptr, N, C, 2 * I, false);
     swiglu_forward(act.data(), gu.data(), N, I);
-    linear_t(x.data(), act.data(), Wt + wt.down, nullptr, N, I, C, true);  // residual
+    matmul_forward_transposed(x.data(), act.data(), Wt + wt.down, nullptr, N, I, C, true);  // residual
   }
 
   // Final norm and LM head only for the rows whose logits are wanted.
@@ -303,7 +290,7 @@ void forward_tokens(const InferenceModel& m, KvCache& cache, const std::vector<i
   }
   rmsnorm_forward(seln.data(), rstd_sel.data(), sel.data(), P + lay.final_norm, R, C, c.rms_norm_eps);
   logits.resize(size_t(R) * V);
-  linear_t(logits.data(), seln.data(), m.weights_t.data() + m.lm_head_t, nullptr, R, C, V, false);
+  matmul_forward_transposed(logits.data(), seln.data(), m.weights_t.data() + m.lm_head_t, nullptr, R, C, V, false);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -290,13 +290,15 @@ TEST_CASE("invalid batches are refused with the field named", "[model][errors]")
 }
 
 // exp_fast's written-out floor must equal std::floor for every input it sees (the comment in
-// kernels/cpu/vec_math.h argues it; this checks it over the whole clamped range, densely).
+// kernels/cpu/vec_math.h argues it; this checks it over exp_fast's whole clamped range, densely,
+// and on integers and their neighbours, where rounding to nearest and floor part).
 TEST_CASE("exp_fast: the vectorizable floor equals std::floor") {
-  for (float x = -90.0f; x <= 90.0f; x += 0.000731f) {
-    const float c = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    const float y = c * 1.44269504088896341f + 0.5f;
-    const float t = (y + 12582912.0f) - 12582912.0f;
-    REQUIRE(t - float(t > y) == std::floor(y));
+  for (float x = -87.3f; x <= 88.7f; x += 0.000731f) {
+    const float y = x * 1.44269504088896341f + 0.5f;
+    REQUIRE(floor_small(y) == std::floor(y));
   }
+  for (int k = -130; k <= 130; ++k)
+    for (float y : {float(k), std::nextafter(float(k), -1e9f), std::nextafter(float(k), 1e9f), k + 0.5f})
+      REQUIRE(floor_small(y) == std::floor(y));
   REQUIRE(std::abs(exp_fast(1.0f) - std::exp(1.0f)) <= 2e-7f * std::exp(1.0f));
 }

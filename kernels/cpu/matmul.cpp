@@ -23,17 +23,25 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
         " N=", N, " K=", K, ")");
 }
 
+static void add_bias_rows(float* out, const float* bias, int N, int OC) {
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < N; t++) {
+    float* o = out + (int64_t)t * OC;
+#pragma omp simd
+    for (int c = 0; c < OC; c++) o[c] += bias[c];
+  }
+}
+
 void matmul_forward(float* out, const float* x, const float* weight, const float* bias, int N,
                     int IC, int OC, bool accumulate) {
   sgemm(false, true, N, OC, IC, 1.0f, x, IC, weight, IC, accumulate ? 1.0f : 0.0f, out, OC);
-  if (bias) {
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < N; t++) {
-      float* o = out + (int64_t)t * OC;
-#pragma omp simd
-      for (int c = 0; c < OC; c++) o[c] += bias[c];
-    }
-  }
+  if (bias) add_bias_rows(out, bias, N, OC);
+}
+
+void matmul_forward_transposed(float* out, const float* x, const float* weight_t, const float* bias, int N,
+                               int IC, int OC, bool accumulate) {
+  sgemm(false, false, N, OC, IC, 1.0f, x, IC, weight_t, OC, accumulate ? 1.0f : 0.0f, out, OC);
+  if (bias) add_bias_rows(out, bias, N, OC);
 }
 
 void matmul_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

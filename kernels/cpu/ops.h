@@ -31,6 +31,9 @@ void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float*
 // out[N, OC] (= or +=) x[N, IC] W^T (+ bias).
 void matmul_forward(float* out, const float* x, const float* weight, const float* bias, int N,
                     int IC, int OC, bool accumulate);
+// The same from a transposed copy W^T [IC, OC] (an 'N','N' GEMM; see InferenceModel::weights_t).
+void matmul_forward_transposed(float* out, const float* x, const float* weight_t, const float* bias, int N,
+                               int IC, int OC, bool accumulate);
 // dx (= or +=) dout W ; dweight += dout^T x ; dbias += column sums of dout (when dbias != null).
 // dx may be null (no input gradient wanted).
 void matmul_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
