@@ -1,6 +1,9 @@
-// A fast non-cryptographic 64-bit hash for checksums (shard payloads) and identities (tokenizer
-// hash). 8 bytes per step through a multiply-xorshift mix, so it runs at several GB/s; the tail
-// and the length are folded in so that a truncated or extended input hashes differently.
+// A fast non-cryptographic 64-bit hash for identities whose values are stored in files and
+// therefore cannot change: the tokenizer hash (Tokenizer::hash, in every shard and checkpoint),
+// the checkpoint layout fingerprint, and the keys of the tokenizer's hash tables. It is also the
+// checksum of shard format version 1, which is still read. Checksums of new files are XXH3
+// (common/checksum.h). 8 bytes per step through a multiply-xorshift mix; the tail and the length
+// are folded in so that a truncated or extended input hashes differently.
 #pragma once
 #include <cstdint>
 #include <cstring>

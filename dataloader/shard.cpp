@@ -2,10 +2,15 @@
 
 #include <cstring>
 
+#include "common/checksum.h"
 #include "common/error.h"
-#include "common/hash.h"
+#include "common/hash.h"  // the checksum of format version 1 only
 
 static uint64_t pad8(uint64_t n) { return (n + 7) & ~uint64_t(7); }
+
+uint64_t shard_checksum(uint32_t version, const void* data, size_t n) {
+  return version == 1 ? hash64(data, n) : xxh3_64(data, n);
+}
 
 ShardWriter::ShardWriter(uint64_t tokenizer_hash_, uint32_t vocab_size_, std::string prompt_template_)
     : tokenizer_hash(tokenizer_hash_), vocab_size(vocab_size_), prompt_template(std::move(prompt_template_)) {
@@ -28,7 +33,8 @@ void ShardWriter::add(const std::vector<int32_t>& toks, const std::vector<uint8_
   offsets.push_back(tokens.size());
 }
 
-std::string ShardWriter::serialize() const {
+std::string ShardWriter::serialize(uint32_t version) const {
+  check(version == 1 || version == kShardVersion, "shard writer: cannot write version ", version);
   const uint32_t token_bytes = vocab_size <= 65536 ? 2 : 4;
   const uint64_t n_ex = offsets.size() - 1, n_tok = tokens.size();
   const uint64_t tmpl_sz = pad8(prompt_template.size());
@@ -52,15 +58,15 @@ std::string ShardWriter::serialize() const {
 
   ShardHeader h{};
   std::memcpy(h.magic, kShardMagic, 8);
-  h.version = kShardVersion;
+  h.version = version;
   h.token_bytes = token_bytes;
   h.num_examples = n_ex;
   h.num_tokens = n_tok;
   h.tokenizer_hash = tokenizer_hash;
   h.vocab_size = vocab_size;
   h.template_bytes = uint32_t(prompt_template.size());
-  h.payload_checksum = hash64(out.data() + kShardHeaderBytes, out.size() - kShardHeaderBytes);
-  h.header_checksum = hash64(&h, offsetof(ShardHeader, header_checksum));
+  h.payload_checksum = shard_checksum(version, out.data() + kShardHeaderBytes, out.size() - kShardHeaderBytes);
+  h.header_checksum = shard_checksum(version, &h, offsetof(ShardHeader, header_checksum));
   std::memcpy(out.data(), &h, sizeof h);
   return out;
 }
@@ -83,9 +89,9 @@ Shard::Shard(const std::string& path) : file(path) {
         kShardHeaderBytes);
   std::memcpy(&header, d, sizeof header);
   check(std::memcmp(header.magic, kShardMagic, 8) == 0, path, ": bad magic (not a token shard written by prepare_data)");
-  check(header.version == kShardVersion, path, ": unsupported shard version ", header.version,
-        " (this build reads version ", kShardVersion, ")");
-  check(header.header_checksum == hash64(&header, offsetof(ShardHeader, header_checksum)), path,
+  check(header.version == 1 || header.version == 2, path, ": unsupported shard version ", header.version,
+        " (this build reads versions 1 and 2)");
+  check(header.header_checksum == shard_checksum(header.version, &header, offsetof(ShardHeader, header_checksum)), path,
         ": header checksum mismatch (corrupt header)");
   check(header.token_bytes == 2 || header.token_bytes == 4, path, ": field token_bytes is ", header.token_bytes,
         " (must be 2 or 4)");
@@ -104,7 +110,7 @@ Shard::Shard(const std::string& path) : file(path) {
   check(size >= expected, path, ": truncated shard: ", size, " bytes, the header describes ", expected);
   check(size == expected, path, ": shard has ", size - expected, " trailing bytes beyond the ", expected,
         " the header describes");
-  check(header.payload_checksum == hash64(d + kShardHeaderBytes, size - kShardHeaderBytes), path,
+  check(header.payload_checksum == shard_checksum(header.version, d + kShardHeaderBytes, size - kShardHeaderBytes), path,
         ": payload checksum mismatch (corrupt or modified file)");
 
   const uint8_t* p = d + kShardHeaderBytes;

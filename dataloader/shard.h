@@ -6,20 +6,24 @@
 //
 //   offset  size  field
 //   0       8     magic "LLMCSHRD"
-//   8       4     version (1)
+//   8       4     version (2; version 1 is still read, see below)
 //   12      4     token_bytes: 2 when vocab_size <= 65536, else 4
 //   16      8     num_examples
 //   24      8     num_tokens (all examples)
 //   32      8     tokenizer_hash (Tokenizer::hash(); 0 = tokens not from a tokenizer, tests only)
 //   40      4     vocab_size (every token id is < vocab_size)
 //   44      4     template_bytes (length of the prompt template text, UTF-8)
-//   48      8     payload_checksum: hash64 of every byte after the 64-byte header
-//   56      8     header_checksum: hash64 of bytes [0, 56)
+//   48      8     payload_checksum: XXH3-64 (seed 0) of every byte after the 64-byte header
+//   56      8     header_checksum: XXH3-64 (seed 0) of bytes [0, 56)
 //   64            template text, zero-padded to a multiple of 8
 //                 uint64 offsets[num_examples + 1]: example i is tokens [offsets[i], offsets[i+1])
 //                 tokens[num_tokens] (uint16 or uint32), zero-padded to a multiple of 8
 //                 loss bitmap: bit (i % 8) of byte (i / 8) is token i's loss bit, zero-padded
 //                 to a multiple of 8
+//
+// Version 1 is the same layout with both checksums computed by hash64 (common/hash.h); it is read
+// (and checked) as before, and written only by tests. XXH3 (libxxhash) replaced it in version 2:
+// a maintained, tested hash instead of our own (docs/design.md, "Shard checksums").
 //
 // The file size must equal exactly what the header describes. Readers mmap the file and check
 // every field (magic, version, checksums, sizes, offsets, token ids, padding) before use; any
@@ -32,7 +36,7 @@
 #include "common/file_io.h"
 
 inline constexpr char kShardMagic[8] = {'L', 'L', 'M', 'C', 'S', 'H', 'R', 'D'};
-inline constexpr uint32_t kShardVersion = 1;
+inline constexpr uint32_t kShardVersion = 2;  // written; 1 and 2 are read
 inline constexpr size_t kShardHeaderBytes = 64;
 
 struct ShardHeader {
@@ -60,7 +64,8 @@ struct ShardWriter {
   void add(const std::vector<int32_t>& tokens, const std::vector<uint8_t>& loss);
   int64_t num_examples() const { return int64_t(offsets.size()) - 1; }
   int64_t num_tokens() const { return int64_t(tokens.size()); }
-  std::string serialize() const;  // the whole file as bytes
+  // The whole file as bytes. Version 1 only to test that old shards still load.
+  std::string serialize(uint32_t version = kShardVersion) const;
   void write(const std::string& path) const;
 
  private:
@@ -68,6 +73,9 @@ struct ShardWriter {
   std::vector<int32_t> tokens;
   std::vector<uint8_t> loss_bits;  // packed bitmap, grows with tokens
 };
+
+// The checksum of `n` bytes in shard format `version` (1: hash64, 2: XXH3-64).
+uint64_t shard_checksum(uint32_t version, const void* data, size_t n);
 
 // A validated, memory-mapped shard.
 struct Shard {

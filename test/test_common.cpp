@@ -1,8 +1,9 @@
-// Tests of the shared file and hash utilities.
+// Tests of the shared file, checksum and hash utilities.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
@@ -18,6 +19,17 @@ TEST_CASE("hash64 changes with every byte, the length and the seed") {
   REQUIRE(hash64(s.data(), 999) != h);
   REQUIRE(hash64(s, 1) != h);
   REQUIRE(hash_hex(0x0123456789abcdefULL) == "0123456789abcdef");
+}
+
+TEST_CASE("xxh3_64 is XXH3-64 with seed 0: xxHash's known answers") {
+  REQUIRE(xxh3_64("", 0) == 0x2D06800538D394C2ULL);  // the empty input, from xxHash's sanity tests
+  std::string s(1000, 'a');
+  const uint64_t h = xxh3_64(s.data(), s.size());
+  for (size_t i = 0; i < s.size(); i += 37) {
+    std::string t = s;
+    t[i] ^= 1;
+    REQUIRE(xxh3_64(t.data(), t.size()) != h);
+  }
 }
 
 TEST_CASE("write_file_atomic replaces the file and leaves no temporary") {

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
@@ -82,6 +83,50 @@ TEST_CASE("shard round trip with 16- and 32-bit tokens") {
       REQUIRE(s.example_loss(i) == losses[size_t(i)]);
     }
     REQUIRE(s.header.vocab_size == vocab);
+  }
+}
+
+TEST_CASE("shard format 2 checksums are XXH3-64 of the payload and of the header's first 56 bytes") {
+  const std::string bytes = read_bytes(make_shard("xxh3.bin", 9, 21));
+  ShardHeader h;
+  std::memcpy(&h, bytes.data(), 64);
+  REQUIRE(h.version == 2);
+  REQUIRE(h.payload_checksum == xxh3_64(bytes.data() + 64, bytes.size() - 64));
+  REQUIRE(h.header_checksum == xxh3_64(bytes.data(), 56));
+}
+
+TEST_CASE("shards of format version 1 (hash64 checksums) still load, and their corruption is still caught") {
+  Rng rng(5);
+  ShardWriter w(kHash, 70000, "{question} {answer}");
+  for (int i = 0; i < 23; ++i) {
+    std::vector<int32_t> t(size_t(1 + rng.below(30)));
+    std::vector<uint8_t> l(t.size());
+    for (size_t j = 0; j < t.size(); ++j) {
+      t[j] = int32_t(rng.below(70000));
+      l[j] = uint8_t(rng.below(2));
+    }
+    w.add(t, l);
+  }
+  const std::string v1 = test_dir() + "/v1.bin", v2 = test_dir() + "/v2.bin";
+  const std::string bytes = w.serialize(1);
+  write_file_atomic(v1, bytes);
+  w.write(v2);
+  Shard a(v1), b(v2);
+  REQUIRE(a.header.version == 1);
+  REQUIRE(b.header.version == 2);
+  REQUIRE(a.header.payload_checksum != b.header.payload_checksum);
+  REQUIRE(a.prompt_template == b.prompt_template);
+  REQUIRE(a.num_examples() == 23);
+  for (int64_t i = 0; i < a.num_examples(); ++i) {
+    REQUIRE(a.example_tokens(i) == b.example_tokens(i));
+    REQUIRE(a.example_loss(i) == b.example_loss(i));
+  }
+  for (size_t at : {size_t(64), bytes.size() / 2, bytes.size() - 1}) {
+    std::string c = bytes;
+    c[at] ^= 0x20;
+    const std::string p = test_dir() + "/v1_flip.bin";
+    write_file_atomic(p, c);
+    REQUIRE_THROWS_WITH(Shard(p), Catch::Contains(p) && Catch::Contains("payload checksum"));
   }
 }
 
@@ -162,8 +207,8 @@ TEST_CASE("corrupt shards give clear errors naming the file") {
     ShardHeader h;
     std::memcpy(&h, b.data(), 64);
     h.vocab_size = 5;  // tokens go up to 999
-    h.payload_checksum = hash64(b.data() + 64, b.size() - 64);
-    h.header_checksum = hash64(&h, offsetof(ShardHeader, header_checksum));
+    h.payload_checksum = xxh3_64(b.data() + 64, b.size() - 64);
+    h.header_checksum = xxh3_64(&h, offsetof(ShardHeader, header_checksum));
     std::memcpy(b.data(), &h, 64);
     std::string p = corrupt("vocab.bin", b);
     REQUIRE_THAT(error_of(p), Catch::Contains(p) && Catch::Contains(">= vocab_size 5"));

@@ -41,7 +41,7 @@ def read_shard(path):
     """Examples (token list, loss list) of a shard (format: dataloader/shard.h)."""
     b = open(path, "rb").read()
     magic, version, token_bytes, n, ntok, _tok_hash, _vocab, tbytes = struct.unpack_from("<8sIIQQQII", b, 0)
-    assert magic == b"LLMCSHRD" and version == 1
+    assert magic == b"LLMCSHRD" and version in (1, 2)  # they differ only in the checksum function
     off = 64 + (tbytes + 7) // 8 * 8
     offsets = np.frombuffer(b, dtype=np.uint64, count=n + 1, offset=off)
     off += 8 * (n + 1)
