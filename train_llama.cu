@@ -175,10 +175,8 @@ static TrainArgs train_args(const OptionMap& options) {
 // ---------------------------------------------------------------------------------------------
 // Signals. SIGINT and SIGTERM are blocked in every thread and taken by a watcher thread
 // (sigwait), which raises a flag; the loop saves a checkpoint after the current step. No
-// asynchronous handler ever interrupts the computation: with one (a flag-setting sigaction), a
-// SIGTERM landing during a step crashed the process at exit about one time in four, in oneDNN's
-// exit handlers (a corrupted list), while ASan found nothing in our code; with the watcher, 0 in
-// 32 runs. A second signal terminates at once.
+// asynchronous handler ever interrupts the computation, which runs in oneDNN and OpenMP code that
+// is not async-signal-safe (docs/design.md, "Signals"). A second signal terminates at once.
 static std::atomic<int> g_stop_signal{0};
 
 // Must run before any other thread exists: threads inherit the blocked mask.

@@ -5,7 +5,7 @@
 #   scripts/gpu_remix.sh --model /models/Meta-Llama-3-8B --d-b popqa=popqa_2000.jsonl \
 #       --d-b triviaqa=triviaqa_2000.jsonl --generic generic_docs.jsonl [--out runs/gpu] [--dry-run]
 #
-# Grid (same as `make demo`, with the REMIX protocol of ARCHITECTURE.md section 5):
+# Grid (same as `make demo`, with the REMIX protocol of docs/design.md, "REMIX reference protocol"):
 #   stage 1  D_A = 2,000 generated KVR pairs (or --d-a FILE.jsonl), 20 epochs, under the mixes
 #            none | random words | generic | random + generic, each at every --ratios value (1 2 4);
 #   stage 2  every D_B from every stage-1 checkpoint: no mixing, generic mixing (each ratio), and,

@@ -136,16 +136,13 @@ const std::string& reference_run() {
 TEST_CASE("a tiny model memorizes 64 KVR pairs to 100% exact match, and eval_factoids agrees") {
   const Data& d = data();
   const std::string out = d.dir + "/memorize";
-  auto t0 = std::chrono::steady_clock::now();
   int rc = run({"./train_llama", "--init", d.config, "--tokenizer", d.tokenizer, "--data", d.kvr, "--out", out,
                 "--epochs", "150", "--batch-size", "16", "--seq-len", "64", "--lr", "1e-2", "--warmup-ratio", "0.02",
                 "--eval-data", d.kvr_jsonl, "--eval-every-epochs", "5", "--stop-at-accuracy", "1.0", "--threads", "1",
                 "--log", out + ".jsonl"},
                out + ".log");
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   INFO(slurp(out + ".log"));
   REQUIRE(rc == 0);
-  REQUIRE(secs < 120);
   json st = load_trainer_state(out + "/final");
   REQUIRE(st["stop_reason"] == "accuracy");
   REQUIRE(st["evals"].back()["accuracy"] == 1.0);

@@ -1,5 +1,5 @@
 // Linear layers through oneDNN's row-major sgemm (about 250 GFLOP/s on 2 cores here, against
-// about 40 for Debian's OpenBLAS on this CPU, see ARCHITECTURE.md section 7).
+// about 40 for Debian's OpenBLAS on this CPU; docs/design.md, "CPU GEMMs: oneDNN").
 //
 // torch.nn.Linear convention: W is [OC, IC] and y = x W^T (+ b). Then
 //   dx = dy W          ([N,OC] x [OC,IC])

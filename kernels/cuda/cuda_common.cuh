@@ -3,8 +3,9 @@
 // The same kernel source compiles two ways:
 //   - nvcc (__CUDACC__): the real CUDA runtime, bf16, cooperative groups and cuBLASLt headers;
 //   - g++ -DCUDA_EMULATION: the CPU emulator in test/emu/ (every CUDA thread is a fiber, blocks
-//     run on OpenMP threads, with barrier / warp-mask / out-of-bounds checks), which defines the
-//     same names with the same meaning, so kernels run under `make test` on machines with no GPU.
+//     run on the emulator's own threads, with barrier / warp-mask / out-of-bounds checks), which
+//     defines the same names with the same meaning, so kernels run under `make test` on machines
+//     with no GPU.
 //
 // Kernel-side rules that keep both builds identical:
 //   - launch ONLY through   LAUNCH(kernel, grid, block, smem_bytes, stream)(arg1, arg2, ...);
@@ -79,5 +80,3 @@ inline void cublas_check_failed(cublasStatus_t status, const char* file, int lin
       cublas_check_failed(cublas_check_status_, __FILE__, __LINE__);             \
   } while (0)
 
-// Integer ceiling division, for grid sizes.
-#define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))

@@ -45,5 +45,3 @@ __device__ inline float block_reduce_sum(float v, float* scratch) {
   return total;
 }
 
-__device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16(x); }

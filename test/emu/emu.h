@@ -2,7 +2,8 @@
 // -DCUDA_EMULATION (kernels/cuda/cuda_common.cuh includes this file; do not include it after a
 // CUDA header).
 //
-// Model: a launch runs its blocks on OpenMP threads, one block per OS thread at a time. Within a
+// Model: a launch runs its blocks on the emulator's own threads (the launching thread plus helpers
+// that sleep between launches), one block per OS thread at a time. Within a
 // block every CUDA thread is a Boost.Context fiber on that OS thread, so `__shared__` (a static
 // thread_local) is per block, and __syncthreads / warp operations switch fibers in an order that
 // can be forward, reverse or seeded random (EMU_SCHEDULE, emu::set_schedule). A block whose

@@ -1,7 +1,7 @@
 // CUDA emulation: kernel launch, the per-block fiber scheduler, barriers and warp operations.
 //
-// A launch hands blocks to OpenMP threads (one block per OS thread at a time, so a fiber never
-// migrates and a `static thread_local` __shared__ variable is per block). A block first runs in a
+// A launch hands blocks to the emulator's own block threads (BlockThreads below: the launching
+// thread plus sleeping helpers; one block per OS thread at a time, so a fiber never migrates and a `static thread_local` __shared__ variable is per block). A block first runs in a
 // single "runner" fiber that calls the kernel for each CUDA thread in turn: a kernel that never
 // reaches a synchronization point costs one call per thread, with no switch. When thread k reaches
 // one, the runner fiber becomes thread k's fiber, the threads before k (in schedule order) are
@@ -206,7 +206,7 @@ static thread_local Block* tl_block = nullptr;
 static thread_local unsigned char* tl_dynamic_smem = nullptr;
 
 static Worker& worker() {
-  // One Worker per OS thread for the life of the thread (OpenMP threads persist).
+  // One Worker per OS thread for the life of the thread (the block threads persist).
   static thread_local std::unique_ptr<Worker> w;
   if (!w) {
     w = std::make_unique<Worker>();
@@ -702,8 +702,9 @@ static void run_block(Block& b, uint64_t block_linear) {
 
 // ---------------------------------------------------------------------------------------------
 // The OS threads that run blocks: the launching thread plus helpers that sleep between launches.
-// (An OpenMP team would spin-wait between the many short launches of a test, which on a loaded
-// machine costs more wall time than it saves: 3x on a training-step test.) A helper joins a launch
+// (Not an OpenMP team: it would spin-wait between the many short launches of a test, which on a
+// loaded machine costs more wall time than it saves.) The thread count follows
+// omp_get_max_threads(), so OMP_NUM_THREADS and --threads bound it as for the CPU backend. A helper joins a launch
 // only if it wakes while the launch is still open, so a launch never waits for a sleeping helper.
 // Each launching host thread has its own helpers (ranks as threads launch concurrently).
 
