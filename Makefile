@@ -83,7 +83,7 @@ eval_factoids: $(BUILD)/eval_factoids.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
-# They link the model and its dependencies only. [added with the model numerics, issue #2]
+# They link the model and its dependencies only.
 $(BUILD)/bench/%: $(BUILD)/dev/bench/%.o $(call lib_of,model) $(call lib_of,kernels) $(call lib_of,common)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
@@ -138,12 +138,13 @@ $(BUILD)/bench/bench_emu: $(BUILD)/dev/bench/bench_emu.o $(call lib_of,emu) $(ca
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
-# ---- CUDA build with nvcc [CUDA backend, issue #7] ----------------------------------------------
+# ---- CUDA build with nvcc ----------------------------------------------------------------------
 # When nvcc is found (PATH or /usr/local/cuda/bin), kernels/cuda_backend.cu is compiled by nvcc for
 # GPU_ARCH (default: sm_80 and sm_90; e.g. GPU_ARCH="90" or "sm_90") and linked into train_llama
 # and eval_factoids, whose objects get -DENGINE_CUDA (the --device cuda paths) and
 # -DENGINE_USE_NVTX (NVTX ranges, see common/nvtx.h). NO_CUDA=1 forces the CPU-only build.
-# `make cuda-stats` prints registers / shared memory / spills per kernel (slow: not in `make test`).
+# `make cuda-stats` writes registers / shared memory / spills per kernel to docs/cuda_stats.md
+# (slow: not in `make test`; the file changes only when it succeeds).
 NVCC     ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
 GPU_ARCH ?= 80 90
 ifeq ($(NO_CUDA),1)
@@ -152,7 +153,9 @@ endif
 CUDA_ARCHS := $(patsubst sm_%,%,$(GPU_ARCH))
 .PHONY: cuda-stats
 cuda-stats:
-	GPU_ARCH="$(CUDA_ARCHS)" NVCC="$(NVCC)" bash dev/cuda_stats.sh
+	@mkdir -p $(BUILD)
+	GPU_ARCH="$(CUDA_ARCHS)" NVCC="$(NVCC)" bash dev/cuda_stats.sh > $(BUILD)/cuda_stats.md
+	mv $(BUILD)/cuda_stats.md docs/cuda_stats.md
 ifneq ($(NVCC),)
 CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVCC_FLAGS  := -std=c++17 -O3 -lineinfo -Xcompiler -Wall -I. \

@@ -1,10 +1,12 @@
-// Tests of the command-line module (common/cli.h) and of docs/cli.md, which is generated from the
-// programs' --help and must not go stale.
+// Tests of the command-line module (common/cli.h) and of the documentation: docs/cli.md is
+// generated from the programs' --help and must not go stale; README.md stays a short entry point
+// (at most 15 KB) from which every document in docs/ is one link away.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -138,4 +140,20 @@ TEST_CASE("docs/cli.md is up to date with the programs' --help (else: make docs-
   std::remove(fresh.c_str());
   INFO("docs/cli.md differs from the programs' --help: run `make docs-cli` and commit docs/cli.md");
   REQUIRE(read_text_file("docs/cli.md") == want);
+}
+
+TEST_CASE("README.md is at most 15 KB and links every document in docs/") {
+  const std::string readme = read_text_file("README.md");
+  REQUIRE(readme.size() <= 15 * 1024);
+  for (const auto& e : std::filesystem::directory_iterator("docs")) {
+    if (e.path().extension() != ".md") continue;
+    const std::string link = "](docs/" + e.path().filename().string() + ")";
+    INFO("README.md has no link to " << e.path().string());
+    REQUIRE(readme.find(link) != std::string::npos);
+  }
+  for (size_t at = readme.find("](docs/"); at != std::string::npos; at = readme.find("](docs/", at + 1)) {
+    const std::string target = readme.substr(at + 2, readme.find_first_of(")#", at) - at - 2);
+    INFO("README.md links to " << target << ", which does not exist");
+    REQUIRE(file_exists(target));
+  }
 }
