@@ -3,6 +3,7 @@
 // (at most 15 KB) from which every document in docs/ is one link away.
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -128,6 +129,45 @@ TEST_CASE("cli: given() and to_args() round-trip a command line (train_llama --r
 TEST_CASE("cli: split_commas keeps the non-empty parts") {
   REQUIRE(cli::split_commas("a,b,,c,") == std::vector<std::string>{"a", "b", "c"});
   REQUIRE(cli::split_commas("").empty());
+}
+
+// Every program, through the module: an unknown option or a bad value is one "error:" line naming
+// the option, and exit status 1 (`make test` builds the programs first).
+TEST_CASE("the programs report bad command lines naming the option, with exit status 1") {
+  const std::string log = "build/test/cli_err_" + std::to_string(getpid()) + ".log";
+  auto run = [&](const std::string& cmd) {
+    const int status = std::system((cmd + " > " + log + " 2>&1").c_str());
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text_file(log));
+  };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"./tokenize encode --bogus", "error: unknown option --bogus"},
+      {"./tokenize encode --format xml", "error: --format: expected lines or json, got 'xml'"},
+      {"./tokenize frobnicate", "error: unknown command 'frobnicate'"},
+      {"./tokenize train --vocab-size ten", "error: --vocab-size: 'ten' is not a decimal integer"},
+      {"./prepare_data --mode kvr --seed -1", "error: --seed: -1 is below the minimum 0"},
+      {"./prepare_data --bogus=1", "error: unknown option --bogus"},
+      {"./train_llama --epochs 0", "error: --epochs: 0 is below the minimum 1"},
+      {"./train_llama --lr nan", "error: --lr: 'nan' is not a finite number"},
+      {"./train_llama --pack 2", "error: --pack: expected 0 or 1, got '2'"},
+      {"./train_llama --out a --out b", "error: option --out given 2 times"},
+      {"./eval_factoids --batch-size 0", "error: --batch-size: 0 is below the minimum 1"},
+      {"./eval_factoids --device tpu", "error: --device: expected auto, cpu or cuda, got 'tpu'"},
+      {"./eval_factoids --model", "error: option --model needs a value"},
+  };
+  for (const auto& [cmd, message] : cases) {
+    const auto [code, out] = run(cmd);
+    INFO(cmd << " -> " << out);
+    REQUIRE(code == 1);
+    REQUIRE(out.rfind(message, 0) == 0);
+  }
+  for (const char* help : {"./tokenize --help", "./tokenize train --help", "./prepare_data --help",
+                           "./train_llama --help", "./eval_factoids --help"}) {
+    const auto [code, out] = run(help);
+    INFO(help);
+    REQUIRE(code == 0);
+    REQUIRE(out.rfind("usage: ", 0) == 0);
+  }
+  std::remove(log.c_str());
 }
 
 // docs/cli.md is what dev/gen_cli_docs.sh writes from the built programs' --help (`make test`

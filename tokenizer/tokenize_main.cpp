@@ -229,6 +229,10 @@ int main(int argc, char** argv) {
       std::fputs(app.help().c_str(), stderr);
       return 2;
     }
+    const std::string first = argv[1];
+    auto named = [&](CLI::App* sub) { return sub->get_name() == first; };
+    check(first[0] == '-' || !app.get_subcommands(named).empty(), "unknown command '", first,
+          "' (encode, decode, train, info; see --help)");
     if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
     const std::vector<CLI::App*> chosen = app.get_subcommands();
     check(!chosen.empty(), "give a command: encode, decode, train or info (see --help)");
