@@ -23,7 +23,7 @@ section() {  # section TITLE COMMAND...: the help of one program or subcommand
   echo "     The options are declared once, in the programs, through common/cli.h (CLI11). -->"
   echo
   echo "Every program takes long options as \`--name VALUE\` or \`--name=VALUE\`; a bad value, an unknown"
-  echo "option or a missing one is one line \`error: ...\` naming the option, and exit status 1."
+  echo "option or a missing value is one line \`error: ...\` naming the option, and exit status 1."
   echo
   for p in $programs; do
     [ -x "./$p" ] || { echo "gen_cli_docs.sh: ./$p is not built (make $p)" >&2; exit 1; }
