@@ -22,8 +22,7 @@
 //                 to a multiple of 8
 //
 // Version 1 is the same layout with both checksums computed by hash64 (common/hash.h); it is read
-// (and checked) as before, and written only by tests. XXH3 (libxxhash) replaced it in version 2:
-// a maintained, tested hash instead of our own (docs/design.md, "Shard checksums").
+// and checked, and written only by tests. Why XXH3 (libxxhash): docs/design.md, "Shard checksums".
 //
 // The file size must equal exactly what the header describes. Readers mmap the file and check
 // every field (magic, version, checksums, sizes, offsets, token ids, padding) before use; any
