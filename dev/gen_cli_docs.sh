@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-docs/cli.md}
-programs=$(sed -n 's/^BINARIES := \([a-z_ ]*\)$/\1/p' Makefile | head -n 1)
+programs=$(sed -n 's/^BINARIES := \([A-Za-z0-9_ ]*\)$/\1/p' Makefile | head -n 1)
 [ -n "$programs" ] || { echo "gen_cli_docs.sh: no 'BINARIES := ...' line in the Makefile" >&2; exit 2; }
 
 section() {  # section TITLE COMMAND...: the help of one program or subcommand
