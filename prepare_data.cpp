@@ -6,6 +6,8 @@
 //   ./prepare_data --mode kvr --num 2000 --tokenizer model/ --output data/kvr.bin
 //   ./prepare_data --mode random-words --num 8000 --length 50 --tokenizer model/ --output data/rw.bin
 //   ./prepare_data --mode text --text-mode remix --input wiki.jsonl --tokenizer model/ --output data/gen.bin
+//   ./prepare_data --mode chat --input ultrachat.jsonl --tokenizer model/ --output data/chat.bin
+//   ./prepare_data --mode qa --preset gsm8k --input gsm8k.jsonl --tokenizer model/ --output data/gsm8k.bin
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
+#include "dataloader/chat.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/shard.h"
 #include "dataloader/sources.h"
@@ -37,7 +40,11 @@ Validates shards (every field and the checksum) and prints their header; with --
 --show N, also decodes the first N examples, marking the trained-on part with [[...]].
 
 Modes:
-  qa            question/answer records from --input FILE.jsonl (loss on the answer and EOS)
+  qa            question/answer records from --input FILE.jsonl (loss on the answer and EOS);
+                --preset names the fields of a known data set (see below)
+  chat          multi-turn conversations from --input FILE.jsonl: {"messages": [{"role", "content"}]}
+                (UltraChat, Tulu) or {"conversations": [{"from", "value"}]} (ShareGPT), rendered
+                with --chat-template; loss on the assistant turns and their end-of-turn token
   kvr           --num N generated key-value pairs, unique 8-char [a-z0-9] keys and values
   random-words  --num N passages of --length L words drawn uniformly from --word-list
   text          generic documents from --input files (.jsonl: one object per line with
@@ -48,7 +55,7 @@ Modes:
                          and cut into chunks of --seq-len tokens with loss everywhere
 
 Options:
-  --mode MODE             qa | kvr | random-words | text (required)
+  --mode MODE             qa | chat | kvr | random-words | text (required)
   --tokenizer PATH        tokenizer.json, or a model directory holding one (required)
   --output OUT.bin        shard to write (required); written atomically
   --jsonl PATH            JSONL copy of the examples (default: OUT with .bin replaced by .jsonl)
@@ -59,6 +66,21 @@ Options:
   --question-field F,..   qa: question field names, first present wins
                           (default question,input_text,prompt)
   --answer-field F,..     qa: answer field names (default answer,target_text,possible_answers,answers)
+  --preset P              qa: field names of a data set (explicit --question-field/--answer-field win):
+                            evolcode  instruction -> output
+                            apps      question -> solutions (a JSON-string list; trains on the first)
+                            gsm8k     question -> answer (evaluate with eval_factoids --match gsm8k)
+                            math      problem -> solution
+  --chat-template T       chat: tulu (default: <|user|>\n...\n<|assistant|>\n...EOS, as open-instruct)
+                          | llama3 (<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>)
+                          | a JSON file {"system", "user", "assistant_header", "assistant_end", "strip"}
+  --role-map A=R,..       chat: extra role names, R one of user, assistant, system (built in: user,
+                          human -> user; assistant, gpt, chatgpt, model -> assistant; system)
+  --max-tokens N          chat: longest example in tokens (0 = no limit, the default)
+  --truncate M            chat, over --max-tokens: turns (default: drop whole exchanges from the end)
+                          | skip (drop the conversation, counted) | error
+  --skip-invalid          chat: count and skip invalid conversations (empty, no assistant turn,
+                          unknown role, malformed JSON) instead of stopping at the first
   --limit N               keep the first N records/documents (0 = all)
   --num N                 kvr, random-words: number of examples
   --length L              random-words: words per passage (default 50)
@@ -187,7 +209,10 @@ static int inspect_shards(const std::vector<std::string>& paths, std::string tok
 int run(int argc, char** argv) {
   std::string mode, tok_path, output, jsonl_path, template_arg, word_list = "/usr/share/dict/words";
   std::string text_mode = "remix", text_field = "text", doc_sep;
-  bool blank_docs = false, quiet = false;
+  bool blank_docs = false, quiet = false, skip_invalid = false, qfields_set = false, afields_set = false;
+  std::string preset, chat_template = "tulu", truncate_arg = "turns";
+  ChatFormat chat_format;
+  int64_t max_tokens = 0;
   std::vector<std::string> inputs, qfields = default_question_fields(), afields = default_answer_fields();
   std::vector<std::string> inspect;
   int64_t show = 0;
@@ -201,6 +226,7 @@ int run(int argc, char** argv) {
     }
     if (a == "--quiet") { quiet = true; continue; }
     if (a == "--blank-line-docs") { blank_docs = true; continue; }
+    if (a == "--skip-invalid") { skip_invalid = true; continue; }
     std::string v;
     size_t eq = a.find('=');
     if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
@@ -216,8 +242,19 @@ int run(int argc, char** argv) {
     else if (a == "--jsonl") jsonl_path = v;
     else if (a == "--template") template_arg = v;
     else if (a == "--input") for (auto& s : split_commas(v)) inputs.push_back(s);
-    else if (a == "--question-field") qfields = split_commas(v);
-    else if (a == "--answer-field") afields = split_commas(v);
+    else if (a == "--question-field") qfields = split_commas(v), qfields_set = true;
+    else if (a == "--answer-field") afields = split_commas(v), afields_set = true;
+    else if (a == "--preset") preset = v;
+    else if (a == "--chat-template") chat_template = v;
+    else if (a == "--max-tokens") max_tokens = parse_int(a, v, 0);
+    else if (a == "--truncate") truncate_arg = v;
+    else if (a == "--role-map") {
+      for (auto& kv : split_commas(v)) {
+        size_t e = kv.find('=');
+        check(e != std::string::npos && e > 0, "--role-map: '", kv, "' is not NAME=ROLE");
+        chat_format.role_map[kv.substr(0, e)] = kv.substr(e + 1);
+      }
+    }
     else if (a == "--limit") limit = parse_int(a, v, 0);
     else if (a == "--num") num = parse_int(a, v, 1);
     else if (a == "--length") length = parse_int(a, v, 1);
@@ -234,13 +271,21 @@ int run(int argc, char** argv) {
     else fail("unknown option ", a, " (see --help)");
   }
   if (!inspect.empty()) return inspect_shards(inspect, tok_path, show);
-  check(!mode.empty(), "--mode is required (qa, kvr, random-words, text); see --help");
-  check(mode == "qa" || mode == "kvr" || mode == "random-words" || mode == "text", "--mode: unknown mode '", mode,
-        "' (qa, kvr, random-words, text)");
+  check(!mode.empty(), "--mode is required (qa, chat, kvr, random-words, text); see --help");
+  check(mode == "qa" || mode == "chat" || mode == "kvr" || mode == "random-words" || mode == "text",
+        "--mode: unknown mode '", mode, "' (qa, chat, kvr, random-words, text)");
+  check(preset.empty() || mode == "qa", "--preset applies to --mode qa");
+  if (!preset.empty()) {
+    const QaPreset& p = qa_preset(preset);
+    if (!qfields_set) qfields = {p.question_field};
+    if (!afields_set) afields = {p.answer_field};
+  }
+  const ChatTruncate truncate = parse_chat_truncate(truncate_arg);
+  if (mode == "chat") check(template_arg.empty(), "--template is for qa data; chat data takes --chat-template");
   check(!tok_path.empty(), "--tokenizer is required");
   check(!output.empty(), "--output is required");
   check(text_mode == "remix" || text_mode == "lm", "--text-mode: '", text_mode, "' is not remix or lm");
-  if (mode == "qa" || mode == "text") check(!inputs.empty(), "--mode ", mode, " needs --input");
+  if (mode == "qa" || mode == "text" || mode == "chat") check(!inputs.empty(), "--mode ", mode, " needs --input");
   if (mode == "kvr" || mode == "random-words") check(num > 0, "--mode ", mode, " needs --num");
   if (jsonl_path.empty()) {
     jsonl_path = output;
@@ -266,7 +311,21 @@ int run(int argc, char** argv) {
   std::vector<std::vector<std::string>> golds;
   std::vector<std::string> documents;
   int64_t input_bytes = 0, skipped = 0;
-  if (mode == "qa") {
+  std::vector<Conversation> convs;
+  std::vector<size_t> conv_file;  // index into inputs of each conversation
+  ChatSkips chat_skips;
+  int64_t chat_truncated = 0;
+  if (mode == "chat") {
+    for (size_t f = 0; f < inputs.size(); ++f) {
+      input_bytes += file_size_of(inputs[f]);
+      const int64_t left = limit > 0 ? limit - int64_t(convs.size()) : 0;
+      if (limit > 0 && left <= 0) break;
+      for (auto& c : read_chat_jsonl(inputs[f], chat_format, left, skip_invalid, chat_skips)) {
+        convs.push_back(std::move(c));
+        conv_file.push_back(f);
+      }
+    }
+  } else if (mode == "qa") {
     for (auto& in : inputs) {
       input_bytes += file_size_of(in);
       for (auto& r : read_qa_jsonl(in, qfields, afields, 0)) {
@@ -321,7 +380,12 @@ int run(int argc, char** argv) {
 
   // 2. Tokenize and write.
   std::string template_text;
-  if (!lm_chunks) {
+  ChatTemplate chat_tmpl;
+  if (mode == "chat") {
+    chat_tmpl = ChatTemplate::resolve(chat_template);
+    template_text = chat_tmpl.qa_template();
+    template_arg = "chat " + chat_template;
+  } else if (!lm_chunks) {
     if (template_arg.empty())
       template_arg = mode == "qa" ? "plain" : mode == "kvr" ? "kvr" : mode == "random-words" ? "memorize" : "passage";
     template_text = resolve_template(template_arg);
@@ -330,7 +394,47 @@ int run(int argc, char** argv) {
   }
   ShardWriter writer(tok.hash(), uint32_t(tok.vocab_size()), template_text);
   std::string jsonl;
-  if (!lm_chunks) {
+  if (mode == "chat") {
+    std::vector<ChatExample> examples;
+    // Files are tokenized apart so that a length refusal names its own file.
+    for (size_t f = 0, b = 0; b < convs.size(); ++f) {
+      size_t e = b;
+      while (e < convs.size() && conv_file[e] == f) ++e;
+      std::vector<Conversation> part(convs.begin() + long(b), convs.begin() + long(e));
+      for (auto& x : tokenize_conversations(tok, chat_tmpl, part, max_tokens, truncate, inputs[f], chat_skips))
+        examples.push_back(std::move(x));
+      b = e;
+    }
+    const std::string eos = tok.eos_id() >= 0 ? tok.id_to_token(tok.eos_id()) : "";
+    for (size_t i = 0; i < examples.size(); ++i) {
+      if (examples[i].tokens.empty()) continue;
+      chat_truncated += examples[i].messages < convs[i].messages.size();
+      writer.add(examples[i].tokens, examples[i].loss);
+      const auto& m = convs[i].messages;
+      size_t first_user = 0, first_reply = 0;
+      while (m[first_reply].role != "assistant") ++first_reply;
+      while (first_user < first_reply && m[first_user].role != "user") ++first_user;
+      // "prompt": the rendered text the first reply is generated from; question/answer: the first
+      // user message and the first reply.
+      std::string prompt = chat_tmpl.render(m, first_reply, eos) + chat_tmpl.assistant_header;
+      jsonl += "{\"index\": " + std::to_string(writer.num_examples() - 1) + ", \"line\": " +
+               std::to_string(convs[i].line) + ", \"question\": ";
+      append_json_string(jsonl, first_user < first_reply ? trim_whitespace(m[first_user].content) : "");
+      jsonl += ", \"prompt\": ";
+      append_json_string(jsonl, prompt);
+      jsonl += ", \"answer\": ";
+      append_json_string(jsonl, trim_whitespace(m[first_reply].content));
+      jsonl += ", \"messages\": [";
+      for (size_t k = 0; k < examples[i].messages; ++k) {
+        jsonl += k ? ", {\"role\": " : "{\"role\": ";
+        append_json_string(jsonl, m[k].role);
+        jsonl += ", \"content\": ";
+        append_json_string(jsonl, m[k].content);
+        jsonl += "}";
+      }
+      jsonl += "]}\n";
+    }
+  } else if (!lm_chunks) {
     PromptTemplate tmpl = PromptTemplate::parse(template_text, template_arg);
     auto examples = tokenize_examples(tok, tmpl, questions, answers);
     for (size_t i = 0; i < examples.size(); ++i) {
@@ -365,7 +469,8 @@ int run(int argc, char** argv) {
       jsonl += "}\n";
     }
   }
-  check(writer.num_examples() > 0, output, ": no examples to write");
+  check(writer.num_examples() > 0, output, ": no examples to write",
+        chat_skips.total() ? " (" + chat_skips.summary() + ")" : std::string());
   const auto t1 = std::chrono::steady_clock::now();
   const std::string out_dir = dirname_of(output);
   if (!out_dir.empty() && out_dir != ".") make_dirs(out_dir);
@@ -383,6 +488,14 @@ int run(int argc, char** argv) {
                          : "",
                  double(input_bytes) / 1e6, secs, double(input_bytes) / 1e6 / secs);
   }
+  // Never silent, even with --quiet: what was left out or cut, and why.
+  if (chat_skips.total() > 0) {
+    std::fprintf(stderr, "prepare_data: %s\n", chat_skips.summary().c_str());
+    for (auto& m : chat_skips.first) std::fprintf(stderr, "  skipped %s\n", m.c_str());
+  }
+  if (chat_truncated > 0)
+    std::fprintf(stderr, "prepare_data: %lld conversations truncated at a turn boundary to --max-tokens %lld\n",
+                 (long long)chat_truncated, (long long)max_tokens);
   return 0;
 }
 
