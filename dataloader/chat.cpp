@@ -223,7 +223,7 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& m, size_t n, co
 
 std::string ChatTemplate::qa_template() const {
   std::string s;
-  append_replaced(s, user, "{content}", "{question}");
+  append_replaced(s, user, "{content}", "{prompt}");
   return s + assistant_header + "{answer}{eos}";
 }
 

@@ -80,7 +80,7 @@ struct ChatTemplate {
   std::string render(const std::vector<ChatMessage>& m, size_t n, const std::string& eos_text) const;
   // The one-turn QA template equivalent to this chat template (stored in shards, so that
   // eval_factoids renders a question as the prompt of a one-turn conversation):
-  //   user with {content} -> {question}, then assistant_header{answer}{eos}.
+  //   user with {content} -> {prompt}, then assistant_header{answer}{eos} (for tulu: the QA tulu template).
   std::string qa_template() const;
 };
 
