@@ -7,7 +7,11 @@
 // EOS / end-of-turn / a newline / --max-new-tokens. Answers are matched (REMIX: strip + lowercase,
 // equality). With several models the table also shows forgetting: the accuracy drop relative to
 // the first model (e.g. after stage 1, then after stage 2). --score adds the log-likelihood of
-// each gold answer (sum and mean over its tokens) for likelihood-based evaluation.
+// each gold answer (sum and mean over its tokens) for likelihood-based evaluation. --heldout adds
+// each model's loss and perplexity on shards never trained on (D_B's own metric, beside D_A's
+// forgetting), with the training forward and masking.
+//
+//   ./eval_factoids --model s1/final --model s2/final --data popqa.jsonl --heldout gsm8k_test.bin
 #include <omp.h>
 
 #include <algorithm>
@@ -18,6 +22,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +32,7 @@
 #include "common/nvtx.h"
 #include "dataloader/prompt_template.h"
 #include "eval/factoid_eval.h"
+#include "eval/heldout_loss.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/decode.h"
@@ -42,7 +48,7 @@ using nlohmann::json;
 
 struct EvalArgs {
   std::vector<std::string> models;
-  std::string data, tokenizer, template_name, out, match = "exact", device = "auto";
+  std::string data, heldout, tokenizer, template_name, out, match = "exact", device = "auto";
   int max_new_tokens = 32, batch_size = 32, threads = 0;
   int64_t limit = 0;
   bool score = false, quiet = false;
@@ -56,11 +62,16 @@ static void print_help() {
       "  --model DIR                 HF model directory or train_llama checkpoint (repeatable)\n"
       "  --data QA                   QA JSONL (question/answer(s) or key/value fields) or QA shards\n"
       "                              (comma-separated paths or globs, from ./prepare_data)\n"
+      "  --heldout SHARDS            also the loss and perplexity of shards never trained on, over\n"
+      "                              their trained-on tokens (any mode: qa, chat, text); --data is\n"
+      "                              then optional\n"
       "  --template NAME|FILE        prompt template for JSONL data (default: from the checkpoints'\n"
       "                              trainer_state.json, so it matches training: the first model's\n"
       "                              template for every model trained on it in an earlier stage)\n"
       "  --tokenizer FILE            tokenizer.json (default: the model directory's)\n"
-      "  --match exact|squad|contains  matching rule (default exact: strip + lowercase, equality)\n"
+      "  --match exact|squad|contains|gsm8k  matching rule (default exact: strip + lowercase,\n"
+      "                              equality; gsm8k: the final number against the one after ####,\n"
+      "                              on the whole multi-line answer)\n"
       "  --max-new-tokens N          longest answer in tokens (default 32)\n"
       "  --batch-size N              sequences decoded together (default 32)\n"
       "  --limit N                   evaluate only the first N questions\n"
@@ -104,6 +115,7 @@ static EvalArgs parse_args(int argc, char** argv, bool& help) {
     else if (name == "quiet") a.quiet = true;
     else if (name == "model") a.models.push_back(val());
     else if (name == "data") a.data = val();
+    else if (name == "heldout") a.heldout = val();
     else if (name == "tokenizer") a.tokenizer = val();
     else if (name == "template") a.template_name = val();
     else if (name == "out") a.out = val();
@@ -122,7 +134,19 @@ struct ModelResult {
   std::string model;
   int64_t correct = 0, total = 0;
   double accuracy = 0, mean_logprob = 0, decode_tokens_per_s = 0;
+  HeldoutLoss heldout;
 };
+
+// Held-out loss of one model on the backend of the evaluation; a fresh model sized for the data.
+template <class B>
+static HeldoutLoss heldout_on(const LlamaConfig& config, const std::vector<float>& params, const HeldoutData& data) {
+  LlamaModel<B> model(config, data.rows, data.T);
+#if defined(ENGINE_CUDA)
+  if constexpr (std::is_same_v<B, CudaBackend>) cuda_bind_model(model);
+#endif
+  B::upload(model.params, params.data(), model.layout.total);
+  return heldout_loss(model, data);
+}
 
 #if defined(ENGINE_CUDA)
 // --device cuda: batched greedy decoding with the GPU KV cache (CudaGreedyDecoder), then the same
@@ -144,7 +168,8 @@ static EvalOutcome evaluate_factoids_cuda(const LlamaConfig& config, const Param
       out.output_ids.push_back(std::move(ids));
   }
   for (size_t i = 0; i < items.size(); ++i) {
-    const std::string pred = cut_at_newline(tok.decode(out.output_ids[i], /*skip_special_tokens=*/true));
+    const std::string text = tok.decode(out.output_ids[i], /*skip_special_tokens=*/true);
+    const std::string pred = match_uses_first_line(match) ? cut_at_newline(text) : text;
     const bool ok = answer_matches_any(match, pred, items[i].golds);
     out.predictions.push_back(pred);
     out.correct.push_back(ok);
@@ -188,7 +213,7 @@ int main(int argc, char** argv) {
       return help ? 0 : 1;
     }
     check(!args.models.empty(), "--model is required (see --help)");
-    check(!args.data.empty(), "--data is required (see --help)");
+    check(!args.data.empty() || !args.heldout.empty(), "--data or --heldout is required (see --help)");
     check(args.device == "auto" || args.device == "cpu" || args.device == "cuda",
           "--device: expected auto, cpu or cuda, got '", args.device, "'");
 #if defined(ENGINE_CUDA)
@@ -206,7 +231,8 @@ int main(int argc, char** argv) {
     if (!args.out.empty()) pred_writer = std::make_unique<AtomicFileWriter>(args.out + "/predictions.jsonl");
 
     std::vector<ModelResult> results;
-    const bool questions = is_question_file(args.data);
+    const bool questions = !args.data.empty() && is_question_file(args.data);
+    const bool factoids = !args.data.empty();
     std::string reference_template;  // the first model's
     for (const std::string& dir : args.models) {
       NVTX_RANGE("eval");
@@ -221,18 +247,20 @@ int main(int argc, char** argv) {
       const std::string template_text =
           !explicit_template.empty() || !questions ? explicit_template : stored_template(dir, reference_template);
       if (results.empty()) reference_template = template_text;
-      std::vector<EvalItem> items = load_eval_items(args.data, tok, template_text, args.limit);
-      check(!items.empty(), args.data, ": no questions");
+      std::vector<EvalItem> items;
+      if (factoids) items = load_eval_items(args.data, tok, template_text, args.limit);
+      check(!factoids || !items.empty(), args.data, ": no questions");
 
       InferenceModel im(config, layout, params.data());
-      GreedyOptions opt = make_stop_options(tok, config, args.max_new_tokens, args.batch_size);
+      GreedyOptions opt =
+          make_stop_options(tok, config, args.max_new_tokens, args.batch_size, match_uses_first_line(match));
       auto t0 = std::chrono::steady_clock::now();
       EvalOutcome r;
 #if defined(ENGINE_CUDA)
-      if (args.device == "cuda") r = evaluate_factoids_cuda(config, layout, params, tok, items, opt, match);
+      if (factoids && args.device == "cuda") r = evaluate_factoids_cuda(config, layout, params, tok, items, opt, match);
       else
 #endif
-        r = evaluate_factoids(im, tok, items, opt, match);
+      if (factoids) r = evaluate_factoids(im, tok, items, opt, match);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       int64_t generated = 0;
       for (const auto& o : r.output_ids) generated += int64_t(o.size());
@@ -253,7 +281,7 @@ int main(int argc, char** argv) {
       mr.total = int64_t(items.size());
       mr.accuracy = r.accuracy;
       mr.decode_tokens_per_s = generated / std::max(secs, 1e-9);
-      if (!args.quiet)
+      if (!args.quiet && factoids)
         std::printf("%s: %lld/%lld correct (%.2f%%), %lld tokens decoded in %.2fs (%.0f tok/s)\n", dir.c_str(),
                     (long long)mr.correct, (long long)mr.total, 100.0 * mr.accuracy, (long long)generated, secs,
                     mr.decode_tokens_per_s);
@@ -277,14 +305,36 @@ int main(int argc, char** argv) {
         }
       }
       if (args.score) mr.mean_logprob = sum_mean / double(items.size());
+      if (!args.heldout.empty()) {
+        const HeldoutData hd = load_heldout(args.heldout, tok.hash(), config.vocab_size, config.max_position_embeddings);
+        const auto h0 = std::chrono::steady_clock::now();
+#if defined(ENGINE_CUDA)
+        if (args.device == "cuda") mr.heldout = heldout_on<CudaBackend>(config, params, hd);
+        else
+#endif
+          mr.heldout = heldout_on<CpuBackend>(config, params, hd);
+        check(mr.heldout.target_tokens > 0, args.heldout, ": no trained-on tokens to score");
+        const double hs = std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count();
+        if (!args.quiet)
+          std::printf("%s: held-out loss %.4f, perplexity %.4f over %lld tokens of %lld examples%s in %.2fs\n",
+                      dir.c_str(), mr.heldout.mean_loss(), mr.heldout.perplexity(),
+                      (long long)mr.heldout.target_tokens, (long long)mr.heldout.examples,
+                      hd.truncated ? (" (" + std::to_string(hd.truncated) + " cut to the context of " +
+                                      std::to_string(hd.T) + " tokens)").c_str()
+                                   : "",
+                      hs);
+      }
       results.push_back(mr);
     }
 
     // The table; forgetting = accuracy drop (percentage points) relative to the first model.
     size_t w = 5;
     for (const auto& r : results) w = std::max(w, r.model.size());
-    std::printf("\n%-*s  %9s  %13s  %10s%s\n", int(w), "model", "accuracy", "correct/total", "forgetting",
-                args.score ? "  mean logprob" : "");
+    const bool heldout = !args.heldout.empty();
+    std::printf("\n%-*s", int(w), "model");
+    if (factoids) std::printf("  %9s  %13s  %10s%s", "accuracy", "correct/total", "forgetting", args.score ? "  mean logprob" : "");
+    if (heldout) std::printf("  %12s  %12s", "heldout loss", "heldout ppl");
+    std::printf("\n");
     json metrics_models = json::array();
     for (size_t i = 0; i < results.size(); ++i) {
       const auto& r = results[i];
@@ -293,19 +343,31 @@ int main(int argc, char** argv) {
       std::snprintf(cnt, sizeof cnt, "%lld/%lld", (long long)r.correct, (long long)r.total);
       if (i == 0) std::snprintf(fg, sizeof fg, "-");
       else std::snprintf(fg, sizeof fg, "%.2f", forgetting);
-      std::printf("%-*s  %8.2f%%  %13s  %10s", int(w), r.model.c_str(), 100.0 * r.accuracy, cnt, fg);
-      if (args.score) std::printf("  %12.4f", r.mean_logprob);
+      std::printf("%-*s", int(w), r.model.c_str());
+      if (factoids) std::printf("  %8.2f%%  %13s  %10s", 100.0 * r.accuracy, cnt, fg);
+      if (factoids && args.score) std::printf("  %12.4f", r.mean_logprob);
+      if (heldout) std::printf("  %12.4f  %12.4f", r.heldout.mean_loss(), r.heldout.perplexity());
       std::printf("\n");
-      json m = {{"model", r.model}, {"accuracy", r.accuracy}, {"correct", r.correct}, {"total", r.total},
-                {"decode_tokens_per_s", r.decode_tokens_per_s}};
-      if (i > 0) m["forgetting"] = results[0].accuracy - r.accuracy;
+      json m = {{"model", r.model}};
+      if (factoids) {
+        m["accuracy"] = r.accuracy;
+        m["correct"] = r.correct;
+        m["total"] = r.total;
+        m["decode_tokens_per_s"] = r.decode_tokens_per_s;
+        if (i > 0) m["forgetting"] = results[0].accuracy - r.accuracy;
+      }
       if (args.score) m["mean_answer_logprob"] = r.mean_logprob;
+      if (heldout)
+        m["heldout"] = {{"loss", r.heldout.mean_loss()},       {"perplexity", r.heldout.perplexity()},
+                        {"target_tokens", r.heldout.target_tokens}, {"examples", r.heldout.examples},
+                        {"truncated", r.heldout.truncated}};
       metrics_models.push_back(m);
     }
     if (!args.out.empty()) {
       pred_writer->commit();
       json metrics = {{"data", args.data}, {"match", match_kind_name(match)}, {"max_new_tokens", args.max_new_tokens},
                       {"models", metrics_models}};
+      if (heldout) metrics["heldout"] = args.heldout;
       write_file_atomic(args.out + "/metrics.json", metrics.dump(2) + "\n");
     }
     return 0;

@@ -7,7 +7,7 @@
 #include "dataloader/dataloader.h"
 #include "dataloader/shard.h"
 
-HeldoutData load_heldout(const std::string& shard_list, uint64_t tokenizer_hash, int max_T,
+HeldoutData load_heldout(const std::string& shard_list, uint64_t tokenizer_hash, int64_t vocab_size, int max_T,
                          int64_t tokens_per_batch) {
   check(max_T > 1, "held-out loss: the model's context (", max_T, ") is too short");
   std::vector<Shard> shards;
@@ -18,6 +18,8 @@ HeldoutData load_heldout(const std::string& shard_list, uint64_t tokenizer_hash,
     check(tokenizer_hash == 0 || s.tokenizer_hash() == 0 || s.tokenizer_hash() == tokenizer_hash, path,
           ": field 'tokenizer_hash' (", hash_hex(s.tokenizer_hash()), ") differs from the model's tokenizer (",
           hash_hex(tokenizer_hash), ")");
+    check(vocab_size <= 0 || int64_t(s.header.vocab_size) <= vocab_size, path, ": field 'vocab_size' (",
+          s.header.vocab_size, ") exceeds the model's vocabulary (", vocab_size, ")");
     for (int64_t e = 0; e < s.num_examples(); ++e) longest = std::max(longest, s.example_length(e));
   }
   HeldoutData d;

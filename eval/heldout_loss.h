@@ -22,9 +22,10 @@ struct HeldoutData {
 };
 
 // Loads the shards (a comma-separated list or globs, as --data takes), checks their tokenizer
-// hash against `tokenizer_hash` (0 = not checked) and lays the examples out in batches of
+// hash against `tokenizer_hash` (0 = not checked) and their vocabulary against the model's
+// `vocab_size` (0 = not checked), and lays the examples out in batches of
 // `rows` rows of T tokens, T = the longest example capped at max_T, rows = tokens_per_batch / T.
-HeldoutData load_heldout(const std::string& shard_list, uint64_t tokenizer_hash, int max_T,
+HeldoutData load_heldout(const std::string& shard_list, uint64_t tokenizer_hash, int64_t vocab_size, int max_T,
                          int64_t tokens_per_batch = 8192);
 
 struct HeldoutLoss {

@@ -11,11 +11,13 @@
 #include "common/file_io.h"
 #include "dataloader/shard.h"
 #include "eval/answer_match.h"
+#include "eval/factoid_eval.h"
 #include "eval/heldout_loss.h"
 #include "model/config.h"
 #include "model/llama.h"
 #include "model/params.h"
 #include "model/weights.h"
+#include "tokenizer/tokenizer.h"
 
 using nlohmann::json;
 
@@ -74,7 +76,7 @@ TEST_CASE("held-out loss and perplexity of a shard match transformers within 1e-
   LlamaConfig config = load_config(dir + "/config.json");
   // Several batch shapes (packing several examples per row, one batch or many): the same result.
   for (int64_t tokens_per_batch : {int64_t(1), int64_t(128), int64_t(100000)}) {
-    HeldoutData data = load_heldout(shard, 0, config.max_position_embeddings, tokens_per_batch);
+    HeldoutData data = load_heldout(shard, 0, config.vocab_size, config.max_position_embeddings, tokens_per_batch);
     REQUIRE(data.examples == int64_t(ref["examples"].size()));
     REQUIRE(data.truncated == 0);
     LlamaModel<CpuBackend> model(config, data.rows, data.T);
@@ -86,8 +88,42 @@ TEST_CASE("held-out loss and perplexity of a shard match transformers within 1e-
     REQUIRE(std::abs(r.perplexity() / ref["perplexity"].get<double>() - 1.0) <= 1e-4);
   }
   // A context shorter than the longest example: examples are cut, and counted.
-  HeldoutData cut = load_heldout(shard, 0, 20, 64);
+  HeldoutData cut = load_heldout(shard, 0, 320, 20, 64);
   REQUIRE(cut.T == 20);
   REQUIRE(cut.truncated == 4);  // lengths 23, 40, 61, 33
+  REQUIRE_THROWS_WITH(load_heldout(shard, 0, 100, 64), Catch::Contains(shard + ": field 'vocab_size' (320)"));
+  REQUIRE_THROWS_WITH(load_heldout(shard + ",nope_*.bin", 0, 320, 64), Catch::Contains("nope_*.bin"));
+
+  // eval_factoids --heldout: the same number in the table and in metrics.json (run from the
+  // repository root, as `make test` does; the shard has no tokenizer hash, any tokenizer reads it).
+  const std::string out = "build/test/tmp_heldout_out_" + std::to_string(getpid());
+  const std::string cmd = "./eval_factoids --model " + dir + " --tokenizer test/fixtures/dataloader/tokenizer.json "
+                          "--device cpu --heldout " + shard + " --out " + out + " > " + out + ".txt 2>&1";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const json metrics = json::parse(read_text_file(out + "/metrics.json"));
+  const json& h = metrics["models"][0]["heldout"];
+  REQUIRE(h["target_tokens"].get<int64_t>() == ref["target_tokens"].get<int64_t>());
+  REQUIRE(std::abs(h["loss"].get<double>() - ref["mean_loss"].get<double>()) <= 1e-4);
+  REQUIRE(std::abs(h["perplexity"].get<double>() / ref["perplexity"].get<double>() - 1.0) <= 1e-4);
+  REQUIRE(read_text_file(out + ".txt").find("heldout ppl") != std::string::npos);
+  std::remove(shard.c_str());
+}
+
+TEST_CASE("a chat shard evaluates its first reply: prompt = the tokens before it, gold = the reply") {
+  const json cases = json::parse(read_text_file("test/fixtures/dataloader/expected_chat.json"))["cases"];
+  Tokenizer tok = Tokenizer::from_json_file("test/fixtures/dataloader/tokenizer.json");
+  const std::string shard = "build/test/tmp_chat_eval_" + std::to_string(getpid()) + ".bin";
+  ShardWriter w(tok.hash(), uint32_t(tok.vocab_size()), "");
+  for (const auto& c : cases)
+    if (c["tokenizer"] == "tokenizer.json" && (c["line"] == 2 || c["line"] == 3))
+      w.add(c["tokens"].get<std::vector<int32_t>>(), c["loss"].get<std::vector<uint8_t>>());
+  w.write(shard);
+  auto items = load_eval_items(shard, tok, "", 0);
+  REQUIRE(items.size() == 2);
+  REQUIRE(items[0].golds == std::vector<std::string>{"London"});
+  REQUIRE(items[1].golds == std::vector<std::string>{"The band wrote it in 1999."});
+  REQUIRE(tok.decode(items[0].prompt_ids) ==
+          "<|begin_of_text|><|system|>\nAnswer in one word.\n<|user|>\nWhere was the band founded?\n<|assistant|>\n");
+  REQUIRE(tok.decode(items[0].answer_ids) == "London");
   std::remove(shard.c_str());
 }
