@@ -82,6 +82,8 @@ Options:
   --skip-invalid          chat: count and skip invalid conversations (empty, no assistant turn,
                           unknown role, malformed JSON) instead of stopping at the first
   --limit N               keep the first N records/documents (0 = all)
+  --heldout N             the last N examples go to OUT-heldout.bin (+ OUT-heldout.jsonl) instead of
+                          OUT.bin: a split never trained on, for eval_factoids --heldout / --data
   --num N                 kvr, random-words: number of examples
   --length L              random-words: words per passage (default 50)
   --word-list PATH        random-words: default /usr/share/dict/words (lowercase a-z words only)
@@ -212,7 +214,7 @@ int run(int argc, char** argv) {
   bool blank_docs = false, quiet = false, skip_invalid = false, qfields_set = false, afields_set = false;
   std::string preset, chat_template = "tulu", truncate_arg = "turns";
   ChatFormat chat_format;
-  int64_t max_tokens = 0;
+  int64_t max_tokens = 0, heldout = 0;
   std::vector<std::string> inputs, qfields = default_question_fields(), afields = default_answer_fields();
   std::vector<std::string> inspect;
   int64_t show = 0;
@@ -247,6 +249,7 @@ int run(int argc, char** argv) {
     else if (a == "--preset") preset = v;
     else if (a == "--chat-template") chat_template = v;
     else if (a == "--max-tokens") max_tokens = parse_int(a, v, 0);
+    else if (a == "--heldout") heldout = parse_int(a, v, 0);
     else if (a == "--truncate") truncate_arg = v;
     else if (a == "--role-map") {
       for (auto& kv : split_commas(v)) {
@@ -293,10 +296,13 @@ int run(int argc, char** argv) {
     jsonl_path += ".jsonl";
   }
   check(jsonl_path != output, "--jsonl must differ from --output");
+  std::string stem = output;
+  if (stem.size() > 4 && stem.compare(stem.size() - 4, 4, ".bin") == 0) stem.resize(stem.size() - 4);
+  const std::string heldout_path = stem + "-heldout.bin", heldout_jsonl = stem + "-heldout.jsonl";
   // Never overwrite an input with an output (e.g. --input data.jsonl --output data.bin).
   for (auto& in : inputs) {
     std::error_code ec;
-    for (auto* out : {&output, &jsonl_path})
+    for (const std::string* out : std::initializer_list<const std::string*>{&output, &jsonl_path, &heldout_path, &heldout_jsonl})
       check(!std::filesystem::equivalent(in, *out, ec), *out, ": output would overwrite the input ", in,
             " (choose another --output or --jsonl)");
   }
@@ -476,6 +482,25 @@ int run(int argc, char** argv) {
   if (!out_dir.empty() && out_dir != ".") make_dirs(out_dir);
   writer.write(output);
   write_file_atomic(jsonl_path, jsonl);
+  if (heldout > 0) {
+    // Split after the fact: the last N examples (and their JSONL lines, one per example) move to
+    // the held-out files.
+    check(heldout < writer.num_examples(), "--heldout ", heldout, " leaves no example to train on (",
+          writer.num_examples(), " examples)");
+    Shard all(output);
+    const int64_t keep = all.num_examples() - heldout;
+    ShardWriter train(tok.hash(), uint32_t(tok.vocab_size()), template_text), held = train;
+    for (int64_t e = 0; e < all.num_examples(); ++e) (e < keep ? train : held).add(all.example_tokens(e), all.example_loss(e));
+    size_t cut = 0;
+    for (int64_t e = 0; e < keep; ++e) cut = jsonl.find('\n', cut) + 1;
+    train.write(output);
+    held.write(heldout_path);
+    write_file_atomic(jsonl_path, jsonl.substr(0, cut));
+    write_file_atomic(heldout_jsonl, jsonl.substr(cut));
+    if (!quiet)
+      std::fprintf(stderr, "prepare_data: the last %lld examples held out in %s\n", (long long)heldout,
+                   heldout_path.c_str());
+  }
   const double secs = std::chrono::duration<double>(t1 - t0).count();
   if (!quiet) {
     std::fprintf(stderr,

@@ -221,6 +221,26 @@ TEST_CASE("prepare_data --mode chat: shard equals the reference; refusals and sk
                   "tokenizer.json --output " + out);
   REQUIRE(r.code == 1);
   REQUIRE(r.err.find("--chat-template") != std::string::npos);
+  // --heldout: the last examples move to OUT-heldout.bin/.jsonl, byte for byte.
+  r = run_prepare("--mode chat --heldout 2 --input " + kFix + "chat.jsonl --tokenizer " + kFix + "tokenizer_sp.json --output " + out);
+  REQUIRE(r.code == 0);
+  {
+    Shard train(out), held(tmp_dir() + "/chat-heldout.bin");
+    REQUIRE(train.num_examples() == 4);
+    REQUIRE(held.num_examples() == 2);
+    REQUIRE(held.prompt_template == train.prompt_template);
+    for (const auto& c : cases) {
+      if (c["tokenizer"] != "tokenizer_sp.json" || c["line"].get<int64_t>() < 5) continue;
+      REQUIRE(held.example_tokens(c["line"].get<int64_t>() - 5) == c["tokens"].get<std::vector<int32_t>>());
+      REQUIRE(held.example_loss(c["line"].get<int64_t>() - 5) == c["loss"].get<std::vector<uint8_t>>());
+    }
+    const std::string hj = read_text_file(tmp_dir() + "/chat-heldout.jsonl");
+    REQUIRE(std::count(hj.begin(), hj.end(), '\n') == 2);
+    REQUIRE(hj.find("\"line\": 5,") != std::string::npos);
+  }
+  r = run_prepare("--mode chat --heldout 6 --input " + kFix + "chat.jsonl --tokenizer " + kFix + "tokenizer.json --output " + out);
+  REQUIRE(r.code == 1);
+  REQUIRE(r.err.find("--heldout 6 leaves no example to train on") != std::string::npos);
   r = run_prepare("--mode qa --preset gsm8k --input " + write_tmp("g.jsonl", qa_preset("gsm8k").example + "\n") +
                   " --tokenizer " + kFix + "tokenizer.json --output " + out);
   REQUIRE(r.code == 0);
