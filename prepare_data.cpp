@@ -372,7 +372,6 @@ int run(int argc, char** argv) {
     const std::string eos = tok.eos_id() >= 0 ? tok.id_to_token(tok.eos_id()) : "";
     for (size_t i = 0; i < examples.size(); ++i) {
       if (examples[i].tokens.empty()) continue;
-      chat_truncated += examples[i].messages < convs[i].messages.size();
       writer.add(examples[i].tokens, examples[i].loss);
       const auto& m = convs[i].messages;
       size_t first_user = 0, first_reply = 0;
@@ -398,6 +397,16 @@ int run(int argc, char** argv) {
       }
       jsonl += "]}\n";
     }
+    // Never silent, even with --quiet: what was left out or cut, and why.
+    for (size_t i = 0; i < examples.size(); ++i)
+      chat_truncated += !examples[i].tokens.empty() && examples[i].messages < convs[i].messages.size();
+    if (chat_skips.total() > 0) {
+      std::fprintf(stderr, "prepare_data: %s\n", chat_skips.summary().c_str());
+      for (auto& m : chat_skips.first) std::fprintf(stderr, "  skipped %s\n", m.c_str());
+    }
+    if (chat_truncated > 0)
+      std::fprintf(stderr, "prepare_data: %lld conversations truncated at a turn boundary to --max-tokens %lld\n",
+                   (long long)chat_truncated, (long long)max_tokens);
   } else if (!lm_chunks) {
     PromptTemplate tmpl = PromptTemplate::parse(template_text, template_arg);
     auto examples = tokenize_examples(tok, tmpl, questions, answers);
@@ -471,14 +480,6 @@ int run(int argc, char** argv) {
                          : "",
                  double(input_bytes) / 1e6, secs, double(input_bytes) / 1e6 / secs);
   }
-  // Never silent, even with --quiet: what was left out or cut, and why.
-  if (chat_skips.total() > 0) {
-    std::fprintf(stderr, "prepare_data: %s\n", chat_skips.summary().c_str());
-    for (auto& m : chat_skips.first) std::fprintf(stderr, "  skipped %s\n", m.c_str());
-  }
-  if (chat_truncated > 0)
-    std::fprintf(stderr, "prepare_data: %lld conversations truncated at a turn boundary to --max-tokens %lld\n",
-                 (long long)chat_truncated, (long long)max_tokens);
   return 0;
 }
 
