@@ -17,7 +17,8 @@ Behaviour reproduced:
     an assistant turn; the first label is always ignored (nothing predicts it).
 
 Reads test/fixtures/dataloader/tokenizer.json (byte-level) and tokenizer_sp.json (SentencePiece
-style), both written by gen_dataloader.py; writes test/fixtures/dataloader/:
+style), both written by gen_dataloader.py (rerun this script after that one when it changes its
+tokenizers: test_dataloader_chat then fails until the fixtures follow); writes test/fixtures/dataloader/:
   tokenizer_llama3chat.json  tokenizer.json plus the Llama 3 header/end-of-turn special tokens
   chat.jsonl                 the conversations (messages/role-content and ShareGPT from/value lines)
   expected_chat.json         {"cases": [{"tokenizer", "template", "line", "tokens", "loss"}]}
