@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "common/file_io.h"
@@ -106,6 +107,8 @@ TEST_CASE("held-out loss and perplexity of a shard match transformers within 1e-
   REQUIRE(std::abs(h["loss"].get<double>() - ref["mean_loss"].get<double>()) <= 1e-4);
   REQUIRE(std::abs(h["perplexity"].get<double>() / ref["perplexity"].get<double>() - 1.0) <= 1e-4);
   REQUIRE(read_text_file(out + ".txt").find("heldout ppl") != std::string::npos);
+  std::filesystem::remove_all(out);
+  std::remove((out + ".txt").c_str());
   std::remove(shard.c_str());
 }
 
