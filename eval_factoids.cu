@@ -7,7 +7,11 @@
 // EOS / end-of-turn / a newline / --max-new-tokens. Answers are matched (REMIX: strip + lowercase,
 // equality). With several models the table also shows forgetting: the accuracy drop relative to
 // the first model (e.g. after stage 1, then after stage 2). --score adds the log-likelihood of
-// each gold answer (sum and mean over its tokens) for likelihood-based evaluation.
+// each gold answer (sum and mean over its tokens) for likelihood-based evaluation. --heldout adds
+// each model's loss and perplexity on shards never trained on (D_B's own metric, beside D_A's
+// forgetting), with the training forward and masking.
+//
+//   ./eval_factoids --model s1/final --model s2/final --data popqa.jsonl --heldout gsm8k_test.bin
 #include <omp.h>
 
 #include <algorithm>
@@ -29,6 +33,7 @@
 #include "common/nvtx.h"
 #include "dataloader/prompt_template.h"
 #include "eval/factoid_eval.h"
+#include "eval/heldout_loss.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/decode.h"
@@ -44,7 +49,7 @@ using nlohmann::json;
 
 struct EvalArgs {
   std::vector<std::string> models;
-  std::string data, tokenizer, template_name, out, match = "exact", device = "auto";
+  std::string data, heldout, tokenizer, template_name, out, match = "exact", device = "auto";
   int max_new_tokens = 32, batch_size = 32, threads = 0;
   int64_t limit = 0;
   bool score = false, quiet = false;
@@ -63,12 +68,19 @@ static void declare_options(CLI::App& app, EvalArgs& a) {
   opt("--data", a.data, "QA",
       "QA JSONL (question/answer(s) or key/value fields) or QA shards\n"
       "(comma-separated paths or globs, from ./prepare_data)");
+  opt("--heldout", a.heldout, "SHARDS",
+      "also the loss and perplexity of shards never trained on, over\n"
+      "their trained-on tokens (any mode: qa, chat, text); --data is\n"
+      "then optional");
   opt("--template", a.template_name, "NAME|FILE",
       "prompt template for JSONL data (default: from the checkpoints'\n"
       "trainer_state.json, so it matches training: the first model's\n"
       "template for every model trained on it in an earlier stage)");
   opt("--tokenizer", a.tokenizer, "FILE", "tokenizer.json (default: the model directory's)");
-  opt("--match", a.match, "exact|squad|contains", "matching rule (default exact: strip + lowercase, equality)");
+  opt("--match", a.match, "exact|squad|contains|gsm8k",
+      "matching rule (default exact: strip + lowercase, equality;\n"
+      "gsm8k: the final number against the one after ####, on the\n"
+      "whole multi-line answer)");
   opt("--max-new-tokens", a.max_new_tokens, "N", "longest answer in tokens (default 32)")->check(cli::integer(1, 1 << 20));
   opt("--batch-size", a.batch_size, "N", "sequences decoded together (default 32)")->check(cli::integer(1, 1 << 20));
   opt("--limit", a.limit, "N", "evaluate only the first N questions")->check(cli::integer(0, int64_t(1) << 40));
@@ -83,11 +95,23 @@ struct ModelResult {
   std::string model;
   int64_t correct = 0, total = 0;
   double accuracy = 0, mean_logprob = 0, decode_tokens_per_s = 0;
+  HeldoutLoss heldout;
 };
+
+// Held-out loss of one model on the chosen backend; a fresh model sized for the data.
+template <class Backend>
+static HeldoutLoss heldout_on(const LlamaConfig& config, const std::vector<float>& params, const HeldoutData& data) {
+  LlamaModel<Backend> model(config, data.rows, data.T);
+#if defined(ENGINE_CUDA)
+  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(model);
+#endif
+  model.load_params(params.data());
+  return heldout_loss(model, data);
+}
 
 // Greedy answers (and with --score the answers' log-likelihoods) of one model on the chosen
 // backend, through LlamaModel's KV-cache mode: the same loops on every device. `params` (host) is
-// handed over to the model and emptied.
+// handed over to the model and emptied, unless the held-out loss still needs them.
 template <class Backend>
 static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& params, const Tokenizer& tok,
                              const std::vector<EvalItem>& items, const EvalArgs& args, MatchKind match,
@@ -102,8 +126,9 @@ static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& para
   if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(model);
 #endif
   model.load_params(params.data());
-  std::vector<float>().swap(params);  // the model holds them now
-  GreedyOptions opt = make_stop_options(tok, config, args.max_new_tokens, args.batch_size);
+  if (args.heldout.empty()) std::vector<float>().swap(params);  // the model holds them now
+  GreedyOptions opt =
+      make_stop_options(tok, config, args.max_new_tokens, args.batch_size, match_uses_first_line(match));
   auto t0 = std::chrono::steady_clock::now();
   EvalOutcome r = evaluate_factoids(model, tok, items, opt, match);
   *decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -146,7 +171,7 @@ int main(int argc, char** argv) {
     }
     if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
     check(!args.models.empty(), "--model is required (see --help)");
-    check(!args.data.empty(), "--data is required (see --help)");
+    check(!args.data.empty() || !args.heldout.empty(), "--data or --heldout is required (see --help)");
 #if defined(ENGINE_CUDA)
     if (args.device == "auto") args.device = cuda_device_count() > 0 ? "cuda" : "cpu";
 #else
@@ -162,7 +187,8 @@ int main(int argc, char** argv) {
     if (!args.out.empty()) pred_writer = std::make_unique<AtomicFileWriter>(args.out + "/predictions.jsonl");
 
     std::vector<ModelResult> results;
-    const bool questions = is_question_file(args.data);
+    const bool questions = !args.data.empty() && is_question_file(args.data);
+    const bool factoids = !args.data.empty();
     std::string reference_template;  // the first model's
     for (const std::string& dir : args.models) {
       NVTX_RANGE("eval");
@@ -177,17 +203,18 @@ int main(int argc, char** argv) {
       const std::string template_text =
           !explicit_template.empty() || !questions ? explicit_template : stored_template(dir, reference_template);
       if (results.empty()) reference_template = template_text;
-      std::vector<EvalItem> items = load_eval_items(args.data, tok, template_text, args.limit);
-      check(!items.empty(), args.data, ": no questions");
+      std::vector<EvalItem> items;
+      if (factoids) items = load_eval_items(args.data, tok, template_text, args.limit);
+      check(!factoids || !items.empty(), args.data, ": no questions");
 
       std::vector<AnswerScore> scores;
       double secs = 0;
       EvalOutcome r;
 #if defined(ENGINE_CUDA)
-      if (args.device == "cuda") r = run_model<CudaBackend>(config, params, tok, items, args, match, &scores, &secs);
+      if (factoids && args.device == "cuda") r = run_model<CudaBackend>(config, params, tok, items, args, match, &scores, &secs);
       else
 #endif
-        r = run_model<CpuBackend>(config, params, tok, items, args, match, &scores, &secs);
+      if (factoids) r = run_model<CpuBackend>(config, params, tok, items, args, match, &scores, &secs);
       int64_t generated = 0;
       for (const auto& o : r.output_ids) generated += int64_t(o.size());
 
@@ -197,7 +224,7 @@ int main(int argc, char** argv) {
       mr.total = int64_t(items.size());
       mr.accuracy = r.accuracy;
       mr.decode_tokens_per_s = generated / std::max(secs, 1e-9);
-      if (!args.quiet)
+      if (!args.quiet && factoids)
         std::printf("%s: %lld/%lld correct (%.2f%%), %lld tokens decoded in %.2fs (%.0f tok/s)\n", dir.c_str(),
                     (long long)mr.correct, (long long)mr.total, 100.0 * mr.accuracy, (long long)generated, secs,
                     mr.decode_tokens_per_s);
@@ -221,14 +248,36 @@ int main(int argc, char** argv) {
         }
       }
       if (args.score) mr.mean_logprob = sum_mean / double(items.size());
+      if (!args.heldout.empty()) {
+        const HeldoutData hd = load_heldout(args.heldout, tok.hash(), config.vocab_size, config.max_position_embeddings);
+        const auto h0 = std::chrono::steady_clock::now();
+#if defined(ENGINE_CUDA)
+        if (args.device == "cuda") mr.heldout = heldout_on<CudaBackend>(config, params, hd);
+        else
+#endif
+          mr.heldout = heldout_on<CpuBackend>(config, params, hd);
+        check(mr.heldout.target_tokens > 0, args.heldout, ": no trained-on tokens to score");
+        const double hs = std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count();
+        if (!args.quiet)
+          std::printf("%s: held-out loss %.4f, perplexity %.4f over %lld tokens of %lld examples%s in %.2fs\n",
+                      dir.c_str(), mr.heldout.mean_loss(), mr.heldout.perplexity(),
+                      (long long)mr.heldout.target_tokens, (long long)mr.heldout.examples,
+                      hd.truncated ? (" (" + std::to_string(hd.truncated) + " cut to the context of " +
+                                      std::to_string(hd.T) + " tokens)").c_str()
+                                   : "",
+                      hs);
+      }
       results.push_back(mr);
     }
 
     // The table; forgetting = accuracy drop (percentage points) relative to the first model.
     size_t w = 5;
     for (const auto& r : results) w = std::max(w, r.model.size());
-    std::printf("\n%-*s  %9s  %13s  %10s%s\n", int(w), "model", "accuracy", "correct/total", "forgetting",
-                args.score ? "  mean logprob" : "");
+    const bool heldout = !args.heldout.empty();
+    std::printf("\n%-*s", int(w), "model");
+    if (factoids) std::printf("  %9s  %13s  %10s%s", "accuracy", "correct/total", "forgetting", args.score ? "  mean logprob" : "");
+    if (heldout) std::printf("  %12s  %12s", "heldout loss", "heldout ppl");
+    std::printf("\n");
     json metrics_models = json::array();
     for (size_t i = 0; i < results.size(); ++i) {
       const auto& r = results[i];
@@ -237,19 +286,31 @@ int main(int argc, char** argv) {
       std::snprintf(cnt, sizeof cnt, "%lld/%lld", (long long)r.correct, (long long)r.total);
       if (i == 0) std::snprintf(fg, sizeof fg, "-");
       else std::snprintf(fg, sizeof fg, "%.2f", forgetting);
-      std::printf("%-*s  %8.2f%%  %13s  %10s", int(w), r.model.c_str(), 100.0 * r.accuracy, cnt, fg);
-      if (args.score) std::printf("  %12.4f", r.mean_logprob);
+      std::printf("%-*s", int(w), r.model.c_str());
+      if (factoids) std::printf("  %8.2f%%  %13s  %10s", 100.0 * r.accuracy, cnt, fg);
+      if (factoids && args.score) std::printf("  %12.4f", r.mean_logprob);
+      if (heldout) std::printf("  %12.4f  %12.4f", r.heldout.mean_loss(), r.heldout.perplexity());
       std::printf("\n");
-      json m = {{"model", r.model}, {"accuracy", r.accuracy}, {"correct", r.correct}, {"total", r.total},
-                {"decode_tokens_per_s", r.decode_tokens_per_s}};
-      if (i > 0) m["forgetting"] = results[0].accuracy - r.accuracy;
+      json m = {{"model", r.model}};
+      if (factoids) {
+        m["accuracy"] = r.accuracy;
+        m["correct"] = r.correct;
+        m["total"] = r.total;
+        m["decode_tokens_per_s"] = r.decode_tokens_per_s;
+        if (i > 0) m["forgetting"] = results[0].accuracy - r.accuracy;
+      }
       if (args.score) m["mean_answer_logprob"] = r.mean_logprob;
+      if (heldout)
+        m["heldout"] = {{"loss", r.heldout.mean_loss()},       {"perplexity", r.heldout.perplexity()},
+                        {"target_tokens", r.heldout.target_tokens}, {"examples", r.heldout.examples},
+                        {"truncated", r.heldout.truncated}};
       metrics_models.push_back(m);
     }
     if (!args.out.empty()) {
       pred_writer->commit();
       json metrics = {{"data", args.data}, {"match", match_kind_name(match)}, {"max_new_tokens", args.max_new_tokens},
                       {"models", metrics_models}};
+      if (heldout) metrics["heldout"] = args.heldout;
       write_file_atomic(args.out + "/metrics.json", metrics.dump(2) + "\n");
     }
     return 0;

@@ -6,6 +6,8 @@
 //   ./prepare_data --mode kvr --num 2000 --tokenizer model/ --output data/kvr.bin
 //   ./prepare_data --mode random-words --num 8000 --length 50 --tokenizer model/ --output data/rw.bin
 //   ./prepare_data --mode text --text-mode remix --input wiki.jsonl --tokenizer model/ --output data/gen.bin
+//   ./prepare_data --mode chat --input ultrachat.jsonl --tokenizer model/ --output data/chat.bin
+//   ./prepare_data --mode qa --preset gsm8k --input gsm8k.jsonl --tokenizer model/ --output data/gsm8k.bin
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
+#include "dataloader/chat.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/shard.h"
 #include "dataloader/sources.h"
@@ -38,7 +41,11 @@ The second validates shards (every field and the checksum) and prints their head
 --tokenizer and --show N, also decodes the first N examples, marking the trained-on part with [[...]].
 
 Modes:
-  qa            question/answer records from --input FILE.jsonl (loss on the answer and EOS)
+  qa            question/answer records from --input FILE.jsonl (loss on the answer and EOS);
+                --preset names the fields of a known data set (see below)
+  chat          multi-turn conversations from --input FILE.jsonl: {"messages": [{"role", "content"}]}
+                (UltraChat, Tulu) or {"conversations": [{"from", "value"}]} (ShareGPT), rendered
+                with --chat-template; loss on the assistant turns and their end-of-turn token
   kvr           --num N generated key-value pairs, unique 8-char [a-z0-9] keys and values
   random-words  --num N passages of --length L words drawn uniformly from --word-list
   text          generic documents from --input files (.jsonl: one object per line with
@@ -139,7 +146,9 @@ static int inspect_shards(const std::vector<std::string>& paths, std::string tok
 int run(int argc, char** argv) {
   std::string mode, tok_path, output, jsonl_path, template_arg, word_list = "/usr/share/dict/words";
   std::string text_mode = "remix", text_field = "text", doc_sep, qfield_arg, afield_arg;
-  bool blank_docs = false, quiet = false;
+  bool blank_docs = false, quiet = false, skip_invalid = false;
+  std::string preset, chat_template = "tulu", truncate_arg = "turns", role_map_arg;
+  int64_t max_tokens = 0, heldout = 0;
   std::vector<std::string> input_args, inspect;
   int64_t show = 0;
   int64_t limit = 0, num = 0, length = 50, prompt_words = 50, target_words = 50, seq_len = 256;
@@ -153,7 +162,7 @@ int run(int argc, char** argv) {
     return app.add_option(name, var, help)->option_text(metavar);
   };
   auto count = [](int64_t min) { return cli::integer(min, INT64_MAX); };
-  opt("--mode", mode, "MODE", "qa | kvr | random-words | text (required)");
+  opt("--mode", mode, "MODE", "qa | chat | kvr | random-words | text (required)");
   opt("--tokenizer", tok_path, "PATH", "tokenizer.json, or a model directory holding one (required)");
   opt("--output", output, "OUT.bin", "shard to write (required); written atomically");
   opt("--jsonl", jsonl_path, "PATH", "JSONL copy of the examples (default: OUT with .bin replaced by .jsonl)");
@@ -161,11 +170,39 @@ int run(int argc, char** argv) {
       "plain | kvr | tulu | memorize | passage | a template file. Default:\n"
       "plain (qa), kvr (kvr), memorize (random-words), passage (text remix).\n"
       "Placeholders: {question} ({prompt}, {key}), {answer} ({value}), {eos}");
-  cli::repeatable(opt("--input", input_args, "FILE", "input file; repeat or comma-separate for several (qa, text)"));
+  cli::repeatable(opt("--input", input_args, "FILE", "input file; repeat or comma-separate for several (qa, chat, text)"));
   opt("--question-field", qfield_arg, "F,..",
       "qa: question field names, first present wins\n(default question,input_text,prompt)");
   opt("--answer-field", afield_arg, "F,..", "qa: answer field names (default answer,target_text,possible_answers,answers)");
+  std::vector<std::string> preset_names;
+  for (const QaPreset& p : qa_presets()) preset_names.push_back(p.name);
+  opt("--preset", preset, "P",
+      "qa: field names of a data set (explicit --question-field/--answer-field win):\n"
+      "  evolcode  instruction -> output\n"
+      "  apps      question -> solutions (a JSON-string list; trains on the first)\n"
+      "  gsm8k     question -> answer (evaluate with eval_factoids --match gsm8k)\n"
+      "  math      problem -> solution")
+      ->check(cli::one_of(preset_names));
+  opt("--chat-template", chat_template, "T",
+      "chat: tulu (default: <|user|>\\n...\\n<|assistant|>\\n...EOS, as open-instruct)\n"
+      "| llama3 (<|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>)\n"
+      "| a JSON file {\"system\", \"user\", \"assistant_header\", \"assistant_end\", \"strip\"}");
+  opt("--role-map", role_map_arg, "A=R,..",
+      "chat: extra role names, R one of user, assistant, system (built in: user,\n"
+      "human -> user; assistant, gpt, chatgpt, model -> assistant; system)");
+  opt("--max-tokens", max_tokens, "N", "chat: longest example in tokens (0 = no limit, the default)")->check(count(0));
+  opt("--truncate", truncate_arg, "M",
+      "chat, over --max-tokens: turns (default: drop whole exchanges from the end)\n"
+      "| skip (drop the conversation, counted) | error")
+      ->check(cli::one_of({"turns", "skip", "error"}));
+  app.add_flag("--skip-invalid", skip_invalid,
+               "chat: count and skip invalid conversations (empty, no assistant turn,\n"
+               "unknown role, malformed JSON) instead of stopping at the first");
   opt("--limit", limit, "N", "keep the first N records/documents (0 = all)")->check(count(0));
+  opt("--heldout", heldout, "N",
+      "the last N examples go to OUT-heldout.bin (+ OUT-heldout.jsonl) instead of\n"
+      "OUT.bin: a split never trained on, for eval_factoids --heldout / --data")
+      ->check(count(0));
   opt("--num", num, "N", "kvr, random-words: number of examples")->check(count(1));
   opt("--length", length, "L", "random-words: words per passage (default 50)")->check(count(1));
   opt("--word-list", word_list, "PATH", "random-words: default /usr/share/dict/words (lowercase a-z words only)");
@@ -187,14 +224,29 @@ int run(int argc, char** argv) {
     for (std::string& s : cli::split_commas(a)) inputs.push_back(std::move(s));
   if (app.count("--question-field")) qfields = cli::split_commas(qfield_arg);
   if (app.count("--answer-field")) afields = cli::split_commas(afield_arg);
+  const bool qfields_set = app.count("--question-field") > 0, afields_set = app.count("--answer-field") > 0;
+  ChatFormat chat_format;
+  for (const std::string& kv : cli::split_commas(role_map_arg)) {
+    size_t e = kv.find('=');
+    check(e != std::string::npos && e > 0, "--role-map: '", kv, "' is not NAME=ROLE");
+    chat_format.role_map[kv.substr(0, e)] = kv.substr(e + 1);
+  }
   if (!inspect.empty()) return inspect_shards(inspect, tok_path, show);
-  check(!mode.empty(), "--mode is required (qa, kvr, random-words, text); see --help");
-  check(mode == "qa" || mode == "kvr" || mode == "random-words" || mode == "text", "--mode: unknown mode '", mode,
-        "' (qa, kvr, random-words, text)");
+  check(!mode.empty(), "--mode is required (qa, chat, kvr, random-words, text); see --help");
+  check(mode == "qa" || mode == "chat" || mode == "kvr" || mode == "random-words" || mode == "text",
+        "--mode: unknown mode '", mode, "' (qa, chat, kvr, random-words, text)");
+  check(preset.empty() || mode == "qa", "--preset applies to --mode qa");
+  if (!preset.empty()) {
+    const QaPreset& p = qa_preset(preset);
+    if (!qfields_set) qfields = {p.question_field};
+    if (!afields_set) afields = {p.answer_field};
+  }
+  const ChatTruncate truncate = parse_chat_truncate(truncate_arg);
+  if (mode == "chat") check(template_arg.empty(), "--template is for qa data; chat data takes --chat-template");
   check(!tok_path.empty(), "--tokenizer is required");
   check(!output.empty(), "--output is required");
   check(text_mode == "remix" || text_mode == "lm", "--text-mode: '", text_mode, "' is not remix or lm");
-  if (mode == "qa" || mode == "text") check(!inputs.empty(), "--mode ", mode, " needs --input");
+  if (mode == "qa" || mode == "text" || mode == "chat") check(!inputs.empty(), "--mode ", mode, " needs --input");
   if (mode == "kvr" || mode == "random-words") check(num > 0, "--mode ", mode, " needs --num");
   if (jsonl_path.empty()) {
     jsonl_path = output;
@@ -202,10 +254,13 @@ int run(int argc, char** argv) {
     jsonl_path += ".jsonl";
   }
   check(jsonl_path != output, "--jsonl must differ from --output");
+  std::string stem = output;
+  if (stem.size() > 4 && stem.compare(stem.size() - 4, 4, ".bin") == 0) stem.resize(stem.size() - 4);
+  const std::string heldout_path = stem + "-heldout.bin", heldout_jsonl = stem + "-heldout.jsonl";
   // Never overwrite an input with an output (e.g. --input data.jsonl --output data.bin).
   for (auto& in : inputs) {
     std::error_code ec;
-    for (auto* out : {&output, &jsonl_path})
+    for (const std::string* out : std::initializer_list<const std::string*>{&output, &jsonl_path, &heldout_path, &heldout_jsonl})
       check(!std::filesystem::equivalent(in, *out, ec), *out, ": output would overwrite the input ", in,
             " (choose another --output or --jsonl)");
   }
@@ -220,7 +275,21 @@ int run(int argc, char** argv) {
   std::vector<std::vector<std::string>> golds;
   std::vector<std::string> documents;
   int64_t input_bytes = 0, skipped = 0;
-  if (mode == "qa") {
+  std::vector<Conversation> convs;
+  std::vector<size_t> conv_file;  // index into inputs of each conversation
+  ChatSkips chat_skips;
+  int64_t chat_truncated = 0;
+  if (mode == "chat") {
+    for (size_t f = 0; f < inputs.size(); ++f) {
+      input_bytes += file_size_of(inputs[f]);
+      const int64_t left = limit > 0 ? limit - int64_t(convs.size()) : 0;
+      if (limit > 0 && left <= 0) break;
+      for (auto& c : read_chat_jsonl(inputs[f], chat_format, left, skip_invalid, chat_skips)) {
+        convs.push_back(std::move(c));
+        conv_file.push_back(f);
+      }
+    }
+  } else if (mode == "qa") {
     for (auto& in : inputs) {
       input_bytes += file_size_of(in);
       for (auto& r : read_qa_jsonl(in, qfields, afields, 0)) {
@@ -275,7 +344,12 @@ int run(int argc, char** argv) {
 
   // 2. Tokenize and write.
   std::string template_text;
-  if (!lm_chunks) {
+  ChatTemplate chat_tmpl;
+  if (mode == "chat") {
+    chat_tmpl = ChatTemplate::resolve(chat_template);
+    template_text = chat_tmpl.qa_template();
+    template_arg = "chat " + chat_template;
+  } else if (!lm_chunks) {
     if (template_arg.empty())
       template_arg = mode == "qa" ? "plain" : mode == "kvr" ? "kvr" : mode == "random-words" ? "memorize" : "passage";
     template_text = resolve_template(template_arg);
@@ -284,7 +358,56 @@ int run(int argc, char** argv) {
   }
   ShardWriter writer(tok.hash(), uint32_t(tok.vocab_size()), template_text);
   std::string jsonl;
-  if (!lm_chunks) {
+  if (mode == "chat") {
+    std::vector<ChatExample> examples;
+    // Files are tokenized apart so that a length refusal names its own file.
+    for (size_t f = 0, b = 0; b < convs.size(); ++f) {
+      size_t e = b;
+      while (e < convs.size() && conv_file[e] == f) ++e;
+      std::vector<Conversation> part(convs.begin() + long(b), convs.begin() + long(e));
+      for (auto& x : tokenize_conversations(tok, chat_tmpl, part, max_tokens, truncate, inputs[f], chat_skips))
+        examples.push_back(std::move(x));
+      b = e;
+    }
+    const std::string eos = tok.eos_id() >= 0 ? tok.id_to_token(tok.eos_id()) : "";
+    for (size_t i = 0; i < examples.size(); ++i) {
+      if (examples[i].tokens.empty()) continue;
+      writer.add(examples[i].tokens, examples[i].loss);
+      const auto& m = convs[i].messages;
+      size_t first_user = 0, first_reply = 0;
+      while (m[first_reply].role != "assistant") ++first_reply;
+      while (first_user < first_reply && m[first_user].role != "user") ++first_user;
+      // "prompt": the rendered text the first reply is generated from; question/answer: the first
+      // user message and the first reply.
+      std::string prompt = chat_tmpl.render(m, first_reply, eos) + chat_tmpl.assistant_header;
+      jsonl += "{\"index\": " + std::to_string(writer.num_examples() - 1) + ", \"line\": " +
+               std::to_string(convs[i].line) + ", \"question\": ";
+      append_json_string(jsonl, first_user < first_reply ? trim_whitespace(m[first_user].content) : "");
+      jsonl += ", \"prompt\": ";
+      append_json_string(jsonl, prompt);
+      jsonl += ", \"answer\": ";
+      append_json_string(jsonl, trim_whitespace(m[first_reply].content));
+      jsonl += ", \"messages\": [";
+      for (size_t k = 0; k < examples[i].messages; ++k) {
+        jsonl += k ? ", {\"role\": " : "{\"role\": ";
+        append_json_string(jsonl, m[k].role);
+        jsonl += ", \"content\": ";
+        append_json_string(jsonl, m[k].content);
+        jsonl += "}";
+      }
+      jsonl += "]}\n";
+    }
+    // Never silent, even with --quiet: what was left out or cut, and why.
+    for (size_t i = 0; i < examples.size(); ++i)
+      chat_truncated += !examples[i].tokens.empty() && examples[i].messages < convs[i].messages.size();
+    if (chat_skips.total() > 0) {
+      std::fprintf(stderr, "prepare_data: %s\n", chat_skips.summary().c_str());
+      for (auto& m : chat_skips.first) std::fprintf(stderr, "  skipped %s\n", m.c_str());
+    }
+    if (chat_truncated > 0)
+      std::fprintf(stderr, "prepare_data: %lld conversations truncated at a turn boundary to --max-tokens %lld\n",
+                   (long long)chat_truncated, (long long)max_tokens);
+  } else if (!lm_chunks) {
     PromptTemplate tmpl = PromptTemplate::parse(template_text, template_arg);
     auto examples = tokenize_examples(tok, tmpl, questions, answers);
     for (size_t i = 0; i < examples.size(); ++i) {
@@ -319,12 +442,32 @@ int run(int argc, char** argv) {
       jsonl += "}\n";
     }
   }
-  check(writer.num_examples() > 0, output, ": no examples to write");
+  check(writer.num_examples() > 0, output, ": no examples to write",
+        chat_skips.total() ? " (" + chat_skips.summary() + ")" : std::string());
   const auto t1 = std::chrono::steady_clock::now();
   const std::string out_dir = dirname_of(output);
   if (!out_dir.empty() && out_dir != ".") make_dirs(out_dir);
   writer.write(output);
   write_file_atomic(jsonl_path, jsonl);
+  if (heldout > 0) {
+    // Split after the fact: the last N examples (and their JSONL lines, one per example) move to
+    // the held-out files.
+    check(heldout < writer.num_examples(), "--heldout ", heldout, " leaves no example to train on (",
+          writer.num_examples(), " examples)");
+    Shard all(output);
+    const int64_t keep = all.num_examples() - heldout;
+    ShardWriter train(tok.hash(), uint32_t(tok.vocab_size()), template_text), held = train;
+    for (int64_t e = 0; e < all.num_examples(); ++e) (e < keep ? train : held).add(all.example_tokens(e), all.example_loss(e));
+    size_t cut = 0;
+    for (int64_t e = 0; e < keep; ++e) cut = jsonl.find('\n', cut) + 1;
+    train.write(output);
+    held.write(heldout_path);
+    write_file_atomic(jsonl_path, jsonl.substr(0, cut));
+    write_file_atomic(heldout_jsonl, jsonl.substr(cut));
+    if (!quiet)
+      std::fprintf(stderr, "prepare_data: the last %lld examples held out in %s\n", (long long)heldout,
+                   heldout_path.c_str());
+  }
   const double secs = std::chrono::duration<double>(t1 - t0).count();
   if (!quiet) {
     std::fprintf(stderr,

@@ -139,7 +139,7 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
       ->check(cli::integer(1, 1 << 20));
   opt("--max-new-tokens", a.max_new_tokens, "N", "longest evaluated answer in tokens (default 32)")
       ->check(cli::integer(1, 1 << 20));
-  opt("--match", a.match, "exact|squad|contains", "answer matching rule (default exact: strip + lowercase)");
+  opt("--match", a.match, "exact|squad|contains|gsm8k", "answer matching rule (default exact: strip + lowercase)");
   opt("--stop-at-accuracy", a.stop_at_accuracy, "A", "stop once evaluation accuracy >= A (e.g. 1.0 = 100% memorized)")
       ->check(cli::number(0, 1));
   opt("--stop-loss", a.stop_loss, "L", "stop once the step loss has been below L --stop-loss-count times in all (REMIX: 1e-4)")
@@ -473,7 +473,8 @@ struct Trainer {
     auto t0 = std::chrono::steady_clock::now();
     // On the training device, through the model's KV-cache mode (its activation buffers are free
     // between steps; the cache is kept for the next evaluation).
-    GreedyOptions opt = make_stop_options(*tokenizer, config, args.max_new_tokens, args.eval_batch_size);
+    GreedyOptions opt = make_stop_options(*tokenizer, config, args.max_new_tokens, args.eval_batch_size,
+                                          match_uses_first_line(match));
     EvalOutcome r = evaluate_factoids(*model, *tokenizer, eval_items, opt, match);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("eval | epoch %lld | step %lld | accuracy %.2f%% (%lld/%zu, %s) | %.1fs\n", (long long)epochs_done,

@@ -19,6 +19,29 @@ const std::vector<std::string>& default_answer_fields() {
   return f;
 }
 
+const std::vector<QaPreset>& qa_presets() {
+  static const std::vector<QaPreset> p = {
+      {"evolcode", "instruction", "output",
+       R"({"instruction": "Write a Python function that returns the square of x.", "output": "def square(x):\n    return x * x"})"},
+      {"apps", "question", "solutions",
+       R"({"question": "Print the sum of two integers read from one line.", "solutions": "[\"a, b = map(int, input().split())\\nprint(a + b)\", \"print(sum(map(int, input().split())))\"]"})"},
+      {"gsm8k", "question", "answer",
+       R"({"question": "Tom has 3 boxes of 12 eggs and breaks 5. How many eggs are left?", "answer": "3 * 12 = <<3*12=36>>36 eggs.\n36 - 5 = <<36-5=31>>31.\n#### 31"})"},
+      {"math", "problem", "solution",
+       R"({"problem": "What is $2^{10}$?", "solution": "$2^{10} = 1024$, so the answer is $\\boxed{1024}$."})"},
+  };
+  return p;
+}
+
+const QaPreset& qa_preset(const std::string& name) {
+  std::string known;
+  for (auto& p : qa_presets()) {
+    if (p.name == name) return p;
+    known += (known.empty() ? "" : ", ") + p.name;
+  }
+  fail("--preset: unknown preset '", name, "' (", known, ")");
+}
+
 static std::string join_names(const std::vector<std::string>& v) {
   std::string s;
   for (auto& x : v) s += (s.empty() ? "'" : ", '") + x + "'";
@@ -68,6 +91,8 @@ static std::vector<std::string> answers_from(const std::string& path, int64_t li
     std::string t = trim_whitespace(s);
     if (!t.empty() && t.front() == '[') {  // PopQA stores its answer list as a JSON string
       json arr = json::parse(t, nullptr, /*allow_exceptions=*/false);
+      check(!(arr.is_array() && arr.empty()), path, ":", line, ": field '", field,
+            "' holds an empty JSON list (no answer)");
       bool all_strings = arr.is_array() && !arr.empty();
       if (all_strings)
         for (auto& x : arr) all_strings = all_strings && x.is_string();

@@ -22,6 +22,16 @@ struct QaRecord {
 // limit > 0 keeps the first `limit` records.
 std::vector<QaRecord> read_qa_jsonl(const std::string& path, const std::vector<std::string>& question_fields,
                                     const std::vector<std::string>& answer_fields, int64_t limit = 0);
+// Named field layouts of known instruction, code and math sets (prepare_data --preset):
+//   evolcode  {"instruction": ..., "output": ...}
+//   apps      {"question": ..., "solutions": "[\"code 1\", \"code 2\"]"}  (trains on the first)
+//   gsm8k     {"question": ..., "answer": "... #### 42"}
+//   math      {"problem": ..., "solution": "... \\boxed{42}"}
+struct QaPreset {
+  std::string name, question_field, answer_field, example;  // example: one JSONL line
+};
+const std::vector<QaPreset>& qa_presets();
+const QaPreset& qa_preset(const std::string& name);  // throws naming --preset and the known names
 const std::vector<std::string>& default_question_fields();  // question, input_text, prompt
 const std::vector<std::string>& default_answer_fields();    // answer, target_text, possible_answers, answers
 

@@ -64,7 +64,15 @@ static std::vector<EvalItem> items_from_shards(const std::string& list, const To
             " has no prompt or no answer (evaluation needs QA examples: prompt tokens, then trained answer tokens)");
       EvalItem it;
       it.prompt_ids.assign(tokens.begin(), tokens.begin() + first);
-      size_t end = tokens.size();
+      // The answer is the first run of trained tokens (a chat example trains several replies),
+      // up to its end-of-turn / EOS token.
+      size_t end = first;
+      while (end < tokens.size() && loss[end]) ++end;
+      for (size_t k = first + 1; k < end; ++k)
+        if (std::find(tok.stop_ids().begin(), tok.stop_ids().end(), tokens[k]) != tok.stop_ids().end()) {
+          end = k;
+          break;
+        }
       if (tok.eos_id() >= 0 && tokens[end - 1] == tok.eos_id() && end - 1 > first) --end;
       it.answer_ids.assign(tokens.begin() + first, tokens.begin() + end);
       it.question = tok.decode(it.prompt_ids, /*skip_special_tokens=*/true);
@@ -81,7 +89,8 @@ std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& 
   return items_from_shards(path, tok, limit);
 }
 
-GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size) {
+GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size,
+                                bool stop_at_newline) {
   GreedyOptions opt;
   opt.max_new_tokens = max_new_tokens;
   opt.batch_size = batch_size;
@@ -93,6 +102,7 @@ GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config,
   for (int32_t id : tok.stop_ids()) add(id);
   for (int id : config.eos_token_id) add(id);
   // A newline ends the answer line (REMIX answers are one line): any token whose text has one.
+  if (!stop_at_newline) return opt;
   const int V = std::min(config.vocab_size, tok.vocab_size());
   opt.stops_generation.assign(config.vocab_size, false);
   for (int id = 0; id < V; ++id) {
@@ -109,7 +119,8 @@ EvalOutcome match_outputs(const Tokenizer& tok, const std::vector<EvalItem>& ite
   EvalOutcome out;
   out.output_ids = std::move(output_ids);
   for (size_t i = 0; i < items.size(); ++i) {
-    std::string pred = cut_at_newline(tok.decode(out.output_ids[i], /*skip_special_tokens=*/true));
+    std::string text = tok.decode(out.output_ids[i], /*skip_special_tokens=*/true);
+    std::string pred = match_uses_first_line(match) ? cut_at_newline(text) : text;
     bool ok = answer_matches_any(match, pred, items[i].golds);
     out.predictions.push_back(pred);
     out.correct.push_back(ok);

@@ -31,11 +31,12 @@ std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& 
 
 // Tokens that end generation: the tokenizer's stop ids (Tokenizer::stop_ids: EOS and the
 // end-of-turn tokens it has), the config's eos ids, and (stops_generation) every token whose text
-// contains a newline.
-GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size);
+// contains a newline, unless stop_at_newline is false (multi-line answers: gsm8k).
+GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size,
+                                bool stop_at_newline = true);
 
 struct EvalOutcome {
-  std::vector<std::string> predictions;           // decoded, cut at the first newline
+  std::vector<std::string> predictions;           // decoded, cut at the first newline (match_uses_first_line)
   std::vector<std::vector<int32_t>> output_ids;   // generated ids (incl. the stop token)
   std::vector<bool> correct;
   int64_t num_correct = 0;

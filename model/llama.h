@@ -140,6 +140,10 @@ struct LlamaModel {
   // tokens of the whole optimizer batch. Returns this micro-batch's share of the batch loss
   // (sum of its token losses / optimizer_batch_targets), so the shares add up to the batch loss.
   double forward_backward(const Batch& b, int64_t optimizer_batch_targets);
+  // Evaluation (held-out loss): the same forward and LM-head cross-entropy over the tokens that
+  // carry a loss, without the backward. Returns the sum of their losses in nats; their count is
+  // b.num_target_tokens. Parameter gradients are untouched.
+  double forward_loss(const Batch& b);
   // Inference: logits [rows*T, V] (host memory) for every position of the batch.
   void forward_logits(const Batch& b, float* logits_host);
   // Inference: logits [token_index.size(), V] (host memory) for the given flat token indices
@@ -202,6 +206,7 @@ struct LlamaModel {
   void run_layers(const AttentionShape& shape, Keys keys, const act_t* add);
   void make_rope_tables(int positions);
   void validate_and_upload(const Batch& b);
+  int gather_loss_rows(const Batch& b);  // rows with a target -> head_x, loss_targets; returns their count
   void backward_from_lnf();
   // Sets the backend's decoding mode for the scope of a prefill or decoding step.
   struct DecodingScope {
@@ -592,22 +597,13 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     forward(b);
   }
   const int N = cur_rows * cur_T;
-  int n_loss = 0;
   double loss_sum = 0.0;
   {
     NVTX_RANGE("lm_head_loss");  // the LM head's forward, loss and backward, chunk by chunk
     // LM head + cross-entropy, only over the tokens that carry a loss (e.g. answer tokens), in
     // chunks so that the logits of the whole batch never exist at once. Its gradient is complete
     // as soon as the chunk's loss is known, because the normalizer is given up front.
-    for (int i = 0; i < N; i++)
-      if (b.targets[i] >= 0) {
-        host_loss_rows[n_loss] = i;
-        host_loss_targets[n_loss] = b.targets[i];
-        n_loss++;
-      }
-    Backend::upload(loss_rows, host_loss_rows.data(), n_loss);
-    Backend::upload(loss_targets, host_loss_targets.data(), n_loss);
-    Backend::gather_rows(head_x, lnf, loss_rows, n_loss, C);
+    const int n_loss = gather_loss_rows(b);
     const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
     float* lm_w = params + layout.lm_head;
     float* lm_dw = grads + layout.lm_head;
@@ -626,6 +622,42 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     backward_from_lnf();
   }
   return loss_sum / (double)optimizer_batch_targets;
+}
+
+template <class Backend>
+int LlamaModel<Backend>::gather_loss_rows(const Batch& b) {
+  const int N = cur_rows * cur_T;
+  int n_loss = 0;
+  for (int i = 0; i < N; i++)
+    if (b.targets[i] >= 0) {
+      host_loss_rows[n_loss] = i;
+      host_loss_targets[n_loss] = b.targets[i];
+      n_loss++;
+    }
+  Backend::upload(loss_rows, host_loss_rows.data(), n_loss);
+  Backend::upload(loss_targets, host_loss_targets.data(), n_loss);
+  Backend::gather_rows(head_x, lnf, loss_rows, n_loss, C);
+  return n_loss;
+}
+
+template <class Backend>
+double LlamaModel<Backend>::forward_loss(const Batch& b) {
+  if (std::none_of(b.targets.begin(), b.targets.end(), [](int32_t t) { return t >= 0; })) return 0.0;
+  {
+    NVTX_RANGE("forward");
+    forward(b);
+  }
+  NVTX_RANGE("lm_head_loss");
+  const int n_loss = gather_loss_rows(b);
+  double loss_sum = 0.0;
+  // The training loss kernel with a zero gradient scale: the loss is the same sum, the gradient it
+  // writes over the chunk's logits is discarded.
+  for (int t0 = 0; t0 < n_loss; t0 += head_chunk) {
+    int n = std::min(head_chunk, n_loss - t0);
+    Backend::matmul_forward(logits_chunk, head_x + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
+    Backend::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, 0.0f, &loss_sum);
+  }
+  return loss_sum;
 }
 
 template <class Backend>

@@ -12,7 +12,9 @@
 #            from the unmixed stage-1 checkpoint, replay of --replay-ratio x |D_B| D_A examples;
 #            QA stops once the step loss has been below 1e-4 ten times (REMIX), else 20 epochs;
 #   eval     ./eval_factoids on D_A (stage-1 and stage-2 checkpoints: accuracy and forgetting) and
-#            on D_B, writing metrics.json + predictions.jsonl per run.
+#            on D_B, writing metrics.json + predictions.jsonl per run. A non-factoid D_B (chat,
+#            code, math) is scored by its held-out loss and perplexity, in the D_A table beside the
+#            forgetting; GSM8K also by final-answer exact match on its held-out split.
 # Hyper-parameters (REMIX): AdamW lr 5e-5, betas (0.9, 0.95), eps 1e-8, weight decay 0, clip 1.0,
 # cosine schedule with 5% warmup, batch 32 examples, sequence length 2048, Tulu chat template
 # (`<|user|>\n{prompt}\n<|assistant|>\n{answer}<eos>`), loss on the answer and EOS only.
@@ -20,6 +22,9 @@
 # Inputs:
 #   --d-b NAME=FILE    QA JSONL with question/answer fields (PopQA's possible_answers, TriviaQA's
 #                      {"value", "aliases"} and plain strings or lists are understood; repeatable).
+#   --d-b NAME=KIND:FILE  a non-factoid D_B: KIND chat (messages / ShareGPT conversations, Tulu
+#                      chat template) or a prepare_data preset: evolcode, apps, gsm8k, math (Tulu
+#                      template). The last --heldout N examples (default 200) are never trained on.
 #   --generic FILE     generic pretraining documents (JSONL with "text", or plain text with
 #                      documents separated by blank lines), e.g. a slice of the model's pretraining
 #                      corpus; documents of >= 100 words become `Complete the following partial
@@ -33,7 +38,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 model=""; out="runs/gpu"; generic=""; words="/usr/share/dict/words"; d_a=""; dry=0
-num_kvr=2000; ratios="1 2 4"; replay_ratio=0.2; epochs=20; lr=5e-5; batch=32; seq_len=2048
+num_kvr=2000; ratios="1 2 4"; replay_ratio=0.2; epochs=20; lr=5e-5; batch=32; seq_len=2048; heldout_n=200
 device=cuda; template=tulu; build=1
 d_bs=(); extra=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -48,6 +53,7 @@ while [ $# -gt 0 ]; do
     --num-kvr) num_kvr="$2"; shift 2 ;;
     --ratios) ratios="$2"; shift 2 ;;
     --replay-ratio) replay_ratio="$2"; shift 2 ;;
+    --heldout) heldout_n="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
     --lr) lr="$2"; shift 2 ;;
     --batch-size) batch="$2"; shift 2 ;;
@@ -78,14 +84,19 @@ train() {  # train OUT_DIR ARGS...: skipped when OUT_DIR/final exists
     --schedule cosine --warmup-ratio 0.05 --beta1 0.9 --beta2 0.95 --eps 1e-8 --weight-decay 0 \
     --clip 1.0 --out "$dir" --log "$dir.log.jsonl" "$@" ${extra[@]+"${extra[@]}"}
 }
-evaluate() {  # evaluate OUT_DIR DATA MODEL... [--template T]
+evaluate() {  # evaluate OUT_DIR DATA|"" MODEL... [--template T] [--heldout SHARD] [--match M] ...
   local dir="$1" data="$2"; shift 2
   if [ -f "$dir/metrics.json" ]; then echo "= $dir/metrics.json exists, skipped"; return; fi
   local models=() opts=()
+  [ -n "$data" ] && opts+=(--data "$data")
   while [ $# -gt 0 ]; do
-    if [ "$1" = --template ]; then opts+=(--template "$2"); shift 2; else models+=(--model "$1"); shift; fi
+    case "$1" in --*) opts+=("$1" "$2"); shift 2 ;; *) models+=(--model "$1"); shift ;; esac
   done
-  run ./eval_factoids --device "$device" "${models[@]}" --data "$data" ${opts[@]+"${opts[@]}"} --out "$dir"
+  run ./eval_factoids --device "$device" "${models[@]}" ${opts[@]+"${opts[@]}"} --out "$dir"
+}
+d_b_kind() {  # NAME=[KIND:]FILE -> KIND (qa when none)
+  local file="${1#*=}"
+  case "$file" in chat:*|evolcode:*|apps:*|gsm8k:*|math:*) echo "${file%%:*}" ;; *) echo qa ;; esac
 }
 
 [ $dry = 1 ] || [ $build = 0 ] || make -j"$(nproc)" all
@@ -110,8 +121,14 @@ run ./prepare_data --mode random-words --num $((num_kvr * 4)) --length 50 --seed
   --tokenizer "$tok" --output "$out/data/random.bin"
 run ./prepare_data --mode text --text-mode remix --input "$generic" --tokenizer "$tok" --output "$out/data/generic.bin"
 for spec in "${d_bs[@]}"; do
-  name="${spec%%=*}"; file="${spec#*=}"
-  run ./prepare_data --mode qa --input "$file" --template "$qa_template" --tokenizer "$tok" --output "$out/data/$name.bin"
+  name="${spec%%=*}"; file="${spec#*=}"; kind="$(d_b_kind "$spec")"; file="${file#"$kind":}"
+  case "$kind" in
+    qa) run ./prepare_data --mode qa --input "$file" --template "$qa_template" --tokenizer "$tok" --output "$out/data/$name.bin" ;;
+    chat) run ./prepare_data --mode chat --chat-template tulu --max-tokens "$seq_len" --heldout "$heldout_n" \
+            --input "$file" --tokenizer "$tok" --output "$out/data/$name.bin" ;;
+    *) run ./prepare_data --mode qa --preset "$kind" --template tulu --heldout "$heldout_n" --input "$file" \
+         --tokenizer "$tok" --output "$out/data/$name.bin" ;;
+  esac
 done
 
 # Stage 1: D_A to memorization under each mix and ratio (KVR trains all epochs, as in REMIX).
@@ -129,7 +146,8 @@ done
 
 # Stage 2 and evaluation.
 for spec in "${d_bs[@]}"; do
-  name="${spec%%=*}"
+  name="${spec%%=*}"; kind="$(d_b_kind "$spec")"
+  d_b_metric=(); [ "$kind" = qa ] || d_b_metric=(--heldout "$out/data/$name-heldout.bin")
   for s1 in "${stage1[@]}"; do
     variants=("none"); for r in $ratios; do variants+=("generic-$r"); done
     [ "$s1" = none ] && variants+=("replay")
@@ -144,9 +162,16 @@ for spec in "${d_bs[@]}"; do
         --stop-loss 1e-4 --stop-loss-count 10 ${mix[@]+"${mix[@]}"}
       # D_A questions come from its shard (exact training prompts): a stage-2 checkpoint records
       # the D_B template. D_B uses its JSONL (all gold answers) with the QA template.
-      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_a" "$out/data/d_a.bin" "$out/stage1-$s1/final" "$dir/final"
-      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_b" "$out/data/$name.jsonl" "$dir/final" --template "$qa_template"
+      # A non-factoid D_B's held-out perplexity sits in the same table, beside D_A's forgetting.
+      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_a" "$out/data/d_a.bin" "$out/stage1-$s1/final" "$dir/final" \
+        ${d_b_metric[@]+"${d_b_metric[@]}"}
+      case "$kind" in
+        qa) evaluate "$out/eval/$name-from-$s1-mix-$s2/d_b" "$out/data/$name.jsonl" "$dir/final" --template "$qa_template" ;;
+        gsm8k) evaluate "$out/eval/$name-from-$s1-mix-$s2/d_b" "$out/data/$name-heldout.jsonl" "$dir/final" \
+                 --template tulu --match gsm8k --max-new-tokens 320 ;;
+      esac
     done
   done
 done
-echo "done: metrics in $out/eval/*/d_a/metrics.json (D_A before/after, forgetting) and */d_b/metrics.json"
+echo "done: metrics in $out/eval/*/d_a/metrics.json (D_A before/after, forgetting; a non-factoid D_B's held-out" \
+  "loss and perplexity) and */d_b/metrics.json"

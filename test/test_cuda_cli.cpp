@@ -114,6 +114,20 @@ TEST_CASE("train_llama --device cuda (emulated) agrees with --device cpu, and re
   for (size_t i = 0; i < wc.size(); i++) max_diff = std::max(max_diff, (double)std::abs(wc[i] - wg[i]));
   REQUIRE(max_diff <= 2 * steps * 1e-3);  // never further apart than opposite updates every step
 
+  // Held-out loss through the CUDA backend's forward and loss (eval_factoids --heldout): the
+  // same number as the CPU backend's, within the bf16-activation tolerance of the training loss.
+  REQUIRE(run({"./eval_factoids", "--model", s.dir + "/cpu/final", "--heldout", s.data, "--device", "cpu", "--threads",
+               "1", "--out", s.dir + "/ho_cpu"},
+              s.dir + "/ho_cpu.log") == 0);
+  REQUIRE(run({"build/eval_factoids_emu", "--model", s.dir + "/cpu/final", "--heldout", s.data, "--device", "cuda",
+               "--threads", "1", "--out", s.dir + "/ho_gpu"},
+              s.dir + "/ho_gpu.log") == 0);
+  const json hc = json::parse(read_text_file(s.dir + "/ho_cpu/metrics.json"))["models"][0]["heldout"];
+  const json hg = json::parse(read_text_file(s.dir + "/ho_gpu/metrics.json"))["models"][0]["heldout"];
+  REQUIRE(hc["target_tokens"].get<int64_t>() > 0);
+  REQUIRE(hc["target_tokens"] == hg["target_tokens"]);
+  REQUIRE(std::abs(hg["loss"].get<double>() - hc["loss"].get<double>()) <= 2e-2 * hc["loss"].get<double>());
+
   // Resume the CUDA run from its step-2 checkpoint: the final weights are byte-identical.
   const std::vector<std::string> resume = {"build/train_llama_emu", "--resume", s.dir + "/gpu/checkpoint-2",
                                            "--out", s.dir + "/gpu_resumed", "--log", s.dir + "/gpu_resumed.jsonl"};
