@@ -47,6 +47,9 @@ DEPS_dataloader:= tokenizer common
 DEPS_emu       := common
 lib_of = $(BUILD)/lib$(1).a
 ALL_LIBS := $(foreach c,$(COMPONENTS),$(call lib_of,$(c)))
+# Programs and real-GPU tests never link the emulator: libemu defines the CUDA runtime API
+# (cudaMalloc, ...) and would shadow libcudart for any object that calls it.
+HOST_LIBS := $(filter-out $(call lib_of,emu),$(ALL_LIBS))
 define component_rules
 $(call lib_of,$(1)): $(patsubst %.cpp,$(BUILD)/%.o,$(filter-out %_main.cpp,$(SRCS_$(1))))
 	@rm -f $$@
@@ -76,16 +79,16 @@ $(BUILD)/%.o: %.cpp | $(DEPS_STAMP)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
 
 # Program entry points. The .cu mains are plain C++ on the CPU-only build.
-tokenize: $(BUILD)/tokenizer/tokenize_main.o $(ALL_LIBS)
+tokenize: $(BUILD)/tokenizer/tokenize_main.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-prepare_data: $(BUILD)/prepare_data.o $(ALL_LIBS)
+prepare_data: $(BUILD)/prepare_data.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -x c++ -MMD -MP -c $< -o $@
-train_llama: $(BUILD)/train_llama.o $(ALL_LIBS)
+train_llama: $(BUILD)/train_llama.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-eval_factoids: $(BUILD)/eval_factoids.o $(ALL_LIBS)
+eval_factoids: $(BUILD)/eval_factoids.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
@@ -204,12 +207,12 @@ $(GPU_BUILD)/%.o: test/%.cpp | $(DEPS_STAMP)
 $(GPU_BUILD)/dev/cuda/%.o: dev/cuda/%.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_TEST_FLAGS) -MMD -MP -c $< -o $@
-$(GPU_BUILD)/test_cuda_kernels $(GPU_BUILD)/test_cuda_train: $(GPU_BUILD)/%: $(GPU_BUILD)/%.o $(BUILD)/test/catch_main.o $(ALL_LIBS)
+$(GPU_BUILD)/test_cuda_kernels $(GPU_BUILD)/test_cuda_train: $(GPU_BUILD)/%: $(GPU_BUILD)/%.o $(BUILD)/test/catch_main.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 $(GPU_BUILD)/test_cuda_cli.o: test/test_cuda_cli.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
-$(GPU_BUILD)/test_cuda_cli: $(GPU_BUILD)/test_cuda_cli.o $(BUILD)/test/catch_main.o $(ALL_LIBS) | train_llama eval_factoids prepare_data
+$(GPU_BUILD)/test_cuda_cli: $(GPU_BUILD)/test_cuda_cli.o $(BUILD)/test/catch_main.o $(HOST_LIBS) | train_llama eval_factoids prepare_data
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(GPU_BUILD)/kernel_bench: $(GPU_BUILD)/dev/cuda/kernel_bench.o
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(CUDA_LDLIBS)

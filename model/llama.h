@@ -211,9 +211,10 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype mom
 template <class B>
 LlamaModel<B>::~LlamaModel() {
   for (float* p : {params, grads, adam_m, adam_v, rstdf, logits_chunk, rope_cos, rope_sin}) B::free(p);
-  for (auto& a : acts) {
-    for (act_t* p : {a.res_in, a.ln1, a.qkv, a.att, a.res_mid, a.ln2, a.gate_up, a.swiglu}) B::free(p);
-    for (float* p : {a.rstd1, a.rstd2, a.lse}) B::free(p);
+  for (auto& a : acts) {  // (typed lists: nvcc's front end mangles a bare braced list nested here)
+    for (act_t* p : std::initializer_list<act_t*>{a.res_in, a.ln1, a.qkv, a.att, a.res_mid, a.ln2, a.gate_up, a.swiglu})
+      B::free(p);
+    for (float* p : std::initializer_list<float*>{a.rstd1, a.rstd2, a.lse}) B::free(p);
   }
   for (act_t* p : {res_out, lnf, d_res, d_ln, d_qkv, d_att, d_gu, d_h, d_lnf, head_x, head_dx}) B::free(p);
   for (int32_t* p : {tokens, positions, seg_start, key_hi, loss_rows, loss_targets}) B::free(p);
