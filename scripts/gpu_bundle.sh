@@ -74,29 +74,38 @@ mkdir -p "$proof/src"
 git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$proof/src"
 cp -r "$dest" "$proof/src/.gpu-bundle"
 cd "$proof/src"
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+cuda_home=$(dirname "$(dirname "$(readlink -f "$(echo "$NVCC" | awk '{print $NF}')")")")
 git init -q . && git add -A >/dev/null 2>&1 && git -c user.email=p@p -c user.name=proof commit -qm proof >/dev/null 2>&1 || true
 echo "== gpu_check.sh --dry-run in $proof/src (the sm_90 build from the bundle)"
-bash scripts/gpu_check.sh --dry-run --arch 90 --jobs "$(nproc)" --out "$proof/dry-run" || true
+# (this machine's cores are fewer than the GPU machine's 16: a longer build limit)
+bash scripts/gpu_check.sh --dry-run --arch 90 --jobs "$(nproc)" --build-limit 5400 --budget 6000 --out "$proof/dry-run" || true
 status=$(python3 -c "import json; s=json.load(open('$proof/dry-run/gpu_check.json')); print(' '.join(x['name']+'='+x['status'] for x in s['stages']))")
 echo "stages: $status"
 for need in build=ok bench-data=ok; do
   [[ " $status " == *" $need "* ]] || { echo "error: bundle proof: stage ${need%=*} did not pass" >&2; exit 1; }
 done
 
-echo "== headers the build read (from the .d files), by origin"
-allowed_pkgs='^(libc6-dev|linux-libc-dev|libstdc\+\+-[0-9]+-dev|libgcc-[0-9]+-dev|gcc-[0-9]+|g\+\+-[0-9]+|cpp-[0-9]+):'
-find build-gemm-omp -name '*.d' -print0 | xargs -0 cat | tr ' \\' '\n\n' | grep -E '^/' | sed 's/:$//' |
-  xargs realpath -s | sort -u > "$proof/headers.txt"
+echo "== headers every translation unit of the build reads (system headers included), by origin"
+# -MMD dependency files omit system headers, so each compiled source is preprocessed again with -M.
+: > "$proof/deps.txt"
+for d in $(find build-gemm-omp -name '*.d'); do
+  src=$(sed -n '1s/^[^:]*: *\([^ \\]*\).*/\1/p' "$d")
+  [ -f "$src" ] || continue
+  case "$d" in
+    build-gemm-omp/gpu/*) $NVCC -M -std=c++20 -I. -Xcompiler -fopenmp -x cu "$src" ;;
+    *) g++ -M -std=c++20 -fopenmp -I. -DENGINE_CUDA -DENGINE_USE_NVTX -I"$cuda_home/include" -x c++ "$src" ;;
+  esac >> "$proof/deps.txt" 2>> "$proof/deps.err" || { echo "error: bundle proof: cannot preprocess $src" >&2; exit 1; }
+done
+tr ' \\' '\n\n' < "$proof/deps.txt" | grep -E '^/' | sed 's/:$//' | xargs realpath -s | sort -u > "$proof/headers.txt"
+allowed_pkgs='^(libc6-dev|linux-libc-dev|libstdc\+\+-[0-9]+-dev|libgcc-[0-9]+-dev|gcc-[0-9]+|g\+\+-[0-9]+|cpp-[0-9]+)(:[a-z0-9]+)?:'
 grep -v -e "^$proof/src/" -e '^/usr/local/cuda' "$proof/headers.txt" > "$proof/system_headers.txt" || true
 bad=0
-if [ -s "$proof/system_headers.txt" ]; then
-  xargs -a "$proof/system_headers.txt" dpkg -S 2>/dev/null | sed 's/, [^:]*//' | cut -d: -f1 | sort | uniq -c | sed 's/^/   /'
-  while read -r f; do
-    owner=$(dpkg -S "$f" 2>/dev/null | head -n 1 || true)
-    if ! [[ "$owner" =~ $allowed_pkgs ]]; then echo "   not from the toolchain: $f (${owner:-no package})"; bad=1; fi
-  done < "$proof/system_headers.txt"
-fi
-echo "   bundle: $(grep -c "^$proof/src/.gpu-bundle/" "$proof/headers.txt") headers; CUDA: $(grep -c '^/usr/local/cuda' "$proof/headers.txt")"
+echo "   $(wc -l < "$proof/headers.txt") headers: $(grep -c "^$proof/src/.gpu-bundle/" "$proof/headers.txt") from the bundle," \
+     "$(grep -c '^/usr/local/cuda' "$proof/headers.txt") from CUDA, $(wc -l < "$proof/system_headers.txt") from system packages:"
+xargs -r -a "$proof/system_headers.txt" dpkg -S > "$proof/owners.txt" 2>&1 || true  # "pkg[:arch]: path", or an error
+cut -d: -f1 "$proof/owners.txt" | sort | uniq -c | sed 's/^/     /'
+if grep -Ev "$allowed_pkgs" "$proof/owners.txt" | sed 's/^/   not from the toolchain: /' | grep .; then bad=1; fi
 [ $bad = 0 ] || { echo "error: bundle proof: the build read headers from outside the bundle and the toolchain" >&2; exit 1; }
 
 echo "== shared libraries of the programs (ldd, LD_LIBRARY_PATH = the bundle only)"

@@ -29,7 +29,8 @@
 # into DIR/logs.tar.gz (3 files: what the device tool brings back).
 #
 # Options: --out DIR (default build/gpu_check/<UTC time>), --dry-run, --arch N (e.g. 90; default:
-# detected, else 90), --jobs N (default: all cores), --budget S (default 540), --no-build (dry run:
+# detected, else 90), --jobs N (default: all cores), --budget S (default 540), --build-limit S
+# (default 300; for slow machines), --no-build (dry run:
 # skip the build), --only STAGE,... (run these stages only), --selftest (runs a synthetic plan
 # with a passing, a failing, a hanging and a dependent stage: tests this script's own logic).
 set -uo pipefail
@@ -37,6 +38,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 
 out=""; dry=0; arch=""; jobs="$(nproc 2>/dev/null || echo 4)"; budget=540; build=1; only=""; selftest=0
+build_limit=300
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
     --arch) arch="${2#sm_}"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --budget) budget="$2"; shift 2 ;;
+    --build-limit) build_limit="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --only) only=",$2,"; shift 2 ;;
     --selftest) selftest=1; shift ;;
@@ -116,9 +119,9 @@ if [ $selftest = 1 ]; then
 else
   add environment 20 cpu "" "$env_cmd"
   if [ $build = 1 ]; then
-    add build 300 cpu "" "make -j$jobs BUILD=$bdir GPU_ARCH=$arch all test-gpu"
+    add build "$build_limit" cpu "" "make -j$jobs BUILD=$bdir GPU_ARCH=$arch all test-gpu"
   else
-    add build 300 skip "" "make -j$jobs BUILD=$bdir GPU_ARCH=$arch all test-gpu"
+    add build "$build_limit" skip "" "make -j$jobs BUILD=$bdir GPU_ARCH=$arch all test-gpu"
   fi
   add gpu-tests 90 gpu build "bash test/run_tests.sh $bin/test_cuda_kernels $bin/test_cuda_train"
   add cpu-vs-cuda 150 gpu build "CUDA_TRAIN_LLAMA=./train_llama CUDA_EVAL_FACTOIDS=./eval_factoids bash test/run_tests.sh $bin/test_cuda_cli"
@@ -132,7 +135,7 @@ else
   add train-remix 120 gpu bench-data "$train --data $work/kvr.bin --batch-size 32 --seq-len 2048 --log $work/train_remix.jsonl --out $big/remix"
   add train-2048 120 gpu bench-data "$train --data $work/lm2048.bin --batch-size 4 --seq-len 2048 --truncate 1 --log $work/train_2048.jsonl --out $big/seq2048; rc=\$?; rm -rf $big/seq2048; exit \$rc"
   add decode 60 gpu train-remix "./eval_factoids --model $big/remix/final --data $work/kvr.jsonl --device cuda --batch-size 32 --max-new-tokens 64 --limit 320 --out $work/decode"
-  add ncu 75 gpu-opt build "${ncu_bin:-ncu} --clock-control none --kernel-name-base function --kernel-name regex:'$kernel_regex' --launch-count 24 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread --csv $bin/kernel_bench --shape llama8b --warmup 0 --reps 1 > $work/ncu.csv"
+  add ncu 90 gpu-opt build "${ncu_bin:-ncu} --clock-control none --kernel-name-base function --kernel-name regex:'$kernel_regex' --launch-count 44 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread --csv $bin/kernel_bench --shape llama8b --warmup 0 --reps 1 > $work/ncu.csv"
 fi
 
 # ---- run ----------------------------------------------------------------------------------------
