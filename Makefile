@@ -205,10 +205,14 @@ $(BUILD)/kernel_bench_emu: $(BUILD)/cuda-emu/dev/cuda/kernel_bench.o $(call lib_
 ifneq ($(NVCC),)
 NVCC_TEST_FLAGS := -std=c++20 -O2 -lineinfo -I. -Xcompiler -fopenmp,-Wall \
                    $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
-$(GPU_BUILD)/%.o: test/%.cpp | $(DEPS_STAMP)
+# $(GPU_BUILD)/arch holds the architectures and is rewritten when they change, which rebuilds
+# the nvcc objects.
+GPU_ARCH_STAMP  := $(GPU_BUILD)/arch
+$(shell mkdir -p $(GPU_BUILD) && (echo "$(CUDA_ARCHS)" | cmp -s - $(GPU_ARCH_STAMP) || echo "$(CUDA_ARCHS)" > $(GPU_ARCH_STAMP)))
+$(GPU_BUILD)/%.o: test/%.cpp $(GPU_ARCH_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_TEST_FLAGS) -x cu -MMD -MP -c $< -o $@
-$(GPU_BUILD)/dev/cuda/%.o: dev/cuda/%.cu | $(DEPS_STAMP)
+$(GPU_BUILD)/dev/cuda/%.o: dev/cuda/%.cu $(GPU_ARCH_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_TEST_FLAGS) -MMD -MP -c $< -o $@
 $(GPU_BUILD)/test_cuda_kernels $(GPU_BUILD)/test_cuda_train: $(GPU_BUILD)/%: $(GPU_BUILD)/%.o $(BUILD)/test/catch_main.o $(HOST_LIBS)
