@@ -30,7 +30,7 @@
 #
 # Options: --out DIR (default build/gpu_check/<UTC time>), --dry-run, --arch N (e.g. 90; default:
 # detected, else 90), --jobs N (default: all cores), --budget S (default 540), --build-limit S
-# (default 300; for slow machines), --no-build (dry run:
+# (default 400; for slow machines), --no-build (dry run:
 # skip the build), --only STAGE,... (run these stages only), --selftest (runs a synthetic plan
 # with a passing, a failing, a hanging and a dependent stage: tests this script's own logic).
 set -uo pipefail
@@ -38,7 +38,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 
 out=""; dry=0; arch=""; jobs="$(nproc 2>/dev/null || echo 4)"; budget=540; build=1; only=""; selftest=0
-build_limit=300
+build_limit=400
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -17,7 +17,7 @@ void bench_adamw(Bench& b) {
   m16.random(5, 1e-4f);
   v16.random(6, 1e-8f, 2e-8f);
   const AdamWHyper hp{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 10};
-  const std::string params = std::to_string(n / 1000000) + "M parameters";
+  const std::string params = (n >= 1000000 ? std::to_string(n / 1000000) + "M" : std::to_string(n)) + " parameters";
   b.run("global norm", 4.0 * n, 2.0 * n, Roof::memory, {out(norm)},
         [&] { global_norm(norm, scratch, grads, n, 1.0f, 0); }, params);
   b.run("update, fp32 moments", 30.0 * n, 0, Roof::memory, {out(master, false), out(m, false), out(v, false), out(work)},
