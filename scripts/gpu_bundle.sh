@@ -26,15 +26,18 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
-prove=0
+prove=0; checks_only=0
 for a in "$@"; do
   case "$a" in
     --prove) prove=1 ;;
+    --prove-checks) prove=1; checks_only=1 ;;  # the checks again, on the existing proof build
     *) echo "error: gpu_bundle.sh: unknown option $a (use --prove)" >&2; exit 2 ;;
   esac
 done
 
 dest="$here/.gpu-bundle"
+proof="$here/build/bundle-proof"
+if [ $checks_only = 0 ]; then
 pkgs=(catch2 nlohmann-json3-dev libpcre2-dev libcli11-dev libxxhash-dev)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -64,10 +67,11 @@ export GEMM=omp
 unset _b
 EOF
 echo "gpu-bundle: $(du -sh "$dest" | cut -f1) in .gpu-bundle/ ($(wc -l < "$dest/MANIFEST") packages); source tree $(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -n 1 | cut -f1)"
+fi
 [ $prove = 1 ] || exit 0
 
 # ---- proof ---------------------------------------------------------------------------------------
-proof="$here/build/bundle-proof"
+if [ $checks_only = 0 ]; then
 rm -rf "$proof"
 mkdir -p "$proof/src"
 # what the device tool sends: tracked and untracked-not-ignored files, plus the carried bundle
@@ -85,6 +89,14 @@ echo "stages: $status"
 for need in build=ok bench-data=ok; do
   [[ " $status " == *" $need "* ]] || { echo "error: bundle proof: stage ${need%=*} did not pass" >&2; exit 1; }
 done
+else
+  cd "$proof/src"
+  NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+  cuda_home=$(dirname "$(dirname "$(readlink -f "$(echo "$NVCC" | awk '{print $NF}')")")")
+fi
+# the environment the build had (gpu_check.sh sources the same file)
+# shellcheck source=/dev/null
+source .gpu-bundle/env.sh
 
 echo "== headers every translation unit of the build reads (system headers included), by origin"
 # -MMD dependency files omit system headers, so each compiled source is preprocessed again with -M.
@@ -109,7 +121,7 @@ if grep -Ev "$allowed_pkgs" "$proof/owners.txt" | sed 's/^/   not from the toolc
 [ $bad = 0 ] || { echo "error: bundle proof: the build read headers from outside the bundle and the toolchain" >&2; exit 1; }
 
 echo "== shared libraries of the programs (ldd, LD_LIBRARY_PATH = the bundle only)"
-allowed_libs='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libgomp|libcudart|libcublasLt|libcublas)\.'
+allowed_libs='^(linux-vdso|ld-linux-x86-64|libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libgomp|libcudart|libcublasLt|libcublas)\.'
 for b in train_llama eval_factoids prepare_data tokenize build-gemm-omp/gpu/*; do
   [ -x "$b" ] && [ -f "$b" ] || continue
   libs=$(env -i LD_LIBRARY_PATH="$proof/src/.gpu-bundle/lib" ldd "$b" | awk '{print $1}' | xargs -n1 basename)
