@@ -136,7 +136,7 @@ EMU_FLAGS    := -DCUDA_EMULATION -I$(CUDA_INCLUDE)
 # `private`: the flags must not leak into the prerequisites (other archives, catch_main.o).
 $(BUILD)/test/emu/%.o $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda%: private CXXFLAGS += $(EMU_FLAGS)
 # Boost.Context (the emulator's fibers) is linked into the emulated programs only.
-$(BUILD)/test/test_emu% $(BUILD)/test/test_cuda% $(BUILD)/train_llama_emu $(BUILD)/eval_factoids_emu \
+$(BUILD)/test/test_emu $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda% $(BUILD)/train_llama_emu $(BUILD)/eval_factoids_emu \
   $(BUILD)/bench/bench_emu $(BUILD)/kernel_bench_emu: LDLIBS += -lboost_context
 # The emulator's sample kernels must also compile with nvcc for the real GPUs (needs nvcc only).
 .PHONY: emu-nvcc-check
