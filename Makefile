@@ -4,7 +4,8 @@
 #
 # Conventions (so that a new file needs no Makefile edit):
 #   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ eval/ test/emu/ goes into
-#     that component's archive, except files named *_main.cpp, which are program entry points;
+#     that component's archive, except files named *_main.cpp, which are program entry points
+#     (and kernels/cpu/sgemm_{dnnl,omp}.cpp: one of the two, by GEMM);
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
 
 CXX      ?= g++
