@@ -4,14 +4,21 @@
 #
 # Conventions (so that a new file needs no Makefile edit):
 #   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ eval/ test/emu/ goes into
-#     that component's archive, except files named *_main.cpp, which are program entry points;
+#     that component's archive, except files named *_main.cpp, which are program entry points
+#     (and kernels/cpu/sgemm_{dnnl,omp}.cpp: one of the two, by GEMM);
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
 
 CXX      ?= g++
 OPT      ?= -O3 -march=native
 CXXFLAGS ?= $(OPT) -g -std=c++20 -fopenmp -Wall -Wextra -Wno-unused-parameter -I.
-LDLIBS   := -ldnnl -lpcre2-8 -lboost_context -lpthread -fopenmp
-BUILD    := build
+# GEMM=dnnl (default): the CPU matmuls through oneDNN; GEMM=omp: a plain OpenMP sgemm
+# (kernels/cpu/sgemm_omp.cpp) for machines without oneDNN, built in its own directory.
+GEMM     ?= dnnl
+ifeq ($(filter $(GEMM),dnnl omp),)
+$(error GEMM must be dnnl or omp, not '$(GEMM)')
+endif
+LDLIBS   := $(if $(filter dnnl,$(GEMM)),-ldnnl) -lpcre2-8 -lpthread -fopenmp
+BUILD    ?= $(if $(filter omp,$(GEMM)),build-gemm-omp,build)
 PYTHON   ?= python3
 
 # Debian packages are installed on first build (and whenever the script changes).
@@ -27,7 +34,7 @@ $(DEPS_STAMP): scripts/install_deps.sh
 COMPONENTS     := eval dataloader tokenizer model kernels emu common
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
-SRCS_kernels   := $(wildcard kernels/cpu/*.cpp)
+SRCS_kernels   := $(filter-out kernels/cpu/sgemm_$(if $(filter omp,$(GEMM)),dnnl,omp).cpp,$(wildcard kernels/cpu/*.cpp))
 SRCS_model     := $(wildcard model/*.cpp)
 SRCS_tokenizer := $(wildcard tokenizer/*.cpp)
 SRCS_dataloader:= $(wildcard dataloader/*.cpp)
@@ -41,6 +48,9 @@ DEPS_dataloader:= tokenizer common
 DEPS_emu       := common
 lib_of = $(BUILD)/lib$(1).a
 ALL_LIBS := $(foreach c,$(COMPONENTS),$(call lib_of,$(c)))
+# Programs and real-GPU tests never link the emulator: libemu defines the CUDA runtime API
+# (cudaMalloc, ...) and would shadow libcudart for any object that calls it.
+HOST_LIBS := $(filter-out $(call lib_of,emu),$(ALL_LIBS))
 define component_rules
 $(call lib_of,$(1)): $(patsubst %.cpp,$(BUILD)/%.o,$(filter-out %_main.cpp,$(SRCS_$(1))))
 	@rm -f $$@
@@ -70,16 +80,16 @@ $(BUILD)/%.o: %.cpp | $(DEPS_STAMP)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
 
 # Program entry points. The .cu mains are plain C++ on the CPU-only build.
-tokenize: $(BUILD)/tokenizer/tokenize_main.o $(ALL_LIBS)
+tokenize: $(BUILD)/tokenizer/tokenize_main.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-prepare_data: $(BUILD)/prepare_data.o $(ALL_LIBS)
+prepare_data: $(BUILD)/prepare_data.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -x c++ -MMD -MP -c $< -o $@
-train_llama: $(BUILD)/train_llama.o $(ALL_LIBS)
+train_llama: $(BUILD)/train_llama.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-eval_factoids: $(BUILD)/eval_factoids.o $(ALL_LIBS)
+eval_factoids: $(BUILD)/eval_factoids.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
@@ -126,6 +136,9 @@ CUDA_INCLUDE ?= /usr/local/cuda/include
 EMU_FLAGS    := -DCUDA_EMULATION -I$(CUDA_INCLUDE)
 # `private`: the flags must not leak into the prerequisites (other archives, catch_main.o).
 $(BUILD)/test/emu/%.o $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda%: private CXXFLAGS += $(EMU_FLAGS)
+# Boost.Context (the emulator's fibers) is linked into the emulated programs only.
+$(BUILD)/test/test_emu $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda% $(BUILD)/train_llama_emu $(BUILD)/eval_factoids_emu \
+  $(BUILD)/bench/bench_emu $(BUILD)/kernel_bench_emu: LDLIBS += -lboost_context
 # The emulator's sample kernels must also compile with nvcc for the real GPUs (needs nvcc only).
 .PHONY: emu-nvcc-check
 emu-nvcc-check:
@@ -180,3 +193,53 @@ $(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/eval_factoids_emu eval_factoids
+
+# ---- GPU readiness: real-GPU tests, kernel benchmarks, the bundle [docs/cuda.md] ----------------
+# `make test-gpu` builds, with nvcc for GPU_ARCH, the same test sources the emulator runs:
+# test_cuda_kernels and test_cuda_train (nvcc -x cu; test/test_cuda_common.h maps the emulator-only
+# calls), and test_cuda_cli (plain g++, pointed at the nvcc-built ./train_llama and ./eval_factoids
+# by CUDA_TRAIN_LLAMA / CUDA_EVAL_FACTOIDS). `make check-gpu` also runs them (needs a GPU).
+# `make kernel-bench` builds build/gpu/kernel_bench (dev/cuda/). The emulator runs the benchmark
+# cases at the smoke shape in test/test_cuda_bench.cpp (part of `make test`).
+GPU_BUILD      := $(BUILD)/gpu
+GPU_TEST_BINS  := $(GPU_BUILD)/test_cuda_kernels $(GPU_BUILD)/test_cuda_train $(GPU_BUILD)/test_cuda_cli
+.PHONY: test-gpu check-gpu kernel-bench gpu-bundle
+$(BUILD)/kernel_bench_emu: $(BUILD)/cuda-emu/dev/cuda/kernel_bench.o $(call lib_of,emu) $(call lib_of,common)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+ifneq ($(NVCC),)
+NVCC_TEST_FLAGS := -std=c++20 -O2 -lineinfo -I. -Xcompiler -fopenmp,-Wall \
+                   $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
+# $(GPU_BUILD)/arch holds the architectures and is rewritten when they change, which rebuilds
+# the nvcc objects.
+GPU_ARCH_STAMP  := $(GPU_BUILD)/arch
+$(shell mkdir -p $(GPU_BUILD) && (echo "$(CUDA_ARCHS)" | cmp -s - $(GPU_ARCH_STAMP) || echo "$(CUDA_ARCHS)" > $(GPU_ARCH_STAMP)))
+$(GPU_BUILD)/%.o: test/%.cpp $(GPU_ARCH_STAMP) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_TEST_FLAGS) -x cu -MMD -MP -c $< -o $@
+$(GPU_BUILD)/dev/cuda/%.o: dev/cuda/%.cu $(GPU_ARCH_STAMP) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_TEST_FLAGS) -MMD -MP -c $< -o $@
+$(GPU_BUILD)/test_cuda_kernels $(GPU_BUILD)/test_cuda_train: $(GPU_BUILD)/%: $(GPU_BUILD)/%.o $(BUILD)/test/catch_main.o $(HOST_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+$(GPU_BUILD)/test_cuda_cli.o: test/test_cuda_cli.cpp | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
+$(GPU_BUILD)/test_cuda_cli: $(GPU_BUILD)/test_cuda_cli.o $(BUILD)/test/catch_main.o $(HOST_LIBS) | train_llama eval_factoids prepare_data
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+$(GPU_BUILD)/kernel_bench: $(GPU_BUILD)/dev/cuda/kernel_bench.o
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(CUDA_LDLIBS)
+test-gpu: $(GPU_TEST_BINS) $(GPU_BUILD)/kernel_bench
+kernel-bench: $(GPU_BUILD)/kernel_bench
+check-gpu: test-gpu
+	CUDA_TRAIN_LLAMA=./train_llama CUDA_EVAL_FACTOIDS=./eval_factoids bash test/run_tests.sh $(GPU_TEST_BINS)
+else
+test-gpu check-gpu kernel-bench:
+	@echo "error: $@ needs nvcc (CUDA toolkit in PATH or /usr/local/cuda/bin; NO_CUDA=1 disables it)" >&2; exit 1
+endif
+# The bundle for a bare GPU machine (.gpu-bundle/, see scripts/gpu_bundle.sh); `make gpu-bundle-proof`
+# also builds a copy of the tree from it and runs the CPU side with nothing else on the library path.
+gpu-bundle:
+	bash scripts/gpu_bundle.sh
+gpu-bundle-proof:
+	bash scripts/gpu_bundle.sh --prove
+.PHONY: gpu-bundle-proof

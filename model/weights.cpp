@@ -35,7 +35,9 @@ void save_weights(const std::string& dir, const LlamaConfig& c, const ParamLayou
 
 void init_weights(const LlamaConfig& c, const ParamLayout& layout, float* params, uint64_t seed) {
   // One generator per tensor, seeded from (seed, tensor index): the result does not depend on
-  // the thread count, and adding a tensor does not reshuffle the others.
+  // the thread count, and adding a tensor does not reshuffle the others. Tensors are drawn in
+  // parallel (a 1B model's 1.2G normal draws take ~20 s on one core).
+#pragma omp parallel for schedule(dynamic, 1)
   for (size_t ti = 0; ti < layout.tensors.size(); ti++) {
     const ParamTensor& t = layout.tensors[ti];
     float* p = params + t.offset;

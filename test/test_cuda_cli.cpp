@@ -3,6 +3,8 @@
 // same data and init: the step losses and gradient norms agree within bf16 tolerance, the final
 // weights are close, a resumed CUDA run ends with byte-identical weights, and --dry-run prints the
 // GPU memory plan. Runs from the repository root after `make` (needs ./prepare_data, ./train_llama).
+// On a GPU machine the same test runs the nvcc build instead (make check-gpu): the environment
+// variables CUDA_TRAIN_LLAMA and CUDA_EVAL_FACTOIDS name the programs run with --device cuda.
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
@@ -21,6 +23,14 @@
 using nlohmann::json;
 
 namespace {
+
+// The programs run with --device cuda: the emulated builds, or the real ones on a GPU machine.
+std::string cuda_program(const char* env, const char* emulated) {
+  const char* p = std::getenv(env);
+  return p && *p ? p : emulated;
+}
+const std::string kTrainCuda = cuda_program("CUDA_TRAIN_LLAMA", "build/train_llama_emu");
+const std::string kEvalCuda = cuda_program("CUDA_EVAL_FACTOIDS", "build/eval_factoids_emu");
 
 // Runs argv with stdout and stderr to `log`; returns the exit code.
 int run(const std::vector<std::string>& argv, const std::string& log) {
@@ -94,7 +104,7 @@ TEST_CASE("train_llama --device cuda (emulated) agrees with --device cpu, and re
   Setup s;
   const int steps = 4;
   REQUIRE(run(s.args("./train_llama", "cpu", "cpu", steps), s.dir + "/cpu.log") == 0);
-  REQUIRE(run(s.args("build/train_llama_emu", "cuda", "gpu", steps), s.dir + "/gpu.log") == 0);
+  REQUIRE(run(s.args(kTrainCuda, "cuda", "gpu", steps), s.dir + "/gpu.log") == 0);
   REQUIRE(read_text_file(s.dir + "/gpu.log").find("device cuda") != std::string::npos);
 
   const std::vector<json> cpu = step_events(s.dir + "/cpu.jsonl"), gpu = step_events(s.dir + "/gpu.jsonl");
@@ -129,7 +139,7 @@ TEST_CASE("train_llama --device cuda (emulated) agrees with --device cpu, and re
   REQUIRE(std::abs(hg["loss"].get<double>() - hc["loss"].get<double>()) <= 2e-2 * hc["loss"].get<double>());
 
   // Resume the CUDA run from its step-2 checkpoint: the final weights are byte-identical.
-  const std::vector<std::string> resume = {"build/train_llama_emu", "--resume", s.dir + "/gpu/checkpoint-2",
+  const std::vector<std::string> resume = {kTrainCuda, "--resume", s.dir + "/gpu/checkpoint-2",
                                            "--out", s.dir + "/gpu_resumed", "--log", s.dir + "/gpu_resumed.jsonl"};
   REQUIRE(run(resume, s.dir + "/resume.log") == 0);
   const std::string a = read_text_file(s.dir + "/gpu/final/model.safetensors");
@@ -141,7 +151,7 @@ TEST_CASE("train_llama --device cuda (emulated) agrees with --device cpu, and re
 TEST_CASE("train_llama --optimizer-state bf16 (emulated cuda): tracks --device cpu, saves BF16 moments, resumes bit-exactly") {
   Setup s;
   const int steps = 4;
-  std::vector<std::string> bf16_args = s.args("build/train_llama_emu", "cuda", "gpu16", steps);
+  std::vector<std::string> bf16_args = s.args(kTrainCuda, "cuda", "gpu16", steps);
   bf16_args.insert(bf16_args.end(), {"--optimizer-state", "bf16"});
   REQUIRE(run(bf16_args, s.dir + "/gpu16.log") == 0);
   REQUIRE(run(s.args("./train_llama", "cpu", "cpu", steps), s.dir + "/cpu.log") == 0);
@@ -159,7 +169,7 @@ TEST_CASE("train_llama --optimizer-state bf16 (emulated cuda): tracks --device c
   REQUIRE(st.tensors.at("master_weights").dtype == "F32");
   // --optimizer-state is stored with the run's options: the resume keeps bf16 moments and ends
   // byte-identical (stochastic rounding is seeded by the AdamW step, restored from the checkpoint).
-  const std::vector<std::string> resume = {"build/train_llama_emu", "--resume", s.dir + "/gpu16/checkpoint-2",
+  const std::vector<std::string> resume = {kTrainCuda, "--resume", s.dir + "/gpu16/checkpoint-2",
                                            "--out", s.dir + "/gpu16_resumed", "--log", s.dir + "/gpu16_resumed.jsonl"};
   REQUIRE(run(resume, s.dir + "/resume16.log") == 0);
   for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
@@ -205,7 +215,7 @@ TEST_CASE("eval_factoids --device cuda (emulated) decodes the same tokens as --d
   REQUIRE(run({"./eval_factoids", "--model", s.dir + "/mem/final", "--data", qa, "--device", "cpu", "--threads", "1",
                "--out", s.dir + "/ev_cpu"},
               s.dir + "/ev_cpu.log") == 0);
-  REQUIRE(run({"build/eval_factoids_emu", "--model", s.dir + "/mem/final", "--data", qa, "--device", "cuda",
+  REQUIRE(run({kEvalCuda, "--model", s.dir + "/mem/final", "--data", qa, "--device", "cuda",
                "--threads", "1", "--out", s.dir + "/ev_gpu"},
               s.dir + "/ev_gpu.log") == 0);
   std::ifstream a(s.dir + "/ev_cpu/predictions.jsonl"), b(s.dir + "/ev_gpu/predictions.jsonl");

@@ -1,4 +1,5 @@
-// Helpers for the emulated CUDA tests (test/test_cuda*.cpp): device buffers, bf16 rounding,
+// Helpers for the CUDA tests (test/test_cuda*.cpp), on the emulator (g++ -DCUDA_EMULATION, make
+// test) and on a real GPU (nvcc, make test-gpu), from the same source: device buffers, bf16 rounding,
 // normalized MSE, running a launch under several fiber orders, and a record of every kernel
 // launched, so that a test can fail when some __global__ kernel of kernels/cuda/ is never run.
 //
@@ -33,10 +34,21 @@ inline void record_launch(const char* name) {
   launched_kernels().insert(s);
 }
 #undef LAUNCH
+#if defined(__CUDACC__)
+// The real-GPU build of the same tests (make test-gpu): `record(name), kernel<<<...>>>(args)`.
+#define LAUNCH(kernel, grid, block, smem, stream) \
+  record_launch(#kernel), kernel<<<grid, block, smem, stream>>>
+// Fiber orders exist only on the emulator; on a GPU run_all_schedules still runs every launch
+// three times and requires bit-identical results (the kernels are deterministic).
+namespace emu {
+inline void set_schedule(const std::string&) {}
+}  // namespace emu
+#else
 #define LAUNCH(kernel, grid, block, smem, stream)                                       \
   (record_launch(#kernel),                                                             \
    ::emu::make_launcher(kernel, #kernel, dim3(grid), dim3(block), (size_t)(smem),       \
                         (cudaStream_t)(stream), __FILE__, __LINE__))
+#endif
 
 typedef __nv_bfloat16 bf16;
 

@@ -1,27 +1,17 @@
-// Linear layers through oneDNN's row-major sgemm (about 250 GFLOP/s on 2 cores here, against
-// about 40 for Debian's OpenBLAS on this CPU; docs/design.md, "CPU GEMMs: oneDNN").
+// Linear layers through the row-major sgemm (sgemm_dnnl.cpp: oneDNN, about 250 GFLOP/s on 2
+// cores here, against about 40 for Debian's OpenBLAS on this CPU; or sgemm_omp.cpp with
+// `make GEMM=omp`, for machines without oneDNN).
 //
 // torch.nn.Linear convention: W is [OC, IC] and y = x W^T (+ b). Then
 //   dx = dy W          ([N,OC] x [OC,IC])
 //   dW += dy^T x       ([OC,N] x [N,IC])
 //   db += sum_t dy[t]
-#include <dnnl.h>
 #include <omp.h>
 
 #include <vector>
 
 #include "common/error.h"
 #include "kernels/cpu/ops.h"
-
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-           int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
-                                B, ldb, beta, C, ldc);
-  check(st == dnnl_success, "sgemm: oneDNN dnnl_sgemm failed with status ", (int)st, " (M=", M,
-        " N=", N, " K=", K, ")");
-}
 
 static void add_bias_rows(float* out, const float* bias, int N, int OC) {
 #pragma omp parallel for schedule(static)

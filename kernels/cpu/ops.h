@@ -27,7 +27,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weigh
 void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float* x,
                       const float* weight, const float* rstd, int N, int C);
 
-// ---- matmul.cpp ---- (oneDNN sgemm; y = x W^T as in torch.nn.Linear, W is [OC, IC])
+// ---- matmul.cpp ---- (sgemm; y = x W^T as in torch.nn.Linear, W is [OC, IC])
 // out[N, OC] (= or +=) x[N, IC] W^T (+ bias).
 void matmul_forward(float* out, const float* x, const float* weight, const float* bias, int N,
                     int IC, int OC, bool accumulate);
@@ -39,7 +39,8 @@ void matmul_forward_transposed(float* out, const float* x, const float* weight_t
 // dx may be null (no input gradient wanted).
 void matmul_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                      const float* weight, int N, int IC, int OC, bool accumulate_dx);
-// General row-major sgemm: C[M,N] = alpha op(A) op(B) + beta C.
+// General row-major sgemm: C[M,N] = alpha op(A) op(B) + beta C (beta 0: C is not read).
+// sgemm_dnnl.cpp (oneDNN, the default) or sgemm_omp.cpp (`make GEMM=omp`).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
            int64_t ldc);
