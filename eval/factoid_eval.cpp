@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "common/hash.h"
 #include "dataloader/dataloader.h"
 #include "dataloader/prompt_template.h"
@@ -106,11 +107,17 @@ GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config,
 
 EvalOutcome evaluate_factoids(const InferenceModel& m, const Tokenizer& tok, const std::vector<EvalItem>& items,
                               const GreedyOptions& opt, MatchKind match) {
-  std::vector<std::vector<int32_t>> prompts;
-  prompts.reserve(items.size());
-  for (const auto& it : items) prompts.push_back(it.prompt_ids);
   EvalOutcome out;
-  out.output_ids = greedy_generate(m, prompts, opt);
+  // Decoded in chunks of whole decode batches (the same batches as all at once, so the same
+  // answers), so that a large set shows its progress.
+  const size_t chunk = size_t(std::max(1, opt.batch_size)) * 16;
+  Progress progress("evaluating", int64_t(items.size()), "questions");
+  for (size_t b = 0; b < items.size(); b += chunk) {
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t i = b; i < std::min(items.size(), b + chunk); ++i) prompts.push_back(items[i].prompt_ids);
+    for (auto& ids : greedy_generate(m, prompts, opt)) out.output_ids.push_back(std::move(ids));
+    progress.add(int64_t(prompts.size()));
+  }
   for (size_t i = 0; i < items.size(); ++i) {
     std::string text = tok.decode(out.output_ids[i], /*skip_special_tokens=*/true);
     std::string pred = cut_at_newline(text);
