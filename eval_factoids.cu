@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
       LlamaConfig config = load_config(dir + "/config.json");
       ParamLayout layout = make_param_layout(config);
       check_host_memory(dir + ": " + std::to_string(layout.total) + " parameters", {{"fp32 weights", 4.0 * layout.total}},
-                        "a smaller model, or a machine with more memory");
+                        "Use a smaller model, or a machine with more memory");
       std::vector<float> params(layout.total);
       load_weights(dir, config, layout, params.data());
       const std::string tok_path = !args.tokenizer.empty() ? args.tokenizer : dir + "/tokenizer.json";

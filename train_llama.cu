@@ -445,7 +445,7 @@ struct Trainer {
     char what[160];
     std::snprintf(what, sizeof what, "train_llama: %s with %.3fB parameters, micro-batch %d x %d tokens",
                   config.architecture.c_str(), P / 1e9, rows, args.seq_len);
-    check_host_memory(what, plan, "use a smaller model, --micro-batch-size or --seq-len");
+    check_host_memory(what, plan, "Use a smaller model, --micro-batch-size or --seq-len");
   }
 
   void setup(const OptionMap& command_line) {

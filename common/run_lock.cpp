@@ -21,9 +21,9 @@ static std::string read_fd_text(int fd) {
     off += n;
   }
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  for (char& c : s)
-    if (c == '\n') c = ',';
-  return s;
+  std::string out;  // one line: "pid 12, host h, program p, started t"
+  for (char c : s) out += c == '\n' ? std::string(", ") : std::string(1, c);
+  return out;
 }
 
 static std::string host_name() {

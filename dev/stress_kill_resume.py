@@ -53,8 +53,14 @@ def complete_checkpoints(out):
             and os.path.exists(f"{out}/{d}/trainer_state.json")]
 
 
+# The uninterrupted run; its startup (until the first checkpoint) and step times set the kill times.
 t0 = time.time()
-subprocess.run(train_cmd(f"{w}/straight"), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+p = subprocess.Popen(train_cmd(f"{w}/straight"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+while p.poll() is None and not os.path.isdir(f"{w}/straight/checkpoint-1"):
+    time.sleep(0.005)
+t_start = time.time() - t0
+if p.wait() != 0:
+    sys.exit("stress: the uninterrupted run failed")
 t_ref = time.time() - t0
 
 out = f"{w}/killed"
@@ -65,14 +71,15 @@ while True:
     starts += 1
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     if kills < a.kills:
-        delay = rng.uniform(0.0, 2.0 * t_ref / a.kills)
+        # startup, then on average half of the run's share per kill: the kills spread over the run
+        delay = rng.uniform(0.0, t_start + (t_ref - t_start) / a.kills)
         try:
             p.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
             kills += 1
-            if any(d.endswith(".tmp") or ".old." in d for d in os.listdir(out) if os.path.isdir(f"{out}/{d}")):
+            if os.path.isdir(out) and any(d.endswith(".tmp") or ".old." in d for d in os.listdir(out)):
                 in_save += 1
             continue
     else:
@@ -82,10 +89,12 @@ while True:
         sys.exit(1)
     if os.path.isdir(f"{out}/final"):
         break
+if kills < a.kills:
+    sys.exit(f"stress: the run finished after {kills} of {a.kills} kills; use more --steps")
 
 same = all(open(f"{out}/final/{f}", "rb").read() == open(f"{w}/straight/final/{f}", "rb").read()
            for f in ("model.safetensors", "optimizer.safetensors"))
 print(f"stress: {kills} SIGKILLs ({in_save} inside a checkpoint write), {starts} starts, {a.steps} steps: final "
       f"weights and optimizer state {'byte-identical to' if same else 'DIFFER from'} the uninterrupted run "
-      f"({time.strftime('%Y-%m-%d', time.gmtime())}, uninterrupted run {t_ref:.1f} s)")
+      f"({time.strftime('%Y-%m-%d', time.gmtime())}; uninterrupted run {t_ref:.1f} s, startup {t_start:.1f} s)")
 sys.exit(0 if same else 1)

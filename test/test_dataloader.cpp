@@ -458,6 +458,21 @@ TEST_CASE("resuming from a serialized cursor gives byte-identical batches") {
     REQUIRE_THROWS_WITH(DataCursor::from_json(nlohmann::json::parse("{\"epoch\":1}"), "state.json"),
                         Catch::Contains("state.json"));
   }
+  SECTION("a cursor whose epoch the run cannot have reached is refused, not replayed (found by fuzz_trainer_state)") {
+    // Consistent stream states for epoch e, so that only the new checks stand in the way: one
+    // epoch beyond the step count, one beyond kMaxCursorEpoch (its replay took hours), one whose
+    // draw count overflowed int64.
+    DataLoader first(c);
+    first.next(ob);
+    for (int64_t e : {int64_t(5), kMaxCursorEpoch + 1, int64_t(1) << 61}) {
+      DataCursor cur = first.cursor();
+      cur.epoch = e;
+      cur.position = 0;
+      cur.step = e == 5 ? 4 : e;
+      DataLoader o(c);
+      REQUIRE_THROWS_WITH(o.restore(cur), Catch::Contains("data cursor: epoch " + std::to_string(e)));
+    }
+  }
 }
 
 TEST_CASE("the union of R ranks' batches equals the single-rank batch") {

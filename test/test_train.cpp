@@ -516,3 +516,22 @@ TEST_CASE("SIGKILL inside a checkpoint write: the next start takes over the stal
   REQUIRE(leftovers(out).empty());
   require_same_final(out, ref);
 }
+
+TEST_CASE("a model that cannot fit in host memory is refused before allocation, with the plan and the shortfall") {
+  const Data& d = data();
+  const std::string cfg = d.dir + "/huge.json", out = d.dir + "/huge";
+  // 4096 layers of hidden 16384: about 13 trillion parameters, beyond any machine's MemAvailable
+  write_file_atomic(cfg, R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 4096, "hidden_size": 16384,
+    "intermediate_size": 16384, "num_hidden_layers": 4096, "num_attention_heads": 128, "num_key_value_heads": 8})");
+  int rc = run({"./train_llama", "--init", cfg, "--tokenizer", d.tokenizer, "--data", d.kvr, "--out", out, "--steps",
+                "1", "--threads", "1", "--device", "cpu"},
+               out + ".log");
+  std::string log = slurp(out + ".log");
+  INFO(log);
+  REQUIRE(rc == 1);
+  REQUIRE(log.find("error: train_llama: LlamaForCausalLM with ") != std::string::npos);
+  REQUIRE(log.find("GiB of host memory (weights ") != std::string::npos);
+  REQUIRE(log.find("activations ") != std::string::npos);
+  REQUIRE(log.find("(MemAvailable in /proc/meminfo): short by ") != std::string::npos);
+  REQUIRE(list_run_checkpoints(out).empty());
+}

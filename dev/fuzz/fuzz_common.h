@@ -30,15 +30,16 @@ inline void print_counts() {
 }
 
 // A scratch directory private to this process (in /dev/shm when there is one: no disk traffic).
+// (Never destroyed: the exit handler that removes it runs after static destructors would.)
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  static const std::string* dir = [] {
     std::string base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
-    std::string d = base + "/engine-fuzz-" + std::to_string(getpid());
-    make_dirs(d);
+    auto* d = new std::string(base + "/engine-fuzz-" + std::to_string(getpid()));
+    make_dirs(*d);
     std::atexit([] { remove_tree(scratch_dir()); });
     return d;
   }();
-  return dir;
+  return *dir;
 }
 
 // Writes bytes to scratch_dir()/name (plain write: the readers must not care how a file came).

@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets (clang, AddressSanitizer + UBSan; `make fuzz-targets`) and runs
 # each for a given number of inputs:
 #   bash dev/fuzz/run_fuzz.sh [RUNS] [TARGET...]    # default 1000000 inputs each, all targets
+# FUZZ_MAX_TIME=S also stops each target after S seconds (the summary gives the inputs run).
 # Targets: every dev/fuzz/fuzz_*.cpp (see each file's comment for the reader and its contract).
 # Seeds: each target writes its own (fixture files, valid inputs) into build/fuzz/seeds/<target>;
 # new interesting inputs go to build/fuzz/corpus/<target>. A failure leaves crash-*/timeout-*/
@@ -29,7 +30,7 @@ for t in "${targets[@]}"; do
   maxlen=$(find "$seeds" -type f -printf '%s\n' | sort -n | tail -n 1)
   [ "${maxlen:-0}" -lt 4096 ] && maxlen=4096
   if ! "build/fuzz/$t" -runs="$runs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-      -print_final_stats=1 -artifact_prefix="$art/" "$corpus" "$seeds" > "$log" 2>&1; then
+      -print_final_stats=1 ${FUZZ_MAX_TIME:+-max_total_time=$FUZZ_MAX_TIME} -artifact_prefix="$art/" "$corpus" "$seeds" > "$log" 2>&1; then
     tail -n 40 "$log"
     echo "FAILED: $t (artifacts in $art/, log $log)"
     exit 1
