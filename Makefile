@@ -192,7 +192,7 @@ $(BUILD)/test/test_train: | $(BUILD)/test/libenospc.so
 # is built without comparison tracing, which would make every hash-table probe ~10x slower.
 FUZZ_CXX     ?= clang++
 FUZZ_FLAGS   := -std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Wno-unknown-pragmas -I.
-FUZZ_SRCS    := $(SRCS_common) $(filter-out %_main.cpp,$(SRCS_tokenizer) $(SRCS_dataloader)) \
+FUZZ_SRCS    := $(filter-out common/cli.cpp,$(SRCS_common)) $(filter-out %_main.cpp,$(SRCS_tokenizer) $(SRCS_dataloader)) \
                 $(addprefix model/,safetensors.cpp config.cpp checkpoint.cpp params.cpp weights.cpp)
 FUZZ_TARGETS := $(patsubst dev/fuzz/%.cpp,$(BUILD)/fuzz/%,$(wildcard dev/fuzz/fuzz_*.cpp))
 $(BUILD)/fuzz/obj/tokenizer/%.o $(BUILD)/fuzz/obj/dev/fuzz/fuzz_tokenizer.o: private FUZZ_COV := -fno-sanitize-coverage=trace-cmp
