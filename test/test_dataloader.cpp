@@ -117,6 +117,17 @@ TEST_CASE("corrupt shards give clear errors naming the file") {
       REQUIRE(e.find("truncated") != std::string::npos);
     }
   }
+  SECTION("a vocab_size beyond int32 is refused: its ids turned negative (found by fuzz_shard)") {
+    // the fuzzer's input, checksums recomputed: vocab_size 4261482864, one token 0x8001116f
+    std::string b = read_bytes("dev/fuzz/regressions/fuzz_shard/vocab_size_beyond_int32");
+    ShardHeader h;
+    std::memcpy(&h, b.data(), sizeof h);
+    h.payload_checksum = hash64(b.data() + kShardHeaderBytes, b.size() - kShardHeaderBytes);
+    h.header_checksum = hash64(&h, offsetof(ShardHeader, header_checksum));
+    std::memcpy(b.data(), &h, sizeof h);
+    std::string p = corrupt("vocab.bin", b);
+    REQUIRE_THAT(error_of(p), Catch::Contains(p) && Catch::Contains("vocab_size 4261482864"));
+  }
   SECTION("trailing bytes") {
     std::string p = corrupt("long.bin", bytes + std::string(8, '\0'));
     REQUIRE_THAT(error_of(p), Catch::Contains(p) && Catch::Contains("trailing"));
