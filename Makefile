@@ -243,3 +243,33 @@ gpu-bundle:
 gpu-bundle-proof:
 	bash scripts/gpu_bundle.sh --prove
 .PHONY: gpu-bundle-proof
+
+# test/shim/enospc.c: LD_PRELOAD library that fills the disk on demand (full-disk tests).
+CC ?= cc
+$(BUILD)/test/libenospc.so: test/shim/enospc.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -shared -fPIC $< -o $@ -ldl
+$(BUILD)/test/test_train: | $(BUILD)/test/libenospc.so
+
+# ---- libFuzzer targets (dev/fuzz/fuzz_*.cpp) ------------------------------------------------------
+# clang with libFuzzer, AddressSanitizer and UBSan, over instrumented copies of the readers'
+# sources (build/fuzz/obj; OpenMP pragmas are ignored). dev/fuzz/run_fuzz.sh runs them for a given
+# number of inputs; test/test_fuzz.cpp runs a short version of each in `make test`. The tokenizer
+# is built without comparison tracing, which would make every hash-table probe ~10x slower.
+FUZZ_CXX     ?= clang++
+FUZZ_FLAGS   := -std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Wno-unknown-pragmas -I.
+FUZZ_SRCS    := $(filter-out common/cli.cpp,$(SRCS_common)) $(filter-out %_main.cpp,$(SRCS_tokenizer) $(SRCS_dataloader)) \
+                $(addprefix model/,safetensors.cpp config.cpp checkpoint.cpp params.cpp weights.cpp)
+FUZZ_TARGETS := $(patsubst dev/fuzz/%.cpp,$(BUILD)/fuzz/%,$(wildcard dev/fuzz/fuzz_*.cpp))
+$(BUILD)/fuzz/obj/tokenizer/%.o $(BUILD)/fuzz/obj/dev/fuzz/fuzz_tokenizer.o: private FUZZ_COV := -fno-sanitize-coverage=trace-cmp
+$(BUILD)/fuzz/obj/%.o: %.cpp | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(FUZZ_COV) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/libreaders.a: $(FUZZ_SRCS:%.cpp=$(BUILD)/fuzz/obj/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/dev/fuzz/fuzz_%.o $(BUILD)/fuzz/libreaders.a
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer $^ -o $@ -lpcre2-8
+.PHONY: fuzz-targets
+fuzz-targets: $(FUZZ_TARGETS)
+$(BUILD)/test/test_fuzz: | $(FUZZ_TARGETS)

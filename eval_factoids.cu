@@ -30,6 +30,7 @@
 #include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "common/nvtx.h"
 #include "dataloader/prompt_template.h"
 #include "eval/factoid_eval.h"
@@ -194,6 +195,8 @@ int main(int argc, char** argv) {
       NVTX_RANGE("eval");
       LlamaConfig config = load_config(dir + "/config.json");
       ParamLayout layout = make_param_layout(config);
+      check_host_memory(dir + ": " + std::to_string(layout.total) + " parameters", {{"fp32 weights", 4.0 * layout.total}},
+                        "Use a smaller model, or a machine with more memory");
       std::vector<float> params(layout.total);
       load_weights(dir, config, layout, params.data());
       const std::string tok_path = !args.tokenizer.empty() ? args.tokenizer : dir + "/tokenizer.json";

@@ -22,6 +22,7 @@
 #include "common/file_io.h"
 #include "common/hash.h"
 #include "dataloader/chat.h"
+#include "common/progress.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/shard.h"
 #include "dataloader/sources.h"
@@ -410,7 +411,9 @@ int run(int argc, char** argv) {
   } else if (!lm_chunks) {
     PromptTemplate tmpl = PromptTemplate::parse(template_text, template_arg);
     auto examples = tokenize_examples(tok, tmpl, questions, answers);
+    Progress progress("building the shard", int64_t(examples.size()), "examples");
     for (size_t i = 0; i < examples.size(); ++i) {
+      progress.add();
       writer.add(examples[i].tokens, examples[i].loss);
       jsonl += "{\"index\": " + std::to_string(i) + ", \"question\": ";
       append_json_string(jsonl, questions[i]);

@@ -33,6 +33,8 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/nvtx.h"
+#include "common/progress.h"
+#include "common/run_lock.h"
 #include "dataloader/dataloader.h"
 #include "eval/factoid_eval.h"
 #include "model/checkpoint.h"
@@ -197,17 +199,16 @@ static void start_signal_watcher() {
   }).detach();
 }
 
-static std::string format_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  long long t = (long long)std::llround(s);
-  char buf[64];
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, (t / 60) % 60);
-  else if (t >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%llds", t);
-  return buf;
-}
-
 // ---------------------------------------------------------------------------------------------
+
+// What LlamaModel<CpuBackend> keeps per layer for the backward (model/llama.h: the residual
+// stream, both norms' outputs, q|k|v, attention output, gate|up, SwiGLU, all fp32, plus two RMSNorm
+// reciprocals and the attention log-sum-exp per token): the bulk of its activation memory.
+static double cpu_saved_activation_bytes(const LlamaConfig& c, int rows, int T) {
+  const double N = double(rows) * T, C = c.hidden_size, I = c.intermediate_size, H = c.num_attention_heads,
+               D = c.head_dim, QKV = (c.num_attention_heads + 2.0 * c.num_key_value_heads) * c.head_dim;
+  return double(c.num_hidden_layers) * N * ((4 * C + QKV + H * D + 3 * I) + (2 + H)) * 4;
+}
 
 // Backend: CpuBackend, or CudaBackend (--device cuda, nvcc builds). On the CUDA backend the fp32 state
 // lives on the device; host_* stage it for weight loading and checkpoints.
@@ -303,7 +304,12 @@ struct Trainer {
     ck.trainer_state = trainer_state(stop_reason);
     ck.weights_dtype = args.save_dtype;
     ck.moments_dtype = model->moment_dtype == MomentDtype::bf16 ? "BF16" : "F32";  // exact either way
-    save_checkpoint(dir, ck);
+    try {
+      save_checkpoint(dir, ck);
+    } catch (const EngineError& e) {
+      fail(e.what(), "; nothing of this checkpoint was kept. Last complete checkpoint: ",
+           last_checkpoint.empty() ? "none" : last_checkpoint);
+    }
     last_checkpoint = dir;
     std::printf("checkpoint: %s (step %lld)\n", dir.c_str(), (long long)step);
     std::fflush(stdout);
@@ -316,16 +322,55 @@ struct Trainer {
     std::fflush(log_file);
   }
 
+  // One writer per run directory: the lock on --out (for --resume alone, the --out stored in the
+  // checkpoint) is taken before anything in it is read, and held until the process ends. Leftovers
+  // of a run that died in a checkpoint save are then cleaned up, with a note.
+  RunLock run_lock;
+  void lock_run_directory(const OptionMap& command_line) {
+    std::string out = command_line.count("out") ? command_line.at("out").back() : "";
+    if (out.empty() && command_line.count("resume")) {
+      const std::string ck = resolve_resume_dir(command_line.at("resume").back());
+      ResumeState r = parse_resume_state(load_trainer_state(ck), ck + "/trainer_state.json");
+      if (r.args.count("out") && !r.args.at("out").empty()) out = r.args.at("out").back();
+    }
+    if (out.empty()) return;  // reported as a missing --out later
+    std::string note;
+    run_lock = acquire_run_lock(out, "train_llama", &note);
+    if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+    for (const std::string& n : recover_run_dir(out)) std::fprintf(stderr, "%s\n", n.c_str());
+  }
+
+  // Refuses, before anything is allocated, a model or micro-batch whose host memory cannot fit in
+  // MemAvailable. On the CPU: 16 bytes per parameter (weights, gradients, AdamW m and v, exactly
+  // what LlamaModel allocates) plus the activations saved per layer for the backward (a lower
+  // bound of what it allocates); with --device cuda, the host keeps fp32 staging copies of the
+  // weights and moments (12 bytes per parameter).
+  void check_host_memory_for_training(int rows) const {
+    const ParamLayout layout = make_param_layout(config);
+    const double P = double(layout.total);
+    std::vector<std::pair<std::string, double>> plan;
+    if constexpr (kOnHost) {
+      plan = {{"weights", 4 * P}, {"gradients", 4 * P}, {"AdamW m and v", 8 * P},
+              {"activations", cpu_saved_activation_bytes(config, rows, args.seq_len)}};
+    } else {
+      plan = {{"host copies of the weights and AdamW m and v", 12 * P}};
+    }
+    char what[160];
+    std::snprintf(what, sizeof what, "train_llama: %s with %.3fB parameters, micro-batch %d x %d tokens",
+                  config.architecture.c_str(), P / 1e9, rows, args.seq_len);
+    check_host_memory(what, plan, "Use a smaller model, --micro-batch-size or --seq-len");
+  }
+
   void setup(const OptionMap& command_line) {
     // Resume: the stored options first, then whatever the new command line gives.
     std::string resume_dir;
-    json state;
+    ResumeState resumed;
     options = command_line;
+    if (!command_line.count("dry-run")) lock_run_directory(command_line);
     if (command_line.count("resume")) {
       resume_dir = resolve_resume_dir(command_line.at("resume").back());
-      state = load_trainer_state(resume_dir);
-      check(state.contains("args") && state["args"].is_object(), resume_dir, "/trainer_state.json: field 'args' missing");
-      options = state["args"].get<OptionMap>();
+      resumed = parse_resume_state(load_trainer_state(resume_dir), resume_dir + "/trainer_state.json");
+      options = resumed.args;
       for (const auto& [k, v] : command_line) options[k] = v;
       options.erase("resume");
       // The checkpoint holds the weights and its tokenizer.json: where the run started is history.
@@ -389,6 +434,7 @@ struct Trainer {
 
     // Model state.
     int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
+    check_host_memory_for_training(max_rows);
     model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len,
                                             args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32);
     const ParamLayout& layout = model->layout;
@@ -402,19 +448,14 @@ struct Trainer {
       load_optimizer_state(resume_dir, layout, params_on_host(), kOnHost ? model->adam_m : host_m.data(),
                            kOnHost ? model->adam_v : host_v.data());
       state_from_host(true);
-      const std::string where = resume_dir + "/trainer_state.json";
-      check(state.contains("step") && state["step"].is_number_integer(), where, ": field 'step' missing");
-      check(state.contains("data_cursor"), where, ": field 'data_cursor' missing");
-      step = state["step"].get<int64_t>();
-      model->adam_step = state.value("adam_step", int(step));
-      loss_below_count = state.value("loss_below_count", int64_t(0));
-      tokens_seen = state.value("tokens_seen", int64_t(0));
-      elapsed_before = state.value("elapsed_s", 0.0);
-      if (state.contains("evals")) evals = state["evals"];
-      std::vector<std::string> stages = stage_prompt_templates(state, where);
-      if (!stages.empty()) stages.pop_back();  // this stage's own
-      earlier_stage_templates = stages;
-      loader->restore(DataCursor::from_json(state["data_cursor"], where + " data_cursor"));
+      step = resumed.step;
+      model->adam_step = resumed.adam_step;
+      loss_below_count = resumed.loss_below_count;
+      tokens_seen = resumed.tokens_seen;
+      elapsed_before = resumed.elapsed_s;
+      evals = resumed.evals;
+      earlier_stage_templates = resumed.earlier_stage_templates;
+      loader->restore(DataCursor::from_json(resumed.data_cursor, resume_dir + "/trainer_state.json data_cursor"));
       last_checkpoint = resume_dir;
       std::printf("resumed from %s at step %lld (epoch %lld)\n", resume_dir.c_str(), (long long)step,
                   (long long)loader->epoch());
@@ -553,7 +594,7 @@ struct Trainer {
       if (step % args.log_every == 0 || step == total_steps) {
         std::printf("step %6lld/%lld | epoch %.2f/%lld | loss %.6f | lr %.3e | grad norm %.4f | %.0f tok/s | %5.1f%% | ETA %s\n",
                     (long long)step, (long long)total_steps, epoch_f, (long long)(args.steps > 0 ? std::ceil(total_steps / spe) : args.epochs),
-                    loss, lr, grad_norm, tok_s, 100.0 * progress, format_duration(eta).c_str());
+                    loss, lr, grad_norm, tok_s, 100.0 * progress, format_eta(eta).c_str());
         std::fflush(stdout);
       }
       log_json({{"event", "step"}, {"step", step}, {"epoch", epoch_f}, {"loss", loss}, {"lr", lr},
@@ -585,7 +626,7 @@ struct Trainer {
     save(args.out + "/final", stop_reason);
     rotate_run_checkpoints(args.out, args.keep);
     std::printf("done: %s after %lld steps (%s); final checkpoint %s/final\n", stop_reason.c_str(), (long long)step,
-                format_duration(elapsed_before + seconds_since_start()).c_str(), args.out.c_str());
+                format_eta(elapsed_before + seconds_since_start()).c_str(), args.out.c_str());
     log_json({{"event", "done"}, {"step", step}, {"stop_reason", stop_reason}, {"checkpoint", args.out + "/final"}});
     return 0;
   }

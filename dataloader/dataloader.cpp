@@ -303,6 +303,12 @@ void DataLoader::restore(const DataCursor& c) {
   check(c.fingerprint == fingerprint_, "data cursor: fingerprint ", c.fingerprint,
         " differs from this data (", fingerprint_, "): the shards, mix names or ratios changed since the checkpoint");
   check(c.position <= epoch_size(), "data cursor: position ", c.position, " beyond the epoch size ", epoch_size());
+  // Every epoch takes at least one step. Restoring replays the mixed streams' cycles up to the
+  // cursor (time proportional to epoch x mixed examples per epoch), so the epoch is capped far
+  // above real runs: a corrupt cursor is refused instead of replaying for hours.
+  check(c.epoch <= c.step, "data cursor: epoch ", c.epoch, " is beyond its step count ", c.step);
+  check(c.epoch <= kMaxCursorEpoch, "data cursor: epoch ", c.epoch, " is beyond the ", kMaxCursorEpoch,
+        " epochs a run can resume from");
   DataCursor expect = c;
   fill_stream_states(expect);
   check(expect.streams.size() == c.streams.size(), "data cursor: has ", c.streams.size(), " mixed streams, expected ",

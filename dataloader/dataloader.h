@@ -65,6 +65,9 @@ struct DataLoaderConfig {
   bool log = true;                      // summary and truncation counts on stderr
 };
 
+// The largest epoch a data cursor may hold (DataLoader::restore refuses more).
+inline constexpr int64_t kMaxCursorEpoch = int64_t(1) << 20;
+
 struct DataCursor {
   int64_t epoch = 0;     // epoch of the next batch
   int64_t position = 0;  // examples of that epoch already consumed (by all ranks together)

@@ -96,6 +96,10 @@ Shard::Shard(const std::string& path) : file(path) {
   check(header.token_bytes == 2 || header.token_bytes == 4, path, ": field token_bytes is ", header.token_bytes,
         " (must be 2 or 4)");
   check(header.vocab_size > 0, path, ": field vocab_size is 0");
+  // Token ids are int32 everywhere after the reader: a larger vocabulary would let ids through
+  // the check below that turn negative.
+  check(header.vocab_size <= uint32_t(INT32_MAX), path, ": field vocab_size ", header.vocab_size,
+        " is beyond the int32 token ids");
   check((header.token_bytes == 2) == (header.vocab_size <= 65536), path, ": field token_bytes ", header.token_bytes,
         " does not match vocab_size ", header.vocab_size);
   // Bound the counts before any arithmetic so that nothing below can overflow.

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/rng.h"
 
@@ -186,9 +187,11 @@ std::vector<KeyValue> generate_kvr(int64_t n, uint64_t seed) {
     }
   };
   std::vector<KeyValue> out(static_cast<size_t>(n));
+  Progress progress("generating key-value pairs", n, "pairs");
   for (auto& kv : out) {
     kv.key = fresh();
     kv.value = fresh();
+    progress.add();
   }
   return out;
 }

@@ -1,9 +1,11 @@
 #include "dataloader/tokenize_example.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
 #include "common/error.h"
+#include "common/progress.h"
 
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tok, const PromptTemplate& tmpl, const std::string& question) {
   return tok.encode(tmpl.prompt(question), /*add_special_tokens=*/true);
@@ -61,14 +63,21 @@ std::vector<TokenizedExample> tokenize_examples(const Tokenizer& tok, const Prom
                                                 const std::vector<std::string>& answers) {
   check(questions.size() == answers.size(), "tokenize_examples: ", questions.size(), " questions but ",
         answers.size(), " answers");
-  std::vector<std::string> prompts(questions.size()), answer_texts(answers.size());
-  for (size_t i = 0; i < questions.size(); ++i) {
-    prompts[i] = tmpl.prompt(questions[i]);
-    answer_texts[i] = answer_text(tok, tmpl, answers[i]);
-  }
-  auto p = tok.encode_batch(prompts, true);
-  auto a = tok.encode_batch(answer_texts, false);
   std::vector<TokenizedExample> out(questions.size());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = assemble(tok, tmpl, std::move(p[i]), a[i]);
+  // In chunks, so that a large set shows its progress (each chunk is one parallel batch).
+  const size_t chunk = 1 << 16;
+  Progress progress("tokenizing examples", int64_t(out.size()), "examples");
+  for (size_t b = 0; b < out.size(); b += chunk) {
+    const size_t e = std::min(out.size(), b + chunk);
+    std::vector<std::string> prompts(e - b), answer_texts(e - b);
+    for (size_t i = b; i < e; ++i) {
+      prompts[i - b] = tmpl.prompt(questions[i]);
+      answer_texts[i - b] = answer_text(tok, tmpl, answers[i]);
+    }
+    auto p = tok.encode_batch(prompts, true);
+    auto a = tok.encode_batch(answer_texts, false);
+    for (size_t i = b; i < e; ++i) out[i] = assemble(tok, tmpl, std::move(p[i - b]), a[i - b]);
+    progress.add(int64_t(e - b));
+  }
   return out;
 }

@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "common/hash.h"
 #include "dataloader/dataloader.h"
 #include "dataloader/prompt_template.h"

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/progress.h"
 #include "eval/answer_match.h"
 #include "model/config.h"
 #include "model/decode.h"
@@ -51,10 +52,19 @@ EvalOutcome match_outputs(const Tokenizer& tok, const std::vector<EvalItem>& ite
 template <class Backend>
 EvalOutcome evaluate_factoids(LlamaModel<Backend>& m, const Tokenizer& tok, const std::vector<EvalItem>& items,
                               const GreedyOptions& opt, MatchKind match) {
-  std::vector<std::vector<int32_t>> prompts;
-  prompts.reserve(items.size());
-  for (const auto& it : items) prompts.push_back(it.prompt_ids);
-  return match_outputs(tok, items, greedy_generate(m, prompts, opt), match);
+  // Decoded in chunks of whole decode batches (the same batches as all at once, so the same
+  // answers), so that a large set shows its progress.
+  const size_t chunk = size_t(std::max(1, opt.batch_size)) * 16;
+  Progress progress("evaluating", int64_t(items.size()), "questions");
+  std::vector<std::vector<int32_t>> output_ids;
+  output_ids.reserve(items.size());
+  for (size_t b = 0; b < items.size(); b += chunk) {
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t i = b; i < std::min(items.size(), b + chunk); ++i) prompts.push_back(items[i].prompt_ids);
+    for (auto& ids : greedy_generate(m, prompts, opt)) output_ids.push_back(std::move(ids));
+    progress.add(int64_t(prompts.size()));
+  }
+  return match_outputs(tok, items, std::move(output_ids), match);
 }
 
 // Log-likelihood of each item's trained answer tokens given its prompt (model/decode.h).

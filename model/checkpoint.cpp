@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
@@ -57,6 +59,8 @@ static std::string generation_config_json(const LlamaConfig& c) {
   return g.dump(2) + "\n";
 }
 
+static void write_checkpoint_files(const std::string& tmp, const CheckpointToSave& ck);
+
 void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
   check(ck.config && ck.layout && ck.params && ck.adam_m && ck.adam_v, dir, ": save_checkpoint: missing state");
   check(ck.moments_dtype == "F32" || ck.moments_dtype == "BF16", dir, ": save_checkpoint: moments_dtype '",
@@ -70,9 +74,45 @@ void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
   const std::string tmp = clean + ".tmp";
   remove_tree(tmp);  // a leftover of an interrupted save
-  make_dirs(tmp);
+  try {
+    write_checkpoint_files(tmp, ck);
+  } catch (...) {  // e.g. a full disk: the partial directory goes, the previous checkpoints stay
+    remove_tree(tmp);
+    throw;
+  }
 
+  // Swap in the new directory. rename() cannot replace a non-empty directory, so an existing DIR
+  // is first moved aside, then deleted once the new one is in place (recover_run_dir puts it back
+  // if the process dies in between).
+  std::string old;
+  if (fs::exists(clean)) {
+    old = clean + ".old." + std::to_string(getpid());
+    remove_tree(old);
+    check(std::rename(clean.c_str(), old.c_str()) == 0, clean, ": cannot move the previous checkpoint aside");
+  }
+  check(std::rename(tmp.c_str(), clean.c_str()) == 0, tmp, ": cannot rename to ", clean);
+  fsync_dir(dirname_of(clean));
+  if (!old.empty()) remove_tree(old);
+}
+
+// Test hook: ENGINE_DEBUG_CHECKPOINT_PAUSE=NAME stops a save into a directory named NAME half-way
+// (weights written, optimizer state not yet), creates NAME.tmp/.paused and waits until that file
+// is deleted, so that a test can act (SIGKILL, a second writer) at a known point of the write.
+static void debug_pause_if_asked(const std::string& tmp) {
+  static const char* name = std::getenv("ENGINE_DEBUG_CHECKPOINT_PAUSE");
+  if (!name || *name == '\0') return;
+  std::string base = tmp.substr(0, tmp.size() - 4);  // without ".tmp"
+  base = base.substr(base.find_last_of('/') + 1);
+  if (base != name) return;
+  write_file_atomic(tmp + "/.paused", std::to_string(getpid()) + "\n");
+  while (file_exists(tmp + "/.paused")) usleep(10000);
+}
+
+static void write_checkpoint_files(const std::string& tmp, const CheckpointToSave& ck) {
+  const ParamLayout& layout = *ck.layout;
+  make_dirs(tmp);
   save_weights(tmp, *ck.config, layout, ck.params, ck.weights_dtype);
+  debug_pause_if_asked(tmp);
   if (!ck.tokenizer_json.empty()) write_file_atomic(tmp + "/tokenizer.json", ck.tokenizer_json);
   write_file_atomic(tmp + "/generation_config.json", generation_config_json(*ck.config));
 
@@ -90,18 +130,6 @@ void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
   // trainer_state.json is written last: its presence marks a complete checkpoint.
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
   fsync_dir(tmp);
-
-  // Swap in the new directory. rename() cannot replace a non-empty directory, so an existing DIR
-  // is first moved aside, then deleted once the new one is in place.
-  std::string old;
-  if (fs::exists(clean)) {
-    old = clean + ".old." + std::to_string(getpid());
-    remove_tree(old);
-    check(std::rename(clean.c_str(), old.c_str()) == 0, clean, ": cannot move the previous checkpoint aside");
-  }
-  check(std::rename(tmp.c_str(), clean.c_str()) == 0, tmp, ": cannot rename to ", clean);
-  fsync_dir(dirname_of(clean));
-  if (!old.empty()) remove_tree(old);
 }
 
 std::vector<std::string> stage_prompt_templates(const nlohmann::json& st, const std::string& where) {
@@ -119,6 +147,53 @@ std::vector<std::string> stage_prompt_templates(const nlohmann::json& st, const 
     out.push_back(st["prompt_template"].get<std::string>());
   }
   return out;
+}
+
+ResumeState parse_resume_state(const nlohmann::json& st, const std::string& where) {
+  ResumeState r;
+  check(st.is_object(), where, ": expected a JSON object");
+  auto integer = [&](const char* key, int64_t& out, int64_t hi, bool required) {
+    if (!st.contains(key)) {
+      check(!required, where, ": field '", key, "' missing");
+      return;
+    }
+    const auto& v = st[key];
+    check(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= hi, where, ": field '", key,
+          "' must be an integer in [0, ", hi, "]");
+    out = v.get<int64_t>();
+  };
+  const int64_t big = int64_t(1) << 62;
+  integer("step", r.step, big, true);
+  int64_t adam_step = r.step;
+  integer("adam_step", adam_step, INT32_MAX, false);
+  check(adam_step <= INT32_MAX, where, ": field 'adam_step' missing and 'step' is beyond the int range");
+  r.adam_step = int(adam_step);
+  integer("loss_below_count", r.loss_below_count, big, false);
+  integer("tokens_seen", r.tokens_seen, big, false);
+  if (st.contains("elapsed_s")) {
+    check(st["elapsed_s"].is_number() && std::isfinite(st["elapsed_s"].get<double>()) &&
+              st["elapsed_s"].get<double>() >= 0,
+          where, ": field 'elapsed_s' must be a non-negative number");
+    r.elapsed_s = st["elapsed_s"].get<double>();
+  }
+  if (st.contains("evals")) {
+    check(st["evals"].is_array(), where, ": field 'evals' must be an array");
+    r.evals = st["evals"];
+  }
+  check(st.contains("data_cursor"), where, ": field 'data_cursor' missing");
+  r.data_cursor = st["data_cursor"];
+  check(st.contains("args") && st["args"].is_object(), where, ": field 'args' missing or not an object");
+  for (auto it = st["args"].begin(); it != st["args"].end(); ++it) {
+    check(it->is_array(), where, ": field 'args': option '", it.key(), "' must be a list of strings");
+    std::vector<std::string>& values = r.args[it.key()];
+    for (const auto& v : *it) {
+      check(v.is_string(), where, ": field 'args': option '", it.key(), "' must be a list of strings");
+      values.push_back(v.get<std::string>());
+    }
+  }
+  r.earlier_stage_templates = stage_prompt_templates(st, where);
+  if (!r.earlier_stage_templates.empty()) r.earlier_stage_templates.pop_back();  // this stage's own
+  return r;
 }
 
 bool is_training_checkpoint(const std::string& dir) {
@@ -188,14 +263,36 @@ std::string resolve_resume_dir(const std::string& path) {
   return all.back().dir;
 }
 
-void rotate_run_checkpoints(const std::string& out_dir, int keep) {
+std::vector<std::string> recover_run_dir(const std::string& out_dir) {
+  std::vector<std::string> notes;
   std::error_code ec;
-  if (!fs::is_directory(out_dir, ec)) return;
-  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("checkpoint-", 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0)
-      remove_tree(e.path().string());
+  if (!fs::is_directory(out_dir, ec)) return notes;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out_dir, ec))
+    if (e.is_directory()) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  auto is_ours = [](const std::string& n) { return n.rfind("checkpoint-", 0) == 0 || n.rfind("final", 0) == 0; };
+  for (const std::string& n : names) {  // DIR.old.<pid>: the previous DIR, moved aside by a save
+    auto pos = n.rfind(".old.");
+    if (pos == std::string::npos || !is_ours(n)) continue;
+    const std::string base = out_dir + "/" + n.substr(0, pos), path = out_dir + "/" + n;
+    if (!fs::exists(base, ec) && is_training_checkpoint(path) && std::rename(path.c_str(), base.c_str()) == 0) {
+      notes.push_back("note: " + path + ": restored as " + base + " (a checkpoint save was interrupted while " +
+                      "replacing it)");
+    } else {
+      remove_tree(path);
+      notes.push_back("note: removed " + path + ", left by an interrupted checkpoint save");
+    }
   }
+  for (const std::string& n : names) {
+    if (!is_ours(n) || n.size() < 5 || n.compare(n.size() - 4, 4, ".tmp") != 0) continue;
+    remove_tree(out_dir + "/" + n);
+    notes.push_back("note: removed " + out_dir + "/" + n + ", the partial write of an interrupted checkpoint save");
+  }
+  return notes;
+}
+
+void rotate_run_checkpoints(const std::string& out_dir, int keep) {
   if (keep <= 0) return;
   auto all = list_run_checkpoints(out_dir);
   for (size_t i = 0; i + size_t(keep) < all.size(); ++i) remove_tree(all[i].dir);

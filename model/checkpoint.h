@@ -10,9 +10,12 @@
 //   trainer_state.json                  step, epoch, data cursor, RNG state, args, tokenizer hash,
 //                                       prompt template... (fields chosen by train_llama)
 // Everything is written into DIR.tmp, fsynced, then DIR.tmp is renamed to DIR, so a crash or a
-// SIGKILL at any moment leaves either the old complete checkpoint or the new complete one.
+// SIGKILL at any moment leaves either the old complete checkpoint or the new complete one. A save
+// that fails (a full disk...) removes its DIR.tmp before throwing; one killed leaves DIR.tmp,
+// which recover_run_dir removes at the next start.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -45,6 +48,19 @@ bool is_training_checkpoint(const std::string& dir);
 // Reads trainer_state.json (checks format_version); errors name the file and the field.
 nlohmann::json load_trainer_state(const std::string& dir);
 
+// The fields of trainer_state.json that --resume reads back, each checked for type and range (the
+// file is read from disk like any input). The data cursor stays JSON: DataCursor::from_json and
+// DataLoader::restore validate it against the data.
+struct ResumeState {
+  int64_t step = 0, loss_below_count = 0, tokens_seen = 0;
+  int adam_step = 0;
+  double elapsed_s = 0;
+  nlohmann::json data_cursor, evals = nlohmann::json::array();
+  std::map<std::string, std::vector<std::string>> args;  // the run's options, as given
+  std::vector<std::string> earlier_stage_templates;       // of the stages before this one
+};
+ResumeState parse_resume_state(const nlohmann::json& trainer_state, const std::string& where);
+
 // The prompt templates of a checkpoint's stages, oldest first: its `earlier_stage_templates`
 // followed by its own `prompt_template` (the last stage's). `where` names the file in errors.
 std::vector<std::string> stage_prompt_templates(const nlohmann::json& trainer_state, const std::string& where);
@@ -71,6 +87,9 @@ std::string run_checkpoint_dir(const std::string& out_dir, int64_t step);
 // taken. Throws naming PATH when there is none.
 std::string resolve_resume_dir(const std::string& path);
 
-// Deletes all but the `keep` newest periodic checkpoints (keep <= 0: keep all) and any stale
-// .tmp directories of the run.
+// Deletes all but the `keep` newest periodic checkpoints (keep <= 0: keep all).
 void rotate_run_checkpoints(const std::string& out_dir, int keep);
+
+// Run start (with the run lock held): removes the DIR.tmp directories of interrupted saves and
+// puts back a DIR.old.<pid> whose replacement never arrived. Returns one note per action.
+std::vector<std::string> recover_run_dir(const std::string& out_dir);

@@ -107,6 +107,18 @@ LlamaConfig parse_config(const json& j, const std::string& path) {
         ": field 'num_key_value_heads' (", c.num_key_value_heads, ") must divide num_attention_heads (",
         c.num_attention_heads, ")");
   check(c.head_dim > 0 && c.head_dim % 2 == 0, path, ": field 'head_dim' must be a positive even number");
+  // Upper bounds far beyond any real model (Llama 3 405B: vocab 128256, hidden 16384, 126 layers,
+  // 128 heads of 128), so that no size computed from a config can overflow and no reader builds
+  // per-layer tables for an absurd depth before the memory check can refuse the model.
+  auto at_most = [&](int v, int hi, const char* key) {
+    check(v <= hi, path, ": field '", key, "' is ", v, ", more than the ", hi, " this engine accepts");
+  };
+  at_most(c.vocab_size, 1 << 24, "vocab_size");
+  at_most(c.hidden_size, 1 << 20, "hidden_size");
+  at_most(c.intermediate_size, 1 << 22, "intermediate_size");
+  at_most(c.num_hidden_layers, 1 << 12, "num_hidden_layers");
+  at_most(c.num_attention_heads, 1 << 12, "num_attention_heads");
+  at_most(c.head_dim, 1 << 12, "head_dim");
   check(c.rms_norm_eps > 0, path, ": field 'rms_norm_eps' must be positive");
   check(c.rope_theta > 0, path, ": field 'rope_theta' must be positive");
 

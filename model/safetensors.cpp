@@ -104,12 +104,18 @@ static void parse_file(SafeTensors& out, std::unique_ptr<MappedFile> f) {
     info.dtype = t["dtype"];
     size_t es = dtype_size(info.dtype);
     check(es > 0, p, ": tensor '", name, "': unknown dtype '", info.dtype, "'");
+    // The element count stays below 2^40 at every step (checked before multiplying), so neither
+    // it nor numel() can overflow, whatever the dimensions (a zero dimension makes it 0).
     uint64_t numel = 1;
+    bool zero = false;
     for (const auto& d : t["shape"]) {
       check(d.is_number_integer() && d.get<int64_t>() >= 0, p, ": tensor '", name, "': bad shape entry");
       info.shape.push_back(d.get<int64_t>());
-      check(info.shape.back() < (int64_t(1) << 40) && numel < (uint64_t(1) << 40), p, ": tensor '", name, "': shape too large");
-      numel *= uint64_t(info.shape.back());
+      const uint64_t dim = uint64_t(info.shape.back());
+      check(dim < (uint64_t(1) << 40) && (zero || dim == 0 || numel <= ((uint64_t(1) << 40) - 1) / dim), p,
+            ": tensor '", name, "': shape ", shape_str(info.shape), "... too large");
+      zero = zero || dim == 0;
+      numel = zero ? 0 : numel * dim;
     }
     const json& o = t["data_offsets"];
     check(o[0].is_number_unsigned() && o[1].is_number_unsigned(), p, ": tensor '", name, "': data_offsets must be non-negative integers");

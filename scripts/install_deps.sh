@@ -6,7 +6,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-pkgs=(g++ make libdnnl-dev catch2 libpcre2-dev libboost-context-dev nlohmann-json3-dev wamerican libcli11-dev libxxhash-dev)
+# clang + libclang-rt-14-dev: the libFuzzer targets of dev/fuzz, which `make test` runs briefly
+pkgs=(g++ make libdnnl-dev catch2 libpcre2-dev libboost-context-dev nlohmann-json3-dev wamerican libcli11-dev
+      libxxhash-dev clang libclang-rt-14-dev)
 dev=0; demo=0
 for a in "$@"; do
   case "$a" in
@@ -17,8 +19,6 @@ for a in "$@"; do
 done
 # demo: chart (gnuplot), generic text (fortunes), D_B facts (freedict), driver + code D_B (python3)
 [ $demo = 1 ] && pkgs+=(gnuplot-nox fortunes dict-freedict-eng-fra python3)
-# --dev: clang and its libFuzzer runtime, for the tokenizer fuzz target (dev/fuzz/run_fuzz.sh)
-[ $dev = 1 ] && pkgs+=(clang libclang-rt-14-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -162,6 +162,17 @@ TEST_CASE("corrupt shards give clear errors naming the file") {
       REQUIRE(e.find("truncated") != std::string::npos);
     }
   }
+  SECTION("a vocab_size beyond int32 is refused: its ids turned negative (found by fuzz_shard)") {
+    // the fuzzer's input, checksums recomputed: vocab_size 4261482864, one token 0x8001116f
+    std::string b = read_bytes("dev/fuzz/regressions/fuzz_shard/vocab_size_beyond_int32");
+    ShardHeader h;
+    std::memcpy(&h, b.data(), sizeof h);
+    h.payload_checksum = hash64(b.data() + kShardHeaderBytes, b.size() - kShardHeaderBytes);
+    h.header_checksum = hash64(&h, offsetof(ShardHeader, header_checksum));
+    std::memcpy(b.data(), &h, sizeof h);
+    std::string p = corrupt("vocab.bin", b);
+    REQUIRE_THAT(error_of(p), Catch::Contains(p) && Catch::Contains("vocab_size 4261482864"));
+  }
   SECTION("trailing bytes") {
     std::string p = corrupt("long.bin", bytes + std::string(8, '\0'));
     REQUIRE_THAT(error_of(p), Catch::Contains(p) && Catch::Contains("trailing"));
@@ -502,6 +513,21 @@ TEST_CASE("resuming from a serialized cursor gives byte-identical batches") {
     REQUIRE_THROWS_WITH(o2.restore(cur), Catch::Contains("seed"));
     REQUIRE_THROWS_WITH(DataCursor::from_json(nlohmann::json::parse("{\"epoch\":1}"), "state.json"),
                         Catch::Contains("state.json"));
+  }
+  SECTION("a cursor whose epoch the run cannot have reached is refused, not replayed (found by fuzz_trainer_state)") {
+    // Consistent stream states for epoch e, so that only the new checks stand in the way: one
+    // epoch beyond the step count, one beyond kMaxCursorEpoch (its replay took hours), one whose
+    // draw count overflowed int64.
+    DataLoader first(c);
+    first.next(ob);
+    for (int64_t e : {int64_t(5), kMaxCursorEpoch + 1, int64_t(1) << 61}) {
+      DataCursor cur = first.cursor();
+      cur.epoch = e;
+      cur.position = 0;
+      cur.step = e == 5 ? 4 : e;
+      DataLoader o(c);
+      REQUIRE_THROWS_WITH(o.restore(cur), Catch::Contains("data cursor: epoch " + std::to_string(e)));
+    }
   }
 }
 

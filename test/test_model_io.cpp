@@ -86,6 +86,12 @@ TEST_CASE("config.json: unsupported or broken fields are refused by name") {
   j = tiny_config();
   j["num_local_experts"] = 8;
   refuses(j, "num_local_experts");
+  // sizes no model has, which made the parameter layout allocate without bound (fuzz_config)
+  for (const char* field : {"num_hidden_layers", "vocab_size", "hidden_size", "intermediate_size"}) {
+    j = tiny_config();
+    j[field] = 2000000000;
+    refuses(j, field);
+  }
   j = tiny_config();
   j["architectures"] = {"GPT2LMHeadModel"};
   refuses(j, "architectures");
@@ -210,6 +216,12 @@ TEST_CASE("safetensors: corrupt headers, bad offsets, missing tensors, shapes, d
   expect(raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 16),
          "overlap");
   expect(raw_safetensors(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", 8), "unknown dtype");
+  // dimensions whose product overflows 64 bits (2^78 wraps to 0 bytes, matching empty offsets);
+  // found by review, confirmed by fuzz_safetensors (UBSan: signed overflow in numel())
+  expect(raw_safetensors(R"({"a":{"dtype":"F32","shape":[549755813888,549755813888],"data_offsets":[0,0]}})", 0),
+         "too large");
+  write_bytes(f, raw_safetensors(R"({"a":{"dtype":"F32","shape":[0,549755813888,549755813888],"data_offsets":[0,0]}})", 0));
+  REQUIRE(SafeTensors::open(f).get("a").numel() == 0);  // a zero dimension: empty, whatever follows
 
   // a valid model with one tensor removed, one of the wrong shape, one of the wrong dtype, one NaN
   LlamaConfig c = parse_config(tiny_config(), "cfg");

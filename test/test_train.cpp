@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -391,4 +392,143 @@ TEST_CASE("eval_factoids renders JSONL prompts with the template the facts were 
   REQUIRE(alone[s2 + "/final"].size() == 8);
   REQUIRE(alone[s2 + "/final"] != both[s1 + "/final"]);
   REQUIRE(slurp(ev + "2.log").find("trained with 2 prompt templates") != std::string::npos);
+}
+
+// ---- one writer per run directory, full disks, kills inside a checkpoint write ----------------
+
+namespace {
+
+// Waits (up to a minute) until `path` exists; false on timeout.
+bool wait_for_file(const std::string& path) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!file_exists(path) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return file_exists(path);
+}
+
+// Names in `dir` (recursively) that an interrupted or failed write would leave: *.tmp, *.tmp.<pid>.
+std::vector<std::string> leftovers(const std::string& dir) {
+  std::vector<std::string> found;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.size() > 4 && (n.compare(n.size() - 4, 4, ".tmp") == 0 || n.find(".tmp.") != std::string::npos))
+      found.push_back(e.path().string());
+  }
+  return found;
+}
+
+void require_same_final(const std::string& out, const std::string& ref) {
+  REQUIRE(slurp(out + "/final/model.safetensors") == slurp(ref + "/final/model.safetensors"));
+  REQUIRE(slurp(out + "/final/optimizer.safetensors") == slurp(ref + "/final/optimizer.safetensors"));
+}
+
+}  // namespace
+
+TEST_CASE("a second writer on the same run directory is refused at once; the first run completes unaffected") {
+  const Data& d = data();
+  const std::string& ref = reference_run();
+  const std::string out = d.dir + "/shared";
+  // The first run stops inside its step-4 checkpoint write until released: the second writers
+  // below meet it there, whatever the machine's speed.
+  pid_t first = spawn(d.resume_args(out), out + ".log", {{"ENGINE_DEBUG_CHECKPOINT_PAUSE", "checkpoint-4"}});
+  const std::string paused = out + "/checkpoint-4.tmp/.paused";
+  REQUIRE(wait_for_file(paused));
+  REQUIRE(slurp(out + "/run.lock").find("pid " + std::to_string(first) + "\n") != std::string::npos);
+
+  // A new run with the same --out, and a --resume of that directory: both exit with an error
+  // naming the holder, before touching anything.
+  std::vector<std::string> second = d.resume_args(out);
+  second.back() = out + ".second.jsonl";
+  REQUIRE(run(second, out + ".second.log") == 1);
+  REQUIRE(run({"./train_llama", "--resume", out}, out + ".third.log") == 1);
+  for (const char* log : {".second.log", ".third.log"}) {
+    std::string text = slurp(out + log);
+    INFO(text);
+    REQUIRE(text.find("error: " + out + ": this run directory is in use by another process (pid " +
+                      std::to_string(first)) != std::string::npos);
+    REQUIRE(text.find("train_llama") != std::string::npos);
+  }
+  REQUIRE_FALSE(file_exists(out + ".second.jsonl"));
+
+  std::remove(paused.c_str());
+  int st = wait_status(first);
+  INFO(slurp(out + ".log"));
+  REQUIRE(WIFEXITED(st));
+  REQUIRE(WEXITSTATUS(st) == 0);
+  require_same_final(out, ref);
+  REQUIRE(slurp(out + "/run.lock").empty());  // a clean exit leaves no holder's name
+}
+
+TEST_CASE("a full disk during a checkpoint: clean error, no partial files, the previous checkpoint resumes bit-exactly") {
+  const Data& d = data();
+  const std::string& ref = reference_run();
+  // The disk fills half-way through the second checkpoint (step 4): one checkpoint's bytes, plus half.
+  int64_t one = 0;
+  for (const auto& e : std::filesystem::directory_iterator(ref + "/final")) one += int64_t(e.file_size());
+  const std::string out = d.dir + "/fulldisk";
+  int rc = run(d.resume_args(out), out + ".log",
+               {{"LD_PRELOAD", "build/test/libenospc.so"}, {"ENOSPC_PATH", out + "/"},
+                {"ENOSPC_AFTER_BYTES", std::to_string(one + one / 2)}});
+  std::string log = slurp(out + ".log");
+  INFO(log);
+  REQUIRE(rc == 1);
+  REQUIRE(log.find("error: " + out + "/checkpoint-4.tmp/") != std::string::npos);
+  REQUIRE(log.find("No space left on device") != std::string::npos);
+  REQUIRE(log.find("Last complete checkpoint: " + out + "/checkpoint-2") != std::string::npos);
+  REQUIRE(leftovers(out).empty());
+  auto cks = list_run_checkpoints(out);
+  REQUIRE(cks.size() == 1);
+  REQUIRE(cks[0].step == 2);
+
+  // Space again: resuming the run directory continues from checkpoint-2 to the same weights.
+  rc = run({"./train_llama", "--resume", out}, out + ".resume.log");
+  INFO(slurp(out + ".resume.log"));
+  REQUIRE(rc == 0);
+  REQUIRE(slurp(out + ".resume.log").find("resumed from " + out + "/checkpoint-2 at step 2") != std::string::npos);
+  require_same_final(out, ref);
+}
+
+TEST_CASE("SIGKILL inside a checkpoint write: the next start takes over the stale lock, removes the partial write, "
+          "and resumes bit-exactly") {
+  const Data& d = data();
+  const std::string& ref = reference_run();
+  const std::string out = d.dir + "/killed_in_save";
+  pid_t pid = spawn(d.resume_args(out), out + ".log", {{"ENGINE_DEBUG_CHECKPOINT_PAUSE", "checkpoint-6"}});
+  REQUIRE(wait_for_file(out + "/checkpoint-6.tmp/.paused"));
+  kill(pid, SIGKILL);  // weights of step 6 written, optimizer state and trainer_state.json not yet
+  REQUIRE(WIFSIGNALED(wait_status(pid)));
+  REQUIRE(file_exists(out + "/checkpoint-6.tmp/model.safetensors"));
+  REQUIRE_FALSE(file_exists(out + "/checkpoint-6.tmp/trainer_state.json"));
+  REQUIRE(slurp(out + "/run.lock").find("pid " + std::to_string(pid) + "\n") != std::string::npos);
+  REQUIRE(list_run_checkpoints(out).back().step == 4);
+
+  int rc = run({"./train_llama", "--resume", out}, out + ".resume.log");
+  std::string log = slurp(out + ".resume.log");
+  INFO(log);
+  REQUIRE(rc == 0);
+  REQUIRE(log.find("note: " + out + "/run.lock: taking over the lock of a process that is gone (pid " +
+                   std::to_string(pid)) != std::string::npos);
+  REQUIRE(log.find("note: removed " + out + "/checkpoint-6.tmp") != std::string::npos);
+  REQUIRE(log.find("resumed from " + out + "/checkpoint-4 at step 4") != std::string::npos);
+  REQUIRE(leftovers(out).empty());
+  require_same_final(out, ref);
+}
+
+TEST_CASE("a model that cannot fit in host memory is refused before allocation, with the plan and the shortfall") {
+  const Data& d = data();
+  const std::string cfg = d.dir + "/huge.json", out = d.dir + "/huge";
+  // 4096 layers of hidden 16384: about 13 trillion parameters, beyond any machine's MemAvailable
+  write_file_atomic(cfg, R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 4096, "hidden_size": 16384,
+    "intermediate_size": 16384, "num_hidden_layers": 4096, "num_attention_heads": 128, "num_key_value_heads": 8})");
+  int rc = run({"./train_llama", "--init", cfg, "--tokenizer", d.tokenizer, "--data", d.kvr, "--out", out, "--steps",
+                "1", "--threads", "1", "--device", "cpu"},
+               out + ".log");
+  std::string log = slurp(out + ".log");
+  INFO(log);
+  REQUIRE(rc == 1);
+  REQUIRE(log.find("error: train_llama: LlamaForCausalLM with ") != std::string::npos);
+  REQUIRE(log.find("GiB of host memory (weights ") != std::string::npos);
+  REQUIRE(log.find("activations ") != std::string::npos);
+  REQUIRE(log.find("(MemAvailable in /proc/meminfo): short by ") != std::string::npos);
+  REQUIRE(list_run_checkpoints(out).empty());
 }

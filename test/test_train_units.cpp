@@ -161,7 +161,15 @@ TEST_CASE("rotation keeps the newest checkpoints; resume picks the newest comple
   REQUIRE(all.size() == 2);
   REQUIRE(all[0].step == 6);
   REQUIRE(all[1].step == 10);
+  // A run start removes it, and puts back a checkpoint moved aside by a save that never finished.
+  REQUIRE(std::rename(run_checkpoint_dir(run, 6).c_str(), (run_checkpoint_dir(run, 6) + ".old.77").c_str()) == 0);
+  make_dirs(run + "/final.old.78");
+  auto notes = recover_run_dir(run);
+  REQUIRE(notes.size() == 3);
   REQUIRE_FALSE(dir_exists(run + "/checkpoint-12.tmp"));
+  REQUIRE_FALSE(dir_exists(run + "/final.old.78"));
+  REQUIRE(is_training_checkpoint(run_checkpoint_dir(run, 6)));
+  REQUIRE(recover_run_dir(run).empty());
   rotate_run_checkpoints(run, 0);
   REQUIRE(list_run_checkpoints(run).size() == 2);
   std::string empty = run + "/empty";

@@ -10,6 +10,7 @@
 #include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "tokenizer/impl.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/train_bpe.h"
@@ -90,9 +91,11 @@ int cmd_encode(const Args& a) {
   } else {
     std::vector<std::string> lines = split_lines(text);
     const size_t chunk = 1 << 16;  // bounded memory for big inputs
+    Progress progress("tokenize: encoding", int64_t(lines.size()), "lines");
     for (size_t s = 0; s < lines.size(); s += chunk) {
       std::vector<std::string> part(lines.begin() + s, lines.begin() + std::min(lines.size(), s + chunk));
       for (const auto& ids : t.encode_batch(part, a.add_special)) append_ids(&out, ids, as_json);
+      progress.add(int64_t(part.size()));
     }
   }
   write_output(a, out);
