@@ -3,13 +3,15 @@
 # regenerates the reference fixtures with torch/transformers (dev only).
 #
 # Conventions (so that a new file needs no Makefile edit):
-#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ eval/ test/emu/ goes into
+#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ eval/ larimar/ test/emu/ goes into
 #     that component's archive, except files named *_main.cpp, which are program entry points;
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
 
 CXX      ?= g++
 OPT      ?= -O3 -march=native
 CXXFLAGS ?= $(OPT) -g -std=c++20 -fopenmp -Wall -Wextra -Wno-unused-parameter -I.
+# Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/.
+CXXFLAGS += -isystem /usr/include/eigen3
 LDLIBS   := -ldnnl -lpcre2-8 -lboost_context -lpthread -fopenmp
 BUILD    := build
 PYTHON   ?= python3
@@ -24,7 +26,9 @@ $(DEPS_STAMP): scripts/install_deps.sh
 # One archive per component, so that a component builds and tests while another is half-done.
 # Link order: users before providers.
 # (eval: factoid evaluation shared by train_llama and eval_factoids; it uses the data pipeline.)
-COMPONENTS     := eval dataloader tokenizer model kernels emu common
+COMPONENTS     := eval dataloader tokenizer model kernels larimar emu common
+SRCS_larimar   := $(wildcard larimar/*.cpp)
+DEPS_larimar   := common
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(wildcard kernels/cpu/*.cpp)
@@ -85,6 +89,11 @@ eval_factoids: $(BUILD)/eval_factoids.o $(ALL_LIBS)
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
 # They link the model and its dependencies only. [added with the model numerics, issue #2]
 $(BUILD)/bench/%: $(BUILD)/dev/bench/%.o $(call lib_of,model) $(call lib_of,kernels) $(call lib_of,common)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+# dev/bench/bench_larimar.cpp links the memory operations only.
+$(BUILD)/bench/bench_larimar: $(BUILD)/dev/bench/bench_larimar.o $(call lib_of,larimar) $(call lib_of,common)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
