@@ -111,7 +111,7 @@ SequentialMemory::SequentialMemory(const Mat& M0, double c0, const Mat& M_ref, c
   min_rcond_ = min_rcond;
   M_ = M0;
   const int64_t K = M0.rows();
-  C_ = Eigen::MatrixXd::Identity(K, K) * c0;
+  C_ = Eigen::MatrixXd::Identity(K, K) * c0;  // lower triangle used
   ref_pinv_ = pinv(M_ref, cfg, "memory: reference memory M_ref").value;
   if (c0 > 0) {
     factor_.compute(C_);
@@ -154,13 +154,13 @@ void SequentialMemory::update(const Mat& Z, int alpha, const char* op) {
   const int64_t N = Z.rows();
   const double a = double(alpha);
   const Mat W = Z * ref_pinv_;  // N×K
+  // Only the lower triangle of C is kept (LLT reads only it).
   Eigen::MatrixXd C = C_;
   C.selfadjointView<Eigen::Lower>().rankUpdate(W.transpose(), a);
-  C.triangularView<Eigen::StrictlyUpper>() = C.transpose();
 
   // New Cholesky factor: rank-one steps on the old one for small episodes, else from scratch.
   Factor f;
-  if (factored_ && N <= kMaxRankUpdateRows) {
+  if (factored_ && N <= max_rank_update_rows) {
     f = factor_;
     for (int64_t n = 0; n < N && f.info() == Eigen::Success; ++n) f.rankUpdate(W.row(n).transpose(), a);
   } else {
@@ -172,18 +172,21 @@ void SequentialMemory::update(const Mat& Z, int alpha, const char* op) {
                         ": with c0 = 0 the first writes must hold at least K independent rows"
                   : std::string("forgetting an episode that was not written?"),
         "); memory unchanged");
-  f.set_l1_norm(C.cwiseAbs().colwise().sum().maxCoeff());
+  // ‖C‖₁ from the lower triangle: column j's sum is its lower part plus row j's left part
+  double l1 = 0;
+  for (int64_t j = 0; j < K; ++j)
+    l1 = std::max(l1, C.col(j).tail(K - j).cwiseAbs().sum() + C.row(j).head(j).cwiseAbs().sum());
+  f.set_l1_norm(l1);
   const double rc = f.rcond();
   check(rc >= min_rcond_, op, ": C is ill-conditioned after this episode (reciprocal condition ", rc, " < ",
         min_rcond_, "); memory unchanged");
 
   // M += α C⁻¹ Wᵀ (Z − W M)
-  const Mat R = Z - W * M_;                            // N×C
-  const Eigen::MatrixXd Y = f.solve(W.transpose());    // K×N
-  Mat M = M_;
-  M.noalias() += a * (Y * R);
-  check(M.allFinite(), op, ": the memory update produced non-finite values; memory unchanged");
-  M_ = std::move(M);
+  const Mat R = Z - W * M_;                                // N×C
+  const Eigen::MatrixXd Y = a * f.solve(W.transpose());    // K×N
+  const Mat dM = Y * R;
+  check(dM.allFinite(), op, ": the memory update produced non-finite values; memory unchanged");
+  M_ += dM;
   C_ = std::move(C);
   factor_ = std::move(f);
   factored_ = true;

@@ -86,15 +86,16 @@ class SequentialMemory {
   Mat keys(const Mat& Z) const;  // W = Z M_ref⁺
 
   const Mat& memory() const { return M_; }
-  const Eigen::MatrixXd& precision() const { return C_; }
+  Eigen::MatrixXd precision() const { return C_.selfadjointView<Eigen::Lower>(); }  // C, K×K
   const Mat& reference_pinv() const { return ref_pinv_; }
   int64_t rows() const { return rows_; }  // rows written minus rows forgotten
   int64_t slots() const { return M_.rows(); }
   int64_t code_size() const { return M_.cols(); }
 
-  // Episodes of at most this many rows update the Cholesky factor by rank-one steps; larger ones
-  // refactor C (measured crossover, see docs/larimar.md).
-  static constexpr int kMaxRankUpdateRows = 64;
+  // Episodes of at most this many rows update the Cholesky factor by rank-one steps (O(N·K²),
+  // not blocked); larger ones refactor C (K³/3, blocked). Crossover measured by
+  // dev/bench/bench_larimar.cpp (docs/larimar.md).
+  int64_t max_rank_update_rows = 16;
 
  private:
   struct Factor : Eigen::LLT<Eigen::MatrixXd> {
@@ -105,7 +106,7 @@ class SequentialMemory {
   void update(const Mat& Z, int alpha, const char* op);
 
   Mat M_;
-  Eigen::MatrixXd C_;
+  Eigen::MatrixXd C_;  // lower triangle
   Mat ref_pinv_;  // C×K
   Factor factor_;
   bool factored_ = false;

@@ -67,8 +67,9 @@ Pinv pinv_iterative(const Mat& A, const PinvConfig& cfg, const std::string& what
   Mat X = cfg.scale * A.transpose();
   for (int k = 0; k < cfg.steps; ++k) {
     out.iterates.push_back(X);
-    Mat XA = X * A;  // n×n
-    X = 2.0 * X - XA * X;
+    // X A X through the smaller product: A X (m×m) when m < n, X A (n×n) otherwise.
+    Mat XAX = A.rows() < A.cols() ? Mat(X * (A * X)) : Mat((X * A) * X);
+    X = 2.0 * X - XAX;
   }
   out.value = std::move(X);
   out.residual = pinv_residual(A, out.value);
