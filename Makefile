@@ -26,9 +26,9 @@ $(DEPS_STAMP): scripts/install_deps.sh
 # One archive per component, so that a component builds and tests while another is half-done.
 # Link order: users before providers.
 # (eval: factoid evaluation shared by train_llama and eval_factoids; it uses the data pipeline.)
-COMPONENTS     := eval dataloader tokenizer model kernels larimar emu common
+COMPONENTS     := eval dataloader tokenizer larimar model kernels emu common
 SRCS_larimar   := $(wildcard larimar/*.cpp)
-DEPS_larimar   := common
+DEPS_larimar   := model kernels common
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(wildcard kernels/cpu/*.cpp)
@@ -93,7 +93,8 @@ $(BUILD)/bench/%: $(BUILD)/dev/bench/%.o $(call lib_of,model) $(call lib_of,kern
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # dev/bench/bench_larimar.cpp links the memory operations only.
-$(BUILD)/bench/bench_larimar: $(BUILD)/dev/bench/bench_larimar.o $(call lib_of,larimar) $(call lib_of,common)
+$(BUILD)/bench/bench_larimar: $(BUILD)/dev/bench/bench_larimar.o $(call lib_of,larimar) $(call lib_of,model) \
+                              $(call lib_of,kernels) $(call lib_of,common)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 

@@ -91,6 +91,7 @@ class SequentialMemory {
   int64_t rows() const { return rows_; }  // rows written minus rows forgotten
   int64_t slots() const { return M_.rows(); }
   int64_t code_size() const { return M_.cols(); }
+  double min_rcond() const { return min_rcond_; }
 
   // Episodes of at most this many rows update the Cholesky factor by rank-one steps (O(N·K²),
   // not blocked); larger ones refactor C (K³/3, blocked). Crossover measured by

@@ -4,12 +4,16 @@
 // autograd, and the refusal of bad shapes and singular or ill-conditioned systems.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/file_io.h"
 #include "larimar/memory.h"
+#include "larimar/memory_file.h"
+#include "model/safetensors.h"
 
 using Catch::Contains;
 using nlohmann::json;
@@ -230,4 +234,53 @@ TEST_CASE("reading back the facts just written returns them, duplicates included
   CHECK(w.q.rank == Z.rows() - 1);
   const Read r = read(w.M, Z, exact_cfg());  // Z M⁺ M = Z when M's rows span Z's
   CHECK(rel(r.Zr, Z) < 1e-9);
+}
+
+TEST_CASE("memory files round-trip exactly and refuse another encoder or a malformed file") {
+  const std::string dir = "build/test/tmp_larimar_" + std::to_string(getpid());
+  remove_tree(dir);
+  make_dirs(dir);
+  const auto& c = fixture()["sequential"][1];  // c0 = 0.5, single facts
+  SequentialMemory mem(to_mat(c["M0"]), c["c0"].get<double>(), to_mat(c["M_ref"]), exact_cfg());
+  for (size_t i = 0; i + 1 < c["episodes"].size(); ++i) mem.write(to_mat(c["episodes"][i]));
+  const std::string path = dir + "/facts.mem";
+  save_memory(path, mem, "encoder-a");
+  SequentialMemory back = load_memory(path, "encoder-a");
+  CHECK(back.memory() == mem.memory());
+  CHECK(back.precision() == mem.precision());
+  CHECK(back.reference_pinv() == mem.reference_pinv());
+  CHECK(back.rows() == mem.rows());
+  // both continue alike: the last write and a forget
+  const Mat last = to_mat(c["episodes"][c["episodes"].size() - 1]), first = to_mat(c["episodes"][0]);
+  mem.write(last);
+  back.write(last);
+  mem.forget(first);
+  back.forget(first);
+  CHECK(rel(back.memory(), mem.memory()) < 1e-12);
+
+  REQUIRE_THROWS_WITH(load_memory(path, "encoder-b"),
+                      Contains(path) && Contains("encoder 'encoder-a'") && Contains("encoder 'encoder-b'"));
+  REQUIRE_THROWS_WITH(save_memory(dir + "/x.mem", mem, ""), Contains("identity of its encoder"));
+  // a model file is not a memory file
+  const std::vector<float> v(4, 1.0f);
+  write_safetensors(dir + "/other.safetensors", {{"w", "F32", {2, 2}, v.data()}});
+  REQUIRE_THROWS_WITH(load_memory(dir + "/other.safetensors", "encoder-a"), Contains("missing metadata field 'format'"));
+  // a tensor of the wrong dtype or shape is named
+  const Mat& M = mem.memory();
+  const Mat C = mem.precision();
+  const std::map<std::string, std::string> meta{{"format", "larimar-memory"}, {"version", "1"},
+                                                {"encoder", "encoder-a"}, {"rows", "3"}, {"min_rcond", "1e-12"}};
+  write_safetensors(dir + "/bad1.mem",
+                    {{"M", "F64", {M.rows(), M.cols()}, M.data()}, {"C", "F64", {M.rows(), M.rows()}, C.data()},
+                     {"ref_pinv", "F64", {M.rows(), M.cols()}, M.data()}},
+                    meta);
+  REQUIRE_THROWS_WITH(load_memory(dir + "/bad1.mem", "encoder-a"),
+                      Contains("bad1.mem") && Contains("tensor 'ref_pinv' has shape [6, 10], expected [10, 6]"));
+  write_safetensors(dir + "/bad2.mem", {{"M", "F32", {2, 2}, v.data()}}, meta);
+  REQUIRE_THROWS_WITH(load_memory(dir + "/bad2.mem", "encoder-a"), Contains("tensor 'M' has dtype F32, expected F64"));
+  auto meta2 = meta;
+  meta2["rows"] = "three";
+  write_safetensors(dir + "/bad3.mem", {{"M", "F64", {M.rows(), M.cols()}, M.data()}}, meta2);
+  REQUIRE_THROWS_WITH(load_memory(dir + "/bad3.mem", "encoder-a"), Contains("metadata 'rows' ('three')"));
+  remove_tree(dir);
 }
