@@ -10,8 +10,6 @@
 CXX      ?= g++
 OPT      ?= -O3 -march=native
 CXXFLAGS ?= $(OPT) -g -std=c++20 -fopenmp -Wall -Wextra -Wno-unused-parameter -I.
-# Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/.
-CXXFLAGS += -isystem /usr/include/eigen3
 LDLIBS   := -ldnnl -lpcre2-8 -lboost_context -lpthread -fopenmp
 BUILD    := build
 PYTHON   ?= python3
@@ -29,6 +27,9 @@ $(DEPS_STAMP): scripts/install_deps.sh
 COMPONENTS     := eval dataloader tokenizer larimar model kernels emu common
 SRCS_larimar   := $(wildcard larimar/*.cpp)
 DEPS_larimar   := model kernels common
+# Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/, for its objects
+# and those that include its headers only (`private`: not passed on to prerequisites).
+$(BUILD)/larimar/%.o $(BUILD)/test/test_larimar.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(wildcard kernels/cpu/*.cpp)
