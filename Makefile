@@ -3,7 +3,7 @@
 # regenerates the reference fixtures with torch/transformers (dev only).
 #
 # Conventions (so that a new file needs no Makefile edit):
-#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ eval/ test/emu/ goes into
+#   - every .cpp under common/ model/ kernels/cpu/ tokenizer/ dataloader/ eval/ larimar/ test/emu/ goes into
 #     that component's archive, except files named *_main.cpp, which are program entry points
 #     (and kernels/cpu/sgemm_{dnnl,omp}.cpp: one of the two, by GEMM);
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
@@ -31,7 +31,12 @@ $(DEPS_STAMP): scripts/install_deps.sh
 # One archive per component, so that a component builds and tests while another is half-done.
 # Link order: users before providers.
 # (eval: factoid evaluation shared by train_llama and eval_factoids; it uses the data pipeline.)
-COMPONENTS     := eval dataloader tokenizer model kernels emu common
+COMPONENTS     := eval dataloader tokenizer larimar model kernels emu common
+SRCS_larimar   := $(wildcard larimar/*.cpp)
+DEPS_larimar   := model kernels common
+# Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/, for its objects
+# and those that include its headers only (`private`: not passed on to prerequisites).
+$(BUILD)/larimar/%.o $(BUILD)/test/test_larimar.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(filter-out kernels/cpu/sgemm_$(if $(filter omp,$(GEMM)),dnnl,omp).cpp,$(wildcard kernels/cpu/*.cpp))
@@ -95,6 +100,12 @@ eval_factoids: $(BUILD)/eval_factoids.o $(HOST_LIBS)
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
 # They link the model and its dependencies only.
 $(BUILD)/bench/%: $(BUILD)/dev/bench/%.o $(call lib_of,model) $(call lib_of,kernels) $(call lib_of,common)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+# dev/bench/bench_larimar.cpp links the memory operations only.
+$(BUILD)/bench/bench_larimar: $(BUILD)/dev/bench/bench_larimar.o $(call lib_of,larimar) $(call lib_of,model) \
+                              $(call lib_of,kernels) $(call lib_of,common)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 

@@ -241,7 +241,7 @@ void write_safetensors(const std::string& path, const std::vector<SafeTensorToWr
   std::vector<size_t> sizes;
   for (const auto& t : tensors) {
     size_t es = dtype_size(t.dtype);
-    check(t.dtype == "F32" || t.dtype == "BF16" || t.dtype == "I32" || t.dtype == "I64", path,
+    check(t.dtype == "F32" || t.dtype == "BF16" || t.dtype == "F64" || t.dtype == "I32" || t.dtype == "I64", path,
           ": cannot write tensor '", t.name, "' as ", t.dtype);
     size_t numel = 1;
     for (int64_t d : t.shape) numel *= size_t(d);

@@ -40,9 +40,9 @@ struct SafeTensors {
 
 struct SafeTensorToWrite {
   std::string name;
-  std::string dtype;  // "F32" or "BF16" (from fp32 data, round-to-nearest-even), "I32", "I64"
+  std::string dtype;  // "F32" or "BF16" (from fp32 data, round-to-nearest-even), "F64", "I32", "I64"
   std::vector<int64_t> shape;
-  const void* data;   // fp32 for F32/BF16, int32 for I32, int64 for I64
+  const void* data;   // fp32 for F32/BF16, double for F64, int32 for I32, int64 for I64
 };
 
 // Atomic write (temporary + fsync + rename). Tensors are written in the given order.
