@@ -53,7 +53,7 @@ $(foreach c,$(COMPONENTS),$(eval $(call component_rules,$(c))))
 test_component = $(firstword $(foreach c,$(COMPONENTS),$(if $(filter test_$(c)%,$(1)),$(c))))
 test_libs = $(if $(call test_component,$(1)),$(foreach c,$(call test_component,$(1)) $(DEPS_$(call test_component,$(1))),$(call lib_of,$(c))),$(ALL_LIBS))
 
-BINARIES := tokenize prepare_data train_llama eval_factoids
+BINARIES := tokenize prepare_data train_llama eval_factoids analyze_layers
 BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$(b)_main.cpp),$(b)))
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
@@ -80,6 +80,8 @@ $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 train_llama: $(BUILD)/train_llama.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 eval_factoids: $(BUILD)/eval_factoids.o $(ALL_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+analyze_layers: $(BUILD)/analyze_layers.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
@@ -158,9 +160,9 @@ $(BUILD)/cuda/cuda_backend.o: kernels/cuda_backend.cu kernels/cuda_backend.h ker
                               kernels/cpu/ops.h common/error.h $(wildcard kernels/cuda/*.cuh) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
-$(BUILD)/train_llama.o $(BUILD)/eval_factoids.o: CXXFLAGS += -DENGINE_CUDA -DENGINE_USE_NVTX -I$(CUDA_HOME)/include
-train_llama eval_factoids: $(BUILD)/cuda/cuda_backend.o
-train_llama eval_factoids: LDLIBS += $(CUDA_LDLIBS)
+$(BUILD)/train_llama.o $(BUILD)/eval_factoids.o $(BUILD)/analyze_layers.o: CXXFLAGS += -DENGINE_CUDA -DENGINE_USE_NVTX -I$(CUDA_HOME)/include
+train_llama eval_factoids analyze_layers: $(BUILD)/cuda/cuda_backend.o
+train_llama eval_factoids analyze_layers: LDLIBS += $(CUDA_LDLIBS)
 endif
 # train_llama on the CUDA emulator: `--device cuda` with no GPU, for test/test_cuda_cli.cpp. The
 # backend .cu and the program are compiled by g++ with the emulation flags.
@@ -173,3 +175,8 @@ $(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/eval_factoids_emu eval_factoids
+# The logit lens on the emulated CUDA backend against the CPU one (test/test_cuda_lens.cpp).
+$(BUILD)/analyze_layers_emu: $(BUILD)/cuda-emu/analyze_layers.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/test/test_cuda_lens: | $(BUILD)/analyze_layers_emu analyze_layers
+$(BUILD)/test/test_analyze_layers: | analyze_layers

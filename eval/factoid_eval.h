@@ -29,6 +29,14 @@ bool is_question_file(const std::string& path);
 std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& tok, const std::string& template_text,
                                       int64_t limit = 0);
 
+// The template JSONL questions are rendered with for checkpoint `dir` when no --template is given
+// (shards carry their own prompts): the first model's (`reference`) for every model that trained
+// on it in an earlier stage, so that a table over several checkpoints scores the same prompts on
+// every row, the ones the first model learned the facts with; else the model's own last-stage
+// template ("" for a model without our trainer_state.json). A note on stderr says which one when
+// there was a choice.
+std::string question_template(const std::string& dir, const std::string& reference);
+
 // Tokens that end generation: the tokenizer's EOS, the config's eos ids, end-of-turn tokens
 // (<|eot_id|>, <|im_end|>, <|end|>, <|endoftext|>, </s>) when present, and (stops_generation) every
 // token whose text contains a newline.

@@ -69,9 +69,11 @@ struct LlamaModel {
   // Gradient scratch (reused by every layer).
   act_t *d_res = nullptr, *d_ln = nullptr, *d_qkv = nullptr, *d_att = nullptr, *d_gu = nullptr,
         *d_h = nullptr, *d_lnf = nullptr;
-  // LM head: compacted rows that carry a loss, their gradient, and one chunk of logits.
+  // LM head: compacted rows that carry a loss, their gradient, and one chunk of logits; the
+  // logit lens normalizes its gathered rows into head_dx with 1/rms in head_rstd.
   act_t *head_x = nullptr, *head_dx = nullptr;
   float* logits_chunk = nullptr;
+  float* head_rstd = nullptr;
   // Batch metadata in backend memory.
   int32_t *tokens = nullptr, *positions = nullptr, *seg_start = nullptr, *key_hi = nullptr,
           *loss_rows = nullptr, *loss_targets = nullptr;
@@ -105,6 +107,10 @@ struct LlamaModel {
   // Inference: logits [token_index.size(), V] (host memory) for the given flat token indices
   // (r*T + t) only, e.g. the last prompt token of each row or the answer positions.
   void forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index, float* logits_host);
+  // Logit lens on the last forward(): the final RMSNorm and the LM head applied to the residual
+  // stream entering layer l (l == 0: the embeddings; l == L: after the last layer, where it gives
+  // the model's own logits) at the given flat token indices: logits [token_index.size(), V] (host).
+  void lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host);
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
   // gradient norm before clipping.
   double optimizer_step(const AdamWConfig& opt) {
@@ -128,6 +134,8 @@ struct LlamaModel {
     return B::template alloc<T>(n);
   }
   void validate_and_upload(const Batch& b);
+  int upload_token_index(const std::vector<int32_t>& token_index, const char* who);
+  void head_logits(const act_t* x, int n, float* logits_host);
   void backward_from_lnf();
 };
 
@@ -186,6 +194,7 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype mom
   head_x = plan<act_t>(N * C);
   head_dx = plan<act_t>(N * C);
   logits_chunk = plan<float>((int64_t)head_chunk * V);
+  head_rstd = plan<float>(N);
   tokens = plan<int32_t>(N);
   positions = plan<int32_t>(N);
   seg_start = plan<int32_t>(N);
@@ -210,7 +219,7 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype mom
 
 template <class B>
 LlamaModel<B>::~LlamaModel() {
-  for (float* p : {params, grads, adam_m, adam_v, rstdf, logits_chunk, rope_cos, rope_sin}) B::free(p);
+  for (float* p : {params, grads, adam_m, adam_v, rstdf, logits_chunk, head_rstd, rope_cos, rope_sin}) B::free(p);
   for (auto& a : acts) {
     for (act_t* p : {a.res_in, a.ln1, a.qkv, a.att, a.res_mid, a.ln2, a.gate_up, a.swiglu}) B::free(p);
     for (float* p : {a.rstd1, a.rstd2, a.lse}) B::free(p);
@@ -340,33 +349,51 @@ void LlamaModel<B>::forward(const Batch& b) {
   if (!fused || L == 0) B::rmsnorm_forward(lnf, rstdf, res_out, params + layout.final_norm, N, C, eps);
 }
 
+// The LM head over n rows x [n, C] (backend memory), in chunks of head_chunk rows, into host memory.
+template <class B>
+void LlamaModel<B>::head_logits(const act_t* x, int n, float* logits_host) {
+  for (int t0 = 0; t0 < n; t0 += head_chunk) {
+    const int m = std::min(head_chunk, n - t0);
+    B::matmul_forward(logits_chunk, x + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    B::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)m * V);
+  }
+}
+
+// Checks flat token indices against the last forward's batch and uploads them into loss_rows.
+template <class B>
+int LlamaModel<B>::upload_token_index(const std::vector<int32_t>& token_index, const char* who) {
+  const int N = cur_rows * cur_T;
+  const int n_idx = (int)token_index.size();
+  for (int i = 0; i < n_idx; i++)
+    check(token_index[i] >= 0 && token_index[i] < N, who, ": token_index[", i, "] = ", token_index[i],
+          " is outside the batch [0, ", N, ")");
+  B::upload(loss_rows, token_index.data(), n_idx);
+  return n_idx;
+}
+
 template <class B>
 void LlamaModel<B>::forward_logits(const Batch& b, float* logits_host) {
   forward(b);
-  const int N = cur_rows * cur_T;
-  for (int t0 = 0; t0 < N; t0 += head_chunk) {
-    int n = std::min(head_chunk, N - t0);
-    B::matmul_forward(logits_chunk, lnf + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
-    B::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)n * V);
-  }
+  head_logits(lnf, cur_rows * cur_T, logits_host);
 }
 
 template <class B>
 void LlamaModel<B>::forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index,
                                       float* logits_host) {
   forward(b);
-  const int N = cur_rows * cur_T;
-  const int n_idx = (int)token_index.size();
-  for (int i = 0; i < n_idx; i++)
-    check(token_index[i] >= 0 && token_index[i] < N, "forward_logits_at: token_index[", i, "] = ",
-          token_index[i], " is outside the batch [0, ", N, ")");
-  B::upload(loss_rows, token_index.data(), n_idx);
+  const int n_idx = upload_token_index(token_index, "forward_logits_at");
   B::gather_rows(head_x, lnf, loss_rows, n_idx, C);
-  for (int t0 = 0; t0 < n_idx; t0 += head_chunk) {
-    int n = std::min(head_chunk, n_idx - t0);
-    B::matmul_forward(logits_chunk, head_x + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
-    B::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)n * V);
-  }
+  head_logits(head_x, n_idx, logits_host);
+}
+
+template <class B>
+void LlamaModel<B>::lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host) {
+  check(l >= 0 && l <= L, "lens_logits: layer boundary ", l, " is outside [0, ", L, "]");
+  check(cur_rows > 0, "lens_logits: no forward pass to read");
+  const int n_idx = upload_token_index(token_index, "lens_logits");
+  B::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
+  B::rmsnorm_forward(head_dx, head_rstd, head_x, params + layout.final_norm, n_idx, C, cfg.rms_norm_eps);
+  head_logits(head_dx, n_idx, logits_host);
 }
 
 template <class B>
