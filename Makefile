@@ -175,8 +175,7 @@ $(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/eval_factoids_emu eval_factoids
-# The logit lens on the emulated CUDA backend against the CPU one (test/test_cuda_lens.cpp).
+# analyze_layers --device cuda on the emulator, against --device cpu (test/test_analyze_layers.cpp).
 $(BUILD)/analyze_layers_emu: $(BUILD)/cuda-emu/analyze_layers.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-$(BUILD)/test/test_cuda_lens: | $(BUILD)/analyze_layers_emu analyze_layers
-$(BUILD)/test/test_analyze_layers: | analyze_layers
+$(BUILD)/test/test_analyze_layers: | $(BUILD)/analyze_layers_emu analyze_layers prepare_data
