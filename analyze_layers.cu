@@ -328,7 +328,8 @@ int main(int argc, char** argv) {
             top1 += f.stat(l, j).rank == 0;
           }
           json row = {{"model", dir}, {"fact", i}, {"layer", l}, {"question", items[i].question},
-                      {"gold", items[i].golds.empty() ? "" : items[i].golds[0]}, {"gold_ids", items[i].answer_ids},
+                      {"gold", items[i].golds.empty() ? "" : items[i].golds[0]}, {"prompt_ids", items[i].prompt_ids},
+                      {"gold_ids", items[i].answer_ids},
                       {"prob", f.stat(l, 0).prob}, {"rank", f.stat(l, 0).rank}, {"top1_id", f.stat(l, 0).top1_id},
                       {"top1", f.stat(l, 0).rank == 0}, {"answer_prob", probs}, {"answer_rank", ranks},
                       {"answer_top1_share", double(top1) / f.answer_len},
