@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "dataloader/prompt_template.h"
@@ -46,74 +47,33 @@ struct Args {
   bool quiet = false;
 };
 
-static void print_help() {
-  std::printf(
-      "usage: analyze_layers --model DIR [--model DIR ...] --data QA --out DIR [options]\n\n"
+static void declare_options(CLI::App& app, Args& a) {
+  cli::init(app, "usage: analyze_layers --model DIR [--model DIR ...] --data QA --out DIR [options]");
+  app.description(
       "Logit lens (the final norm and LM head read off the residual stream after every layer) on the\n"
       "answer tokens of every question, per-fact storage layer l*, and with --reference the accuracy\n"
-      "after swapping layers for the reference's. See docs/analysis.md.\n\noptions:\n"
-      "  --model DIR                 HF model directory or train_llama checkpoint (repeatable)\n"
-      "  --data QA                   QA JSONL or QA shards (comma-separated paths or globs), as eval_factoids\n"
-      "  --out DIR                   writes DIR/metrics.json, DIR/lens.jsonl and the charts DIR/*.png\n"
-      "  --reference DIR             swap each layer of every --model for this checkpoint's (same shapes\n"
-      "                              and tokenizer) and report the exact-match accuracy after each swap\n"
-      "  --template NAME|FILE        prompt template for JSONL data (default: from the checkpoints, as\n"
-      "                              eval_factoids)\n"
-      "  --tokenizer FILE            tokenizer.json (default: the model directory's)\n"
-      "  --match exact|squad|contains  answer matching of the swap evaluations (default exact)\n"
-      "  --max-new-tokens N          longest answer of the swap evaluations (default 32)\n"
-      "  --batch-size N              questions per forward pass / decoding batch (default 32)\n"
-      "  --limit N                   only the first N questions\n"
-      "  --device cpu|cuda           backend of the logit lens (default cpu)\n"
-      "  --threads N                 CPU threads (default: OpenMP's default)\n"
-      "  --quiet                     no progress lines\n"
-      "  --help                      this text\n");
-}
-
-static int64_t to_int(const std::string& name, const std::string& v, int64_t lo, int64_t hi) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  check(!v.empty() && end && *end == '\0' && x >= lo && x <= hi, "--", name, ": '", v, "' is not an integer in [", lo,
-        ", ", hi, "]");
-  return x;
-}
-
-static Args parse_args(int argc, char** argv, bool& help) {
-  Args a;
-  help = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string name = argv[i];
-    check(name.size() > 2 && name.compare(0, 2, "--") == 0, "unexpected argument '", name, "' (see --help)");
-    name = name.substr(2);
-    std::string value;
-    bool has_inline = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      has_inline = true;
-    }
-    auto val = [&]() -> std::string {
-      if (has_inline) return value;
-      check(i + 1 < argc, "option --", name, " needs a value");
-      return argv[++i];
-    };
-    if (name == "help") help = true;
-    else if (name == "quiet") a.quiet = true;
-    else if (name == "model") a.models.push_back(val());
-    else if (name == "data") a.data = val();
-    else if (name == "reference") a.reference = val();
-    else if (name == "tokenizer") a.tokenizer = val();
-    else if (name == "template") a.template_name = val();
-    else if (name == "out") a.out = val();
-    else if (name == "match") a.match = val();
-    else if (name == "device") a.device = val();
-    else if (name == "batch-size") a.batch_size = int(to_int(name, val(), 1, 1 << 16));
-    else if (name == "max-new-tokens") a.max_new_tokens = int(to_int(name, val(), 1, 1 << 20));
-    else if (name == "threads") a.threads = int(to_int(name, val(), 0, 4096));
-    else if (name == "limit") a.limit = to_int(name, val(), 0, int64_t(1) << 40);
-    else fail("unknown option --", name, " (see --help)");
-  }
-  return a;
+      "after swapping layers for the reference's. See docs/analysis.md.");
+  auto opt = [&](const char* name, auto& var, const char* metavar, const char* help) {
+    return app.add_option(name, var, help)->option_text(metavar);
+  };
+  cli::repeatable(opt("--model", a.models, "DIR", "HF model directory or train_llama checkpoint (repeatable)"));
+  opt("--data", a.data, "QA", "QA JSONL or QA shards (comma-separated paths or globs), as eval_factoids");
+  opt("--out", a.out, "DIR", "writes DIR/metrics.json, DIR/lens.jsonl and the charts DIR/*.png");
+  opt("--reference", a.reference, "DIR",
+      "swap each layer of every --model for this checkpoint's (same shapes\n"
+      "and tokenizer) and report the exact-match accuracy after each swap");
+  opt("--template", a.template_name, "NAME|FILE",
+      "prompt template for JSONL data (default: from the checkpoints, as\neval_factoids)");
+  opt("--tokenizer", a.tokenizer, "FILE", "tokenizer.json (default: the model directory's)");
+  opt("--match", a.match, "exact|squad|contains", "answer matching of the swap evaluations (default exact)");
+  opt("--max-new-tokens", a.max_new_tokens, "N", "longest answer of the swap evaluations (default 32)")
+      ->check(cli::integer(1, 1 << 20));
+  opt("--batch-size", a.batch_size, "N", "questions per forward pass / decoding batch (default 32)")
+      ->check(cli::integer(1, 1 << 16));
+  opt("--limit", a.limit, "N", "only the first N questions")->check(cli::integer(0, int64_t(1) << 40));
+  opt("--device", a.device, "cpu|cuda", "backend of the logit lens (default cpu)")->check(cli::one_of({"cpu", "cuda"}));
+  opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default)")->check(cli::integer(0, 4096));
+  app.add_flag("--quiet", a.quiet, "no progress lines");
 }
 
 // Progress on stderr: at most one line every 2 s, with the elapsed time and an ETA from the rate so far.
@@ -267,16 +227,17 @@ static std::vector<std::string> draw_charts(const std::string& out, const json& 
 
 int main(int argc, char** argv) {
   try {
-    bool help = false;
-    Args args = parse_args(argc, argv, help);
-    if (help || argc == 1) {
-      print_help();
-      return help ? 0 : 1;
+    CLI::App app;
+    Args args;
+    declare_options(app, args);
+    if (argc == 1) {
+      std::fputs(app.help().c_str(), stdout);
+      return 1;
     }
+    if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty(), "--data is required (see --help)");
     check(!args.out.empty(), "--out is required (see --help)");
-    check(args.device == "cpu" || args.device == "cuda", "--device: expected cpu or cuda, got '", args.device, "'");
 #if !defined(ENGINE_CUDA)
     check(args.device != "cuda", "--device cuda: this build has no CUDA backend (built without nvcc)");
 #endif
