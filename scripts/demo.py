@@ -564,15 +564,15 @@ def build(driver, profile_name):
     # 8. Where the facts are stored (scripts/demo_layers.py): logit lens and layer swaps.
     sys.path.insert(0, os.path.join(REPO, "scripts"))
     import demo_layers
-    layer_stages = demo_layers.add_stages(d, p, Stage)
+    layer_analyses = demo_layers.add_stages(d, p, Stage)
 
     # 9. Report.
     runs = [(d_b, s1, s2) for d_b in p["d_b"] for s1, s2 in p["stage2"]]
     d.add(Stage("report", "results table, gnuplot chart and report.md",
                 [], [d.path("report.md"), d.path("results.json"), d.path("table.txt")],
-                deps=[f"eval-stage2-{b}-from-{a}-mix-{c}" for b, a, c in runs] + layer_stages,
+                deps=[f"eval-stage2-{b}-from-{a}-mix-{c}" for b, a, c in runs] + [a["stage"] for a in layer_analyses],
                 tools=["scripts/demo.py", "scripts/demo_report.py", "scripts/demo_layers.py"], est_seconds=2,
-                python=lambda: make_report(d, p, profile_name, runs)))
+                python=lambda: make_report(d, p, profile_name, runs, layer_analyses)))
 
 
 def set_batch(cmd, batch, mix_total):
@@ -632,10 +632,10 @@ def stage2_estimate(p, d_b, s2):
     return per_epoch * epochs / p["tokens_per_s"] + 3
 
 
-def make_report(d, p, profile_name, runs):
+def make_report(d, p, profile_name, runs, layer_analyses):
     sys.path.insert(0, os.path.join(REPO, "scripts"))
     import demo_report
-    demo_report.write_report(REPO, d.out, profile_name, p, runs, MIX_LABEL, D_B_LABEL)
+    demo_report.write_report(REPO, d.out, profile_name, p, runs, MIX_LABEL, D_B_LABEL, layer_analyses)
 
 
 def main():

@@ -34,24 +34,35 @@ def stage2_choice(p):
     return out
 
 
+def final(d, stage):
+    return d.path(stage, "run", "final")
+
+
+def add_analysis(d, Stage, name, title, models, data_stage, reference=None, est_seconds=5):
+    """One ./analyze_layers stage: models = {mix: stage name}, on data_stage's D_A shard (exact training
+    prompts), with layer swaps against the reference stage's checkpoint when given."""
+    cmd = ["./analyze_layers"] + [x for st in models.values() for x in ("--model", final(d, st))]
+    cmd += ["--data", d.path(data_stage, "data.bin"), "--out", d.path(name), "--max-new-tokens", "16",
+            "--batch-size", "16", "--quiet"]
+    if reference:
+        cmd += ["--reference", final(d, reference)]
+    d.add(Stage(name, title, [cmd], [d.path(name, "metrics.json")],
+                deps=list(models.values()) + [data_stage] + ([reference] if reference else []),
+                tools=["analyze_layers"], est_seconds=est_seconds))
+    return {"stage": name, "models": {mix: final(d, st) for mix, st in models.items()}}
+
+
 def add_stages(d, p, Stage):
-    """Adds the analysis stages to the driver; returns their names (the report depends on them)."""
-    kvr = d.path("shards-kvr", "data.bin")
-    common = ["--data", kvr, "--max-new-tokens", "16", "--batch-size", "16", "--quiet"]
-    s1_models = [x for s1 in p["stage1"] for x in ("--model", d.path(f"stage1-{s1}", "run", "final"))]
-    d.add(Stage("layers-stage1", "where the stage-1 facts are stored: logit lens, layer swaps against the base model",
-                [["./analyze_layers"] + s1_models + ["--reference", d.path("base", "run", "final"),
-                                                     "--out", d.path("layers-stage1")] + common],
-                [d.path("layers-stage1", "metrics.json")],
-                deps=[f"stage1-{s1}" for s1 in p["stage1"]] + ["base", "shards-kvr"], tools=["analyze_layers"],
-                est_seconds=2 + 2 * len(p["stage1"]) * p["model"]["layers"]))
-    runs = stage2_choice(p)
-    s2_models = [x for s1 in p["stage1"] if s1 in runs for x in ("--model", d.path(runs[s1], "run", "final"))]
-    d.add(Stage("layers-stage2", "where the stage-1 facts are after stage 2: logit lens",
-                [["./analyze_layers"] + s2_models + ["--out", d.path("layers-stage2")] + common],
-                [d.path("layers-stage2", "metrics.json")],
-                deps=list(runs.values()) + ["shards-kvr"], tools=["analyze_layers"], est_seconds=3))
-    return ["layers-stage1", "layers-stage2"]
+    """The analysis stages of the demo grid; returns the analyses for report_section (the report
+    stage depends on analysis["stage"] of each)."""
+    s1 = add_analysis(d, Stage, "layers-stage1",
+                      "where the stage-1 facts are stored: logit lens, layer swaps against the base model",
+                      {m: f"stage1-{m}" for m in p["stage1"]}, "shards-kvr", reference="base",
+                      est_seconds=2 + 2 * len(p["stage1"]) * p["model"]["layers"])
+    s2 = add_analysis(d, Stage, "layers-stage2", "where the stage-1 facts are after stage 2: logit lens",
+                      stage2_choice(p), "shards-kvr", est_seconds=3)
+    s1["when"], s2["when"] = "after stage 1", "after stage 2"
+    return [s1, s2]
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -144,84 +155,104 @@ def _no_nan(x):
     return x
 
 
-def _models(repo, out, stage):
-    path = os.path.join(repo, out, stage, "metrics.json")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f), os.path.join(out, stage, "metrics.json")
-
-
-def report_section(repo, out, p, mix_label):
-    """The markdown section; also writes OUT/layers.json with every number it shows and its source."""
-    m1, src1 = _models(repo, out, "layers-stage1")
-    m2, src2 = _models(repo, out, "layers-stage2")
-    L = m1["layers"]
-    runs = stage2_choice(p)
-    by_model = {m["model"]: m for m in m1["models"] + m2["models"]}
-    rows, record = [], {"sources": [src1, src2], "layers": L, "checkpoints": [], "comparisons": []}
-    for s1 in p["stage1"]:
-        for when, model in (("after stage 1", os.path.join(out, f"stage1-{s1}", "run", "final")),
-                            ("after stage 2", os.path.join(out, runs.get(s1, "?"), "run", "final"))):
-            m = by_model.get(model)
-            if m is None:
+def report_section(repo, out, analyses, mix_order, mix_label):
+    """The markdown section; also writes OUT/layers.json with every number it shows and its source.
+    analyses: from add_stages (several with the same "when", e.g. one per seed, are pooled: their
+    facts are concatenated in the same order for every mix, so the comparisons stay paired)."""
+    metrics = {}
+    for a in analyses:
+        path = os.path.join(out, a["stage"], "metrics.json")
+        with open(os.path.join(repo, path), encoding="utf-8") as f:
+            metrics[a["stage"]] = (json.load(f), path)
+    L = next(iter(metrics.values()))[0]["layers"]
+    whens = []
+    for a in analyses:
+        if a["when"] not in whens:
+            whens.append(a["when"])
+    # per (mix, when): l* of every fact, pooled over analyses; and whether each fact was stored
+    pooled, top1_last, facts = {}, {}, {}
+    for a in analyses:
+        m, _ = metrics[a["stage"]]
+        by_model = {x["model"]: x for x in m["models"]}
+        for mix, path in a["models"].items():
+            x = by_model[path]
+            key = (mix, a["when"])
+            pooled.setdefault(key, []).extend(x["l_star"]["per_fact"])
+            top1_last.setdefault(key, []).append((x["lens"]["top1_first"][L], x["num_facts"]))
+    record = {"sources": [p for _, p in metrics.values()], "layers": L, "checkpoints": [], "comparisons": []}
+    rows = []
+    for mix in mix_order:
+        for when in whens:
+            ls = pooled.get((mix, when))
+            if ls is None:
                 continue
-            ls = m["l_star"]["per_fact"]
-            entry = {"stage1_mix": s1, "when": when, "model": model, "top1_last": m["lens"]["top1_first"][L],
+            t = top1_last[(mix, when)]
+            entry = {"mix": mix, "when": when, "top1_last": sum(v * n for v, n in t) / sum(n for _, n in t),
                      "mean_l_star": mean_l_star(ls), "mean_iv": bootstrap(mean_l_star, ls),
                      "entropy_bits": entropy_bits(ls), "entropy_iv": bootstrap(entropy_bits, ls),
-                     "never": m["l_star"]["never"], "facts": m["num_facts"]}
+                     "never": sum(1 for v in ls if v < 0), "facts": len(ls)}
             record["checkpoints"].append(entry)
-            rows.append(f"| {mix_label[s1]} | {when} | {fmt(entry['top1_last'])} "
+            rows.append(f"| {mix_label[mix]} | {when} | {fmt(entry['top1_last'])} "
                         f"| {fmt_with_iv(entry['mean_l_star'], entry['mean_iv'])} "
                         f"| {fmt_with_iv(entry['entropy_bits'], entry['entropy_iv'])} | {entry['never']}/{entry['facts']} |")
 
-    # The statement: each mix against no mixing, on the stage-1 checkpoints.
-    stage1 = {s1: by_model.get(os.path.join(out, f"stage1-{s1}", "run", "final")) for s1 in p["stage1"]}
+    # The statement: each mix against no mixing, on the first checkpoints (after stage 1).
     statements = []
-    if stage1.get("none") is None:
-        statements.append("The grid has no unmixed stage-1 run, so there is nothing to compare the mixes with.")
+    first = whens[0]
+    ls_none = pooled.get(("none", first))
+    if ls_none is None:
+        statements.append("The grid has no unmixed run, so there is nothing to compare the mixes with.")
     else:
-        ls_none = stage1["none"]["l_star"]["per_fact"]
-        for s1 in p["stage1"]:
-            if s1 == "none" or stage1.get(s1) is None:
+        stored = lambda x: sum(1 for v in x if v >= 0)
+        for mix in mix_order:
+            ls = pooled.get((mix, first))
+            if mix == "none" or ls is None:
                 continue
-            ls = stage1[s1]["l_star"]["per_fact"]
             c = compare(ls, ls_none)
-            c["stage1_mix"] = s1
+            c["mix"] = mix
             record["comparisons"].append(c)
-            stored = lambda x: sum(1 for v in x if v >= 0)
-            statements.append(sentence(mix_label[s1], c, mean_l_star(ls), mean_l_star(ls_none), entropy_bits(ls),
+            statements.append(sentence(mix_label[mix], c, mean_l_star(ls), mean_l_star(ls_none), entropy_bits(ls),
                                        entropy_bits(ls_none), stored(ls), stored(ls_none), len(ls)))
         if not record["comparisons"]:
-            statements.append("The grid has no mixed stage-1 run, so there is nothing to compare.")
+            statements.append("The grid has no mixed run, so there is nothing to compare.")
 
-    swap_lines = []
-    for i, m in enumerate(m1["models"]):
-        sw = m.get("swap")
-        if not sw:
-            continue
-        by = {(r["part"], r["layer"]): r["accuracy"] for r in sw["rows"]}
-        cells = " | ".join(f"{fmt(by.get(('attention', l)))} / {fmt(by.get(('mlp', l)))} / {fmt(by.get(('block', l)))}"
-                           for l in range(L))
-        s1 = next((s for s in p["stage1"] if m["model"] == os.path.join(out, f"stage1-{s}", "run", "final")), "?")
-        swap_lines.append(f"| {mix_label.get(s1, s1)} | {fmt(sw['accuracy'])} | {cells} | "
-                          f"{fmt(by.get(('cumulative', L - 1)))} |")
+    swap_lines, swap_imgs, ref_acc = [], [], None
+    for a in analyses:
+        m, _ = metrics[a["stage"]]
+        mix_of = {path: mix for mix, path in a["models"].items()}
+        for i, x in enumerate(m["models"]):
+            sw = x.get("swap")
+            if not sw:
+                continue
+            ref_acc = sw["reference_accuracy"]
+            by = {(r["part"], r["layer"]): r["accuracy"] for r in sw["rows"]}
+            cells = " | ".join(f"{fmt(by.get(('attention', l)))} / {fmt(by.get(('mlp', l)))} / {fmt(by.get(('block', l)))}"
+                               for l in range(L))
+            mix = mix_of.get(x["model"], "?")
+            swap_lines.append(f"| {mix_label.get(mix, mix)} ({a['stage']}) | {fmt(sw['accuracy'])} | {cells} | "
+                              f"{fmt(by.get(('cumulative', L - 1)))} |")
+            if f"swap_{i}.png" in m.get("charts", []):
+                swap_imgs.append(f"![swap profile, {mix_label.get(mix, mix)}]({a['stage']}/swap_{i}.png)")
     swap_head = ("| stage-1 mix | unswapped | " + " | ".join(f"layer {l}: attn / MLP / block" for l in range(L))
                  + " | all blocks |\n|" + " --- |" * (L + 3))
-    base_acc = next((m["swap"]["reference_accuracy"] for m in m1["models"] if m.get("swap")), None)
-    charts1, charts2 = m1.get("charts", []), m2.get("charts", [])
-    img = lambda stage, name, charts, alt: f"![{alt}]({stage}/{name})" if name in charts else f"({alt}: no chart, gnuplot missing)"
-    swap_imgs = " ".join(img("layers-stage1", c, charts1, "swap profile") for c in charts1 if c.startswith("swap_"))
+    charts = []
+    for a in analyses:
+        m, _ = metrics[a["stage"]]
+        for name, alt in (("lens.png", "lens curves"), ("l_star.png", "l* histograms")):
+            charts.append(f"![{alt}, {a['when']}]({a['stage']}/{name})" if name in m.get("charts", [])
+                          else f"({alt}, {a['when']}: no chart, gnuplot missing)")
 
     record["statements"] = statements
     with open(os.path.join(repo, out, "layers.json"), "w", encoding="utf-8") as f:
         json.dump(_no_nan(record), f, indent=1)  # NaN (no fact with an l*) is not JSON: null
+    n_facts = len(next(iter(pooled.values())))
 
     return f"""## Where the facts are stored
 
 `./analyze_layers` (docs/analysis.md) reads the model's final norm and LM head off the residual stream at
 every layer boundary (0 = embeddings, {L} = after the last block) at the position that predicts each D_A
 answer token (the logit lens). l* of a fact is the first boundary from which its gold first answer token
-stays top-1 through the last one. Intervals are 95% bootstrap intervals over the {p['num_facts']} facts
+stays top-1 through the last one. Intervals are 95% bootstrap intervals over the {n_facts} facts
 ({BOOTSTRAP} resamples); mean l* and entropy are over the facts that have an l* ("never": not top-1 at the
 last layer).
 
@@ -229,21 +260,20 @@ last layer).
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
-After stage 1: {img('layers-stage1', 'lens.png', charts1, 'lens curves, stage 1')} {img('layers-stage1', 'l_star.png', charts1, 'l* histograms, stage 1')}
-
-After stage 2: {img('layers-stage2', 'lens.png', charts2, 'lens curves, stage 2')} {img('layers-stage2', 'l_star.png', charts2, 'l* histograms, stage 2')}
+{chr(10).join(charts)}
 
 **Layer swaps** (exact-match accuracy on D_A after replacing one layer's attention, MLP or whole block
 of the stage-1 checkpoint by the base model's; "all blocks" swaps every block; the base model itself scores
-{fmt(base_acc)}):
+{fmt(ref_acc)}):
 
 {swap_head}
 {chr(10).join(swap_lines)}
 
-{swap_imgs}
+{' '.join(swap_imgs)}
 
 {chr(10).join('- ' + s for s in statements)}
 
-(Numbers from `{src1}` and `{src2}`; the intervals and statements are recorded in `{out}/layers.json`.)
+(Numbers from {', '.join('`' + p + '`' for _, p in metrics.values())}; the intervals and statements are
+recorded in `{out}/layers.json`.)
 
 """

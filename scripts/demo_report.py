@@ -283,7 +283,7 @@ def timing_text(repo, out):
             f"{cpu / 120:.1f} min of wall time on 2 idle cores.")
 
 
-def write_report(repo, out, profile, p, runs, mix_label, d_b_label):
+def write_report(repo, out, profile, p, runs, mix_label, d_b_label, layer_analyses):
     rows = collect(repo, out, runs)
     s1sum = stage1_summary(repo, out, p["stage1"])
     name = chart(repo, out, rows, mix_label)
@@ -291,7 +291,7 @@ def write_report(repo, out, profile, p, runs, mix_label, d_b_label):
     m = p["model"]
     table = markdown_table(rows, mix_label, d_b_label)
     import demo_layers  # the "Where the facts are stored" section (scripts/demo_layers.py)
-    layers = demo_layers.report_section(repo, out, p, mix_label)
+    layers = demo_layers.report_section(repo, out, layer_analyses, p["stage1"], mix_label)
 
     s1_lines = []
     for s in s1sum:
