@@ -261,6 +261,7 @@ int main(int argc, char** argv) {
       check(L < 0 || ck.config.num_hidden_layers == L, dir, ": config.json field 'num_hidden_layers' is ",
             ck.config.num_hidden_layers, " but ", args.models[0], " has ", L, ": the lens curves share one layer axis");
       L = ck.config.num_hidden_layers;
+      if (ref) check_swap_compatible(dir, ck.config, *ck.tok, ref->dir, ref->config, *ref->tok);  // before any work
       const std::string tmpl = !explicit_template.empty() || !questions ? explicit_template
                                                                         : question_template(dir, first_template);
       if (models.empty()) first_template = tmpl;
@@ -308,7 +309,6 @@ int main(int argc, char** argv) {
                 {"l_star_all", l_star_json(s.l_star_all, ls_all)}};
 
       if (ref) {
-        check_swap_compatible(dir, ck.config, *ck.tok, ref->dir, ref->config, *ref->tok);
         const GreedyOptions opt = make_stop_options(*ck.tok, ck.config, args.max_new_tokens, args.batch_size);
         if (ref_accuracy < 0)
           ref_accuracy = evaluate_params(ref->config, ref->layout, ref->params.data(), *ref->tok, items, opt, match).accuracy;
