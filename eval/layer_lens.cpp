@@ -7,32 +7,6 @@
 #include "common/error.h"
 #include "model/decode.h"
 
-LensStat lens_stat(const float* logits, int V, int32_t gold) {
-  const float g = logits[gold];
-  float mx = logits[0];
-  int32_t arg = 0, rank = 0;
-  for (int v = 0; v < V; ++v) {
-    const float x = logits[v];
-    if (x > mx) {
-      mx = x;
-      arg = v;
-    }
-    rank += x > g || (x == g && v < gold);  // tokens greedy decoding would prefer to the gold one
-  }
-  double sum = 0;
-  for (int v = 0; v < V; ++v) sum += std::exp(double(logits[v]) - double(mx));
-  LensStat s;
-  s.prob = float(std::exp(double(g) - double(mx)) / sum);
-  s.rank = rank;
-  s.top1_id = arg;
-  return s;
-}
-
-void lens_stats(const float* logits, size_t n, int V, const int32_t* gold, LensStat* out) {
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) out[i] = lens_stat(logits + i * V, V, gold[i]);
-}
-
 int first_stable_layer(const std::vector<bool>& top1) {
   int l = int(top1.size());
   while (l > 0 && top1[l - 1]) --l;

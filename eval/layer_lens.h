@@ -16,7 +16,8 @@
 // Cost per fact: one forward pass over |p|+A-1 tokens, plus (L+1)·A lens rows of
 // C (RMSNorm) + 2·C·V (LM head) flops each. The LM head runs only at the A answer positions, in
 // chunks of model.head_chunk rows of full vocabulary logits (bounded memory; a full row is needed
-// for the exact rank), and the statistics are reduced on the host.
+// for the exact rank), and each row is reduced on the backend (LlamaModel::lens_stats) to its
+// probability, rank and top-1: only those leave the device.
 //
 // Layer swapping. swap_layer() copies the tensors of layer l of a reference checkpoint into the
 // analysed parameters, by Hugging Face name (prefix model.layers.{l}.):
@@ -44,10 +45,6 @@ struct LensStat {
   int32_t top1_id = 0;  // the greedy choice at this layer
 };
 
-// Statistics of one row of logits for the gold token (probability in double, then stored as float).
-LensStat lens_stat(const float* logits, int V, int32_t gold);
-// The same for n rows [n, V] with their gold tokens (rows in parallel).
-void lens_stats(const float* logits, size_t n, int V, const int32_t* gold, LensStat* out);
 
 struct FactLens {
   int layers = 0;             // L; boundaries 0..L
@@ -127,12 +124,12 @@ std::vector<SwapRow> run_swap_profile(const LlamaConfig& c, const ParamLayout& l
 template <class Backend>
 std::vector<FactLens> run_logit_lens(LlamaModel<Backend>& m, const std::vector<EvalItem>& items, int rows_per_batch,
                                      const std::function<void(size_t)>& progress) {
-  const int L = m.L, V = m.V;
+  const int L = m.L;
   check(rows_per_batch > 0 && rows_per_batch <= m.max_rows, "logit lens: ", rows_per_batch,
         " rows per batch, the model was planned for ", m.max_rows);
   std::vector<FactLens> out(items.size());
-  std::vector<float> logits;
-  std::vector<LensStat> stats;
+  std::vector<float> prob;
+  std::vector<int32_t> rank, top1;
   for (size_t i0 = 0; i0 < items.size(); i0 += (size_t)rows_per_batch) {
     const size_t i1 = std::min(items.size(), i0 + (size_t)rows_per_batch);
     Batch b;
@@ -165,15 +162,15 @@ std::vector<FactLens> run_logit_lens(LlamaModel<Backend>& m, const std::vector<E
       f.at.resize((size_t)(L + 1) * A);
     }
     m.forward(b);
-    logits.resize(index.size() * (size_t)V);
-    stats.resize(index.size());
+    prob.resize(index.size());
+    rank.resize(index.size());
+    top1.resize(index.size());
     for (int l = 0; l <= L; ++l) {
-      m.lens_logits(l, index, logits.data());
-      lens_stats(logits.data(), index.size(), V, gold.data(), stats.data());
+      m.lens_stats(l, index, gold, prob.data(), rank.data(), top1.data());
       size_t k = 0;
       for (int r = 0; r < b.rows; ++r) {
         FactLens& f = out[i0 + r];
-        for (int j = 0; j < f.answer_len; ++j) f.at[(size_t)l * f.answer_len + j] = stats[k++];
+        for (int j = 0; j < f.answer_len; ++j, ++k) f.at[(size_t)l * f.answer_len + j] = {prob[k], rank[k], top1[k]};
       }
     }
     for (size_t i = i0; i < i1; ++i) finish_fact(out[i]);

@@ -74,6 +74,9 @@ struct LlamaModel {
   act_t *head_x = nullptr, *head_dx = nullptr;
   float* logits_chunk = nullptr;
   float* head_rstd = nullptr;
+  // Logit-lens statistics per gathered row (prob, rank, top-1).
+  float* lens_prob = nullptr;
+  int32_t *lens_rank = nullptr, *lens_top1 = nullptr;
   // Batch metadata in backend memory.
   int32_t *tokens = nullptr, *positions = nullptr, *seg_start = nullptr, *key_hi = nullptr,
           *loss_rows = nullptr, *loss_targets = nullptr;
@@ -111,6 +114,11 @@ struct LlamaModel {
   // stream entering layer l (l == 0: the embeddings; l == L: after the last layer, where it gives
   // the model's own logits) at the given flat token indices: logits [token_index.size(), V] (host).
   void lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host);
+  // The same rows reduced on the backend to the statistics of their gold tokens (gold[i] for
+  // token_index[i]): probability, rank and top-1 token, host arrays of token_index.size() (see
+  // lens_stats in kernels/cpu/ops.h). Only these leave the backend, not the logits.
+  void lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold, float* prob,
+                  int32_t* rank, int32_t* top1);
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
   // gradient norm before clipping.
   double optimizer_step(const AdamWConfig& opt) {
@@ -136,6 +144,7 @@ struct LlamaModel {
   void validate_and_upload(const Batch& b);
   int upload_token_index(const std::vector<int32_t>& token_index, const char* who);
   void head_logits(const act_t* x, int n, float* logits_host);
+  int lens_rows(int l, const std::vector<int32_t>& token_index, const char* who);
   void backward_from_lnf();
 };
 
@@ -195,6 +204,9 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype mom
   head_dx = plan<act_t>(N * C);
   logits_chunk = plan<float>((int64_t)head_chunk * V);
   head_rstd = plan<float>(N);
+  lens_prob = plan<float>(N);
+  lens_rank = plan<int32_t>(N);
+  lens_top1 = plan<int32_t>(N);
   tokens = plan<int32_t>(N);
   positions = plan<int32_t>(N);
   seg_start = plan<int32_t>(N);
@@ -219,13 +231,13 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype mom
 
 template <class B>
 LlamaModel<B>::~LlamaModel() {
-  for (float* p : {params, grads, adam_m, adam_v, rstdf, logits_chunk, head_rstd, rope_cos, rope_sin}) B::free(p);
+  for (float* p : {params, grads, adam_m, adam_v, rstdf, logits_chunk, head_rstd, lens_prob, rope_cos, rope_sin}) B::free(p);
   for (auto& a : acts) {
     for (act_t* p : {a.res_in, a.ln1, a.qkv, a.att, a.res_mid, a.ln2, a.gate_up, a.swiglu}) B::free(p);
     for (float* p : {a.rstd1, a.rstd2, a.lse}) B::free(p);
   }
   for (act_t* p : {res_out, lnf, d_res, d_ln, d_qkv, d_att, d_gu, d_h, d_lnf, head_x, head_dx}) B::free(p);
-  for (int32_t* p : {tokens, positions, seg_start, key_hi, loss_rows, loss_targets}) B::free(p);
+  for (int32_t* p : {tokens, positions, seg_start, key_hi, loss_rows, loss_targets, lens_rank, lens_top1}) B::free(p);
   for (uint16_t* p : {adam_m16, adam_v16})
     if (p) B::free(p);
 }
@@ -386,14 +398,41 @@ void LlamaModel<B>::forward_logits_at(const Batch& b, const std::vector<int32_t>
   head_logits(head_x, n_idx, logits_host);
 }
 
+// The rows of the residual stream entering layer l at token_index, through the final RMSNorm into
+// head_dx (the lens' input to the LM head). Returns the number of rows.
 template <class B>
-void LlamaModel<B>::lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host) {
-  check(l >= 0 && l <= L, "lens_logits: layer boundary ", l, " is outside [0, ", L, "]");
-  check(cur_rows > 0, "lens_logits: no forward pass to read");
-  const int n_idx = upload_token_index(token_index, "lens_logits");
+int LlamaModel<B>::lens_rows(int l, const std::vector<int32_t>& token_index, const char* who) {
+  check(l >= 0 && l <= L, who, ": layer boundary ", l, " is outside [0, ", L, "]");
+  check(cur_rows > 0, who, ": no forward pass to read");
+  const int n_idx = upload_token_index(token_index, who);
   B::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
   B::rmsnorm_forward(head_dx, head_rstd, head_x, params + layout.final_norm, n_idx, C, cfg.rms_norm_eps);
-  head_logits(head_dx, n_idx, logits_host);
+  return n_idx;
+}
+
+template <class B>
+void LlamaModel<B>::lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host) {
+  head_logits(head_dx, lens_rows(l, token_index, "lens_logits"), logits_host);
+}
+
+template <class B>
+void LlamaModel<B>::lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold,
+                               float* prob, int32_t* rank, int32_t* top1) {
+  check(gold.size() == token_index.size(), "lens_stats: ", gold.size(), " gold tokens for ", token_index.size(),
+        " positions");
+  for (size_t i = 0; i < gold.size(); i++)
+    check(gold[i] >= 0 && gold[i] < V, "lens_stats: gold[", i, "] = ", gold[i], " is outside the vocabulary [0, ", V,
+          ")");
+  const int n = lens_rows(l, token_index, "lens_stats");
+  B::upload(loss_targets, gold.data(), n);
+  for (int t0 = 0; t0 < n; t0 += head_chunk) {
+    const int m = std::min(head_chunk, n - t0);
+    B::matmul_forward(logits_chunk, head_dx + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    B::lens_stats(lens_prob + t0, lens_rank + t0, lens_top1 + t0, logits_chunk, loss_targets + t0, m, V);
+  }
+  B::download(prob, lens_prob, n);
+  B::download(rank, lens_rank, n);
+  B::download(top1, lens_top1, n);
 }
 
 template <class B>

@@ -116,13 +116,22 @@ TEST_CASE("logit lens equals transformers (hidden_states -> model.norm -> lm_hea
 }
 
 TEST_CASE("lens statistics: rank follows greedy order on ties; l* and its summary") {
-  const std::vector<float> logits = {1.0f, 3.0f, 3.0f, 0.5f};
-  CHECK(lens_stat(logits.data(), 4, 1).rank == 0);  // tie with id 2: the lower id is greedy's choice
-  CHECK(lens_stat(logits.data(), 4, 2).rank == 1);
-  CHECK(lens_stat(logits.data(), 4, 2).top1_id == 1);
-  CHECK(lens_stat(logits.data(), 4, 3).rank == 3);
+  // Four copies of one row, each with another gold token (the CPU op of LlamaModel::lens_stats).
+  const std::vector<float> row = {1.0f, 3.0f, 3.0f, 0.5f};
+  std::vector<float> logits;
+  for (int i = 0; i < 4; ++i) logits.insert(logits.end(), row.begin(), row.end());
+  const std::vector<int32_t> gold = {1, 2, 3, 0};
+  float prob[4];
+  int32_t rank[4], top1[4];
+  lens_stats(prob, rank, top1, logits.data(), gold.data(), 4, 4);
+  CHECK(rank[0] == 0);  // tie with id 2: the lower id is greedy's choice
+  CHECK(rank[1] == 1);
+  CHECK(rank[2] == 3);
+  CHECK(rank[3] == 2);
+  for (int i = 0; i < 4; ++i) CHECK(top1[i] == 1);
   const double z = std::exp(1.0) + 2 * std::exp(3.0) + std::exp(0.5);
-  CHECK(lens_stat(logits.data(), 4, 0).prob == Approx(std::exp(1.0) / z).epsilon(1e-6));
+  CHECK(prob[3] == Approx(std::exp(1.0) / z).epsilon(1e-6));
+  CHECK(prob[0] == Approx(std::exp(3.0) / z).epsilon(1e-6));
 
   CHECK(first_stable_layer({false, true, true, true}) == 1);
   CHECK(first_stable_layer({true, false, true, true}) == 2);  // must STAY top-1 through the last boundary
