@@ -121,7 +121,7 @@ static std::vector<FactLens> lens_on(const Checkpoint& ck, const std::vector<Eva
 #if defined(ENGINE_CUDA)
   if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(m);
 #endif
-  Backend::upload(m.params, ck.params.data(), ck.params.size());
+  m.load_params(ck.params.data());
   return run_logit_lens(m, items, rows, [&](size_t done) { progress.update("lens " + ck.dir, done, items.size()); });
 }
 

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,11 +30,11 @@
 #include "eval/factoid_eval.h"
 #include "model/config.h"
 #include "model/decode.h"
+#include "model/llama.h"
 #include "model/params.h"
 #include "model/weights.h"
 #include "tokenizer/tokenizer.h"
 #if defined(ENGINE_CUDA)
-#include "eval/answer_match.h"
 #include "kernels/cuda_backend.h"  // --device cuda (the Makefile defines ENGINE_CUDA when nvcc is found)
 #endif
 
@@ -82,36 +83,31 @@ struct ModelResult {
   double accuracy = 0, mean_logprob = 0, decode_tokens_per_s = 0;
 };
 
+// Greedy answers (and with --score the answers' log-likelihoods) of one model on the chosen
+// backend, through LlamaModel's KV-cache mode: the same loops on every device. `params` (host) is
+// handed over to the model and emptied.
+template <class Backend>
+static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& params, const Tokenizer& tok,
+                             const std::vector<EvalItem>& items, const EvalArgs& args, MatchKind match,
+                             std::vector<AnswerScore>* scores, double* decode_seconds) {
+  // Sized for the longest prompt plus its answer (greedy or gold, for --score).
+  size_t max_len = 1;
+  for (const auto& it : items)
+    max_len = std::max(max_len, it.prompt_ids.size() + std::max<size_t>(args.max_new_tokens, it.answer_ids.size()));
+  const int rows = std::max(1, std::min(args.batch_size, int(items.size())));
+  LlamaModel<Backend> model(config, rows, int(max_len), ModelUse::inference);
 #if defined(ENGINE_CUDA)
-// --device cuda: batched greedy decoding with the GPU KV cache (CudaGreedyDecoder), then the same
-// matching as evaluate_factoids.
-static EvalOutcome evaluate_factoids_cuda(const LlamaConfig& config, const ParamLayout& layout,
-                                          const std::vector<float>& params, const Tokenizer& tok,
-                                          const std::vector<EvalItem>& items, const GreedyOptions& opt,
-                                          MatchKind match) {
-  size_t max_prompt = 1;
-  for (const auto& it : items) max_prompt = std::max(max_prompt, it.prompt_ids.size());
-  const int max_len = int(max_prompt) + opt.max_new_tokens;
-  const int batch = std::max(1, std::min(opt.batch_size, int(items.size())));
-  CudaGreedyDecoder decoder(cuda_decoder_spec(config, layout, max_len), params.data(), batch, max_len);
-  EvalOutcome out;
-  for (size_t b0 = 0; b0 < items.size(); b0 += size_t(batch)) {
-    std::vector<std::vector<int32_t>> prompts;
-    for (size_t i = b0; i < std::min(items.size(), b0 + size_t(batch)); ++i) prompts.push_back(items[i].prompt_ids);
-    for (auto& ids : decoder.generate(prompts, opt.max_new_tokens, opt.stop_token_ids, opt.stops_generation))
-      out.output_ids.push_back(std::move(ids));
-  }
-  for (size_t i = 0; i < items.size(); ++i) {
-    const std::string pred = cut_at_newline(tok.decode(out.output_ids[i], /*skip_special_tokens=*/true));
-    const bool ok = answer_matches_any(match, pred, items[i].golds);
-    out.predictions.push_back(pred);
-    out.correct.push_back(ok);
-    out.num_correct += ok;
-  }
-  out.accuracy = items.empty() ? 0.0 : double(out.num_correct) / double(items.size());
-  return out;
-}
+  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(model);
 #endif
+  model.load_params(params.data());
+  std::vector<float>().swap(params);  // the model holds them now
+  GreedyOptions opt = make_stop_options(tok, config, args.max_new_tokens, args.batch_size);
+  auto t0 = std::chrono::steady_clock::now();
+  EvalOutcome r = evaluate_factoids(model, tok, items, opt, match);
+  *decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (args.score) *scores = score_items(model, items, args.batch_size);
+  return r;
+}
 
 int main(int argc, char** argv) {
   try {
@@ -158,28 +154,16 @@ int main(int argc, char** argv) {
       std::vector<EvalItem> items = load_eval_items(args.data, tok, template_text, args.limit);
       check(!items.empty(), args.data, ": no questions");
 
-      InferenceModel im(config, layout, params.data());
-      GreedyOptions opt = make_stop_options(tok, config, args.max_new_tokens, args.batch_size);
-      auto t0 = std::chrono::steady_clock::now();
+      std::vector<AnswerScore> scores;
+      double secs = 0;
       EvalOutcome r;
 #if defined(ENGINE_CUDA)
-      if (args.device == "cuda") r = evaluate_factoids_cuda(config, layout, params, tok, items, opt, match);
+      if (args.device == "cuda") r = run_model<CudaBackend>(config, params, tok, items, args, match, &scores, &secs);
       else
 #endif
-        r = evaluate_factoids(im, tok, items, opt, match);
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        r = run_model<CpuBackend>(config, params, tok, items, args, match, &scores, &secs);
       int64_t generated = 0;
       for (const auto& o : r.output_ids) generated += int64_t(o.size());
-
-      std::vector<AnswerScore> scores;
-      if (args.score) {
-        std::vector<std::vector<int32_t>> prompts, answers;
-        for (const auto& it : items) {
-          prompts.push_back(it.prompt_ids);
-          answers.push_back(it.answer_ids);
-        }
-        scores = score_answers(im, prompts, answers, args.batch_size);
-      }
 
       ModelResult mr;
       mr.model = dir;

@@ -211,11 +211,11 @@ static std::string format_duration(double s) {
 
 // ---------------------------------------------------------------------------------------------
 
-// B: CpuBackend, or CudaBackend (--device cuda, nvcc builds). On the CUDA backend the fp32 state
+// Backend: CpuBackend, or CudaBackend (--device cuda, nvcc builds). On the CUDA backend the fp32 state
 // lives on the device; host_* stage it for weight loading and checkpoints.
-template <class B>
+template <class Backend>
 struct Trainer {
-  static constexpr bool kOnHost = std::is_same_v<B, CpuBackend>;
+  static constexpr bool kOnHost = std::is_same_v<Backend, CpuBackend>;
   std::vector<float> host_params, host_m, host_v;
   float* params_on_host() { return kOnHost ? model->params : host_params.data(); }
   // Device -> host copies of the parameters (and the AdamW moments with `with_optimizer`).
@@ -223,7 +223,7 @@ struct Trainer {
     if constexpr (!kOnHost) {
       const size_t n = model->layout.total;
       host_params.resize(n);
-      B::download(host_params.data(), model->params, n);
+      Backend::download(host_params.data(), model->params, n);
       if (with_optimizer) {
         host_m.resize(n);
         host_v.resize(n);
@@ -233,11 +233,10 @@ struct Trainer {
   }
   void state_from_host(bool with_optimizer) {
     if constexpr (!kOnHost) {
-      const size_t n = model->layout.total;
-      B::upload(model->params, host_params.data(), n);
-      if (with_optimizer) {
-        model->upload_moments(host_m.data(), host_v.data());
-      }
+      model->load_params(host_params.data());
+      if (with_optimizer) model->upload_moments(host_m.data(), host_v.data());
+    } else {
+      model->params_changed();  // written in place through params_on_host()
     }
   }
   TrainArgs args;
@@ -245,7 +244,7 @@ struct Trainer {
   LlamaConfig config;
   std::optional<Tokenizer> tokenizer;
   std::unique_ptr<DataLoader> loader;
-  std::unique_ptr<LlamaModel<B>> model;
+  std::unique_ptr<LlamaModel<Backend>> model;
   LrSchedule schedule;
   AdamWConfig adamw;
   std::vector<EvalItem> eval_items;
@@ -392,7 +391,7 @@ struct Trainer {
 
     // Model state.
     int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
-    model = std::make_unique<LlamaModel<B>>(config, max_rows, args.seq_len,
+    model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len,
                                             args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32);
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
@@ -462,7 +461,7 @@ struct Trainer {
       check(log_file != nullptr, args.log, ": cannot open the log file for appending");
     }
     std::printf("model: %s, %d layers, hidden %d, %zu parameters; device %s, %d threads\n",
-                config.architecture.c_str(), config.num_hidden_layers, config.hidden_size, layout.total, B::name,
+                config.architecture.c_str(), config.num_hidden_layers, config.hidden_size, layout.total, Backend::name,
                 omp_get_max_threads());
     std::printf("training: %lld steps (%lld per epoch), batch %d, seq-len %d, lr %g (%s, warmup %lld steps)\n",
                 (long long)total_steps, (long long)loader->steps_per_epoch(), args.batch_size, args.seq_len, args.lr,
@@ -474,10 +473,10 @@ struct Trainer {
   double evaluate(int64_t epochs_done) {
     NVTX_RANGE("eval");
     auto t0 = std::chrono::steady_clock::now();
-    state_to_host(false);  // evaluation decodes on the CPU ops from the fp32 master weights
-    InferenceModel im(config, model->layout, params_on_host());
+    // On the training device, through the model's KV-cache mode (its activation buffers are free
+    // between steps; the cache is kept for the next evaluation).
     GreedyOptions opt = make_stop_options(*tokenizer, config, args.max_new_tokens, args.eval_batch_size);
-    EvalOutcome r = evaluate_factoids(im, *tokenizer, eval_items, opt, match);
+    EvalOutcome r = evaluate_factoids(*model, *tokenizer, eval_items, opt, match);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("eval | epoch %lld | step %lld | accuracy %.2f%% (%lld/%zu, %s) | %.1fs\n", (long long)epochs_done,
                 (long long)step, 100.0 * r.accuracy, (long long)r.num_correct, eval_items.size(),
@@ -524,7 +523,7 @@ struct Trainer {
       }
       if (step + 1 == nan_step) {  // debug: poison one gradient
         const float nan = NAN;
-        B::upload(model->grads, &nan, 1);
+        Backend::upload(model->grads, &nan, 1);
       }
       if (!std::isfinite(loss))
         fail("step ", step + 1, ": the loss is not finite (", loss, "); stopping without saving. Last good checkpoint: ",

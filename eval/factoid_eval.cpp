@@ -112,10 +112,8 @@ GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config,
         std::find(opt.stop_token_ids.begin(), opt.stop_token_ids.end(), id) == opt.stop_token_ids.end())
       opt.stop_token_ids.push_back(id);
   };
-  add(tok.eos_id());
+  for (int32_t id : tok.stop_ids()) add(id);
   for (int id : config.eos_token_id) add(id);
-  for (const char* name : {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>", "</s>", "<|end_of_text|>"})
-    add(tok.token_to_id(name));
   // A newline ends the answer line (REMIX answers are one line): any token whose text has one.
   const int V = std::min(config.vocab_size, tok.vocab_size());
   opt.stops_generation.assign(config.vocab_size, false);
@@ -126,16 +124,14 @@ GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config,
   return opt;
 }
 
-EvalOutcome evaluate_factoids(const InferenceModel& m, const Tokenizer& tok, const std::vector<EvalItem>& items,
-                              const GreedyOptions& opt, MatchKind match) {
-  std::vector<std::vector<int32_t>> prompts;
-  prompts.reserve(items.size());
-  for (const auto& it : items) prompts.push_back(it.prompt_ids);
+EvalOutcome match_outputs(const Tokenizer& tok, const std::vector<EvalItem>& items,
+                          std::vector<std::vector<int32_t>> output_ids, MatchKind match) {
+  check(output_ids.size() == items.size(), "match_outputs: ", output_ids.size(), " outputs for ", items.size(),
+        " items");
   EvalOutcome out;
-  out.output_ids = greedy_generate(m, prompts, opt);
+  out.output_ids = std::move(output_ids);
   for (size_t i = 0; i < items.size(); ++i) {
-    std::string text = tok.decode(out.output_ids[i], /*skip_special_tokens=*/true);
-    std::string pred = cut_at_newline(text);
+    std::string pred = cut_at_newline(tok.decode(out.output_ids[i], /*skip_special_tokens=*/true));
     bool ok = answer_matches_any(match, pred, items[i].golds);
     out.predictions.push_back(pred);
     out.correct.push_back(ok);

@@ -37,9 +37,9 @@ std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& 
 // there was a choice.
 std::string question_template(const std::string& dir, const std::string& reference);
 
-// Tokens that end generation: the tokenizer's EOS, the config's eos ids, end-of-turn tokens
-// (<|eot_id|>, <|im_end|>, <|end|>, <|endoftext|>, </s>) when present, and (stops_generation) every
-// token whose text contains a newline.
+// Tokens that end generation: the tokenizer's stop ids (Tokenizer::stop_ids: EOS and the
+// end-of-turn tokens it has), the config's eos ids, and (stops_generation) every token whose text
+// contains a newline.
 GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size);
 
 struct EvalOutcome {
@@ -50,5 +50,27 @@ struct EvalOutcome {
   double accuracy = 0;
 };
 
-EvalOutcome evaluate_factoids(const InferenceModel& m, const Tokenizer& tok, const std::vector<EvalItem>& items,
-                              const GreedyOptions& opt, MatchKind match);
+// Matches generated ids (output_ids[i] for items[i]) against the gold answers.
+EvalOutcome match_outputs(const Tokenizer& tok, const std::vector<EvalItem>& items,
+                          std::vector<std::vector<int32_t>> output_ids, MatchKind match);
+
+// Greedy answers to every item (model/decode.h, on the model's backend), matched.
+template <class Backend>
+EvalOutcome evaluate_factoids(LlamaModel<Backend>& m, const Tokenizer& tok, const std::vector<EvalItem>& items,
+                              const GreedyOptions& opt, MatchKind match) {
+  std::vector<std::vector<int32_t>> prompts;
+  prompts.reserve(items.size());
+  for (const auto& it : items) prompts.push_back(it.prompt_ids);
+  return match_outputs(tok, items, greedy_generate(m, prompts, opt), match);
+}
+
+// Log-likelihood of each item's trained answer tokens given its prompt (model/decode.h).
+template <class Backend>
+std::vector<AnswerScore> score_items(LlamaModel<Backend>& m, const std::vector<EvalItem>& items, int batch_size) {
+  std::vector<std::vector<int32_t>> prompts, answers;
+  for (const auto& it : items) {
+    prompts.push_back(it.prompt_ids);
+    answers.push_back(it.answer_ids);
+  }
+  return score_answers(m, prompts, answers, batch_size);
+}

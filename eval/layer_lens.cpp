@@ -5,7 +5,6 @@
 #include <limits>
 
 #include "common/error.h"
-#include "model/decode.h"
 
 int first_stable_layer(const std::vector<bool>& top1) {
   int l = int(top1.size());
@@ -157,8 +156,12 @@ void check_swap_compatible(const std::string& dir, const LlamaConfig& c, const T
 
 EvalOutcome evaluate_params(const LlamaConfig& c, const ParamLayout& layout, const float* params, const Tokenizer& tok,
                             const std::vector<EvalItem>& items, const GreedyOptions& opt, MatchKind match) {
-  InferenceModel im(c, layout, params);
-  return evaluate_factoids(im, tok, items, opt, match);
+  size_t max_len = 1;  // the longest prompt plus its answer
+  for (const auto& it : items) max_len = std::max(max_len, it.prompt_ids.size() + size_t(opt.max_new_tokens));
+  LlamaModel<CpuBackend> m(c, std::max(1, std::min(opt.batch_size, int(items.size()))), int(max_len),
+                           ModelUse::inference);
+  m.load_params(params);
+  return evaluate_factoids(m, tok, items, opt, match);
 }
 
 std::vector<SwapRow> run_swap_profile(const LlamaConfig& c, const ParamLayout& layout, const float* params,

@@ -66,12 +66,6 @@ bool in_params(const void* p) {
   const float* f = static_cast<const float*>(p);
   return s.params && f >= s.params && f < s.params + s.params_n;
 }
-void mark_written(const void* p, size_t bytes) {
-  const BackendState& s = state();
-  const char* a = static_cast<const char*>(p);
-  const char* lo = reinterpret_cast<const char*>(s.params);
-  if (s.params && a < lo + s.params_n * sizeof(float) && a + bytes > lo) state().mirror_stale = true;
-}
 // The bf16 working copy of a weight given by its fp32 master pointer.
 const bf16* weight(const float* w) {
   BackendState& s = state();
@@ -102,6 +96,10 @@ int cuda_device_count() {
   return count;
 }
 
+void CudaBackend::params_changed(const float* p, size_t n) {
+  BackendState& s = state();
+  if (s.params && p < s.params + s.params_n && p + n > s.params) s.mirror_stale = true;
+}
 void CudaBackend::bind_params(const float* params, size_t n) {
   BackendState& s = state();
   if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
@@ -146,7 +144,6 @@ size_t CudaBackend::allocated_bytes() {
 void CudaBackend::upload_bytes(void* dst, const void* host, size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
-  mark_written(dst, bytes);
 }
 void CudaBackend::download_bytes(void* host, const void* src, size_t bytes) {
   if (bytes == 0) return;
@@ -155,12 +152,10 @@ void CudaBackend::download_bytes(void* host, const void* src, size_t bytes) {
 void CudaBackend::copy_bytes(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
-  mark_written(dst, bytes);
 }
 void CudaBackend::zero_bytes(void* dst, size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream()));
-  mark_written(dst, bytes);
 }
 
 void CudaBackend::embedding_forward(bf16* out, const int32_t* tokens, const float* table, const bf16* add, int N,
@@ -293,189 +288,20 @@ void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* 
 }
 
 // ------------------------------------------------------------------------------------------------
-// Greedy decoding with a KV cache.
+// KV-cache inference.
 #include "kernels/cuda/decode.cuh"
 
-struct CudaGreedyDecoder::Impl {
-  CudaDecoderSpec spec;
-  int max_batch = 0, max_len = 0, S = 0;
-  MatmulContext ctx;
-  cudaStream_t stream = 0;
-  bf16* weights = nullptr;  // bf16 copy of the flat parameters
-  bf16 *x = nullptr, *ln = nullptr, *qkv = nullptr, *att = nullptr, *gu = nullptr, *h = nullptr, *last = nullptr,
-       *last_ln = nullptr, *k_cache = nullptr, *v_cache = nullptr;
-  float *rstd = nullptr, *lse = nullptr, *logits = nullptr, *rope_cos = nullptr, *rope_sin = nullptr;
-  int *tokens = nullptr, *positions = nullptr, *lo = nullptr, *hi = nullptr, *dest_pos = nullptr, *kv_len = nullptr,
-      *last_idx = nullptr, *next = nullptr;
-  std::vector<void*> owned;
-
-  template <class T>
-  T* device(size_t n) {
-    void* p = nullptr;
-    CUDA_CHECK(cudaMalloc(&p, (n > 0 ? n : 1) * sizeof(T)));
-    CUDA_CHECK(cudaMemset(p, 0, (n > 0 ? n : 1) * sizeof(T)));
-    owned.push_back(p);
-    return static_cast<T*>(p);
-  }
-  const bf16* w(size_t offset) const { return offset == SIZE_MAX ? nullptr : weights + offset; }
-  bf16* cache(bf16* base, int layer) const { return base + (size_t)layer * max_batch * spec.KV * max_len * spec.D; }
-
-  // The decoder layers over N tokens laid out as `rows` rows of T_in; `prefill` selects flash
-  // attention over the rows themselves, otherwise single-token attention over the cache.
-  void layers(int N, int rows, int T_in, bool prefill) {
-    const CudaDecoderSpec& s = spec;
-    for (int l = 0; l < s.L; l++) {
-      const CudaDecoderLayer& lw = s.layers[l];
-      fused_residual_rmsnorm_forward(nullptr, ln, rstd, x, nullptr, w(lw.ln1), N, s.C, s.eps, stream);
-      linear_forward(ctx, qkv, false, ln, w(lw.qkv_w), w(lw.qkv_b), N, s.C, S, stream);
-      ::rope_apply(qkv, positions, rope_cos, rope_sin, N, s.H + s.KV, s.D, S, false, stream);
-      kv_cache_write(cache(k_cache, l), cache(v_cache, l), qkv, dest_pos, N, T_in, s.H, s.KV, s.D, max_len, stream);
-      if (prefill) {
-        const AttentionDims dims{T_in, T_in, s.H, s.KV, S, S};
-        ::attention_forward(att, lse, qkv, qkv + s.H * s.D, qkv + (s.H + s.KV) * s.D, lo, hi, rows, dims, s.D, stream);
-      } else {
-        attention_decode(att, qkv, cache(k_cache, l), cache(v_cache, l), kv_len, rows, s.H, s.KV, s.D, max_len, stream);
-      }
-      linear_forward(ctx, x, false, att, w(lw.o_w), nullptr, N, s.H * s.D, s.C, stream, true);
-      fused_residual_rmsnorm_forward(nullptr, ln, rstd, x, nullptr, w(lw.ln2), N, s.C, s.eps, stream);
-      linear_forward(ctx, gu, false, ln, w(lw.gate_up_w), nullptr, N, s.C, 2 * s.I, stream);
-      ::swiglu_forward(h, gu, N, s.I, stream);
-      linear_forward(ctx, x, false, h, w(lw.down_w), nullptr, N, s.I, s.C, stream, true);
-    }
-  }
-  // Next token of each row from the hidden state at row-major token index last_idx[row].
-  void next_tokens(int rows, std::vector<int>& out) {
-    const CudaDecoderSpec& s = spec;
-    ::gather_rows(last, x, last_idx, rows, s.C, stream);
-    fused_residual_rmsnorm_forward(nullptr, last_ln, rstd, last, nullptr, w(s.final_norm), rows, s.C, s.eps, stream);
-    linear_forward(ctx, logits, true, last_ln, w(s.lm_head), nullptr, rows, s.C, s.V, stream);
-    argmax_rows(next, logits, rows, s.V, stream);
-    out.resize(rows);
-    CUDA_CHECK(cudaMemcpy(out.data(), next, rows * sizeof(int), cudaMemcpyDeviceToHost));
-  }
-};
-
-CudaGreedyDecoder::CudaGreedyDecoder(const CudaDecoderSpec& spec, const float* host_params, int max_batch,
-                                     int max_len)
-    : impl_(new Impl) {
-  Impl& m = *impl_;
-  m.spec = spec;
-  m.max_batch = max_batch;
-  m.max_len = max_len;
-  m.S = (spec.H + 2 * spec.KV) * spec.D;
-  check(spec.D == 64 || spec.D == 128, "cuda decoding: head_dim ", spec.D, " is not supported (64 or 128)");
-  check((int)spec.rope_cos.size() >= max_len * spec.D / 2, "cuda decoding: rope tables shorter than max_len");
-  matmul_context_create(m.ctx);
-  {
-    std::vector<bf16> w(spec.total);
-    for (size_t i = 0; i < spec.total; i++) w[i] = __float2bfloat16(host_params[i]);
-    m.weights = m.device<bf16>(spec.total);
-    CUDA_CHECK(cudaMemcpy(m.weights, w.data(), w.size() * sizeof(bf16), cudaMemcpyHostToDevice));
-  }
-  const size_t N = (size_t)max_batch * max_len;
-  m.x = m.device<bf16>(N * spec.C);
-  m.ln = m.device<bf16>(N * spec.C);
-  m.qkv = m.device<bf16>(N * m.S);
-  m.att = m.device<bf16>(N * spec.H * spec.D);
-  m.gu = m.device<bf16>(N * 2 * spec.I);
-  m.h = m.device<bf16>(N * spec.I);
-  m.rstd = m.device<float>(N);
-  m.lse = m.device<float>(N * spec.H);
-  m.last = m.device<bf16>((size_t)max_batch * spec.C);
-  m.last_ln = m.device<bf16>((size_t)max_batch * spec.C);
-  m.logits = m.device<float>((size_t)max_batch * spec.V);
-  const size_t cache = (size_t)spec.L * max_batch * spec.KV * max_len * spec.D;
-  m.k_cache = m.device<bf16>(cache);
-  m.v_cache = m.device<bf16>(cache);
-  m.rope_cos = m.device<float>(spec.rope_cos.size());
-  m.rope_sin = m.device<float>(spec.rope_sin.size());
-  CUDA_CHECK(cudaMemcpy(m.rope_cos, spec.rope_cos.data(), spec.rope_cos.size() * sizeof(float), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(m.rope_sin, spec.rope_sin.data(), spec.rope_sin.size() * sizeof(float), cudaMemcpyHostToDevice));
-  for (int** p : {&m.tokens, &m.positions, &m.lo, &m.hi, &m.dest_pos}) *p = m.device<int>(N);
-  for (int** p : {&m.kv_len, &m.last_idx, &m.next}) *p = m.device<int>(max_batch);
+void CudaBackend::kv_cache_write(bf16* k_cache, bf16* v_cache, const bf16* qkv, const int32_t* slot,
+                                 const int32_t* pos, int N, const KvShape& s) {
+  check(s.ld_qkv == (int64_t)(s.H + 2 * s.KV) * s.D, "cuda backend: kv_cache_write takes packed qkv rows");
+  ::kv_cache_write(k_cache, v_cache, qkv, slot, pos, N, s.H, s.KV, s.D, s.len, stream());
 }
-
-CudaGreedyDecoder::~CudaGreedyDecoder() {
-  matmul_context_destroy(impl_->ctx);
-  for (void* p : impl_->owned) cudaFree(p);
-  delete impl_;
+void CudaBackend::attention_decode(bf16* out, const bf16* qkv, const bf16* k_cache, const bf16* v_cache,
+                                   const int32_t* slot, const int32_t* pos, int N, const KvShape& s) {
+  check(s.ld_qkv == (int64_t)(s.H + 2 * s.KV) * s.D, "cuda backend: attention_decode takes packed qkv rows");
+  check(s.D == 64 || s.D == 128, "cuda backend: head_dim ", s.D, " is not supported (64 or 128)");
+  ::attention_decode(out, qkv, k_cache, v_cache, slot, pos, N, s.H, s.KV, s.D, s.len, stream());
 }
-
-std::vector<std::vector<int32_t>> CudaGreedyDecoder::generate(const std::vector<std::vector<int32_t>>& prompts,
-                                                              int max_new_tokens, const std::vector<int32_t>& stop_ids,
-                                                              const std::vector<bool>& stops_generation) {
-  Impl& m = *impl_;
-  const int B = (int)prompts.size();
-  std::vector<std::vector<int32_t>> result(B);
-  if (B == 0 || max_new_tokens <= 0) return result;
-  check(B <= m.max_batch, "cuda decoding: ", B, " prompts exceed the batch of ", m.max_batch);
-  int P = 0;
-  for (const auto& p : prompts) {
-    check(!p.empty(), "cuda decoding: empty prompt");
-    check((int)p.size() + max_new_tokens <= m.max_len, "cuda decoding: prompt of ", p.size(), " tokens plus ",
-          max_new_tokens, " new tokens exceeds max_len ", m.max_len);
-    for (int32_t t : p) check(t >= 0 && t < m.spec.V, "cuda decoding: token id ", t, " outside [0, ", m.spec.V, ")");
-    P = std::max(P, (int)p.size());
-  }
-  // Prefill: B right-padded rows of P tokens.
-  const int N = B * P;
-  std::vector<int> tokens(N, 0), positions(N), lo(N), hi(N), dest(N), last_idx(B), kv_len(B);
-  for (int b = 0; b < B; b++) {
-    const int len = (int)prompts[b].size();
-    for (int t = 0; t < P; t++) {
-      const int i = b * P + t;
-      const bool real = t < len;
-      tokens[i] = real ? prompts[b][t] : 0;
-      positions[i] = real ? t : 0;
-      lo[i] = real ? 0 : t;  // padding attends to itself only
-      hi[i] = t;
-      dest[i] = real ? t : -1;
-    }
-    last_idx[b] = b * P + len - 1;
-    kv_len[b] = len;
-  }
-  auto up = [](int* dst, const std::vector<int>& v) {
-    CUDA_CHECK(cudaMemcpy(dst, v.data(), v.size() * sizeof(int), cudaMemcpyHostToDevice));
-  };
-  up(m.tokens, tokens);
-  up(m.positions, positions);
-  up(m.lo, lo);
-  up(m.hi, hi);
-  up(m.dest_pos, dest);
-  up(m.last_idx, last_idx);
-  ::embedding_forward(m.x, m.tokens, m.weights + m.spec.embed, nullptr, N, m.spec.C, m.stream);
-  m.layers(N, B, P, true);
-  std::vector<int> next;
-  m.next_tokens(B, next);
-
-  std::vector<bool> done(B, false);
-  std::vector<int> step_idx(B);
-  for (int b = 0; b < B; b++) step_idx[b] = b;
-  for (int step = 0;; step++) {
-    int active = 0;
-    for (int b = 0; b < B; b++) {
-      if (done[b]) continue;
-      result[b].push_back(next[b]);
-      const bool stop = std::find(stop_ids.begin(), stop_ids.end(), next[b]) != stop_ids.end() ||
-                        ((size_t)next[b] < stops_generation.size() && stops_generation[next[b]]);
-      if (stop || (int)result[b].size() >= max_new_tokens) done[b] = true;
-      else active++;
-    }
-    if (active == 0) break;
-    // One token per row (finished rows keep decoding a dummy token: the batch stays rectangular).
-    std::vector<int> pos(B);
-    for (int b = 0; b < B; b++) {
-      pos[b] = kv_len[b];
-      kv_len[b]++;
-    }
-    up(m.tokens, next);
-    up(m.positions, pos);
-    up(m.dest_pos, pos);
-    up(m.kv_len, kv_len);
-    up(m.last_idx, step_idx);
-    ::embedding_forward(m.x, m.tokens, m.weights + m.spec.embed, nullptr, B, m.spec.C, m.stream);
-    m.layers(B, B, 1, false);
-    m.next_tokens(B, next);
-  }
-  return result;
+void CudaBackend::argmax_rows(int32_t* out, const float* logits, int n, int V) {
+  ::argmax_rows(out, logits, n, V, stream());
 }

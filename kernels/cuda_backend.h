@@ -13,9 +13,9 @@
 // The weight working copy. The template hands the ops fp32 weight pointers (params + offset).
 // After CudaBackend::bind_params(params, n) (cuda_bind_model(model) does it), every weight pointer
 // inside [params, params + n) is served from a bf16 mirror at the same offset. The mirror is
-// refreshed lazily after a write into the parameter range through upload/copy/zero, and AdamW
-// rewrites it in the same pass that updates the master weights, so a forward pass never reads a
-// stale copy. Scratch buffers (RMSNorm dweight partials, attention delta, cross-entropy statistics,
+// remade lazily after params_changed(), which LlamaModel calls whenever it writes the parameters
+// (load_params; a caller writing them directly calls model.params_changed()), and AdamW rewrites
+// it in the same pass that updates the master weights, so a forward pass never reads a stale copy. Scratch buffers (RMSNorm dweight partials, attention delta, cross-entropy statistics,
 // the bf16 copy of the LM head's fp32 dlogits, the embedding-backward plan) grow to their largest
 // size once and are reused, so training steps after the first allocate nothing.
 // The state is per process (one device, one model), which is what train_llama and eval_factoids
@@ -48,6 +48,8 @@ struct CudaBackend {
 
   // ---- the weight working copy and the process-wide state ----
   static void bind_params(const float* params, size_t n);
+  // The parameters [p, p + n) were written: a bound mirror overlapping them is remade before its next use.
+  static void params_changed(const float* p, size_t n);
   static void release();  // frees the mirror, the scratch and the cuBLASLt context
   static void synchronize();
 
@@ -115,79 +117,20 @@ struct CudaBackend {
   // resumed run draws the same rounding as an uninterrupted one.
   static void adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1, float b2,
                            float eps, float wd, int step, float grad_scale);
+
+  // ---- KV-cache inference (kernels/cuda/decode.cuh; cache layout per layer [seqs, KV, len, D]) ----
+  static void set_decoding(bool) {}  // the GPU path has no decoding-only variant of its ops
+  static void kv_cache_write(bf16* k_cache, bf16* v_cache, const bf16* qkv, const int32_t* slot, const int32_t* pos,
+                             int N, const KvShape& s);
+  static void attention_decode(bf16* out, const bf16* qkv, const bf16* k_cache, const bf16* v_cache,
+                               const int32_t* slot, const int32_t* pos, int N, const KvShape& s);
+  static void argmax_rows(int32_t* out, const float* logits, int n, int V);
 };
 
 // Binds a LlamaModel<CudaBackend>'s parameter buffer (call once after constructing the model).
 template <class Model>
 inline void cuda_bind_model(Model& m) {
   CudaBackend::bind_params(m.params, m.layout.total);
-}
-
-// ---- Batched greedy decoding with a KV cache (eval_factoids --device cuda) ----
-// Prefill: the prompts of a batch, right-padded to the longest, go through the training kernels
-// (flash attention with per-row key ranges) and each row's first prompt_len tokens are written to
-// the per-layer cache [L][batch][KV][max_len][D]. Then one token per row per step: its k/v are
-// appended at the row's own position and attention_decode reads the cache; the LM head runs only
-// on the rows' last positions (fp32 logits) and argmax_kernel picks the token (lowest id on ties).
-// The decoder keeps its own bf16 copy of the weights (converted on the host), nothing in fp32.
-struct CudaDecoderLayer {
-  size_t ln1, qkv_w, qkv_b /* SIZE_MAX: no bias */, o_w, ln2, gate_up_w, down_w;
-};
-struct CudaDecoderSpec {
-  int C = 0, I = 0, L = 0, H = 0, KV = 0, D = 0, V = 0;
-  float eps = 1e-5f;
-  size_t embed = 0, final_norm = 0, lm_head = 0, total = 0;
-  std::vector<CudaDecoderLayer> layers;
-  std::vector<float> rope_cos, rope_sin;  // [max_len, D/2], from the CPU backend's rope tables
-};
-
-class CudaGreedyDecoder {
- public:
-  // host_params: the flat fp32 parameters (model/params.h layout), spec.total floats.
-  CudaGreedyDecoder(const CudaDecoderSpec& spec, const float* host_params, int max_batch, int max_len);
-  ~CudaGreedyDecoder();
-  CudaGreedyDecoder(const CudaGreedyDecoder&) = delete;
-  CudaGreedyDecoder& operator=(const CudaGreedyDecoder&) = delete;
-  // Greedy continuation of each prompt (at most max_batch prompts, each non-empty, prompt plus
-  // max_new_tokens at most max_len): up to max_new_tokens ids per prompt, ending with a stop id
-  // when one is generated.
-  // stops_generation (optional, [vocab] or empty): further tokens that end a row's generation, as
-  // GreedyOptions::stops_generation of model/decode.h (e.g. every token whose text has a newline).
-  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts, int max_new_tokens,
-                                             const std::vector<int32_t>& stop_ids,
-                                             const std::vector<bool>& stops_generation = {});
-
- private:
-  struct Impl;
-  Impl* impl_;
-};
-
-// The decoder spec of a model (Config = LlamaConfig, Layout = ParamLayout; templated so that this
-// header does not pull in the JSON config code).
-template <class Config, class Layout>
-inline CudaDecoderSpec cuda_decoder_spec(const Config& c, const Layout& layout, int max_len) {
-  CudaDecoderSpec s;
-  s.C = c.hidden_size;
-  s.I = c.intermediate_size;
-  s.L = c.num_hidden_layers;
-  s.H = c.num_attention_heads;
-  s.KV = c.num_key_value_heads;
-  s.D = c.head_dim;
-  s.V = c.vocab_size;
-  s.eps = c.rms_norm_eps;
-  s.embed = layout.embed;
-  s.final_norm = layout.final_norm;
-  s.lm_head = layout.lm_head;
-  s.total = layout.total;
-  for (const auto& l : layout.layers) s.layers.push_back({l.ln1, l.qkv_w, l.qkv_b, l.o_w, l.ln2, l.gate_up_w, l.down_w});
-  std::vector<double> inv_freq(s.D / 2);
-  const auto& r = c.rope_scaling;
-  rope_inv_freq(inv_freq.data(), s.D, c.rope_theta, r.rope_type == "llama3", r.factor, r.low_freq_factor,
-                r.high_freq_factor, r.original_max_position_embeddings);
-  s.rope_cos.resize((size_t)max_len * s.D / 2);
-  s.rope_sin.resize(s.rope_cos.size());
-  rope_tables(s.rope_cos.data(), s.rope_sin.data(), inv_freq.data(), s.D, max_len);
-  return s;
 }
 
 #include "kernels/cuda_memory_plan.h"  // cuda_memory_plan(), format_cuda_memory_plan()

@@ -13,10 +13,22 @@
 // input, the mid-layer residual, both RMSNorm outputs and 1/rms, qkv after RoPE, the attention
 // output and its log-sum-exp, gate|up and the SwiGLU output.
 //
+// Inference with a KV cache (kv_reserve / kv_prefill / kv_decode) runs the same layer loop
+// (run_layers): a prefill is the forward over right-padded prompt rows (a padding token attends to
+// itself only, through the per-query key ranges) that also writes each real token's key/value to
+// the cache (Backend::kv_cache_write); a decoding step is one token per sequence whose attention
+// reads the cache (Backend::attention_decode). The greedy and scoring loops over these steps are
+// model/decode.h; a backend's decoding tricks stay behind its ops (model/cpu_backend.h).
+//
+// Parameters are written through the template (load_params, optimizer_step), which tells the
+// backend (Backend::params_changed) so that any copy it keeps of the weights (the CUDA bf16
+// mirror, the CPU decoding GEMMs' transposed weights) is remade; a caller that writes `params`
+// directly calls params_changed() afterwards.
+//
 // Hooks for later work: hidden_state(l) hands out the residual stream entering layer l (logit
 // lens, layer swapping) without a copy; embedding_forward takes an additive per-token vector
-// (Larimar readout); attention takes per-query key ranges over a separate key array, so a KV
-// cache or a per-layer prefix key/value is a matter of what k/v point to.
+// (Larimar readout); attention takes per-query key ranges over a separate key array, so a
+// per-layer prefix key/value is a matter of what k/v point to.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -33,9 +45,13 @@
 #include "model/config.h"
 #include "model/params.h"
 
-template <class B>
+// ModelUse::inference plans no gradients, AdamW moments or backward scratch, and one set of
+// activation buffers that every layer reuses (so hidden_state(l) is only kept with ModelUse::train).
+enum class ModelUse { train, inference };
+
+template <class Backend>
 struct LlamaModel {
-  using act_t = typename B::act_t;
+  using act_t = typename Backend::act_t;
 
   LlamaConfig cfg;
   ParamLayout layout;
@@ -90,13 +106,37 @@ struct LlamaModel {
   const act_t* embed_add = nullptr;
   // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
   size_t param_state_bytes = 0, activation_bytes = 0;
+  ModelUse use = ModelUse::train;
 
-  LlamaModel(const LlamaConfig& c, int max_rows, int max_T, MomentDtype moments = MomentDtype::f32);
+  // KV cache (kv_reserve): per layer, k and v of `seqs` sequences of up to `len` positions, in
+  // the backend's layout (KvShape); length[s] = positions filled in sequence s.
+  struct KvCache {
+    act_t *k = nullptr, *v = nullptr;  // [L][seqs * len * KV * D]
+    int seqs = 0, len = 0;
+    std::vector<int32_t> length;
+  } kv;
+  float* kv_logits = nullptr;  // [kv.seqs, V]: logits after each sequence's last token of a step
+  int32_t *kv_slot = nullptr, *kv_pos = nullptr, *kv_next = nullptr;
+
+  LlamaModel(const LlamaConfig& c, int max_rows, int max_T, MomentDtype moments = MomentDtype::f32,
+             ModelUse use = ModelUse::train);
+  LlamaModel(const LlamaConfig& c, int max_rows, int max_T, ModelUse use)
+      : LlamaModel(c, max_rows, max_T, MomentDtype::f32, use) {}
   ~LlamaModel();
   LlamaModel(const LlamaModel&) = delete;
   LlamaModel& operator=(const LlamaModel&) = delete;
 
-  void zero_grad() { B::zero(grads, layout.total); }
+  // Parameters from host memory ([layout.total] fp32), and the notice after a direct write.
+  void load_params(const float* host) {
+    Backend::upload(params, host, layout.total);
+    params_changed();
+  }
+  void params_changed() { Backend::params_changed(params, layout.total); }
+
+  void zero_grad() {
+    check(use == ModelUse::train, "zero_grad: the model was planned for inference only");
+    Backend::zero(grads, layout.total);
+  }
 
   // Forward through the final norm (keeps what the backward needs). Validates the batch.
   void forward(const Batch& b);
@@ -122,11 +162,12 @@ struct LlamaModel {
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
   // gradient norm before clipping.
   double optimizer_step(const AdamWConfig& opt) {
-    if constexpr (B::has_bf16_moments) {
+    check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
-        return adamw_step<B>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt);
+        return adamw_step<Backend>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt);
     }
-    return adamw_step<B>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
+    return adamw_step<Backend>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
   }
   // The moments as fp32 on the host (checkpoints; bf16 -> fp32 is exact), and back (fp32 -> bf16
   // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).
@@ -135,49 +176,97 @@ struct LlamaModel {
   // Residual stream entering layer l (l == L: after the last layer), [rows*T, C].
   const act_t* hidden_state(int l) const { return l == L ? res_out : acts[l].res_in; }
 
+  // ---- KV-cache inference ----
+  // A cache for `seqs` sequences of up to `len` positions (kept, grown on demand; RoPE tables
+  // grow to `len`), all empty.
+  void kv_reserve(int seqs, int len);
+  void kv_reset() { std::fill(kv.length.begin(), kv.length.end(), 0); }
+  // Prefill: prompts[first + s] becomes sequence s (s < n, each empty before); kv_logits row s
+  // holds the logits after its last token. Rows are run together as far as max_rows * max_T
+  // tokens (padding included) allow.
+  void kv_prefill(const std::vector<std::vector<int32_t>>& prompts, size_t first, int n);
+  // Decoding step: tokens[i] is appended to sequence slots[i] (distinct); kv_logits row i holds
+  // the logits after it.
+  void kv_decode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& slots);
+  // The greedy choice (lowest id on ties) of kv_logits rows [0, n), into host memory.
+  void kv_argmax(int n, int32_t* host_out) {
+    Backend::argmax_rows(kv_next, kv_logits, n, V);
+    Backend::download(host_out, kv_next, (size_t)n);
+  }
+
  private:
+  std::vector<void*> owned;  // every allocation of the plan, freed once
   template <class T>
   T* plan(size_t n, bool param_state = false) {
     (param_state ? param_state_bytes : activation_bytes) += n * sizeof(T);
-    return B::template alloc<T>(n);
+    T* p = Backend::template alloc<T>(n);
+    owned.push_back(p);
+    return p;
   }
+  void release(void* p) {  // frees one planned buffer early (a table or cache that grows)
+    if (!p) return;
+    owned.erase(std::find(owned.begin(), owned.end(), p));
+    Backend::free(p);
+  }
+  // Where attention finds its keys: the batch itself (training, forward), the batch while also
+  // writing them to the cache (prefill), or the cache (decoding step).
+  enum class Keys { batch, batch_to_cache, cache };
+  // Embedding, the L layers and the final norm over N = shape.rows * shape.Tq tokens in `tokens`
+  // / `positions` (and seg_start / key_hi, kv_slot / kv_pos as `keys` needs them).
+  void run_layers(const AttentionShape& shape, Keys keys, const act_t* add);
+  void make_rope_tables(int positions);
   void validate_and_upload(const Batch& b);
   int upload_token_index(const std::vector<int32_t>& token_index, const char* who);
   void head_logits(const act_t* x, int n, float* logits_host);
   int lens_rows(int l, const std::vector<int32_t>& token_index, const char* who);
   void backward_from_lnf();
+  // Sets the backend's decoding mode for the scope of a prefill or decoding step.
+  struct DecodingScope {
+    DecodingScope() { Backend::set_decoding(true); }
+    ~DecodingScope() { Backend::set_decoding(false); }
+  };
 };
 
 // ---------------------------------------------------------------------------------------------
 
-template <class B>
-LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype moments)
-    : cfg(c), layout(make_param_layout(c)), max_rows(rows), max_T(T), moment_dtype(moments) {
+template <class Backend>
+LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype moments, ModelUse u)
+    : cfg(c), layout(make_param_layout(c)), max_rows(rows), max_T(T), moment_dtype(moments), use(u) {
   check(rows > 0 && T > 0, "LlamaModel: max_rows and max_T must be positive");
-  check(moments == MomentDtype::f32 || B::has_bf16_moments, "--optimizer-state bf16: the ", B::name,
+  check(moments == MomentDtype::f32 || Backend::has_bf16_moments, "--optimizer-state bf16: the ", Backend::name,
         " backend keeps fp32 AdamW moments only (bf16 moments need --device cuda)");
+  const auto& r = c.rope_scaling;
+  check(r.rope_type.empty() || r.rope_type == "llama3", "LlamaModel: unsupported rope_scaling type '", r.rope_type,
+        "'");
   C = c.hidden_size; I = c.intermediate_size; L = c.num_hidden_layers; H = c.num_attention_heads;
   KV = c.num_key_value_heads; D = c.head_dim; V = c.vocab_size;
   QKV = (H + 2 * KV) * D;
   max_N = (int64_t)rows * T;
-  rope_len = T;
   // LM-head chunk: about 16M logits at a time (64 MB in fp32), at least 64 tokens.
   head_chunk = (int)std::max<int64_t>(64, std::min<int64_t>(max_N, (int64_t(1) << 24) / V));
   head_chunk = (int)std::min<int64_t>(head_chunk, max_N);
+  const bool train = use == ModelUse::train;
 
   params = plan<float>(layout.total, true);
-  grads = plan<float>(layout.total, true);
-  if (moment_dtype == MomentDtype::bf16) {
-    adam_m16 = plan<uint16_t>(layout.total, true);
-    adam_v16 = plan<uint16_t>(layout.total, true);
-  } else {
-    adam_m = plan<float>(layout.total, true);
-    adam_v = plan<float>(layout.total, true);
+  if (train) {
+    grads = plan<float>(layout.total, true);
+    if (moment_dtype == MomentDtype::bf16) {
+      adam_m16 = plan<uint16_t>(layout.total, true);
+      adam_v16 = plan<uint16_t>(layout.total, true);
+    } else {
+      adam_m = plan<float>(layout.total, true);
+      adam_v = plan<float>(layout.total, true);
+    }
   }
 
   const int64_t N = max_N;
   acts.resize(L);
-  for (auto& a : acts) {
+  for (int l = 0; l < L; l++) {
+    LayerActs& a = acts[l];
+    if (!train && l > 0) {  // inference: every layer reuses layer 0's buffers
+      a = acts[0];
+      continue;
+    }
     a.res_in = plan<act_t>(N * C);
     a.ln1 = plan<act_t>(N * C);
     a.qkv = plan<act_t>(N * QKV);
@@ -193,15 +282,17 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype mom
   res_out = plan<act_t>(N * C);
   lnf = plan<act_t>(N * C);
   rstdf = plan<float>(N);
-  d_res = plan<act_t>(N * C);
-  d_ln = plan<act_t>(N * C);
-  d_qkv = plan<act_t>(N * QKV);
-  d_att = plan<act_t>(N * H * D);
-  d_gu = plan<act_t>(N * 2 * I);
-  d_h = plan<act_t>(N * I);
-  d_lnf = plan<act_t>(N * C);
+  d_ln = plan<act_t>(N * C);  // also the forward's residual-branch scratch
+  if (train) {
+    d_res = plan<act_t>(N * C);
+    d_qkv = plan<act_t>(N * QKV);
+    d_att = plan<act_t>(N * H * D);
+    d_gu = plan<act_t>(N * 2 * I);
+    d_h = plan<act_t>(N * I);
+    d_lnf = plan<act_t>(N * C);
+    head_dx = plan<act_t>(N * C);
+  }
   head_x = plan<act_t>(N * C);
-  head_dx = plan<act_t>(N * C);
   logits_chunk = plan<float>((int64_t)head_chunk * V);
   head_rstd = plan<float>(N);
   lens_prob = plan<float>(N);
@@ -216,43 +307,44 @@ LlamaModel<B>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDtype mom
   host_key_hi.resize(N);
   host_loss_rows.resize(N);
   host_loss_targets.resize(N);
+  make_rope_tables(T);
+}
 
+// RoPE cos/sin tables [positions, D/2] for the config (HF convention, llama3 scaling included).
+template <class Backend>
+void LlamaModel<Backend>::make_rope_tables(int n) {
+  const auto& r = cfg.rope_scaling;
   std::vector<double> inv_freq(D / 2);
-  rope_inv_freq(inv_freq.data(), D, c.rope_theta, c.rope_scaling.rope_type == "llama3",
-                c.rope_scaling.factor, c.rope_scaling.low_freq_factor,
-                c.rope_scaling.high_freq_factor, c.rope_scaling.original_max_position_embeddings);
-  std::vector<float> cos_t((size_t)rope_len * D / 2), sin_t((size_t)rope_len * D / 2);
-  rope_tables(cos_t.data(), sin_t.data(), inv_freq.data(), D, rope_len);
+  rope_inv_freq(inv_freq.data(), D, cfg.rope_theta, r.rope_type == "llama3", r.factor, r.low_freq_factor,
+                r.high_freq_factor, r.original_max_position_embeddings);
+  std::vector<float> cos_t((size_t)n * D / 2), sin_t((size_t)n * D / 2);
+  rope_tables(cos_t.data(), sin_t.data(), inv_freq.data(), D, n);
+  release(rope_cos);
+  release(rope_sin);
   rope_cos = plan<float>(cos_t.size());
   rope_sin = plan<float>(sin_t.size());
-  B::upload(rope_cos, cos_t.data(), cos_t.size());
-  B::upload(rope_sin, sin_t.data(), sin_t.size());
+  Backend::upload(rope_cos, cos_t.data(), cos_t.size());
+  Backend::upload(rope_sin, sin_t.data(), sin_t.size());
+  rope_len = n;
 }
 
-template <class B>
-LlamaModel<B>::~LlamaModel() {
-  for (float* p : {params, grads, adam_m, adam_v, rstdf, logits_chunk, head_rstd, lens_prob, rope_cos, rope_sin}) B::free(p);
-  for (auto& a : acts) {
-    for (act_t* p : {a.res_in, a.ln1, a.qkv, a.att, a.res_mid, a.ln2, a.gate_up, a.swiglu}) B::free(p);
-    for (float* p : {a.rstd1, a.rstd2, a.lse}) B::free(p);
-  }
-  for (act_t* p : {res_out, lnf, d_res, d_ln, d_qkv, d_att, d_gu, d_h, d_lnf, head_x, head_dx}) B::free(p);
-  for (int32_t* p : {tokens, positions, seg_start, key_hi, loss_rows, loss_targets, lens_rank, lens_top1}) B::free(p);
-  for (uint16_t* p : {adam_m16, adam_v16})
-    if (p) B::free(p);
+template <class Backend>
+LlamaModel<Backend>::~LlamaModel() {
+  Backend::params_changed(params, layout.total);  // the backend drops what it derived from them
+  for (void* p : owned) Backend::free(p);
 }
 
-template <class B>
-void LlamaModel<B>::download_moments(float* m_host, float* v_host) const {
+template <class Backend>
+void LlamaModel<Backend>::download_moments(float* m_host, float* v_host) const {
   const size_t n = layout.total;
   if (moment_dtype == MomentDtype::f32) {
-    B::download(m_host, adam_m, n);
-    B::download(v_host, adam_v, n);
+    Backend::download(m_host, adam_m, n);
+    Backend::download(v_host, adam_v, n);
     return;
   }
   std::vector<uint16_t> bits(n);
   for (auto [dst, src] : {std::pair{m_host, adam_m16}, std::pair{v_host, adam_v16}}) {
-    B::download(bits.data(), src, n);
+    Backend::download(bits.data(), src, n);
     for (size_t i = 0; i < n; i++) {
       const uint32_t u = (uint32_t)bits[i] << 16;  // bf16 is the top half of an fp32
       std::memcpy(&dst[i], &u, 4);
@@ -260,12 +352,12 @@ void LlamaModel<B>::download_moments(float* m_host, float* v_host) const {
   }
 }
 
-template <class B>
-void LlamaModel<B>::upload_moments(const float* m_host, const float* v_host) {
+template <class Backend>
+void LlamaModel<Backend>::upload_moments(const float* m_host, const float* v_host) {
   const size_t n = layout.total;
   if (moment_dtype == MomentDtype::f32) {
-    B::upload(adam_m, m_host, n);
-    B::upload(adam_v, v_host, n);
+    Backend::upload(adam_m, m_host, n);
+    Backend::upload(adam_v, v_host, n);
     return;
   }
   std::vector<uint16_t> bits(n);
@@ -276,13 +368,13 @@ void LlamaModel<B>::upload_moments(const float* m_host, const float* v_host) {
       check(std::isfinite(src[i]), "upload_moments: non-finite AdamW moment at flat index ", i);
       bits[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);  // round to nearest even
     }
-    B::upload(dst, bits.data(), n);
+    Backend::upload(dst, bits.data(), n);
   }
 }
 
 // Every index that the ops would trust is checked here, on the host, once per micro-batch.
-template <class B>
-void LlamaModel<B>::validate_and_upload(const Batch& b) {
+template <class Backend>
+void LlamaModel<Backend>::validate_and_upload(const Batch& b) {
   check(b.rows > 0 && b.T > 0, "batch: rows (", b.rows, ") and T (", b.T, ") must be positive");
   check(b.rows <= max_rows && b.T <= max_T, "batch: ", b.rows, " rows of T=", b.T,
         " exceed the planned maximum of ", max_rows, " rows of T=", max_T);
@@ -302,121 +394,241 @@ void LlamaModel<B>::validate_and_upload(const Batch& b) {
           b.seg_start[i], " is not within [0, column ", col, "]");
     host_key_hi[i] = col;
   }
-  B::upload(tokens, b.tokens.data(), N);
-  B::upload(positions, b.positions.data(), N);
-  B::upload(seg_start, b.seg_start.data(), N);
-  B::upload(key_hi, host_key_hi.data(), N);
+  Backend::upload(tokens, b.tokens.data(), N);
+  Backend::upload(positions, b.positions.data(), N);
+  Backend::upload(seg_start, b.seg_start.data(), N);
+  Backend::upload(key_hi, host_key_hi.data(), N);
   cur_rows = b.rows;
   cur_T = b.T;
 }
 
-template <class B>
-void LlamaModel<B>::forward(const Batch& b) {
+template <class Backend>
+void LlamaModel<Backend>::forward(const Batch& b) {
   validate_and_upload(b);
-  const int N = cur_rows * cur_T;
+  run_layers(AttentionShape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV}, Keys::batch, embed_add);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::run_layers(const AttentionShape& shape, Keys keys, const act_t* add) {
+  const int N = shape.rows * shape.Tq;
   const float eps = cfg.rms_norm_eps;
-  const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
-  B::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, params + layout.embed,
-                       embed_add, N, C);
-  // Backends with B::fuses_residual_rmsnorm (CUDA) compute each residual branch (o and down
+  const KvShape kv_shape{kv.seqs, kv.len, H, KV, D, QKV};
+  const size_t kv_layer = (size_t)kv.seqs * kv.len * KV * D;
+  Backend::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, params + layout.embed, add, N, C);
+  // Backends with Backend::fuses_residual_rmsnorm (CUDA) compute each residual branch (o and down
   // projections) into scratch and add it to the residual stream in the kernel that also applies the
   // next RMSNorm (the next layer's ln1, or the final norm): one pass over the residual stream
   // instead of a copy, an accumulating GEMM and a separate norm. The CPU path keeps the
   // copy + accumulating GEMM, whose rounding the HF parity tests were written against.
-  constexpr bool fused = B::fuses_residual_rmsnorm;
+  constexpr bool fused = Backend::fuses_residual_rmsnorm;
   act_t* branch = d_ln;  // [N, C] gradient scratch, unused during the forward
   for (int l = 0; l < L; l++) {
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];
     act_t* res_next = l + 1 < L ? acts[l + 1].res_in : res_out;
     if (!fused || l == 0)  // fused: the previous layer's last residual add already normed it
-      B::rmsnorm_forward(a.ln1, a.rstd1, a.res_in, params + w.ln1, N, C, eps);
-    B::matmul_forward(a.qkv, a.ln1, params + w.qkv_w,
+      Backend::rmsnorm_forward(a.ln1, a.rstd1, a.res_in, params + w.ln1, N, C, eps);
+    Backend::matmul_forward(a.qkv, a.ln1, params + w.qkv_w,
                       w.qkv_b == kNoTensor ? nullptr : params + w.qkv_b, N, C, QKV, false);
     // q and k heads are adjacent in each qkv row: one RoPE pass over H + KV heads.
-    B::rope_apply(a.qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, false);
-    B::attention_forward(a.att, a.lse, a.qkv, a.qkv + H * D, a.qkv + (H + KV) * D, seg_start,
-                         key_hi, shape);
-    if constexpr (fused) {
-      B::matmul_forward(branch, a.att, params + w.o_w, nullptr, N, H * D, C, false);
-      B::residual_rmsnorm_forward(a.res_mid, a.ln2, a.rstd2, a.res_in, branch, params + w.ln2, N, C, eps);
+    Backend::rope_apply(a.qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, false);
+    act_t *k_cache = kv.k + l * kv_layer, *v_cache = kv.v + l * kv_layer;
+    if (keys == Keys::cache) {  // decoding: one token per sequence, its key appended at its position
+      Backend::kv_cache_write(k_cache, v_cache, a.qkv, kv_slot, positions, N, kv_shape);
+      Backend::attention_decode(a.att, a.qkv, k_cache, v_cache, kv_slot, positions, N, kv_shape);
     } else {
-      B::copy(a.res_mid, a.res_in, (size_t)N * C);
-      B::matmul_forward(a.res_mid, a.att, params + w.o_w, nullptr, N, H * D, C, true);
-      B::rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, params + w.ln2, N, C, eps);
+      if (keys == Keys::batch_to_cache) Backend::kv_cache_write(k_cache, v_cache, a.qkv, kv_slot, kv_pos, N, kv_shape);
+      Backend::attention_forward(a.att, a.lse, a.qkv, a.qkv + H * D, a.qkv + (H + KV) * D, seg_start, key_hi, shape);
     }
-    B::matmul_forward(a.gate_up, a.ln2, params + w.gate_up_w, nullptr, N, C, 2 * I, false);
-    B::swiglu_forward(a.swiglu, a.gate_up, N, I);
+    if constexpr (fused) {
+      Backend::matmul_forward(branch, a.att, params + w.o_w, nullptr, N, H * D, C, false);
+      Backend::residual_rmsnorm_forward(a.res_mid, a.ln2, a.rstd2, a.res_in, branch, params + w.ln2, N, C, eps);
+    } else {
+      Backend::copy(a.res_mid, a.res_in, (size_t)N * C);
+      Backend::matmul_forward(a.res_mid, a.att, params + w.o_w, nullptr, N, H * D, C, true);
+      Backend::rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, params + w.ln2, N, C, eps);
+    }
+    Backend::matmul_forward(a.gate_up, a.ln2, params + w.gate_up_w, nullptr, N, C, 2 * I, false);
+    Backend::swiglu_forward(a.swiglu, a.gate_up, N, I);
     if constexpr (fused) {
       const bool last = l + 1 == L;
-      B::matmul_forward(branch, a.swiglu, params + w.down_w, nullptr, N, I, C, false);
-      B::residual_rmsnorm_forward(res_next, last ? lnf : acts[l + 1].ln1, last ? rstdf : acts[l + 1].rstd1,
+      Backend::matmul_forward(branch, a.swiglu, params + w.down_w, nullptr, N, I, C, false);
+      Backend::residual_rmsnorm_forward(res_next, last ? lnf : acts[l + 1].ln1, last ? rstdf : acts[l + 1].rstd1,
                                   a.res_mid, branch,
                                   params + (last ? layout.final_norm : layout.layers[l + 1].ln1), N, C, eps);
     } else {
-      B::copy(res_next, a.res_mid, (size_t)N * C);
-      B::matmul_forward(res_next, a.swiglu, params + w.down_w, nullptr, N, I, C, true);
+      Backend::copy(res_next, a.res_mid, (size_t)N * C);
+      Backend::matmul_forward(res_next, a.swiglu, params + w.down_w, nullptr, N, I, C, true);
     }
   }
-  if (!fused || L == 0) B::rmsnorm_forward(lnf, rstdf, res_out, params + layout.final_norm, N, C, eps);
+  if (!fused || L == 0) Backend::rmsnorm_forward(lnf, rstdf, res_out, params + layout.final_norm, N, C, eps);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::kv_reserve(int seqs, int len) {
+  check(seqs > 0 && len > 0, "kv_reserve: sequences (", seqs, ") and length (", len, ") must be positive");
+  if (len > rope_len) make_rope_tables(len);
+  if (seqs > kv.seqs || len > kv.len) {
+    kv.seqs = std::max(seqs, kv.seqs);
+    kv.len = std::max(len, kv.len);
+    for (void* p : {(void*)kv.k, (void*)kv.v, (void*)kv_logits, (void*)kv_slot, (void*)kv_pos, (void*)kv_next})
+      release(p);
+    const size_t n = (size_t)L * kv.seqs * kv.len * KV * D;
+    kv.k = plan<act_t>(n);
+    kv.v = plan<act_t>(n);
+    kv_logits = plan<float>((size_t)kv.seqs * V);
+    const int64_t idx = std::max<int64_t>(max_N, kv.seqs);
+    kv_slot = plan<int32_t>(idx);
+    kv_pos = plan<int32_t>(idx);
+    kv_next = plan<int32_t>(kv.seqs);
+  }
+  kv.length.assign(kv.seqs, 0);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::kv_prefill(const std::vector<std::vector<int32_t>>& prompts, size_t first, int n) {
+  check(n >= 0 && n <= kv.seqs && first + n <= prompts.size(), "kv_prefill: ", n,
+        " prompts do not fit the cache of ", kv.seqs, " sequences (kv_reserve)");
+  DecodingScope decoding;
+  std::vector<int32_t> tok, pos, lo, hi, slot, cache_pos, last;
+  for (int s0 = 0; s0 < n;) {
+    // Rows s0..s1-1, right-padded to the longest of them, as many as fit the activation plan.
+    int s1 = s0, P = 0;
+    while (s1 < n) {
+      const int len = (int)prompts[first + s1].size();
+      check(len > 0, "kv_prefill: prompt ", first + s1, " is empty");
+      check(len <= kv.len, "kv_prefill: prompt ", first + s1, " of ", len, " tokens exceeds the cache of ", kv.len,
+            " positions");
+      const int P_next = std::max(P, len);
+      if ((int64_t)(s1 - s0 + 1) * P_next > max_N) break;
+      P = P_next;
+      s1++;
+    }
+    check(s1 > s0, "kv_prefill: prompt ", first + s0, " of ", prompts[first + s0].size(),
+          " tokens exceeds the model's plan of ", max_N, " tokens per forward");
+    const int rows = s1 - s0, N = rows * P;
+    tok.assign(N, 0);
+    pos.assign(N, 0);
+    lo.resize(N);
+    hi.resize(N);
+    slot.resize(N);
+    cache_pos.resize(N);
+    last.resize(rows);
+    for (int r = 0; r < rows; r++) {
+      const std::vector<int32_t>& p = prompts[first + s0 + r];
+      const int len = (int)p.size();
+      for (int t = 0; t < P; t++) {
+        const int i = r * P + t;
+        const bool real = t < len;
+        if (real) {
+          check(p[t] >= 0 && p[t] < V, "kv_prefill: prompt ", first + s0 + r, " token ", t, " = ", p[t],
+                " is outside the vocabulary [0, ", V, ")");
+          tok[i] = p[t];
+          pos[i] = t;
+        }
+        lo[i] = real ? 0 : t;  // a padding token attends to itself only
+        hi[i] = t;
+        slot[i] = s0 + r;
+        cache_pos[i] = real ? t : -1;
+      }
+      last[r] = r * P + len - 1;
+      kv.length[s0 + r] = len;
+    }
+    Backend::upload(tokens, tok.data(), N);
+    Backend::upload(positions, pos.data(), N);
+    Backend::upload(seg_start, lo.data(), N);
+    Backend::upload(key_hi, hi.data(), N);
+    Backend::upload(kv_slot, slot.data(), N);
+    Backend::upload(kv_pos, cache_pos.data(), N);
+    Backend::upload(loss_rows, last.data(), rows);
+    run_layers(AttentionShape{rows, P, P, H, KV, D, QKV, QKV}, Keys::batch_to_cache, nullptr);
+    Backend::gather_rows(head_x, lnf, loss_rows, rows, C);
+    Backend::matmul_forward(kv_logits + (int64_t)s0 * V, head_x, params + layout.lm_head, nullptr, rows, C, V, false);
+    s0 = s1;
+  }
+}
+
+template <class Backend>
+void LlamaModel<Backend>::kv_decode(const std::vector<int32_t>& toks, const std::vector<int32_t>& slots) {
+  const int N = (int)toks.size();
+  check(slots.size() == toks.size() && N <= kv.seqs && N <= max_N, "kv_decode: ", N,
+        " tokens for as many sequences (at most ", std::min<int64_t>(kv.seqs, max_N), ")");
+  std::vector<int32_t> pos(N);
+  std::vector<char> seen(kv.seqs, 0);
+  for (int i = 0; i < N; i++) {
+    const int s = slots[i];
+    check(s >= 0 && s < kv.seqs && !seen[s], "kv_decode: sequence ", s, " is out of range or given twice");
+    seen[s] = 1;
+    check(toks[i] >= 0 && toks[i] < V, "kv_decode: token ", toks[i], " is outside the vocabulary [0, ", V, ")");
+    check(kv.length[s] < kv.len, "kv_decode: sequence ", s, " fills the cache of ", kv.len, " positions");
+    pos[i] = kv.length[s]++;
+  }
+  DecodingScope decoding;
+  Backend::upload(tokens, toks.data(), N);
+  Backend::upload(positions, pos.data(), N);
+  Backend::upload(kv_slot, slots.data(), N);
+  run_layers(AttentionShape{N, 1, 1, H, KV, D, QKV, QKV}, Keys::cache, nullptr);
+  Backend::matmul_forward(kv_logits, lnf, params + layout.lm_head, nullptr, N, C, V, false);
 }
 
 // The LM head over n rows x [n, C] (backend memory), in chunks of head_chunk rows, into host memory.
-template <class B>
-void LlamaModel<B>::head_logits(const act_t* x, int n, float* logits_host) {
+template <class Backend>
+void LlamaModel<Backend>::head_logits(const act_t* x, int n, float* logits_host) {
   for (int t0 = 0; t0 < n; t0 += head_chunk) {
     const int m = std::min(head_chunk, n - t0);
-    B::matmul_forward(logits_chunk, x + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
-    B::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)m * V);
+    Backend::matmul_forward(logits_chunk, x + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    Backend::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)m * V);
   }
 }
 
 // Checks flat token indices against the last forward's batch and uploads them into loss_rows.
-template <class B>
-int LlamaModel<B>::upload_token_index(const std::vector<int32_t>& token_index, const char* who) {
+template <class Backend>
+int LlamaModel<Backend>::upload_token_index(const std::vector<int32_t>& token_index, const char* who) {
   const int N = cur_rows * cur_T;
   const int n_idx = (int)token_index.size();
   for (int i = 0; i < n_idx; i++)
     check(token_index[i] >= 0 && token_index[i] < N, who, ": token_index[", i, "] = ", token_index[i],
           " is outside the batch [0, ", N, ")");
-  B::upload(loss_rows, token_index.data(), n_idx);
+  Backend::upload(loss_rows, token_index.data(), n_idx);
   return n_idx;
 }
 
-template <class B>
-void LlamaModel<B>::forward_logits(const Batch& b, float* logits_host) {
+template <class Backend>
+void LlamaModel<Backend>::forward_logits(const Batch& b, float* logits_host) {
   forward(b);
   head_logits(lnf, cur_rows * cur_T, logits_host);
 }
 
-template <class B>
-void LlamaModel<B>::forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index,
+template <class Backend>
+void LlamaModel<Backend>::forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index,
                                       float* logits_host) {
   forward(b);
   const int n_idx = upload_token_index(token_index, "forward_logits_at");
-  B::gather_rows(head_x, lnf, loss_rows, n_idx, C);
+  Backend::gather_rows(head_x, lnf, loss_rows, n_idx, C);
   head_logits(head_x, n_idx, logits_host);
 }
 
 // The rows of the residual stream entering layer l at token_index, through the final RMSNorm into
 // head_dx (the lens' input to the LM head). Returns the number of rows.
-template <class B>
-int LlamaModel<B>::lens_rows(int l, const std::vector<int32_t>& token_index, const char* who) {
+template <class Backend>
+int LlamaModel<Backend>::lens_rows(int l, const std::vector<int32_t>& token_index, const char* who) {
   check(l >= 0 && l <= L, who, ": layer boundary ", l, " is outside [0, ", L, "]");
+  check(use == ModelUse::train, who, ": the logit lens reads every layer's hidden state, which only a model planned "
+        "with ModelUse::train keeps");
   check(cur_rows > 0, who, ": no forward pass to read");
   const int n_idx = upload_token_index(token_index, who);
-  B::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
-  B::rmsnorm_forward(head_dx, head_rstd, head_x, params + layout.final_norm, n_idx, C, cfg.rms_norm_eps);
+  Backend::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
+  Backend::rmsnorm_forward(head_dx, head_rstd, head_x, params + layout.final_norm, n_idx, C, cfg.rms_norm_eps);
   return n_idx;
 }
 
-template <class B>
-void LlamaModel<B>::lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host) {
+template <class Backend>
+void LlamaModel<Backend>::lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host) {
   head_logits(head_dx, lens_rows(l, token_index, "lens_logits"), logits_host);
 }
 
-template <class B>
-void LlamaModel<B>::lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold,
+template <class Backend>
+void LlamaModel<Backend>::lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold,
                                float* prob, int32_t* rank, int32_t* top1) {
   check(gold.size() == token_index.size(), "lens_stats: ", gold.size(), " gold tokens for ", token_index.size(),
         " positions");
@@ -424,19 +636,20 @@ void LlamaModel<B>::lens_stats(int l, const std::vector<int32_t>& token_index, c
     check(gold[i] >= 0 && gold[i] < V, "lens_stats: gold[", i, "] = ", gold[i], " is outside the vocabulary [0, ", V,
           ")");
   const int n = lens_rows(l, token_index, "lens_stats");
-  B::upload(loss_targets, gold.data(), n);
+  Backend::upload(loss_targets, gold.data(), n);
   for (int t0 = 0; t0 < n; t0 += head_chunk) {
     const int m = std::min(head_chunk, n - t0);
-    B::matmul_forward(logits_chunk, head_dx + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
-    B::lens_stats(lens_prob + t0, lens_rank + t0, lens_top1 + t0, logits_chunk, loss_targets + t0, m, V);
+    Backend::matmul_forward(logits_chunk, head_dx + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    Backend::lens_stats(lens_prob + t0, lens_rank + t0, lens_top1 + t0, logits_chunk, loss_targets + t0, m, V);
   }
-  B::download(prob, lens_prob, n);
-  B::download(rank, lens_rank, n);
-  B::download(top1, lens_top1, n);
+  Backend::download(prob, lens_prob, n);
+  Backend::download(rank, lens_rank, n);
+  Backend::download(top1, lens_top1, n);
 }
 
-template <class B>
-double LlamaModel<B>::forward_backward(const Batch& b, int64_t optimizer_batch_targets) {
+template <class Backend>
+double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_batch_targets) {
+  check(use == ModelUse::train, "forward_backward: the model was planned for inference only");
   check(optimizer_batch_targets > 0, "forward_backward: the optimizer batch has no target tokens");
   if (std::none_of(b.targets.begin(), b.targets.end(), [](int32_t t) { return t >= 0; })) {
     validate_and_upload(b);  // no loss here: nothing to add to the gradients
@@ -460,21 +673,21 @@ double LlamaModel<B>::forward_backward(const Batch& b, int64_t optimizer_batch_t
         host_loss_targets[n_loss] = b.targets[i];
         n_loss++;
       }
-    B::upload(loss_rows, host_loss_rows.data(), n_loss);
-    B::upload(loss_targets, host_loss_targets.data(), n_loss);
-    B::gather_rows(head_x, lnf, loss_rows, n_loss, C);
+    Backend::upload(loss_rows, host_loss_rows.data(), n_loss);
+    Backend::upload(loss_targets, host_loss_targets.data(), n_loss);
+    Backend::gather_rows(head_x, lnf, loss_rows, n_loss, C);
     const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
     float* lm_w = params + layout.lm_head;
     float* lm_dw = grads + layout.lm_head;
     for (int t0 = 0; t0 < n_loss; t0 += head_chunk) {
       int n = std::min(head_chunk, n_loss - t0);
       act_t* x = head_x + (int64_t)t0 * C;
-      B::matmul_forward(logits_chunk, x, lm_w, nullptr, n, C, V, false);
-      B::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, grad_scale, &loss_sum);
-      B::matmul_backward(head_dx + (int64_t)t0 * C, lm_dw, nullptr, logits_chunk, x, lm_w, n, C, V, false);
+      Backend::matmul_forward(logits_chunk, x, lm_w, nullptr, n, C, V, false);
+      Backend::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, grad_scale, &loss_sum);
+      Backend::matmul_backward(head_dx + (int64_t)t0 * C, lm_dw, nullptr, logits_chunk, x, lm_w, n, C, V, false);
     }
-    B::zero(d_lnf, (size_t)N * C);
-    B::scatter_rows(d_lnf, head_dx, loss_rows, n_loss, C);
+    Backend::zero(d_lnf, (size_t)N * C);
+    Backend::scatter_rows(d_lnf, head_dx, loss_rows, n_loss, C);
   }
   {
     NVTX_RANGE("backward");
@@ -483,32 +696,32 @@ double LlamaModel<B>::forward_backward(const Batch& b, int64_t optimizer_batch_t
   return loss_sum / (double)optimizer_batch_targets;
 }
 
-template <class B>
-void LlamaModel<B>::backward_from_lnf() {
+template <class Backend>
+void LlamaModel<Backend>::backward_from_lnf() {
   const int N = cur_rows * cur_T;
   const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
-  B::zero(d_res, (size_t)N * C);
-  B::rmsnorm_backward(d_res, grads + layout.final_norm, d_lnf, res_out, params + layout.final_norm,
+  Backend::zero(d_res, (size_t)N * C);
+  Backend::rmsnorm_backward(d_res, grads + layout.final_norm, d_lnf, res_out, params + layout.final_norm,
                       rstdf, N, C);
   for (int l = L - 1; l >= 0; l--) {
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];
     // MLP block: res_next = res_mid + down(swiglu(gate_up(rmsnorm(res_mid)))); d_res flows
     // through the identity and gets the MLP branch added by the RMSNorm backward.
-    B::matmul_backward(d_h, grads + w.down_w, nullptr, d_res, a.swiglu, params + w.down_w, N, I, C, false);
-    B::swiglu_backward(d_gu, d_h, a.gate_up, N, I);
-    B::matmul_backward(d_ln, grads + w.gate_up_w, nullptr, d_gu, a.ln2, params + w.gate_up_w, N, C, 2 * I, false);
-    B::rmsnorm_backward(d_res, grads + w.ln2, d_ln, a.res_mid, params + w.ln2, a.rstd2, N, C);
+    Backend::matmul_backward(d_h, grads + w.down_w, nullptr, d_res, a.swiglu, params + w.down_w, N, I, C, false);
+    Backend::swiglu_backward(d_gu, d_h, a.gate_up, N, I);
+    Backend::matmul_backward(d_ln, grads + w.gate_up_w, nullptr, d_gu, a.ln2, params + w.gate_up_w, N, C, 2 * I, false);
+    Backend::rmsnorm_backward(d_res, grads + w.ln2, d_ln, a.res_mid, params + w.ln2, a.rstd2, N, C);
     // Attention block.
-    B::matmul_backward(d_att, grads + w.o_w, nullptr, d_res, a.att, params + w.o_w, N, H * D, C, false);
-    B::attention_backward(d_qkv, d_qkv + H * D, d_qkv + (H + KV) * D, d_att, a.qkv, a.qkv + H * D,
+    Backend::matmul_backward(d_att, grads + w.o_w, nullptr, d_res, a.att, params + w.o_w, N, H * D, C, false);
+    Backend::attention_backward(d_qkv, d_qkv + H * D, d_qkv + (H + KV) * D, d_att, a.qkv, a.qkv + H * D,
                           a.qkv + (H + KV) * D, a.att, a.lse, seg_start, key_hi, shape);
-    B::rope_apply(d_qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, true);
-    B::matmul_backward(d_ln, grads + w.qkv_w, w.qkv_b == kNoTensor ? nullptr : grads + w.qkv_b, d_qkv,
+    Backend::rope_apply(d_qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, true);
+    Backend::matmul_backward(d_ln, grads + w.qkv_w, w.qkv_b == kNoTensor ? nullptr : grads + w.qkv_b, d_qkv,
                        a.ln1, params + w.qkv_w, N, C, QKV, false);
-    B::rmsnorm_backward(d_res, grads + w.ln1, d_ln, a.res_in, params + w.ln1, a.rstd1, N, C);
+    Backend::rmsnorm_backward(d_res, grads + w.ln1, d_ln, a.res_in, params + w.ln1, a.rstd1, N, C);
   }
-  B::embedding_backward(grads + layout.embed, tokens, d_res, N, C);
+  Backend::embedding_backward(grads + layout.embed, tokens, d_res, N, C);
 }
 
 // The CPU instantiation is compiled once, in model/llama.cpp.

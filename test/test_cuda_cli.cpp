@@ -208,4 +208,22 @@ TEST_CASE("eval_factoids --device cuda (emulated) decodes the same tokens as --d
   }
   REQUIRE(lines == 16);
   REQUIRE(correct > 0);  // the model did learn something, so the tokens are not all noise
+
+  // The evaluation inside train_llama --device cuda runs on the (emulated) GPU through the same
+  // loop: with lr 0 the weights stay those of mem/final, so it scores what eval_factoids did.
+  REQUIRE(run({"build/train_llama_emu", "--model", s.dir + "/mem/final", "--tokenizer", s.tokenizer, "--data", s.data,
+               "--device", "cuda", "--epochs", "1", "--batch-size", "8", "--seq-len", "48", "--lr", "0",
+               "--threads", "1", "--eval-data", qa, "--out", s.dir + "/gpu_eval", "--log",
+               s.dir + "/gpu_eval.jsonl"},
+              s.dir + "/gpu_eval.log") == 0);
+  std::ifstream log(s.dir + "/gpu_eval.jsonl");
+  int evals = 0;
+  for (std::string line; std::getline(log, line);) {
+    const json e = json::parse(line);
+    if (e["event"] != "eval") continue;
+    evals++;
+    REQUIRE(e["correct"].get<int>() == correct);
+    REQUIRE(e["total"].get<int>() == 16);
+  }
+  REQUIRE(evals == 1);
 }

@@ -592,44 +592,57 @@ TEST_CASE("cuda decoding: KV-cache writes and single-token attention with ragged
     INFO("D=" << D);
     const int B = 3, H = 8, KV = 2, S = (H + 2 * KV) * D, Tmax = 40, P = 33;
     const std::vector<int> prompt_len = {5, 17, 33};
+    // decoding row r carries the next token of sequence seq_of_row[r] (rows need not follow slots)
+    const std::vector<int> seq_of_row = {2, 0, 1};
     // prefill: B right-padded rows of P tokens; only the first prompt_len[b] go to the cache
     const std::vector<float> prefill = random_bf16_values((size_t)B * P * S, 120 + D);
     const std::vector<float> step = random_bf16_values((size_t)B * S, 121 + D);
-    std::vector<int> prefill_pos(B * P), step_pos(B), kv_len(B);
+    std::vector<int> prefill_pos(B * P), prefill_slot(B * P), step_pos(B);
     for (int b = 0; b < B; b++) {
-      for (int t = 0; t < P; t++) prefill_pos[b * P + t] = t < prompt_len[b] ? t : -1;
-      step_pos[b] = prompt_len[b];
-      kv_len[b] = prompt_len[b] + 1;
+      for (int t = 0; t < P; t++) {
+        prefill_pos[b * P + t] = t < prompt_len[b] ? t : -1;
+        prefill_slot[b * P + t] = b;
+      }
+      step_pos[b] = prompt_len[seq_of_row[b]];
     }
     bool identical = false;
     std::vector<float> got = run_all_schedules([&] {
       DeviceBuffer<bf16> pre(to_bf16(prefill)), st(to_bf16(step)), kc((size_t)B * KV * Tmax * D),
           vc((size_t)B * KV * Tmax * D), out((size_t)B * H * D);
-      DeviceBuffer<int> pp(prefill_pos), sp(step_pos), len(kv_len);
-      kv_cache_write(kc, vc, pre, pp, B * P, P, H, KV, D, Tmax, 0);
-      kv_cache_write(kc, vc, st, sp, B, 1, H, KV, D, Tmax, 0);
-      attention_decode(out, st, kc, vc, len, B, H, KV, D, Tmax, 0);
+      DeviceBuffer<int> pp(prefill_pos), ps(prefill_slot), sp(step_pos), ss(seq_of_row);
+      kv_cache_write(kc, vc, pre, ps, pp, B * P, H, KV, D, Tmax, 0);
+      kv_cache_write(kc, vc, st, ss, sp, B, H, KV, D, Tmax, 0);
+      attention_decode(out, st, kc, vc, ss, sp, B, H, KV, D, Tmax, 0);
       std::vector<float> r = to_f32(out.download());
       append(r, to_f32(kc.download()));
       return r;
     }, &identical);
     REQUIRE(identical);
-    // reference: keys/values laid out [B, Tmax, KV*D] for the CPU attention op, query = the step
+    // reference: each sequence's keys/values laid out [B, Tmax, KV*D] (sequence order) and, for the
+    // CPU attention op, in decoding-row order; query = the step row
     std::vector<float> keys((size_t)B * Tmax * KV * D, 0.0f), values(keys.size(), 0.0f);
-    for (int b = 0; b < B; b++)
+    std::vector<float> row_keys(keys.size()), row_values(keys.size());
+    for (int r = 0; r < B; r++) {
+      const int b = seq_of_row[r];
       for (int t = 0; t <= prompt_len[b]; t++) {
-        const float* src = t < prompt_len[b] ? &prefill[((size_t)b * P + t) * S] : &step[(size_t)b * S];
+        const float* src = t < prompt_len[b] ? &prefill[((size_t)b * P + t) * S] : &step[(size_t)r * S];
         for (int i = 0; i < KV * D; i++) {
           keys[((size_t)b * Tmax + t) * KV * D + i] = src[H * D + i];
           values[((size_t)b * Tmax + t) * KV * D + i] = src[(H + KV) * D + i];
         }
       }
+    }
+    for (int r = 0; r < B; r++) {
+      const size_t row = (size_t)Tmax * KV * D;
+      std::copy_n(&keys[seq_of_row[r] * row], row, &row_keys[r * row]);
+      std::copy_n(&values[seq_of_row[r] * row], row, &row_values[r * row]);
+    }
     std::vector<int> lo(B, 0), hi(B);
-    for (int b = 0; b < B; b++) hi[b] = prompt_len[b];
+    for (int r = 0; r < B; r++) hi[r] = step_pos[r];
     const AttentionShape shape{B, 1, Tmax, H, KV, D, S, KV * D};
     std::vector<float> out_ref((size_t)B * H * D), lse_ref((size_t)B * H);
-    attention_forward(out_ref.data(), lse_ref.data(), step.data(), keys.data(), values.data(), lo.data(), hi.data(),
-                      shape);
+    attention_forward(out_ref.data(), lse_ref.data(), step.data(), row_keys.data(), row_values.data(), lo.data(),
+                      hi.data(), shape);
     REQUIRE(nmse(std::vector<float>(got.begin(), got.begin() + (size_t)B * H * D), out_ref) < BF16_OUTPUT);
     // the cache holds exactly the written keys at [b][g][t]
     const float* kc = got.data() + (size_t)B * H * D;

@@ -76,8 +76,8 @@ TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
     cuda_bind_model(gpu);
     std::vector<float> p0(cpu.layout.total);
     init_weights(cfg, cpu.layout, p0.data(), 7);
-    CpuBackend::upload(cpu.params, p0.data(), p0.size());
-    CudaBackend::upload(gpu.params, p0.data(), p0.size());
+    cpu.load_params(p0.data());
+    gpu.load_params(p0.data());
 
     AdamWConfig opt;
     opt.lr = 1e-3f;
@@ -152,7 +152,7 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
     for (int t = 0; t < L; t++) sequences[i][t] = t == 0 ? 10 + i : (int32_t)(rng() % cfg.vocab_size);
   {
     LlamaModel<CpuBackend> trainer(cfg, 4, L);
-    CpuBackend::upload(trainer.params, params.data(), params.size());
+    trainer.load_params(params.data());
     Batch b;
     b.rows = 4;
     b.T = L;
@@ -184,17 +184,18 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
   opt.max_new_tokens = max_new;
   opt.batch_size = 4;
   opt.stop_token_ids = stop;
-  const InferenceModel cpu_model(cfg, layout, params.data());
+  LlamaModel<CpuBackend> cpu_model(cfg, 4, 32, ModelUse::inference);
+  cpu_model.load_params(params.data());
   const auto cpu_tokens = greedy_generate(cpu_model, prompts, opt);
 
   // The margins: top-1 minus top-2 logit at every generated position, on the CPU (full
   // recomputation through the training forward), and the largest CUDA-vs-CPU logit difference at
   // the same positions (LlamaModel<CudaBackend>, emulated).
   LlamaModel<CpuBackend> cpu(cfg, 1, 32);
-  CpuBackend::upload(cpu.params, params.data(), params.size());
+  cpu.load_params(params.data());
   LlamaModel<CudaBackend> gpu(cfg, 1, 32);
   cuda_bind_model(gpu);
-  CudaBackend::upload(gpu.params, params.data(), params.size());
+  gpu.load_params(params.data());
   double min_margin = 1e30, max_logit_error = 0.0;
   for (size_t i = 0; i < prompts.size(); i++) {
     std::vector<int32_t> seq = prompts[i];
@@ -225,12 +226,15 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
   // the comparison below is meaningful only when every margin exceeds twice the logit error
   REQUIRE(min_margin > 2 * max_logit_error);
 
-  const int max_len = 32;
-  CudaGreedyDecoder decoder(cuda_decoder_spec(cfg, layout, max_len), params.data(), 4, max_len);
+  // The same greedy loop (model/decode.h) over LlamaModel<CudaBackend>'s KV-cache mode; a plan of
+  // 4 rows of 8 tokens makes the ragged prefill run in several passes.
+  LlamaModel<CudaBackend> decoder(cfg, 4, 8, ModelUse::inference);
+  cuda_bind_model(decoder);
+  decoder.load_params(params.data());
   std::vector<std::vector<int32_t>> gpu_tokens;
   for (const char* schedule : {"forward", "random:3"}) {
     emu::set_schedule(schedule);
-    auto t = decoder.generate(prompts, max_new, stop);
+    auto t = greedy_generate(decoder, prompts, opt);
     if (!gpu_tokens.empty()) REQUIRE(t == gpu_tokens);  // same tokens under another fiber order
     gpu_tokens = t;
   }
@@ -249,8 +253,8 @@ TEST_CASE("cuda backend: bf16 AdamW moments track fp32 moments, and round-trip t
   REQUIRE(b16.adam_m16 != nullptr);
   std::vector<float> p0(f32.layout.total);
   init_weights(cfg, f32.layout, p0.data(), 7);
-  CudaBackend::upload(f32.params, p0.data(), p0.size());
-  CudaBackend::upload(b16.params, p0.data(), p0.size());
+  f32.load_params(p0.data());
+  b16.load_params(p0.data());
   AdamWConfig opt;
   opt.lr = 1e-3f;
   opt.weight_decay = 0.1f;
@@ -313,7 +317,7 @@ TEST_CASE("cuda backend: bf16 AdamW moments track fp32 moments, and round-trip t
   std::vector<float> first_p(n), first_m(n), first_v(n);
   for (int rep = 0; rep < 2; rep++) {
     cuda_bind_model(again);
-    CudaBackend::upload(again.params, pb.data(), n);
+    again.load_params(pb.data());
     again.upload_moments(m16.data(), v16.data());
     again.adam_step = steps;
     again.zero_grad();

@@ -2,16 +2,20 @@
 // transformers (fixture from dev/reference/gen_eval.py) and against full recomputation.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "common/file_io.h"
 #include "eval/answer_match.h"
 #include "model/config.h"
+#include "eval/factoid_eval.h"
 #include "model/decode.h"
 #include "model/llama.h"
 #include "model/params.h"
 #include "model/weights.h"
+#include "tokenizer/tokenizer.h"
 
 using nlohmann::json;
 
@@ -61,6 +65,12 @@ struct Fixture {
     ref = json::parse(read_text_file("test/fixtures/eval/generate.json"));
   }
   std::vector<std::vector<int32_t>> prompts() const { return ref["prompts"].get<std::vector<std::vector<int32_t>>>(); }
+  // An inference-only model of `rows` rows of up to T tokens holding the fixture's weights.
+  std::unique_ptr<LlamaModel<CpuBackend>> model(int rows, int T) const {
+    auto m = std::make_unique<LlamaModel<CpuBackend>>(config, rows, T, ModelUse::inference);
+    m->load_params(params.data());
+    return m;
+  }
 };
 
 const Fixture& fixture() {
@@ -79,70 +89,108 @@ TEST_CASE("the fixture's transformers-5 config.json (rope_parameters) is read wi
   REQUIRE(f.config.rope_scaling.original_max_position_embeddings == 32);
 }
 
+// Reference path: greedy decoding that recomputes the whole sequence through the training forward
+// at every step, without a cache.
+std::vector<int32_t> greedy_recompute(LlamaModel<CpuBackend>& m, const std::vector<int32_t>& prompt, int max_new) {
+  std::vector<int32_t> all = prompt, out;
+  std::vector<float> logits(m.V);
+  for (int step = 0; step < max_new; ++step) {
+    Batch b;
+    b.rows = 1;
+    b.T = int(all.size());
+    b.tokens = all;
+    b.targets.assign(all.size(), -1);
+    for (int t = 0; t < b.T; ++t) {
+      b.positions.push_back(t);
+      b.seg_start.push_back(0);
+    }
+    m.forward_logits_at(b, {b.T - 1}, logits.data());
+    const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.push_back(next);
+    all.push_back(next);
+  }
+  return out;
+}
+
 TEST_CASE("greedy decoding matches transformers generate(do_sample=False) token for token") {
   const Fixture& f = fixture();
-  InferenceModel m(f.config, f.layout, f.params.data());
   const auto prompts = f.prompts();
   const auto expected = f.ref["generated"].get<std::vector<std::vector<int32_t>>>();
   GreedyOptions opt;
   opt.max_new_tokens = f.ref["max_new_tokens"].get<int>();
   for (int bs : {1, 3, 32}) {
+    auto m = f.model(bs, 64);
     opt.batch_size = bs;
-    auto got = greedy_generate(m, prompts, opt);
+    auto got = greedy_generate(*m, prompts, opt);
     REQUIRE(got.size() == expected.size());
     for (size_t i = 0; i < got.size(); ++i) {
       INFO("batch size " << bs << ", prompt " << i);
       REQUIRE(got[i] == expected[i]);
     }
   }
+  // A plan smaller than one batch's prefill (4 rows of 16 tokens, 64 in all, for 7 prompts of up
+  // to 24 tokens): the prefill runs in three passes, and the RoPE tables grow past 16 positions.
+  auto small = f.model(4, 16);
+  opt.batch_size = 8;
+  auto got = greedy_generate(*small, {prompts.begin(), prompts.begin() + 7}, opt);
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("small plan, prompt " << i);
+    REQUIRE(got[i] == expected[i]);
+  }
 }
 
-TEST_CASE("the last-position logits match transformers") {
+TEST_CASE("the KV-cache prefill's logits match transformers at every prompt length") {
   const Fixture& f = fixture();
-  InferenceModel m(f.config, f.layout, f.params.data());
+  auto m = f.model(1, 32);
   const auto p = f.prompts()[7];
   const auto ref = f.ref["logits_prompt7"].get<std::vector<std::vector<float>>>();
-  KvCache cache(f.config, 1, int(p.size()));
-  std::vector<int> want(p.size());
-  for (size_t i = 0; i < p.size(); ++i) want[i] = int(i);
-  std::vector<float> logits;
-  forward_tokens(m, cache, p, std::vector<int>(p.size(), 0), want, logits);
+  const int V = f.config.vocab_size;
+  m->kv_reserve(1, int(p.size()));
+  std::vector<float> logits(V);
   double worst = 0;
-  for (size_t t = 0; t < p.size(); ++t)
-    for (int v = 0; v < f.config.vocab_size; ++v)
-      worst = std::max(worst, std::fabs(double(logits[t * f.config.vocab_size + v]) - ref[t][v]));
+  for (size_t t = 0; t < p.size(); ++t) {  // the prefix p[0..t] ends at position t
+    m->kv_reset();
+    m->kv_prefill({std::vector<int32_t>(p.begin(), p.begin() + t + 1)}, 0, 1);
+    CpuBackend::download(logits.data(), m->kv_logits, V);
+    for (int v = 0; v < V; ++v) worst = std::max(worst, std::fabs(double(logits[v]) - ref[t][v]));
+  }
   REQUIRE(worst < 1e-4);
 }
 
-TEST_CASE("KV-cache decoding equals full recomputation, and prefill equals the training forward") {
+TEST_CASE("KV-cache decoding equals full recomputation, and prefill + decoding steps equal the training forward") {
   const Fixture& f = fixture();
-  InferenceModel m(f.config, f.layout, f.params.data());
+  auto m = f.model(4, 64);
   const auto prompts = f.prompts();
   GreedyOptions opt;
   opt.max_new_tokens = 20;  // beyond the fixture's 12: a longer cache
   opt.batch_size = 4;
-  auto cached = greedy_generate(m, prompts, opt);
+  auto cached = greedy_generate(*m, prompts, opt);
   for (size_t i = 0; i < prompts.size(); ++i) {
     INFO("prompt " << i);
-    REQUIRE(cached[i] == greedy_generate_recompute(m, prompts[i], opt.max_new_tokens, {}));
+    REQUIRE(cached[i] == greedy_recompute(*m, prompts[i], opt.max_new_tokens));
   }
 
-  // Logits of a prompt + its continuation, through the cache in pieces (prefill 5, then one token
-  // at a time) and through the training forward of model/llama.h.
+  // Logits of a prompt + its continuation through the cache in pieces (prefill 5 tokens as
+  // sequence 1 beside another prompt, then one token at a time, each step also decoding
+  // sequence 0 and listing it second), and through the training forward of model/llama.h.
   std::vector<int32_t> seq = prompts[6];
   seq.insert(seq.end(), cached[6].begin(), cached[6].end());
   const int n = int(seq.size()), V = f.config.vocab_size;
-  KvCache cache(f.config, 2, n);
-  std::vector<float> all(size_t(n) * V), part;
-  std::vector<int32_t> first(seq.begin(), seq.begin() + 5);
-  forward_tokens(m, cache, first, std::vector<int>(5, 1), {0, 1, 2, 3, 4}, part);
-  std::copy(part.begin(), part.end(), all.begin());
+  m = f.model(2, 32);
+  m->kv_reserve(2, int(prompts[3].size()) + n - 5 + 1);  // sequence 0 grows as much as 1
+  m->kv_reset();
+  m->kv_prefill({prompts[3], std::vector<int32_t>(seq.begin(), seq.begin() + 5)}, 0, 2);
+  std::vector<float> all(size_t(n) * V), row(size_t(2) * V);
+  CpuBackend::download(row.data(), m->kv_logits, 2 * size_t(V));
+  std::copy(row.begin() + V, row.end(), all.begin() + size_t(4) * V);
   for (int t = 5; t < n; ++t) {
-    forward_tokens(m, cache, {seq[t]}, {1}, {0}, part);
-    std::copy(part.begin(), part.end(), all.begin() + size_t(t) * V);
+    m->kv_decode({seq[t], seq[t]}, {1, 0});
+    CpuBackend::download(row.data(), m->kv_logits, V);
+    std::copy(row.begin(), row.begin() + V, all.begin() + size_t(t) * V);
   }
+  REQUIRE(m->kv.length[1] == n);
   LlamaModel<CpuBackend> train_model(f.config, 1, n);
-  std::copy(f.params.begin(), f.params.end(), train_model.params);
+  train_model.load_params(f.params.data());
   Batch b;
   b.rows = 1;
   b.T = n;
@@ -155,13 +203,19 @@ TEST_CASE("KV-cache decoding equals full recomputation, and prefill equals the t
   std::vector<float> ref(size_t(n) * V);
   train_model.forward_logits(b, ref.data());
   double worst = 0;
-  for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::fabs(ref[i] - all[i])));
+  for (size_t i = size_t(4) * V; i < ref.size(); ++i) worst = std::max(worst, double(std::fabs(ref[i] - all[i])));
   REQUIRE(worst < 1e-4);
+  // The cache bounds are checked.
+  REQUIRE_THROWS_WITH(m->kv_decode({seq[0]}, {2}), Catch::Contains("out of range"));
+  REQUIRE_THROWS_WITH(m->kv_decode({seq[0], seq[1]}, {0, 0}), Catch::Contains("given twice"));
+  while (m->kv.length[1] < m->kv.len) m->kv_decode({seq[0]}, {1});
+  REQUIRE_THROWS_WITH(m->kv_decode({seq[0]}, {1}), Catch::Contains("fills the cache"));
 }
 
 TEST_CASE("generation stops at a stop token or a stopping token class, and at max_new_tokens") {
   const Fixture& f = fixture();
-  InferenceModel m(f.config, f.layout, f.params.data());
+  auto model = f.model(8, 64);
+  LlamaModel<CpuBackend>& m = *model;
   const auto prompts = f.prompts();
   const auto expected = f.ref["generated"].get<std::vector<std::vector<int32_t>>>();
   GreedyOptions opt;
@@ -188,10 +242,10 @@ TEST_CASE("generation stops at a stop token or a stopping token class, and at ma
 
 TEST_CASE("answer log-likelihoods match transformers within 1e-4") {
   const Fixture& f = fixture();
-  InferenceModel m(f.config, f.layout, f.params.data());
   const auto answers = f.ref["answers"].get<std::vector<std::vector<int32_t>>>();
   for (int bs : {1, 5}) {
-    auto scores = score_answers(m, f.prompts(), answers, bs);
+    auto m = f.model(bs, 40);
+    auto scores = score_answers(*m, f.prompts(), answers, bs);
     for (size_t i = 0; i < scores.size(); ++i) {
       INFO("example " << i << ", batch size " << bs);
       REQUIRE(scores[i].num_tokens == int(answers[i].size()));
@@ -199,4 +253,32 @@ TEST_CASE("answer log-likelihoods match transformers within 1e-4") {
       REQUIRE(std::fabs(scores[i].mean_logprob - f.ref["scores"][i]["mean_logprob"].get<double>()) < 1e-4);
     }
   }
+}
+
+TEST_CASE("evaluation stops on Tokenizer::stop_ids() (<|eom_id|> and <|end|> included), eos ids and newlines") {
+  json j = json::parse(read_text_file("test/fixtures/tokenizer/bytelevel.json"));
+  int32_t next = 0;
+  for (const auto& t : j["added_tokens"]) next = std::max(next, t["id"].get<int32_t>() + 1);
+  for (const char* s : {"<|eom_id|>", "<|end|>"})
+    j["added_tokens"].push_back({{"id", next++}, {"content", s}, {"single_word", false}, {"lstrip", false},
+                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+  Tokenizer tok = Tokenizer::from_json_string(j.dump(), "bytelevel+");
+  LlamaConfig c;
+  c.vocab_size = tok.vocab_size();
+  c.eos_token_id = {7};
+  const GreedyOptions opt = make_stop_options(tok, c, 5, 3);
+  REQUIRE(opt.max_new_tokens == 5);
+  REQUIRE(opt.batch_size == 3);
+  REQUIRE(!tok.stop_ids().empty());
+  for (int32_t id : tok.stop_ids()) REQUIRE(opt.stops(id));
+  for (const char* s : {"<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|end|>"}) {
+    INFO(s);
+    REQUIRE(opt.stops(tok.token_to_id(s)));
+  }
+  REQUIRE(opt.stops(7));
+  const std::vector<int32_t> newline = tok.encode("\n", false), word = tok.encode("hello", false);
+  REQUIRE(newline.size() == 1);
+  REQUIRE(opt.stops(newline[0]));
+  for (int32_t id : word) REQUIRE_FALSE(opt.stops(id));
+  REQUIRE_FALSE(opt.stops(tok.token_to_id("<|start_header_id|>")));  // special, but no end of turn
 }

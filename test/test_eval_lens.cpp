@@ -55,7 +55,7 @@ TEST_CASE("logit lens equals transformers (hidden_states -> model.norm -> lm_hea
   REQUIRE(L == 4);
   // Two items per forward pass: rows of different lengths, with padding.
   LlamaModel<CpuBackend> m(f.cfg, 2, lens_max_row_length(f.items));
-  CpuBackend::upload(m.params, f.params.data(), f.params.size());
+  m.load_params(f.params.data());
   const std::vector<FactLens> facts = run_logit_lens(m, f.items, 2);
   REQUIRE(facts.size() == f.items.size());
   double worst = 0, adjacent_min = 1e9;
@@ -84,7 +84,7 @@ TEST_CASE("logit lens equals transformers (hidden_states -> model.norm -> lm_hea
 
   // The logits themselves, one item at a time, and the last boundary against the model's own logits.
   LlamaModel<CpuBackend> one(f.cfg, 1, lens_max_row_length(f.items));
-  CpuBackend::upload(one.params, f.params.data(), f.params.size());
+  one.load_params(f.params.data());
   for (size_t i = 0; i < f.items.size(); ++i) {
     const EvalItem& it = f.items[i];
     const int P = int(it.prompt_ids.size()), A = int(it.answer_ids.size()), T = lens_row_length(it);

@@ -375,6 +375,33 @@ TEST_CASE("special tokens: matched in text, added by the post-processor, skipped
   REQUIRE(t.id_to_token(eot) == "<|eot_id|>");
 }
 
+TEST_CASE("stop ids: EOS and every end-of-turn token the tokenizer has, <|eom_id|> and <|end|> included") {
+  json j = variant_json("llama3");
+  int32_t next = 6002;
+  for (const char* s : {"<|eom_id|>", "<|end|>", "<|im_end|>"})
+    j["added_tokens"].push_back({{"id", next++}, {"content", s}, {"single_word", false}, {"lstrip", false},
+                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+  j["added_tokens"].push_back({{"id", next}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
+                               {"rstrip", false}, {"normalized", false}, {"special", false}});  // not special: no stop
+  Tokenizer t = Tokenizer::from_json_string(j.dump(), "llama3+");
+  const std::vector<int32_t>& stop = t.stop_ids();
+  REQUIRE(!stop.empty());
+  REQUIRE(stop.front() == t.eos_id());
+  std::vector<int32_t> expected = {t.eos_id()};
+  for (const char* s : {"<|eot_id|>", "<|eom_id|>", "<|end|>", "<|im_end|>"}) {
+    INFO(s);
+    const int32_t id = t.token_to_id(s);
+    REQUIRE(id >= 0);
+    REQUIRE(std::count(stop.begin(), stop.end(), id) == 1);
+    expected.push_back(id);
+  }
+  REQUIRE(std::count(stop.begin(), stop.end(), t.token_to_id("<|endoftext|>")) == 0);
+  std::sort(expected.begin(), expected.end());
+  std::vector<int32_t> got = stop;
+  std::sort(got.begin(), got.end());
+  REQUIRE(got == expected);
+}
+
 TEST_CASE("encode_batch equals encode on each text") {
   Tokenizer t = Tokenizer::from_json_string(variant_json("llama2").dump(), "llama2");
   const auto& docs = corpus();

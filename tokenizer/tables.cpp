@@ -146,8 +146,10 @@ void finalize_tokenizer(Tokenizer::Impl* t, const std::string& canonical_extra) 
                : first_present({"<|end_of_text|>", "</s>", "<|endoftext|>", "<|im_end|>"});
   t->stop_ids.clear();
   if (t->eos >= 0) t->stop_ids.push_back(t->eos);
+  // EOS, then the end-of-turn / end-of-message tokens of the Llama 3, ChatML (Qwen), Phi-3 and
+  // GPT-2 / Llama 2 families: generation stops at any of them.
   for (const char* s : {"<|end_of_text|>", "</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>",
-                        "<|eom_id|>"}) {
+                        "<|eom_id|>", "<|end|>"}) {
     int32_t id = t->text_index.find(s);
     if (id >= 0 && t->special[id] && std::find(t->stop_ids.begin(), t->stop_ids.end(), id) == t->stop_ids.end())
       t->stop_ids.push_back(id);

@@ -41,8 +41,9 @@ struct Tokenizer {
   // <|im_end|> (EOS).
   int32_t bos_id() const;  // -1 if the tokenizer has none
   int32_t eos_id() const;  // -1 if the tokenizer has none (e.g. <|end_of_text|>, </s>, <|endoftext|>)
-  // Ids that end a generated answer: eos_id() first, then whichever of <|end_of_text|>, </s>,
-  // <|endoftext|>, <|im_end|>, <|eot_id|>, <|eom_id|> exist.
+  // Ids that end a generated answer (every evaluation path stops on these): eos_id() first, then
+  // whichever of <|end_of_text|>, </s>, <|endoftext|>, <|im_end|>, <|eot_id|>, <|eom_id|>, <|end|>
+  // exist as special tokens.
   const std::vector<int32_t>& stop_ids() const;
 
   // 64-bit identity of everything that affects encoding/decoding (vocab, merges, normalizer,

@@ -1,4 +1,5 @@
-// Greedy decoding throughput of the engine (model/decode: KV cache, batched), for
+// Greedy decoding throughput of the engine (LlamaModel's KV-cache mode through model/decode.h's
+// greedy loop, batched, CPU backend), for
 // dev/bench/bench_eval.py, which runs transformers generate on the same model and prompts.
 //
 //   build/bench/bench_eval --model DIR --prompts prompts.json --batch-size 32 --max-new-tokens 32
@@ -6,6 +7,7 @@
 // Every prompt generates exactly --max-new-tokens tokens (no stop tokens), as generate() with
 // min_new_tokens = max_new_tokens. Prints one JSON line: tokens, seconds, tokens_per_s, and the
 // CPU seconds, and the generated ids (so the driver can check that both sides produced the same tokens).
+#include <algorithm>
 #include <ctime>
 #include <chrono>
 #include <cstdio>
@@ -19,6 +21,7 @@
 #include "common/file_io.h"
 #include "model/config.h"
 #include "model/decode.h"
+#include "model/llama.h"
 #include "model/params.h"
 #include "model/weights.h"
 
@@ -48,7 +51,10 @@ int main(int argc, char** argv) {
     std::vector<float> params(layout.total);
     load_weights(model_dir, c, layout, params.data());
     auto prompts = nlohmann::json::parse(read_text_file(prompts_path)).get<std::vector<std::vector<int32_t>>>();
-    InferenceModel m(c, layout, params.data());
+    size_t longest = 1;
+    for (const auto& p : prompts) longest = std::max(longest, p.size());
+    LlamaModel<CpuBackend> m(c, batch_size, int(longest) + max_new, ModelUse::inference);
+    m.load_params(params.data());
     GreedyOptions opt;
     opt.batch_size = batch_size;
     opt.max_new_tokens = max_new;

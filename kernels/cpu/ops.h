@@ -31,7 +31,8 @@ void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float*
 // out[N, OC] (= or +=) x[N, IC] W^T (+ bias).
 void matmul_forward(float* out, const float* x, const float* weight, const float* bias, int N,
                     int IC, int OC, bool accumulate);
-// The same from a transposed copy W^T [IC, OC] (an 'N','N' GEMM; see InferenceModel::weights_t).
+// The same from a transposed copy W^T [IC, OC] (an 'N','N' GEMM; the CPU backend's decoding GEMMs,
+// see model/cpu_backend.h).
 void matmul_forward_transposed(float* out, const float* x, const float* weight_t, const float* bias, int N,
                                int IC, int OC, bool accumulate);
 // dx (= or +=) dout W ; dweight += dout^T x ; dbias += column sums of dout (when dbias != null).
@@ -59,8 +60,8 @@ void rope_apply(float* x, const int32_t* positions, const float* cos_table,
 // ---- attention.cpp ----
 // Causal attention with GQA and per-query key ranges, for `rows` rows of Tq queries over Tk keys.
 // Query (row r, column t) attends keys [key_lo[r*Tq+t], key_hi[r*Tq+t]] (inclusive) of row r.
-// Training: Tq = Tk = T, key_lo = seg_start (packing), key_hi = t. Decoding with a KV cache:
-// Tq = 1, keys = the cache, key_lo = 0, key_hi = cache length - 1.
+// Training and KV-cache prefill: Tq = Tk = T, key_lo = seg_start (packing; a padding token of a
+// prefill batch attends to itself only), key_hi = t. Decoding steps use attention_decode instead.
 // q: [rows*Tq, ld_q] with H heads of D at the start of each row; k, v: [rows*Tk, ld_kv] with KV
 // heads each (query head h reads kv head h / (H/KV), no copy). out: [rows*Tq, H*D].
 // lse: [rows*Tq, H] log-sum-exp of the scaled scores, saved for the backward (as flash attention).
@@ -74,6 +75,25 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         const int32_t* key_lo, const int32_t* key_hi, const AttentionShape& s);
+
+// ---- decode.cpp ---- (KV-cache inference)
+// A cache of `seqs` sequences of up to `len` positions per layer; qkv rows (stride ld_qkv) hold H
+// query heads, then KV key heads, then KV value heads of D values. The layout of a layer's cache
+// is the backend's own (CPU: [seqs][len][KV*D]); the model only sizes it, seqs*len*KV*D values.
+struct KvShape {
+  int seqs, len, H, KV, D;
+  int64_t ld_qkv;
+};
+// Token i's key and value (after RoPE) go to sequence slot[i] at position pos[i]; pos[i] < 0
+// skips the token (padding of a prefill batch).
+void kv_cache_write(float* k_cache, float* v_cache, const float* qkv, const int32_t* slot,
+                    const int32_t* pos, int N, const KvShape& s);
+// One query per row: row i (query heads at the start of qkv row i) attends keys [0, pos[i]] of
+// sequence slot[i] (its own key already written). out: [N, H*D].
+void attention_decode(float* out, const float* qkv, const float* k_cache, const float* v_cache,
+                      const int32_t* slot, const int32_t* pos, int N, const KvShape& s);
+// out[r] = argmax of logits row r [n, V] (the lowest index wins a tie, as torch.argmax).
+void argmax_rows(int32_t* out, const float* logits, int n, int V);
 
 // ---- swiglu.cpp ----
 // gate_up: [N, 2I] (gate in the first I columns, up in the next I: the fused gate|up GEMM).

@@ -1,15 +1,15 @@
-// Batched greedy decoding for eval_factoids: a per-layer KV cache, single-token attention over it,
-// and the argmax over the vocabulary.
+// The CUDA backend's KV-cache ops (LlamaModel's prefill and decoding steps): writing keys/values
+// into the cache, single-token attention over it, and the argmax over the vocabulary.
 //
-// Cache layout per layer: k_cache, v_cache [B, KV, Tmax, D] bf16 (a head's keys contiguous, so a
-// decode step streams them). Rows may hold prompts of different lengths: the prefill runs the
-// training forward on right-padded rows, kv_cache_write_kernel copies each row's first
-// prompt_len[b] tokens into the cache, and every decode step appends one token per row at its own
-// position cache_len[b] and attends over [0, cache_len[b]] of that row.
+// Cache layout per layer: k_cache, v_cache [seqs, KV, Tmax, D] bf16 (a head's keys contiguous, so
+// a decode step streams them). The prefill runs the training forward on right-padded rows and
+// kv_cache_write_kernel copies each real token into its sequence's cache (padding has pos < 0);
+// every decoding step appends one token per running sequence (row b: sequence slot[b], position
+// pos[b]) and attends over [0, pos[b]] of that sequence.
 //
-// kv_cache_write_kernel: one thread per (token, kv head, d); dest_pos[token] < 0 skips the token.
+// kv_cache_write_kernel: one thread per (token, kv head, d); pos[token] < 0 skips the token.
 //   traffic: reads and writes 4 * tokens * KV * D bytes.
-// attention_decode_kernel<D>: grid (H, B), 128 threads = 4 warps. Warp w takes keys w, w+4, ...;
+// attention_decode_kernel<D>: grid (H, rows), 128 threads = 4 warps. Warp w takes keys w, w+4, ...;
 //   lanes hold D/32 elements of q (pre-scaled to log2 units), a key's score is a warp sum, and
 //   each warp keeps its own online softmax (m, l, o[D]); the 4 partial states are merged through
 //   shared memory at the end. GQA reads kv head h / (H/KV) in place.
@@ -21,14 +21,15 @@
 #include "kernels/cuda/cuda_utils.cuh"
 
 __global__ void kv_cache_write_kernel(bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
-                                      const bf16* __restrict__ qkv, const int* __restrict__ dest_pos,
-                                      int num_tokens, int tokens_per_row, int H, int KV, int D, int Tmax) {
+                                      const bf16* __restrict__ qkv, const int* __restrict__ slot,
+                                      const int* __restrict__ dest_pos, int num_tokens, int H, int KV, int D,
+                                      int Tmax) {
   const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= (size_t)num_tokens * KV * D) return;
   const int d = (int)(idx % D), g = (int)((idx / D) % KV), n = (int)(idx / ((size_t)D * KV));
   const int pos = dest_pos[n];
   if (pos < 0) return;
-  const int b = n / tokens_per_row;
+  const int b = slot[n];
   const size_t S = (size_t)(H + 2 * KV) * D;
   const size_t dst = (((size_t)b * KV + g) * Tmax + pos) * D + d;
   k_cache[dst] = qkv[n * S + (size_t)(H + g) * D + d];
@@ -37,13 +38,14 @@ __global__ void kv_cache_write_kernel(bf16* __restrict__ k_cache, bf16* __restri
 
 constexpr int DECODE_WARPS = 4;
 
-// qkv: [B, (H+2KV)*D], one new token per row (RoPE applied, already written to the cache).
-// kv_len[b]: cache entries to attend to in row b (its new token included). out: [B, H*D].
+// qkv: [rows, (H+2KV)*D], one new token per row (RoPE applied, already written to the cache).
+// Row b attends to positions [0, pos[b]] of sequence slot[b] (its new token included). out: [rows, H*D].
 template <int D>
 __global__ void __launch_bounds__(128) attention_decode_kernel(bf16* __restrict__ out, const bf16* __restrict__ qkv,
                                                                const bf16* __restrict__ k_cache,
                                                                const bf16* __restrict__ v_cache,
-                                                               const int* __restrict__ kv_len, int H, int KV,
+                                                               const int* __restrict__ slot,
+                                                               const int* __restrict__ pos, int H, int KV,
                                                                int Tmax) {
   constexpr int DL = D / WARP_SIZE;
   __shared__ float m_s[DECODE_WARPS], l_s[DECODE_WARPS];
@@ -58,9 +60,9 @@ UNROLL
     q[dd] = __bfloat162float(qkv[b * S + (size_t)h * D + lane + WARP_SIZE * dd]) * q_scale;
     o[dd] = 0.0f;
   }
-  const bf16* keys = k_cache + ((size_t)b * KV + g) * Tmax * D;
-  const bf16* values = v_cache + ((size_t)b * KV + g) * Tmax * D;
-  const int len = kv_len[b];
+  const bf16* keys = k_cache + ((size_t)slot[b] * KV + g) * Tmax * D;
+  const bf16* values = v_cache + ((size_t)slot[b] * KV + g) * Tmax * D;
+  const int len = pos[b] + 1;
   float m = -INFINITY, l = 0.0f;
   for (int j = warp; j < len; j += DECODE_WARPS) {
     float s = 0.0f;
@@ -123,21 +125,23 @@ __global__ void argmax_kernel(int* __restrict__ out, const float* __restrict__ l
   if (threadIdx.x == 0) out[blockIdx.x] = best_index_s[0] < V ? best_index_s[0] : 0;
 }
 
-inline void kv_cache_write(bf16* k_cache, bf16* v_cache, const bf16* qkv, const int* dest_pos, int num_tokens,
-                           int tokens_per_row, int H, int KV, int D, int Tmax, cudaStream_t stream) {
+inline void kv_cache_write(bf16* k_cache, bf16* v_cache, const bf16* qkv, const int* slot, const int* dest_pos,
+                           int num_tokens, int H, int KV, int D, int Tmax, cudaStream_t stream) {
   const size_t n = (size_t)num_tokens * KV * D;
   if (n == 0) return;
   LAUNCH(kv_cache_write_kernel, (unsigned)ceil_div(n, (size_t)256), 256, 0, stream)(
-      k_cache, v_cache, qkv, dest_pos, num_tokens, tokens_per_row, H, KV, D, Tmax);
+      k_cache, v_cache, qkv, slot, dest_pos, num_tokens, H, KV, D, Tmax);
   CUDA_CHECK(cudaGetLastError());
 }
 
-inline void attention_decode(bf16* out, const bf16* qkv, const bf16* k_cache, const bf16* v_cache, const int* kv_len,
-                             int B, int H, int KV, int D, int Tmax, cudaStream_t stream) {
-  if (B == 0) return;
-  const dim3 grid(H, B);
-  if (D == 64) LAUNCH(attention_decode_kernel<64>, grid, 128, 0, stream)(out, qkv, k_cache, v_cache, kv_len, H, KV, Tmax);
-  else if (D == 128) LAUNCH(attention_decode_kernel<128>, grid, 128, 0, stream)(out, qkv, k_cache, v_cache, kv_len, H, KV, Tmax);
+inline void attention_decode(bf16* out, const bf16* qkv, const bf16* k_cache, const bf16* v_cache, const int* slot,
+                             const int* pos, int rows, int H, int KV, int D, int Tmax, cudaStream_t stream) {
+  if (rows == 0) return;
+  const dim3 grid(H, rows);
+  if (D == 64)
+    LAUNCH(attention_decode_kernel<64>, grid, 128, 0, stream)(out, qkv, k_cache, v_cache, slot, pos, H, KV, Tmax);
+  else if (D == 128)
+    LAUNCH(attention_decode_kernel<128>, grid, 128, 0, stream)(out, qkv, k_cache, v_cache, slot, pos, H, KV, Tmax);
   else { fprintf(stderr, "attention_decode: head_dim %d is not supported (64 or 128)\n", D); abort(); }
   CUDA_CHECK(cudaGetLastError());
 }
