@@ -68,7 +68,7 @@ $(foreach c,$(COMPONENTS),$(eval $(call component_rules,$(c))))
 test_component = $(firstword $(foreach c,$(COMPONENTS),$(if $(filter test_$(c)%,$(1)),$(c))))
 test_libs = $(if $(call test_component,$(1)),$(foreach c,$(call test_component,$(1)) $(DEPS_$(call test_component,$(1))),$(call lib_of,$(c))),$(ALL_LIBS))
 
-BINARIES := tokenize prepare_data train_llama eval_factoids
+BINARIES := tokenize prepare_data train_llama eval_factoids analyze_layers
 BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$(b)_main.cpp),$(b)))
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
@@ -95,6 +95,8 @@ $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 train_llama: $(BUILD)/train_llama.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 eval_factoids: $(BUILD)/eval_factoids.o $(HOST_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+analyze_layers: $(BUILD)/analyze_layers.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
@@ -189,9 +191,9 @@ $(BUILD)/cuda/cuda_backend.o: kernels/cuda_backend.cu kernels/cuda_backend.h ker
                               kernels/cpu/ops.h common/error.h $(wildcard kernels/cuda/*.cuh) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
-$(BUILD)/train_llama.o $(BUILD)/eval_factoids.o: CXXFLAGS += -DENGINE_CUDA -DENGINE_USE_NVTX -I$(CUDA_HOME)/include
-train_llama eval_factoids: $(BUILD)/cuda/cuda_backend.o
-train_llama eval_factoids: LDLIBS += $(CUDA_LDLIBS)
+$(BUILD)/train_llama.o $(BUILD)/eval_factoids.o $(BUILD)/analyze_layers.o: CXXFLAGS += -DENGINE_CUDA -DENGINE_USE_NVTX -I$(CUDA_HOME)/include
+train_llama eval_factoids analyze_layers: $(BUILD)/cuda/cuda_backend.o
+train_llama eval_factoids analyze_layers: LDLIBS += $(CUDA_LDLIBS)
 endif
 # train_llama on the CUDA emulator: `--device cuda` with no GPU, for test/test_cuda_cli.cpp. The
 # backend .cu and the program are compiled by g++ with the emulation flags.
@@ -284,3 +286,7 @@ $(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/dev/fuzz/fuzz_%.o $(BUILD)/fuzz/libreade
 .PHONY: fuzz-targets
 fuzz-targets: $(FUZZ_TARGETS)
 $(BUILD)/test/test_fuzz: | $(FUZZ_TARGETS)
+# analyze_layers --device cuda on the emulator, against --device cpu (test/test_analyze_layers.cpp).
+$(BUILD)/analyze_layers_emu: $(BUILD)/cuda-emu/analyze_layers.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/test/test_analyze_layers: | $(BUILD)/analyze_layers_emu analyze_layers prepare_data

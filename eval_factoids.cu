@@ -20,7 +20,6 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -137,30 +136,6 @@ static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& para
   return r;
 }
 
-// The template JSONL questions are rendered with when --template is not given (shards carry their
-// own prompts): the first model's (`reference`) for every model that trained on it in an earlier
-// stage, so that a forgetting table scores the same prompts on every row, the ones the first model
-// learned the facts with; else the model's own last-stage template ("" for a model without our
-// trainer_state.json). A note on stderr says which one when there was a choice.
-static std::string stored_template(const std::string& dir, const std::string& reference) {
-  if (!file_exists(dir + "/trainer_state.json")) return "";
-  const std::vector<std::string> stages =
-      stage_prompt_templates(load_trainer_state(dir), dir + "/trainer_state.json");
-  if (stages.empty()) return "";
-  if (!reference.empty() && stages.back() != reference &&
-      std::find(stages.begin(), stages.end(), reference) != stages.end()) {
-    std::fprintf(stderr, "note: %s: prompts rendered with the first model's template (an earlier stage of this "
-                 "checkpoint), as for every row of the table\n", dir.c_str());
-    return reference;
-  }
-  const size_t distinct = std::set<std::string>(stages.begin(), stages.end()).size();
-  if (distinct > 1)
-    std::fprintf(stderr, "note: %s was trained with %zu prompt templates; prompts rendered with its last stage's. "
-                 "For an earlier stage's facts give --template, or that stage's shard as --data\n",
-                 dir.c_str(), distinct);
-  return stages.back();
-}
-
 int main(int argc, char** argv) {
   try {
     CLI::App app;
@@ -204,7 +179,7 @@ int main(int argc, char** argv) {
       Tokenizer tok = Tokenizer::from_json_file(tok_path);
 
       const std::string template_text =
-          !explicit_template.empty() || !questions ? explicit_template : stored_template(dir, reference_template);
+          !explicit_template.empty() || !questions ? explicit_template : question_template(dir, reference_template);
       if (results.empty()) reference_template = template_text;
       std::vector<EvalItem> items;
       if (factoids) items = load_eval_items(args.data, tok, template_text, args.limit);

@@ -1,6 +1,8 @@
 #include "eval/factoid_eval.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <set>
 
 #include "common/error.h"
 #include "common/file_io.h"
@@ -11,6 +13,7 @@
 #include "dataloader/shard.h"
 #include "dataloader/sources.h"
 #include "dataloader/tokenize_example.h"
+#include "model/checkpoint.h"
 
 static bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -88,6 +91,25 @@ std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& 
                                       int64_t limit) {
   if (is_question_file(path)) return items_from_jsonl(path, tok, template_text, limit);
   return items_from_shards(path, tok, limit);
+}
+
+std::string question_template(const std::string& dir, const std::string& reference) {
+  if (!file_exists(dir + "/trainer_state.json")) return "";
+  const std::vector<std::string> stages =
+      stage_prompt_templates(load_trainer_state(dir), dir + "/trainer_state.json");
+  if (stages.empty()) return "";
+  if (!reference.empty() && stages.back() != reference &&
+      std::find(stages.begin(), stages.end(), reference) != stages.end()) {
+    std::fprintf(stderr, "note: %s: prompts rendered with the first model's template (an earlier stage of this "
+                 "checkpoint), as for every row of the table\n", dir.c_str());
+    return reference;
+  }
+  const size_t distinct = std::set<std::string>(stages.begin(), stages.end()).size();
+  if (distinct > 1)
+    std::fprintf(stderr, "note: %s was trained with %zu prompt templates; prompts rendered with its last stage's. "
+                 "For an earlier stage's facts give --template, or that stage's shard as --data\n",
+                 dir.c_str(), distinct);
+  return stages.back();
 }
 
 GreedyOptions make_stop_options(const Tokenizer& tok, const LlamaConfig& config, int max_new_tokens, int batch_size,

@@ -30,6 +30,14 @@ bool is_question_file(const std::string& path);
 std::vector<EvalItem> load_eval_items(const std::string& path, const Tokenizer& tok, const std::string& template_text,
                                       int64_t limit = 0);
 
+// The template JSONL questions are rendered with for checkpoint `dir` when no --template is given
+// (shards carry their own prompts): the first model's (`reference`) for every model that trained
+// on it in an earlier stage, so that a table over several checkpoints scores the same prompts on
+// every row, the ones the first model learned the facts with; else the model's own last-stage
+// template ("" for a model without our trainer_state.json). A note on stderr says which one when
+// there was a choice.
+std::string question_template(const std::string& dir, const std::string& reference);
+
 // Tokens that end generation: the tokenizer's stop ids (Tokenizer::stop_ids: EOS and the
 // end-of-turn tokens it has), the config's eos ids, and (stops_generation) every token whose text
 // contains a newline, unless stop_at_newline is false (multi-line answers: gsm8k).

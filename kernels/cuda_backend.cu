@@ -14,6 +14,7 @@
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/global_norm.cuh"
+#include "kernels/cuda/lens.cuh"
 #include "kernels/cuda/matmul.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rope.cuh"
@@ -249,6 +250,10 @@ void CudaBackend::gather_rows(bf16* dst, const bf16* src, const int32_t* idx, in
 }
 void CudaBackend::scatter_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C) {
   ::scatter_rows(dst, src, idx, n, C, stream());
+}
+void CudaBackend::lens_stats(float* prob, int32_t* rank, int32_t* top1, const float* logits, const int32_t* gold,
+                             int n, int V) {
+  ::lens_stats(prob, rank, top1, logits, gold, n, V, stream());
 }
 double CudaBackend::sum_of_squares(const float* g, size_t n) {
   float* buf = scratch<float>(SCRATCH_NORM, GLOBAL_NORM_BLOCKS + 2);

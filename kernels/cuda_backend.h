@@ -106,6 +106,9 @@ struct CudaBackend {
                                              double* loss_sum);
   static void gather_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
   static void scatter_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
+  // Logit-lens statistics of fp32 logit rows (kernels/cuda/lens.cuh).
+  static void lens_stats(float* prob, int32_t* rank, int32_t* top1, const float* logits, const int32_t* gold, int n,
+                         int V);
   static double sum_of_squares(const float* g, size_t n);
   // Updates the fp32 master weights and rewrites their bf16 working copy in the same pass.
   static void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,

@@ -45,10 +45,12 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   m.activations = L * (N * (4 * C + QKV + H * D + 2 * I + I) * A + N * (2 + H) * F) + 2 * N * C * A + N * F;
   m.grad_scratch = N * (3 * C + QKV + H * D + 2 * I + I) * A;
   m.lm_head = 2 * N * C * A + head_chunk * V * (F + A);
+  // Per-token 4-byte arrays of the model: 6 of batch metadata, the lens' 1/rms and its 3 statistics.
+  const size_t per_token = 10 * N * 4;
   m.workspace = ((size_t)32 << 20) + std::min<size_t>(N, 256) * C * F + N * H * F + 5 * head_chunk * F +
-                6 * N * 4 + (3 * N + 1) * 4 + (size_t)T * D * F;
-  m.model_bytes = 2 * P * F + m.optimizer + m.activations + m.grad_scratch + 2 * N * C * A + head_chunk * V * F + 6 * N * 4 +
-                  (size_t)T * D * F;
+                per_token + (3 * N + 1) * 4 + (size_t)T * D * F;
+  m.model_bytes = 2 * P * F + m.optimizer + m.activations + m.grad_scratch + 2 * N * C * A + head_chunk * V * F +
+                  per_token + (size_t)T * D * F;
   return m;
 }
 

@@ -89,6 +89,10 @@ struct CpuBackend {
   static void scatter_rows(float* dst, const float* src, const int32_t* idx, int n, int C) {
     ::scatter_rows(dst, src, idx, n, C);
   }
+  static void lens_stats(float* prob, int32_t* rank, int32_t* top1, const float* logits, const int32_t* gold, int n,
+                         int V) {
+    ::lens_stats(prob, rank, top1, logits, gold, n, V);
+  }
   static double sum_of_squares(const float* g, size_t n) { return ::sum_of_squares(g, n); }
   static void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1,
                            float b2, float eps, float wd, int step, float grad_scale) {

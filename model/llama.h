@@ -85,9 +85,14 @@ struct LlamaModel {
   // Gradient scratch (reused by every layer).
   act_t *d_res = nullptr, *d_ln = nullptr, *d_qkv = nullptr, *d_att = nullptr, *d_gu = nullptr,
         *d_h = nullptr, *d_lnf = nullptr;
-  // LM head: compacted rows that carry a loss, their gradient, and one chunk of logits.
+  // LM head: compacted rows that carry a loss, their gradient, and one chunk of logits; the
+  // logit lens normalizes its gathered rows into head_dx with 1/rms in head_rstd.
   act_t *head_x = nullptr, *head_dx = nullptr;
   float* logits_chunk = nullptr;
+  float* head_rstd = nullptr;
+  // Logit-lens statistics per gathered row (prob, rank, top-1).
+  float* lens_prob = nullptr;
+  int32_t *lens_rank = nullptr, *lens_top1 = nullptr;
   // Batch metadata in backend memory.
   int32_t *tokens = nullptr, *positions = nullptr, *seg_start = nullptr, *key_hi = nullptr,
           *loss_rows = nullptr, *loss_targets = nullptr;
@@ -149,6 +154,15 @@ struct LlamaModel {
   // Inference: logits [token_index.size(), V] (host memory) for the given flat token indices
   // (r*T + t) only, e.g. the last prompt token of each row or the answer positions.
   void forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index, float* logits_host);
+  // Logit lens on the last forward(): the final RMSNorm and the LM head applied to the residual
+  // stream entering layer l (l == 0: the embeddings; l == L: after the last layer, where it gives
+  // the model's own logits) at the given flat token indices: logits [token_index.size(), V] (host).
+  void lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host);
+  // The same rows reduced on the backend to the statistics of their gold tokens (gold[i] for
+  // token_index[i]): probability, rank and top-1 token, host arrays of token_index.size() (see
+  // lens_stats in kernels/cpu/ops.h). Only these leave the backend, not the logits.
+  void lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold, float* prob,
+                  int32_t* rank, int32_t* top1);
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
   // gradient norm before clipping.
   double optimizer_step(const AdamWConfig& opt) {
@@ -207,6 +221,9 @@ struct LlamaModel {
   void make_rope_tables(int positions);
   void validate_and_upload(const Batch& b);
   int gather_loss_rows(const Batch& b);  // rows with a target -> head_x, loss_targets; returns their count
+  int upload_token_index(const std::vector<int32_t>& token_index, const char* who);
+  void head_logits(const act_t* x, int n, float* logits_host);
+  int lens_rows(int l, const std::vector<int32_t>& token_index, const char* who);
   void backward_from_lnf();
   // Sets the backend's decoding mode for the scope of a prefill or decoding step.
   struct DecodingScope {
@@ -282,6 +299,10 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
   }
   head_x = plan<act_t>(N * C);
   logits_chunk = plan<float>((int64_t)head_chunk * V);
+  head_rstd = plan<float>(N);
+  lens_prob = plan<float>(N);
+  lens_rank = plan<int32_t>(N);
+  lens_top1 = plan<int32_t>(N);
   tokens = plan<int32_t>(N);
   positions = plan<int32_t>(N);
   seg_start = plan<int32_t>(N);
@@ -555,33 +576,80 @@ void LlamaModel<Backend>::kv_decode(const std::vector<int32_t>& toks, const std:
   Backend::matmul_forward(kv_logits, lnf, params + layout.lm_head, nullptr, N, C, V, false);
 }
 
+// The LM head over n rows x [n, C] (backend memory), in chunks of head_chunk rows, into host memory.
+template <class Backend>
+void LlamaModel<Backend>::head_logits(const act_t* x, int n, float* logits_host) {
+  for (int t0 = 0; t0 < n; t0 += head_chunk) {
+    const int m = std::min(head_chunk, n - t0);
+    Backend::matmul_forward(logits_chunk, x + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    Backend::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)m * V);
+  }
+}
+
+// Checks flat token indices against the last forward's batch and uploads them into loss_rows.
+template <class Backend>
+int LlamaModel<Backend>::upload_token_index(const std::vector<int32_t>& token_index, const char* who) {
+  const int N = cur_rows * cur_T;
+  const int n_idx = (int)token_index.size();
+  for (int i = 0; i < n_idx; i++)
+    check(token_index[i] >= 0 && token_index[i] < N, who, ": token_index[", i, "] = ", token_index[i],
+          " is outside the batch [0, ", N, ")");
+  Backend::upload(loss_rows, token_index.data(), n_idx);
+  return n_idx;
+}
+
 template <class Backend>
 void LlamaModel<Backend>::forward_logits(const Batch& b, float* logits_host) {
   forward(b);
-  const int N = cur_rows * cur_T;
-  for (int t0 = 0; t0 < N; t0 += head_chunk) {
-    int n = std::min(head_chunk, N - t0);
-    Backend::matmul_forward(logits_chunk, lnf + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
-    Backend::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)n * V);
-  }
+  head_logits(lnf, cur_rows * cur_T, logits_host);
 }
 
 template <class Backend>
 void LlamaModel<Backend>::forward_logits_at(const Batch& b, const std::vector<int32_t>& token_index,
                                       float* logits_host) {
   forward(b);
-  const int N = cur_rows * cur_T;
-  const int n_idx = (int)token_index.size();
-  for (int i = 0; i < n_idx; i++)
-    check(token_index[i] >= 0 && token_index[i] < N, "forward_logits_at: token_index[", i, "] = ",
-          token_index[i], " is outside the batch [0, ", N, ")");
-  Backend::upload(loss_rows, token_index.data(), n_idx);
+  const int n_idx = upload_token_index(token_index, "forward_logits_at");
   Backend::gather_rows(head_x, lnf, loss_rows, n_idx, C);
-  for (int t0 = 0; t0 < n_idx; t0 += head_chunk) {
-    int n = std::min(head_chunk, n_idx - t0);
-    Backend::matmul_forward(logits_chunk, head_x + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
-    Backend::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)n * V);
+  head_logits(head_x, n_idx, logits_host);
+}
+
+// The rows of the residual stream entering layer l at token_index, through the final RMSNorm into
+// head_dx (the lens' input to the LM head). Returns the number of rows.
+template <class Backend>
+int LlamaModel<Backend>::lens_rows(int l, const std::vector<int32_t>& token_index, const char* who) {
+  check(l >= 0 && l <= L, who, ": layer boundary ", l, " is outside [0, ", L, "]");
+  check(use == ModelUse::train, who, ": the logit lens reads every layer's hidden state, which only a model planned "
+        "with ModelUse::train keeps");
+  check(cur_rows > 0, who, ": no forward pass to read");
+  const int n_idx = upload_token_index(token_index, who);
+  Backend::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
+  Backend::rmsnorm_forward(head_dx, head_rstd, head_x, params + layout.final_norm, n_idx, C, cfg.rms_norm_eps);
+  return n_idx;
+}
+
+template <class Backend>
+void LlamaModel<Backend>::lens_logits(int l, const std::vector<int32_t>& token_index, float* logits_host) {
+  head_logits(head_dx, lens_rows(l, token_index, "lens_logits"), logits_host);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold,
+                               float* prob, int32_t* rank, int32_t* top1) {
+  check(gold.size() == token_index.size(), "lens_stats: ", gold.size(), " gold tokens for ", token_index.size(),
+        " positions");
+  for (size_t i = 0; i < gold.size(); i++)
+    check(gold[i] >= 0 && gold[i] < V, "lens_stats: gold[", i, "] = ", gold[i], " is outside the vocabulary [0, ", V,
+          ")");
+  const int n = lens_rows(l, token_index, "lens_stats");
+  Backend::upload(loss_targets, gold.data(), n);
+  for (int t0 = 0; t0 < n; t0 += head_chunk) {
+    const int m = std::min(head_chunk, n - t0);
+    Backend::matmul_forward(logits_chunk, head_dx + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    Backend::lens_stats(lens_prob + t0, lens_rank + t0, lens_top1 + t0, logits_chunk, loss_targets + t0, m, V);
   }
+  Backend::download(prob, lens_prob, n);
+  Backend::download(rank, lens_rank, n);
+  Backend::download(top1, lens_top1, n);
 }
 
 template <class Backend>

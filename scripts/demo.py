@@ -19,7 +19,9 @@ What it does (every stage is cached, see below):
   6. stage 2    each D_B from stage-1 checkpoints, without mixing, with generic mixing (REMIX),
                 and with replay of D_A (the baseline).
   7. eval       ./eval_factoids: D_A after stage 1 and after stage 2, and D_B after stage 2.
-  8. report     runs/demo/report.md with the results table (numbers read from each
+  8. layers     ./analyze_layers (scripts/demo_layers.py): logit lens on the stage-1 and stage-2
+                checkpoints, layer swaps of the stage-1 checkpoints against the base model.
+  9. report     runs/demo/report.md with the results table (numbers read from each
                 metrics.json), a gnuplot chart and a statement of the measured outcome.
 
 Caching: a stage's key is the SHA-256 of its command lines, the content of the programs and
@@ -42,7 +44,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARIES = ("tokenize", "prepare_data", "train_llama", "eval_factoids")
+BINARIES = ("tokenize", "prepare_data", "train_llama", "eval_factoids", "analyze_layers")
 
 # ----------------------------------------------------------------------------------------------
 # Experiment sizes. "full" fits 20 minutes on 2 cores (build included), "quick" 5 minutes,
@@ -161,7 +163,7 @@ class Driver:
     def add(self, stage):
         assert stage.name not in self.stages, stage.name
         for cmd in stage.cmds:  # one thread per program (see run)
-            if cmd[0] in ("./train_llama", "./eval_factoids") and "--threads" not in cmd:
+            if cmd[0] in ("./train_llama", "./eval_factoids", "./analyze_layers") and "--threads" not in cmd:
                 cmd += ["--threads", "1"]
             if cmd[0].startswith("./") and cmd[0][2:] in BINARIES:
                 cmd[0] = self.path(".bin", cmd[0][2:])
@@ -559,13 +561,18 @@ def build(driver, profile_name):
                         deps=[run, f"stage1-{s1}", "shards-kvr", f"shards-{d_b}"], tools=["eval_factoids"],
                         est_seconds=6))
 
-    # 8. Report.
+    # 8. Where the facts are stored (scripts/demo_layers.py): logit lens and layer swaps.
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import demo_layers
+    layer_analyses = demo_layers.add_stages(d, p, Stage)
+
+    # 9. Report.
     runs = [(d_b, s1, s2) for d_b in p["d_b"] for s1, s2 in p["stage2"]]
     d.add(Stage("report", "results table, gnuplot chart and report.md",
                 [], [d.path("report.md"), d.path("results.json"), d.path("table.txt")],
-                deps=[f"eval-stage2-{b}-from-{a}-mix-{c}" for b, a, c in runs],
-                tools=["scripts/demo.py", "scripts/demo_report.py"], est_seconds=2,
-                python=lambda: make_report(d, p, profile_name, runs)))
+                deps=[f"eval-stage2-{b}-from-{a}-mix-{c}" for b, a, c in runs] + [a["stage"] for a in layer_analyses],
+                tools=["scripts/demo.py", "scripts/demo_report.py", "scripts/demo_layers.py"], est_seconds=2,
+                python=lambda: make_report(d, p, profile_name, runs, layer_analyses)))
 
 
 def set_batch(cmd, batch, mix_total):
@@ -625,10 +632,10 @@ def stage2_estimate(p, d_b, s2):
     return per_epoch * epochs / p["tokens_per_s"] + 3
 
 
-def make_report(d, p, profile_name, runs):
+def make_report(d, p, profile_name, runs, layer_analyses):
     sys.path.insert(0, os.path.join(REPO, "scripts"))
     import demo_report
-    demo_report.write_report(REPO, d.out, profile_name, p, runs, MIX_LABEL, D_B_LABEL)
+    demo_report.write_report(REPO, d.out, profile_name, p, runs, MIX_LABEL, D_B_LABEL, layer_analyses)
 
 
 def main():

@@ -283,13 +283,15 @@ def timing_text(repo, out):
             f"{cpu / 120:.1f} min of wall time on 2 idle cores.")
 
 
-def write_report(repo, out, profile, p, runs, mix_label, d_b_label):
+def write_report(repo, out, profile, p, runs, mix_label, d_b_label, layer_analyses):
     rows = collect(repo, out, runs)
     s1sum = stage1_summary(repo, out, p["stage1"])
     name = chart(repo, out, rows, mix_label)
     summary, paras = outcome(rows, p["d_b"], p, mix_label)
     m = p["model"]
     table = markdown_table(rows, mix_label, d_b_label)
+    import demo_layers  # the "Where the facts are stored" section (scripts/demo_layers.py)
+    layers = demo_layers.report_section(repo, out, layer_analyses, p["stage1"], mix_label)
 
     s1_lines = []
     for s in s1sum:
@@ -348,7 +350,7 @@ Stage-1 training (from each run's `train_log.jsonl`):
 
 {chr(10).join('- ' + x for x in paras)}
 
-## Reproduce
+{layers}## Reproduce
 
 `make demo` (or `python3 scripts/demo.py{'' if profile == 'full' else ' --' + profile}`); a second run reuses every cached
 stage. Logs and checkpoints of every stage are under `{out}/<stage>/`.

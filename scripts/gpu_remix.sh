@@ -15,6 +15,9 @@
 #            on D_B, writing metrics.json + predictions.jsonl per run. A non-factoid D_B (chat,
 #            code, math) is scored by its held-out loss and perplexity, in the D_A table beside the
 #            forgetting; GSM8K also by final-answer exact match on its held-out split.
+#   layers   ./analyze_layers on D_A (docs/analysis.md): logit lens and l* of every stage-1
+#            checkpoint with its layer-swap profile against --model, and the lens of every stage-2
+#            checkpoint trained without mixing (OUT/layers/*/metrics.json and charts).
 # Hyper-parameters (REMIX): AdamW lr 5e-5, betas (0.9, 0.95), eps 1e-8, weight decay 0, clip 1.0,
 # cosine schedule with 5% warmup, batch 32 examples, sequence length 2048, Tulu chat template
 # (`<|user|>\n{prompt}\n<|assistant|>\n{answer}<eos>`), loss on the answer and EOS only.
@@ -98,6 +101,15 @@ d_b_kind() {  # NAME=[KIND:]FILE -> KIND (qa when none)
   local file="${1#*=}"
   case "$file" in chat:*|evolcode:*|apps:*|gsm8k:*|math:*) echo "${file%%:*}" ;; *) echo qa ;; esac
 }
+analyze() {  # analyze OUT_DIR [--reference DIR] MODEL...: logit lens (and layer swaps) on D_A
+  local dir="$1"; shift
+  if [ -f "$dir/metrics.json" ]; then echo "= $dir/metrics.json exists, skipped"; return; fi
+  local models=() opts=()
+  while [ $# -gt 0 ]; do
+    if [ "$1" = --reference ]; then opts+=(--reference "$2"); shift 2; else models+=(--model "$1"); shift; fi
+  done
+  run ./analyze_layers --device "$device" "${models[@]}" --data "$out/data/d_a.bin" ${opts[@]+"${opts[@]}"} --out "$dir"
+}
 
 [ $dry = 1 ] || [ $build = 0 ] || make -j"$(nproc)" all
 mkdir -p "$out/data"
@@ -144,6 +156,10 @@ for s1 in "${stage1[@]}"; do
   train "$out/stage1-$s1" --model "$model" --data "$out/data/d_a.bin" --epochs "$epochs" ${mix[@]+"${mix[@]}"}
 done
 
+# Where the stage-1 facts are stored, and which layers they depend on (swaps against the base model).
+stage1_final=(); for s1 in "${stage1[@]}"; do stage1_final+=("$out/stage1-$s1/final"); done
+analyze "$out/layers/stage1" --reference "$model" "${stage1_final[@]}"
+
 # Stage 2 and evaluation.
 for spec in "${d_bs[@]}"; do
   name="${spec%%=*}"; kind="$(d_b_kind "$spec")"
@@ -173,5 +189,11 @@ for spec in "${d_bs[@]}"; do
     done
   done
 done
-echo "done: metrics in $out/eval/*/d_a/metrics.json (D_A before/after, forgetting; a non-factoid D_B's held-out" \
-  "loss and perplexity) and */d_b/metrics.json"
+# Where the stage-1 facts are after stage 2 (no mixing in stage 2), per D_B.
+for spec in "${d_bs[@]}"; do
+  name="${spec%%=*}"; finals=()
+  for s1 in "${stage1[@]}"; do finals+=("$out/stage2-$name-from-$s1-mix-none/final"); done
+  analyze "$out/layers/stage2-$name" "${finals[@]}"
+done
+echo "done: metrics in $out/eval/*/d_a/metrics.json (D_A before/after, forgetting; a non-factoid D_B's held-out loss and perplexity) and */d_b/metrics.json;"
+echo "      layers in $out/layers/*/metrics.json"

@@ -26,6 +26,7 @@
 #include "kernels/cuda/decode.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/global_norm.cuh"
+#include "kernels/cuda/lens.cuh"
 #include "kernels/cuda/matmul.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rope.cuh"
@@ -679,6 +680,45 @@ TEST_CASE("cuda argmax over the vocabulary: lowest index wins ties") {
     REQUIRE((int)got[r] == expect);
   }
   REQUIRE((int)got[1] == 300);
+}
+
+TEST_CASE("cuda logit-lens statistics: probability, rank with ties, top-1, as the CPU op") {
+  const int rows = 6, V = 1003;
+  std::vector<float> logits = random_vector((size_t)rows * V, 140);
+  std::vector<int> gold = {5, 300, 999, 0, 17, 700};
+  logits[1 * V + 700] = 9.0f;
+  logits[1 * V + 300] = 9.0f;   // gold 300 ties the maximum at 700 with the lower id: rank 0, top-1
+  logits[2 * V + 999] = 12.0f;  // the last element is the maximum and the gold token
+  for (int v = 0; v < V; v++) logits[3 * V + v] = 1.0f;  // all equal: gold 0 is top-1, rank 0
+  for (int v = 0; v < V; v++) logits[4 * V + v] = 1.0f;  // all equal: gold 17 has 17 lower ids before it
+  logits[5 * V + 700] = -9.0f;  // gold at the bottom
+  bool identical = false;
+  std::vector<float> got = run_all_schedules([&] {
+    DeviceBuffer<float> l(logits), prob(rows);
+    DeviceBuffer<int> g(gold), rank(rows), top1(rows);
+    lens_stats(prob, rank, top1, l, g, rows, V, 0);
+    std::vector<float> r = prob.download();
+    for (int i : rank.download()) r.push_back((float)i);
+    for (int i : top1.download()) r.push_back((float)i);
+    return r;
+  }, &identical);
+  REQUIRE(identical);
+  std::vector<float> prob(rows);
+  std::vector<int32_t> rank(rows), top1(rows);
+  ::lens_stats(prob.data(), rank.data(), top1.data(), logits.data(), gold.data(), rows, V);
+  for (int r = 0; r < rows; r++) {
+    INFO("row " << r);
+    CHECK(got[r] == Approx(prob[r]).epsilon(1e-5));
+    CHECK((int)got[rows + r] == rank[r]);
+    CHECK((int)got[2 * rows + r] == top1[r]);
+  }
+  CHECK((int)got[rows + 1] == 0);       // 300 beats 700 on the tie
+  CHECK((int)got[2 * rows + 1] == 300);
+  CHECK((int)got[rows + 2] == 0);
+  CHECK((int)got[rows + 3] == 0);
+  CHECK((int)got[rows + 4] == 17);
+  CHECK((int)got[rows + 5] == V - 1);
+  CHECK(got[3] == Approx(1.0 / V).epsilon(1e-5));
 }
 
 // ------------------------------------------------------------------------------------------------

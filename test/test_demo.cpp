@@ -64,7 +64,7 @@ static json follow_source(const std::string& source) {
 }
 
 TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]") {
-  for (const char* bin : {"tokenize", "prepare_data", "train_llama", "eval_factoids"}) {
+  for (const char* bin : {"tokenize", "prepare_data", "train_llama", "eval_factoids", "analyze_layers"}) {
     INFO("binary ./" << bin << " is needed (run make)");
     REQUIRE(fs::exists(bin));
   }
@@ -155,6 +155,47 @@ TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]")
     std::snprintf(buf, sizeof buf, "%.4f", row.at("d_a_after_stage1").at("value").get<double>());
     CHECK(report.find(buf) != std::string::npos);
   }
+
+  // "Where the facts are stored": the logit lens of every stage-1 checkpoint with its swap profile
+  // against the base model, and of one stage-2 checkpoint per stage-1 mix; the statement about the
+  // mixes is made from the l* values of metrics.json.
+  CHECK(report.find("## Where the facts are stored") != std::string::npos);
+  const json l1 = read_json_file(run / "layers-stage1" / "metrics.json");
+  const json l2 = read_json_file(run / "layers-stage2" / "metrics.json");
+  const int L = l1.at("layers");
+  CHECK(L == 2);
+  REQUIRE(l1.at("models").size() == 2);
+  CHECK(l2.at("models").size() == 2);
+  for (const json& m : l1["models"]) {
+    CHECK(m.at("swap").at("reference") == kRunDir + "/base/run/final");
+    CHECK(m["swap"]["rows"].size() == size_t(4 * L));
+    CHECK(m["lens"]["top1_first"].size() == size_t(L + 1));
+  }
+  const json lj = read_json_file(run / "layers.json");
+  REQUIRE(lj.at("statements").size() == 1);  // stage-1 mixes: none and remix
+  const std::string statement = lj["statements"][0];
+  CHECK(report.find(statement) != std::string::npos);
+  auto stored = [](const json& m, double* mean) {
+    int n = 0;
+    double sum = 0;
+    for (const json& v : m["l_star"]["per_fact"])
+      if (v.get<int>() >= 0) sum += v.get<int>(), ++n;
+    *mean = n ? sum / n : 0.0;
+    return n;
+  };
+  double mean_none = 0, mean_remix = 0;
+  const int n_none = stored(l1["models"][0], &mean_none), n_remix = stored(l1["models"][1], &mean_remix);
+  if (n_none == 0 || n_remix == 0) {
+    CHECK(statement.find("defined for " + std::to_string(n_remix) + " of its 16 facts and for " +
+                         std::to_string(n_none) + " of the unmixed") != std::string::npos);
+  } else {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "mean l* %.2f vs %.2f", mean_remix, mean_none);
+    CHECK(statement.find(buf) != std::string::npos);
+  }
+  for (const char* png : {"layers-stage1/lens.png", "layers-stage1/l_star.png", "layers-stage1/swap_0.png",
+                          "layers-stage2/lens.png"})
+    if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) CHECK(fs::exists(run / png));
 
   // Second run: everything cached, well under a minute.
   double second_seconds = 0;

@@ -126,3 +126,9 @@ void fill_zero(float* x, size_t n);
 // carry a loss before the LM head, and scattering their gradient back).
 void gather_rows(float* dst, const float* src, const int32_t* idx, int n, int C);
 void scatter_rows(float* dst, const float* src, const int32_t* idx, int n, int C);
+
+// ---- lens.cpp ----
+// Logit-lens statistics of n rows of logits [n, V], each with its gold token: the gold token's
+// softmax probability, its rank (tokens with a larger logit, or an equal one and a lower id; 0 =
+// greedy decoding picks it) and the top-1 token (argmax, lowest id on ties).
+void lens_stats(float* prob, int32_t* rank, int32_t* top1, const float* logits, const int32_t* gold, int n, int V);
