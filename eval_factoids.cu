@@ -6,8 +6,10 @@
 // prompt it was trained with (the template stored in its checkpoint, or in the QA shard), until
 // EOS / end-of-turn / a newline / --max-new-tokens. Answers are matched (REMIX: strip + lowercase,
 // equality). With several models the table also shows forgetting: the accuracy drop relative to
-// the first model (e.g. after stage 1, then after stage 2). --score adds the log-likelihood of
-// each gold answer (sum and mean over its tokens) for likelihood-based evaluation.
+// the first model (e.g. after stage 1, then after stage 2). --score adds continuous measures of
+// each gold answer under teacher forcing (eval/answer_stats.h): its log-likelihood (sum and mean
+// over its tokens), the share of its tokens predicted top-1 and the rank of its first token; a
+// fact that exact match calls lost may still be ranked high.
 #include <omp.h>
 
 #include <algorithm>
@@ -26,6 +28,7 @@
 #include "common/file_io.h"
 #include "common/nvtx.h"
 #include "dataloader/prompt_template.h"
+#include "eval/answer_stats.h"
 #include "eval/factoid_eval.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
@@ -64,7 +67,8 @@ static void print_help() {
       "  --max-new-tokens N          longest answer in tokens (default 32)\n"
       "  --batch-size N              sequences decoded together (default 32)\n"
       "  --limit N                   evaluate only the first N questions\n"
-      "  --score                     also print each gold answer's log-likelihood (sum, mean)\n"
+      "  --score                     also score each gold answer under teacher forcing: log-likelihood\n"
+      "                              (sum, mean), share of tokens predicted top-1, first-token rank\n"
       "  --out DIR                   write DIR/predictions.jsonl and DIR/metrics.json\n"
       "  --threads N                 CPU threads (default: OpenMP's default)\n"
       "  --device auto|cpu|cuda      backend (default auto)\n"
@@ -121,7 +125,10 @@ static EvalArgs parse_args(int argc, char** argv, bool& help) {
 struct ModelResult {
   std::string model;
   int64_t correct = 0, total = 0;
-  double accuracy = 0, mean_logprob = 0, decode_tokens_per_s = 0;
+  double accuracy = 0, decode_tokens_per_s = 0;
+  // --score: means over the questions of each answer's mean log-prob and top-1 share, and the
+  // median first-token rank (ranks are heavy-tailed: a mean would follow the few worst facts).
+  double mean_logprob = 0, mean_top1_share = 0, median_first_rank = 0;
 };
 
 #if defined(ENGINE_CUDA)
@@ -237,7 +244,7 @@ int main(int argc, char** argv) {
       int64_t generated = 0;
       for (const auto& o : r.output_ids) generated += int64_t(o.size());
 
-      std::vector<AnswerScore> scores;
+      std::vector<AnswerStats> scores;
       if (args.score) {
         std::vector<std::vector<int32_t>> prompts, answers;
         for (const auto& it : items) {
@@ -257,7 +264,8 @@ int main(int argc, char** argv) {
         std::printf("%s: %lld/%lld correct (%.2f%%), %lld tokens decoded in %.2fs (%.0f tok/s)\n", dir.c_str(),
                     (long long)mr.correct, (long long)mr.total, 100.0 * mr.accuracy, (long long)generated, secs,
                     mr.decode_tokens_per_s);
-      double sum_mean = 0;
+      double sum_mean = 0, sum_top1 = 0;
+      std::vector<int> ranks;
       for (size_t i = 0; i < items.size(); ++i) {
         json line = {{"model", dir},          {"index", i},
                      {"question", items[i].question}, {"gold", items[i].golds},
@@ -267,16 +275,28 @@ int main(int argc, char** argv) {
           line["answer_logprob_sum"] = scores[i].sum_logprob;
           line["answer_logprob_mean"] = scores[i].mean_logprob;
           line["answer_tokens"] = scores[i].num_tokens;
+          line["answer_top1_share"] = scores[i].top1_share();
+          line["first_token_rank"] = scores[i].first_rank;
           sum_mean += scores[i].mean_logprob;
-          std::printf("score %s example %zu: sum %.6f mean %.6f (%d tokens)\n", dir.c_str(), i, scores[i].sum_logprob,
-                      scores[i].mean_logprob, scores[i].num_tokens);
+          sum_top1 += scores[i].top1_share();
+          ranks.push_back(scores[i].first_rank);
+          if (!args.quiet)
+            std::printf("score %s example %zu: sum %.6f mean %.6f (%d tokens), top-1 %d/%d, first-token rank %d\n",
+                        dir.c_str(), i, scores[i].sum_logprob, scores[i].mean_logprob, scores[i].num_tokens,
+                        scores[i].top1, scores[i].num_tokens, scores[i].first_rank);
         }
         if (pred_writer) {
           std::string s = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // a prediction may end mid-character
           pred_writer->write(s.data(), s.size());
         }
       }
-      if (args.score) mr.mean_logprob = sum_mean / double(items.size());
+      if (args.score) {
+        mr.mean_logprob = sum_mean / double(items.size());
+        mr.mean_top1_share = sum_top1 / double(items.size());
+        std::sort(ranks.begin(), ranks.end());
+        const size_t n = ranks.size();
+        mr.median_first_rank = n % 2 ? ranks[n / 2] : 0.5 * (ranks[n / 2 - 1] + ranks[n / 2]);
+      }
       results.push_back(mr);
     }
 
@@ -284,7 +304,7 @@ int main(int argc, char** argv) {
     size_t w = 5;
     for (const auto& r : results) w = std::max(w, r.model.size());
     std::printf("\n%-*s  %9s  %13s  %10s%s\n", int(w), "model", "accuracy", "correct/total", "forgetting",
-                args.score ? "  mean logprob" : "");
+                args.score ? "  mean logprob  top-1 share  median rank" : "");
     json metrics_models = json::array();
     for (size_t i = 0; i < results.size(); ++i) {
       const auto& r = results[i];
@@ -294,12 +314,17 @@ int main(int argc, char** argv) {
       if (i == 0) std::snprintf(fg, sizeof fg, "-");
       else std::snprintf(fg, sizeof fg, "%.2f", forgetting);
       std::printf("%-*s  %8.2f%%  %13s  %10s", int(w), r.model.c_str(), 100.0 * r.accuracy, cnt, fg);
-      if (args.score) std::printf("  %12.4f", r.mean_logprob);
+      if (args.score) std::printf("  %12.4f  %11.4f  %11.1f", r.mean_logprob, r.mean_top1_share, r.median_first_rank);
       std::printf("\n");
       json m = {{"model", r.model}, {"accuracy", r.accuracy}, {"correct", r.correct}, {"total", r.total},
                 {"decode_tokens_per_s", r.decode_tokens_per_s}};
       if (i > 0) m["forgetting"] = results[0].accuracy - r.accuracy;
-      if (args.score) m["mean_answer_logprob"] = r.mean_logprob;
+      if (args.score) {
+        m["mean_answer_logprob"] = r.mean_logprob;
+        m["mean_answer_top1_share"] = r.mean_top1_share;
+        m["median_first_token_rank"] = r.median_first_rank;
+        if (i > 0) m["answer_logprob_change"] = r.mean_logprob - results[0].mean_logprob;
+      }
       metrics_models.push_back(m);
     }
     if (!args.out.empty()) {

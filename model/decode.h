@@ -1,5 +1,5 @@
 // Inference for evaluation: a forward pass over a ragged set of tokens with a per-sequence
-// key/value cache, batched greedy decoding on top of it, and answer log-likelihood scoring.
+// key/value cache and batched greedy decoding on top of it (answer scoring: eval/answer_stats.h).
 //
 // One call of forward_tokens() takes N tokens from any number of sequences (a whole prompt during
 // prefill, or one token per sequence during decoding). Each token's keys/values are appended to
@@ -72,12 +72,3 @@ std::vector<std::vector<int32_t>> greedy_generate(const InferenceModel& m,
 // Reference path for tests: recomputes the whole sequence at every step, without reusing a cache.
 std::vector<int32_t> greedy_generate_recompute(const InferenceModel& m, const std::vector<int32_t>& prompt,
                                                int max_new_tokens, const std::vector<int32_t>& stop_token_ids);
-
-// Log-likelihood of `answer` given `prompt` under the model: the sum over answer tokens of
-// log p(answer_j | prompt, answer_<j), and that sum divided by the answer length.
-struct AnswerScore {
-  double sum_logprob = 0, mean_logprob = 0;
-  int num_tokens = 0;
-};
-std::vector<AnswerScore> score_answers(const InferenceModel& m, const std::vector<std::vector<int32_t>>& prompts,
-                                       const std::vector<std::vector<int32_t>>& answers, int batch_size);
