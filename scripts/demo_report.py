@@ -595,10 +595,35 @@ def check(repo, out):
     print(f"ok: {n} numbers of {out}/results.json equal their sources, recomputations and report.md")
 
 
+def publish(repo, out, dest):
+    """Checks RUN_DIR, then copies its report, charts and results.json to DEST (for committing under
+    docs/results/), the report headed by the commit it was made at and the command."""
+    check(repo, out)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                           text=True).stdout.strip()
+    res = read_json(os.path.join(repo, out, "results.json"))
+    command = {"full": "make demo", "quick": "make demo-quick", "study": "make study"}.get(res["profile"], "")
+    os.makedirs(os.path.join(repo, dest), exist_ok=True)
+    for name in os.listdir(os.path.join(repo, out)):
+        if name.endswith((".png", ".svg", ".dat", ".gp")) or name == "results.json":
+            shutil.copy2(os.path.join(repo, out, name), os.path.join(repo, dest, name))
+    report = open(os.path.join(repo, out, "report.md"), encoding="utf-8").read()
+    head = (f"> Made at commit `{commit or 'unknown'}`{' (with uncommitted changes)' if dirty else ''} by `{command}`; "
+            f"the numbers' sources are under `{out}/` of that run (see `results.json`).\n\n")
+    write_atomic(os.path.join(repo, dest, "report.md"), head + report)
+    print(f"published {out} to {dest}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", metavar="RUN_DIR", required=True,
-                    help="verify RUN_DIR/results.json against its sources and RUN_DIR/report.md")
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--check", metavar="RUN_DIR", help="verify RUN_DIR/results.json against its sources and RUN_DIR/report.md")
+    g.add_argument("--publish", nargs=2, metavar=("RUN_DIR", "DEST"),
+                   help="check RUN_DIR, then copy its report (headed by the commit and command), charts and results to DEST")
     a = ap.parse_args()
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    check(here, os.path.relpath(os.path.abspath(a.check), here))
+    if a.check:
+        check(here, os.path.relpath(os.path.abspath(a.check), here))
+    else:
+        publish(here, os.path.relpath(os.path.abspath(a.publish[0]), here), os.path.relpath(os.path.abspath(a.publish[1]), here))
