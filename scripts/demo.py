@@ -85,7 +85,7 @@ PROFILES = {
         num_facts=64, num_fr=64, heldout_docs=300, random_words=8, generic_words=20,
         stage1_max_epochs=150, stage1_lr=3e-3, stage2_epochs=40, code_epochs=2,
         batch=4, eval_every=2, tokens_per_s=9000,
-        seeds=[1, 2, 3], lrs=[1e-4, 3e-4, 1e-3], sweep=["none", "remix1"], main_only=["remix2"],
+        seeds=[1, 2, 3], lrs=[1e-4, 3e-4, 1e-3, 3e-3], sweep=["none", "remix1"], main_only=["remix2"],
     ),
     "quick": dict(
         model=_SMALL, vocab=2048, pretrain_words=60000, pretrain_epochs=1, pretrain_lr=3e-3, pretrain_batch=16,

@@ -25,9 +25,12 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042]
 
-# The frontier comparison is made at this D_B accuracy, fixed before any result is seen: retention
-# of D_A is interpolated, per seed and setting, where the learning-rate sweep first reaches it.
-FRONTIER_LEVEL = 0.5
+# The frontier comparison is made at one D_B accuracy, by a rule fixed before any result is seen:
+# FRONTIER_CAP, or less when some swept setting never gets there in some seed: the lowest, over
+# swept settings and seeds, of the highest D_B accuracy reached across the sweep (so that every
+# curve reaches it; symmetric in the settings). Retention of D_A is interpolated, per seed and
+# setting, where the sweep first reaches that accuracy.
+FRONTIER_CAP = 0.5
 RETENTION_TARGET = 0.5  # the main learning rate rule (see scripts/demo.py)
 
 # Measures per stage-2 run: (key, label, file, field, higher is better).
@@ -43,7 +46,7 @@ MEASURES = [
 ]
 LABEL = {m[0]: m[1] for m in MEASURES}
 LABEL.update({"savings": "savings (1 - relearn steps / stage-1 steps)", "s1_steps": "stage-1 steps to 100%",
-              "relearn_steps": "steps to relearn D_A to 100%", "frontier": f"D_A retention at D_B = {FRONTIER_LEVEL:g}"})
+              "relearn_steps": "steps to relearn D_A to 100%", "frontier": "D_A retention at matched D_B accuracy"})
 HIGHER_BETTER = {m[0]: m[4] for m in MEASURES}
 HIGHER_BETTER.update({"savings": True, "frontier": True, "relearn_steps": False, "s1_steps": False})
 
@@ -101,10 +104,19 @@ def savings(relearn_steps, stage1_steps, relearn_stop, stage1_stop):
     return 1.0 - relearn_steps / stage1_steps
 
 
+def frontier_level(groups):
+    """groups: per swept setting and seed, its D_B accuracies across the sweep. FRONTIER_CAP, or the
+    lowest of the groups' highest accuracies; None when that is 0 (some curve never learns D_B)."""
+    level = min([FRONTIER_CAP] + [max(g) for g in groups])
+    return level if level > 0 else None
+
+
 def interpolate(points, level):
     """points: (D_B accuracy, D_A retention) in increasing learning rate. The retention where D_B
     accuracy first reaches `level`, linearly interpolated between the two rates around it (the
     lowest rate's value when it already reaches the level); None when no rate reaches it."""
+    if level is None:
+        return None
     for i, (x, y) in enumerate(points):
         if x >= level:
             if i == 0:
@@ -169,12 +181,17 @@ def collect(repo, x, settings_def, run_name, stage1_name):
                 "value": savings(rl, s1, *[R.get(k) for k in stops]),
                 "formula": "1 - relearn_steps / s1_steps (both reached 100%)",
                 "inputs": [vkey(setting, main, seed, "relearn_steps"), vkey(setting, main, seed, "s1_steps")] + stops}
+    groups = [[vkey(setting, lr, seed, "db") for lr in p["lrs"]] for setting in p["sweep"] for seed in p["seeds"]]
+    R.derived["frontier_level"] = {"value": frontier_level([[R.get(k) for k in g] for g in groups]),
+                                   "formula": "frontier_level", "inputs": groups}
+    level = R.get("frontier_level")
     for setting in p["sweep"]:
         for seed in p["seeds"]:
             keys = [(vkey(setting, lr, seed, "db"), vkey(setting, lr, seed, "da_s2")) for lr in p["lrs"]]
             R.derived[f"{setting}|s{seed}|frontier"] = {
-                "value": interpolate([(R.get(a), R.get(b)) for a, b in keys], FRONTIER_LEVEL),
-                "formula": f"interpolate(points, {FRONTIER_LEVEL})", "inputs": [k for pair in keys for k in pair]}
+                "value": interpolate([(R.get(a), R.get(b)) for a, b in keys], level),
+                "formula": "interpolate(points, frontier_level)",
+                "inputs": [k for pair in keys for k in pair] + ["frontier_level"]}
     # Aggregates per setting and rate.
     for setting, lr, _ in x.stage2_runs():
         for key in [m[0] for m in MEASURES] + (["s1_steps", "relearn_steps", "savings"] if lr == main else []):
@@ -192,7 +209,8 @@ def collect(repo, x, settings_def, run_name, stage1_name):
         if setting in p["sweep"]:
             add_comparison(R, f"{setting}-vs-none|frontier", setting, "frontier",
                            [f"{setting}|s{seed}|frontier" for seed in p["seeds"]],
-                           [f"none|s{seed}|frontier" for seed in p["seeds"]], f"at D_B accuracy {FRONTIER_LEVEL:g}")
+                           [f"none|s{seed}|frontier" for seed in p["seeds"]],
+                           f"at D_B accuracy {fmt_num(level)}" if level else "at matched D_B accuracy")
     return R
 
 
@@ -201,8 +219,8 @@ def add_comparison(R, cid, setting, key, a_keys, b_keys, where):
     entry = {"id": cid, "setting": setting, "measure": key, "where": where, "inputs": [a_keys, b_keys]}
     if any(v is None for v in a + b):
         entry.update(diffs=None, mean=None, half=None,
-                     verdict="not measurable" + (f" (D_B accuracy {FRONTIER_LEVEL:g} not reached in every run)"
-                                                 if key == "frontier" else ""))
+                     verdict="not measurable" + (" (some swept run learned no D_B at all)"
+                                                 if key == "frontier" else " (a run hit its epoch cap)"))
     elif key == "db":
         diffs = [u - v for u, v in zip(a, b)]
         mean, half = interval(diffs)
@@ -293,6 +311,7 @@ COLORS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bb
 
 
 def charts(repo, out, R, p, labels):
+    level = R.get("frontier_level")
     """retention and D_B accuracy against the learning rate; the frontier (D_A retention against
     D_B accuracy). Points are means over seeds, bars their 95% t-intervals."""
     dat = os.path.join(repo, out, "sweep.dat")
@@ -313,6 +332,7 @@ def charts(repo, out, R, p, labels):
     lr_chart = run_gnuplot(repo, out, "retention_vs_lr", f"""
 set title 'D_A retention (solid) and D_B accuracy (dashed) after stage 2, by stage-2 learning rate'
 set logscale x
+set xrange [{min(p['lrs']) / 1.5:g}:{max(p['lrs']) * 1.5:g}]
 set xlabel 'stage-2 learning rate'
 set ylabel 'exact-match accuracy (mean over seeds, 95% t-interval)'
 set yrange [-0.05:1.05]
@@ -332,7 +352,7 @@ set xlabel 'D_B exact match after stage 2 (plasticity)'
 set ylabel 'D_A exact match after stage 2 (stability)'
 set xrange [-0.05:1.05]
 set yrange [-0.05:1.05]
-set arrow from {FRONTIER_LEVEL},-0.05 to {FRONTIER_LEVEL},1.05 nohead dt 3 lc rgb '#888888'
+{f"set arrow from {level},-0.05 to {level},1.05 nohead dt 3 lc rgb '#888888'" if level else ""}
 set key outside bottom center horizontal
 set grid
 plot {', '.join(plots)}
@@ -375,7 +395,7 @@ def outcome(R, x, labels):
         cs = {c["measure"]: c for c in R.comparisons if c["setting"] == setting}
         parts = []
         if "frontier" in cs:
-            parts.append(f"at matched D_B learning (D_B = {FRONTIER_LEVEL:g}): **{cs['frontier']['verdict']}** "
+            parts.append(f"at matched D_B learning ({cs['frontier']['where']}): **{cs['frontier']['verdict']}** "
                          f"(retention difference {fmt_cmp(cs['frontier'])})")
         for key in ("da_s2", "lp_s2", "top1_s2", "savings"):
             if key in cs:
@@ -422,7 +442,8 @@ def write_report(repo, x, settings_def, labels, run_name, stage1_name):
         for lr in p["lrs"]:
             sweep_rows.append(f"| {labels[s]} | {lr:g} | {agg(s, lr, 'da_s2')} | {agg(s, lr, 'db')} "
                               f"| {agg(s, lr, 'lp_s2')} | {agg(s, lr, 'top1_s2')} |")
-    frontier_rows = ["| setting | " + LABEL["frontier"] + " |", "| --- | --- |"]
+    level = R.get("frontier_level")
+    frontier_rows = [f"| setting | D_A retention at D_B accuracy {fmt_num(level)} |", "| --- | --- |"]
     for s in p["sweep"]:
         a = R.aggregates.get(f"{s}|frontier")
         if a is not None:
@@ -471,10 +492,13 @@ Made by `scripts/demo.py` (`{command}`), offline, on the CPU.
    rank), "mixing hurt" when entirely on the worse side, otherwise "no detectable difference".
 3. **Main learning rate:** the sweep's stage-2 rate at which the *unmixed* setting's mean D_A retention is closest to
    {RETENTION_TARGET:.0%} (ties: the lower rate). No mixed setting is looked at.
-4. **Matched D_B learning (the frontier):** for each setting and seed, D_A retention is interpolated linearly at D_B
-   accuracy {FRONTIER_LEVEL:g} between the two sweep rates around the first one that reaches it (the lowest rate's
-   retention if it already does; not measurable if none does). This is the headline comparison: a setting that
-   learns D_B faster is not credited with retention it bought by learning less.
+4. **Matched D_B learning (the frontier):** the comparison is made at one D_B accuracy: {FRONTIER_CAP:g}, or, when
+   some swept setting does not reach it in some seed, the lowest over swept settings and seeds of the highest D_B
+   accuracy reached across the sweep (every curve reaches it; no setting is favoured). For each setting and seed,
+   D_A retention is interpolated linearly at that accuracy between the two sweep rates around the first one that
+   reaches it (the lowest rate's retention if it already does). Not measurable if some swept run never learns any
+   D_B. This is the headline comparison: a setting that learns D_B faster is not credited with retention it bought
+   by learning less.
 
 ## Main learning rate
 
@@ -518,7 +542,7 @@ its source, and `python3 scripts/demo_report.py --check {out}` verifies them.
 """
     results = {"profile": profile, "seeds": seeds, "lrs": p["lrs"], "main_lr": main,
                "rules": {"interval": "95% Student-t over seeds", "retention_target": RETENTION_TARGET,
-                         "frontier_level": FRONTIER_LEVEL},
+                         "frontier_cap": FRONTIER_CAP},
                "base_perplexity": base, "values": R.values, "derived": R.derived, "aggregates": R.aggregates,
                "comparisons": R.comparisons}
     write_atomic(os.path.join(repo, out, "report.md"), md)
@@ -563,11 +587,13 @@ def check(repo, out):
         fail(f"base perplexity {base['value']} does not match {base['source']} ({again['value']}) or the report")
     n += 1
     for k, d in res["derived"].items():
-        ins = [values.get(i) for i in d["inputs"]]
-        if d["formula"].startswith("interpolate"):
-            want = interpolate(list(zip(ins[0::2], ins[1::2])), float(d["formula"].split(", ")[1].rstrip(")")))
+        if d["formula"] == "frontier_level":
+            want = frontier_level([[values[i] for i in g] for g in d["inputs"]])
+        elif d["formula"].startswith("interpolate"):
+            ins = [values.get(i) for i in d["inputs"][:-1]]
+            want = interpolate(list(zip(ins[0::2], ins[1::2])), values.get(d["inputs"][-1]))
         else:
-            want = savings(*ins)
+            want = savings(*[values.get(i) for i in d["inputs"]])
         if not close(want, d["value"]):
             fail(f"derived {k} = {d['value']}, recomputed {want}")
         values[k] = d["value"]
