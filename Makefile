@@ -59,7 +59,7 @@ BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_BINS := $(TEST_SRCS:test/%.cpp=$(BUILD)/test/%)
 
-.PHONY: all test reference clean deps demo demo-quick study
+.PHONY: all test reference clean deps demo demo-quick study docs-cli
 .SECONDARY:
 all: $(BINARIES)
 
@@ -95,6 +95,10 @@ $(BUILD)/test/%: $(BUILD)/test/%.o $(BUILD)/test/catch_main.o $$(call test_libs,
 
 test: all $(TEST_BINS)
 	@bash test/run_tests.sh $(TEST_BINS)
+
+# docs/cli.md is generated from the programs' --help; test_common_cli fails when it is stale.
+docs-cli: all
+	bash dev/gen_cli_docs.sh
 
 reference:
 	bash scripts/install_deps.sh --dev

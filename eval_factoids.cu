@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/nvtx.h"
@@ -51,75 +52,35 @@ struct EvalArgs {
   bool score = false, quiet = false;
 };
 
-static void print_help() {
-  std::printf(
-      "usage: eval_factoids --model DIR [--model DIR ...] --data QA [options]\n\n"
+static void declare_options(CLI::App& app, EvalArgs& a) {
+  cli::init(app, "usage: eval_factoids --model DIR [--model DIR ...] --data QA [options]");
+  cli::last_wins(app);
+  app.description(
       "Greedy-decodes an answer to every question and reports exact-match accuracy; with several\n"
-      "models, also the forgetting (accuracy drop relative to the first model).\n\noptions:\n"
-      "  --model DIR                 HF model directory or train_llama checkpoint (repeatable)\n"
-      "  --data QA                   QA JSONL (question/answer(s) or key/value fields) or QA shards\n"
-      "                              (comma-separated paths or globs, from ./prepare_data)\n"
-      "  --template NAME|FILE        prompt template for JSONL data (default: from the checkpoints'\n"
-      "                              trainer_state.json, so it matches training: the first model's\n"
-      "                              template for every model trained on it in an earlier stage)\n"
-      "  --tokenizer FILE            tokenizer.json (default: the model directory's)\n"
-      "  --match exact|squad|contains  matching rule (default exact: strip + lowercase, equality)\n"
-      "  --max-new-tokens N          longest answer in tokens (default 32)\n"
-      "  --batch-size N              sequences decoded together (default 32)\n"
-      "  --limit N                   evaluate only the first N questions\n"
-      "  --score                     also score each gold answer under teacher forcing: log-likelihood\n"
-      "                              (sum, mean), share of tokens predicted top-1, first-token rank\n"
-      "  --out DIR                   write DIR/predictions.jsonl and DIR/metrics.json\n"
-      "  --threads N                 CPU threads (default: OpenMP's default)\n"
-      "  --device auto|cpu|cuda      backend (default auto)\n"
-      "  --quiet                     only the table\n"
-      "  --help                      this text\n");
-}
-
-static int64_t to_int(const std::string& name, const std::string& v, int64_t lo, int64_t hi) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  check(!v.empty() && end && *end == '\0' && x >= lo && x <= hi, "--", name, ": '", v, "' is not an integer in [", lo,
-        ", ", hi, "]");
-  return x;
-}
-
-static EvalArgs parse_args(int argc, char** argv, bool& help) {
-  EvalArgs a;
-  help = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string name = argv[i];
-    check(name.size() > 2 && name.compare(0, 2, "--") == 0, "unexpected argument '", name, "' (see --help)");
-    name = name.substr(2);
-    std::string value;
-    bool has_inline = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      has_inline = true;
-    }
-    auto val = [&]() -> std::string {
-      if (has_inline) return value;
-      check(i + 1 < argc, "option --", name, " needs a value");
-      return argv[++i];
-    };
-    if (name == "help") help = true;
-    else if (name == "score") a.score = true;
-    else if (name == "quiet") a.quiet = true;
-    else if (name == "model") a.models.push_back(val());
-    else if (name == "data") a.data = val();
-    else if (name == "tokenizer") a.tokenizer = val();
-    else if (name == "template") a.template_name = val();
-    else if (name == "out") a.out = val();
-    else if (name == "match") a.match = val();
-    else if (name == "device") a.device = val();
-    else if (name == "max-new-tokens") a.max_new_tokens = int(to_int(name, val(), 1, 1 << 20));
-    else if (name == "batch-size") a.batch_size = int(to_int(name, val(), 1, 1 << 20));
-    else if (name == "threads") a.threads = int(to_int(name, val(), 0, 4096));
-    else if (name == "limit") a.limit = to_int(name, val(), 0, int64_t(1) << 40);
-    else fail("unknown option --", name, " (see --help)");
-  }
-  return a;
+      "models, also the forgetting (accuracy drop relative to the first model).");
+  auto opt = [&](const char* name, auto& var, const char* metavar, const char* help) {
+    return app.add_option(name, var, help)->option_text(metavar);
+  };
+  cli::repeatable(opt("--model", a.models, "DIR", "HF model directory or train_llama checkpoint (repeatable)"));
+  opt("--data", a.data, "QA",
+      "QA JSONL (question/answer(s) or key/value fields) or QA shards\n"
+      "(comma-separated paths or globs, from ./prepare_data)");
+  opt("--template", a.template_name, "NAME|FILE",
+      "prompt template for JSONL data (default: from the checkpoints'\n"
+      "trainer_state.json, so it matches training: the first model's\n"
+      "template for every model trained on it in an earlier stage)");
+  opt("--tokenizer", a.tokenizer, "FILE", "tokenizer.json (default: the model directory's)");
+  opt("--match", a.match, "exact|squad|contains", "matching rule (default exact: strip + lowercase, equality)");
+  opt("--max-new-tokens", a.max_new_tokens, "N", "longest answer in tokens (default 32)")->check(cli::integer(1, 1 << 20));
+  opt("--batch-size", a.batch_size, "N", "sequences decoded together (default 32)")->check(cli::integer(1, 1 << 20));
+  opt("--limit", a.limit, "N", "evaluate only the first N questions")->check(cli::integer(0, int64_t(1) << 40));
+  app.add_flag("--score", a.score,
+               "also score each gold answer under teacher forcing: log-likelihood\n"
+               "(sum, mean), share of tokens predicted top-1, first-token rank");
+  opt("--out", a.out, "DIR", "write DIR/predictions.jsonl and DIR/metrics.json");
+  opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default)")->check(cli::integer(0, 4096));
+  opt("--device", a.device, "auto|cpu|cuda", "backend (default auto)")->check(cli::one_of({"auto", "cpu", "cuda"}));
+  app.add_flag("--quiet", a.quiet, "only the table");
 }
 
 struct ModelResult {
@@ -188,16 +149,16 @@ static std::string stored_template(const std::string& dir, const std::string& re
 
 int main(int argc, char** argv) {
   try {
-    bool help = false;
-    EvalArgs args = parse_args(argc, argv, help);
-    if (help || argc == 1) {
-      print_help();
-      return help ? 0 : 1;
+    CLI::App app;
+    EvalArgs args;
+    declare_options(app, args);
+    if (argc == 1) {
+      std::fputs(app.help().c_str(), stdout);
+      return 1;
     }
+    if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty(), "--data is required (see --help)");
-    check(args.device == "auto" || args.device == "cpu" || args.device == "cuda",
-          "--device: expected auto, cpu or cuda, got '", args.device, "'");
 #if defined(ENGINE_CUDA)
     if (args.device == "auto") args.device = cuda_device_count() > 0 ? "cuda" : "cpu";
 #else

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
@@ -26,15 +27,15 @@
 
 using json = nlohmann::json;
 
-static const char* kUsage = R"(usage: prepare_data --mode MODE --tokenizer PATH --output OUT.bin [options]
+static const char* kUsage =
+    "usage: prepare_data --mode MODE --tokenizer PATH --output OUT.bin [options]\n"
+    "   or: prepare_data --inspect SHARD.bin... [--tokenizer PATH] [--show N]";
 
-Writes OUT.bin (a token shard: examples, loss mask, tokenizer hash, prompt template) and a JSONL
-copy of the examples (OUT.jsonl unless --jsonl is given; one line per example with "index",
-"question", "prompt", "answer", "answers").
-
-   or: prepare_data --inspect SHARD.bin... [--tokenizer PATH] [--show N]
-Validates shards (every field and the checksum) and prints their header; with --tokenizer and
---show N, also decodes the first N examples, marking the trained-on part with [[...]].
+static const char* kDescription = R"(The first form writes OUT.bin (a token shard: examples, loss mask, tokenizer hash, prompt
+template) and a JSONL copy of the examples (OUT.jsonl unless --jsonl is given; one line per
+example with "index", "question", "prompt", "answer", "answers").
+The second validates shards (every field and the checksum) and prints their header; with
+--tokenizer and --show N, also decodes the first N examples, marking the trained-on part with [[...]].
 
 Modes:
   qa            question/answer records from --input FILE.jsonl (loss on the answer and EOS)
@@ -45,56 +46,7 @@ Modes:
                   remix  prompt = words [0, P), target = words [P, P+W) (P = --prompt-words,
                          W = --target-words, default 50 and 50); shorter documents are skipped
                   lm     documents tokenized (BOS from the tokenizer, EOS appended), concatenated
-                         and cut into chunks of --seq-len tokens with loss everywhere
-
-Options:
-  --mode MODE             qa | kvr | random-words | text (required)
-  --tokenizer PATH        tokenizer.json, or a model directory holding one (required)
-  --output OUT.bin        shard to write (required); written atomically
-  --jsonl PATH            JSONL copy of the examples (default: OUT with .bin replaced by .jsonl)
-  --template T            plain | kvr | tulu | memorize | passage | a template file. Default:
-                          plain (qa), kvr (kvr), memorize (random-words), passage (text remix).
-                          Placeholders: {question} ({prompt}, {key}), {answer} ({value}), {eos}
-  --input FILE            input file; repeat or comma-separate for several (qa, text)
-  --question-field F,..   qa: question field names, first present wins
-                          (default question,input_text,prompt)
-  --answer-field F,..     qa: answer field names (default answer,target_text,possible_answers,answers)
-  --limit N               keep the first N records/documents (0 = all)
-  --num N                 kvr, random-words: number of examples
-  --length L              random-words: words per passage (default 50)
-  --word-list PATH        random-words: default /usr/share/dict/words (lowercase a-z words only)
-  --seed S                kvr, random-words: generator seed (default 0)
-  --text-mode M           text: remix (default) | lm
-  --text-field F          text, .jsonl inputs: field holding the document (default text)
-  --doc-separator LINE    text, plain files: documents are separated by lines equal to LINE
-  --blank-line-docs       text, plain files: documents are separated by blank lines
-  --prompt-words P        text remix: prompt words (default 50)
-  --target-words W        text remix: target words (default 50)
-  --seq-len T             text lm: chunk length in tokens (default 256)
-  --inspect SHARD         validate and describe a shard (repeatable); no output is written
-  --show N                with --inspect and --tokenizer: decode the first N examples
-  --quiet                 no summary line
-  --help                  this text
-)";
-
-static std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t b = 0;
-  while (b <= s.size()) {
-    size_t e = s.find(',', b);
-    if (e == std::string::npos) e = s.size();
-    if (e > b) out.push_back(s.substr(b, e - b));
-    b = e + 1;
-  }
-  return out;
-}
-
-static int64_t parse_int(const std::string& opt, const std::string& v, int64_t min) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  check(!v.empty() && end && *end == '\0' && x >= min, opt, ": '", v, "' is not an integer >= ", min);
-  return x;
-}
+                         and cut into chunks of --seq-len tokens with loss everywhere)";
 
 // Appends s as a JSON string literal. Hand-written because building nlohmann objects for every
 // line dominated the output time; invalid UTF-8 (possible in plain-text inputs) goes through
@@ -186,53 +138,55 @@ static int inspect_shards(const std::vector<std::string>& paths, std::string tok
 
 int run(int argc, char** argv) {
   std::string mode, tok_path, output, jsonl_path, template_arg, word_list = "/usr/share/dict/words";
-  std::string text_mode = "remix", text_field = "text", doc_sep;
+  std::string text_mode = "remix", text_field = "text", doc_sep, qfield_arg, afield_arg;
   bool blank_docs = false, quiet = false;
-  std::vector<std::string> inputs, qfields = default_question_fields(), afields = default_answer_fields();
-  std::vector<std::string> inspect;
+  std::vector<std::string> input_args, inspect;
   int64_t show = 0;
   int64_t limit = 0, num = 0, length = 50, prompt_words = 50, target_words = 50, seq_len = 256;
   uint64_t seed = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (a == "--quiet") { quiet = true; continue; }
-    if (a == "--blank-line-docs") { blank_docs = true; continue; }
-    std::string v;
-    size_t eq = a.find('=');
-    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      v = a.substr(eq + 1);
-      a = a.substr(0, eq);
-    } else {
-      check(i + 1 < argc, a, ": missing value (see --help)");
-      v = argv[++i];
-    }
-    if (a == "--mode") mode = v;
-    else if (a == "--tokenizer") tok_path = v;
-    else if (a == "--output") output = v;
-    else if (a == "--jsonl") jsonl_path = v;
-    else if (a == "--template") template_arg = v;
-    else if (a == "--input") for (auto& s : split_commas(v)) inputs.push_back(s);
-    else if (a == "--question-field") qfields = split_commas(v);
-    else if (a == "--answer-field") afields = split_commas(v);
-    else if (a == "--limit") limit = parse_int(a, v, 0);
-    else if (a == "--num") num = parse_int(a, v, 1);
-    else if (a == "--length") length = parse_int(a, v, 1);
-    else if (a == "--word-list") word_list = v;
-    else if (a == "--seed") seed = uint64_t(parse_int(a, v, 0));
-    else if (a == "--text-mode") text_mode = v;
-    else if (a == "--text-field") text_field = v;
-    else if (a == "--doc-separator") doc_sep = v;
-    else if (a == "--prompt-words") prompt_words = parse_int(a, v, 1);
-    else if (a == "--target-words") target_words = parse_int(a, v, 1);
-    else if (a == "--seq-len") seq_len = parse_int(a, v, 2);
-    else if (a == "--inspect") inspect.push_back(v);
-    else if (a == "--show") show = parse_int(a, v, 0);
-    else fail("unknown option ", a, " (see --help)");
-  }
+
+  CLI::App app;
+  cli::init(app, kUsage);
+  cli::last_wins(app);
+  app.description(kDescription);
+  auto opt = [&](const char* name, auto& var, const char* metavar, const char* help) {
+    return app.add_option(name, var, help)->option_text(metavar);
+  };
+  auto count = [](int64_t min) { return cli::integer(min, INT64_MAX); };
+  opt("--mode", mode, "MODE", "qa | kvr | random-words | text (required)");
+  opt("--tokenizer", tok_path, "PATH", "tokenizer.json, or a model directory holding one (required)");
+  opt("--output", output, "OUT.bin", "shard to write (required); written atomically");
+  opt("--jsonl", jsonl_path, "PATH", "JSONL copy of the examples (default: OUT with .bin replaced by .jsonl)");
+  opt("--template", template_arg, "T",
+      "plain | kvr | tulu | memorize | passage | a template file. Default:\n"
+      "plain (qa), kvr (kvr), memorize (random-words), passage (text remix).\n"
+      "Placeholders: {question} ({prompt}, {key}), {answer} ({value}), {eos}");
+  cli::repeatable(opt("--input", input_args, "FILE", "input file; repeat or comma-separate for several (qa, text)"));
+  opt("--question-field", qfield_arg, "F,..",
+      "qa: question field names, first present wins\n(default question,input_text,prompt)");
+  opt("--answer-field", afield_arg, "F,..", "qa: answer field names (default answer,target_text,possible_answers,answers)");
+  opt("--limit", limit, "N", "keep the first N records/documents (0 = all)")->check(count(0));
+  opt("--num", num, "N", "kvr, random-words: number of examples")->check(count(1));
+  opt("--length", length, "L", "random-words: words per passage (default 50)")->check(count(1));
+  opt("--word-list", word_list, "PATH", "random-words: default /usr/share/dict/words (lowercase a-z words only)");
+  opt("--seed", seed, "S", "kvr, random-words: generator seed (default 0)")->check(count(0));
+  opt("--text-mode", text_mode, "M", "text: remix (default) | lm");
+  opt("--text-field", text_field, "F", "text, .jsonl inputs: field holding the document (default text)");
+  opt("--doc-separator", doc_sep, "LINE", "text, plain files: documents are separated by lines equal to LINE");
+  app.add_flag("--blank-line-docs", blank_docs, "text, plain files: documents are separated by blank lines");
+  opt("--prompt-words", prompt_words, "P", "text remix: prompt words (default 50)")->check(count(1));
+  opt("--target-words", target_words, "W", "text remix: target words (default 50)")->check(count(1));
+  opt("--seq-len", seq_len, "T", "text lm: chunk length in tokens (default 256)")->check(count(2));
+  cli::repeatable(opt("--inspect", inspect, "SHARD", "validate and describe a shard (repeatable); no output is written"));
+  opt("--show", show, "N", "with --inspect and --tokenizer: decode the first N examples")->check(count(0));
+  app.add_flag("--quiet", quiet, "no summary line");
+  if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
+
+  std::vector<std::string> inputs, qfields = default_question_fields(), afields = default_answer_fields();
+  for (const std::string& a : input_args)
+    for (std::string& s : cli::split_commas(a)) inputs.push_back(std::move(s));
+  if (app.count("--question-field")) qfields = cli::split_commas(qfield_arg);
+  if (app.count("--answer-field")) afields = cli::split_commas(afield_arg);
   if (!inspect.empty()) return inspect_shards(inspect, tok_path, show);
   check(!mode.empty(), "--mode is required (qa, kvr, random-words, text); see --help");
   check(mode == "qa" || mode == "kvr" || mode == "random-words" || mode == "text", "--mode: unknown mode '", mode,

@@ -30,6 +30,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/nvtx.h"
@@ -51,104 +52,11 @@
 using nlohmann::json;
 
 // ---------------------------------------------------------------------------------------------
-// Command line. Options are kept as given (name -> values) so that a checkpoint can store them
-// and --resume can re-apply them, with anything given again on the new command line winning.
+// Command line (common/cli.h). The options given are kept as given (name -> values) so that a
+// checkpoint can store them and --resume can re-apply them, with anything given again on the new
+// command line winning; both go through the same declarations below.
 
-struct OptionSpec {
-  const char* name;
-  const char* metavar;  // nullptr: a flag without value
-  const char* help;
-  bool repeatable = false;
-};
-
-static const std::vector<OptionSpec> kOptions = {
-    {"model", "DIR", "start from a Hugging Face model directory or one of our checkpoints (weights only)"},
-    {"init", "CONFIG.json", "start from random init with this HF config.json (HF init, --seed)"},
-    {"tokenizer", "FILE", "tokenizer.json to store in checkpoints and to decode evaluations (default: the model's)"},
-    {"device", "auto|cpu|cuda", "backend (default auto: cuda when a GPU is present)"},
-    {"threads", "N", "CPU threads (default: OpenMP's default); keep it fixed for a bit-exact resume"},
-    {"data", "SHARDS", "primary stream: comma-separated shard paths or globs"},
-    {"mix", "NAME=SHARDS:RATIO", "add RATIO x |primary| examples of this stream to each epoch (repeatable)", true},
-    {"epochs", "N", "epochs to train (default 20, REMIX); the cap when early stopping is on"},
-    {"steps", "N", "optimizer steps to train instead of --epochs"},
-    {"batch-size", "B", "examples per optimizer step (default 32)"},
-    {"micro-batch-size", "M", "examples per micro-batch, gradients accumulate (default 0 = whole batch)"},
-    {"seq-len", "T", "row length in tokens (default 2048)"},
-    {"pack", "0|1", "pack several examples per row (default 1); attention never crosses examples"},
-    {"truncate", "0|1", "truncate examples longer than --seq-len instead of failing (default 0)"},
-    {"lr", "LR", "peak learning rate (default 5e-5)"},
-    {"warmup-ratio", "R", "fraction of steps of linear warmup (default 0.05)"},
-    {"schedule", "constant|cosine|linear", "learning-rate decay after warmup (default cosine)"},
-    {"weight-decay", "WD", "AdamW decoupled weight decay (default 0)"},
-    {"beta1", "B1", "AdamW beta1 (default 0.9)"},
-    {"beta2", "B2", "AdamW beta2 (default 0.95)"},
-    {"eps", "EPS", "AdamW epsilon (default 1e-8)"},
-    {"clip", "NORM", "global gradient-norm clipping, 0 = off (default 1.0)"},
-    {"seed", "S", "seed of the data order and of --init (default 42)"},
-    {"eval-data", "QA", "questions to evaluate at epoch ends: QA shards or a QA JSONL file"},
-    {"eval-every-epochs", "K", "evaluate every K epochs (default 1 when --eval-data is given)"},
-    {"eval-limit", "N", "evaluate only the first N questions (default all)"},
-    {"eval-batch-size", "N", "sequences decoded together (default 32)"},
-    {"max-new-tokens", "N", "longest evaluated answer in tokens (default 32)"},
-    {"match", "exact|squad|contains", "answer matching rule (default exact: strip + lowercase)"},
-    {"stop-at-accuracy", "A", "stop once evaluation accuracy >= A (e.g. 1.0 = 100% memorized)"},
-    {"stop-loss", "L", "stop once the step loss has been below L --stop-loss-count times in all (REMIX: 1e-4)"},
-    {"stop-loss-count", "N", "see --stop-loss (default 10)"},
-    {"out", "DIR", "run directory: DIR/checkpoint-<step>, and DIR/final at the end"},
-    {"save-every", "N", "write a checkpoint every N steps (default 0: only the final one)"},
-    {"keep", "N", "keep the N newest periodic checkpoints, 0 = all (default 2)"},
-    {"save-dtype", "F32|BF16", "dtype of model.safetensors (the master weights in optimizer.safetensors stay fp32)"},
-    {"optimizer-state", "fp32|bf16", "AdamW moments: fp32 (default), or bf16 with stochastic rounding (--device cuda)"},
-    {"resume", "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory"},
-    {"log", "FILE", "append one JSON line per step (and per evaluation) to FILE"},
-    {"log-every", "N", "print a progress line every N steps (default 1)"},
-    {"dry-run", nullptr, "print the GPU memory plan (weights, grads, optimizer, activations, workspace) and exit"},
-    {"help", nullptr, "show this help"},
-};
-
-using OptionMap = std::map<std::string, std::vector<std::string>>;
-
-static void print_help() {
-  std::printf(
-      "usage: train_llama (--model DIR | --init CONFIG.json | --resume PATH) --data SHARDS --out DIR [options]\n\n"
-      "Trains one stage on token shards made by ./prepare_data. Defaults are the REMIX settings:\n"
-      "AdamW lr 5e-5, betas (0.9, 0.95), eps 1e-8, no weight decay, clip 1.0, cosine with 5%% warmup,\n"
-      "batch 32, 20 epochs. Checkpoints are HF directories plus optimizer.safetensors and\n"
-      "trainer_state.json; SIGINT/SIGTERM save one and exit.\n\noptions:\n");
-  for (const auto& o : kOptions) {
-    std::string left = std::string("--") + o.name + (o.metavar ? std::string(" ") + o.metavar : "");
-    std::printf("  %-34s %s\n", left.c_str(), o.help);
-  }
-  std::printf("\nenvironment: TRAIN_LLAMA_DEBUG_NAN_STEP=N poisons the gradients of step N (tests the\n"
-              "non-finite guard).\n");
-}
-
-static OptionMap parse_command_line(int argc, char** argv) {
-  OptionMap given;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    check(a.size() > 2 && a.compare(0, 2, "--") == 0, "unexpected argument '", a, "' (see --help)");
-    std::string name = a.substr(2), value;
-    bool inline_value = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      inline_value = true;
-    }
-    const OptionSpec* spec = nullptr;
-    for (const auto& o : kOptions)
-      if (name == o.name) spec = &o;
-    check(spec != nullptr, "unknown option --", name, " (see --help)");
-    if (spec->metavar && !inline_value) {
-      check(i + 1 < argc, "option --", name, " needs a value (", spec->metavar, ")");
-      value = argv[++i];
-    }
-    auto& slot = given[name];
-    check(spec->repeatable || slot.empty(), "option --", name, " given twice");
-    slot.push_back(value);
-  }
-  return given;
-}
+using OptionMap = cli::OptionMap;
 
 struct TrainArgs {
   std::string model, init, tokenizer, device = "auto";
@@ -180,78 +88,86 @@ struct TrainArgs {
   int log_every = 1;
 };
 
-static int64_t to_int(const std::string& name, const std::string& v, int64_t lo, int64_t hi) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  check(!v.empty() && end && *end == '\0', "--", name, ": '", v, "' is not an integer");
-  check(x >= lo && x <= hi, "--", name, ": ", x, " is outside [", lo, ", ", hi, "]");
-  return x;
-}
-static double to_double(const std::string& name, const std::string& v) {
-  char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  check(!v.empty() && end && *end == '\0' && std::isfinite(x), "--", name, ": '", v, "' is not a finite number");
-  return x;
-}
-static bool to_bool01(const std::string& name, const std::string& v) {
-  check(v == "0" || v == "1", "--", name, ": expected 0 or 1, got '", v, "'");
-  return v == "1";
+static void declare_options(CLI::App& app, TrainArgs& a) {
+  cli::init(app, "usage: train_llama (--model DIR | --init CONFIG.json | --resume PATH) --data SHARDS --out DIR "
+                 "[options]");
+  app.description(
+      "Trains one stage on token shards made by ./prepare_data. Defaults are the REMIX settings:\n"
+      "AdamW lr 5e-5, betas (0.9, 0.95), eps 1e-8, no weight decay, clip 1.0, cosine with 5% warmup,\n"
+      "batch 32, 20 epochs. Checkpoints are HF directories plus optimizer.safetensors and\n"
+      "trainer_state.json; SIGINT/SIGTERM save one and exit.");
+  app.footer("environment: TRAIN_LLAMA_DEBUG_NAN_STEP=N poisons the gradients of step N (tests the\n"
+             "non-finite guard).");
+  const int64_t big = int64_t(1) << 40;
+  auto opt = [&](const char* name, auto& var, const char* metavar, const char* help) {
+    return app.add_option(name, var, help)->option_text(metavar);
+  };
+  opt("--model", a.model, "DIR", "start from a Hugging Face model directory or one of our checkpoints (weights only)");
+  opt("--init", a.init, "CONFIG.json", "start from random init with this HF config.json (HF init, --seed)");
+  opt("--tokenizer", a.tokenizer, "FILE", "tokenizer.json to store in checkpoints and to decode evaluations (default: the model's)");
+  opt("--device", a.device, "auto|cpu|cuda", "backend (default auto: cuda when a GPU is present)")
+      ->check(cli::one_of({"auto", "cpu", "cuda"}));
+  opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default); keep it fixed for a bit-exact resume")
+      ->check(cli::integer(0, 4096));
+  opt("--data", a.data, "SHARDS", "primary stream: comma-separated shard paths or globs");
+  cli::repeatable(opt("--mix", a.mix, "NAME=SHARDS:RATIO",
+                      "add RATIO x |primary| examples of this stream to each epoch (repeatable)"));
+  opt("--epochs", a.epochs, "N", "epochs to train (default 20, REMIX); the cap when early stopping is on")
+      ->check(cli::integer(1, big));
+  opt("--steps", a.steps, "N", "optimizer steps to train instead of --epochs")->check(cli::integer(0, big));
+  opt("--batch-size", a.batch_size, "B", "examples per optimizer step (default 32)")->check(cli::integer(1, 1 << 24));
+  opt("--micro-batch-size", a.micro_batch_size, "M", "examples per micro-batch, gradients accumulate (default 0 = whole batch)")
+      ->check(cli::integer(0, 1 << 24));
+  opt("--seq-len", a.seq_len, "T", "row length in tokens (default 2048)")->check(cli::integer(2, 1 << 24));
+  opt("--pack", a.pack, "0|1", "pack several examples per row (default 1); attention never crosses examples")
+      ->check(cli::zero_or_one());
+  opt("--truncate", a.truncate, "0|1", "truncate examples longer than --seq-len instead of failing (default 0)")
+      ->check(cli::zero_or_one());
+  opt("--lr", a.lr, "LR", "peak learning rate (default 5e-5)")->check(cli::number(0, HUGE_VAL));
+  opt("--warmup-ratio", a.warmup_ratio, "R", "fraction of steps of linear warmup (default 0.05)")->check(cli::number());
+  opt("--schedule", a.schedule, "constant|cosine|linear", "learning-rate decay after warmup (default cosine)");
+  opt("--weight-decay", a.weight_decay, "WD", "AdamW decoupled weight decay (default 0)")->check(cli::number());
+  opt("--beta1", a.beta1, "B1", "AdamW beta1 (default 0.9)")->check(cli::number());
+  opt("--beta2", a.beta2, "B2", "AdamW beta2 (default 0.95)")->check(cli::number());
+  opt("--eps", a.eps, "EPS", "AdamW epsilon (default 1e-8)")->check(cli::number());
+  opt("--clip", a.clip, "NORM", "global gradient-norm clipping, 0 = off (default 1.0)")->check(cli::number());
+  opt("--seed", a.seed, "S", "seed of the data order and of --init (default 42)")->check(cli::integer(0, INT64_MAX));
+  opt("--eval-data", a.eval_data, "QA", "questions to evaluate at epoch ends: QA shards or a QA JSONL file");
+  opt("--eval-every-epochs", a.eval_every_epochs, "K", "evaluate every K epochs (default 1 when --eval-data is given)")
+      ->check(cli::integer(1, 1 << 30));
+  opt("--eval-limit", a.eval_limit, "N", "evaluate only the first N questions (default all)")->check(cli::integer(0, big));
+  opt("--eval-batch-size", a.eval_batch_size, "N", "sequences decoded together (default 32)")
+      ->check(cli::integer(1, 1 << 20));
+  opt("--max-new-tokens", a.max_new_tokens, "N", "longest evaluated answer in tokens (default 32)")
+      ->check(cli::integer(1, 1 << 20));
+  opt("--match", a.match, "exact|squad|contains", "answer matching rule (default exact: strip + lowercase)");
+  opt("--stop-at-accuracy", a.stop_at_accuracy, "A", "stop once evaluation accuracy >= A (e.g. 1.0 = 100% memorized)")
+      ->check(cli::number(0, 1));
+  opt("--stop-loss", a.stop_loss, "L", "stop once the step loss has been below L --stop-loss-count times in all (REMIX: 1e-4)")
+      ->check(cli::number());
+  opt("--stop-loss-count", a.stop_loss_count, "N", "see --stop-loss (default 10)")->check(cli::integer(1, 1 << 30));
+  opt("--out", a.out, "DIR", "run directory: DIR/checkpoint-<step>, and DIR/final at the end");
+  opt("--save-every", a.save_every, "N", "write a checkpoint every N steps (default 0: only the final one)")
+      ->check(cli::integer(0, big));
+  opt("--keep", a.keep, "N", "keep the N newest periodic checkpoints, 0 = all (default 2)")->check(cli::integer(0, 1 << 20));
+  opt("--save-dtype", a.save_dtype, "F32|BF16", "dtype of model.safetensors (the master weights in optimizer.safetensors stay fp32)")
+      ->check(cli::one_of({"F32", "BF16"}));
+  opt("--optimizer-state", a.optimizer_state, "fp32|bf16", "AdamW moments: fp32 (default), or bf16 with stochastic rounding (--device cuda)")
+      ->check(cli::one_of({"fp32", "bf16"}));
+  opt("--resume", a.resume, "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory");
+  opt("--log", a.log, "FILE", "append one JSON line per step (and per evaluation) to FILE");
+  opt("--log-every", a.log_every, "N", "print a progress line every N steps (default 1)")->check(cli::integer(1, 1 << 30));
+  app.add_flag("--dry-run", a.dry_run,
+               "print the GPU memory plan (weights, grads, optimizer, activations, workspace) and exit");
 }
 
-static TrainArgs apply_options(const OptionMap& given) {
+// The arguments of a run from its options (the command line, or the stored options of a resumed
+// run overridden by the new command line).
+static TrainArgs train_args(const OptionMap& options) {
   TrainArgs a;
-  const int64_t big = int64_t(1) << 40;
-  for (const auto& [name, values] : given) {
-    const std::string& v = values.back();
-    if (name == "model") a.model = v;
-    else if (name == "init") a.init = v;
-    else if (name == "tokenizer") a.tokenizer = v;
-    else if (name == "device") a.device = v;
-    else if (name == "dry-run") a.dry_run = true;
-    else if (name == "threads") a.threads = int(to_int(name, v, 0, 4096));
-    else if (name == "data") a.data = v;
-    else if (name == "mix") a.mix = values;
-    else if (name == "epochs") a.epochs = to_int(name, v, 1, big);
-    else if (name == "steps") a.steps = to_int(name, v, 0, big);
-    else if (name == "batch-size") a.batch_size = int(to_int(name, v, 1, 1 << 24));
-    else if (name == "micro-batch-size") a.micro_batch_size = int(to_int(name, v, 0, 1 << 24));
-    else if (name == "seq-len") a.seq_len = int(to_int(name, v, 2, 1 << 24));
-    else if (name == "pack") a.pack = to_bool01(name, v);
-    else if (name == "truncate") a.truncate = to_bool01(name, v);
-    else if (name == "lr") a.lr = to_double(name, v);
-    else if (name == "warmup-ratio") a.warmup_ratio = to_double(name, v);
-    else if (name == "schedule") a.schedule = v;
-    else if (name == "weight-decay") a.weight_decay = to_double(name, v);
-    else if (name == "beta1") a.beta1 = to_double(name, v);
-    else if (name == "beta2") a.beta2 = to_double(name, v);
-    else if (name == "eps") a.eps = to_double(name, v);
-    else if (name == "clip") a.clip = to_double(name, v);
-    else if (name == "seed") a.seed = uint64_t(to_int(name, v, 0, INT64_MAX));
-    else if (name == "eval-data") a.eval_data = v;
-    else if (name == "eval-every-epochs") a.eval_every_epochs = int(to_int(name, v, 1, 1 << 30));
-    else if (name == "eval-limit") a.eval_limit = to_int(name, v, 0, big);
-    else if (name == "eval-batch-size") a.eval_batch_size = int(to_int(name, v, 1, 1 << 20));
-    else if (name == "max-new-tokens") a.max_new_tokens = int(to_int(name, v, 1, 1 << 20));
-    else if (name == "match") a.match = v;
-    else if (name == "stop-at-accuracy") a.stop_at_accuracy = to_double(name, v);
-    else if (name == "stop-loss") a.stop_loss = to_double(name, v);
-    else if (name == "stop-loss-count") a.stop_loss_count = int(to_int(name, v, 1, 1 << 30));
-    else if (name == "out") a.out = v;
-    else if (name == "save-every") a.save_every = to_int(name, v, 0, big);
-    else if (name == "keep") a.keep = int(to_int(name, v, 0, 1 << 20));
-    else if (name == "save-dtype") a.save_dtype = v;
-    else if (name == "optimizer-state") a.optimizer_state = v;
-    else if (name == "resume") a.resume = v;
-    else if (name == "log") a.log = v;
-    else if (name == "log-every") a.log_every = int(to_int(name, v, 1, 1 << 30));
-  }
-  check(a.device == "auto" || a.device == "cpu" || a.device == "cuda", "--device: expected auto, cpu or cuda, got '",
-        a.device, "'");
-  check(a.save_dtype == "F32" || a.save_dtype == "BF16", "--save-dtype: expected F32 or BF16, got '", a.save_dtype, "'");
-  check(a.optimizer_state == "fp32" || a.optimizer_state == "bf16", "--optimizer-state: expected fp32 or bf16, got '",
-        a.optimizer_state, "'");
-  check(a.stop_at_accuracy >= 0 && a.stop_at_accuracy <= 1, "--stop-at-accuracy: must be in [0, 1]");
-  check(a.lr >= 0, "--lr: must be non-negative");
+  CLI::App app;
+  declare_options(app, a);
+  cli::parse_or_throw(app, cli::to_args(app, options));
   parse_schedule_kind(a.schedule);
   parse_match_kind(a.match);
   return a;
@@ -421,7 +337,7 @@ struct Trainer {
       options.erase("init");
       if (!command_line.count("tokenizer")) options.erase("tokenizer");
     }
-    args = apply_options(options);
+    args = train_args(options);
     args.resume = resume_dir;
 
     if constexpr (kOnHost) {
@@ -687,14 +603,18 @@ struct Trainer {
 
 int main(int argc, char** argv) {
   try {
-    OptionMap given = parse_command_line(argc, argv);
-    if (given.count("help") || argc == 1) {
-      print_help();
-      return argc == 1 ? 1 : 0;
+    CLI::App app;
+    TrainArgs command_line;
+    declare_options(app, command_line);
+    if (argc == 1) {
+      std::fputs(app.help().c_str(), stdout);
+      return 1;
     }
+    if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
+    const OptionMap given = cli::given(app);
     start_signal_watcher();
     // The backend is chosen from the command line (a resumed run may change device).
-    std::string device = given.count("device") ? given.at("device").back() : "auto";
+    std::string device = command_line.device;
 #if defined(ENGINE_CUDA)
     if (device == "auto") device = cuda_device_count() > 0 ? "cuda" : "cpu";
     if (device == "cuda") {

@@ -6,7 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-pkgs=(g++ make libdnnl-dev catch2 libpcre2-dev libboost-context-dev nlohmann-json3-dev wamerican)
+pkgs=(g++ make libdnnl-dev catch2 libpcre2-dev libboost-context-dev nlohmann-json3-dev wamerican libcli11-dev)
 dev=0; demo=0
 for a in "$@"; do
   case "$a" in

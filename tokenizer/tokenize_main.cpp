@@ -7,54 +7,17 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "tokenizer/impl.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/train_bpe.h"
 
-static const char* kUsage = R"(usage: tokenize COMMAND [options]
-
-Commands:
-  encode   text -> ids. Each input line becomes one output line of space-separated ids
-           (--format json: one JSON array per line). --whole encodes the entire input as one text.
-  decode   ids -> text. Each input line of ids (space-separated or a JSON array) becomes one line.
-  train    train a byte-level BPE (Llama 3 pre-tokenizer regex) on text files, write tokenizer.json
-  info     print vocab size, BOS/EOS, special tokens and the tokenizer hash
-
-Tokenizer (encode, decode, info):
-  --tokenizer PATH         tokenizer.json, or a directory containing one
-  --tiktoken PATH          a tiktoken rank file instead, with:
-    --pattern REGEX        pre-tokenizer regex, or one of: llama3, qwen2, gpt2 (default llama3)
-    --special TOK=ID,...   special tokens
-
-encode options:
-  --input PATH             read from PATH instead of stdin
-  --output PATH            write to PATH instead of stdout
-  --add-special-tokens     add BOS/EOS as the tokenizer's post-processor says
-  --format lines|json      output format (default lines)
-  --whole                  encode the whole input as one text (newlines included)
-
-decode options:
-  --input PATH, --output PATH
-  --skip-special-tokens    leave special tokens out
-
-train options:
-  --vocab-size N           total vocabulary including bytes and special tokens (default 32000)
-  --special TOK,TOK,...    special tokens appended after the merges
-  --bos TOK                make the post-processor add this special token first
-  --pattern REGEX          pre-tokenizer regex or llama3|qwen2|gpt2 (default llama3)
-  --min-frequency N        stop when the best pair occurs fewer than N times (default 2)
-  --output PATH            where to write tokenizer.json (required)
-  FILES...                 training text files
-
-  -h, --help               this help
-)";
-
 namespace {
 
 struct Args {
-  std::string command, tokenizer, tiktoken, pattern = "llama3", special, input, output, format = "lines", bos;
+  std::string tokenizer, tiktoken, pattern = "llama3", special, input, output, format = "lines", bos;
   bool add_special = false, whole = false, skip_special = false;
   int64_t vocab_size = 32000, min_frequency = 2;
   std::vector<std::string> files;
@@ -67,23 +30,10 @@ std::string resolve_pattern(const std::string& p) {
   return p;
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  if (s.empty()) return out;
-  size_t start = 0;
-  while (true) {
-    size_t c = s.find(',', start);
-    out.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
-    if (c == std::string::npos) break;
-    start = c + 1;
-  }
-  return out;
-}
-
 Tokenizer load_tokenizer(const Args& a) {
   if (!a.tiktoken.empty()) {
     std::vector<std::pair<std::string, int32_t>> specials;
-    for (const std::string& item : split_commas(a.special)) {
+    for (const std::string& item : cli::split_commas(a.special)) {
       size_t eq = item.rfind('=');
       check(eq != std::string::npos && eq > 0, "--special: expected TOKEN=ID, got '", item, "'");
       specials.push_back({item.substr(0, eq), int32_t(std::stol(item.substr(eq + 1)))});
@@ -133,7 +83,6 @@ void append_ids(std::string* out, const std::vector<int32_t>& ids, bool as_json)
 
 int cmd_encode(const Args& a) {
   Tokenizer t = load_tokenizer(a);
-  check(a.format == "lines" || a.format == "json", "--format must be lines or json, got '", a.format, "'");
   std::string text = read_input(a), out;
   bool as_json = a.format == "json";
   if (a.whole) {
@@ -181,7 +130,7 @@ int cmd_train(const Args& a) {
   check(!a.files.empty(), "train: give at least one training text file");
   BpeTrainOptions opt;
   opt.vocab_size = int32_t(a.vocab_size);
-  opt.special_tokens = split_commas(a.special);
+  opt.special_tokens = cli::split_commas(a.special);
   opt.bos_token = a.bos;
   opt.pattern = resolve_pattern(a.pattern);
   opt.min_frequency = a.min_frequency;
@@ -212,44 +161,82 @@ int cmd_info(const Args& a) {
   return 0;
 }
 
+
+// The options of each command, bound to `a`.
+void declare_commands(CLI::App& app, Args& a) {
+  cli::init(app, "usage: tokenize COMMAND [options]   (tokenize COMMAND --help: the command's options)");
+  cli::last_wins(app);
+  app.description("Encodes, decodes, trains and inspects tokenizers.");
+  auto opt = [&](CLI::App* cmd, const char* name, std::string& var, const char* metavar, const char* help) {
+    return cmd->add_option(name, var, help)->option_text(metavar);
+  };
+  auto tokenizer_options = [&](CLI::App* cmd) {
+    opt(cmd, "--tokenizer", a.tokenizer, "PATH", "tokenizer.json, or a directory containing one");
+    opt(cmd, "--tiktoken", a.tiktoken, "PATH", "a tiktoken rank file instead, with --pattern and --special");
+    opt(cmd, "--pattern", a.pattern, "REGEX", "tiktoken: pre-tokenizer regex, or one of: llama3, qwen2, gpt2 (default llama3)");
+    opt(cmd, "--special", a.special, "TOK=ID,...", "tiktoken: special tokens");
+  };
+  auto io_options = [&](CLI::App* cmd) {
+    opt(cmd, "--input", a.input, "PATH", "read from PATH instead of stdin");
+    opt(cmd, "--output", a.output, "PATH", "write to PATH instead of stdout");
+  };
+  CLI::App* encode = cli::subcommand(
+      app, "encode",
+      "text -> ids. Each input line becomes one output line of space-separated ids\n"
+      "(--format json: one JSON array per line). --whole encodes the entire input as one text.",
+      "usage: tokenize encode (--tokenizer PATH | --tiktoken PATH) [options]");
+  tokenizer_options(encode);
+  io_options(encode);
+  encode->add_flag("--add-special-tokens", a.add_special, "add BOS/EOS as the tokenizer's post-processor says");
+  opt(encode, "--format", a.format, "lines|json", "output format (default lines)")->check(cli::one_of({"lines", "json"}));
+  encode->add_flag("--whole", a.whole, "encode the whole input as one text (newlines included)");
+
+  CLI::App* decode = cli::subcommand(
+      app, "decode", "ids -> text. Each input line of ids (space-separated or a JSON array) becomes one line.",
+      "usage: tokenize decode (--tokenizer PATH | --tiktoken PATH) [options]");
+  tokenizer_options(decode);
+  io_options(decode);
+  decode->add_flag("--skip-special-tokens", a.skip_special, "leave special tokens out");
+
+  CLI::App* train = cli::subcommand(
+      app, "train", "train a byte-level BPE (Llama 3 pre-tokenizer regex) on text files, write tokenizer.json",
+      "usage: tokenize train --output PATH [options] FILES...");
+  train->add_option("--vocab-size", a.vocab_size, "total vocabulary including bytes and special tokens (default 32000)")
+      ->option_text("N")
+      ->check(cli::integer(1, INT32_MAX));
+  opt(train, "--special", a.special, "TOK,TOK,...", "special tokens appended after the merges");
+  opt(train, "--bos", a.bos, "TOK", "make the post-processor add this special token first");
+  opt(train, "--pattern", a.pattern, "REGEX", "pre-tokenizer regex or llama3|qwen2|gpt2 (default llama3)");
+  train->add_option("--min-frequency", a.min_frequency, "stop when the best pair occurs fewer than N times (default 2)")
+      ->option_text("N")
+      ->check(cli::integer(1, INT64_MAX));
+  opt(train, "--output", a.output, "PATH", "where to write tokenizer.json (required)");
+  train->add_option("FILES", a.files, "training text files")->type_name("");
+
+  CLI::App* info = cli::subcommand(app, "info", "print vocab size, BOS/EOS, special tokens and the tokenizer hash",
+                                   "usage: tokenize info (--tokenizer PATH | --tiktoken PATH) [options]");
+  tokenizer_options(info);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     Args a;
+    CLI::App app;
+    declare_commands(app, a);
     if (argc < 2) {
-      std::fputs(kUsage, stderr);
+      std::fputs(app.help().c_str(), stderr);
       return 2;
     }
-    for (int i = 1; i < argc; ++i) {
-      std::string s = argv[i];
-      auto value = [&]() -> std::string {
-        check(i + 1 < argc, "option ", s, " needs a value");
-        return argv[++i];
-      };
-      if (s == "-h" || s == "--help") { std::fputs(kUsage, stdout); return 0; }
-      else if (s == "--tokenizer") a.tokenizer = value();
-      else if (s == "--tiktoken") a.tiktoken = value();
-      else if (s == "--pattern") a.pattern = value();
-      else if (s == "--special") a.special = value();
-      else if (s == "--input") a.input = value();
-      else if (s == "--output") a.output = value();
-      else if (s == "--format") a.format = value();
-      else if (s == "--bos") a.bos = value();
-      else if (s == "--add-special-tokens") a.add_special = true;
-      else if (s == "--skip-special-tokens") a.skip_special = true;
-      else if (s == "--whole") a.whole = true;
-      else if (s == "--vocab-size") a.vocab_size = std::stoll(value());
-      else if (s == "--min-frequency") a.min_frequency = std::stoll(value());
-      else if (s.size() > 1 && s[0] == '-') fail("unknown option ", s, " (see --help)");
-      else if (a.command.empty()) a.command = s;
-      else a.files.push_back(s);
-    }
-    if (a.command == "encode") return cmd_encode(a);
-    if (a.command == "decode") return cmd_decode(a);
-    if (a.command == "train") return cmd_train(a);
-    if (a.command == "info") return cmd_info(a);
-    fail("unknown command '", a.command, "' (encode, decode, train, info; see --help)");
+    if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
+    const std::vector<CLI::App*> chosen = app.get_subcommands();
+    check(!chosen.empty(), "give a command: encode, decode, train or info (see --help)");
+    const std::string command = chosen.front()->get_name();
+    if (command == "encode") return cmd_encode(a);
+    if (command == "decode") return cmd_decode(a);
+    if (command == "train") return cmd_train(a);
+    return cmd_info(a);
   } catch (const std::exception& e) {  // EngineError and anything else: a message, never a crash
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
