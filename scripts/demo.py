@@ -95,13 +95,12 @@ PROFILES = {
         seeds=[1, 2, 3], lrs=[1e-4, 3e-4, 1e-3], sweep=["none", "remix1"], main_only=[],
     ),
     "study": dict(
-        model=dict(hidden=192, layers=4, heads=3, kv_heads=3, intermediate=512, seq_len=256),
-        vocab=4096, pretrain_words=150000, pretrain_epochs=6, pretrain_lr=3e-3, pretrain_batch=16,
+        model=_SMALL, vocab=4096, pretrain_words=150000, pretrain_epochs=4, pretrain_lr=3e-3, pretrain_batch=16,
         num_facts=64, num_fr=64, heldout_docs=300, random_words=8, generic_words=20,
         stage1_max_epochs=150, stage1_lr=3e-3, stage2_epochs=60, code_epochs=2,
-        batch=4, eval_every=2, tokens_per_s=5000,
-        seeds=[1, 2, 3, 4, 5], lrs=[5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 3e-3],
-        sweep=["none", "remix1", "remix2", "replay"], main_only=["remix4", "random1", "generic1"],
+        batch=4, eval_every=2, tokens_per_s=9000,
+        seeds=[1, 2, 3, 4, 5], lrs=[1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 3e-3],
+        sweep=["none", "remix1", "remix2"], main_only=["remix4", "random1", "generic1", "replay"],
     ),
     "mini": dict(
         model=dict(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128, seq_len=256),
