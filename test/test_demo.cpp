@@ -181,7 +181,10 @@ TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]")
     CHECK(a.at("half").get<double>() == Approx(4.303 * std::sqrt(ss / 2) / std::sqrt(3.0)).margin(1e-12));
     aggregates++;
   }
-  CHECK(aggregates >= 8 * 6);
+  // 8 measures for each of the 5 (setting, rate) configurations, and the step counts of stage 1 and
+  // relearning for the 3 settings at the main rate (savings and the frontier need runs that reached
+  // 100% or learned some D_B, which the miniature does not promise).
+  CHECK(aggregates >= 8 * 5 + 2 * 3);
   // Savings of each relearning run: 1 - relearn steps / stage-1 steps, from trainer_state.json.
   for (auto& [key, d] : results.at("derived").items()) {
     if (key.find("|savings") == std::string::npos || d.at("value").is_null()) continue;
