@@ -471,6 +471,7 @@ class Experiment:
         self.T = self.p["model"]["seq_len"]
         self.main_lr = None  # set after the sweep (phase 2)
         self.report_sections = []  # hooks: functions (exp) -> markdown appended to report.md
+        self.report_deps = []      # hooks: names of stages whose outputs those sections read
 
     def shards(self, name):
         return self.d.path(name, "data.bin")
@@ -675,7 +676,7 @@ def build_report(x):
     d = x.d
     deps = [run_name("eval", *r) for r in x.stage2_runs()]
     deps += [run_name("relearn", s, x.main_lr, seed) for s in x.settings() for seed in x.p["seeds"]]
-    deps += ["base-eval"] + [stage1_name(s, seed) for s in x.settings() for seed in x.p["seeds"]]
+    deps += ["base-eval"] + [stage1_name(s, seed) for s in x.settings() for seed in x.p["seeds"]] + x.report_deps
     d.add(Stage("report", "tables with intervals, verdicts, gnuplot charts and report.md",
                 [], [d.path("report.md"), d.path("results.json"), d.path("table.txt")],
                 deps=sorted(set(deps)), tools=["scripts/demo.py", "scripts/demo_report.py"], est_seconds=2,
@@ -684,8 +685,9 @@ def build_report(x):
 
 # The stage registry: phases of builders, run in order. A phase's stages all run before the next
 # phase's builders are called (the main phase reads the sweep's results). A module adds its stages
-# by appending a builder (a function of the Experiment) to a phase, and a report section by
-# appending to Experiment.report_sections.
+# by appending a builder (a function of the Experiment) to a phase (before build_report for the
+# last phase), and a report section by appending to Experiment.report_sections, with the stages it
+# reads in Experiment.report_deps.
 BUILDERS = [
     [build_data, build_tokenizer, build_shards, build_base, build_stage1, build_sweep],
     [build_main, build_report],

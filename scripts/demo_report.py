@@ -547,9 +547,17 @@ its source, and `python3 scripts/demo_report.py --check {out}` verifies them.
                "comparisons": R.comparisons}
     write_atomic(os.path.join(repo, out, "report.md"), md)
     write_atomic(os.path.join(repo, out, "results.json"), json.dumps(results, indent=1, ensure_ascii=False))
-    table = "\n".join(l for l in cmp_rows if not l.startswith("| ---")).replace("| ", "").replace(" |", "  ")
     write_atomic(os.path.join(repo, out, "table.txt"),
-                 f"main stage-2 learning rate {main:g}\n" + table + "\n\n" + outcome(R, x, labels).replace("**", "") + "\n")
+                 f"main stage-2 learning rate {main:g}\n\n" + text_table(cmp_rows) + "\n\n" +
+                 outcome(R, x, labels).replace("**", "") + "\n")
+
+
+def text_table(md_rows):
+    """A markdown table as aligned plain text (for the terminal)."""
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in md_rows if not r.startswith("| ---")]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
 
 
 def write_atomic(path, text):
