@@ -25,6 +25,7 @@
 #include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "dataloader/prompt_template.h"
 #include "eval/factoid_eval.h"
 #include "eval/layer_lens.h"
@@ -76,19 +77,19 @@ static void declare_options(CLI::App& app, Args& a) {
   app.add_flag("--quiet", a.quiet, "no progress lines");
 }
 
-// Progress on stderr: at most one line every 2 s, with the elapsed time and an ETA from the rate so far.
-struct Progress {
-  bool quiet = false;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last = start;
-  void update(const std::string& what, size_t done, size_t total) {
+// Progress of one phase (common/progress.h) from a callback that reports work done so far; none
+// with --quiet. The total is known at the first report.
+struct PhaseProgress {
+  PhaseProgress(bool q, std::string w, std::string u) : quiet(q), what(std::move(w)), unit(std::move(u)) {}
+  bool quiet;
+  std::string what, unit;
+  std::unique_ptr<Progress> progress;
+  size_t done = 0;
+  void update(size_t now, size_t total) {
     if (quiet) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total && now - last < std::chrono::seconds(2)) return;
-    last = now;
-    const double secs = std::chrono::duration<double>(now - start).count();
-    const double eta = done > 0 ? secs * double(total - done) / double(done) : 0.0;
-    std::fprintf(stderr, "analyze_layers: %s %zu/%zu, %.1f s elapsed, ETA %d:%02d\n", what.c_str(), done, total, secs,
-                 int(eta) / 60, int(eta) % 60);
+    if (!progress) progress = std::make_unique<Progress>(what, int64_t(total), unit);
+    progress->add(int64_t(now - done));
+    done = now;
   }
 };
 
@@ -115,14 +116,15 @@ static Checkpoint load_checkpoint(const std::string& dir, const std::string& tok
 
 template <class Backend>
 static std::vector<FactLens> lens_on(const Checkpoint& ck, const std::vector<EvalItem>& items, int batch,
-                                     Progress& progress) {
+                                     bool quiet) {
   const int rows = std::max(1, std::min(batch, int(items.size())));
   LlamaModel<Backend> m(ck.config, rows, lens_max_row_length(items));
 #if defined(ENGINE_CUDA)
   if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(m);
 #endif
   m.load_params(ck.params.data());
-  return run_logit_lens(m, items, rows, [&](size_t done) { progress.update("lens " + ck.dir, done, items.size()); });
+  PhaseProgress progress{quiet, "analyze_layers: lens " + ck.dir, "questions"};
+  return run_logit_lens(m, items, rows, [&](size_t done) { progress.update(done, items.size()); });
 }
 
 static json l_star_json(const LStarSummary& s, const std::vector<int>& per_fact) {
@@ -247,8 +249,6 @@ int main(int argc, char** argv) {
     const bool questions = is_question_file(args.data);
     make_dirs(args.out);
     AtomicFileWriter rows_out(args.out + "/lens.jsonl");
-    Progress progress;
-    progress.quiet = args.quiet;
 
     std::unique_ptr<Checkpoint> ref;
     if (!args.reference.empty()) ref = std::make_unique<Checkpoint>(load_checkpoint(args.reference, args.tokenizer));
@@ -270,10 +270,10 @@ int main(int argc, char** argv) {
 
       std::vector<FactLens> facts;
 #if defined(ENGINE_CUDA)
-      if (args.device == "cuda") facts = lens_on<CudaBackend>(ck, items, args.batch_size, progress);
+      if (args.device == "cuda") facts = lens_on<CudaBackend>(ck, items, args.batch_size, args.quiet);
       else
 #endif
-        facts = lens_on<CpuBackend>(ck, items, args.batch_size, progress);
+        facts = lens_on<CpuBackend>(ck, items, args.batch_size, args.quiet);
       const LensSummary s = summarize_lens(facts, L);
 
       std::vector<int> ls, ls_all;
@@ -313,9 +313,10 @@ int main(int argc, char** argv) {
         if (ref_accuracy < 0)
           ref_accuracy = evaluate_params(ref->config, ref->layout, ref->params.data(), *ref->tok, items, opt, match).accuracy;
         const EvalOutcome base = evaluate_params(ck.config, ck.layout, ck.params.data(), *ck.tok, items, opt, match);
+        PhaseProgress progress{args.quiet, "analyze_layers: swaps " + dir, "swaps"};
         const std::vector<SwapRow> rows =
             run_swap_profile(ck.config, ck.layout, ck.params.data(), ref->params.data(), *ck.tok, items, opt, match,
-                             [&](size_t done, size_t total) { progress.update("swap " + dir, done, total); });
+                             [&](size_t done, size_t total) { progress.update(done, total); });
         json jr = json::array();
         for (const SwapRow& r : rows)
           jr.push_back({{"part", r.part}, {"layer", r.layer}, {"correct", r.correct}, {"accuracy", r.accuracy}});
