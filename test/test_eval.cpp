@@ -291,6 +291,7 @@ TEST_CASE("evaluation stops on Tokenizer::stop_ids() (<|eom_id|> and <|end|> inc
   REQUIRE(opt.stops(newline[0]));
   for (int32_t id : word) REQUIRE_FALSE(opt.stops(id));
   REQUIRE_FALSE(opt.stops(tok.token_to_id("<|start_header_id|>")));  // special, but no end of turn
+}
 
 TEST_CASE("answer_stats: log-softmax, top-1 with greedy tie-breaking, and rank on hand-made rows") {
   // Row 0 predicts token 2: logits {0, 3, 1, 3}: tokens 1 and 3 are higher -> rank 3, not top-1.
