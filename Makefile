@@ -74,7 +74,7 @@ BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_BINS := $(TEST_SRCS:test/%.cpp=$(BUILD)/test/%)
 
-.PHONY: all test reference clean deps demo demo-quick docs-cli
+.PHONY: all test reference clean deps demo demo-quick study docs-cli
 .SECONDARY:
 all: $(BINARIES)
 
@@ -139,6 +139,13 @@ demo:
 	python3 scripts/demo.py --no-install $(if $(filter-out 0,$(DEMO_QUICK)),--quick)
 demo-quick:
 	$(MAKE) demo DEMO_QUICK=1
+# The full sweep (<= 2 hours on 2 cores; runs/study/), published to docs/results/study/ with the
+# commit it was made at and the command, for committing.
+study:
+	bash scripts/install_deps.sh --demo
+	$(MAKE) -j$$(nproc) all
+	python3 scripts/demo.py --no-install --study
+	python3 scripts/demo_report.py --publish runs/study docs/results/study
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

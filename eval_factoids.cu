@@ -6,10 +6,12 @@
 // prompt it was trained with (the template stored in its checkpoint, or in the QA shard), until
 // EOS / end-of-turn / a newline / --max-new-tokens. Answers are matched (REMIX: strip + lowercase,
 // equality). With several models the table also shows forgetting: the accuracy drop relative to
-// the first model (e.g. after stage 1, then after stage 2). --score adds the log-likelihood of
-// each gold answer (sum and mean over its tokens) for likelihood-based evaluation. --heldout adds
-// each model's loss and perplexity on shards never trained on (D_B's own metric, beside D_A's
-// forgetting), with the training forward and masking.
+// the first model (e.g. after stage 1, then after stage 2). --score adds continuous measures of
+// each gold answer under teacher forcing (eval/answer_stats.h): its log-likelihood (sum and mean
+// over its tokens), the share of its tokens predicted top-1 and the rank of its first token; a
+// fact that exact match calls lost may still be ranked high.
+// --heldout adds each model's loss and perplexity on shards never trained on (D_B's own metric,
+// beside D_A's forgetting), with the training forward and masking.
 //
 //   ./eval_factoids --model s1/final --model s2/final --data popqa.jsonl --heldout gsm8k_test.bin
 #include <omp.h>
@@ -32,6 +34,7 @@
 #include "common/progress.h"
 #include "common/nvtx.h"
 #include "dataloader/prompt_template.h"
+#include "eval/answer_stats.h"
 #include "eval/factoid_eval.h"
 #include "eval/heldout_loss.h"
 #include "model/checkpoint.h"
@@ -84,7 +87,9 @@ static void declare_options(CLI::App& app, EvalArgs& a) {
   opt("--max-new-tokens", a.max_new_tokens, "N", "longest answer in tokens (default 32)")->check(cli::integer(1, 1 << 20));
   opt("--batch-size", a.batch_size, "N", "sequences decoded together (default 32)")->check(cli::integer(1, 1 << 20));
   opt("--limit", a.limit, "N", "evaluate only the first N questions")->check(cli::integer(0, int64_t(1) << 40));
-  app.add_flag("--score", a.score, "also print each gold answer's log-likelihood (sum, mean)");
+  app.add_flag("--score", a.score,
+               "also score each gold answer under teacher forcing: log-likelihood\n"
+               "(sum, mean), share of tokens predicted top-1, first-token rank");
   opt("--out", a.out, "DIR", "write DIR/predictions.jsonl and DIR/metrics.json");
   opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default)")->check(cli::integer(0, 4096));
   opt("--device", a.device, "auto|cpu|cuda", "backend (default auto)")->check(cli::one_of({"auto", "cpu", "cuda"}));
@@ -94,7 +99,10 @@ static void declare_options(CLI::App& app, EvalArgs& a) {
 struct ModelResult {
   std::string model;
   int64_t correct = 0, total = 0;
-  double accuracy = 0, mean_logprob = 0, decode_tokens_per_s = 0;
+  double accuracy = 0, decode_tokens_per_s = 0;
+  // --score: means over the questions of each answer's mean log-prob and top-1 share, and the
+  // median first-token rank (ranks are heavy-tailed: a mean would follow the few worst facts).
+  double mean_logprob = 0, mean_top1_share = 0, median_first_rank = 0;
   HeldoutLoss heldout;
 };
 
@@ -115,7 +123,7 @@ static HeldoutLoss heldout_on(const LlamaConfig& config, const std::vector<float
 template <class Backend>
 static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& params, const Tokenizer& tok,
                              const std::vector<EvalItem>& items, const EvalArgs& args, MatchKind match,
-                             std::vector<AnswerScore>* scores, double* decode_seconds) {
+                             std::vector<AnswerStats>* scores, double* decode_seconds) {
   // Sized for the longest prompt plus its answer (greedy or gold, for --score).
   size_t max_len = 1;
   for (const auto& it : items)
@@ -185,7 +193,7 @@ int main(int argc, char** argv) {
       if (factoids) items = load_eval_items(args.data, tok, template_text, args.limit);
       check(!factoids || !items.empty(), args.data, ": no questions");
 
-      std::vector<AnswerScore> scores;
+      std::vector<AnswerStats> scores;
       double secs = 0;
       EvalOutcome r;
 #if defined(ENGINE_CUDA)
@@ -206,7 +214,8 @@ int main(int argc, char** argv) {
         std::printf("%s: %lld/%lld correct (%.2f%%), %lld tokens decoded in %.2fs (%.0f tok/s)\n", dir.c_str(),
                     (long long)mr.correct, (long long)mr.total, 100.0 * mr.accuracy, (long long)generated, secs,
                     mr.decode_tokens_per_s);
-      double sum_mean = 0;
+      double sum_mean = 0, sum_top1 = 0;
+      std::vector<int> ranks;
       for (size_t i = 0; i < items.size(); ++i) {
         json line = {{"model", dir},          {"index", i},
                      {"question", items[i].question}, {"gold", items[i].golds},
@@ -216,16 +225,28 @@ int main(int argc, char** argv) {
           line["answer_logprob_sum"] = scores[i].sum_logprob;
           line["answer_logprob_mean"] = scores[i].mean_logprob;
           line["answer_tokens"] = scores[i].num_tokens;
+          line["answer_top1_share"] = scores[i].top1_share();
+          line["first_token_rank"] = scores[i].first_rank;
           sum_mean += scores[i].mean_logprob;
-          std::printf("score %s example %zu: sum %.6f mean %.6f (%d tokens)\n", dir.c_str(), i, scores[i].sum_logprob,
-                      scores[i].mean_logprob, scores[i].num_tokens);
+          sum_top1 += scores[i].top1_share();
+          ranks.push_back(scores[i].first_rank);
+          if (!args.quiet)
+            std::printf("score %s example %zu: sum %.6f mean %.6f (%d tokens), top-1 %d/%d, first-token rank %d\n",
+                        dir.c_str(), i, scores[i].sum_logprob, scores[i].mean_logprob, scores[i].num_tokens,
+                        scores[i].top1, scores[i].num_tokens, scores[i].first_rank);
         }
         if (pred_writer) {
           std::string s = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // a prediction may end mid-character
           pred_writer->write(s.data(), s.size());
         }
       }
-      if (args.score) mr.mean_logprob = sum_mean / double(items.size());
+      if (args.score && !items.empty()) {
+        mr.mean_logprob = sum_mean / double(items.size());
+        mr.mean_top1_share = sum_top1 / double(items.size());
+        std::sort(ranks.begin(), ranks.end());
+        const size_t n = ranks.size();
+        mr.median_first_rank = n % 2 ? ranks[n / 2] : 0.5 * (ranks[n / 2 - 1] + ranks[n / 2]);
+      }
       if (!args.heldout.empty()) {
         const HeldoutData hd = load_heldout(args.heldout, tok.hash(), config.vocab_size, config.max_position_embeddings);
         const auto h0 = std::chrono::steady_clock::now();
@@ -253,7 +274,7 @@ int main(int argc, char** argv) {
     for (const auto& r : results) w = std::max(w, r.model.size());
     const bool heldout = !args.heldout.empty();
     std::printf("\n%-*s", int(w), "model");
-    if (factoids) std::printf("  %9s  %13s  %10s%s", "accuracy", "correct/total", "forgetting", args.score ? "  mean logprob" : "");
+    if (factoids) std::printf("  %9s  %13s  %10s%s", "accuracy", "correct/total", "forgetting", args.score ? "  mean logprob  top-1 share  median rank" : "");
     if (heldout) std::printf("  %12s  %12s", "heldout loss", "heldout ppl");
     std::printf("\n");
     json metrics_models = json::array();
@@ -266,7 +287,7 @@ int main(int argc, char** argv) {
       else std::snprintf(fg, sizeof fg, "%.2f", forgetting);
       std::printf("%-*s", int(w), r.model.c_str());
       if (factoids) std::printf("  %8.2f%%  %13s  %10s", 100.0 * r.accuracy, cnt, fg);
-      if (factoids && args.score) std::printf("  %12.4f", r.mean_logprob);
+      if (factoids && args.score) std::printf("  %12.4f  %11.4f  %11.1f", r.mean_logprob, r.mean_top1_share, r.median_first_rank);
       if (heldout) std::printf("  %12.4f  %12.4f", r.heldout.mean_loss(), r.heldout.perplexity());
       std::printf("\n");
       json m = {{"model", r.model}};
@@ -277,7 +298,12 @@ int main(int argc, char** argv) {
         m["decode_tokens_per_s"] = r.decode_tokens_per_s;
         if (i > 0) m["forgetting"] = results[0].accuracy - r.accuracy;
       }
-      if (args.score) m["mean_answer_logprob"] = r.mean_logprob;
+      if (args.score) {
+        m["mean_answer_logprob"] = r.mean_logprob;
+        m["mean_answer_top1_share"] = r.mean_top1_share;
+        m["median_first_token_rank"] = r.median_first_rank;
+        if (i > 0) m["answer_logprob_change"] = r.mean_logprob - results[0].mean_logprob;
+      }
       if (heldout)
         m["heldout"] = {{"loss", r.heldout.mean_loss()},       {"perplexity", r.heldout.perplexity()},
                         {"target_tokens", r.heldout.target_tokens}, {"examples", r.heldout.examples},

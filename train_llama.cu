@@ -6,8 +6,9 @@
 //
 // The loop: the dataloader hands out optimizer batches of B examples (micro-batched, packed);
 // each micro-batch adds its gradients (normalized by the target tokens of the whole batch); the
-// optimizer step clips the global norm and applies AdamW at the scheduled learning rate. At each
-// epoch end the factoids can be evaluated (greedy, exact match) to stop at 100% memorization;
+// optimizer step clips the global norm and applies AdamW at the scheduled learning rate. Before the
+// first step and at epoch ends the factoids can be evaluated (greedy, exact match) to stop at 100%
+// memorization (after 0 steps for a model that already knows them);
 // the step loss can stop training too (REMIX: below 1e-4 ten times). Checkpoints are atomic and
 // hold everything needed to resume to identical weights.
 #include <omp.h>
@@ -538,6 +539,13 @@ struct Trainer {
     OptimizerBatch batch;
     const double spe = double(loader->steps_per_epoch());
 
+    // A fresh run evaluates before its first step: the learning curve starts at epoch 0, and a
+    // model that already knows the facts stops after 0 steps (relearning a fact that was never
+    // lost costs nothing, which is what the savings measure of forgetting needs).
+    if (step == 0 && !eval_items.empty()) {
+      double acc = evaluate(0);
+      if (args.stop_at_accuracy > 0 && acc >= args.stop_at_accuracy) stop_reason = "accuracy";
+    }
     while (stop_reason.empty()) {
       if (g_stop_signal) {
         stop_reason = "signal";

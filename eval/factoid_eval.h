@@ -9,6 +9,7 @@
 
 #include "common/progress.h"
 #include "eval/answer_match.h"
+#include "eval/answer_stats.h"
 #include "model/config.h"
 #include "model/decode.h"
 #include "tokenizer/tokenizer.h"
@@ -75,9 +76,9 @@ EvalOutcome evaluate_factoids(LlamaModel<Backend>& m, const Tokenizer& tok, cons
   return match_outputs(tok, items, std::move(output_ids), match);
 }
 
-// Log-likelihood of each item's trained answer tokens given its prompt (model/decode.h).
+// Teacher-forced statistics of each item's trained answer tokens given its prompt (eval/answer_stats.h).
 template <class Backend>
-std::vector<AnswerScore> score_items(LlamaModel<Backend>& m, const std::vector<EvalItem>& items, int batch_size) {
+std::vector<AnswerStats> score_items(LlamaModel<Backend>& m, const std::vector<EvalItem>& items, int batch_size) {
   std::vector<std::vector<int32_t>> prompts, answers;
   for (const auto& it : items) {
     prompts.push_back(it.prompt_ids);

@@ -4,5 +4,3 @@
 template std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<CpuBackend>&,
                                                            const std::vector<std::vector<int32_t>>&,
                                                            const GreedyOptions&);
-template std::vector<AnswerScore> score_answers(LlamaModel<CpuBackend>&, const std::vector<std::vector<int32_t>>&,
-                                                const std::vector<std::vector<int32_t>>&, int);

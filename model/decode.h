@@ -1,5 +1,5 @@
 // Inference loops over LlamaModel<Backend>'s KV-cache steps (model/llama.h), the same on every
-// backend: batched greedy decoding and answer log-likelihood scoring.
+// backend: batched greedy decoding (answer scoring: eval/answer_stats.h).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -68,86 +68,7 @@ std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<Backend>& m,
   return results;
 }
 
-// Log-likelihood of `answer` given `prompt` under the model: the sum over answer tokens of
-// log p(answer_j | prompt, answer_<j), and that sum divided by the answer length.
-struct AnswerScore {
-  double sum_logprob = 0, mean_logprob = 0;
-  int num_tokens = 0;
-};
-
-// One forward per batch over prompt + answer rows (right-padded; padding attends to itself only),
-// logits at the positions that predict answer tokens, log-softmax in double on the host.
-template <class Backend>
-std::vector<AnswerScore> score_answers(LlamaModel<Backend>& m, const std::vector<std::vector<int32_t>>& prompts,
-                                       const std::vector<std::vector<int32_t>>& answers, int batch_size) {
-  check(prompts.size() == answers.size(), "score_answers: prompts and answers differ in count");
-  check(batch_size > 0, "score_answers: batch size must be positive");
-  const int V = m.V;
-  std::vector<AnswerScore> scores(prompts.size());
-  std::vector<float> logits;
-  for (size_t b0 = 0; b0 < prompts.size();) {
-    // As many rows as the batch size and the model's plan (max_rows of max_T tokens) allow.
-    size_t b1 = b0;
-    int T = 0;
-    while (b1 < prompts.size() && int(b1 - b0) < std::min(batch_size, m.max_rows)) {
-      check(!prompts[b1].empty(), "score_answers: prompt ", b1, " is empty");
-      const int len = int(prompts[b1].size() + answers[b1].size());
-      check(len <= m.max_T, "score_answers: prompt + answer ", b1, " of ", len, " tokens exceeds the model's max_T ",
-            m.max_T);
-      T = std::max(T, len);
-      b1++;
-    }
-    Batch b;
-    b.rows = int(b1 - b0);
-    b.T = T;
-    b.tokens.assign(size_t(b.rows) * T, 0);
-    b.targets.assign(b.tokens.size(), -1);
-    b.positions.assign(b.tokens.size(), 0);
-    b.seg_start.resize(b.tokens.size());
-    std::vector<int32_t> want, target;
-    std::vector<size_t> owner;
-    for (int r = 0; r < b.rows; ++r) {
-      const auto& p = prompts[b0 + r];
-      const auto& a = answers[b0 + r];
-      const size_t len = p.size() + a.size();
-      for (int t = 0; t < T; ++t) {
-        const size_t i = size_t(r) * T + t;
-        const bool real = size_t(t) < len;
-        if (real) {
-          b.tokens[i] = size_t(t) < p.size() ? p[t] : a[t - p.size()];
-          b.positions[i] = t;
-        }
-        b.seg_start[i] = real ? 0 : t;
-        // The logits after token t predict token t+1: wanted from the last prompt token to the
-        // second-to-last answer token.
-        if (size_t(t) + 1 >= p.size() && size_t(t) + 1 < len) {
-          want.push_back(int32_t(i));
-          target.push_back(a[t + 1 - p.size()]);
-          owner.push_back(b0 + r);
-        }
-      }
-    }
-    logits.resize(want.size() * size_t(V));
-    if (!want.empty()) m.forward_logits_at(b, want, logits.data());
-    for (size_t k = 0; k < want.size(); ++k) {
-      // log_softmax in double for the answer token: x_t - max - log(sum exp(x - max)).
-      const float* row = &logits[k * V];
-      const float mx = *std::max_element(row, row + V);
-      double sum = 0;
-      for (int i = 0; i < V; ++i) sum += std::exp(double(row[i]) - mx);
-      AnswerScore& sc = scores[owner[k]];
-      sc.sum_logprob += double(row[target[k]]) - mx - std::log(sum);
-      sc.num_tokens += 1;
-    }
-    b0 = b1;
-  }
-  for (auto& sc : scores) sc.mean_logprob = sc.num_tokens ? sc.sum_logprob / sc.num_tokens : 0.0;
-  return scores;
-}
 
 extern template std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<CpuBackend>&,
                                                                   const std::vector<std::vector<int32_t>>&,
                                                                   const GreedyOptions&);
-extern template std::vector<AnswerScore> score_answers(LlamaModel<CpuBackend>&,
-                                                       const std::vector<std::vector<int32_t>>&,
-                                                       const std::vector<std::vector<int32_t>>&, int);

@@ -11,10 +11,17 @@
 #   stage 2  every D_B from every stage-1 checkpoint: no mixing, generic mixing (each ratio), and,
 #            from the unmixed stage-1 checkpoint, replay of --replay-ratio x |D_B| D_A examples;
 #            QA stops once the step loss has been below 1e-4 ten times (REMIX), else 20 epochs;
-#   eval     ./eval_factoids on D_A (stage-1 and stage-2 checkpoints: accuracy and forgetting) and
-#            on D_B, writing metrics.json + predictions.jsonl per run. A non-factoid D_B (chat,
-#            code, math) is scored by its held-out loss and perplexity, in the D_A table beside the
-#            forgetting; GSM8K also by final-answer exact match on its held-out split.
+#   eval     ./eval_factoids --score on D_A (stage-1 and stage-2 checkpoints: accuracy, forgetting,
+#            gold-answer log-prob and its change, top-1 share, first-token rank) and on D_B. A
+#            non-factoid D_B (chat, code, math) is scored by its held-out loss and perplexity, in
+#            the D_A table beside the forgetting; GSM8K also by final-answer exact match;
+#   savings  D_A relearned from every stage-2 checkpoint with its stage-1 recipe until 100% exact
+#            match (--no-savings skips it), against the step at which stage 1 first reached 100%
+#            (stage 1 evaluates D_A every epoch and trains all its epochs, as REMIX does);
+#   seeds    every run for each of --seeds (default "1 2 3": the D_A set, the random words and the
+#            data order); stage 2 at each of --lrs (default 5e-5; a list gives the frontier);
+#   summary  scripts/gpu_summary.py: means with 95% t-intervals over seeds, paired differences
+#            against the unmixed runs and verdicts by the demo's rule, in OUT/summary.md.
 #   layers   ./analyze_layers on D_A (docs/analysis.md): logit lens and l* of every stage-1
 #            checkpoint with its layer-swap profile against --model, and the lens of every stage-2
 #            checkpoint trained without mixing (OUT/layers/*/metrics.json and charts).
@@ -34,15 +41,16 @@
 #                      passage:` + words 0-50 -> words 50-100.
 #   --words FILE       word list for random-word passages (default /usr/share/dict/words).
 # A stage whose final checkpoint exists is skipped, so the script can be re-run after a failure.
-# --dry-run prints the commands; --no-build skips `make`; --device, --epochs, --lr, --batch-size,
-# --seq-len, --num-kvr, --ratios, --replay-ratio, --template override the protocol's values.
+# --dry-run prints the commands; --no-build skips `make`; --device, --epochs, --lr (stage 1),
+# --lrs (stage 2), --seeds, --batch-size, --seq-len, --num-kvr, --ratios, --replay-ratio, --template
+# override the protocol's values.
 # Extra train_llama options (e.g. --micro-batch-size 4 for 80 GB, --save-every 500) go after "--".
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 model=""; out="runs/gpu"; generic=""; words="/usr/share/dict/words"; d_a=""; dry=0
-num_kvr=2000; ratios="1 2 4"; replay_ratio=0.2; epochs=20; lr=5e-5; batch=32; seq_len=2048; heldout_n=200
-device=cuda; template=tulu; build=1
+num_kvr=2000; ratios="1 2 4"; replay_ratio=0.2; epochs=20; lr=5e-5; batch=32; seq_len=2048
+device=cuda; template=tulu; build=1; seeds="1 2 3"; lrs=""; savings=1; heldout_n=200
 d_bs=(); extra=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -59,6 +67,9 @@ while [ $# -gt 0 ]; do
     --heldout) heldout_n="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
     --lr) lr="$2"; shift 2 ;;
+    --lrs) lrs="$2"; shift 2 ;;
+    --seeds) seeds="$2"; shift 2 ;;
+    --no-savings) savings=0; shift ;;
     --batch-size) batch="$2"; shift 2 ;;
     --seq-len) seq_len="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
@@ -74,16 +85,17 @@ done
 [ -n "$generic" ] || { echo "gpu_remix.sh: --generic FILE is required (see --help)" >&2; exit 2; }
 [ ${#d_bs[@]} -gt 0 ] || { echo "gpu_remix.sh: give at least one --d-b NAME=FILE (see --help)" >&2; exit 2; }
 [ -f "$model/tokenizer.json" ] || { echo "gpu_remix.sh: $model/tokenizer.json is missing" >&2; exit 2; }
+[ -n "$lrs" ] || lrs="$lr"
 
 cd "$here"
 run() {  # prints the command; runs it unless --dry-run
   echo "+ $*"
   [ $dry = 1 ] || "$@"
 }
-train() {  # train OUT_DIR ARGS...: skipped when OUT_DIR/final exists
-  local dir="$1"; shift
+train() {  # train OUT_DIR LR ARGS...: skipped when OUT_DIR/final exists
+  local dir="$1" rate="$2"; shift 2
   if [ -f "$dir/final/model.safetensors" ]; then echo "= $dir/final exists, skipped"; return; fi
-  run ./train_llama --device "$device" --batch-size "$batch" --seq-len "$seq_len" --lr "$lr" \
+  run ./train_llama --device "$device" --batch-size "$batch" --seq-len "$seq_len" --lr "$rate" \
     --schedule cosine --warmup-ratio 0.05 --beta1 0.9 --beta2 0.95 --eps 1e-8 --weight-decay 0 \
     --clip 1.0 --out "$dir" --log "$dir.log.jsonl" "$@" ${extra[@]+"${extra[@]}"}
 }
@@ -95,7 +107,7 @@ evaluate() {  # evaluate OUT_DIR DATA|"" MODEL... [--template T] [--heldout SHAR
   while [ $# -gt 0 ]; do
     case "$1" in --*) opts+=("$1" "$2"); shift 2 ;; *) models+=(--model "$1"); shift ;; esac
   done
-  run ./eval_factoids --device "$device" "${models[@]}" ${opts[@]+"${opts[@]}"} --out "$dir"
+  run ./eval_factoids --device "$device" "${models[@]}" --score --quiet ${opts[@]+"${opts[@]}"} --out "$dir"
 }
 d_b_kind() {  # NAME=[KIND:]FILE -> KIND (qa when none)
   local file="${1#*=}"
@@ -108,7 +120,7 @@ analyze() {  # analyze OUT_DIR [--reference DIR] MODEL...: logit lens (and layer
   while [ $# -gt 0 ]; do
     if [ "$1" = --reference ]; then opts+=(--reference "$2"); shift 2; else models+=(--model "$1"); shift; fi
   done
-  run ./analyze_layers --device "$device" "${models[@]}" --data "$out/data/d_a.bin" ${opts[@]+"${opts[@]}"} --out "$dir"
+  run ./analyze_layers --device "$device" "${models[@]}" --data "$da" ${opts[@]+"${opts[@]}"} --out "$dir"
 }
 
 [ $dry = 1 ] || [ $build = 0 ] || make -j"$(nproc)" all
@@ -124,13 +136,16 @@ if [ "$template" = tulu ]; then
 else
   kvr_template="$template"; qa_template="$template"
 fi
-if [ -n "$d_a" ]; then
-  run ./prepare_data --mode qa --input "$d_a" --template "$qa_template" --tokenizer "$tok" --output "$out/data/d_a.bin"
-else
-  run ./prepare_data --mode kvr --num "$num_kvr" --seed 1 --template "$kvr_template" --tokenizer "$tok" --output "$out/data/d_a.bin"
-fi
-run ./prepare_data --mode random-words --num $((num_kvr * 4)) --length 50 --seed 2 --word-list "$words" \
-  --tokenizer "$tok" --output "$out/data/random.bin"
+for seed in $seeds; do
+  if [ -n "$d_a" ]; then  # a given D_A is the same for every seed (the seed still orders the data)
+    run ./prepare_data --mode qa --input "$d_a" --template "$qa_template" --tokenizer "$tok" --output "$out/data/d_a-s$seed.bin"
+  else
+    run ./prepare_data --mode kvr --num "$num_kvr" --seed $((1000 + seed)) --template "$kvr_template" --tokenizer "$tok" \
+      --output "$out/data/d_a-s$seed.bin"
+  fi
+  run ./prepare_data --mode random-words --num $((num_kvr * 4)) --length 50 --seed $((2000 + seed)) --word-list "$words" \
+    --tokenizer "$tok" --output "$out/data/random-s$seed.bin"
+done
 run ./prepare_data --mode text --text-mode remix --input "$generic" --tokenizer "$tok" --output "$out/data/generic.bin"
 for spec in "${d_bs[@]}"; do
   name="${spec%%=*}"; file="${spec#*=}"; kind="$(d_b_kind "$spec")"; file="${file#"$kind":}"
@@ -143,57 +158,72 @@ for spec in "${d_bs[@]}"; do
   esac
 done
 
-# Stage 1: D_A to memorization under each mix and ratio (KVR trains all epochs, as in REMIX).
 stage1=("none")
 for r in $ratios; do stage1+=("random-$r" "generic-$r" "remix-$r"); done
-for s1 in "${stage1[@]}"; do
-  mix=(); r="${s1##*-}"
-  case "$s1" in
-    random-*) mix=(--mix "random=$out/data/random.bin:$r") ;;
-    generic-*) mix=(--mix "generic=$out/data/generic.bin:$r") ;;
-    remix-*) mix=(--mix "random=$out/data/random.bin:$r" --mix "generic=$out/data/generic.bin:$r") ;;
+stage1_mix() {  # the mixed streams of stage-1 recipe $1 for seed $2
+  local r="${1##*-}"
+  case "$1" in
+    random-*) echo "--mix random=$out/data/random-s$2.bin:$r" ;;
+    generic-*) echo "--mix generic=$out/data/generic.bin:$r" ;;
+    remix-*) echo "--mix random=$out/data/random-s$2.bin:$r --mix generic=$out/data/generic.bin:$r" ;;
   esac
-  train "$out/stage1-$s1" --model "$model" --data "$out/data/d_a.bin" --epochs "$epochs" ${mix[@]+"${mix[@]}"}
-done
+}
 
-# Where the stage-1 facts are stored, and which layers they depend on (swaps against the base model).
-stage1_final=(); for s1 in "${stage1[@]}"; do stage1_final+=("$out/stage1-$s1/final"); done
-analyze "$out/layers/stage1" --reference "$model" "${stage1_final[@]}"
-
-# Stage 2 and evaluation.
-for spec in "${d_bs[@]}"; do
-  name="${spec%%=*}"; kind="$(d_b_kind "$spec")"
-  d_b_metric=(); [ "$kind" = qa ] || d_b_metric=(--heldout "$out/data/$name-heldout.bin")
+for seed in $seeds; do
+  da="$out/data/d_a-s$seed.bin"
+  # Stage 1: D_A under each mix and ratio, all epochs (REMIX), evaluated every epoch: the first step
+  # at 100% is the step count that savings compares relearning with.
   for s1 in "${stage1[@]}"; do
-    variants=("none"); for r in $ratios; do variants+=("generic-$r"); done
-    [ "$s1" = none ] && variants+=("replay")
-    for s2 in "${variants[@]}"; do
-      mix=()
-      case "$s2" in
-        generic-*) mix=(--mix "generic=$out/data/generic.bin:${s2#generic-}") ;;
-        replay) mix=(--mix "replay=$out/data/d_a.bin:$replay_ratio") ;;
-      esac
-      dir="$out/stage2-$name-from-$s1-mix-$s2"
-      train "$dir" --model "$out/stage1-$s1/final" --data "$out/data/$name.bin" --epochs "$epochs" \
-        --stop-loss 1e-4 --stop-loss-count 10 ${mix[@]+"${mix[@]}"}
-      # D_A questions come from its shard (exact training prompts): a stage-2 checkpoint records
-      # the D_B template. D_B uses its JSONL (all gold answers) with the QA template.
-      # A non-factoid D_B's held-out perplexity sits in the same table, beside D_A's forgetting.
-      evaluate "$out/eval/$name-from-$s1-mix-$s2/d_a" "$out/data/d_a.bin" "$out/stage1-$s1/final" "$dir/final" \
-        ${d_b_metric[@]+"${d_b_metric[@]}"}
-      case "$kind" in
-        qa) evaluate "$out/eval/$name-from-$s1-mix-$s2/d_b" "$out/data/$name.jsonl" "$dir/final" --template "$qa_template" ;;
-        gsm8k) evaluate "$out/eval/$name-from-$s1-mix-$s2/d_b" "$out/data/$name-heldout.jsonl" "$dir/final" \
-                 --template tulu --match gsm8k --max-new-tokens 320 ;;
-      esac
+    # shellcheck disable=SC2046
+    train "$out/stage1-$s1-s$seed" "$lr" --model "$model" --data "$da" --epochs "$epochs" --seed "$seed" \
+      --eval-data "$da" --eval-every-epochs 1 $(stage1_mix "$s1" "$seed")
+  done
+  # Where the stage-1 facts are stored, and which layers they depend on (swaps against the base model).
+  stage1_final=(); for s1 in "${stage1[@]}"; do stage1_final+=("$out/stage1-$s1-s$seed/final"); done
+  analyze "$out/layers/stage1-s$seed" --reference "$model" "${stage1_final[@]}"
+  # Stage 2, evaluation and relearning.
+  for spec in "${d_bs[@]}"; do
+    name="${spec%%=*}"; kind="$(d_b_kind "$spec")"
+    d_b_metric=(); [ "$kind" = qa ] || d_b_metric=(--heldout "$out/data/$name-heldout.bin")
+    for s1 in "${stage1[@]}"; do
+      variants=("none"); for r in $ratios; do variants+=("generic-$r"); done
+      [ "$s1" = none ] && variants+=("replay")
+      for s2 in "${variants[@]}"; do
+        mix=()
+        case "$s2" in
+          generic-*) mix=(--mix "generic=$out/data/generic.bin:${s2#generic-}") ;;
+          replay) mix=(--mix "replay=$da:$replay_ratio") ;;
+        esac
+        for rate in $lrs; do
+          run_id="$name-from-$s1-mix-$s2-lr$rate-s$seed"
+          dir="$out/stage2-$run_id"
+          train "$dir" "$rate" --model "$out/stage1-$s1-s$seed/final" --data "$out/data/$name.bin" --epochs "$epochs" \
+            --seed "$seed" --stop-loss 1e-4 --stop-loss-count 10 ${mix[@]+"${mix[@]}"}
+          # D_A questions come from its shard (exact training prompts): a stage-2 checkpoint records
+          # the D_B template. D_B uses its JSONL (all gold answers) with the QA template.
+          # A non-factoid D_B's held-out perplexity sits in the same table, beside D_A's forgetting.
+          evaluate "$out/eval/$run_id/d_a" "$da" "$out/stage1-$s1-s$seed/final" "$dir/final" \
+            ${d_b_metric[@]+"${d_b_metric[@]}"}
+          case "$kind" in
+            qa) evaluate "$out/eval/$run_id/d_b" "$out/data/$name.jsonl" "$dir/final" --template "$qa_template" ;;
+            gsm8k) evaluate "$out/eval/$run_id/d_b" "$out/data/$name-heldout.jsonl" "$dir/final" \
+                     --template tulu --match gsm8k --max-new-tokens 320 ;;
+          esac
+          if [ $savings = 1 ]; then
+            # shellcheck disable=SC2046
+            train "$out/relearn-$run_id" "$lr" --model "$dir/final" --data "$da" --epochs "$epochs" --seed "$seed" \
+              --eval-data "$da" --eval-every-epochs 1 --stop-at-accuracy 1.0 $(stage1_mix "$s1" "$seed")
+          fi
+        done
+      done
+    done
+    # Where the stage-1 facts are after stage 2 (no mixing in stage 2), at each rate.
+    for rate in $lrs; do
+      finals=(); for s1 in "${stage1[@]}"; do finals+=("$out/stage2-$name-from-$s1-mix-none-lr$rate-s$seed/final"); done
+      analyze "$out/layers/stage2-$name-lr$rate-s$seed" "${finals[@]}"
     done
   done
 done
-# Where the stage-1 facts are after stage 2 (no mixing in stage 2), per D_B.
-for spec in "${d_bs[@]}"; do
-  name="${spec%%=*}"; finals=()
-  for s1 in "${stage1[@]}"; do finals+=("$out/stage2-$name-from-$s1-mix-none/final"); done
-  analyze "$out/layers/stage2-$name" "${finals[@]}"
-done
-echo "done: metrics in $out/eval/*/d_a/metrics.json (D_A before/after, forgetting; a non-factoid D_B's held-out loss and perplexity) and */d_b/metrics.json;"
+run python3 scripts/gpu_summary.py --out "$out"
+echo "done: $out/summary.md (means and 95% intervals over seeds, verdicts); per run: $out/eval/*/d_a/metrics.json, */d_b/metrics.json;"
 echo "      layers in $out/layers/*/metrics.json"

@@ -1,14 +1,16 @@
 // The demo pipeline in miniature: scripts/demo.py --mini runs every stage of `make demo` (offline
-// data from Debian packages, tokenizer training, shards, base-model pretraining, stage 1 under two
-// mixes, stage 2 with and without mixing and with replay, evaluation, report) on a few dozen
-// examples and a model of a few thousand parameters. The test checks that every stage produced its
-// outputs, that every number of the results table equals the metrics.json value it cites, and that
-// a second unchanged run reuses every stage.
-//
-// Run from the repository root (as `make test` does); it needs the binaries (`make`).
+// data from Debian packages, tokenizer training, shards per seed, base-model pretraining and its
+// held-out perplexity, stage 1 per setting and seed, the stage-2 learning-rate sweep, the main rate
+// chosen by its rule, relearning for savings, evaluation with the continuous measures, report with
+// intervals and verdicts) on a few dozen examples and a model of a few thousand parameters. The
+// test checks that every stage produced its outputs, that every per-seed number of results.json
+// equals the metrics.json / trainer_state.json value it cites, that every interval is the t-interval
+// of the per-seed values it lists and is the one shown in report.md, that the verdicts follow the
+// stated rule, and that a second unchanged run reuses every stage.
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -78,8 +80,7 @@ TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]")
   const fs::path run(kRunDir);
   // Offline data.
   for (const char* f : {"data-generic/pretrain.jsonl", "data-generic/pretrain.txt", "data-generic/heldout.jsonl",
-                        "data-fr/fr.jsonl", "data-code/code.jsonl", "tokenizer/tokenizer.json",
-                        "base-config/config.json"}) {
+                        "data-fr/fr.jsonl", "tokenizer/tokenizer.json", "base-config/config.json"}) {
     INFO(f);
     CHECK(fs::exists(run / f));
     CHECK(fs::file_size(run / f) > 0);
@@ -97,64 +98,121 @@ TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]")
     }
     CHECK(n == 16);
   }
-  // Shards with their JSONL copies.
-  for (const char* s : {"pretrain", "kvr", "random", "generic", "fr", "code"}) {
-    INFO("shards-" << s);
-    CHECK(fs::file_size(run / ("shards-" + std::string(s)) / "data.bin") > 0);
-    CHECK(fs::file_size(run / ("shards-" + std::string(s)) / "data.jsonl") > 0);
+  // Shards; D_A and random words per seed, and the seeds draw different D_A sets.
+  std::vector<std::string> shards = {"pretrain", "generic", "fr"};
+  for (int seed : {1, 2, 3}) {
+    shards.push_back("kvr-s" + std::to_string(seed));
+    shards.push_back("random-s" + std::to_string(seed));
   }
-  // Every trained model, every evaluation.
-  std::vector<std::string> models = {"base", "stage1-none", "stage1-remix"};
-  std::vector<std::string> runs = {"stage2-fr-from-none-mix-none", "stage2-fr-from-none-mix-replay",
-                                   "stage2-fr-from-remix-mix-generic", "stage2-code-from-none-mix-none",
-                                   "stage2-code-from-none-mix-replay", "stage2-code-from-remix-mix-generic"};
-  for (auto& r : runs) models.push_back(r);
+  for (auto& s : shards) {
+    INFO("shards-" << s);
+    CHECK(fs::file_size(run / ("shards-" + s) / "data.bin") > 0);
+    CHECK(fs::file_size(run / ("shards-" + s) / "data.jsonl") > 0);
+  }
+  CHECK(read_all(run / "shards-kvr-s1/data.jsonl") != read_all(run / "shards-kvr-s2/data.jsonl"));
+
+  json results = read_json_file(run / "results.json");
+  const double main_lr = results.at("main_lr");
+  CHECK((main_lr == 1e-3 || main_lr == 3e-3));
+  // Every trained model: base, stage 1 per setting and seed, the sweep, the main-rate-only setting,
+  // and one relearning run per setting and seed at the main rate.
+  auto tag = [](double lr) {
+    char b[16];
+    std::snprintf(b, sizeof b, "%.0e", lr);
+    return std::string(b);
+  };
+  std::vector<std::string> models = {"base"}, evals;
+  for (int seed : {1, 2, 3}) {
+    const std::string s = "-s" + std::to_string(seed);
+    for (const char* s1 : {"none", "random+generic-r1", "random+generic-r2"}) models.push_back("stage1-" + std::string(s1) + s);
+    for (const char* setting : {"none", "remix1"})
+      for (double lr : {1e-3, 3e-3}) {
+        models.push_back("stage2-fr-" + std::string(setting) + "-lr" + tag(lr) + s);
+        evals.push_back("eval-fr-" + std::string(setting) + "-lr" + tag(lr) + s);
+      }
+    models.push_back("stage2-fr-remix2-lr" + tag(main_lr) + s);
+    evals.push_back("eval-fr-remix2-lr" + tag(main_lr) + s);
+    for (const char* setting : {"none", "remix1", "remix2"})
+      models.push_back("relearn-fr-" + std::string(setting) + "-lr" + tag(main_lr) + s);
+  }
   for (auto& m : models) {
     INFO(m);
     CHECK(fs::exists(run / m / "run" / "final" / "model.safetensors"));
-    CHECK(fs::exists(run / m / "run" / "final" / "config.json"));
     CHECK(fs::exists(run / m / "stage.json"));
   }
-  for (auto& r : runs) {
-    INFO(r);
-    json a = read_json_file(run / ("eval-" + r) / "d_a" / "metrics.json");
-    CHECK(!a.empty());
-    if (r.rfind("stage2-fr", 0) == 0) CHECK(fs::exists(run / ("eval-" + r) / "d_b" / "metrics.json"));
+  for (auto& e : evals) {
+    INFO(e);
+    json a = read_json_file(run / e / "d_a" / "metrics.json");
+    REQUIRE(a.at("models").size() == 2);
+    for (const char* k : {"accuracy", "mean_answer_logprob", "mean_answer_top1_share", "median_first_token_rank"})
+      CHECK(a.at("models")[1].contains(k));
+    CHECK(a.at("models")[1].at("answer_logprob_change").get<double>() ==
+          Approx(a.at("models")[1].at("mean_answer_logprob").get<double>() -
+                 a.at("models")[0].at("mean_answer_logprob").get<double>()));
+    CHECK(fs::exists(run / e / "d_b" / "metrics.json"));
   }
-  // The report: markdown with the table and the chart, and results.json whose every number equals
-  // the metrics.json value it cites.
-  std::string report = read_all(run / "report.md");
-  CHECK(report.find("| D_B (stage 2) |") != std::string::npos);
-  CHECK(report.find("## Outcome") != std::string::npos);
-  CHECK((fs::exists(run / "chart.png") || fs::exists(run / "chart.svg")));
-  if (fs::exists(run / "chart.png")) {
-    std::string png = read_all(run / "chart.png");
-    CHECK(png.substr(1, 3) == "PNG");
-  }
-  json results = read_json_file(run / "results.json");
-  REQUIRE(results.at("rows").size() == runs.size());
+  CHECK(fs::exists(run / "base-eval/generic/predictions.jsonl"));
+
+  // results.json: every per-seed value equals its source, and there are per-seed values for
+  // every eval and relearning run.
   int compared = 0;
-  for (auto& row : results.at("rows")) {
-    for (const char* k : {"d_a_after_stage1", "d_a_after_stage2", "drop", "d_b_after_stage2"}) {
-      if (row.at(k).is_null()) continue;
-      json cited = follow_source(row.at(k).at("source").get<std::string>());
-      INFO(row.at("run") << " " << k);
-      CHECK(cited == row.at(k).at("value"));
-      compared++;
-    }
-    // The D_A accuracies are in [0, 1] and the drop is their difference.
-    double a1 = row.at("d_a_after_stage1").at("value"), a2 = row.at("d_a_after_stage2").at("value");
-    CHECK(a1 >= 0.0);
-    CHECK(a1 <= 1.0);
-    CHECK(row.at("drop").at("value").get<double>() == Approx(a1 - a2).margin(1e-9));
+  for (auto& [key, v] : results.at("values").items()) {
+    INFO(key << " from " << v.at("source"));
+    CHECK(follow_source(v.at("source").get<std::string>()) == v.at("value"));
+    compared++;
   }
-  CHECK(compared >= 3 * (int)runs.size());
-  // Each table row of report.md shows the D_A accuracy after stage 1 as in results.json.
-  for (auto& row : results.at("rows")) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.4f", row.at("d_a_after_stage1").at("value").get<double>());
-    CHECK(report.find(buf) != std::string::npos);
+  CHECK(compared >= 8 * (int)evals.size() + 4 * 9);
+  // Each aggregate is the mean and 95% t half-width of the per-seed values it lists (3 seeds:
+  // t(0.975, 2) = 4.303), and appears in report.md.
+  std::string report = read_all(run / "report.md");
+  auto value_of = [&](const std::string& k) -> json {
+    if (results.at("values").contains(k)) return results.at("values").at(k).at("value");
+    return results.at("derived").at(k).at("value");
+  };
+  int aggregates = 0;
+  for (auto& [key, a] : results.at("aggregates").items()) {
+    INFO(key);
+    std::vector<double> xs;
+    for (auto& k : a.at("inputs")) xs.push_back(value_of(k).get<double>());
+    REQUIRE(xs.size() == 3);
+    double mean = (xs[0] + xs[1] + xs[2]) / 3, ss = 0;
+    for (double x : xs) ss += (x - mean) * (x - mean);
+    CHECK(a.at("mean").get<double>() == Approx(mean).margin(1e-12));
+    CHECK(a.at("half").get<double>() == Approx(4.303 * std::sqrt(ss / 2) / std::sqrt(3.0)).margin(1e-12));
+    aggregates++;
   }
+  // 8 measures for each of the 5 (setting, rate) configurations, and the step counts of stage 1 and
+  // relearning for the 3 settings at the main rate (savings and the frontier need runs that reached
+  // 100% or learned some D_B, which the miniature does not promise).
+  CHECK(aggregates >= 8 * 5 + 2 * 3);
+  // Savings of each relearning run: 1 - relearn steps / stage-1 steps, from trainer_state.json.
+  for (auto& [key, d] : results.at("derived").items()) {
+    if (key.find("|savings") == std::string::npos || d.at("value").is_null()) continue;
+    INFO(key);
+    double relearn = value_of(d.at("inputs")[0]), s1 = value_of(d.at("inputs")[1]);
+    CHECK(d.at("value").get<double>() == Approx(1.0 - relearn / s1));
+  }
+  // Verdicts follow the rule: the interval of the difference excludes zero, or not.
+  for (auto& c : results.at("comparisons")) {
+    if (c.at("mean").is_null() || c.at("measure") == "db") continue;
+    INFO(c.at("id"));
+    double lo = c.at("mean").get<double>() - c.at("half").get<double>();
+    double hi = c.at("mean").get<double>() + c.at("half").get<double>();
+    const std::string v = c.at("verdict");
+    if (lo <= 0 && hi >= 0) CHECK(v == "no detectable difference");
+    else CHECK((v == "mixing helped" || v == "mixing hurt"));
+  }
+  CHECK(report.find("## Rules, fixed before the numbers") != std::string::npos);
+  CHECK(report.find("## Rules, fixed before the numbers") < report.find("## Comparisons and verdicts"));
+  CHECK(report.find("## Outcome") != std::string::npos);
+  for (const char* chart : {"retention_vs_lr", "frontier"}) {
+    INFO(chart);
+    const bool png = fs::exists(run / (std::string(chart) + ".png"));
+    CHECK((png || fs::exists(run / (std::string(chart) + ".svg"))));
+    if (png) CHECK(read_all(run / (std::string(chart) + ".png")).substr(1, 3) == "PNG");
+  }
+  // The report's own check agrees.
+  CHECK(std::system(("python3 scripts/demo_report.py --check " + kRunDir + " > build/test/demo-mini-check.log 2>&1").c_str()) == 0);
 
   // "Where the facts are stored": the logit lens of every stage-1 checkpoint with its swap profile
   // against the base model, and of one stage-2 checkpoint per stage-1 mix; the statement about the
@@ -164,33 +222,40 @@ TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]")
   const json l2 = read_json_file(run / "layers-stage2" / "metrics.json");
   const int L = l1.at("layers");
   CHECK(L == 2);
-  REQUIRE(l1.at("models").size() == 2);
-  CHECK(l2.at("models").size() == 2);
+  // One model per setting of the profile (unmixed first, then the REMIX ratios).
+  const size_t settings = l1.at("models").size();
+  REQUIRE(settings >= 2);
+  CHECK(l2.at("models").size() == settings);
   for (const json& m : l1["models"]) {
     CHECK(m.at("swap").at("reference") == kRunDir + "/base/run/final");
     CHECK(m["swap"]["rows"].size() == size_t(4 * L));
     CHECK(m["lens"]["top1_first"].size() == size_t(L + 1));
   }
   const json lj = read_json_file(run / "layers.json");
-  REQUIRE(lj.at("statements").size() == 1);  // stage-1 mixes: none and remix
+  REQUIRE(lj.at("statements").size() == settings - 1);  // each mixed setting against the unmixed one
   const std::string statement = lj["statements"][0];
   CHECK(report.find(statement) != std::string::npos);
-  auto stored = [](const json& m, double* mean) {
-    int n = 0;
-    double sum = 0;
-    for (const json& v : m["l_star"]["per_fact"])
-      if (v.get<int>() >= 0) sum += v.get<int>(), ++n;
-    *mean = n ? sum / n : 0.0;
-    return n;
-  };
-  double mean_none = 0, mean_remix = 0;
-  const int n_none = stored(l1["models"][0], &mean_none), n_remix = stored(l1["models"][1], &mean_remix);
+  // The statement pools the facts of every seed's stage-1 analysis (layers-stage1, -s2, -s3...).
+  int n_none = 0, n_remix = 0, facts = 0;
+  double sum_none = 0, sum_remix = 0;
+  for (const auto& e : fs::directory_iterator(run)) {
+    const std::string name = e.path().filename().string();
+    if (name != "layers-stage1" && name.rfind("layers-stage1-s", 0) != 0) continue;
+    const json m = read_json_file(e.path() / "metrics.json");
+    auto add = [](const json& model, int* n, double* sum) {
+      for (const json& v : model["l_star"]["per_fact"])
+        if (v.get<int>() >= 0) *sum += v.get<int>(), ++*n;
+      return int(model["l_star"]["per_fact"].size());
+    };
+    add(m["models"][0], &n_none, &sum_none);
+    facts += add(m["models"][1], &n_remix, &sum_remix);
+  }
   if (n_none == 0 || n_remix == 0) {
-    CHECK(statement.find("defined for " + std::to_string(n_remix) + " of its 16 facts and for " +
-                         std::to_string(n_none) + " of the unmixed") != std::string::npos);
+    CHECK(statement.find("defined for " + std::to_string(n_remix) + " of its " + std::to_string(facts) +
+                         " facts and for " + std::to_string(n_none) + " of the unmixed") != std::string::npos);
   } else {
     char buf[64];
-    std::snprintf(buf, sizeof buf, "mean l* %.2f vs %.2f", mean_remix, mean_none);
+    std::snprintf(buf, sizeof buf, "mean l* %.2f vs %.2f", sum_remix / n_remix, sum_none / n_none);
     CHECK(statement.find(buf) != std::string::npos);
   }
   for (const char* png : {"layers-stage1/lens.png", "layers-stage1/l_star.png", "layers-stage1/swap_0.png",

@@ -9,6 +9,7 @@
 
 #include "common/file_io.h"
 #include "eval/answer_match.h"
+#include "eval/answer_stats.h"
 #include "model/config.h"
 #include "eval/factoid_eval.h"
 #include "model/decode.h"
@@ -240,17 +241,26 @@ TEST_CASE("generation stops at a stop token or a stopping token class, and at ma
   REQUIRE(greedy_generate(m, {prompts[0]}, byclass)[0].size() == 5);
 }
 
-TEST_CASE("answer log-likelihoods match transformers within 1e-4") {
+TEST_CASE("answer log-likelihoods, top-1 counts and first-token ranks match transformers") {
   const Fixture& f = fixture();
-  const auto answers = f.ref["answers"].get<std::vector<std::vector<int32_t>>>();
-  for (int bs : {1, 5}) {
-    auto m = f.model(bs, 40);
-    auto scores = score_answers(*m, f.prompts(), answers, bs);
-    for (size_t i = 0; i < scores.size(); ++i) {
-      INFO("example " << i << ", batch size " << bs);
-      REQUIRE(scores[i].num_tokens == int(answers[i].size()));
-      REQUIRE(std::fabs(scores[i].sum_logprob - f.ref["scores"][i]["sum_logprob"].get<double>()) < 1e-4);
-      REQUIRE(std::fabs(scores[i].mean_logprob - f.ref["scores"][i]["mean_logprob"].get<double>()) < 1e-4);
+  // Random answers (low probability, ranks spread over the vocabulary) and greedy answers (every
+  // token top-1, rank 1).
+  for (const char* set : {"scores", "greedy_scores"}) {
+    const auto answers = f.ref[std::string(set) == "scores" ? "answers" : "greedy_answers"]
+                             .get<std::vector<std::vector<int32_t>>>();
+    for (int bs : {1, 5}) {
+      auto m = f.model(bs, 40);
+      auto scores = score_answers(*m, f.prompts(), answers, bs);
+      for (size_t i = 0; i < scores.size(); ++i) {
+        INFO(set << " example " << i << ", batch size " << bs);
+        const json& r = f.ref[set][i];
+        REQUIRE(scores[i].num_tokens == int(answers[i].size()));
+        REQUIRE(std::fabs(scores[i].sum_logprob - r["sum_logprob"].get<double>()) < 1e-4);
+        REQUIRE(std::fabs(scores[i].mean_logprob - r["mean_logprob"].get<double>()) < 1e-4);
+        REQUIRE(scores[i].top1 == r["top1"].get<int>());
+        REQUIRE(scores[i].first_rank >= r["first_rank_min"].get<int>());
+        REQUIRE(scores[i].first_rank <= r["first_rank_max"].get<int>());
+      }
     }
   }
 }
@@ -281,4 +291,28 @@ TEST_CASE("evaluation stops on Tokenizer::stop_ids() (<|eom_id|> and <|end|> inc
   REQUIRE(opt.stops(newline[0]));
   for (int32_t id : word) REQUIRE_FALSE(opt.stops(id));
   REQUIRE_FALSE(opt.stops(tok.token_to_id("<|start_header_id|>")));  // special, but no end of turn
+}
+
+TEST_CASE("answer_stats: log-softmax, top-1 with greedy tie-breaking, and rank on hand-made rows") {
+  // Row 0 predicts token 2: logits {0, 3, 1, 3}: tokens 1 and 3 are higher -> rank 3, not top-1.
+  // Row 1 predicts token 1: logits {5, 5, 0, 0}: tied with token 0, which greedy prefers -> rank 2.
+  // Row 2 predicts token 0: logits {5, 5, 0, 0}: the tie goes to the lower id -> rank 1, top-1.
+  const std::vector<float> rows = {0, 3, 1, 3, 5, 5, 0, 0, 5, 5, 0, 0};
+  AnswerStats a = answer_stats(rows.data(), 4, {2, 1, 0});
+  REQUIRE(a.num_tokens == 3);
+  REQUIRE(a.first_rank == 3);
+  REQUIRE(a.top1 == 1);
+  REQUIRE(a.top1_share() == Approx(1.0 / 3));
+  const double lse0 = std::log(1 + std::exp(3.0) + std::exp(1.0) + std::exp(3.0));
+  const double lse1 = std::log(2 * std::exp(5.0) + 2);
+  const double expect = (1 - lse0) + (5 - lse1) + (5 - lse1);
+  REQUIRE(a.sum_logprob == Approx(expect).epsilon(1e-12));
+  REQUIRE(a.mean_logprob == Approx(expect / 3).epsilon(1e-12));
+  AnswerStats b = answer_stats(rows.data() + 8, 4, {0});
+  REQUIRE(b.first_rank == 1);
+  REQUIRE(b.top1 == 1);
+  REQUIRE_THROWS_WITH(answer_stats(rows.data(), 4, {7}), Catch::Contains("outside the vocabulary"));
+  AnswerStats empty = answer_stats(rows.data(), 4, {});
+  REQUIRE(empty.num_tokens == 0);
+  REQUIRE(empty.first_rank == 0);
 }

@@ -186,6 +186,48 @@ TEST_CASE("a tiny model memorizes 64 KVR pairs to 100% exact match, and eval_fac
   REQUIRE(slurp(ev + "2.log").find("forgetting") != std::string::npos);
 }
 
+// Savings (the relearning measure of forgetting) rests on two properties of --stop-at-accuracy:
+// a model that already knows the facts stops after 0 steps (the evaluation before the first step),
+// and relearning from the base with the same seed and data takes exactly stage 1's step count.
+TEST_CASE("relearning: 0 steps from the memorized checkpoint, stage 1's own step count from the base") {
+  const Data& d = data();
+  const std::string dir = d.dir + "/savings", kvr16 = dir + "/kvr16.bin";
+  make_dirs(dir);
+  REQUIRE(run({"./prepare_data", "--mode", "kvr", "--num", "16", "--seed", "5", "--tokenizer", d.tokenizer, "--output",
+               kvr16, "--quiet"},
+              dir + "/prep.log") == 0);
+  // The base: a few steps from --init (an ordinary checkpoint of ours, as a pretrained base is).
+  REQUIRE(run({"./train_llama", "--init", d.config, "--tokenizer", d.tokenizer, "--data", d.other, "--steps", "2",
+               "--batch-size", "8", "--seq-len", "64", "--threads", "1", "--out", dir + "/base"},
+              dir + "/base.log") == 0);
+  auto learn = [&](const std::string& from, const std::string& name) {
+    const std::string out = dir + "/" + name;
+    int rc = run({"./train_llama", "--model", from, "--data", kvr16, "--epochs", "100", "--batch-size", "4",
+                  "--seq-len", "64", "--lr", "1e-2", "--warmup-ratio", "0.02", "--seed", "3", "--eval-data", kvr16,
+                  "--eval-every-epochs", "1", "--stop-at-accuracy", "1.0", "--threads", "1", "--out", out},
+                 out + ".log");
+    INFO(slurp(out + ".log"));
+    REQUIRE(rc == 0);
+    return load_trainer_state(out + "/final");
+  };
+  json s1 = learn(dir + "/base/final", "stage1");
+  REQUIRE(s1["stop_reason"] == "accuracy");
+  const int64_t steps = s1["step"].get<int64_t>();
+  REQUIRE(steps > 0);
+  REQUIRE(s1["evals"][0]["step"] == 0);  // evaluated before the first step
+  REQUIRE(s1["evals"][0]["accuracy"].get<double>() < 1.0);
+
+  json again = learn(dir + "/stage1/final", "relearn_memorized");
+  REQUIRE(again["stop_reason"] == "accuracy");
+  REQUIRE(again["step"] == 0);
+  REQUIRE(again["evals"].size() == 1);
+  REQUIRE(again["evals"][0]["accuracy"] == 1.0);
+
+  json from_base = learn(dir + "/base/final", "relearn_base");
+  REQUIRE(from_base["stop_reason"] == "accuracy");
+  REQUIRE(from_base["step"].get<int64_t>() == steps);
+}
+
 TEST_CASE("resume after SIGKILL at a random step gives byte-identical weights") {
   const Data& d = data();
   const std::string& ref = reference_run();
