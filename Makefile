@@ -96,7 +96,7 @@ train_llama: $(BUILD)/train_llama.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 eval_factoids: $(BUILD)/eval_factoids.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-analyze_layers: $(BUILD)/analyze_layers.o $(ALL_LIBS)
+analyze_layers: $(BUILD)/analyze_layers.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # Benchmark programs dev/bench/<name>.cpp (not built by `make`): `make build/bench/<name>`.
@@ -157,7 +157,7 @@ EMU_FLAGS    := -DCUDA_EMULATION -I$(CUDA_INCLUDE)
 # `private`: the flags must not leak into the prerequisites (other archives, catch_main.o).
 $(BUILD)/test/emu/%.o $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda%: private CXXFLAGS += $(EMU_FLAGS)
 # Boost.Context (the emulator's fibers) is linked into the emulated programs only.
-$(BUILD)/test/test_emu $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda% $(BUILD)/train_llama_emu $(BUILD)/eval_factoids_emu \
+$(BUILD)/test/test_emu $(BUILD)/test/test_emu% $(BUILD)/test/test_cuda% $(BUILD)/train_llama_emu $(BUILD)/eval_factoids_emu $(BUILD)/analyze_layers_emu \
   $(BUILD)/bench/bench_emu $(BUILD)/kernel_bench_emu: LDLIBS += -lboost_context
 # The emulator's sample kernels must also compile with nvcc for the real GPUs (needs nvcc only).
 .PHONY: emu-nvcc-check
