@@ -36,8 +36,8 @@ struct HeldoutLoss {
 };
 
 // The model must be built for (data.rows, data.T) rows and tokens, its parameters loaded.
-template <class B>
-HeldoutLoss heldout_loss(LlamaModel<B>& model, const HeldoutData& data) {
+template <class Backend>
+HeldoutLoss heldout_loss(LlamaModel<Backend>& model, const HeldoutData& data) {
   HeldoutLoss r;
   r.examples = data.examples;
   r.truncated = data.truncated;

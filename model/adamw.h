@@ -21,18 +21,18 @@ inline float clip_scale(double grad_norm, float max_grad_norm) {
 }
 
 // Storage of the AdamW moments m and v: fp32, or bf16 (half the memory) updated with stochastic
-// rounding so that E[stored] equals the exact fp32 update (backends with B::has_bf16_moments only;
+// rounding so that E[stored] equals the exact fp32 update (backends with Backend::has_bf16_moments only;
 // the moments are then kept as raw bf16 bit patterns, uint16_t, in the model).
 enum class MomentDtype { f32, bf16 };
 
 // One step (step >= 1 counts steps taken, for the bias correction). Returns the global gradient
 // norm before clipping. The clipping factor is folded into the update, so gradients are read once.
 // moment_t: float, or uint16_t (bf16 bits) on backends that support it.
-template <class B, class moment_t>
+template <class Backend, class moment_t>
 double adamw_step(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
                   const AdamWConfig& o) {
-  double norm = std::sqrt(B::sum_of_squares(grads, n));
-  B::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
-                  clip_scale(norm, o.max_grad_norm));
+  double norm = std::sqrt(Backend::sum_of_squares(grads, n));
+  Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
+                        clip_scale(norm, o.max_grad_norm));
   return norm;
 }
