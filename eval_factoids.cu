@@ -149,11 +149,7 @@ int main(int argc, char** argv) {
     CLI::App app;
     EvalArgs args;
     declare_options(app, args);
-    if (argc == 1) {
-      std::fputs(app.help().c_str(), stdout);
-      return 1;
-    }
-    if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
+    if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty() || !args.heldout.empty(), "--data or --heldout is required (see --help)");
 #if defined(ENGINE_CUDA)

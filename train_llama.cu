@@ -645,11 +645,7 @@ int main(int argc, char** argv) {
     CLI::App app;
     TrainArgs command_line;
     declare_options(app, command_line);
-    if (argc == 1) {
-      std::fputs(app.help().c_str(), stdout);
-      return 1;
-    }
-    if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
+    if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
     const OptionMap given = cli::given(app);
     start_signal_watcher();
     // The backend is chosen from the command line (a resumed run may change device).

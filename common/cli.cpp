@@ -94,6 +94,14 @@ int parse(CLI::App& app, int argc, const char* const* argv) {
   }
 }
 
+int parse_or_usage(CLI::App& app, int argc, const char* const* argv) {
+  if (argc <= 1) {
+    std::fputs(app.help().c_str(), stdout);
+    return 1;
+  }
+  return parse(app, argc, argv);
+}
+
 CLI::Option* repeatable(CLI::Option* opt) {
   return opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)->allow_extra_args(false);
 }

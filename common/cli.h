@@ -40,6 +40,9 @@ CLI::App* subcommand(CLI::App& app, const std::string& name, const std::string& 
 // Parses argv[1..argc). Returns -1 when the program should go on; otherwise the exit status after
 // printing the help (0) or an "error: ..." line (1).
 int parse(CLI::App& app, int argc, const char* const* argv);
+// The same, for programs that cannot run without options: no arguments at all print the help to
+// stdout and return 1.
+int parse_or_usage(CLI::App& app, int argc, const char* const* argv);
 // Parses arguments without the program name (e.g. from cli::to_args). Returns false when the help
 // was asked for (and printed); throws EngineError with the message of a bad command line.
 bool parse_or_throw(CLI::App& app, std::vector<std::string> args);
