@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "dataloader/prompt_template.h"
+#include "dataloader/sources.h"
 
 using json = nlohmann::json;
 
@@ -100,25 +101,15 @@ std::vector<Conversation> read_chat_jsonl(const std::string& path, const ChatFor
     check(v == "system" || v == "user" || v == "assistant", "--role-map: '", k, "' maps to '", v,
           "' (expected system, user or assistant)");
   const std::string text = read_text_file(path);
-  std::vector<std::pair<std::string_view, int64_t>> lines;
-  size_t pos = 0;
-  int64_t line = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    ++line;
-    std::string_view l(text.data() + pos, nl - pos);
-    if (l.find_first_not_of(" \t\r") != std::string_view::npos) lines.push_back({l, line});
-    pos = nl + 1;
-  }
+  const std::vector<TextLine> lines = nonblank_lines(text);
   // JSON parsing dominates: lines are parsed in parallel, refusals reported in file order.
   std::vector<Conversation> convs(lines.size());
   std::vector<Refusal> why(lines.size());
   std::vector<uint8_t> ok(lines.size());
 #pragma omp parallel for schedule(dynamic, 256)
   for (size_t i = 0; i < lines.size(); ++i) {
-    convs[i].line = lines[i].second;
-    ok[i] = parse_conversation(lines[i].first, format, convs[i], why[i]);
+    convs[i].line = lines[i].number;
+    ok[i] = parse_conversation(lines[i].text, format, convs[i], why[i]);
   }
   std::vector<Conversation> out;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -127,7 +118,7 @@ std::vector<Conversation> read_chat_jsonl(const std::string& path, const ChatFor
       out.push_back(std::move(convs[i]));
       continue;
     }
-    const std::string msg = path + ":" + std::to_string(lines[i].second) + ": " + why[i].detail;
+    const std::string msg = path + ":" + std::to_string(lines[i].number) + ": " + why[i].detail;
     check(skip_invalid, msg, " (--skip-invalid counts and skips such lines)");
     skips.add(why[i].reason, msg);
   }
