@@ -450,27 +450,21 @@ int run(int argc, char** argv) {
   const auto t1 = std::chrono::steady_clock::now();
   const std::string out_dir = dirname_of(output);
   if (!out_dir.empty() && out_dir != ".") make_dirs(out_dir);
-  writer.write(output);
-  write_file_atomic(jsonl_path, jsonl);
   if (heldout > 0) {
-    // Split after the fact: the last N examples (and their JSONL lines, one per example) move to
-    // the held-out files.
+    // The last N examples (and their JSONL lines, one per example) go to the held-out files.
     check(heldout < writer.num_examples(), "--heldout ", heldout, " leaves no example to train on (",
           writer.num_examples(), " examples)");
-    Shard all(output);
-    const int64_t keep = all.num_examples() - heldout;
-    ShardWriter train(tok.hash(), uint32_t(tok.vocab_size()), template_text), held = train;
-    for (int64_t e = 0; e < all.num_examples(); ++e) (e < keep ? train : held).add(all.example_tokens(e), all.example_loss(e));
     size_t cut = 0;
-    for (int64_t e = 0; e < keep; ++e) cut = jsonl.find('\n', cut) + 1;
-    train.write(output);
-    held.write(heldout_path);
-    write_file_atomic(jsonl_path, jsonl.substr(0, cut));
-    write_file_atomic(heldout_jsonl, jsonl.substr(cut));
+    for (int64_t e = 0; e < writer.num_examples() - heldout; ++e) cut = jsonl.find('\n', cut) + 1;
+    writer.split_off(heldout).write(heldout_path);
+    write_file_atomic(heldout_jsonl, std::string_view(jsonl).substr(cut));
+    jsonl.resize(cut);
     if (!quiet)
       std::fprintf(stderr, "prepare_data: the last %lld examples held out in %s\n", (long long)heldout,
                    heldout_path.c_str());
   }
+  writer.write(output);
+  write_file_atomic(jsonl_path, jsonl);
   const double secs = std::chrono::duration<double>(t1 - t0).count();
   if (!quiet) {
     std::fprintf(stderr,
