@@ -276,19 +276,16 @@ int run(int argc, char** argv) {
   std::vector<std::vector<std::string>> golds;
   std::vector<std::string> documents;
   int64_t input_bytes = 0, skipped = 0;
-  std::vector<Conversation> convs;
-  std::vector<size_t> conv_file;  // index into inputs of each conversation
+  std::vector<std::vector<Conversation>> chats;  // the conversations of each input file
   ChatSkips chat_skips;
-  int64_t chat_truncated = 0;
   if (mode == "chat") {
-    for (size_t f = 0; f < inputs.size(); ++f) {
-      input_bytes += file_size_of(inputs[f]);
-      const int64_t left = limit > 0 ? limit - int64_t(convs.size()) : 0;
+    int64_t read = 0;
+    for (const std::string& in : inputs) {
+      input_bytes += file_size_of(in);
+      const int64_t left = limit > 0 ? limit - read : 0;
       if (limit > 0 && left <= 0) break;
-      for (auto& c : read_chat_jsonl(inputs[f], chat_format, left, skip_invalid, chat_skips)) {
-        convs.push_back(std::move(c));
-        conv_file.push_back(f);
-      }
+      chats.push_back(read_chat_jsonl(in, chat_format, left, skip_invalid, chat_skips));
+      read += int64_t(chats.back().size());
     }
   } else if (mode == "qa") {
     for (auto& in : inputs) {
@@ -360,47 +357,41 @@ int run(int argc, char** argv) {
   ShardWriter writer(tok.hash(), uint32_t(tok.vocab_size()), template_text);
   std::string jsonl;
   if (mode == "chat") {
-    std::vector<ChatExample> examples;
-    // Files are tokenized apart so that a length refusal names its own file.
-    for (size_t f = 0, b = 0; b < convs.size(); ++f) {
-      size_t e = b;
-      while (e < convs.size() && conv_file[e] == f) ++e;
-      std::vector<Conversation> part(convs.begin() + long(b), convs.begin() + long(e));
-      for (auto& x : tokenize_conversations(tok, chat_tmpl, part, max_tokens, truncate, inputs[f], chat_skips))
-        examples.push_back(std::move(x));
-      b = e;
-    }
     const std::string eos = tok.eos_id() >= 0 ? tok.id_to_token(tok.eos_id()) : "";
-    for (size_t i = 0; i < examples.size(); ++i) {
-      if (examples[i].tokens.empty()) continue;
-      writer.add(examples[i].tokens, examples[i].loss);
-      const auto& m = convs[i].messages;
-      size_t first_user = 0, first_reply = 0;
-      while (m[first_reply].role != "assistant") ++first_reply;
-      while (first_user < first_reply && m[first_user].role != "user") ++first_user;
-      // "prompt": the rendered text the first reply is generated from; question/answer: the first
-      // user message and the first reply.
-      std::string prompt = chat_tmpl.render(m, first_reply, eos) + chat_tmpl.assistant_header;
-      jsonl += "{\"index\": " + std::to_string(writer.num_examples() - 1) + ", \"line\": " +
-               std::to_string(convs[i].line) + ", \"question\": ";
-      append_json_string(jsonl, first_user < first_reply ? trim_whitespace(m[first_user].content) : "");
-      jsonl += ", \"prompt\": ";
-      append_json_string(jsonl, prompt);
-      jsonl += ", \"answer\": ";
-      append_json_string(jsonl, trim_whitespace(m[first_reply].content));
-      jsonl += ", \"messages\": [";
-      for (size_t k = 0; k < examples[i].messages; ++k) {
-        jsonl += k ? ", {\"role\": " : "{\"role\": ";
-        append_json_string(jsonl, m[k].role);
-        jsonl += ", \"content\": ";
-        append_json_string(jsonl, m[k].content);
-        jsonl += "}";
+    int64_t chat_truncated = 0;
+    // Files are tokenized apart so that a length refusal names its own file.
+    for (size_t f = 0; f < chats.size(); ++f) {
+      const auto examples = tokenize_conversations(tok, chat_tmpl, chats[f], max_tokens, truncate, inputs[f], chat_skips);
+      for (size_t i = 0; i < examples.size(); ++i) {
+        if (examples[i].tokens.empty()) continue;
+        writer.add(examples[i].tokens, examples[i].loss);
+        const auto& m = chats[f][i].messages;
+        chat_truncated += examples[i].messages < m.size();
+        size_t first_user = 0, first_reply = 0;
+        while (m[first_reply].role != "assistant") ++first_reply;
+        while (first_user < first_reply && m[first_user].role != "user") ++first_user;
+        // "prompt": the rendered text the first reply is generated from; question/answer: the first
+        // user message and the first reply.
+        std::string prompt = chat_tmpl.render(m, first_reply, eos) + chat_tmpl.assistant_header;
+        jsonl += "{\"index\": " + std::to_string(writer.num_examples() - 1) + ", \"line\": " +
+                 std::to_string(chats[f][i].line) + ", \"question\": ";
+        append_json_string(jsonl, first_user < first_reply ? trim_whitespace(m[first_user].content) : "");
+        jsonl += ", \"prompt\": ";
+        append_json_string(jsonl, prompt);
+        jsonl += ", \"answer\": ";
+        append_json_string(jsonl, trim_whitespace(m[first_reply].content));
+        jsonl += ", \"messages\": [";
+        for (size_t k = 0; k < examples[i].messages; ++k) {
+          jsonl += k ? ", {\"role\": " : "{\"role\": ";
+          append_json_string(jsonl, m[k].role);
+          jsonl += ", \"content\": ";
+          append_json_string(jsonl, m[k].content);
+          jsonl += "}";
+        }
+        jsonl += "]}\n";
       }
-      jsonl += "]}\n";
     }
     // Never silent, even with --quiet: what was left out or cut, and why.
-    for (size_t i = 0; i < examples.size(); ++i)
-      chat_truncated += !examples[i].tokens.empty() && examples[i].messages < convs[i].messages.size();
     if (chat_skips.total() > 0) {
       std::fprintf(stderr, "prepare_data: %s\n", chat_skips.summary().c_str());
       for (auto& m : chat_skips.first) std::fprintf(stderr, "  skipped %s\n", m.c_str());
@@ -450,27 +441,21 @@ int run(int argc, char** argv) {
   const auto t1 = std::chrono::steady_clock::now();
   const std::string out_dir = dirname_of(output);
   if (!out_dir.empty() && out_dir != ".") make_dirs(out_dir);
-  writer.write(output);
-  write_file_atomic(jsonl_path, jsonl);
   if (heldout > 0) {
-    // Split after the fact: the last N examples (and their JSONL lines, one per example) move to
-    // the held-out files.
+    // The last N examples (and their JSONL lines, one per example) go to the held-out files.
     check(heldout < writer.num_examples(), "--heldout ", heldout, " leaves no example to train on (",
           writer.num_examples(), " examples)");
-    Shard all(output);
-    const int64_t keep = all.num_examples() - heldout;
-    ShardWriter train(tok.hash(), uint32_t(tok.vocab_size()), template_text), held = train;
-    for (int64_t e = 0; e < all.num_examples(); ++e) (e < keep ? train : held).add(all.example_tokens(e), all.example_loss(e));
     size_t cut = 0;
-    for (int64_t e = 0; e < keep; ++e) cut = jsonl.find('\n', cut) + 1;
-    train.write(output);
-    held.write(heldout_path);
-    write_file_atomic(jsonl_path, jsonl.substr(0, cut));
-    write_file_atomic(heldout_jsonl, jsonl.substr(cut));
+    for (int64_t e = 0; e < writer.num_examples() - heldout; ++e) cut = jsonl.find('\n', cut) + 1;
+    writer.split_off(heldout).write(heldout_path);
+    write_file_atomic(heldout_jsonl, std::string_view(jsonl).substr(cut));
+    jsonl.resize(cut);
     if (!quiet)
       std::fprintf(stderr, "prepare_data: the last %lld examples held out in %s\n", (long long)heldout,
                    heldout_path.c_str());
   }
+  writer.write(output);
+  write_file_atomic(jsonl_path, jsonl);
   const double secs = std::chrono::duration<double>(t1 - t0).count();
   if (!quiet) {
     std::fprintf(stderr,

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "dataloader/prompt_template.h"
+#include "dataloader/sources.h"
 
 using json = nlohmann::json;
 
@@ -100,25 +101,15 @@ std::vector<Conversation> read_chat_jsonl(const std::string& path, const ChatFor
     check(v == "system" || v == "user" || v == "assistant", "--role-map: '", k, "' maps to '", v,
           "' (expected system, user or assistant)");
   const std::string text = read_text_file(path);
-  std::vector<std::pair<std::string_view, int64_t>> lines;
-  size_t pos = 0;
-  int64_t line = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    ++line;
-    std::string_view l(text.data() + pos, nl - pos);
-    if (l.find_first_not_of(" \t\r") != std::string_view::npos) lines.push_back({l, line});
-    pos = nl + 1;
-  }
+  const std::vector<TextLine> lines = nonblank_lines(text);
   // JSON parsing dominates: lines are parsed in parallel, refusals reported in file order.
   std::vector<Conversation> convs(lines.size());
   std::vector<Refusal> why(lines.size());
   std::vector<uint8_t> ok(lines.size());
 #pragma omp parallel for schedule(dynamic, 256)
   for (size_t i = 0; i < lines.size(); ++i) {
-    convs[i].line = lines[i].second;
-    ok[i] = parse_conversation(lines[i].first, format, convs[i], why[i]);
+    convs[i].line = lines[i].number;
+    ok[i] = parse_conversation(lines[i].text, format, convs[i], why[i]);
   }
   std::vector<Conversation> out;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -127,7 +118,7 @@ std::vector<Conversation> read_chat_jsonl(const std::string& path, const ChatFor
       out.push_back(std::move(convs[i]));
       continue;
     }
-    const std::string msg = path + ":" + std::to_string(lines[i].second) + ": " + why[i].detail;
+    const std::string msg = path + ":" + std::to_string(lines[i].number) + ": " + why[i].detail;
     check(skip_invalid, msg, " (--skip-invalid counts and skips such lines)");
     skips.add(why[i].reason, msg);
   }
@@ -206,18 +197,20 @@ static void append_replaced(std::string& out, const std::string& tmpl, const std
   out.append(tmpl, b, std::string::npos);
 }
 
+void ChatTemplate::append(std::string& s, const ChatMessage& m, const std::string& eos_text) const {
+  const std::string content = trim_whitespace(m.content);
+  if (m.role == "assistant") {
+    append_replaced(s, assistant_header, "{eos}", eos_text);
+    s += content;
+    append_replaced(s, assistant_end, "{eos}", eos_text);
+  } else {
+    append_replaced(s, m.role == "system" ? system : user, "{content}", content);
+  }
+}
+
 std::string ChatTemplate::render(const std::vector<ChatMessage>& m, size_t n, const std::string& eos_text) const {
   std::string s;
-  for (size_t i = 0; i < n && i < m.size(); ++i) {
-    const std::string content = trim_whitespace(m[i].content);
-    if (m[i].role == "assistant") {
-      append_replaced(s, assistant_header, "{eos}", eos_text);
-      s += content;
-      append_replaced(s, assistant_end, "{eos}", eos_text);
-    } else {
-      append_replaced(s, m[i].role == "system" ? system : user, "{content}", content);
-    }
-  }
+  for (size_t i = 0; i < n && i < m.size(); ++i) append(s, m[i], eos_text);
   return s;
 }
 
@@ -234,35 +227,51 @@ ChatTruncate parse_chat_truncate(const std::string& s) {
   fail("--truncate: '", s, "' is not turns, skip or error");
 }
 
-// The texts whose token counts define the mask of messages [0, n): the whole conversation first,
-// then for each non-assistant message i its start prefix (i > 0) and end prefix.
-static std::vector<std::string> mask_texts(const ChatTemplate& t, const std::vector<ChatMessage>& m, size_t n,
-                                           const std::string& eos) {
-  std::vector<std::string> texts;
-  std::string full = t.render(m, n, eos);
-  texts.push_back(t.strip ? trim_whitespace(full) : full);
-  for (size_t i = 0; i < n; ++i) {
-    if (m[i].role == "assistant") continue;
-    if (i > 0) texts.push_back(t.render(m, i, eos));
-    std::string end = t.render(m, i + 1, eos);
-    if (i + 1 < n && m[i + 1].role == "assistant") append_replaced(end, t.assistant_header, "{eos}", eos);
-    texts.push_back(std::move(end));
+// The span of a non-assistant message that carries no loss, [begin, end) in tokens: the token
+// counts of its start and end prefixes (chat.h).
+struct Untrained {
+  size_t message, begin, end;
+};
+
+static constexpr size_t kNoText = size_t(-1);
+
+// Appends to `texts` the whole text of conversation m (stripped when the template says so), then
+// the prefixes whose token counts bound the untrained spans, rendered in one pass; `spans` gets,
+// per non-assistant message, the indices in `texts` of its start prefix (kNoText: token 0) and end
+// prefix. The start prefix of a message that follows another non-assistant message is that
+// message's end prefix (no header is appended before a non-assistant turn): counted once.
+static void mask_texts(const ChatTemplate& t, const std::vector<ChatMessage>& m, const std::string& eos,
+                       std::vector<std::string>& texts, std::vector<Untrained>& spans) {
+  const size_t whole = texts.size();
+  texts.emplace_back();
+  std::string s;
+  for (size_t i = 0; i < m.size(); ++i) {
+    const bool trained = m[i].role == "assistant";
+    size_t start = kNoText;
+    if (!trained && i > 0) {
+      if (m[i - 1].role == "assistant") texts.push_back(s);
+      start = texts.size() - 1;
+    }
+    t.append(s, m[i], eos);
+    if (trained) continue;
+    texts.push_back(s);
+    if (i + 1 < m.size() && m[i + 1].role == "assistant") append_replaced(texts.back(), t.assistant_header, "{eos}", eos);
+    spans.push_back({i, start, texts.size() - 1});
   }
-  return texts;
+  texts[whole] = t.strip ? trim_whitespace(s) : s;
 }
 
-static ChatExample assemble(const std::vector<ChatMessage>& m, size_t n, std::vector<std::vector<int32_t>>& enc,
-                            size_t at) {
+// The example of messages [0, n): `tokens` encode their whole text; `spans` hold token counts.
+// A span of a kept message is the same whatever n is, as a kept conversation ends with an
+// assistant turn (so the end prefix of a kept message never lacks the header that follows it).
+static ChatExample assemble(std::vector<int32_t> tokens, const std::vector<Untrained>& spans, size_t n) {
   ChatExample ex;
   ex.messages = n;
-  ex.tokens = std::move(enc[at++]);
+  ex.tokens = std::move(tokens);
   ex.loss.assign(ex.tokens.size(), 1);
-  for (size_t i = 0; i < n; ++i) {
-    if (m[i].role == "assistant") continue;
-    size_t b = i > 0 ? enc[at++].size() : 0;
-    size_t e = std::min(enc[at++].size(), ex.tokens.size());
-    for (size_t k = b; k < e; ++k) ex.loss[k] = 0;
-  }
+  for (const Untrained& u : spans)
+    if (u.message < n)
+      for (size_t k = u.begin; k < std::min(u.end, ex.tokens.size()); ++k) ex.loss[k] = 0;
   if (!ex.loss.empty()) ex.loss[0] = 0;
   return ex;
 }
@@ -284,39 +293,44 @@ std::vector<ChatExample> tokenize_conversations(const Tokenizer& tok, const Chat
   for (size_t c0 = 0; c0 < convs.size(); c0 += chunk) {
     const size_t c1 = std::min(convs.size(), c0 + chunk);
     std::vector<std::string> texts;
-    std::vector<size_t> first(c1 - c0);
+    std::vector<std::vector<Untrained>> spans(c1 - c0);
+    std::vector<size_t> whole(c1 - c0);
     for (size_t c = c0; c < c1; ++c) {
-      first[c - c0] = texts.size();
-      for (auto& s : mask_texts(tmpl, convs[c].messages, convs[c].messages.size(), eos)) texts.push_back(std::move(s));
+      whole[c - c0] = texts.size();
+      mask_texts(tmpl, convs[c].messages, eos, texts, spans[c - c0]);
     }
     auto enc = tok.encode_batch(texts, /*add_special_tokens=*/true);
-    for (size_t c = c0; c < c1; ++c) out[c] = assemble(convs[c].messages, convs[c].messages.size(), enc, first[c - c0]);
-  }
-  if (max_tokens <= 0) return out;
-  for (size_t c = 0; c < convs.size(); ++c) {
-    if (int64_t(out[c].tokens.size()) <= max_tokens) continue;
-    const std::string where = path + ":" + std::to_string(convs[c].line);
-    const std::string what = where + ": conversation of " + std::to_string(out[c].tokens.size()) +
-                             " tokens is longer than --max-tokens " + std::to_string(max_tokens);
-    check(truncate != ChatTruncate::error, what, " (--truncate turns or skip)");
-    out[c] = ChatExample{};
-    if (truncate == ChatTruncate::skip) {
-      skips.add("longer than --max-tokens", what);
-      continue;
-    }
-    // Longest prefix of whole exchanges (ending with an assistant turn) that fits.
-    const auto& m = convs[c].messages;
-    for (size_t n = m.size() - 1; n > 0; --n) {
-      if (m[n - 1].role != "assistant") continue;
-      auto texts = mask_texts(tmpl, m, n, eos);
-      auto enc = tok.encode_batch(texts, true);
-      ChatExample ex = assemble(m, n, enc, 0);
-      if (int64_t(ex.tokens.size()) <= max_tokens) {
-        out[c] = std::move(ex);
-        break;
+    for (size_t c = c0; c < c1; ++c) {
+      auto& sp = spans[c - c0];
+      for (Untrained& u : sp) {
+        u.begin = u.begin == kNoText ? 0 : enc[u.begin].size();
+        u.end = enc[u.end].size();
       }
+      out[c] = assemble(std::move(enc[whole[c - c0]]), sp, convs[c].messages.size());
+      if (max_tokens <= 0 || int64_t(out[c].tokens.size()) <= max_tokens) continue;
+      const std::string what = path + ":" + std::to_string(convs[c].line) + ": conversation of " +
+                               std::to_string(out[c].tokens.size()) + " tokens is longer than --max-tokens " +
+                               std::to_string(max_tokens);
+      check(truncate != ChatTruncate::error, what, " (--truncate turns or skip)");
+      out[c] = ChatExample{};
+      if (truncate == ChatTruncate::skip) {
+        skips.add("longer than --max-tokens", what);
+        continue;
+      }
+      // Longest prefix of whole exchanges (ending with an assistant turn) that fits: only its
+      // whole text is encoded, its spans are those already counted.
+      const auto& m = convs[c].messages;
+      for (size_t n = m.size() - 1; n > 0; --n) {
+        if (m[n - 1].role != "assistant") continue;
+        const std::string text = tmpl.render(m, n, eos);
+        std::vector<int32_t> tokens = tok.encode(tmpl.strip ? trim_whitespace(text) : text, true);
+        if (int64_t(tokens.size()) <= max_tokens) {
+          out[c] = assemble(std::move(tokens), sp, n);
+          break;
+        }
+      }
+      if (out[c].tokens.empty()) skips.add("first exchange longer than --max-tokens", what);
     }
-    if (out[c].tokens.empty()) skips.add("first exchange longer than --max-tokens", what);
   }
   return out;
 }

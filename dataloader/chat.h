@@ -78,6 +78,7 @@ struct ChatTemplate {
   static ChatTemplate resolve(const std::string& name_or_path);
   // Renders messages [0, n). eos_text replaces {eos}. Without the final strip.
   std::string render(const std::vector<ChatMessage>& m, size_t n, const std::string& eos_text) const;
+  void append(std::string& s, const ChatMessage& m, const std::string& eos_text) const;  // one message
   // The one-turn QA template equivalent to this chat template (stored in shards, so that
   // eval_factoids renders a question as the prompt of a one-turn conversation):
   //   user with {content} -> {prompt}, then assistant_header{answer}{eos} (for tulu: the QA tulu template).

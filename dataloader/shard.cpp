@@ -33,6 +33,27 @@ void ShardWriter::add(const std::vector<int32_t>& toks, const std::vector<uint8_
   offsets.push_back(tokens.size());
 }
 
+ShardWriter ShardWriter::split_off(int64_t n) {
+  check(n >= 0 && n < num_examples(), "shard writer: cannot split off ", n, " of ", num_examples(), " examples");
+  ShardWriter tail(tokenizer_hash, vocab_size, prompt_template);
+  const size_t keep = offsets.size() - 1 - size_t(n);
+  for (size_t e = keep; e + 1 < offsets.size(); ++e) {
+    std::vector<int32_t> t(tokens.begin() + long(offsets[e]), tokens.begin() + long(offsets[e + 1]));
+    std::vector<uint8_t> l(t.size());
+    for (size_t i = 0; i < l.size(); ++i) {
+      const size_t bit = offsets[e] + i;
+      l[i] = (loss_bits[bit >> 3] >> (bit & 7)) & 1;
+    }
+    tail.add(t, l);
+  }
+  const size_t kept_tokens = offsets[keep];
+  offsets.resize(keep + 1);
+  tokens.resize(kept_tokens);
+  loss_bits.resize((kept_tokens + 7) / 8);
+  if (kept_tokens & 7) loss_bits.back() &= uint8_t((1u << (kept_tokens & 7)) - 1);  // the padding bits are 0
+  return tail;
+}
+
 std::string ShardWriter::serialize(uint32_t version) const {
   check(version == 1 || version == kShardVersion, "shard writer: cannot write version ", version);
   const uint32_t token_bytes = vocab_size <= 65536 ? 2 : 4;

@@ -63,6 +63,9 @@ struct ShardWriter {
   void add(const std::vector<int32_t>& tokens, const std::vector<uint8_t>& loss);
   int64_t num_examples() const { return int64_t(offsets.size()) - 1; }
   int64_t num_tokens() const { return int64_t(tokens.size()); }
+  // Moves the last n examples (0 <= n < num_examples()) into a new writer with the same header
+  // fields (a held-out split).
+  ShardWriter split_off(int64_t n);
   // The whole file as bytes. Version 1 only to test that old shards still load.
   std::string serialize(uint32_t version = kShardVersion) const;
   void write(const std::string& path) const;

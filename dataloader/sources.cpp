@@ -49,6 +49,8 @@ static std::string join_names(const std::vector<std::string>& v) {
   return s;
 }
 
+static bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r\n") == std::string_view::npos; }
+
 // Calls fn(line_text, line_number) for each line of the file (without the newline).
 template <typename Fn>
 static void for_each_line(const std::string& text, Fn fn) {
@@ -65,7 +67,14 @@ static void for_each_line(const std::string& text, Fn fn) {
   }
 }
 
-static bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r\n") == std::string_view::npos; }
+
+std::vector<TextLine> nonblank_lines(const std::string& text) {
+  std::vector<TextLine> lines;
+  for_each_line(text, [&](std::string_view l, int64_t line) {
+    if (!is_blank(l)) lines.push_back({l, line});
+  });
+  return lines;
+}
 
 static json parse_line(const std::string& path, int64_t line, std::string_view text) {
   json j;
@@ -148,17 +157,15 @@ static QaRecord parse_qa_line(const std::string& path, int64_t line, std::string
 std::vector<QaRecord> read_qa_jsonl(const std::string& path, const std::vector<std::string>& question_fields,
                                     const std::vector<std::string>& answer_fields, int64_t limit) {
   const std::string text = read_text_file(path);
-  std::vector<std::pair<std::string_view, int64_t>> lines;  // non-blank lines and their numbers
-  for_each_line(text, [&](std::string_view l, int64_t line) {
-    if (!is_blank(l) && (limit <= 0 || int64_t(lines.size()) < limit)) lines.push_back({l, line});
-  });
+  std::vector<TextLine> lines = nonblank_lines(text);
+  if (limit > 0 && int64_t(lines.size()) > limit) lines.resize(size_t(limit));
   // JSON parsing is the slow part: parse lines in parallel, then report the first bad line.
   std::vector<QaRecord> out(lines.size());
   std::vector<std::string> errors(lines.size());
 #pragma omp parallel for schedule(dynamic, 256)
   for (size_t i = 0; i < lines.size(); ++i) {
     try {
-      out[i] = parse_qa_line(path, lines[i].second, lines[i].first, question_fields, answer_fields);
+      out[i] = parse_qa_line(path, lines[i].number, lines[i].text, question_fields, answer_fields);
     } catch (const EngineError& e) {
       errors[i] = e.what();
     }

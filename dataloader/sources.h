@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 struct QaRecord {
@@ -34,6 +35,14 @@ const std::vector<QaPreset>& qa_presets();
 const QaPreset& qa_preset(const std::string& name);  // throws naming --preset and the known names
 const std::vector<std::string>& default_question_fields();  // question, input_text, prompt
 const std::vector<std::string>& default_answer_fields();    // answer, target_text, possible_answers, answers
+
+// The non-blank lines of a text (e.g. the records of a JSONL file) without their newline and
+// trailing '\r', with their 1-based line numbers.
+struct TextLine {
+  std::string_view text;
+  int64_t number;
+};
+std::vector<TextLine> nonblank_lines(const std::string& text);
 
 // n key-value pairs; keys are unique, values are unique, each 8 characters of [a-z0-9].
 struct KeyValue { std::string key, value; };

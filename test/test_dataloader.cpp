@@ -130,6 +130,32 @@ TEST_CASE("shards of format version 1 (hash64 checksums) still load, and their c
   }
 }
 
+TEST_CASE("split_off moves the last examples into a writer of their own, byte for byte") {
+  for (int n_tail : {0, 1, 5, 12}) {
+    Rng rng(uint64_t(n_tail) + 77);
+    ShardWriter all(kHash, 500, "t"), head(kHash, 500, "t"), tail(kHash, 500, "t");
+    for (int i = 0; i < 13; ++i) {
+      std::vector<int32_t> t(size_t(1 + rng.below(11)));  // lengths not multiples of 8: shared bitmap bytes
+      std::vector<uint8_t> l(t.size());
+      for (size_t j = 0; j < t.size(); ++j) {
+        t[j] = int32_t(rng.below(500));
+        l[j] = uint8_t(rng.below(2));
+      }
+      all.add(t, l);
+      (i < 13 - n_tail ? head : tail).add(t, l);
+    }
+    INFO("tail " << n_tail);
+    ShardWriter split = all.split_off(n_tail);
+    REQUIRE(all.num_examples() == 13 - n_tail);
+    REQUIRE(split.num_examples() == n_tail);
+    REQUIRE(all.serialize() == head.serialize());
+    REQUIRE(split.serialize() == tail.serialize());
+  }
+  ShardWriter w(kHash, 100, "");
+  w.add({1, 2}, {0, 1});
+  REQUIRE_THROWS_WITH(w.split_off(1), Catch::Contains("cannot split off 1 of 1"));
+}
+
 TEST_CASE("shard writer rejects bad examples") {
   ShardWriter w(kHash, 100, "");
   REQUIRE_THROWS_WITH(w.add({}, {}), Catch::Contains("empty"));
