@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "dev/fuzz/fuzz_check.h"
 #include "common/file_io.h"
+#include "common/model_cache.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/train_bpe.h"
 
@@ -226,6 +227,35 @@ TEST_CASE("(c) SentencePiece-style BPE with a Metaspace pre-tokenizer (Mistral s
   check_parity(t, "metaspace", true, false);
 }
 
+TEST_CASE("(d) WordPiece with the BERT normalizer and pre-tokenizer, trained by HF: identical ids and decode") {
+  // uncased (lowercase, accents stripped, CJK spaced out); cased with max_input_chars_per_word 8
+  // and nothing cleaned; accents stripped without lowercasing
+  for (const char* name : {"bert", "bert_cased", "bert_strip_accents"}) {
+    Tokenizer t = Tokenizer::from_json_string(variant_json(name).dump(), name);
+    check_parity(t, name, true, false);
+  }
+  Tokenizer t = Tokenizer::from_json_string(variant_json("bert").dump(), "bert");
+  const int32_t cls = t.token_to_id("[CLS]"), sep = t.token_to_id("[SEP]"), unk = t.token_to_id("[UNK]");
+  REQUIRE(cls >= 0);
+  REQUIRE(t.bos_id() == cls);
+  REQUIRE(t.eos_id() == sep);
+  auto ids = t.encode("Héllo, WORLD!", true);
+  REQUIRE(ids.front() == cls);
+  REQUIRE(ids.back() == sep);
+  REQUIRE(t.decode(ids, true) == "hello, world!");
+  REQUIRE(t.encode("x" + std::string(101, 'a')) == std::vector<int32_t>{unk});  // > max_input_chars_per_word
+}
+
+TEST_CASE("the real all-MiniLM-L6-v2 tokenizer: identical ids and decode (make test-minilm)", "[.minilm]") {
+  const std::string path = minilm_dir() + "/tokenizer.json";
+  if (!file_exists(path)) FAIL(minilm_missing_message());
+  Tokenizer t = Tokenizer::from_json_file_without_length_rules(path);
+  REQUIRE(t.vocab_size() == 30522);
+  check_parity(t, "minilm", true, false);
+  // the file's truncation/padding are refused by the plain loader
+  REQUIRE_THROWS_WITH(Tokenizer::from_json_file(path), Catch::Contains("'truncation'"));
+}
+
 TEST_CASE("other pre-tokenizer / normalizer pieces (Split behaviors, invert, Digits, Metaspace) on 300 documents") {
   for (const char* name : {"split_removed_digits", "split_merged_next", "split_merged_previous",
                            "split_contiguous_invert", "metaspace_always_nosplit"}) {
@@ -354,6 +384,21 @@ TEST_CASE("unsupported or corrupt tokenizer.json content is an error naming it")
   json h = j;
   h["model"]["something_new"] = 1;
   REQUIRE_THAT(error_of(h), Catch::Contains("model.something_new"));
+  json w = variant_json("bert");
+  w["normalizer"]["unicode_version"] = 9;
+  REQUIRE_THAT(error_of(w), Catch::Contains("normalizer.unicode_version"));
+  w = variant_json("bert");
+  w["model"]["unk_token"] = "[NOPE]";
+  REQUIRE_THAT(error_of(w), Catch::Contains("model.unk_token"));
+  w = variant_json("bert");
+  w["model"]["max_input_chars_per_word"] = 0;
+  REQUIRE_THAT(error_of(w), Catch::Contains("model.max_input_chars_per_word"));
+  w = variant_json("bert");
+  w["decoder"]["strip"] = true;
+  REQUIRE_THAT(error_of(w), Catch::Contains("decoder.strip"));
+  w = variant_json("bert");
+  w["pre_tokenizer"]["split_digits"] = true;
+  REQUIRE_THAT(error_of(w), Catch::Contains("pre_tokenizer.split_digits"));
   REQUIRE_THAT(error_of(json::parse("[1,2]")), Catch::Contains("tok.json"));
   REQUIRE_THROWS_WITH(Tokenizer::from_json_string("{not json", "bad.json"), Catch::Contains("bad.json: invalid JSON"));
   REQUIRE_THROWS_WITH(Tokenizer::from_json_file("/nonexistent/tokenizer.json"), Catch::Contains("/nonexistent/tokenizer.json"));
