@@ -348,6 +348,14 @@ TEST_CASE("the hash depends on content, not on JSON formatting") {
   pre["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = kQwen2Pattern;
   REQUIRE(Tokenizer::from_json_string(pre.dump(), "p").hash() != a.hash());
   REQUIRE(Tokenizer::from_json_string(variant_json("qwen2").dump(), "q").hash() != a.hash());
+  // WordPiece: the model's own settings count too
+  json w = variant_json("bert");
+  const uint64_t wh = Tokenizer::from_json_string(w.dump(), "w").hash();
+  w["model"]["max_input_chars_per_word"] = 99;
+  REQUIRE(Tokenizer::from_json_string(w.dump(), "w").hash() != wh);
+  w = variant_json("bert");
+  w["model"]["continuing_subword_prefix"] = "@@";
+  REQUIRE(Tokenizer::from_json_string(w.dump(), "w").hash() != wh);
 }
 
 TEST_CASE("unsupported or corrupt tokenizer.json content is an error naming it") {
@@ -460,6 +468,7 @@ TEST_CASE("fuzz property, short run (the long run is dev/fuzz/run_fuzz.sh)") {
   // cut or duplicated; fuzz_check aborts with the input in hex on any failure.
   Tokenizer bl = Tokenizer::from_json_file(kDir + "bytelevel.json");
   Tokenizer sp = Tokenizer::from_json_file(kDir + "sentencepiece.json");
+  Tokenizer wp = Tokenizer::from_json_file(kDir + "wordpiece.json");
   const auto& docs = corpus();
   std::mt19937_64 rng(12345);
   const char* pieces[] = {"a", " ", "  ", "\n", "\t", "\r\n", "1", "'s", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80",
@@ -483,7 +492,7 @@ TEST_CASE("fuzz property, short run (the long run is dev/fuzz/run_fuzz.sh)") {
         if (rng() % 4 == 0) s += s;
       }
     }
-    fuzz_check(bl, sp, s);
+    fuzz_check(bl, sp, s, &wp);
   }
   SUCCEED("4000 inputs");
 }
