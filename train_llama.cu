@@ -92,6 +92,8 @@ struct TrainArgs {
   int log_every = 1;
   std::string dist_init;
   double dist_timeout = 600;
+  int world_size = 0;  // --dry-run: plan for this many ranks (0: the launcher's)
+  int zero = 0;
 };
 
 static void declare_options(CLI::App& app, TrainArgs& a) {
@@ -168,6 +170,12 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
       "writes the NCCL id to PATH, on a file system every rank sees, and removes it once all have read it");
   opt("--dist-timeout", a.dist_timeout, "S", "seconds a rank waits for the others at the rendezvous (default 600)")
       ->check(cli::number(0.001, 1e9));
+  opt("--zero", a.zero, "0|1|2|3",
+      "ZeRO stage: 0 = every rank holds the whole state (default; the only stage training runs yet); --dry-run "
+      "also plans 1 (AdamW state and fp32 master weights sharded), 2 (+ gradients), 3 (+ bf16 weights)")
+      ->check(cli::integer(0, 3));
+  opt("--world-size", a.world_size, "N", "--dry-run: plan per GPU for N data-parallel ranks (default: the launcher's)")
+      ->check(cli::integer(1, 1 << 20));
   app.add_flag("--dry-run", a.dry_run,
                "print the GPU memory plan (weights, grads, optimizer, activations, workspace) and exit");
 }
@@ -464,16 +472,27 @@ struct Trainer {
     }
 
     if (args.dry_run) {  // the GPU memory plan for this config and micro-batch, then exit
-      const int rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
+      const int world = args.world_size > 0 ? args.world_size : pg.world_size;
+      const int rank_batch = std::max(1, args.batch_size / world);
+      const int rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, rank_batch) : rank_batch;
       const ParamLayout layout = make_param_layout(config);
       const bool bf16_state = args.optimizer_state == "bf16";
-      std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens\n%s",
-                  config.architecture.c_str(), layout.total / 1e9, rows, args.seq_len,
-                  format_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state)).c_str());
+      auto plan = [&](bool bf16) {
+        return shard_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len, bf16), config, layout,
+                                      world, args.zero);
+      };
+      std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens", config.architecture.c_str(),
+                  layout.total / 1e9, rows, args.seq_len);
+      if (world > 1 || args.zero > 0)
+        std::printf(", per GPU of %d ranks at ZeRO %d%s", world, args.zero,
+                    args.zero > 0 ? " (planned: training runs ZeRO 0 only yet)" : "");
+      std::printf("\n%s", format_cuda_memory_plan(plan(bf16_state)).c_str());
       std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
-                  cuda_memory_plan(config, layout, rows, args.seq_len, !bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
+                  plan(!bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
       return;
     }
+    check(args.zero == 0, "--zero ", args.zero, ": not implemented yet; training runs ZeRO 0 (every rank holds the "
+                          "whole state), and --dry-run --zero ", args.zero, " prints the plan of stage ", args.zero);
 
     if (pg.world_size > 1) join_process_group();
 

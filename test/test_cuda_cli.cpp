@@ -207,6 +207,54 @@ TEST_CASE("train_llama --dry-run prints the GPU memory plan") {
   REQUIRE(out16.find("with --optimizer-state fp32 instead") != std::string::npos);
 }
 
+namespace {
+// The GiB figure of a row of the --dry-run table.
+double plan_gib(const std::string& out, const std::string& row) {
+  const size_t at = out.find("  " + row);
+  REQUIRE(at != std::string::npos);
+  return std::stod(out.substr(at + 2 + row.size()));
+}
+}  // namespace
+
+TEST_CASE("train_llama --dry-run --world-size N --zero S plans each stage's sharding per GPU") {
+  Setup s;
+  const std::string cfg = s.dir + "/llama3_8b.json";
+  write_file_atomic(cfg, R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "max_position_embeddings": 8192, "rope_theta": 500000.0, "tie_word_embeddings": false})");
+  auto plan = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> a = {"./train_llama", "--init", cfg, "--dry-run", "--batch-size", "8", "--seq-len", "2048",
+                                  "--micro-batch-size", "1"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    REQUIRE(run(a, s.dir + "/plan.log") == 0);
+    return read_text_file(s.dir + "/plan.log");
+  };
+  const std::string z0 = plan({}), z1 = plan({"--world-size", "4", "--zero", "1"}),
+                    z2 = plan({"--world-size", "4", "--zero", "2"}), z3 = plan({"--world-size", "4", "--zero", "3"});
+  REQUIRE(z1.find("per GPU of 4 ranks at ZeRO 1") != std::string::npos);
+  // 8.03e9 parameters: 4 bytes each of master weights and gradients, 8 of AdamW state.
+  const double P = 8030261248.0, GiB = 1024.0 * 1024.0 * 1024.0, VC = 128256.0 * 4096;
+  REQUIRE(std::abs(plan_gib(z0, "AdamW state (m, v), fp32") - 8 * P / GiB) < 0.01);
+  REQUIRE(std::abs(plan_gib(z1, "AdamW state (m, v), fp32") - 8 * P / 4 / GiB) < 0.01);
+  REQUIRE(std::abs(plan_gib(z1, "weights, fp32 master") - 4 * P / 4 / GiB) < 0.01);
+  REQUIRE(std::abs(plan_gib(z1, "gradients, fp32") - 4 * P / GiB) < 0.01);  // whole at stage 1
+  // stage 2: a quarter of the gradients plus one bucket of the largest group (the embedding)
+  REQUIRE(std::abs(plan_gib(z2, "gradients, fp32") - (4 * P / 4 + 4 * VC) / GiB) < 0.01);
+  REQUIRE(std::abs(plan_gib(z2, "weights, bf16 working copy") - 2 * P / GiB) < 0.01);
+  // stage 3: a quarter of the bf16 weights plus two gathered groups
+  REQUIRE(std::abs(plan_gib(z3, "weights, bf16 working copy") - (2 * P / 4 + 2 * 2 * VC) / GiB) < 0.01);
+  // activations are per rank's micro-batch, the same at every stage
+  REQUIRE(plan_gib(z0, "activations saved for backward") == plan_gib(z3, "activations saved for backward"));
+  REQUIRE(plan_gib(z3, "total") < plan_gib(z2, "total"));
+  REQUIRE(plan_gib(z2, "total") < plan_gib(z1, "total"));
+  REQUIRE(plan_gib(z1, "total") < plan_gib(z0, "total"));
+  // training itself runs stage 0 only
+  std::vector<std::string> a = s.args("./train_llama", "cpu", "z1", 1);
+  a.insert(a.end(), {"--zero", "1"});
+  REQUIRE(run(a, s.dir + "/z1.log") == 1);
+  REQUIRE(read_text_file(s.dir + "/z1.log").find("error: --zero 1: not implemented yet") != std::string::npos);
+}
+
 TEST_CASE("eval_factoids --device cuda (emulated) decodes the same tokens as --device cpu") {
   Setup s;
   // a partly memorized model: most answers have clear logit margins
