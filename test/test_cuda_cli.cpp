@@ -2,12 +2,14 @@
 // program and backend compiled with -DCUDA_EMULATION), against ./train_llama --device cpu on the
 // same data and init: the step losses and gradient norms agree within bf16 tolerance, the final
 // weights are close, a resumed CUDA run ends with byte-identical weights, and --dry-run prints the
-// GPU memory plan; 2 processes under mpirun (data parallelism, the emulator's multi-process NCCL
-// fake) against 1. Runs from the repository root after `make` (needs ./prepare_data, ./train_llama).
+// GPU memory plan (per GPU of each ZeRO stage too); 2 processes under mpirun (data parallelism,
+// the emulator's multi-process NCCL fake) against 1, checkpoints across world sizes, a signal to
+// one rank, bad input. Runs from the repository root after `make` (needs ./prepare_data, ./train_llama).
 // On a GPU machine the same test runs the nvcc build instead (make check-gpu): the environment
 // variables CUDA_TRAIN_LLAMA and CUDA_EVAL_FACTOIDS name the programs run with --device cuda.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +39,7 @@ const std::string kEvalCuda = cuda_program("CUDA_EVAL_FACTOIDS", "build/eval_fac
 
 // Runs argv with stdout and stderr to `log`; returns the exit code.
 int run(const std::vector<std::string>& argv, const std::string& log) {
+  std::fflush(nullptr);  // else the child's freopen writes this process's buffered output again
   pid_t pid = fork();
   if (pid == 0) {
     if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
@@ -368,6 +371,69 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 matches 1 process, and r
           read_text_file(s.dir + "/two_again/final/model.safetensors"));
   REQUIRE(read_text_file(s.dir + "/two/final/optimizer.safetensors") ==
           read_text_file(s.dir + "/two_again/final/optimizer.safetensors"));
+
+  // A checkpoint is the same whatever the world size: step 2 of the 2-process run resumed by one
+  // process, and step 2 of the 1-process run resumed by two, continue with the same losses.
+  REQUIRE(run({kTrainCuda, "--resume", s.dir + "/two/checkpoint-2", "--out", s.dir + "/two_then_one", "--log",
+               s.dir + "/two_then_one.jsonl"},
+              s.dir + "/two_then_one.log") == 0);
+  const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/one/checkpoint-2", "--out", s.dir + "/one_then_two",
+                              "--log", s.dir + "/one_then_two.jsonl", "--dist-init",
+                              "file://" + abs_path(s.dir) + "/store_resume"}),
+                     s.dir + "/one_then_two.log");
+  INFO(read_text_file(s.dir + "/one_then_two.log"));
+  REQUIRE(rc == 0);
+  for (const std::string name : {"two_then_one", "one_then_two"}) {
+    INFO(name);
+    const std::vector<json> resumed = step_events(s.dir + "/" + name + ".jsonl");
+    REQUIRE(resumed.size() == 2);
+    for (int i = 0; i < 2; i++) {
+      REQUIRE(resumed[i]["step"] == i + 3);
+      const double l1 = one[i + 2]["loss"], lr = resumed[i]["loss"];
+      REQUIRE(std::abs(lr - l1) <= 1e-5 * std::abs(l1));
+    }
+  }
+}
+
+TEST_CASE("train_llama with 2 processes: a signal to one rank stops both after the same step, with a checkpoint") {
+  if (!dist_tests_enabled()) return;
+  Setup s;
+  // Two processes started by hand with torchrun-style variables, so that the test knows rank 1's pid.
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; r++) {
+    std::vector<std::string> a = with(s.args(kTrainCuda, "cuda", "sig", 200),
+                                      {"--dist-init", "file://" + abs_path(s.dir) + "/store"});
+    const std::string log = s.dir + "/sig" + std::to_string(r) + ".log";
+    std::fflush(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+      setenv("RANK", std::to_string(r).c_str(), 1);
+      setenv("WORLD_SIZE", "2", 1);
+      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      setenv("EMU_DEVICE_COUNT", "2", 1);
+      if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
+      std::vector<char*> args;
+      for (const auto& x : a) args.push_back(const_cast<char*>(x.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  // Once rank 0 has logged a step, SIGTERM to rank 1 alone.
+  for (int i = 0; i < 6000 && step_events(s.dir + "/sig.jsonl").empty(); i++) usleep(10000);
+  REQUIRE(!step_events(s.dir + "/sig.jsonl").empty());
+  kill(pids[1], SIGTERM);
+  int status[2];
+  for (int r = 0; r < 2; r++) waitpid(pids[r], &status[r], 0);
+  INFO(read_text_file(s.dir + "/sig0.log") + read_text_file(s.dir + "/sig1.log"));
+  REQUIRE((WIFEXITED(status[0]) && WEXITSTATUS(status[0]) == 0));
+  REQUIRE((WIFEXITED(status[1]) && WEXITSTATUS(status[1]) == 0));
+  const std::vector<json> steps = step_events(s.dir + "/sig.jsonl");
+  REQUIRE(steps.size() < 200);
+  const std::string ck = s.dir + "/sig/checkpoint-" + std::to_string(steps.size());
+  REQUIRE(file_exists(ck + "/trainer_state.json"));
+  REQUIRE(json::parse(read_text_file(ck + "/trainer_state.json"))["stop_reason"] == "signal");
 }
 
 TEST_CASE("train_llama with 2 processes: bad input is an error on every rank, never a hang") {
