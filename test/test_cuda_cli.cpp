@@ -383,6 +383,17 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 matches 1 process, and r
                      s.dir + "/one_then_two.log");
   INFO(read_text_file(s.dir + "/one_then_two.log"));
   REQUIRE(rc == 0);
+  // At the same world size the resumed run ends with the bytes of the uninterrupted one.
+  const int rc2 = run(mpirun2({kTrainCuda, "--resume", s.dir + "/two/checkpoint-2", "--out", s.dir + "/two_resumed",
+                               "--log", s.dir + "/two_resumed.jsonl", "--dist-init",
+                               "file://" + abs_path(s.dir) + "/store_resume2"}),
+                      s.dir + "/two_resumed.log");
+  INFO(read_text_file(s.dir + "/two_resumed.log"));
+  REQUIRE(rc2 == 0);
+  REQUIRE(read_text_file(s.dir + "/two_resumed/final/model.safetensors") ==
+          read_text_file(s.dir + "/two/final/model.safetensors"));
+  REQUIRE(read_text_file(s.dir + "/two_resumed/final/optimizer.safetensors") ==
+          read_text_file(s.dir + "/two/final/optimizer.safetensors"));
   for (const std::string name : {"two_then_one", "one_then_two"}) {
     INFO(name);
     const std::vector<json> resumed = step_events(s.dir + "/" + name + ".jsonl");
