@@ -494,8 +494,6 @@ struct Trainer {
     check(args.zero == 0, "--zero ", args.zero, ": not implemented yet; training runs ZeRO 0 (every rank holds the "
                           "whole state), and --dry-run --zero ", args.zero, " prints the plan of stage ", args.zero);
 
-    if (pg.world_size > 1) join_process_group();
-
     // Data.
     DataLoaderConfig dc;
     dc.primary_shards = expand_shard_list(args.data);
@@ -512,6 +510,10 @@ struct Trainer {
     dc.world_size = pg.world_size;
     loader = std::make_unique<DataLoader>(dc);
     total_steps = args.steps > 0 ? args.steps : args.epochs * loader->steps_per_epoch();
+
+    // Joined after everything a rank can fail on alone (options, data) and before the first device
+    // allocation: a rank that stops early is then named by the others' rendezvous timeout.
+    if (pg.world_size > 1) join_process_group();
 
     // Model state.
     const int rank_batch = args.batch_size / pg.world_size;  // examples of a batch on this rank
