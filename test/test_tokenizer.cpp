@@ -11,6 +11,7 @@
 #include "dev/fuzz/fuzz_check.h"
 #include "common/file_io.h"
 #include "common/model_cache.h"
+#include "test/scratch_dir.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/train_bpe.h"
 
@@ -244,6 +245,23 @@ TEST_CASE("(d) WordPiece with the BERT normalizer and pre-tokenizer, trained by 
   REQUIRE(ids.back() == sep);
   REQUIRE(t.decode(ids, true) == "hello, world!");
   REQUIRE(t.encode("x" + std::string(101, 'a')) == std::vector<int32_t>{unk});  // > max_input_chars_per_word
+}
+
+TEST_CASE("truncation and padding: refused by from_json_file, checked by name and dropped for callers that cut themselves") {
+  json j = variant_json("bert");
+  j["truncation"] = {{"direction", "Right"}, {"max_length", 4}, {"strategy", "LongestFirst"}, {"stride", 0}};
+  j["padding"] = {{"strategy", {{"Fixed", 16}}}, {"direction", "Right"}, {"pad_to_multiple_of", nullptr},
+                  {"pad_id", 0}, {"pad_type_id", 0}, {"pad_token", "[PAD]"}};
+  const std::string path = scratch_dir("tokenizer_length") + "/tokenizer.json";
+  write_file_atomic(path, j.dump());
+  REQUIRE_THROWS_WITH(Tokenizer::from_json_file(path), Catch::Contains("'truncation'"));
+  Tokenizer t = Tokenizer::from_json_file_without_length_rules(path);
+  const std::string text = "a sentence much longer than four tokens, never cut nor padded";
+  REQUIRE(t.encode(text, true) == Tokenizer::from_json_string(variant_json("bert").dump(), "b").encode(text, true));
+  j["truncation"]["side"] = "left";
+  write_file_atomic(path, j.dump());
+  REQUIRE_THROWS_WITH(Tokenizer::from_json_file_without_length_rules(path),
+                      Catch::Contains(path) && Catch::Contains("truncation.side"));
 }
 
 TEST_CASE("the real all-MiniLM-L6-v2 tokenizer: identical ids and decode (make test-minilm)", "[.minilm]") {
