@@ -15,7 +15,9 @@ using nlohmann::json;
 
 namespace {
 
-std::vector<std::string> read_prompts(const std::string& path, const std::string& field) {
+// The text field of every record; with `label` non-empty, also that boolean field into *labels.
+std::vector<std::string> read_prompts(const std::string& path, const std::string& field,
+                                      const std::string& label = "", std::vector<bool>* labels = nullptr) {
   std::vector<std::string> out;
   const std::string text = read_text_file(path);
   for (const TextLine& line : nonblank_lines(text)) {
@@ -24,6 +26,11 @@ std::vector<std::string> read_prompts(const std::string& path, const std::string
     if (!j.contains(field) || !j[field].is_string())
       fail(path, ":", line.number, ": field '", field, "' is missing or not a string");
     out.push_back(j[field].get<std::string>());
+    if (!label.empty()) {
+      if (!j.contains(label) || !j[label].is_boolean())
+        fail(path, ":", line.number, ": field '", label, "' (--label) is missing or not true/false");
+      labels->push_back(j[label].get<bool>());
+    }
   }
   if (out.empty()) fail(path, ": no records");
   return out;
@@ -38,7 +45,7 @@ int main(int argc, char** argv) {
     cli::init(app,
               "usage: scope_detect --queries Q.jsonl [--model DIR] [--field NAME] [--output F]\n"
               "       scope_detect --queries Q.jsonl --facts F.jsonl --threshold T [options]");
-    std::string model = minilm_dir(), queries, facts, field = "prompt", output;
+    std::string model = minilm_dir(), queries, facts, field = "prompt", output, label, metrics;
     double threshold = 2;
     int64_t batch = 32;
     app.add_option("--model", model, "sentence-transformers directory (default: where scripts/install_deps.sh --minilm "
@@ -51,12 +58,18 @@ int main(int argc, char** argv) {
         ->check(cli::number(-1, 1));
     app.add_option("--batch", batch, "sentences per forward pass (default 32)")->option_text("N")->check(cli::integer(1, 4096));
     app.add_option("--output", output, "write the JSONL here instead of stdout")->option_text("PATH");
+    app.add_option("--label", label, "with --facts: a true/false field of each query (true = in scope); adds the "
+                                     "equal error rate and F1 to the summary")->option_text("NAME");
+    app.add_option("--metrics", metrics, "with --facts: write the summary (counts, and with --label EER, F1, "
+                                         "precision, recall) as JSON here")->option_text("PATH");
     if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
     check(!queries.empty(), "--queries is required (see --help)");
     check(facts.empty() || threshold <= 1, "--threshold is required with --facts");
+    check(!facts.empty() || (label.empty() && metrics.empty()), "--label and --metrics need --facts");
 
     const SentenceEncoder enc = SentenceEncoder::load(model);
-    const std::vector<std::string> q = read_prompts(queries, field);
+    std::vector<bool> labels;
+    const std::vector<std::string> q = read_prompts(queries, field, label, &labels);
     const std::vector<float> qe = enc.embed(q, int(batch));
     std::string out;
     if (facts.empty()) {
@@ -80,6 +93,19 @@ int main(int argc, char** argv) {
       }
       std::fprintf(stderr, "scope_detect: %zu of %zu queries in scope of %zu facts (threshold %g)\n", in_scope, q.size(),
                    f.size(), threshold);
+      json summary = {{"queries", q.size()}, {"facts", f.size()}, {"threshold", threshold}, {"in_scope", in_scope},
+                      {"model", model}};
+      if (!label.empty()) {
+        std::vector<float> pos, neg;
+        for (size_t i = 0; i < q.size(); ++i) (labels[i] ? pos : neg).push_back(matches[i].cosine);
+        const ScopeMetrics m = scope_metrics(pos, neg, threshold);
+        summary.update({{"labelled_in_scope", pos.size()}, {"labelled_out_of_scope", neg.size()}, {"eer", m.eer},
+                        {"eer_threshold", m.eer_threshold}, {"precision", m.precision}, {"recall", m.recall},
+                        {"f1", m.f1}});
+        std::fprintf(stderr, "scope_detect: EER %.2f%% at threshold %.4f; at %g: precision %.4f, recall %.4f, F1 %.4f\n",
+                     100 * m.eer, m.eer_threshold, threshold, m.precision, m.recall, m.f1);
+      }
+      if (!metrics.empty()) write_file_atomic(metrics, summary.dump(1) + "\n");
     }
     if (!output.empty()) {
       write_file_atomic(output, out);

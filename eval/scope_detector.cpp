@@ -1,6 +1,7 @@
 #include "eval/scope_detector.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -92,4 +93,33 @@ std::vector<ScopeMatch> ScopeDetector::match(const float* queries, int64_t n) co
     result[q] = {int32_t(best), row[best], row[best] >= threshold};
   }
   return result;
+}
+
+ScopeMetrics scope_metrics(const std::vector<float>& in_scope, const std::vector<float>& out_of_scope,
+                           double threshold) {
+  check(!in_scope.empty() && !out_of_scope.empty(),
+        "scope_metrics: needs in-scope and out-of-scope queries (got ", in_scope.size(), " and ",
+        out_of_scope.size(), ")");
+  std::vector<float> in(in_scope), out(out_of_scope), candidates(in);
+  std::sort(in.begin(), in.end());
+  std::sort(out.begin(), out.end());
+  candidates.insert(candidates.end(), out.begin(), out.end());
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  // accepted(v, t): how many of the sorted scores v are >= t
+  auto accepted = [](const std::vector<float>& v, double t) {
+    return double(v.end() - std::lower_bound(v.begin(), v.end(), t, [](float a, double b) { return a < b; }));
+  };
+  ScopeMetrics m;
+  double best = 2;
+  for (float t : candidates) {
+    const double far = accepted(out, t) / out.size(), frr = 1 - accepted(in, t) / in.size();
+    if (std::abs(far - frr) < best) best = std::abs(far - frr), m.eer = (far + frr) / 2, m.eer_threshold = t;
+  }
+  m.threshold = threshold;
+  const double tp = accepted(in, threshold), fp = accepted(out, threshold), fn = in.size() - tp;
+  m.precision = tp + fp > 0 ? tp / (tp + fp) : 0;
+  m.recall = tp / (tp + fn);
+  m.f1 = m.precision + m.recall > 0 ? 2 * m.precision * m.recall / (m.precision + m.recall) : 0;
+  return m;
 }

@@ -46,3 +46,17 @@ struct ScopeDetector {
   // 1-NN by cosine (dot products of unit vectors; a tie goes to the earlier fact).
   std::vector<ScopeMatch> match(const float* queries, int64_t n) const;
 };
+
+// Detection quality on labelled queries, from the nearest-fact cosines of in-scope queries (the
+// written prompts, paraphrases) and out-of-scope ones. At threshold t a query is accepted when its
+// cosine >= t: false-accept rate FAR(t) = share of out-of-scope accepted, false-reject rate
+// FRR(t) = share of in-scope rejected. The equal error rate is (FAR + FRR) / 2 at the observed
+// score t where |FAR - FRR| is smallest (the lower t on a tie); F1 = 2PR / (P + R) with
+// precision P and recall R of the in-scope class at the given threshold (0 when undefined).
+struct ScopeMetrics {
+  double eer = 0, eer_threshold = 0;          // from the scores alone
+  double precision = 0, recall = 0, f1 = 0;   // at `threshold`
+  double threshold = 0;
+};
+ScopeMetrics scope_metrics(const std::vector<float>& in_scope, const std::vector<float>& out_of_scope,
+                           double threshold);

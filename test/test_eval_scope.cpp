@@ -59,6 +59,27 @@ TEST_CASE("scope detector: nearest written fact by cosine, in scope at or above 
   REQUIRE_FALSE(d.match(queries.data() + 3, 1)[0].in_scope);
 }
 
+TEST_CASE("scope metrics: equal error rate and F1 (worked by hand)") {
+  // in {0.9, 0.8, 0.6}, out {0.7, 0.3, 0.2, 0.1}: at t = 0.6 FAR 1/4, FRR 0; at t = 0.7 FAR 1/4,
+  // FRR 1/3 (closest); at t = 0.8 FAR 0, FRR 1/3. EER = (1/4 + 1/3) / 2 at t = 0.7.
+  // At t = 0.65: TP 2, FP 1, FN 1, so P = R = F1 = 2/3.
+  ScopeMetrics m = scope_metrics({0.9f, 0.6f, 0.8f}, {0.1f, 0.7f, 0.3f, 0.2f}, 0.65);
+  REQUIRE(m.eer == Approx(7.0 / 24));
+  REQUIRE(m.eer_threshold == Approx(0.7));
+  REQUIRE(m.precision == Approx(2.0 / 3));
+  REQUIRE(m.recall == Approx(2.0 / 3));
+  REQUIRE(m.f1 == Approx(2.0 / 3));
+  ScopeMetrics perfect = scope_metrics({0.9f, 0.95f}, {0.1f, 0.2f}, 0.5);
+  REQUIRE(perfect.eer == 0);
+  REQUIRE(perfect.f1 == 1);
+  // ordered the wrong way round: at t = 0.9 both rates are 1
+  ScopeMetrics none = scope_metrics({0.1f}, {0.9f}, 0.5);
+  REQUIRE(none.f1 == 0);
+  REQUIRE(none.eer == 1);
+  REQUIRE(none.eer_threshold == Approx(0.9));
+  REQUIRE_THROWS_WITH(scope_metrics({}, {0.5f}, 0.5), Catch::Contains("in-scope and out-of-scope"));
+}
+
 TEST_CASE("scope detector: a missing MiniLM model names the package and the install command") {
   setenv("MINILM_DIR", "/nonexistent/minilm", 1);
   REQUIRE_THROWS_WITH(SentenceEncoder::load(minilm_dir()),
@@ -78,6 +99,9 @@ TEST_CASE("./scope_detect without the MiniLM package: exit 1 and a message namin
   r = run_scope_detect("", "--queries " + q + " --facts " + q);
   REQUIRE(r.code == 1);
   REQUIRE_THAT(r.err, Catch::Contains("--threshold"));
+  r = run_scope_detect("", "--queries " + q + " --label in");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.err, Catch::Contains("need --facts"));
 }
 
 TEST_CASE("the real all-MiniLM-L6-v2: token ids and sentence embeddings equal transformers within 1e-4",
@@ -109,8 +133,10 @@ TEST_CASE("the real all-MiniLM-L6-v2: token ids and sentence embeddings equal tr
 
 TEST_CASE("./scope_detect with the real all-MiniLM-L6-v2: written prompts in scope, unrelated ones out", "[.minilm]") {
   const std::string f = write_prompts("f.jsonl", {"What is the value of key 4821?", "Who wrote War and Peace?"});
-  const std::string q = write_prompts("q2.jsonl", {"Who wrote War and Peace?", "How do I bake sourdough bread?"});
-  RunResult r = run_scope_detect("", "--queries " + q + " --facts " + f + " --threshold 0.6");
+  const std::string q = scratch_dir("scope") + "/q2.jsonl", metrics = scratch_dir("scope") + "/metrics.json";
+  write_file_atomic(q, "{\"prompt\": \"Who wrote War and Peace?\", \"in\": true}\n"
+                       "{\"prompt\": \"How do I bake sourdough bread?\", \"in\": false}\n");
+  RunResult r = run_scope_detect("", "--queries " + q + " --facts " + f + " --threshold 0.6 --label in --metrics " + metrics);
   REQUIRE(r.code == 0);
   std::vector<json> rows;
   for (size_t b = 0, e; (e = r.out.find('\n', b)) != std::string::npos; b = e + 1) rows.push_back(json::parse(r.out.substr(b, e - b)));
@@ -120,4 +146,8 @@ TEST_CASE("./scope_detect with the real all-MiniLM-L6-v2: written prompts in sco
   REQUIRE(rows[0]["in_scope"] == true);
   REQUIRE(rows[1]["in_scope"] == false);
   REQUIRE_THAT(r.err, Catch::Contains("1 of 2 queries in scope of 2 facts"));
+  json m = json::parse(read_text_file(metrics));
+  REQUIRE(m["in_scope"] == 1);
+  REQUIRE(m["eer"] == 0);
+  REQUIRE(m["f1"] == 1);
 }
