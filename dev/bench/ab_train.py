@@ -3,7 +3,8 @@
 from an older commit in a temporary directory), alternating A, B, A, B... so that a load change
 on a shared machine falls on both alike. Prints, per binary, the median and the range (min-max)
 of the run's wall time (start, lock, data, steps, checkpoint saves, exit) and of the median step
-time read from its --log (elapsed_s differences, the first step left out), and the ratio B/A.
+time read from its --log (elapsed_s differences, the first step left out), the ratio B/A of the
+medians, and the median and range of the per-round ratios.
 
   python3 dev/bench/ab_train.py --a /tmp/old/train_llama --b ./train_llama --data kvr.bin \
       --tokenizer test/fixtures/tokenizer/ours.json --rounds 5
@@ -79,8 +80,11 @@ def main():
 
     for i, what, scale, unit in ((0, "wall", 1, "s"), (1, "step", 1000, "ms")):
         (ma, lo_a, hi_a), (mb, lo_b, hi_b) = summary("a", i), summary("b", i)
+        # b/a within each round (two adjacent runs), less exposed to slow load drifts
+        paired = sorted(b[i] / a[i] for a, b in zip(res["a"], res["b"]))
         print(f"{what}: a median {ma * scale:.2f} {unit} [{lo_a * scale:.2f}-{hi_a * scale:.2f}], "
-              f"b median {mb * scale:.2f} {unit} [{lo_b * scale:.2f}-{hi_b * scale:.2f}], b/a {mb / ma:.3f}")
+              f"b median {mb * scale:.2f} {unit} [{lo_b * scale:.2f}-{hi_b * scale:.2f}], b/a {mb / ma:.3f}; "
+              f"per-round b/a median {statistics.median(paired):.3f} [{paired[0]:.3f}-{paired[-1]:.3f}]")
 
 
 if __name__ == "__main__":
