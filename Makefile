@@ -139,13 +139,13 @@ demo:
 	python3 scripts/demo.py --no-install $(if $(filter-out 0,$(DEMO_QUICK)),--quick)
 demo-quick:
 	$(MAKE) demo DEMO_QUICK=1
-# The full sweep (<= 2 hours on 2 cores; runs/study/), published to docs/results/study/ with the
+# The full sweep (<= 2 hours on 2 cores; runs/demo-study/), published to docs/results/study/ with the
 # commit it was made at and the command, for committing.
 study:
 	bash scripts/install_deps.sh --demo
 	$(MAKE) -j$$(nproc) all
 	python3 scripts/demo.py --no-install --study
-	python3 scripts/demo_report.py --publish runs/study docs/results/study
+	python3 scripts/demo_report.py --publish runs/demo-study docs/results/study
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

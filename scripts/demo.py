@@ -78,7 +78,7 @@ SETTINGS = {
 }
 SETTING_LABEL = {"none": "unmixed", "remix1": "REMIX, ratio 1", "remix2": "REMIX, ratio 2",
                  "remix4": "REMIX, ratio 4", "random1": "random words, ratio 1",
-                 "generic1": "generic, ratio 1", "replay": "replay of D_A (0.25 x |D_B|)"}
+                 "generic1": "generic, ratio 1", "replay": "replay of D_A (0.25 x the size of D_B)"}
 
 _SMALL = dict(hidden=128, layers=2, heads=2, kv_heads=2, intermediate=384, seq_len=256)
 PROFILES = {
