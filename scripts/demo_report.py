@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -639,10 +640,14 @@ def publish(repo, out, dest):
     res = read_json(os.path.join(repo, out, "results.json"))
     command = {"full": "make demo", "quick": "make demo-quick", "study": "make study"}.get(res["profile"], "")
     os.makedirs(os.path.join(repo, dest), exist_ok=True)
-    for name in os.listdir(os.path.join(repo, out)):
-        if name.endswith((".png", ".svg", ".dat", ".gp")) or name == "results.json":
-            shutil.copy2(os.path.join(repo, out, name), os.path.join(repo, dest, name))
     report = open(os.path.join(repo, out, "report.md"), encoding="utf-8").read()
+    # the run directory's charts and results, and every image the report links (the layer
+    # analysis draws its charts in its stages' subdirectories)
+    names = [n for n in os.listdir(os.path.join(repo, out)) if n.endswith((".png", ".svg", ".dat", ".gp")) or n == "results.json"]
+    names += re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    for name in sorted(set(names)):
+        os.makedirs(os.path.dirname(os.path.join(repo, dest, name)), exist_ok=True)
+        shutil.copy2(os.path.join(repo, out, name), os.path.join(repo, dest, name))
     head = (f"> Made at commit `{commit or 'unknown'}`{' (with uncommitted changes)' if dirty else ''} by `{command}`; "
             f"the numbers' sources are under `{out}/` of that run (see `results.json`).\n\n")
     write_atomic(os.path.join(repo, dest, "report.md"), head + report)
