@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "dev/fuzz/fuzz_check.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/train_bpe.h"
 
@@ -408,6 +409,34 @@ TEST_CASE("encode_batch equals encode on each text") {
   std::vector<std::string> some(docs.begin(), docs.begin() + 300);
   auto batch = t.encode_batch(some, true);
   for (size_t i = 0; i < some.size(); ++i) REQUIRE(batch[i] == t.encode(some[i], true));
+}
+
+TEST_CASE("encoding a whole text with a progress counter: the same ids, every byte counted, lines on the way") {
+  // 400 corpus documents joined into one text, with special tokens between some of them.
+  std::string text;
+  for (size_t i = 0; i < 400; ++i) text += corpus()[i] + (i % 50 == 49 ? "<s>\n" : "\n");
+  setenv("ENGINE_PROGRESS", "1", 1);  // print from the first update (throttled), whatever the clock
+  for (const char* name : {"llama3", "llama2", "metaspace", "qwen2_nfc"}) {
+    INFO(name);
+    Tokenizer t = Tokenizer::from_json_string(variant_json(name).dump(), name);
+    std::FILE* f = std::tmpfile();
+    std::vector<int32_t> ids;
+    {
+      Progress p("encoding", int64_t(text.size()), "bytes", f);
+      ids = t.encode(text, true, &p);
+    }
+    REQUIRE(ids == t.encode(text, true));
+    std::rewind(f);
+    std::string log(4096, '\0');
+    log.resize(std::fread(log.data(), 1, log.size(), f));
+    std::fclose(f);
+    const std::string total = std::to_string(text.size());
+    REQUIRE(log.find("encoding: " + total + "/" + total + " bytes (100.0%)") != std::string::npos);
+    // The first line comes from a piece or segment before the end (a text without pre-tokenizer
+    // advances at the special tokens that cut it into segments).
+    REQUIRE(log.find("/" + total + " bytes (100.0%)") > log.find("/" + total + " bytes ("));
+  }
+  unsetenv("ENGINE_PROGRESS");
 }
 
 TEST_CASE("fuzz property, short run (the long run is dev/fuzz/run_fuzz.sh)") {

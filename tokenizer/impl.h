@@ -145,8 +145,8 @@ struct Tokenizer::Impl {
 
   // encode.cpp
   struct Cache;
-  void encode_into(std::string_view text, bool add_special, Cache* cache,
-                   std::vector<int32_t>* out) const;
+  void encode_into(std::string_view text, bool add_special, Cache* cache, std::vector<int32_t>* out,
+                   Progress* progress = nullptr) const;
   // decode.cpp: bytes of ids; at_start tells whether ids[0] is the first decoded token (the
   // Strip/Metaspace decoders treat the start of the text differently).
   std::string decode_ids(const int32_t* ids, size_t n, bool skip_special, bool at_start) const;

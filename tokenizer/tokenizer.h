@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+class Progress;
+
 struct Tokenizer {
   struct Impl;
   std::shared_ptr<const Impl> impl;
@@ -25,9 +27,13 @@ struct Tokenizer {
   // As HF `tokenizer.encode(text, add_special_tokens=...)`: added/special tokens appearing in the
   // text are matched as tokens; add_special_tokens applies the post-processor (BOS/EOS).
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
-  // Batch encode over all cores; same result as encode() on each.
-  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts,
-                                                 bool add_special_tokens = false) const;
+  // The same, reporting the bytes of `text` encoded so far to `progress` (total text.size()):
+  // a large text encoded whole (tokenize encode --whole).
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens, Progress* progress) const;
+  // Batch encode over all cores; same result as encode() on each. `progress`, if given, counts
+  // the texts done.
+  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, bool add_special_tokens = false,
+                                                 Progress* progress = nullptr) const;
   // Exact bytes (not necessarily valid UTF-8 for a partial sequence).
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 
