@@ -289,6 +289,7 @@ int main(int argc, char** argv) {
     Args args;
     declare_options(app, args);
     if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
+    set_progress_enabled(!args.quiet);  // also the swap evaluations' own progress lines
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty(), "--data is required (see --help)");
     check(args.dry_run || !args.out.empty(), "--out is required (see --help)");
