@@ -1,6 +1,6 @@
 // Encoding, in HF `tokenizers` order: split out added tokens that match the raw text, normalize
 // the rest, split out added tokens that match the normalized text, pre-tokenize into pieces, run
-// BPE on each piece, then let the post-processor add BOS/EOS.
+// BPE (or WordPiece) on each piece, then let the post-processor add BOS/EOS ([CLS]/[SEP]).
 #include <algorithm>
 #include <cstring>
 #include <queue>
@@ -61,13 +61,6 @@ struct Tokenizer::Impl::Cache {
 namespace {
 
 using Impl = Tokenizer::Impl;
-
-// Unicode White_Space, as Rust's char::is_whitespace / regex \s (used by lstrip/rstrip).
-bool is_white_space(uint32_t c) {
-  return (c >= 9 && c <= 13) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
-}
 
 uint32_t decode_cp(const unsigned char* s, size_t len) {
   if (len == 1) return s[0];
@@ -178,6 +171,35 @@ struct Encoder {
     symbols.resize(k);
   }
 
+  // ---- WordPiece on one word: from the left, the longest vocab entry that prefixes the rest
+  // (with the continuation prefix after the first piece); the whole word is unk when some rest
+  // has no entry or the word has more than max_chars characters.
+  std::string candidate;
+  std::vector<size_t> bounds;
+  void wordpiece(std::string_view word) {
+    const auto* s = reinterpret_cast<const unsigned char*>(word.data());
+    bounds.clear();  // character boundaries
+    for (size_t i = 0; i < word.size(); i += utf8_char_length(s + i, word.size() - i)) bounds.push_back(i);
+    bounds.push_back(word.size());
+    if (bounds.size() - 1 > t.wordpiece_max_chars) return out->push_back(t.unk_id);
+    const size_t first = out->size();
+    for (size_t a = 0; a + 1 < bounds.size();) {
+      int32_t id = -1;
+      size_t b = bounds.size() - 1;
+      for (; b > a; --b) {
+        candidate.assign(a > 0 ? t.wordpiece_prefix : std::string());
+        candidate.append(word.substr(bounds[a], bounds[b] - bounds[a]));
+        if ((id = t.model_index.find(candidate)) >= 0) break;
+      }
+      if (id < 0) {
+        out->resize(first);
+        return out->push_back(t.unk_id);
+      }
+      out->push_back(id);
+      a = b;
+    }
+  }
+
   void report_piece(std::string_view piece) {
     const auto p = uintptr_t(piece.data()), b = uintptr_t(frame.data());
     if (p < b || p + piece.size() > b + frame.size()) return;
@@ -195,6 +217,7 @@ struct Encoder {
   void bpe(std::string_view piece) {
     if (piece.empty()) return;
     if (progress) report_piece(piece);
+    if (t.wordpiece) return wordpiece(piece);
     const uint64_t h = hash64(piece.data(), piece.size());
     if (t.ignore_merges) {
       int32_t id = t.model_index.find(piece, h);
@@ -257,6 +280,24 @@ struct Encoder {
       }
       case PreTokenizerStep::Split:
         return split(k, step, piece, at_origin);
+      case PreTokenizerStep::Bert: {
+        // whitespace separates words and is dropped; each punctuation character is a word alone
+        const auto* s = reinterpret_cast<const unsigned char*>(piece.data());
+        size_t word = 0;
+        for (size_t i = 0; i < piece.size();) {
+          size_t len = utf8_char_length(s + i, piece.size() - i);
+          uint32_t c = len == 1 && s[i] >= 0x80 ? 0xFFFD : decode_cp(s + i, len);
+          bool space = is_white_space(c), punct = !space && bert_is_punctuation(c);
+          if (space || punct) {
+            if (i > word) pre_tokenize(k + 1, piece.substr(word, i - word), at_origin && word == 0);
+            if (punct) pre_tokenize(k + 1, piece.substr(i, len), at_origin && i == 0);
+            word = i + len;
+          }
+          i += len;
+        }
+        if (piece.size() > word) pre_tokenize(k + 1, piece.substr(word), at_origin && word == 0);
+        return;
+      }
     }
   }
 
@@ -434,6 +475,10 @@ std::string normalize_text(const Tokenizer::Impl& t, std::string_view text) {
       s = nfc_normalize(s);
       continue;
     }
+    if (n.kind == NormalizerStep::Bert) {
+      s = bert_normalize(s, n.bert);
+      continue;
+    }
     std::string r;  // Replace every (non-overlapping, leftmost) occurrence
     size_t pos = 0, ms, me;
     while (pos < s.size()) {
@@ -456,7 +501,7 @@ std::string normalize_text(const Tokenizer::Impl& t, std::string_view text) {
 
 void Tokenizer::Impl::encode_into(std::string_view text, bool add_special, Cache* cache, std::vector<int32_t>* out,
                                   Progress* progress) const {
-  Encoder e{*this, cache, out, progress, {}, 0, 0, {}, {}};
+  Encoder e{*this, cache, out, progress, {}, 0, 0, {}, {}, {}, {}};
   e.encode(text, add_special);
 }
 

@@ -1,5 +1,6 @@
-// Byte-level BPE (Llama 3 / GPT-2 / Qwen2) and SentencePiece-style BPE (Llama 2 / Mistral, byte
-// fallback) tokenizers, loaded from Hugging Face tokenizer.json or a tiktoken rank file.
+// Byte-level BPE (Llama 3 / GPT-2 / Qwen2), SentencePiece-style BPE (Llama 2 / Mistral, byte
+// fallback) and WordPiece (BERT) tokenizers, loaded from Hugging Face tokenizer.json or a tiktoken
+// rank file.
 // Token ids are byte-identical with HF `tokenizers`.
 //
 // This header is the contract other components code against (dataloader, prepare_data,
@@ -21,6 +22,10 @@ struct Tokenizer {
   // Throws EngineError naming the file and the unsupported/corrupt field.
   static Tokenizer from_json_file(const std::string& tokenizer_json_path);
   static Tokenizer from_json_string(const std::string& json, const std::string& name_for_errors);
+  // As from_json_file, but the file's `truncation` and `padding` (which HF applies inside encode)
+  // are checked field by field and dropped: for callers that cut and pad sequences themselves
+  // (the BERT encoder truncates to its own max_seq_length). from_json_file refuses them.
+  static Tokenizer from_json_file_without_length_rules(const std::string& tokenizer_json_path);
   static Tokenizer from_tiktoken(const std::string& ranks_path, const std::string& pattern,
                                  const std::vector<std::pair<std::string, int32_t>>& special_tokens);
 
