@@ -9,6 +9,9 @@
 // entropy. With --reference: the exact-match accuracy after swapping each layer's attention, MLP
 // or whole block for the reference's, and after swapping blocks 0..l. Writes OUT/metrics.json,
 // OUT/lens.jsonl (one row per fact and layer boundary) and gnuplot charts (OUT/*.png).
+// With --device cuda everything runs on the GPU: one model per checkpoint, planned with
+// ModelUse::analysis (every layer's residual stream, no gradients or optimizer state), serves the
+// lens and every swap evaluation; --dry-run prints that model's GPU memory plan.
 #include <omp.h>
 
 #include <algorithm>
@@ -29,6 +32,7 @@
 #include "dataloader/prompt_template.h"
 #include "eval/factoid_eval.h"
 #include "eval/layer_lens.h"
+#include "kernels/cuda_memory_plan.h"  // --dry-run
 #include "model/config.h"
 #include "model/llama.h"
 #include "model/params.h"
@@ -45,7 +49,7 @@ struct Args {
   std::string data, reference, tokenizer, template_name, out, match = "exact", device = "cpu";
   int batch_size = 32, max_new_tokens = 32, threads = 0;
   int64_t limit = 0;
-  bool quiet = false;
+  bool quiet = false, dry_run = false;
 };
 
 static void declare_options(CLI::App& app, Args& a) {
@@ -72,9 +76,13 @@ static void declare_options(CLI::App& app, Args& a) {
   opt("--batch-size", a.batch_size, "N", "questions per forward pass / decoding batch (default 32)")
       ->check(cli::integer(1, 1 << 16));
   opt("--limit", a.limit, "N", "only the first N questions")->check(cli::integer(0, int64_t(1) << 40));
-  opt("--device", a.device, "cpu|cuda", "backend of the logit lens (default cpu)")->check(cli::one_of({"cpu", "cuda"}));
+  opt("--device", a.device, "cpu|cuda", "backend of the whole analysis: the lens and every swap evaluation\n(default cpu)")
+      ->check(cli::one_of({"cpu", "cuda"}));
   opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default)")->check(cli::integer(0, 4096));
   app.add_flag("--quiet", a.quiet, "no progress lines");
+  app.add_flag("--dry-run", a.dry_run,
+               "print the GPU memory plan of each model's analysis (from config.json,\nthe data and "
+               "--batch-size; no weights are read) and exit");
 }
 
 // Progress of one phase (common/progress.h) from a callback that reports work done so far; none
@@ -101,30 +109,78 @@ struct Checkpoint {
   std::unique_ptr<Tokenizer> tok;
 };
 
-static Checkpoint load_checkpoint(const std::string& dir, const std::string& tokenizer) {
+// The config and tokenizer, and the weights unless `weights` is false (--dry-run).
+static Checkpoint load_checkpoint(const std::string& dir, const std::string& tokenizer, bool weights = true) {
   Checkpoint c;
   c.dir = dir;
   c.config = load_config(dir + "/config.json");
   c.layout = make_param_layout(c.config);
-  c.params.resize(c.layout.total);
-  load_weights(dir, c.config, c.layout, c.params.data());
+  if (weights) {
+    c.params.resize(c.layout.total);
+    load_weights(dir, c.config, c.layout, c.params.data());
+  }
   const std::string tok_path = !tokenizer.empty() ? tokenizer : dir + "/tokenizer.json";
   check(file_exists(tok_path), dir, ": no tokenizer.json (give --tokenizer)");
   c.tok = std::make_unique<Tokenizer>(Tokenizer::from_json_file(tok_path));
   return c;
 }
 
+// A model on the chosen backend holding `params`, shaped for the analysis (AnalysisShape).
 template <class Backend>
-static std::vector<FactLens> lens_on(const Checkpoint& ck, const std::vector<EvalItem>& items, int batch,
-                                     bool quiet) {
-  const int rows = std::max(1, std::min(batch, int(items.size())));
-  LlamaModel<Backend> m(ck.config, rows, lens_max_row_length(items));
+static std::unique_ptr<LlamaModel<Backend>> make_model(const LlamaConfig& config, const std::vector<float>& params,
+                                                       const AnalysisShape& shape, ModelUse use) {
+  auto m = std::make_unique<LlamaModel<Backend>>(config, shape.rows, shape.T, use);
 #if defined(ENGINE_CUDA)
-  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(m);
+  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(*m);
 #endif
-  m.load_params(ck.params.data());
-  PhaseProgress progress{quiet, "analyze_layers: lens " + ck.dir, "questions"};
-  return run_logit_lens(m, items, rows, [&](size_t done) { progress.update(done, items.size()); });
+  m->load_params(params.data());
+  return m;
+}
+
+// The lens of one checkpoint, and with a reference its swap profile (as metrics.json's "swap"), all
+// on one backend. The reference's own accuracy is measured once, in a model of its own (its config)
+// that is gone before the checkpoint's is made: one model on the device at a time.
+template <class Backend>
+static std::vector<FactLens> analyze_on(const Checkpoint& ck, const Checkpoint* ref, const std::vector<EvalItem>& items,
+                                        const Args& args, MatchKind match, double& ref_accuracy, json& swap) {
+  const AnalysisShape shape = analysis_shape(items, args.batch_size, ref ? args.max_new_tokens : 0);
+  const GreedyOptions opt = make_stop_options(*ck.tok, ck.config, args.max_new_tokens, args.batch_size);
+  if (ref && ref_accuracy < 0)
+    ref_accuracy = evaluate_factoids(*make_model<Backend>(ref->config, ref->params, shape, ModelUse::inference),
+                                     *ref->tok, items, opt, match).accuracy;
+  auto m = make_model<Backend>(ck.config, ck.params, shape, ModelUse::analysis);
+  PhaseProgress lens_progress{args.quiet, "analyze_layers: lens " + ck.dir, "questions"};
+  std::vector<FactLens> facts =
+      run_logit_lens(*m, items, shape.rows, [&](size_t done) { lens_progress.update(done, items.size()); });
+  if (!ref) return facts;
+  const EvalOutcome base = evaluate_factoids(*m, *ck.tok, items, opt, match);
+  PhaseProgress progress{args.quiet, "analyze_layers: swaps " + ck.dir, "swaps"};
+  const std::vector<SwapRow> rows =
+      run_swap_profile(*m, ck.params.data(), ref->params.data(), *ck.tok, items, opt, match,
+                       [&](size_t done, size_t total) { progress.update(done, total); });
+  json jr = json::array();
+  for (const SwapRow& r : rows)
+    jr.push_back({{"part", r.part}, {"layer", r.layer}, {"correct", r.correct}, {"accuracy", r.accuracy}});
+  swap = {{"reference", ref->dir}, {"accuracy", base.accuracy}, {"correct", base.num_correct},
+          {"reference_accuracy", ref_accuracy}, {"match", match_kind_name(match)}, {"rows", jr}};
+  return facts;
+}
+
+// --dry-run: the GPU memory plan of analyze_on's model for this data, next to the training plan
+// the analysis does not need, and the host memory of the parameters analyze_layers keeps.
+static void print_plan(const Checkpoint& ck, const std::vector<EvalItem>& items, const Args& args, bool reference) {
+  const AnalysisShape sh = analysis_shape(items, args.batch_size, reference ? args.max_new_tokens : 0);
+  const double GiB = 1024.0 * 1024.0 * 1024.0;
+  std::printf("GPU memory plan (--device cuda) of %s: %s, %.3fB parameters, %zu questions; lens batches of %d x %d "
+              "tokens",
+              ck.dir.c_str(), ck.config.architecture.c_str(), ck.layout.total / 1e9, items.size(), sh.rows, sh.T);
+  if (reference) std::printf("; swap decoding %d sequences x %d positions", sh.kv_seqs, sh.kv_len);
+  std::printf("\n%s", format_cuda_memory_plan(cuda_memory_plan(ck.config, ck.layout, sh.rows, sh.T, false,
+                                                                 ModelUse::analysis, sh.kv_seqs, sh.kv_len)).c_str());
+  std::printf("planned for training instead (gradients, AdamW moments, backward activations): total %.2f GiB\n",
+              cuda_memory_plan(ck.config, ck.layout, sh.rows, sh.T).total() / GiB);
+  std::printf("host memory: fp32 parameters of the checkpoint %.2f GiB%s\n", ck.layout.total * 4.0 / GiB,
+              reference ? ", and as much for the reference" : "");
 }
 
 static json l_star_json(const LStarSummary& s, const std::vector<int>& per_fact) {
@@ -233,43 +289,54 @@ int main(int argc, char** argv) {
     Args args;
     declare_options(app, args);
     if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
+    set_progress_enabled(!args.quiet);  // also the swap evaluations' own progress lines
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty(), "--data is required (see --help)");
-    check(!args.out.empty(), "--out is required (see --help)");
+    check(args.dry_run || !args.out.empty(), "--out is required (see --help)");
 #if !defined(ENGINE_CUDA)
-    check(args.device != "cuda", "--device cuda: this build has no CUDA backend (built without nvcc)");
+    check(args.dry_run || args.device != "cuda", "--device cuda: this build has no CUDA backend (built without nvcc)");
 #endif
     if (args.threads > 0) omp_set_num_threads(args.threads);
     const MatchKind match = parse_match_kind(args.match);
     const std::string explicit_template = args.template_name.empty() ? "" : resolve_template(args.template_name);
     const bool questions = is_question_file(args.data);
-    make_dirs(args.out);
-    AtomicFileWriter rows_out(args.out + "/lens.jsonl");
+    std::unique_ptr<AtomicFileWriter> rows_out;
+    if (!args.dry_run) {
+      make_dirs(args.out);
+      rows_out = std::make_unique<AtomicFileWriter>(args.out + "/lens.jsonl");
+    }
 
+    const bool weights = !args.dry_run;
     std::unique_ptr<Checkpoint> ref;
-    if (!args.reference.empty()) ref = std::make_unique<Checkpoint>(load_checkpoint(args.reference, args.tokenizer));
+    if (!args.reference.empty())
+      ref = std::make_unique<Checkpoint>(load_checkpoint(args.reference, args.tokenizer, weights));
     double ref_accuracy = -1;
     json models = json::array();
     int L = -1;
     std::string first_template;
     for (const std::string& dir : args.models) {
-      const Checkpoint ck = load_checkpoint(dir, args.tokenizer);
+      const Checkpoint ck = load_checkpoint(dir, args.tokenizer, weights);
       check(L < 0 || ck.config.num_hidden_layers == L, dir, ": config.json field 'num_hidden_layers' is ",
             ck.config.num_hidden_layers, " but ", args.models[0], " has ", L, ": the lens curves share one layer axis");
       L = ck.config.num_hidden_layers;
       if (ref) check_swap_compatible(dir, ck.config, *ck.tok, ref->dir, ref->config, *ref->tok);  // before any work
       const std::string tmpl = !explicit_template.empty() || !questions ? explicit_template
                                                                         : question_template(dir, first_template);
-      if (models.empty()) first_template = tmpl;
+      if (&dir == &args.models.front()) first_template = tmpl;
       const std::vector<EvalItem> items = load_eval_items(args.data, *ck.tok, tmpl, args.limit);
       check(!items.empty(), args.data, ": no questions");
+      if (args.dry_run) {
+        print_plan(ck, items, args, ref != nullptr);
+        continue;
+      }
 
       std::vector<FactLens> facts;
+      json swap;
 #if defined(ENGINE_CUDA)
-      if (args.device == "cuda") facts = lens_on<CudaBackend>(ck, items, args.batch_size, args.quiet);
+      if (args.device == "cuda") facts = analyze_on<CudaBackend>(ck, ref.get(), items, args, match, ref_accuracy, swap);
       else
 #endif
-        facts = lens_on<CpuBackend>(ck, items, args.batch_size, args.quiet);
+        facts = analyze_on<CpuBackend>(ck, ref.get(), items, args, match, ref_accuracy, swap);
       const LensSummary s = summarize_lens(facts, L);
 
       std::vector<int> ls, ls_all;
@@ -294,7 +361,7 @@ int main(int argc, char** argv) {
                       {"l_star", f.l_star < 0 ? json(nullptr) : json(f.l_star)},
                       {"l_star_all", f.l_star_all < 0 ? json(nullptr) : json(f.l_star_all)}};
           const std::string line = row.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-          rows_out.write(line.data(), line.size());
+          rows_out->write(line.data(), line.size());
         }
       }
       json m = {{"model", dir},
@@ -304,21 +371,7 @@ int main(int argc, char** argv) {
                 {"l_star", l_star_json(s.l_star, ls)},
                 {"l_star_all", l_star_json(s.l_star_all, ls_all)}};
 
-      if (ref) {
-        const GreedyOptions opt = make_stop_options(*ck.tok, ck.config, args.max_new_tokens, args.batch_size);
-        if (ref_accuracy < 0)
-          ref_accuracy = evaluate_params(ref->config, ref->layout, ref->params.data(), *ref->tok, items, opt, match).accuracy;
-        const EvalOutcome base = evaluate_params(ck.config, ck.layout, ck.params.data(), *ck.tok, items, opt, match);
-        PhaseProgress progress{args.quiet, "analyze_layers: swaps " + dir, "swaps"};
-        const std::vector<SwapRow> rows =
-            run_swap_profile(ck.config, ck.layout, ck.params.data(), ref->params.data(), *ck.tok, items, opt, match,
-                             [&](size_t done, size_t total) { progress.update(done, total); });
-        json jr = json::array();
-        for (const SwapRow& r : rows)
-          jr.push_back({{"part", r.part}, {"layer", r.layer}, {"correct", r.correct}, {"accuracy", r.accuracy}});
-        m["swap"] = {{"reference", ref->dir}, {"accuracy", base.accuracy}, {"correct", base.num_correct},
-                     {"reference_accuracy", ref_accuracy}, {"match", match_kind_name(match)}, {"rows", jr}};
-      }
+      if (ref) m["swap"] = swap;
       if (!args.quiet) {
         std::printf("%s: %zu facts; top-1 of the first answer token by layer boundary:", dir.c_str(), facts.size());
         for (double v : s.top1_first) std::printf(" %.3f", v);
@@ -327,7 +380,8 @@ int main(int argc, char** argv) {
       }
       models.push_back(m);
     }
-    rows_out.commit();
+    if (args.dry_run) return 0;
+    rows_out->commit();
     const std::vector<std::string> charts = draw_charts(args.out, models, L);
     if (charts.empty()) std::fprintf(stderr, "note: gnuplot not found or failed: no charts (the .gp files are in %s)\n", args.out.c_str());
     json metrics = {{"data", args.data}, {"layers", L}, {"device", args.device}, {"models", models}, {"charts", charts}};

@@ -106,10 +106,11 @@ struct ModelResult {
   HeldoutLoss heldout;
 };
 
-// Held-out loss of one model on the chosen backend; a fresh model sized for the data.
+// Held-out loss of one model on the chosen backend; a fresh model sized for the data, planned for
+// inference (the loss needs the last layer's output only: no gradients, moments or per-layer activations).
 template <class Backend>
 static HeldoutLoss heldout_on(const LlamaConfig& config, const std::vector<float>& params, const HeldoutData& data) {
-  LlamaModel<Backend> model(config, data.rows, data.T);
+  LlamaModel<Backend> model(config, data.rows, data.T, ModelUse::inference);
 #if defined(ENGINE_CUDA)
   if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(model);
 #endif

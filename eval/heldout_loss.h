@@ -35,7 +35,8 @@ struct HeldoutLoss {
   double perplexity() const { return std::exp(mean_loss()); }
 };
 
-// The model must be built for (data.rows, data.T) rows and tokens, its parameters loaded.
+// The model must be built for (data.rows, data.T) rows and tokens, its parameters loaded; any
+// ModelUse will do (ModelUse::inference plans the least memory: the loss reads the last layer only).
 template <class Backend>
 HeldoutLoss heldout_loss(LlamaModel<Backend>& model, const HeldoutData& data) {
   HeldoutLoss r;

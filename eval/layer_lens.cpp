@@ -94,6 +94,19 @@ int lens_max_row_length(const std::vector<EvalItem>& items) {
   return T;
 }
 
+AnalysisShape analysis_shape(const std::vector<EvalItem>& items, int batch_size, int max_new_tokens) {
+  AnalysisShape s;
+  s.rows = std::max(1, std::min(batch_size, int(items.size())));
+  s.T = lens_max_row_length(items);
+  if (max_new_tokens > 0) {
+    size_t longest = 1;
+    for (const auto& it : items) longest = std::max(longest, it.prompt_ids.size());
+    s.kv_seqs = s.rows;
+    s.kv_len = int(longest) + max_new_tokens;
+  }
+  return s;
+}
+
 // ---- layer swapping -----------------------------------------------------------------------------
 
 const char* swap_part_name(SwapPart p) {
@@ -152,40 +165,4 @@ void check_swap_compatible(const std::string& dir, const LlamaConfig& c, const T
           ": tensor '", b.tensors[i].name, "' does not match ", dir, "'s '", a.tensors[i].name, "'");
   check(tok.hash() == ref_tok.hash(), "--reference ", ref_dir, ": tokenizer (hash ", ref_tok.hash_hex(),
         ") differs from ", dir, "'s (hash ", tok.hash_hex(), "): token ids would not mean the same");
-}
-
-EvalOutcome evaluate_params(const LlamaConfig& c, const ParamLayout& layout, const float* params, const Tokenizer& tok,
-                            const std::vector<EvalItem>& items, const GreedyOptions& opt, MatchKind match) {
-  size_t max_len = 1;  // the longest prompt plus its answer
-  for (const auto& it : items) max_len = std::max(max_len, it.prompt_ids.size() + size_t(opt.max_new_tokens));
-  LlamaModel<CpuBackend> m(c, std::max(1, std::min(opt.batch_size, int(items.size()))), int(max_len),
-                           ModelUse::inference);
-  m.load_params(params);
-  return evaluate_factoids(m, tok, items, opt, match);
-}
-
-std::vector<SwapRow> run_swap_profile(const LlamaConfig& c, const ParamLayout& layout, const float* params,
-                                      const float* reference, const Tokenizer& tok, const std::vector<EvalItem>& items,
-                                      const GreedyOptions& opt, MatchKind match,
-                                      const std::function<void(size_t, size_t)>& progress) {
-  const int L = c.num_hidden_layers;
-  const size_t total = size_t(4 * L);
-  std::vector<SwapRow> rows;
-  std::vector<float> work(params, params + layout.total);
-  auto evaluate = [&](const char* part, int layer) {
-    const EvalOutcome r = evaluate_params(c, layout, work.data(), tok, items, opt, match);
-    rows.push_back({part, layer, r.num_correct, r.accuracy});
-    if (progress) progress(rows.size(), total);
-  };
-  for (int l = 0; l < L; ++l)
-    for (SwapPart part : {SwapPart::attention, SwapPart::mlp, SwapPart::block}) {
-      swap_layer(work.data(), reference, layout, l, part);
-      evaluate(swap_part_name(part), l);
-      swap_layer(work.data(), params, layout, l, SwapPart::block);  // restore
-    }
-  for (int l = 0; l < L; ++l) {  // work already holds blocks 0..l-1 of the reference
-    swap_layer(work.data(), reference, layout, l, SwapPart::block);
-    evaluate("cumulative", l);
-  }
-  return rows;
 }

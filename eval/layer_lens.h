@@ -24,8 +24,11 @@
 //   attention : input_layernorm.weight, self_attn.{q,k,v}_proj.weight (+ .bias), self_attn.o_proj.weight
 //   mlp       : post_attention_layernorm.weight, mlp.{gate,up,down}_proj.weight
 //   block     : both
-// The embeddings, the final norm and the LM head are never swapped. The accuracy after a swap is
-// that of evaluate_factoids (greedy decoding + answer matching), called in evaluate_params() only.
+// The embeddings, the final norm and the LM head are never swapped. The swaps are written into the
+// model on its backend (host -> device, one tensor at a time: the reference never has to fit on the
+// device next to the model), and the accuracy after a swap is that of evaluate_factoids (greedy
+// decoding + answer matching) on the same model: one model, planned with ModelUse::analysis,
+// serves the lens and every swap.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -80,6 +83,16 @@ LStarSummary summarize_l_star(const std::vector<int>& l_star, int L);
 int lens_row_length(const EvalItem& it);
 int lens_max_row_length(const std::vector<EvalItem>& items);
 
+// The model an analysis of `items` needs: `rows` lens rows of T = lens_max_row_length tokens per
+// forward pass (rows = min(batch_size, items)), and, for the swap evaluations (max_new_tokens > 0),
+// the KV cache greedy decoding reserves: kv_seqs = rows sequences of the longest prompt plus
+// max_new_tokens positions. The prefill packs whole prompts into rows * T tokens, which always
+// holds one (a prompt is shorter than its lens row).
+struct AnalysisShape {
+  int rows = 1, T = 1, kv_seqs = 0, kv_len = 0;
+};
+AnalysisShape analysis_shape(const std::vector<EvalItem>& items, int batch_size, int max_new_tokens);
+
 // The logit lens over `items`, rows_per_batch items per forward pass. `m` must have been built
 // with max_rows >= rows_per_batch and max_T >= lens_max_row_length(items), its parameters loaded.
 // progress(done) is called after each batch.
@@ -94,6 +107,13 @@ const char* swap_part_name(SwapPart p);
 std::vector<const ParamTensor*> swap_tensors(const ParamLayout& layout, int layer, SwapPart part);
 // params[t] = reference[t] for those tensors.
 void swap_layer(float* params, const float* reference, const ParamLayout& layout, int layer, SwapPart part);
+// The same into a model's parameters on its backend, from host memory (the backend is told, so its
+// weight copies are remade: LlamaModel::load_params).
+template <class Backend>
+void swap_layer(LlamaModel<Backend>& m, const float* source, int layer, SwapPart part) {
+  for (const ParamTensor* t : swap_tensors(m.layout, layer, part))
+    m.load_params(source + t->offset, t->offset, t->numel);
+}
 
 // Refuses a swap between checkpoints whose weights do not line up or whose token ids mean different
 // things: every shape-defining config field, then the tensor layout, then the tokenizer. The error
@@ -101,21 +121,18 @@ void swap_layer(float* params, const float* reference, const ParamLayout& layout
 void check_swap_compatible(const std::string& dir, const LlamaConfig& c, const Tokenizer& tok,
                            const std::string& ref_dir, const LlamaConfig& ref_c, const Tokenizer& ref_tok);
 
-// The exact-match evaluation of a parameter vector: the one place the analysis calls
-// evaluate_factoids.
-EvalOutcome evaluate_params(const LlamaConfig& c, const ParamLayout& layout, const float* params, const Tokenizer& tok,
-                            const std::vector<EvalItem>& items, const GreedyOptions& opt, MatchKind match);
-
 struct SwapRow {
   std::string part;  // "attention", "mlp", "block", "cumulative" (blocks 0..layer)
   int layer = 0;
   int64_t correct = 0;
   double accuracy = 0;
 };
-// Every single-layer swap (attention, mlp, block for l = 0..L-1), then the cumulative block swaps.
-// progress(done, total) after each evaluation.
-std::vector<SwapRow> run_swap_profile(const LlamaConfig& c, const ParamLayout& layout, const float* params,
-                                      const float* reference, const Tokenizer& tok, const std::vector<EvalItem>& items,
+// Every single-layer swap (attention, mlp, block for l = 0..L-1), then the cumulative block swaps,
+// each evaluated with evaluate_factoids on `m`, whose parameters must be `params` (host) on entry
+// and are again on return. progress(done, total) after each evaluation.
+template <class Backend>
+std::vector<SwapRow> run_swap_profile(LlamaModel<Backend>& m, const float* params, const float* reference,
+                                      const Tokenizer& tok, const std::vector<EvalItem>& items,
                                       const GreedyOptions& opt, MatchKind match,
                                       const std::function<void(size_t, size_t)>& progress = {});
 
@@ -177,4 +194,31 @@ std::vector<FactLens> run_logit_lens(LlamaModel<Backend>& m, const std::vector<E
     if (progress) progress(i1);
   }
   return out;
+}
+
+template <class Backend>
+std::vector<SwapRow> run_swap_profile(LlamaModel<Backend>& m, const float* params, const float* reference,
+                                      const Tokenizer& tok, const std::vector<EvalItem>& items,
+                                      const GreedyOptions& opt, MatchKind match,
+                                      const std::function<void(size_t, size_t)>& progress) {
+  const int L = m.L;
+  const size_t total = size_t(4 * L);
+  std::vector<SwapRow> rows;
+  auto evaluate = [&](const char* part, int layer) {
+    const EvalOutcome r = evaluate_factoids(m, tok, items, opt, match);
+    rows.push_back({part, layer, r.num_correct, r.accuracy});
+    if (progress) progress(rows.size(), total);
+  };
+  for (int l = 0; l < L; ++l)
+    for (SwapPart part : {SwapPart::attention, SwapPart::mlp, SwapPart::block}) {
+      swap_layer(m, reference, l, part);
+      evaluate(swap_part_name(part), l);
+      swap_layer(m, params, l, SwapPart::block);  // restore
+    }
+  for (int l = 0; l < L; ++l) {  // the model already holds blocks 0..l-1 of the reference
+    swap_layer(m, reference, l, SwapPart::block);
+    evaluate("cumulative", l);
+  }
+  for (int l = 0; l < L; ++l) swap_layer(m, params, l, SwapPart::block);
+  return rows;
 }

@@ -100,6 +100,16 @@ void CudaBackend::params_changed(const float* p, size_t n) {
   BackendState& s = state();
   if (s.params && p < s.params + s.params_n && p + n > s.params) s.mirror_stale = true;
 }
+void CudaBackend::params_freed(const float* p, size_t n) {
+  BackendState& s = state();
+  if (!s.params || p >= s.params + s.params_n || p + n <= s.params) return;
+  if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
+  s.params = nullptr;
+  s.params_bf16 = nullptr;
+  s.params_n = 0;
+  s.mirror_stale = true;
+}
+const float* CudaBackend::bound_params() { return state().params; }
 void CudaBackend::bind_params(const float* params, size_t n) {
   BackendState& s = state();
   if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));

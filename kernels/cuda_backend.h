@@ -15,11 +15,13 @@
 // inside [params, params + n) is served from a bf16 mirror at the same offset. The mirror is
 // remade lazily after params_changed(), which LlamaModel calls whenever it writes the parameters
 // (load_params; a caller writing them directly calls model.params_changed()), and AdamW rewrites
-// it in the same pass that updates the master weights, so a forward pass never reads a stale copy. Scratch buffers (RMSNorm dweight partials, attention delta, cross-entropy statistics,
-// the bf16 copy of the LM head's fp32 dlogits, the embedding-backward plan) grow to their largest
-// size once and are reused, so training steps after the first allocate nothing.
-// The state is per process (one device, one model), which is what train_llama and eval_factoids
-// need; multi-GPU work will make it per rank.
+// it in the same pass that updates the master weights, so a forward pass never reads a stale copy.
+// The model's destructor unbinds its buffer (params_freed) and frees the mirror.
+// Scratch buffers (RMSNorm dweight partials, attention delta, cross-entropy statistics, the bf16
+// copy of the LM head's fp32 dlogits, the embedding-backward plan) grow to their largest size once
+// and are reused, so training steps after the first allocate nothing.
+// The state is per process (one device, one bound model at a time), which is what train_llama,
+// eval_factoids and analyze_layers need; multi-GPU work will make it per rank.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +52,11 @@ struct CudaBackend {
   static void bind_params(const float* params, size_t n);
   // The parameters [p, p + n) were written: a bound mirror overlapping them is remade before its next use.
   static void params_changed(const float* p, size_t n);
+  // The buffer [p, p + n) is about to be freed (LlamaModel's destructor): when it is the bound one,
+  // the mirror is freed and nothing stays bound, so a weight pointer into freed memory is refused
+  // instead of being served from a mirror of memory that no longer exists.
+  static void params_freed(const float* p, size_t n);
+  static const float* bound_params();  // the bound parameter buffer (nullptr: none)
   static void release();  // frees the mirror, the scratch and the cuBLASLt context
   static void synchronize();
 

@@ -1,6 +1,6 @@
-// The GPU memory plan of LlamaModel<CudaBackend> (kernels/cuda_backend.h) for a config and a
-// micro-batch: what `train_llama --dry-run` prints. Plain arithmetic, no CUDA headers, so every
-// build can print it.
+// The GPU memory plan of LlamaModel<CudaBackend> (kernels/cuda_backend.h) for a config, a
+// micro-batch and a use (model/model_use.h): what `train_llama --dry-run` and
+// `analyze_layers --dry-run` print. Plain arithmetic, no CUDA headers, so every build can print it.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -8,50 +8,75 @@
 #include <string>
 #include <utility>
 
-// ---- GPU memory plan (train_llama --dry-run) ----
-// What LlamaModel<CudaBackend> (model/llama.h) allocates for a config and a micro-batch of
-// `rows` x T tokens, plus the backend's own buffers, in bytes. It mirrors the model constructor
-// allocation by allocation (test_cuda_train checks the two agree).
+#include "model/model_use.h"
+
+// What LlamaModel<CudaBackend> (model/llama.h) allocates for a config, a micro-batch of `rows` x T
+// tokens and a use, plus its KV cache when one is reserved (kv_reserve(kv_seqs, kv_len): greedy
+// decoding), plus the backend's own buffers, in bytes. It mirrors the model constructor and
+// kv_reserve allocation by allocation (test_cuda_train checks the two agree for every use).
 struct CudaMemoryPlan {
+  ModelUse use = ModelUse::train;
   size_t weights_fp32 = 0;     // master weights
   size_t weights_bf16 = 0;     // working copy read by the matmuls
-  size_t grads = 0;            // fp32
-  size_t optimizer = 0;        // AdamW m and v (fp32; half with bf16 state)
-  size_t activations = 0;      // saved per layer for the backward, plus final norm
-  size_t grad_scratch = 0;     // activation gradients, reused by every layer
-  size_t lm_head = 0;          // compacted rows, their gradient, one chunk of fp32 logits + its bf16 copy
+  size_t grads = 0;            // fp32 (train)
+  size_t optimizer = 0;        // AdamW m and v (fp32; half with bf16 state) (train)
+  size_t activations = 0;      // train: saved per layer for the backward; analysis: every layer's residual
+                               // stream and one layer's other buffers; inference: one layer's buffers
+  size_t grad_scratch = 0;     // train: activation gradients, reused by every layer; else the residual branch
+  size_t lm_head = 0;          // compacted rows (and their gradient / normed lens rows), one chunk of fp32
+                               // logits (+ its bf16 copy for the backward)
+  size_t kv_cache = 0;         // keys and values of every layer, the decoding logits, slot/position indices
   size_t workspace = 0;        // cuBLASLt workspace, RMSNorm/attention/CE scratch, batch metadata, RoPE tables
   size_t model_bytes = 0;      // of which LlamaModel<CudaBackend> allocates itself
   bool bf16_optimizer_state = false;  // --optimizer-state bf16
   int world_size = 1, zero = 0;       // per GPU of this many data-parallel ranks at this ZeRO stage
   size_t total() const {
-    return weights_fp32 + weights_bf16 + grads + optimizer + activations + grad_scratch + lm_head + workspace;
+    return weights_fp32 + weights_bf16 + grads + optimizer + activations + grad_scratch + lm_head + kv_cache +
+           workspace;
   }
 };
 
 template <class Config, class Layout>
 inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, int rows, int T,
-                                       bool bf16_optimizer_state = false) {
+                                       bool bf16_optimizer_state = false, ModelUse use = ModelUse::train,
+                                       int kv_seqs = 0, int kv_len = 0) {
   const size_t N = (size_t)rows * T, C = c.hidden_size, I = c.intermediate_size, L = c.num_hidden_layers,
                H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim, V = c.vocab_size;
   const size_t QKV = (H + 2 * KV) * D, P = layout.total, A = 2 /* bf16 */, F = 4;
+  const bool train = use == ModelUse::train;
   size_t head_chunk = std::max<size_t>(64, std::min<size_t>(N, ((size_t)1 << 24) / V));
   head_chunk = std::min(head_chunk, N);
   CudaMemoryPlan m;
+  m.use = use;
   m.weights_fp32 = P * F;
   m.weights_bf16 = P * A;
-  m.grads = P * F;
   m.bf16_optimizer_state = bf16_optimizer_state;
-  m.optimizer = 2 * P * (bf16_optimizer_state ? A : F);
-  m.activations = L * (N * (4 * C + QKV + H * D + 2 * I + I) * A + N * (2 + H) * F) + 2 * N * C * A + N * F;
-  m.grad_scratch = N * (3 * C + QKV + H * D + 2 * I + I) * A;
-  m.lm_head = 2 * N * C * A + head_chunk * V * (F + A);
+  if (train) {
+    m.grads = P * F;
+    m.optimizer = 2 * P * (bf16_optimizer_state ? A : F);
+  }
+  // One layer's buffers: res_in, ln1, res_mid, ln2, qkv, att, gate|up, SwiGLU; 1/rms twice and the
+  // attention log-sum-exp. Training keeps L sets; inference one, analysis one plus the other
+  // layers' residual inputs. Then the last residual, the final norm and its 1/rms.
+  const size_t layer = N * (4 * C + QKV + H * D + 2 * I + I) * A + N * (2 + H) * F;
+  const size_t sets = train ? L : std::min<size_t>(L, 1);
+  m.activations = sets * layer + (use == ModelUse::analysis && L > 1 ? (L - 1) * N * C * A : 0) + 2 * N * C * A + N * F;
+  m.grad_scratch = train ? N * (3 * C + QKV + H * D + 2 * I + I) * A : N * C * A;
+  const size_t head_rows = (use == ModelUse::inference ? 1 : 2) * N * C * A;
+  m.lm_head = head_rows + head_chunk * V * (F + (train ? A : 0));
+  // KV cache (kv_reserve): k and v of L layers, the logits of each sequence's last token, the
+  // slot / position / next-token indices; the RoPE tables grow to kv_len positions.
+  const size_t rope_positions = std::max<size_t>(T, kv_seqs > 0 ? (size_t)kv_len : 0);
+  if (kv_seqs > 0) {
+    const size_t S = kv_seqs;
+    m.kv_cache = 2 * L * S * kv_len * KV * D * A + S * V * F + 2 * std::max(N, S) * 4 + S * 4;
+  }
   // Per-token 4-byte arrays of the model: 6 of batch metadata, the lens' 1/rms and its 3 statistics.
   const size_t per_token = 10 * N * 4;
-  m.workspace = ((size_t)32 << 20) + std::min<size_t>(N, 256) * C * F + N * H * F + 5 * head_chunk * F +
-                per_token + (3 * N + 1) * 4 + (size_t)T * D * F;
-  m.model_bytes = 2 * P * F + m.optimizer + m.activations + m.grad_scratch + 2 * N * C * A + head_chunk * V * F +
-                  per_token + (size_t)T * D * F;
+  const size_t backward_scratch = train ? std::min<size_t>(N, 256) * C * F + N * H * F + (3 * N + 1) * 4 : 0;
+  m.workspace = ((size_t)32 << 20) + backward_scratch + 5 * head_chunk * F + per_token + rope_positions * D * F;
+  m.model_bytes = m.weights_fp32 + m.grads + m.optimizer + m.activations + m.grad_scratch + head_rows +
+                  head_chunk * V * F + m.kv_cache + per_token + rope_positions * D * F;
   return m;
 }
 
@@ -81,19 +106,24 @@ inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, 
   return m;
 }
 
-// The plan as a small table in GiB, for --dry-run.
+// The plan as a small table in GiB, for --dry-run (rows that are zero for this use are left out).
 inline std::string format_cuda_memory_plan(const CudaMemoryPlan& m) {
   const double GiB = 1024.0 * 1024.0 * 1024.0;
+  const bool train = m.use == ModelUse::train;
+  const char* activations = train ? "activations saved for backward"
+                            : m.use == ModelUse::analysis ? "activations (residual stream of every layer)"
+                                                          : "activations (one layer, reused)";
   const std::pair<const char*, size_t> rows[] = {
       {"weights, fp32 master", m.weights_fp32}, {"weights, bf16 working copy", m.weights_bf16},
       {"gradients, fp32", m.grads},           {m.bf16_optimizer_state ? "AdamW state (m, v), bf16" : "AdamW state (m, v), fp32", m.optimizer},
-      {"activations saved for backward", m.activations}, {"activation-gradient scratch", m.grad_scratch},
-      {"LM head (rows, logits chunk)", m.lm_head}, {"workspace (cuBLASLt, scratch, metadata)", m.workspace},
-      {"total", m.total()}};
+      {activations, m.activations}, {train ? "activation-gradient scratch" : "residual-branch scratch", m.grad_scratch},
+      {"LM head (rows, logits chunk)", m.lm_head}, {"KV cache (greedy decoding)", m.kv_cache},
+      {"workspace (cuBLASLt, scratch, metadata)", m.workspace}, {"total", m.total()}};
   std::string out;
   char line[128];
   for (const auto& r : rows) {
-    std::snprintf(line, sizeof(line), "  %-42s %9.2f GiB\n", r.first, (double)r.second / GiB);
+    if (r.second == 0) continue;
+    std::snprintf(line, sizeof(line), "  %-46s %9.2f GiB\n", r.first, (double)r.second / GiB);
     out += line;
   }
   return out;

@@ -118,9 +118,11 @@ struct CpuBackend {
   // (32 rows) than reading W [OC, IC] transposed ('N','T'). Training never makes the copies.
   static void set_decoding(bool on) { decoding_ = on; }
   // The parameters [p, p + n) were written: their transposed copies are dropped (made again on
-  // the next decoding use). LlamaModel calls it after loading parameters and on destruction;
+  // the next decoding use). LlamaModel calls it after loading parameters;
   // adamw_update calls it for the range it updates.
   static void params_changed(const float* p, size_t n);
+  // The parameter buffer [p, p + n) is about to be freed (LlamaModel's destructor): the same.
+  static void params_freed(const float* p, size_t n) { params_changed(p, n); }
 
  private:
   static inline bool decoding_ = false;

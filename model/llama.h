@@ -11,7 +11,7 @@
 // Memory plan: every activation buffer is sized once from (max_rows, max_T, config) in the
 // constructor; a step allocates nothing. What is kept per layer for the backward: the residual
 // input, the mid-layer residual, both RMSNorm outputs and 1/rms, qkv after RoPE, the attention
-// output and its log-sum-exp, gate|up and the SwiGLU output.
+// output and its log-sum-exp, gate|up and the SwiGLU output (ModelUse::train; see model/model_use.h).
 //
 // Inference with a KV cache (kv_reserve / kv_prefill / kv_decode) runs the same layer loop
 // (run_layers): a prefill is the forward over right-padded prompt rows (a padding token attends to
@@ -43,11 +43,8 @@
 #include "kernels/cpu/ops.h"  // AttentionShape and the host-side RoPE tables, shared by backends
 #include "model/adamw.h"
 #include "model/config.h"
+#include "model/model_use.h"  // train | inference | analysis: what the constructor plans
 #include "model/params.h"
-
-// ModelUse::inference plans no gradients, AdamW moments or backward scratch, and one set of
-// activation buffers that every layer reuses (so hidden_state(l) is only kept with ModelUse::train).
-enum class ModelUse { train, inference };
 
 template <class Backend>
 struct LlamaModel {
@@ -131,6 +128,13 @@ struct LlamaModel {
     Backend::upload(params, host, layout.total);
     params_changed();
   }
+  // Parameters [offset, offset + n) from host memory (one tensor, e.g. a layer swap).
+  void load_params(const float* host, size_t offset, size_t n) {
+    check(offset <= layout.total && n <= layout.total - offset, "load_params: [", offset, ", ", offset + n,
+          ") is outside the ", layout.total, " parameters");
+    Backend::upload(params + offset, host, n);
+    Backend::params_changed(params + offset, n);
+  }
   void params_changed() { Backend::params_changed(params, layout.total); }
 
   void zero_grad() {
@@ -177,7 +181,8 @@ struct LlamaModel {
   // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).
   void download_moments(float* m_host, float* v_host) const;
   void upload_moments(const float* m_host, const float* v_host);
-  // Residual stream entering layer l (l == L: after the last layer), [rows*T, C].
+  // Residual stream entering layer l (l == L: after the last layer), [rows*T, C]; kept for every
+  // layer by ModelUse::train and ModelUse::analysis.
   const act_t* hidden_state(int l) const { return l == L ? res_out : acts[l].res_in; }
 
   // ---- KV-cache inference ----
@@ -270,6 +275,7 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
     LayerActs& a = acts[l];
     if (!train && l > 0) {  // inference: every layer reuses layer 0's buffers
       a = acts[0];
+      if (use == ModelUse::analysis) a.res_in = plan<act_t>(N * C);  // but keeps its residual input
       continue;
     }
     a.res_in = plan<act_t>(N * C);
@@ -295,8 +301,8 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
     d_gu = plan<act_t>(N * 2 * I);
     d_h = plan<act_t>(N * I);
     d_lnf = plan<act_t>(N * C);
-    head_dx = plan<act_t>(N * C);
   }
+  if (use != ModelUse::inference) head_dx = plan<act_t>(N * C);  // LM-head gradient / the lens' normed rows
   head_x = plan<act_t>(N * C);
   logits_chunk = plan<float>((int64_t)head_chunk * V);
   head_rstd = plan<float>(N);
@@ -335,7 +341,7 @@ void LlamaModel<Backend>::make_rope_tables(int n) {
 
 template <class Backend>
 LlamaModel<Backend>::~LlamaModel() {
-  Backend::params_changed(params, layout.total);  // the backend drops what it derived from them
+  Backend::params_freed(params, layout.total);  // the backend drops what it derived from them
   for (void* p : owned) Backend::free(p);
 }
 
@@ -618,8 +624,8 @@ void LlamaModel<Backend>::forward_logits_at(const Batch& b, const std::vector<in
 template <class Backend>
 int LlamaModel<Backend>::lens_rows(int l, const std::vector<int32_t>& token_index, const char* who) {
   check(l >= 0 && l <= L, who, ": layer boundary ", l, " is outside [0, ", L, "]");
-  check(use == ModelUse::train, who, ": the logit lens reads every layer's hidden state, which only a model planned "
-        "with ModelUse::train keeps");
+  check(use != ModelUse::inference, who, ": the logit lens reads every layer's hidden state, which a model planned "
+        "with ModelUse::inference does not keep (plan it with ModelUse::analysis)");
   check(cur_rows > 0, who, ": no forward pass to read");
   const int n_idx = upload_token_index(token_index, who);
   Backend::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);

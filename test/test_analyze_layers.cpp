@@ -1,7 +1,8 @@
 // ./analyze_layers end to end on tiny random models and a KVR shard: metrics.json, lens.jsonl and the
 // charts are consistent with each other; a reference of another shape or tokenizer is refused with
-// an error naming the field; and --device cuda on the emulator (build/analyze_layers_emu: the same
-// program and backend compiled with -DCUDA_EMULATION, bf16 activations) agrees with --device cpu.
+// an error naming the field; --device cuda on the emulator (build/analyze_layers_emu: the same
+// program and backend compiled with -DCUDA_EMULATION, bf16 activations) agrees with --device cpu,
+// lens and swaps; --dry-run prints the analysis' GPU memory plan.
 // Runs from the repository root after `make` (needs ./prepare_data, ./analyze_layers).
 #include <catch2/catch.hpp>
 
@@ -163,8 +164,9 @@ TEST_CASE("analyze_layers: metrics.json, lens.jsonl and charts agree; swap rows;
 TEST_CASE("analyze_layers --device cuda (emulated) agrees with --device cpu") {
   Setup s;
   auto args = [&](const std::string& program, const std::string& device) {
-    return std::vector<std::string>{program, "--model", s.dir + "/a", "--data", s.data, "--out", s.dir + "/" + device,
-                                    "--device", device, "--threads", "1", "--quiet"};
+    return std::vector<std::string>{program, "--model", s.dir + "/a", "--reference", s.dir + "/ref", "--data", s.data,
+                                    "--out", s.dir + "/" + device, "--device", device, "--threads", "1", "--quiet",
+                                    "--max-new-tokens", "3", "--batch-size", "4"};
   };
   REQUIRE(run(args("./analyze_layers", "cpu"), s.dir + "/cpu.log") == 0);
   REQUIRE(run(args("build/analyze_layers_emu", "cuda"), s.dir + "/cuda.log") == 0);
@@ -197,4 +199,28 @@ TEST_CASE("analyze_layers --device cuda (emulated) agrees with --device cpu") {
   CHECK(worst <= 0.1);
   CHECK(std::min(adjacent[0], adjacent[1]) > 1.0);
   CHECK(same_top1 >= tokens * 9 / 10);
+  // The swap profile ran on the device too (its agreement on models where the swaps change the
+  // answers is test_cuda_train's "cuda analysis"): the same rows.
+  const json sc = json::parse(read_text_file(s.dir + "/cpu/metrics.json"))["models"][0]["swap"];
+  const json sg = json::parse(read_text_file(s.dir + "/cuda/metrics.json"))["models"][0]["swap"];
+  REQUIRE(sc["rows"].size() == 8);
+  REQUIRE(sg["rows"].size() == sc["rows"].size());
+  for (size_t k = 0; k < sc["rows"].size(); ++k) CHECK(sg["rows"][k] == sc["rows"][k]);
+  CHECK(sg["accuracy"] == sc["accuracy"]);
+  CHECK(sg["reference_accuracy"] == sc["reference_accuracy"]);
+}
+
+TEST_CASE("analyze_layers --dry-run prints the analysis' GPU memory plan, without gradients or optimizer state") {
+  Setup s;
+  REQUIRE(run({"./analyze_layers", "--dry-run", "--model", s.dir + "/a", "--reference", s.dir + "/ref", "--data", s.data,
+               "--batch-size", "4", "--out", s.dir + "/out"},
+              s.dir + "/dry.log") == 0);
+  const std::string out = read_text_file(s.dir + "/dry.log");
+  INFO(out);
+  for (const char* line : {"GPU memory plan (--device cuda)", "weights, fp32 master", "residual stream of every layer",
+                           "KV cache (greedy decoding)", "lens batches of 4 x", "planned for training instead", "total"})
+    CHECK(out.find(line) != std::string::npos);
+  CHECK(out.find("gradients, fp32") == std::string::npos);
+  CHECK(out.find("AdamW state") == std::string::npos);
+  CHECK(!file_exists(s.dir + "/out/metrics.json"));  // nothing written
 }

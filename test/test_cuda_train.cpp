@@ -12,6 +12,7 @@
 #include "test/test_cuda_common.h"  // first: wraps LAUNCH
 
 #include "kernels/cuda_backend.cu"  // the backend itself, compiled for the emulator
+#include "eval/layer_lens.h"
 #include "model/decode.h"
 #include "model/llama.h"
 #include "model/weights.h"
@@ -61,6 +62,44 @@ static Batch packed_batch(int T, int vocab, uint64_t seed) {
     b.num_examples++;
   }
   return b;
+}
+
+// A tiny model (random init `seed`) that has memorized four sequences of L tokens on the CPU
+// backend, so that greedy decoding of their prefixes has clear top-1 / top-2 logit gaps. (A large
+// random init does not do: it makes the network chaotic, where rounding the weights to bf16 alone
+// moves the logits by ~10% of their RMS.)
+static std::vector<float> memorized_params(const LlamaConfig& cfg, std::vector<std::vector<int32_t>>& sequences,
+                                           int L, uint64_t seed) {
+  const ParamLayout layout = make_param_layout(cfg);
+  std::vector<float> params(layout.total);
+  init_weights(cfg, layout, params.data(), seed);
+  std::mt19937 rng(12);
+  sequences.assign(4, std::vector<int32_t>(L));
+  for (int i = 0; i < 4; i++)
+    for (int t = 0; t < L; t++) sequences[i][t] = t == 0 ? 10 + i : (int32_t)(rng() % cfg.vocab_size);
+  LlamaModel<CpuBackend> trainer(cfg, 4, L);
+  trainer.load_params(params.data());
+  Batch b;
+  b.rows = 4;
+  b.T = L;
+  for (int i = 0; i < 4; i++)
+    for (int t = 0; t < L; t++) {
+      b.tokens.push_back(sequences[i][t]);
+      b.targets.push_back(t + 1 < L ? sequences[i][t + 1] : -1);
+      b.positions.push_back(t);
+      b.seg_start.push_back(0);
+    }
+  b.num_target_tokens = 4 * (L - 1);
+  b.num_examples = 4;
+  AdamWConfig opt;
+  opt.lr = 1e-2f;
+  for (int step = 0; step < 60; step++) {
+    trainer.zero_grad();
+    trainer.forward_backward(b, b.num_target_tokens);
+    trainer.optimizer_step(opt);
+  }
+  CpuBackend::download(params.data(), trainer.params, params.size());
+  return params;
 }
 
 TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
@@ -136,44 +175,12 @@ TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
 }
 
 TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") {
-  // A tiny model first memorizes four sequences on the CPU backend, so that greedy decoding of
-  // their prefixes has clear top-1 / top-2 logit gaps; the gaps are checked below against the
-  // measured CUDA-vs-CPU logit difference, otherwise the token comparison would be meaningless.
-  // (A large random init does not do: it makes the network chaotic, where rounding the weights to
-  // bf16 alone moves the logits by ~10% of their RMS.)
+  // A tiny model first memorizes four sequences (memorized_params); the logit gaps are checked
+  // below against the measured CUDA-vs-CPU logit difference, otherwise the token comparison would
+  // be meaningless.
   const LlamaConfig cfg = tiny_config(200, 0.05f);
-  const ParamLayout layout = make_param_layout(cfg);
-  std::vector<float> params(layout.total);
-  init_weights(cfg, layout, params.data(), 1);
-  const int L = 24;
-  std::mt19937 rng(12);
-  std::vector<std::vector<int32_t>> sequences(4, std::vector<int32_t>(L));
-  for (int i = 0; i < 4; i++)
-    for (int t = 0; t < L; t++) sequences[i][t] = t == 0 ? 10 + i : (int32_t)(rng() % cfg.vocab_size);
-  {
-    LlamaModel<CpuBackend> trainer(cfg, 4, L);
-    trainer.load_params(params.data());
-    Batch b;
-    b.rows = 4;
-    b.T = L;
-    for (int i = 0; i < 4; i++)
-      for (int t = 0; t < L; t++) {
-        b.tokens.push_back(sequences[i][t]);
-        b.targets.push_back(t + 1 < L ? sequences[i][t + 1] : -1);
-        b.positions.push_back(t);
-        b.seg_start.push_back(0);
-      }
-    b.num_target_tokens = 4 * (L - 1);
-    b.num_examples = 4;
-    AdamWConfig opt;
-    opt.lr = 1e-2f;
-    for (int step = 0; step < 60; step++) {
-      trainer.zero_grad();
-      trainer.forward_backward(b, b.num_target_tokens);
-      trainer.optimizer_step(opt);
-    }
-    CpuBackend::download(params.data(), trainer.params, params.size());
-  }
+  std::vector<std::vector<int32_t>> sequences;
+  const std::vector<float> params = memorized_params(cfg, sequences, 24, 1);
   std::vector<std::vector<int32_t>> prompts;
   const int prompt_len[4] = {3, 9, 1, 14};  // ragged prompt lengths in one batch
   for (int i = 0; i < 4; i++) prompts.emplace_back(sequences[i].begin(), sequences[i].begin() + prompt_len[i]);
@@ -364,4 +371,127 @@ TEST_CASE("cuda memory plan: the model's allocations match the plan, and the fig
     REQUIRE(plan.optimizer == 2 * gpu.layout.total * 2);
   }
   REQUIRE(CudaBackend::allocated_bytes() == before);
+}
+
+TEST_CASE("cuda memory plan: inference and analysis plans, with the decoding KV cache, match the allocations") {
+  const LlamaConfig cfg = tiny_config(300, 0.05f);
+  const int rows = 2, T = 37, seqs = 3, len = 50;  // len > T: the RoPE tables grow too
+  const size_t before = CudaBackend::allocated_bytes();
+  std::map<ModelUse, CudaMemoryPlan> plans;
+  for (ModelUse use : {ModelUse::train, ModelUse::inference, ModelUse::analysis}) {
+    LlamaModel<CudaBackend> gpu(cfg, rows, T, use);
+    const CudaMemoryPlan plan = cuda_memory_plan(cfg, gpu.layout, rows, T, false, use);
+    REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
+    REQUIRE(gpu.param_state_bytes + gpu.activation_bytes == plan.model_bytes);
+    gpu.kv_reserve(seqs, len);
+    const CudaMemoryPlan with_kv = cuda_memory_plan(cfg, gpu.layout, rows, T, false, use, seqs, len);
+    REQUIRE(CudaBackend::allocated_bytes() - before == with_kv.model_bytes);
+    REQUIRE(with_kv.kv_cache > 0);
+    plans[use] = plan;
+  }
+  REQUIRE(CudaBackend::allocated_bytes() == before);
+  const CudaMemoryPlan &train = plans[ModelUse::train], &infer = plans[ModelUse::inference],
+                       &lens = plans[ModelUse::analysis];
+  // No gradients or moments outside training; the analysis keeps L-1 more residual inputs and the
+  // lens' normed rows ([N, C] bf16 each) than inference.
+  REQUIRE((infer.grads == 0 && infer.optimizer == 0 && lens.grads == 0 && lens.optimizer == 0));
+  const size_t NC2 = (size_t)rows * T * cfg.hidden_size * 2;
+  REQUIRE(lens.model_bytes - infer.model_bytes == (size_t)cfg.num_hidden_layers * NC2);
+  REQUIRE(train.model_bytes - lens.model_bytes > 3 * train.weights_fp32);
+  const std::string table = format_cuda_memory_plan(lens);
+  REQUIRE(table.find("residual stream of every layer") != std::string::npos);
+  REQUIRE(table.find("gradients") == std::string::npos);
+}
+
+TEST_CASE("cuda backend: destroying the bound model unbinds it and frees its weight mirror") {
+  const LlamaConfig cfg = tiny_config(300, 0.05f);
+  {
+    LlamaModel<CudaBackend> m(cfg, 1, 8, ModelUse::inference);
+    cuda_bind_model(m);
+    { LlamaModel<CudaBackend> other(cfg, 1, 8, ModelUse::inference); }  // not bound: leaves the binding alone
+    REQUIRE(CudaBackend::bound_params() == m.params);
+  }
+  REQUIRE(CudaBackend::bound_params() == nullptr);
+  // A model made afterwards (possibly at the freed address) and not bound is refused rather than
+  // served from the old mirror.
+  LlamaModel<CudaBackend> fresh(cfg, 1, 8, ModelUse::inference);
+  std::vector<float> p(fresh.layout.total);
+  init_weights(cfg, fresh.layout, p.data(), 3);
+  fresh.load_params(p.data());
+  Batch b;
+  b.rows = 1;
+  b.T = 4;
+  b.tokens = {1, 2, 3, 4};
+  b.targets = {-1, -1, -1, -1};
+  b.positions = {0, 1, 2, 3};
+  b.seg_start = {0, 0, 0, 0};
+  REQUIRE_THROWS_WITH(fresh.forward(b), Catch::Contains("cuda_bind_model"));
+  CudaBackend::release();
+}
+
+// analyze_layers --device cuda: the logit lens and every layer swap's greedy evaluation run in one
+// LlamaModel<CudaBackend> planned with ModelUse::analysis; each swap rewrites device parameters,
+// whose bf16 mirror must follow. Against the same analysis on the CPU backend.
+TEST_CASE("cuda analysis: the logit lens and the layer-swap accuracies agree with the cpu backend") {
+  const LlamaConfig cfg = tiny_config(200, 0.05f);
+  const ParamLayout layout = make_param_layout(cfg);
+  std::vector<std::vector<int32_t>> sequences;
+  const std::vector<float> params = memorized_params(cfg, sequences, 24, 1);
+  std::vector<float> reference(layout.total);  // another model's blocks
+  init_weights(cfg, layout, reference.data(), 2);
+  const Tokenizer tok = Tokenizer::from_json_file("test/fixtures/tokenizer/ours.json");
+  std::vector<EvalItem> items(sequences.size());
+  for (size_t i = 0; i < items.size(); i++) {
+    items[i].prompt_ids.assign(sequences[i].begin(), sequences[i].begin() + 5 + 2 * i);
+    items[i].answer_ids.assign(sequences[i].begin() + 5 + 2 * i, sequences[i].begin() + 9 + 2 * i);
+  }
+  GreedyOptions opt;
+  opt.max_new_tokens = 4;
+  opt.batch_size = 2;  // two decoding batches
+  const AnalysisShape shape = analysis_shape(items, opt.batch_size, opt.max_new_tokens);
+  LlamaModel<CpuBackend> cpu(cfg, shape.rows, shape.T, ModelUse::analysis);
+  cpu.load_params(params.data());
+  LlamaModel<CudaBackend> gpu(cfg, shape.rows, shape.T, ModelUse::analysis);
+  cuda_bind_model(gpu);
+  gpu.load_params(params.data());
+
+  // Lens: log-probabilities within the tolerance of test_analyze_layers (bf16 activations).
+  const std::vector<FactLens> lc = run_logit_lens(cpu, items, shape.rows), lg = run_logit_lens(gpu, items, shape.rows);
+  double worst = 0;
+  int same_top1 = 0, n = 0;
+  for (size_t i = 0; i < items.size(); i++)
+    for (size_t k = 0; k < lc[i].at.size(); k++, n++) {
+      worst = std::max(worst, std::abs(std::log(std::max<double>(lc[i].at[k].prob, 1e-30)) -
+                                       std::log(std::max<double>(lg[i].at[k].prob, 1e-30))));
+      same_top1 += (lc[i].at[k].rank == 0) == (lg[i].at[k].rank == 0);
+    }
+  INFO("lens cuda vs cpu: max |log prob diff| " << worst << ", top-1 flags equal on " << same_top1 << "/" << n);
+  CHECK(worst <= 0.1);
+  CHECK(same_top1 >= n * 9 / 10);
+  for (size_t i = 0; i < items.size(); i++) CHECK(lg[i].l_star == lc[i].l_star);
+
+  // Gold answers: the CPU's own greedy answers, so the unswapped model scores 1 on both backends.
+  const EvalOutcome base = evaluate_factoids(cpu, tok, items, opt, MatchKind::exact);
+  for (size_t i = 0; i < items.size(); i++) items[i].golds = {base.predictions[i]};
+  REQUIRE(evaluate_factoids(cpu, tok, items, opt, MatchKind::exact).accuracy == 1.0);
+  REQUIRE(evaluate_factoids(gpu, tok, items, opt, MatchKind::exact).output_ids == base.output_ids);
+
+  const std::vector<SwapRow> rc = run_swap_profile(cpu, params.data(), reference.data(), tok, items, opt, MatchKind::exact);
+  const std::vector<SwapRow> rg = run_swap_profile(gpu, params.data(), reference.data(), tok, items, opt, MatchKind::exact);
+  REQUIRE(rc.size() == size_t(4 * cfg.num_hidden_layers));
+  REQUIRE(rg.size() == rc.size());
+  int64_t lost = 0;
+  for (size_t k = 0; k < rc.size(); k++) {
+    INFO(rc[k].part << " " << rc[k].layer);
+    CHECK(rg[k].part == rc[k].part);
+    CHECK(rg[k].correct == rc[k].correct);
+    lost += int64_t(items.size()) - rc[k].correct;
+  }
+  REQUIRE(lost > 0);  // the swaps matter: a stale device copy of the weights would score 1 everywhere
+  // The profile hands the device parameters back unswapped.
+  std::vector<float> back(layout.total);
+  CudaBackend::download(back.data(), gpu.params, layout.total);
+  REQUIRE(std::memcmp(back.data(), params.data(), back.size() * 4) == 0);
+  REQUIRE(evaluate_factoids(gpu, tok, items, opt, MatchKind::exact).output_ids == base.output_ids);
+  CudaBackend::release();
 }

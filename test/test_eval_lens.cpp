@@ -82,6 +82,30 @@ TEST_CASE("logit lens equals transformers (hidden_states -> model.norm -> lm_hea
   CHECK(adjacent_min > 1e-2);
   WARN("lens vs transformers: max |prob diff| " << worst << ", closest adjacent boundaries differ by " << adjacent_min);
 
+  // Planned for the analysis (every layer's residual stream, no gradients, moments or backward
+  // buffers): the same numbers bit for bit, in less memory. Planned for inference: refused.
+  LlamaModel<CpuBackend> lean(f.cfg, 2, lens_max_row_length(f.items), ModelUse::analysis);
+  lean.load_params(f.params.data());
+  const std::vector<FactLens> lean_facts = run_logit_lens(lean, f.items, 2);
+  REQUIRE(lean_facts.size() == facts.size());
+  for (size_t i = 0; i < facts.size(); ++i) {
+    INFO("item " << i);
+    REQUIRE(lean_facts[i].at.size() == facts[i].at.size());
+    for (size_t k = 0; k < facts[i].at.size(); ++k) {
+      CHECK(std::memcmp(&lean_facts[i].at[k].prob, &facts[i].at[k].prob, sizeof(float)) == 0);
+      CHECK(lean_facts[i].at[k].rank == facts[i].at[k].rank);
+      CHECK(lean_facts[i].at[k].top1_id == facts[i].at[k].top1_id);
+    }
+    CHECK(lean_facts[i].l_star == facts[i].l_star);
+    CHECK(lean_facts[i].l_star_all == facts[i].l_star_all);
+  }
+  CHECK(lean.param_state_bytes * 4 == m.param_state_bytes);  // parameters only: no gradients, m, v
+  CHECK(lean.activation_bytes < m.activation_bytes);
+  LlamaModel<CpuBackend> infer(f.cfg, 2, lens_max_row_length(f.items), ModelUse::inference);
+  infer.load_params(f.params.data());
+  CHECK_THROWS_WITH(run_logit_lens(infer, f.items, 2), Catch::Contains("ModelUse::analysis"));
+  CHECK(infer.activation_bytes < lean.activation_bytes);
+
   // The logits themselves, one item at a time, and the last boundary against the model's own logits.
   LlamaModel<CpuBackend> one(f.cfg, 1, lens_max_row_length(f.items));
   one.load_params(f.params.data());
@@ -176,6 +200,17 @@ LlamaConfig swap_config() {
   return c;
 }
 
+// The exact-match evaluation of a parameter vector, in a CPU model of its own.
+EvalOutcome evaluate_params(const LlamaConfig& c, const float* params, const Tokenizer& tok,
+                            const std::vector<EvalItem>& items, const GreedyOptions& opt, MatchKind match) {
+  size_t max_len = 1;  // the longest prompt plus its answer
+  for (const auto& it : items) max_len = std::max(max_len, it.prompt_ids.size() + size_t(opt.max_new_tokens));
+  LlamaModel<CpuBackend> m(c, std::max(1, std::min(opt.batch_size, int(items.size()))), int(max_len),
+                           ModelUse::inference);
+  m.load_params(params);
+  return evaluate_factoids(m, tok, items, opt, match);
+}
+
 }  // namespace
 
 TEST_CASE("layer swap: the tensors of each part, self-swap, full swap, incompatible checkpoints") {
@@ -228,15 +263,26 @@ TEST_CASE("layer swap: the tensors of each part, self-swap, full swap, incompati
     items.push_back(it);
   }
   const GreedyOptions opt = make_stop_options(tok, cfg, 6, 4);
-  const EvalOutcome by_ref = evaluate_params(cfg, layout, ref.data(), tok, items, opt, MatchKind::exact);
+  const EvalOutcome by_ref = evaluate_params(cfg, ref.data(), tok, items, opt, MatchKind::exact);
   for (size_t i = 0; i < items.size(); ++i) items[i].golds = {by_ref.predictions[i]};
-  const EvalOutcome ref_eval = evaluate_params(cfg, layout, ref.data(), tok, items, opt, MatchKind::exact);
-  const EvalOutcome a_eval = evaluate_params(cfg, layout, a.data(), tok, items, opt, MatchKind::exact);
+  const EvalOutcome ref_eval = evaluate_params(cfg, ref.data(), tok, items, opt, MatchKind::exact);
+  const EvalOutcome a_eval = evaluate_params(cfg, a.data(), tok, items, opt, MatchKind::exact);
   REQUIRE(ref_eval.accuracy == 1.0);
   REQUIRE(a_eval.accuracy < 1.0);
 
+  // The swaps run in one model planned for the analysis, as analyze_layers runs them.
+  LlamaModel<CpuBackend> m(cfg, opt.batch_size, 32, ModelUse::analysis);
+  m.load_params(a.data());
+  {  // a swap written into the model moves the same floats as on the host
+    std::vector<float> host = a, dev(layout.total);
+    swap_layer(host.data(), ref.data(), layout, 1, SwapPart::mlp);
+    swap_layer(m, ref.data(), 1, SwapPart::mlp);
+    CpuBackend::download(dev.data(), m.params, layout.total);
+    CHECK(std::memcmp(dev.data(), host.data(), host.size() * 4) == 0);
+    swap_layer(m, a.data(), 1, SwapPart::block);
+  }
   // Every block swapped: the reference's accuracy (the last cumulative row), and its exact parameters.
-  const std::vector<SwapRow> rows = run_swap_profile(cfg, layout, a.data(), ref.data(), tok, items, opt, MatchKind::exact);
+  const std::vector<SwapRow> rows = run_swap_profile(m, a.data(), ref.data(), tok, items, opt, MatchKind::exact);
   REQUIRE(rows.size() == size_t(4 * cfg.num_hidden_layers));
   CHECK(rows.back().part == "cumulative");
   CHECK(rows.back().layer == cfg.num_hidden_layers - 1);
@@ -246,7 +292,10 @@ TEST_CASE("layer swap: the tensors of each part, self-swap, full swap, incompati
   CHECK(std::memcmp(all.data(), ref.data(), all.size() * 4) == 0);
 
   // A checkpoint swapped with itself: every row has the unswapped result, token for token.
-  const std::vector<SwapRow> self = run_swap_profile(cfg, layout, a.data(), a.data(), tok, items, opt, MatchKind::exact);
+  std::vector<float> back(layout.total);  // the profile hands the model back with its own parameters
+  CpuBackend::download(back.data(), m.params, layout.total);
+  CHECK(std::memcmp(back.data(), a.data(), back.size() * 4) == 0);
+  const std::vector<SwapRow> self = run_swap_profile(m, a.data(), a.data(), tok, items, opt, MatchKind::exact);
   for (const SwapRow& r : self) {
     INFO(r.part << " " << r.layer);
     CHECK(r.correct == a_eval.num_correct);
@@ -255,7 +304,7 @@ TEST_CASE("layer swap: the tensors of each part, self-swap, full swap, incompati
   for (int l = 0; l < cfg.num_hidden_layers; ++l)
     for (SwapPart p : {SwapPart::attention, SwapPart::mlp, SwapPart::block}) swap_layer(w.data(), a.data(), layout, l, p);
   CHECK(std::memcmp(w.data(), a.data(), w.size() * 4) == 0);
-  CHECK(evaluate_params(cfg, layout, w.data(), tok, items, opt, MatchKind::exact).output_ids == a_eval.output_ids);
+  CHECK(evaluate_params(cfg, w.data(), tok, items, opt, MatchKind::exact).output_ids == a_eval.output_ids);
 
   // Incompatible checkpoints: the error names the field, or the tokenizer.
   LlamaConfig wide = cfg;

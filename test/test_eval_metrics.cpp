@@ -87,6 +87,15 @@ TEST_CASE("held-out loss and perplexity of a shard match transformers within 1e-
     REQUIRE(r.target_tokens == ref["target_tokens"].get<int64_t>());
     REQUIRE(std::abs(r.mean_loss() - ref["mean_loss"].get<double>()) <= 1e-4);
     REQUIRE(std::abs(r.perplexity() / ref["perplexity"].get<double>() - 1.0) <= 1e-4);
+    // Planned for inference (no gradients, moments or per-layer activations): the same loss, bit
+    // for bit, in less memory.
+    LlamaModel<CpuBackend> lean(config, data.rows, data.T, ModelUse::inference);
+    load_weights(dir, config, lean.layout, lean.params);
+    const HeldoutLoss li = heldout_loss(lean, data);
+    REQUIRE(li.loss_sum == r.loss_sum);
+    REQUIRE(li.target_tokens == r.target_tokens);
+    REQUIRE(lean.param_state_bytes < model.param_state_bytes);
+    REQUIRE(lean.activation_bytes < model.activation_bytes);
   }
   // A context shorter than the longest example: examples are cut, and counted.
   HeldoutData cut = load_heldout(shard, 0, 320, 20, 64);
