@@ -104,6 +104,9 @@ struct LlamaModel {
   // Optional [rows*T, C] vector added to the token embeddings (room for a memory readout);
   // backend memory, set by the caller before forward(), nullptr = none.
   const act_t* embed_add = nullptr;
+  // false: every token attends to the whole of its example (columns [seg_start, last column of
+  // the example]), not only to the tokens before it: a bidirectional encoder (larimar/encoder.h).
+  bool causal = true;
   // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
   size_t param_state_bytes = 0, activation_bytes = 0;
   ModelUse use = ModelUse::train;
@@ -177,6 +180,9 @@ struct LlamaModel {
   // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).
   void download_moments(float* m_host, float* v_host) const;
   void upload_moments(const float* m_host, const float* v_host);
+  // The backward of the last forward() from a gradient the caller wrote into d_lnf [rows*T, C]
+  // (the output of the final norm), e.g. an encoder's pooled output; parameter gradients are added.
+  void backward_from_lnf();
   // Residual stream entering layer l (l == L: after the last layer), [rows*T, C].
   const act_t* hidden_state(int l) const { return l == L ? res_out : acts[l].res_in; }
 
@@ -224,7 +230,6 @@ struct LlamaModel {
   int upload_token_index(const std::vector<int32_t>& token_index, const char* who);
   void head_logits(const act_t* x, int n, float* logits_host);
   int lens_rows(int l, const std::vector<int32_t>& token_index, const char* who);
-  void backward_from_lnf();
   // Sets the backend's decoding mode for the scope of a prefill or decoding step.
   struct DecodingScope {
     DecodingScope() { Backend::set_decoding(true); }
@@ -399,6 +404,11 @@ void LlamaModel<Backend>::validate_and_upload(const Batch& b) {
           b.seg_start[i], " is not within [0, column ", col, "]");
     host_key_hi[i] = col;
   }
+  if (!causal)  // the last column of each example, from the right: an example is a run of equal seg_start
+    for (size_t i = N; i-- > 0;) {
+      const bool continues = (int)(i % b.T) + 1 < b.T && b.seg_start[i + 1] == b.seg_start[i];
+      host_key_hi[i] = continues ? host_key_hi[i + 1] : (int32_t)(i % b.T);
+    }
   Backend::upload(tokens, b.tokens.data(), N);
   Backend::upload(positions, b.positions.data(), N);
   Backend::upload(seg_start, b.seg_start.data(), N);

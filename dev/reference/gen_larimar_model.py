@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Reference results for Larimar's models (larimar/encoder.h; test/test_larimar_model.cpp), from
+the float64 PyTorch Llama of larimar_ref.py, itself checked here against transformers'
+LlamaForCausalLM (causal logits within 1e-10).
+
+Writes test/fixtures/larimar/encoder/:
+  model/config.json        a Llama config.json plus "larimar_code_size"
+  model/model.safetensors  the Llama tensors (F32) plus larimar.encoder_proj.{weight,bias}
+  expected.safetensors
+    tokens I32 [rows, T] (right-padded with 0), lengths I32 [rows]
+    z F32 [rows, Cz]                        the codes
+    dz F32 [rows, Cz]                       a fixed random dL/dz; the loss is sum(z * dz)
+    grad.<name> F32                         dL/d<every encoder tensor>
+The reference runs in float64 on the F32 values the engine loads."""
+import json
+import os
+import shutil
+
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import larimar_ref as ref
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "..", "test", "fixtures", "larimar")
+
+torch.use_deterministic_algorithms(True)
+
+
+def tiny_llama(gen, **kw):
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rms_norm_eps=1e-5, rope_theta=10000.0, **kw)
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    with torch.no_grad():  # larger than HF's init so attention and the norms are far from uniform
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.15 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def params64(model):
+    P = {n: p.detach().to(torch.float64).clone() for n, p in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        P.pop("lm_head.weight", None)  # the embedding serves as the head
+    return P
+
+
+def check_against_hf(model, gen):
+    """larimar_ref.hidden with a causal mask gives HF's logits. Even a float64 transformers model
+    computes its RMSNorm and RoPE tables in float32, so the two agree to float32 rounding (~1e-6 on
+    these logits of size ~10), not to float64's; a wrong convention would differ by ~1."""
+    m64 = LlamaForCausalLM(model.config).to(torch.float64)
+    m64.load_state_dict(model.state_dict())
+    rows, T = 2, 7
+    tokens = torch.randint(0, model.config.vocab_size, (rows, T), generator=gen)
+    with torch.no_grad():
+        want = m64(tokens).logits
+    P = params64(model)
+    cfg = model.config.to_dict()
+    got = ref.hidden(P, cfg, tokens, torch.arange(T).repeat(rows, 1), ref.causal_mask(rows, T)) @ ref.lm_head(P).T
+    err = (got - want).abs().max().item()
+    assert err < 1e-5, f"larimar_ref differs from transformers by {err}"
+
+
+def save_model_dir(d, model, extra_config, extra_tensors):
+    model.save_pretrained(d, safe_serialization=True)
+    os.remove(os.path.join(d, "generation_config.json"))
+    with open(os.path.join(d, "config.json")) as f:
+        c = json.load(f)
+    c.update(extra_config)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(c, f, indent=2, sort_keys=True)
+    tensors = {n: p.detach().contiguous() for n, p in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)
+    tensors.update({n: t.to(torch.float32).contiguous() for n, t in extra_tensors.items()})
+    save_file(tensors, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+
+
+def encoder_fixture(gen):
+    Cz = 16
+    model = tiny_llama(gen, tie_word_embeddings=True)
+    check_against_hf(model, gen)
+    C = model.config.hidden_size
+    proj_w = (0.2 * torch.randn(Cz, C, generator=gen)).to(torch.float32)
+    proj_b = (0.1 * torch.randn(Cz, generator=gen)).to(torch.float32)
+    d = os.path.join(OUT, "encoder")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    save_model_dir(os.path.join(d, "model"), model, {"larimar_code_size": Cz},
+                   {"larimar.encoder_proj.weight": proj_w, "larimar.encoder_proj.bias": proj_b})
+
+    lengths = [7, 3, 9]
+    rows, T = len(lengths), max(lengths)
+    tokens = torch.zeros(rows, T, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        tokens[r, :n] = torch.randint(0, model.config.vocab_size, (n,), generator=gen)
+    P = params64(model)
+    P["larimar.encoder_proj.weight"] = proj_w.to(torch.float64)
+    P["larimar.encoder_proj.bias"] = proj_b.to(torch.float64)
+    for t in P.values():
+        t.requires_grad_(True)
+    h = ref.hidden(P, model.config.to_dict(), tokens, torch.arange(T).repeat(rows, 1),
+                   ref.bidirectional_mask(lengths, T))
+    pooled = torch.stack([h[r, :n].mean(0) for r, n in enumerate(lengths)])
+    z = pooled @ P["larimar.encoder_proj.weight"].T + P["larimar.encoder_proj.bias"]
+    dz = torch.randn(rows, Cz, generator=gen).to(torch.float64)  # F32 values, as stored
+    (z * dz).sum().backward()
+    out = {"tokens": tokens.to(torch.int32), "lengths": torch.tensor(lengths, dtype=torch.int32),
+           "z": z.detach().to(torch.float32), "dz": dz.to(torch.float32)}
+    for n, p in P.items():
+        out["grad." + n] = p.grad.to(torch.float32).contiguous()
+    save_file(out, os.path.join(d, "expected.safetensors"))
+
+
+def main():
+    gen = torch.Generator().manual_seed(15)
+    encoder_fixture(gen)
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()
