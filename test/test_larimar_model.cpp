@@ -1,8 +1,11 @@
 // Larimar's models against the float64 PyTorch reference (dev/reference/gen_larimar_model.py):
-// the bidirectional encoder (codes and every gradient).
+// the bidirectional encoder (codes and every gradient) and the decoder conditioned on a memory
+// slot and an embedding addition (logits, loss, every gradient, greedy decoding), whose
+// unconditioned path must stay bit for bit the plain decoder's.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -10,6 +13,8 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "larimar/encoder.h"
+#include "model/decode.h"
+#include "model/weights.h"
 #include "model/cpu_backend.h"
 #include "model/safetensors.h"
 
@@ -100,4 +105,116 @@ TEST_CASE("encoder: bad configuration and inputs are refused") {
   CHECK_THROWS_WITH(enc.encode({{1, 2}, {}}, z), Contains("text 1 is empty"));
   CHECK_THROWS_WITH(enc.encode({{1}, {2}, {3}}, z), Contains("3 texts"));
   CHECK_THROWS_WITH(enc.encode({std::vector<int32_t>(9, 1)}, z), Contains("exceed"));
+}
+
+namespace {
+
+Batch decoder_batch(const SafeTensors& e) {
+  Batch b;
+  const SafeTensorInfo& info = e.get("tokens");
+  b.rows = (int)info.shape[0];
+  b.T = (int)info.shape[1];
+  b.tokens = e.read_i32("tokens");
+  b.targets = e.read_i32("targets");
+  b.positions = e.read_i32("positions");
+  b.seg_start = e.read_i32("seg_start");
+  for (int32_t t : b.targets) b.num_target_tokens += t >= 0;
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("decoder conditioning: logits, loss and every gradient match the PyTorch reference") {
+  const std::string dir = kDir + "decoder/";
+  const LlamaConfig cfg = load_config(dir + "model/config.json");
+  SafeTensors e = SafeTensors::open(dir + "expected.safetensors");
+  const Batch b = decoder_batch(e);
+  LlamaModel<CpuBackend> m(cfg, b.rows, b.T);
+  load_weights(dir + "model", cfg, m.layout, m.params);
+  m.params_changed();
+  m.plan_condition();
+  const std::vector<float> slot = e.read_f32("slot"), embed = e.read_f32("embed");  // CPU: host memory
+  m.condition = {slot.data(), embed.data(), b.rows};
+
+  std::vector<float> logits((size_t)b.rows * b.T * cfg.vocab_size);
+  m.forward_logits(b, logits.data());
+  check_close("logits", logits.data(), e.read_f32("logits"));
+  m.zero_grad();
+  const double loss = m.forward_backward(b, b.num_target_tokens);
+  const double want = e.read_f32("loss")[0];
+  INFO("loss " << loss << " reference " << want);
+  CHECK(std::fabs(loss - want) <= 1e-4 * std::fabs(want));
+  for (const ParamTensor& t : m.layout.tensors)
+    check_close("grad " + t.name, m.grads + t.offset, e.read_f32("grad." + t.name));
+  check_close("grad slot", m.d_slot, e.read_f32("grad.slot"));
+  check_close("grad embed", m.d_embed, e.read_f32("grad.embed"));
+
+  SECTION("greedy decoding with the slot in the KV cache") {
+    const std::vector<int32_t> pt = e.read_i32("prompt_tokens"), pl = e.read_i32("prompt_lengths"),
+                               want_tokens = e.read_i32("greedy");
+    const size_t P = pt.size() / pl.size(), steps = want_tokens.size() / pl.size();
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t r = 0; r < pl.size(); r++) prompts.emplace_back(pt.begin() + r * P, pt.begin() + r * P + pl[r]);
+    for (int batch : {2, 1}) {  // together, and one at a time (each batch reads its own rows)
+      GreedyOptions opt;
+      opt.max_new_tokens = (int)steps;
+      opt.batch_size = batch;
+      const auto got = greedy_generate(m, prompts, opt);
+      for (size_t r = 0; r < prompts.size(); r++) {
+        INFO("batch " << batch << " prompt " << r);
+        CHECK(got[r] == std::vector<int32_t>(want_tokens.begin() + r * steps, want_tokens.begin() + (r + 1) * steps));
+      }
+    }
+  }
+}
+
+TEST_CASE("decoder conditioning: the unconditioned path is bit for bit the plain decoder") {
+  const std::string dir = kDir + "decoder/";
+  const LlamaConfig cfg = load_config(dir + "model/config.json");
+  SafeTensors e = SafeTensors::open(dir + "expected.safetensors");
+  const Batch b = decoder_batch(e);
+  const size_t nl = (size_t)b.rows * b.T * cfg.vocab_size;
+  LlamaModel<CpuBackend> plain(cfg, b.rows, b.T), cond(cfg, b.rows, b.T);
+  load_weights(dir + "model", cfg, plain.layout, plain.params);
+  load_weights(dir + "model", cfg, cond.layout, cond.params);
+  plain.params_changed();
+  cond.params_changed();
+  cond.plan_condition();
+  const std::vector<float> slot = e.read_f32("slot"), embed = e.read_f32("embed");
+  std::vector<float> a(nl), c(nl);
+  // A conditioned pass first, so that anything it leaves behind would show.
+  cond.condition = {slot.data(), embed.data(), b.rows};
+  cond.forward_logits(b, c.data());
+  plain.forward_logits(b, a.data());
+  CHECK(max_abs_diff(a.data(), c.data(), nl) > 1e-3f);  // the conditioning does change the logits
+  cond.condition = {};
+  cond.forward_logits(b, c.data());
+  CHECK(std::memcmp(a.data(), c.data(), nl * sizeof(float)) == 0);
+  plain.zero_grad();
+  cond.zero_grad();
+  const double la = plain.forward_backward(b, b.num_target_tokens), lc = cond.forward_backward(b, b.num_target_tokens);
+  CHECK(la == lc);
+  CHECK(std::memcmp(plain.grads, cond.grads, plain.layout.total * sizeof(float)) == 0);
+  std::vector<std::vector<int32_t>> prompts = {{3, 5, 7}, {1, 2}};
+  GreedyOptions opt;
+  opt.max_new_tokens = 5;
+  CHECK(greedy_generate(plain, prompts, opt) == greedy_generate(cond, prompts, opt));
+}
+
+TEST_CASE("decoder conditioning: bad use is refused") {
+  const std::string dir = kDir + "decoder/";
+  const LlamaConfig cfg = load_config(dir + "model/config.json");
+  SafeTensors e = SafeTensors::open(dir + "expected.safetensors");
+  Batch b = decoder_batch(e);
+  LlamaModel<CpuBackend> m(cfg, b.rows, b.T);
+  const std::vector<float> slot = e.read_f32("slot");
+  std::vector<float> logits((size_t)b.rows * b.T * cfg.vocab_size);
+  m.condition = {slot.data(), nullptr, b.rows};
+  CHECK_THROWS_WITH(m.forward_logits(b, logits.data()), Contains("plan_condition"));
+  m.plan_condition();
+  m.condition.seqs = 1;
+  CHECK_THROWS_WITH(m.forward_logits(b, logits.data()), Contains("2 rows but conditioning vectors for 1"));
+  m.condition.seqs = b.rows;
+  b.seg_start[3] = 2;  // a second example packed in row 0
+  CHECK_THROWS_WITH(m.forward_logits(b, logits.data()), Contains("one example"));
 }

@@ -17,6 +17,7 @@ import os
 import shutil
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -117,9 +118,89 @@ def encoder_fixture(gen):
     save_file(out, os.path.join(d, "expected.safetensors"))
 
 
+def conditioned_mask(lengths, T):
+    """Keys [slot, token 0..T-1]: a real token t sees the slot and tokens <= t; padding itself."""
+    rows = len(lengths)
+    m = torch.zeros(rows, T, T + 1, dtype=torch.bool)
+    for r, n in enumerate(lengths):
+        for t in range(T):
+            if t < n:
+                m[r, t, : t + 2] = True
+            else:
+                m[r, t, t + 1] = True
+    return m
+
+
+def conditioned_logits(P, cfg, tokens, lengths, slot, embed):
+    rows, T = tokens.shape
+    L = cfg["num_hidden_layers"]
+    positions = torch.zeros(rows, T, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        positions[r, :n] = torch.arange(n)
+    h = ref.hidden(P, cfg, tokens, positions + 1, conditioned_mask(lengths, T),
+                   prefix_kv=[slot[:, l] for l in range(L)], embed_add=embed)
+    return h @ ref.lm_head(P).T, positions
+
+
+def decoder_fixture(gen):
+    """A decoder conditioned on given slot and embedding vectors: logits, loss, every gradient
+    (parameters, slot, embedding), and greedy decoding."""
+    model = tiny_llama(gen, tie_word_embeddings=False)
+    cfg = model.config.to_dict()
+    d = os.path.join(OUT, "decoder")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    save_model_dir(os.path.join(d, "model"), model, {}, {})
+    L, C, V = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
+    KVD = cfg["num_key_value_heads"] * (cfg.get("head_dim") or C // cfg["num_attention_heads"])
+    lengths = [6, 4]
+    rows, T = len(lengths), max(lengths)
+    tokens = torch.zeros(rows, T, dtype=torch.long)
+    targets = torch.full((rows, T), -1, dtype=torch.long)
+    seg_start = torch.zeros(rows, T, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        tokens[r, :n] = torch.randint(0, V, (n,), generator=gen)
+        targets[r, 1: n - 1] = tokens[r, 2:n]  # the first token is a prompt
+        seg_start[r, n:] = torch.arange(n, T)
+    slot = (0.5 * torch.randn(rows, L, KVD, generator=gen)).to(torch.float64)
+    embed = (0.3 * torch.randn(rows, C, generator=gen)).to(torch.float64)
+    P = params64(model)
+    for t in list(P.values()) + [slot, embed]:
+        t.requires_grad_(True)
+    logits, positions = conditioned_logits(P, cfg, tokens, lengths, slot, embed)
+    ntt = int((targets >= 0).sum())
+    loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1, reduction="sum") / ntt
+    loss.backward()
+    out = {"tokens": tokens, "targets": targets, "positions": positions, "seg_start": seg_start}
+    out = {k: v.to(torch.int32).contiguous() for k, v in out.items()}
+    out.update({"slot": slot.detach().to(torch.float32), "embed": embed.detach().to(torch.float32),
+                "logits": logits.detach().reshape(-1, V).to(torch.float32), "loss": loss.detach().reshape(1).float(),
+                "grad.slot": slot.grad.float(), "grad.embed": embed.grad.float()})
+    for n, p in P.items():
+        out["grad." + n] = p.grad.to(torch.float32).contiguous()
+
+    # Greedy decoding, conditioned, by recomputing the whole sequence at each step (no cache).
+    prompts = [tokens[0, :3].tolist(), tokens[1, :2].tolist()]
+    steps = 4
+    greedy = []
+    with torch.no_grad():
+        for r, p in enumerate(prompts):
+            seq = list(p)
+            for _ in range(steps):
+                lg, _ = conditioned_logits(P, cfg, torch.tensor([seq]), [len(seq)], slot[r: r + 1], embed[r: r + 1])
+                seq.append(int(lg[0, -1].argmax()))
+            greedy.append(seq[len(p):])
+    plen = max(len(p) for p in prompts)
+    out["prompt_tokens"] = torch.tensor([p + [0] * (plen - len(p)) for p in prompts], dtype=torch.int32)
+    out["prompt_lengths"] = torch.tensor([len(p) for p in prompts], dtype=torch.int32)
+    out["greedy"] = torch.tensor(greedy, dtype=torch.int32)
+    save_file(out, os.path.join(d, "expected.safetensors"))
+
+
 def main():
     gen = torch.Generator().manual_seed(15)
     encoder_fixture(gen)
+    decoder_fixture(gen)
     print("wrote", OUT)
 
 
