@@ -1,7 +1,8 @@
 // Larimar's models against the float64 PyTorch reference (dev/reference/gen_larimar_model.py):
 // the bidirectional encoder (codes and every gradient) and the decoder conditioned on a memory
 // slot and an embedding addition (logits, loss, every gradient, greedy decoding), whose
-// unconditioned path must stay bit for bit the plain decoder's.
+// unconditioned path must stay bit for bit the plain decoder's; the Larimar loss of an episode
+// (through memory write and read) and every gradient.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "larimar/encoder.h"
+#include "larimar/larimar_model.h"
 #include "model/decode.h"
 #include "model/weights.h"
 #include "model/cpu_backend.h"
@@ -36,12 +38,12 @@ float max_abs_diff(const float* a, const float* b, size_t n) {
   return m;
 }
 
-// Within 1e-4 of the largest reference value (and not all zero, so that the check can fail).
+// Within 1e-4 relative to the largest reference value (and not all zero, so that the check can fail).
 void check_close(const std::string& what, const float* got, const std::vector<float>& want) {
   const float err = max_abs_diff(got, want.data(), want.size()), scale = max_abs(want.data(), want.size());
   INFO(what << ": max abs error " << err << ", max |reference| " << scale);
   CHECK(scale > 0.0f);
-  CHECK(err <= 1e-4f * std::max(1.0f, scale));
+  CHECK(err <= 1e-4f * scale);
 }
 
 std::vector<std::vector<int32_t>> fixture_texts(const SafeTensors& e) {
@@ -217,4 +219,48 @@ TEST_CASE("decoder conditioning: bad use is refused") {
   m.condition.seqs = b.rows;
   b.seg_start[3] = 2;  // a second example packed in row 0
   CHECK_THROWS_WITH(m.forward_logits(b, logits.data()), Contains("one example"));
+}
+
+TEST_CASE("larimar episode: the four-term loss and every gradient match the PyTorch reference") {
+  const std::string dir = kDir + "episode/";
+  const EncoderConfig ec = load_encoder_config(dir + "encoder/config.json");
+  const LlamaConfig dc = load_config(dir + "decoder/config.json");
+  SafeTensors e = SafeTensors::open(dir + "expected.safetensors");
+  const auto texts = fixture_texts(e);
+  const std::vector<float> eps_f = e.read_f32("eps");
+  const int K = 8, N = (int)texts.size();
+  REQUIRE(eps_f.size() == (size_t)N * K);
+  Mat eps(N, K);
+  for (int i = 0; i < N * K; i++) eps.data()[i] = eps_f[i];
+  LarimarModel<CpuBackend> m(ec, dc, K, N, 8);
+  m.enc.load(dir + "encoder");
+  std::vector<float> dec_params(m.dec.layout.total);
+  load_weights(dir + "decoder", dc, m.dec.layout, dec_params.data());
+  m.dec.load_params(dec_params.data());
+  m.load_memory_params(dir + "larimar.safetensors");
+  m.zero_grad();
+  const EpisodeLoss loss = m.episode(texts, e.read_f32("beta")[0], eps);
+  for (auto [name, got] : {std::pair{"loss", loss.total}, {"ce", loss.ce}, {"kl", loss.kl}}) {
+    const double want = e.read_f32(name)[0];
+    INFO(name << " " << got << " reference " << want);
+    CHECK(std::fabs(got - want) <= 1e-4 * std::fabs(want));
+  }
+  for (const ParamTensor& t : m.enc.model.layout.tensors)
+    check_close("encoder grad " + t.name, m.enc.model.grads + t.offset, e.read_f32("grad.enc." + t.name));
+  for (const ParamTensor& t : m.dec.layout.tensors)
+    check_close("decoder grad " + t.name, m.dec.grads + t.offset, e.read_f32("grad.dec." + t.name));
+  check_close("grad encoder proj.weight", m.enc.d_proj_w.data(), e.read_f32(std::string("grad.") + kEncoderProjWeight));
+  check_close("grad encoder proj.bias", m.enc.d_proj_b.data(), e.read_f32(std::string("grad.") + kEncoderProjBias));
+  check_close("grad M0", m.d_M0.data(), e.read_f32("grad.larimar.M0"));
+  check_close("grad logvar.weight", m.d_lv_w.data(), e.read_f32("grad.larimar.logvar.weight"));
+  check_close("grad logvar.bias", m.d_lv_b.data(), e.read_f32("grad.larimar.logvar.bias"));
+  check_close("grad slot.weight", m.d_kv_w.data(), e.read_f32("grad.larimar.slot.weight"));
+  check_close("grad embed.weight", m.d_emb_w.data(), e.read_f32("grad.larimar.embed.weight"));
+
+  SECTION("bad input is refused") {
+    CHECK_THROWS_WITH(m.episode(texts, 0.5, Mat::Zero(N, K + 1)), Contains("eps is 3x9"));
+    CHECK_THROWS_WITH(m.episode({texts[0], texts[1], texts[2], texts[0]}, 0.5, Mat::Zero(4, K)),
+                      Contains("4 texts"));
+    CHECK_THROWS_WITH(m.load_memory_params(dir + "decoder/model.safetensors"), Contains("larimar.M0"));
+  }
 }

@@ -197,10 +197,84 @@ def decoder_fixture(gen):
     save_file(out, os.path.join(d, "expected.safetensors"))
 
 
+def pinv(a):
+    return torch.linalg.pinv(a, rtol=1e-10)  # as larimar/pinv.h's exact route
+
+
+def episode_fixture(gen):
+    """The Larimar loss of one episode, CE(x|Z_r) + CE(x|Z) + CE(x|0) + beta KL, and every gradient."""
+    K, Cz, beta = 8, 16, 0.5
+    enc = tiny_llama(gen, tie_word_embeddings=True)
+    dec = tiny_llama(gen, tie_word_embeddings=False)
+    ce, cd = enc.config.to_dict(), dec.config.to_dict()
+    C, L, V = cd["hidden_size"], cd["num_hidden_layers"], cd["vocab_size"]
+    KVD = cd["num_key_value_heads"] * (cd.get("head_dim") or C // cd["num_attention_heads"])
+    f32 = lambda t: t.to(torch.float32)  # the engine's values; the reference upcasts them
+    host = {
+        "larimar.encoder_proj.weight": f32(0.2 * torch.randn(Cz, ce["hidden_size"], generator=gen)),
+        "larimar.encoder_proj.bias": f32(0.1 * torch.randn(Cz, generator=gen)),
+        "larimar.M0": f32(0.5 * torch.randn(K, Cz, generator=gen)),
+        "larimar.logvar.weight": f32(0.02 * torch.randn(K, K * Cz, generator=gen)),
+        "larimar.logvar.bias": f32(-1.0 + 0.1 * torch.randn(K, generator=gen)),
+        "larimar.slot.weight": f32(0.3 * torch.randn(L * KVD, Cz, generator=gen)),
+        "larimar.embed.weight": f32(0.1 * torch.randn(C, Cz, generator=gen)),
+    }
+    d = os.path.join(OUT, "episode")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    proj = {k: v for k, v in host.items() if k.startswith("larimar.encoder_proj")}
+    save_model_dir(os.path.join(d, "encoder"), enc, {"larimar_code_size": Cz}, proj)
+    save_model_dir(os.path.join(d, "decoder"), dec, {}, {})
+    save_file({k: v.contiguous() for k, v in host.items() if k not in proj}, os.path.join(d, "larimar.safetensors"))
+
+    lengths = [6, 4, 5]
+    N, T = len(lengths), max(lengths)
+    tokens = torch.zeros(N, T, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        tokens[r, :n] = torch.randint(0, V, (n,), generator=gen)
+    eps = torch.randn(N, K, generator=gen).to(torch.float64)  # F32 values, as stored
+
+    Pe, Pd = params64(enc), params64(dec)
+    H = {k: v.to(torch.float64) for k, v in host.items()}
+    for t in list(Pe.values()) + list(Pd.values()) + list(H.values()):
+        t.requires_grad_(True)
+    h = ref.hidden(Pe, ce, tokens, torch.arange(T).repeat(N, 1), ref.bidirectional_mask(lengths, T))
+    pooled = torch.stack([h[r, :n].mean(0) for r, n in enumerate(lengths)])
+    Z = pooled @ H["larimar.encoder_proj.weight"].T + H["larimar.encoder_proj.bias"]
+    W0 = Z @ pinv(H["larimar.M0"])
+    M = pinv(W0) @ Z
+    logvar = H["larimar.logvar.weight"] @ M.reshape(-1) + H["larimar.logvar.bias"]
+    Wbar = Z @ pinv(M)
+    W = Wbar + torch.exp(0.5 * logvar) * eps
+    Zr = W @ M
+    kl = 0.5 * (Wbar.pow(2).sum() + N * (logvar.exp() - 1.0 - logvar).sum())
+    codes = torch.cat([Zr, Z, torch.zeros_like(Z)])
+    slot = (codes @ H["larimar.slot.weight"].T).view(3 * N, L, KVD)
+    embed = codes @ H["larimar.embed.weight"].T
+    tokens3, lengths3 = tokens.repeat(3, 1), lengths * 3
+    logits, _ = conditioned_logits(Pd, cd, tokens3, lengths3, slot, embed)
+    targets = torch.full((3 * N, T), -1, dtype=torch.long)
+    for r, n in enumerate(lengths3):
+        targets[r, : n - 1] = tokens3[r, 1:n]
+    ntt = sum(n - 1 for n in lengths)
+    cross = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1, reduction="sum") / ntt
+    loss = cross + beta * kl
+    loss.backward()
+    out = {"tokens": tokens.to(torch.int32), "lengths": torch.tensor(lengths, dtype=torch.int32),
+           "eps": eps.to(torch.float32), "beta": torch.tensor([beta], dtype=torch.float32),
+           "loss": loss.detach().reshape(1).float(), "ce": cross.detach().reshape(1).float(),
+           "kl": kl.detach().reshape(1).float()}
+    for prefix, P in (("enc.", Pe), ("dec.", Pd), ("", H)):
+        for n, p in P.items():
+            out["grad." + prefix + n] = p.grad.to(torch.float32).contiguous()
+    save_file(out, os.path.join(d, "expected.safetensors"))
+
+
 def main():
     gen = torch.Generator().manual_seed(15)
     encoder_fixture(gen)
     decoder_fixture(gen)
+    episode_fixture(gen)
     print("wrote", OUT)
 
 
