@@ -25,10 +25,11 @@
 // mirror, the CPU decoding GEMMs' transposed weights) is remade; a caller that writes `params`
 // directly calls params_changed() afterwards.
 //
-// Hooks for later work: hidden_state(l) hands out the residual stream entering layer l (logit
-// lens, layer swapping) without a copy; embedding_forward takes an additive per-token vector
-// (Larimar readout); attention takes per-query key ranges over a separate key array, so a
-// per-layer prefix key/value is a matter of what k/v point to.
+// Hooks: hidden_state(l) hands out the residual stream entering layer l (logit lens, layer
+// swapping) without a copy; embedding_forward takes an additive per-token vector; `causal = false`
+// makes every token attend its whole example (an encoder); `condition` puts a memory slot in front
+// of each row's keys/values in every layer and adds a per-row vector to its embeddings (Larimar,
+// docs/larimar.md), inside this one forward/backward and the KV-cache steps.
 #pragma once
 #include <algorithm>
 #include <cmath>
