@@ -75,7 +75,11 @@ TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_BINS := $(TEST_SRCS:test/%.cpp=$(BUILD)/test/%)
 
 .PHONY: all test reference clean deps demo demo-quick study docs-cli
-.SECONDARY:
+# Objects made only through a chain of pattern rules (test, benchmark and fuzz programs) are kept,
+# not deleted as intermediates. Only these: a blanket `.SECONDARY:` would make every object
+# intermediate, and an archive would then not pick up a new source file older than the archive.
+.SECONDARY: $(TEST_BINS:=.o) $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard dev/bench/*.cpp)) \
+            $(patsubst %.cpp,$(BUILD)/fuzz/obj/%.o,$(wildcard dev/fuzz/fuzz_*.cpp))
 all: $(BINARIES)
 
 deps: $(DEPS_STAMP)

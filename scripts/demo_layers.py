@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The demo's "Where the facts are stored" part (scripts/demo.py stages, scripts/demo_report.py section).
 
-Stages (./analyze_layers, on D_A's shard, so the prompts are the exact training tokens):
+Stages (./analyze_layers, on D_A's shard, so the prompts are the exact training tokens; one pair per
+seed, built by scripts/demo.py's build_layers with add_analysis):
   layers-stage1   the logit lens on every stage-1 checkpoint, and the layer-swap profile of each
                   against the base model (which layers the stage-1 facts depend on);
-  layers-stage2   the logit lens on one stage-2 checkpoint per stage-1 mix (the factoid D_B, stage-2
-                  mix "none" when the grid has it).
+  layers-stage2   the logit lens on the stage-2 checkpoints at the main learning rate.
 Report section: the lens curves and l* histograms (charts drawn by analyze_layers with gnuplot), a
 table of mean l* and its entropy with bootstrap intervals, the swap profiles, and a statement derived
 from the numbers: for each mix, whether its facts sit at earlier/later layers than without mixing
@@ -20,18 +20,6 @@ import random
 
 BOOTSTRAP = 2000
 SEED = 0
-
-
-def stage2_choice(p):
-    """The stage-2 run analysed for each stage-1 mix: factoid D_B first, stage-2 mix 'none' first."""
-    d_bs = sorted(p["d_b"], key=lambda b: b != "fr")
-    out = {}
-    for s1 in p["stage1"]:
-        pairs = [(d_b, a, b) for d_b in d_bs for a, b in p["stage2"] if a == s1]
-        pairs.sort(key=lambda x: (d_bs.index(x[0]), x[2] != "none"))
-        if pairs:
-            out[s1] = f"stage2-{pairs[0][0]}-from-{s1}-mix-{pairs[0][2]}"
-    return out
 
 
 def final(d, stage):
@@ -50,19 +38,6 @@ def add_analysis(d, Stage, name, title, models, data_stage, reference=None, est_
                 deps=list(models.values()) + [data_stage] + ([reference] if reference else []),
                 tools=["analyze_layers"], est_seconds=est_seconds))
     return {"stage": name, "models": {mix: final(d, st) for mix, st in models.items()}}
-
-
-def add_stages(d, p, Stage):
-    """The analysis stages of the demo grid; returns the analyses for report_section (the report
-    stage depends on analysis["stage"] of each)."""
-    s1 = add_analysis(d, Stage, "layers-stage1",
-                      "where the stage-1 facts are stored: logit lens, layer swaps against the base model",
-                      {m: f"stage1-{m}" for m in p["stage1"]}, "shards-kvr", reference="base",
-                      est_seconds=2 + 2 * len(p["stage1"]) * p["model"]["layers"])
-    s2 = add_analysis(d, Stage, "layers-stage2", "where the stage-1 facts are after stage 2: logit lens",
-                      stage2_choice(p), "shards-kvr", est_seconds=3)
-    s1["when"], s2["when"] = "after stage 1", "after stage 2"
-    return [s1, s2]
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -157,7 +132,7 @@ def _no_nan(x):
 
 def report_section(repo, out, analyses, mix_order, mix_label):
     """The markdown section; also writes OUT/layers.json with every number it shows and its source.
-    analyses: from add_stages (several with the same "when", e.g. one per seed, are pooled: their
+    analyses: from add_analysis (several with the same "when", e.g. one per seed, are pooled: their
     facts are concatenated in the same order for every mix, so the comparisons stay paired)."""
     metrics = {}
     for a in analyses:

@@ -2,7 +2,6 @@
 // on synthetic token data; no tokenizer involved.
 #include <catch2/catch.hpp>
 
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -16,15 +15,9 @@
 #include "dataloader/dataloader.h"
 #include "dataloader/rng.h"
 #include "dataloader/shard.h"
+#include "test/scratch_dir.h"
 
-static std::string test_dir() {
-  static std::string d = [] {
-    std::string p = "build/test/tmp_dataloader_" + std::to_string(getpid());
-    make_dirs(p);
-    return p;
-  }();
-  return d;
-}
+static std::string test_dir() { return scratch_dir("dataloader"); }
 
 static const uint64_t kHash = 0x1234abcd5678ef01ULL;
 

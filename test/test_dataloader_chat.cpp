@@ -5,7 +5,6 @@
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -17,19 +16,13 @@
 #include "dataloader/sources.h"
 #include "dataloader/tokenize_example.h"
 #include "tokenizer/tokenizer.h"
+#include "test/scratch_dir.h"
 
 using json = nlohmann::json;
 
 static const std::string kFix = "test/fixtures/dataloader/";
 
-static std::string tmp_dir() {
-  static std::string d = [] {
-    std::string p = "build/test/tmp_dataloader_chat_" + std::to_string(getpid());
-    make_dirs(p);
-    return p;
-  }();
-  return d;
-}
+static std::string tmp_dir() { return scratch_dir("dataloader_chat"); }
 static std::string write_tmp(const std::string& name, const std::string& text) {
   std::string p = tmp_dir() + "/" + name;
   write_file_atomic(p, text);

@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <set>
@@ -16,6 +15,7 @@
 #include "dataloader/sources.h"
 #include "dataloader/tokenize_example.h"
 #include "tokenizer/tokenizer.h"
+#include "test/scratch_dir.h"
 
 using json = nlohmann::json;
 
@@ -29,14 +29,7 @@ static const json& expected() {
   static json j = json::parse(read_text_file(kFix + "expected.json"));
   return j;
 }
-static std::string tmp_dir() {
-  static std::string d = [] {
-    std::string p = "build/test/tmp_dataloader_prepare_" + std::to_string(getpid());
-    make_dirs(p);
-    return p;
-  }();
-  return d;
-}
+static std::string tmp_dir() { return scratch_dir("dataloader_prepare"); }
 
 struct RunResult { int code; std::string err; };
 static RunResult run_prepare(const std::string& args) {

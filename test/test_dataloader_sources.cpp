@@ -2,7 +2,6 @@
 // tokenizer involved.
 #include <catch2/catch.hpp>
 
-#include <unistd.h>
 
 #include <regex>
 #include <set>
@@ -11,14 +10,10 @@
 #include "common/file_io.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/sources.h"
+#include "test/scratch_dir.h"
 
 static std::string tmp_file(const std::string& name, const std::string& content) {
-  static std::string dir = [] {
-    std::string p = "build/test/tmp_dataloader_sources_" + std::to_string(getpid());
-    make_dirs(p);
-    return p;
-  }();
-  std::string p = dir + "/" + name;
+  std::string p = scratch_dir("dataloader_sources") + "/" + name;
   write_file_atomic(p, content);
   return p;
 }

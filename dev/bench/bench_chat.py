@@ -17,13 +17,13 @@ import json
 import os
 import random
 import resource
-import struct
 import subprocess
 import sys
 import time
 
 import numpy as np
 from tokenizers import Tokenizer
+from shard_file import read_shard
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORK = os.path.join(ROOT, "build", "bench", "chat")
@@ -117,19 +117,6 @@ def hf_prepare(tok_path, path, out, template):
     np.save(out + ".mask.npy", np.packbits(np.concatenate(masks), bitorder="little"))
     np.save(out + ".offsets.npy", np.array(offs, dtype=np.uint64))
     return toks, masks
-
-
-def read_shard(path):
-    b = open(path, "rb").read()
-    _, _, token_bytes, n_ex, n_tok = struct.unpack_from("<8sIIQQ", b, 0)
-    template_bytes = struct.unpack_from("<I", b, 44)[0]
-    off = 64 + (template_bytes + 7) // 8 * 8
-    offsets = np.frombuffer(b, dtype=np.uint64, count=n_ex + 1, offset=off)
-    off += 8 * (n_ex + 1)
-    tokens = np.frombuffer(b, dtype=np.uint16 if token_bytes == 2 else np.uint32, count=n_tok, offset=off)
-    off += (n_tok * token_bytes + 7) // 8 * 8
-    mask = np.unpackbits(np.frombuffer(b, dtype=np.uint8, count=(n_tok + 7) // 8, offset=off), bitorder="little")
-    return offsets, tokens, mask[:n_tok]
 
 
 def child_cpu():

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 from tokenizers import Tokenizer
+from shard_file import shard_examples
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORK = os.path.join(ROOT, "build", "bench", "data")
@@ -162,21 +163,6 @@ def numpy_loader(streams, ratios, B, T, steps, seed=0):
     return steps / (time.perf_counter() - t)
 
 
-def read_shard(path):
-    """Minimal reader of our shard format (dataloader/shard.h) for the numpy loader."""
-    b = open(path, "rb").read()
-    n_ex, n_tok = np.frombuffer(b, np.uint64, 2, 16)
-    tb = int(np.frombuffer(b, np.uint32, 1, 12)[0])
-    tmpl = int(np.frombuffer(b, np.uint32, 1, 44)[0])
-    off = 64 + (tmpl + 7) // 8 * 8
-    offsets = np.frombuffer(b, np.uint64, int(n_ex) + 1, off).astype(np.int64)
-    off += (int(n_ex) + 1) * 8
-    toks = np.frombuffer(b, np.uint16 if tb == 2 else np.uint32, int(n_tok), off).astype(np.int32)
-    off += (int(n_tok) * tb + 7) // 8 * 8
-    mask = np.unpackbits(np.frombuffer(b, np.uint8, (int(n_tok) + 7) // 8, off), bitorder="little")[:int(n_tok)]
-    return [(toks[offsets[i]:offsets[i + 1]], mask[offsets[i]:offsets[i + 1]]) for i in range(int(n_ex))]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", default=os.path.join(ROOT, "test/fixtures/tokenizer/bytelevel.json"))
@@ -223,7 +209,7 @@ def main():
            "--output", kvr])
     timed(["./prepare_data", "--mode", "random-words", "--num", "8000", "--length", "50", "--quiet",
            "--tokenizer", args.tokenizer, "--output", rw])
-    streams = [read_shard(kvr), read_shard(rw)]
+    streams = [shard_examples(kvr), shard_examples(rw)]
     for pack in (1, 0):
         r = subprocess.run([os.path.join(ROOT, "build/bench/bench_dataloader"), "--primary", kvr, "--mix",
                             "rw=%s:4" % rw, "--B", "32", "--T", "256", "--pack", str(pack), "--steps",

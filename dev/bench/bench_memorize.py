@@ -14,7 +14,6 @@ import json
 import math
 import os
 import resource
-import struct
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM, get_cosine_schedule_with_warmup
+from shard_file import shard_examples
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -35,21 +35,6 @@ CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_s
           "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4,
           "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
           "tie_word_embeddings": False, "initializer_range": 0.02, "bos_token_id": 0, "eos_token_id": 1}
-
-
-def read_shard(path):
-    """Examples (token list, loss list) of a shard (format: dataloader/shard.h)."""
-    b = open(path, "rb").read()
-    magic, version, token_bytes, n, ntok, _tok_hash, _vocab, tbytes = struct.unpack_from("<8sIIQQQII", b, 0)
-    assert magic == b"LLMCSHRD" and version in (1, 2)  # they differ only in the checksum function
-    off = 64 + (tbytes + 7) // 8 * 8
-    offsets = np.frombuffer(b, dtype=np.uint64, count=n + 1, offset=off)
-    off += 8 * (n + 1)
-    toks = np.frombuffer(b, dtype=np.uint16 if token_bytes == 2 else np.uint32, count=ntok, offset=off)
-    off += (ntok * token_bytes + 7) // 8 * 8
-    bits = np.unpackbits(np.frombuffer(b, dtype=np.uint8, count=(ntok + 7) // 8, offset=off), bitorder="little")
-    return [(toks[offsets[i]:offsets[i + 1]].astype(np.int64).tolist(), bits[offsets[i]:offsets[i + 1]].tolist())
-            for i in range(n)]
 
 
 def torch_run(examples, golds, args, eos_id):
@@ -141,7 +126,7 @@ def main():
     n_vocab = max([len(tok["model"]["vocab"])] + [t["id"] + 1 for t in tok["added_tokens"]])
     CONFIG["vocab_size"] = (n_vocab + 63) // 64 * 64
     json.dump(CONFIG, open(os.path.join(tmp, "config.json"), "w"))
-    examples = read_shard(shard)
+    examples = [(t.tolist(), m.tolist()) for t, m in shard_examples(shard)]
     eos_id = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|end_of_text|>")
     # gold = the trained answer tokens without EOS (the engine compares decoded text, stripped and
     # lowercased; for KVR values the two criteria coincide)

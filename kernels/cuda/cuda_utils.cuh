@@ -4,6 +4,7 @@
 #pragma once
 #include "kernels/cuda/cuda_common.cuh"
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -29,6 +30,35 @@ __device__ __forceinline__ float warp_reduce_sum(float v) {
 __device__ __forceinline__ float warp_reduce_max(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, offset));
   return v;
+}
+
+// Max and argmax of x[0, V) over the whole block: each thread scans a strided slice, then a
+// shared-memory tree merges the blockDim.x partial results (blockDim.x a power of two). Ties go to
+// the lowest index, as torch.argmax and greedy decoding. `value_s` and `index_s` are blockDim.x
+// entries of shared memory; on return every thread may read the max from value_s[0] and the index
+// from index_s[0] (V when no element compares greater than -inf, e.g. an all-NaN row).
+__device__ inline void block_argmax(const float* __restrict__ x, int V, float* value_s, int* index_s) {
+  float best = -INFINITY;
+  int best_index = V;  // sentinel larger than any index
+  for (int v = threadIdx.x; v < V; v += blockDim.x)
+    if (x[v] > best) {  // strict: a thread's lowest index wins its ties
+      best = x[v];
+      best_index = v;
+    }
+  value_s[threadIdx.x] = best;
+  index_s[threadIdx.x] = best_index;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+    if ((int)threadIdx.x < stride) {
+      const float other = value_s[threadIdx.x + stride];
+      const int other_index = index_s[threadIdx.x + stride];
+      if (other > value_s[threadIdx.x] || (other == value_s[threadIdx.x] && other_index < index_s[threadIdx.x])) {
+        value_s[threadIdx.x] = other;
+        index_s[threadIdx.x] = other_index;
+      }
+    }
+    __syncthreads();
+  }
 }
 
 // Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the

@@ -99,29 +99,7 @@ UNROLL
 __global__ void argmax_kernel(int* __restrict__ out, const float* __restrict__ logits, int V) {
   __shared__ float best_value_s[256];
   __shared__ int best_index_s[256];
-  const float* x = logits + (size_t)blockIdx.x * V;
-  float best = -INFINITY;
-  int best_index = V;  // sentinel larger than any index
-  for (int v = threadIdx.x; v < V; v += blockDim.x)
-    if (x[v] > best) {  // strict: the first (lowest) index wins ties within a thread
-      best = x[v];
-      best_index = v;
-    }
-  best_value_s[threadIdx.x] = best;
-  best_index_s[threadIdx.x] = best_index;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-    if ((int)threadIdx.x < stride) {
-      const float other = best_value_s[threadIdx.x + stride];
-      const int other_index = best_index_s[threadIdx.x + stride];
-      if (other > best_value_s[threadIdx.x] ||
-          (other == best_value_s[threadIdx.x] && other_index < best_index_s[threadIdx.x])) {
-        best_value_s[threadIdx.x] = other;
-        best_index_s[threadIdx.x] = other_index;
-      }
-    }
-    __syncthreads();
-  }
+  block_argmax(logits + (size_t)blockIdx.x * V, V, best_value_s, best_index_s);
   if (threadIdx.x == 0) out[blockIdx.x] = best_index_s[0] < V ? best_index_s[0] : 0;
 }
 

@@ -23,27 +23,7 @@ __global__ void __launch_bounds__(LENS_THREADS) lens_stats_kernel(float* __restr
   __shared__ int index_s[LENS_THREADS];
   __shared__ float scratch[32];
   const float* x = logits + (size_t)blockIdx.x * V;
-  float best = -INFINITY;
-  int best_index = V;  // sentinel larger than any index
-  for (int v = threadIdx.x; v < V; v += blockDim.x)
-    if (x[v] > best) {  // strict: a thread's lowest index wins its ties
-      best = x[v];
-      best_index = v;
-    }
-  best_s[threadIdx.x] = best;
-  index_s[threadIdx.x] = best_index;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-    if ((int)threadIdx.x < stride) {
-      const float other = best_s[threadIdx.x + stride];
-      const int other_index = index_s[threadIdx.x + stride];
-      if (other > best_s[threadIdx.x] || (other == best_s[threadIdx.x] && other_index < index_s[threadIdx.x])) {
-        best_s[threadIdx.x] = other;
-        index_s[threadIdx.x] = other_index;
-      }
-    }
-    __syncthreads();
-  }
+  block_argmax(x, V, best_s, index_s);
   const float mx = best_s[0];
   const int g_index = gold[blockIdx.x];
   const float g = x[g_index];
