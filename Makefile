@@ -31,9 +31,9 @@ $(DEPS_STAMP): scripts/install_deps.sh
 # One archive per component, so that a component builds and tests while another is half-done.
 # Link order: users before providers.
 # (eval: factoid evaluation shared by train_llama and eval_factoids; it uses the data pipeline.)
-COMPONENTS     := eval dataloader tokenizer larimar model kernels emu common
+COMPONENTS     := eval dataloader larimar tokenizer model kernels emu common
 SRCS_larimar   := $(wildcard larimar/*.cpp)
-DEPS_larimar   := model kernels common
+DEPS_larimar   := tokenizer model kernels common
 # Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/, for its objects
 # and those that include its headers only (`private`: not passed on to prerequisites).
 $(BUILD)/larimar/%.o $(BUILD)/larimar_edit.o $(BUILD)/test/test_larimar%.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
@@ -216,7 +216,7 @@ $(BUILD)/cuda-emu/%.o: %.cu | $(DEPS_STAMP)
 $(BUILD)/train_llama_emu: $(BUILD)/cuda-emu/train_llama.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data
-$(BUILD)/test/test_larimar_cli: | larimar_edit
+$(BUILD)/test/test_larimar_cli: | larimar_edit eval_factoids
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/eval_factoids_emu eval_factoids

@@ -13,16 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "common/checksum.h"
 #include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
 #include "dataloader/sources.h"
-#include "larimar/encoder.h"
 #include "larimar/memory_file.h"
-#include "model/cpu_backend.h"
+#include "larimar/readout.h"
 #include "model/safetensors.h"
-#include "tokenizer/tokenizer.h"
 
 using namespace larimar;
 
@@ -33,14 +30,6 @@ struct Args {
   double c0 = 1e-6;
   int batch = 32;
 };
-
-std::string encoder_identity(const std::string& dir) {
-  const std::string config = read_text_file(dir + "/config.json"), weights = read_text_file(dir + "/model.safetensors");
-  char hex[40];
-  std::snprintf(hex, sizeof hex, "xxh3:%016llx:%016llx", (unsigned long long)xxh3_64(config.data(), config.size()),
-                (unsigned long long)xxh3_64(weights.data(), weights.size()));
-  return hex;
-}
 
 // The texts of a JSONL file: field `field` (a string) of every non-blank line.
 std::vector<std::string> read_texts(const std::string& path, const std::string& field) {
@@ -61,35 +50,18 @@ std::vector<std::string> read_texts(const std::string& path, const std::string& 
   return texts;
 }
 
-// Codes [texts, Cz] of the texts through the encoder directory, in batches.
-Mat encode_texts(const Args& a, const std::vector<std::string>& texts) {
-  const Tokenizer tok = Tokenizer::from_json_file(a.encoder + "/tokenizer.json");
-  const EncoderConfig cfg = load_encoder_config(a.encoder + "/config.json");
-  check(tok.vocab_size() <= cfg.llama.vocab_size, a.encoder, ": the tokenizer's ", tok.vocab_size(),
-        " tokens exceed the encoder's vocab_size ", cfg.llama.vocab_size);
-  std::vector<std::vector<int32_t>> ids;
-  int T = 1;
-  for (size_t i = 0; i < texts.size(); i++) {
-    ids.push_back(tok.encode(texts[i]));
-    check(!ids.back().empty(), a.facts, ": fact ", i + 1, " encodes to no tokens");
-    T = std::max(T, (int)ids.back().size());
-  }
-  const int rows = std::min<int>(a.batch, (int)ids.size());
-  Encoder<CpuBackend> enc(cfg, rows, T, ModelUse::inference);
-  enc.load(a.encoder);
-  Mat Z((int64_t)ids.size(), cfg.code_size);
-  std::vector<float> z;
-  for (size_t i0 = 0; i0 < ids.size(); i0 += rows) {
-    const size_t n = std::min(ids.size() - i0, (size_t)rows);
-    enc.encode(std::vector<std::vector<int32_t>>(ids.begin() + i0, ids.begin() + i0 + n), z);
-    for (size_t i = 0; i < n * cfg.code_size; i++) Z.data()[i0 * cfg.code_size + i] = z[i];
-  }
+// Codes [texts, Cz] of the texts through the encoder directory.
+Mat encode_all(const Args& a, const std::vector<std::string>& texts) {
+  int Cz = 0;
+  const std::vector<float> z = encode_texts(a.encoder, texts, a.batch, a.facts, &Cz);
+  Mat Z((int64_t)texts.size(), Cz);
+  for (size_t i = 0; i < z.size(); i++) Z.data()[i] = z[i];
   return Z;
 }
 
 int cmd_write(const Args& a, bool forget) {
   const std::string id = encoder_identity(a.encoder);
-  const Mat Z = encode_texts(a, read_texts(a.facts, a.field));
+  const Mat Z = encode_all(a, read_texts(a.facts, a.field));
   SequentialMemory mem = [&] {
     if (forget || file_exists(a.memory)) return load_memory(a.memory, id);
     check(!a.params.empty(), "--params: needed to create a new memory (", a.memory, " does not exist)");
@@ -114,7 +86,7 @@ int cmd_write(const Args& a, bool forget) {
 int cmd_read(const Args& a) {
   const SequentialMemory mem = load_memory(a.memory, encoder_identity(a.encoder));
   const std::vector<std::string> texts = read_texts(a.facts, a.field);
-  const Mat Z = encode_texts(a, texts);
+  const Mat Z = encode_all(a, texts);
   check(Z.cols() == mem.code_size(), a.memory, ": codes of size ", mem.code_size(), ", the encoder makes ", Z.cols());
   const Read r = read(mem.memory(), Z, PinvConfig{});
   std::string out;
