@@ -33,7 +33,9 @@
 #include "common/cli.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/hash.h"
 #include "common/nvtx.h"
+#include "common/process_group.h"
 #include "common/progress.h"
 #include "common/run_lock.h"
 #include "dataloader/dataloader.h"
@@ -88,6 +90,10 @@ struct TrainArgs {
   std::string optimizer_state = "fp32";
   std::string resume, log;
   int log_every = 1;
+  std::string dist_init;
+  double dist_timeout = 600;
+  int world_size = 0;  // --dry-run: plan for this many ranks (0: the launcher's)
+  int zero = 0;
 };
 
 static void declare_options(CLI::App& app, TrainArgs& a) {
@@ -159,6 +165,17 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
   opt("--resume", a.resume, "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory");
   opt("--log", a.log, "FILE", "append one JSON line per step (and per evaluation) to FILE");
   opt("--log-every", a.log_every, "N", "print a progress line every N steps (default 1)")->check(cli::integer(1, 1 << 30));
+  opt("--dist-init", a.dist_init, "file:///PATH",
+      "rendezvous of a multi-process run (launched by mpirun, srun or with RANK/WORLD_SIZE/LOCAL_RANK): rank 0 "
+      "writes the NCCL id to PATH, on a file system every rank sees, and removes it once all have read it");
+  opt("--dist-timeout", a.dist_timeout, "S", "seconds a rank waits for the others at the rendezvous (default 600)")
+      ->check(cli::number(0.001, 1e9));
+  opt("--zero", a.zero, "0|1|2|3",
+      "ZeRO stage: 0 = every rank holds the whole state (default; the only stage training runs yet); --dry-run "
+      "also plans 1 (AdamW state and fp32 master weights sharded), 2 (+ gradients), 3 (+ bf16 weights)")
+      ->check(cli::integer(0, 3));
+  opt("--world-size", a.world_size, "N", "--dry-run: plan per GPU for N data-parallel ranks (default: the launcher's)")
+      ->check(cli::integer(1, 1 << 20));
   app.add_flag("--dry-run", a.dry_run,
                "print the GPU memory plan (weights, grads, optimizer, activations, workspace) and exit");
 }
@@ -240,6 +257,12 @@ struct Trainer {
     }
   }
   TrainArgs args;
+  // This process's place in a multi-process run (launcher variables). Data parallelism (ZeRO 0):
+  // every rank holds the whole model and optimizer state, takes its slice of each batch, and the
+  // gradients are summed over ranks before identical optimizer steps; rank 0 alone prints, logs,
+  // evaluates and writes checkpoints.
+  ProcessGroupEnv pg;
+  bool main_rank() const { return pg.rank == 0; }
   OptionMap options;  // as stored in checkpoints
   LlamaConfig config;
   std::optional<Tokenizer> tokenizer;
@@ -293,6 +316,7 @@ struct Trainer {
   }
 
   void save(const std::string& dir, const std::string& stop_reason) {
+    if (!main_rank()) return;  // every rank holds the same state (ZeRO 0)
     NVTX_RANGE("checkpoint");
     CheckpointToSave ck;
     ck.config = &config;
@@ -362,12 +386,53 @@ struct Trainer {
     check_host_memory(what, plan, "Use a smaller model, --micro-batch-size or --seq-len");
   }
 
+  // Joins the other ranks of a multi-process run: the NCCL id from rank 0 through the file store,
+  // the communicator (which also picks this process's GPU by local rank), then a check that every
+  // rank runs with the same options, whose hashes are gathered by summing one-hot slots.
+  void join_process_group() {
+    const std::string who = "rank " + std::to_string(pg.rank) + " of " + std::to_string(pg.world_size);
+    if constexpr (kOnHost) {
+      fail(who, ": multi-process training needs --device cuda (the launcher started ", pg.world_size, " processes)");
+    } else {
+#if defined(ENGINE_CUDA)
+      check(!args.dist_init.empty(), who, ": --dist-init file:///PATH is required when the launcher starts ",
+            pg.world_size, " processes");
+      check(args.batch_size % pg.world_size == 0, who, ": --batch-size ", args.batch_size, " does not divide over ",
+            pg.world_size, " ranks (give a multiple of ", pg.world_size, ")");
+      if (!main_rank()) check(std::freopen("/dev/null", "w", stdout) != nullptr, who, ": cannot silence stdout");
+      const std::string id = file_store_exchange(parse_dist_init(args.dist_init), pg.rank, pg.world_size,
+                                                 main_rank() ? cuda_comm_unique_id() : "", args.dist_timeout);
+      cuda_comm_init(id, pg.rank, pg.world_size, pg.local_rank);
+      const std::string mine = json(options).dump();
+      const uint64_t h = hash64(mine.data(), mine.size());
+      std::vector<double> hashes(2 * pg.world_size, 0.0);  // two exact 32-bit halves per rank
+      hashes[2 * pg.rank] = double(h >> 32);
+      hashes[2 * pg.rank + 1] = double(h & 0xffffffffu);
+      cuda_comm_all_reduce_sum_host(hashes.data(), (int)hashes.size());
+      std::string differ;
+      for (int r = 1; r < pg.world_size; r++)
+        if (hashes[2 * r] != hashes[0] || hashes[2 * r + 1] != hashes[1]) differ += " " + std::to_string(r);
+      check(differ.empty(), who, ": the options differ between ranks (rank 0 and rank(s)", differ,
+            "): every rank must be given the same command line");
+#endif
+    }
+  }
+
+  // Sums a few per-step values over the ranks (identity with one process).
+  void sum_over_ranks(double* values, int n) {
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) {
+      if (pg.world_size > 1) cuda_comm_all_reduce_sum_host(values, n);
+    }
+#endif
+  }
+
   void setup(const OptionMap& command_line) {
     // Resume: the stored options first, then whatever the new command line gives.
     std::string resume_dir;
     ResumeState resumed;
     options = command_line;
-    if (!command_line.count("dry-run")) lock_run_directory(command_line);
+    if (!command_line.count("dry-run") && main_rank()) lock_run_directory(command_line);
     if (command_line.count("resume")) {
       resume_dir = resolve_resume_dir(command_line.at("resume").back());
       resumed = parse_resume_state(load_trainer_state(resume_dir), resume_dir + "/trainer_state.json");
@@ -407,16 +472,27 @@ struct Trainer {
     }
 
     if (args.dry_run) {  // the GPU memory plan for this config and micro-batch, then exit
-      const int rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
+      const int world = args.world_size > 0 ? args.world_size : pg.world_size;
+      const int rank_batch = std::max(1, args.batch_size / world);
+      const int rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, rank_batch) : rank_batch;
       const ParamLayout layout = make_param_layout(config);
       const bool bf16_state = args.optimizer_state == "bf16";
-      std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens\n%s",
-                  config.architecture.c_str(), layout.total / 1e9, rows, args.seq_len,
-                  format_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state)).c_str());
+      auto plan = [&](bool bf16) {
+        return shard_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len, bf16), config, layout,
+                                      world, args.zero);
+      };
+      std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens", config.architecture.c_str(),
+                  layout.total / 1e9, rows, args.seq_len);
+      if (world > 1 || args.zero > 0)
+        std::printf(", per GPU of %d ranks at ZeRO %d%s", world, args.zero,
+                    args.zero > 0 ? " (planned: training runs ZeRO 0 only yet)" : "");
+      std::printf("\n%s", format_cuda_memory_plan(plan(bf16_state)).c_str());
       std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
-                  cuda_memory_plan(config, layout, rows, args.seq_len, !bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
+                  plan(!bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
       return;
     }
+    check(args.zero == 0, "--zero ", args.zero, ": not implemented yet; training runs ZeRO 0 (every rank holds the "
+                          "whole state), and --dry-run --zero ", args.zero, " prints the plan of stage ", args.zero);
 
     // Data.
     DataLoaderConfig dc;
@@ -430,11 +506,18 @@ struct Trainer {
     dc.seed = args.seed;
     dc.expected_tokenizer_hash = tokenizer ? tokenizer->hash_hex() : "";
     dc.num_epochs = args.steps > 0 ? 0 : args.epochs;
+    dc.rank = pg.rank;
+    dc.world_size = pg.world_size;
     loader = std::make_unique<DataLoader>(dc);
     total_steps = args.steps > 0 ? args.steps : args.epochs * loader->steps_per_epoch();
 
+    // Joined after everything a rank can fail on alone (options, data) and before the first device
+    // allocation: a rank that stops early is then named by the others' rendezvous timeout.
+    if (pg.world_size > 1) join_process_group();
+
     // Model state.
-    int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, args.batch_size) : args.batch_size;
+    const int rank_batch = args.batch_size / pg.world_size;  // examples of a batch on this rank
+    int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, rank_batch) : rank_batch;
     check_host_memory_for_training(max_rows);
     model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len,
                                             args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32);
@@ -495,18 +578,28 @@ struct Trainer {
     }
     check(args.stop_at_accuracy == 0 || !eval_items.empty(), "--stop-at-accuracy needs --eval-data");
 
-    make_dirs(args.out);
-    if (!args.log.empty()) {
+    if (main_rank()) make_dirs(args.out);
+    if (!args.log.empty() && main_rank()) {
       log_file = std::fopen(args.log.c_str(), "a");
       check(log_file != nullptr, args.log, ": cannot open the log file for appending");
     }
     std::printf("model: %s, %d layers, hidden %d, %zu parameters; device %s, %d threads\n",
                 config.architecture.c_str(), config.num_hidden_layers, config.hidden_size, layout.total, Backend::name,
                 omp_get_max_threads());
+    if (pg.world_size > 1)
+      std::printf("data parallel: %d processes (ZeRO 0), %d examples of each batch per rank; %s\n", pg.world_size,
+                  rank_batch, pg.describe().c_str());
     std::printf("training: %lld steps (%lld per epoch), batch %d, seq-len %d, lr %g (%s, warmup %lld steps)\n",
                 (long long)total_steps, (long long)loader->steps_per_epoch(), args.batch_size, args.seq_len, args.lr,
                 args.schedule.c_str(), (long long)schedule.warmup_steps);
     std::fflush(stdout);
+  }
+
+  // evaluate() on rank 0 (all ranks hold the same weights); every rank gets the accuracy.
+  double evaluate_on_main_rank(int64_t epochs_done) {
+    double acc = main_rank() ? evaluate(epochs_done) : 0.0;
+    sum_over_ranks(&acc, 1);
+    return acc;
   }
 
   // Greedy evaluation of the factoids with the current weights. Returns the accuracy.
@@ -543,11 +636,12 @@ struct Trainer {
     // model that already knows the facts stops after 0 steps (relearning a fact that was never
     // lost costs nothing, which is what the savings measure of forgetting needs).
     if (step == 0 && !eval_items.empty()) {
-      double acc = evaluate(0);
+      double acc = evaluate_on_main_rank(0);
       if (args.stop_at_accuracy > 0 && acc >= args.stop_at_accuracy) stop_reason = "accuracy";
     }
+    bool stop_requested = false;  // a rank got SIGINT/SIGTERM (agreed on by all ranks after each step)
     while (stop_reason.empty()) {
-      if (g_stop_signal) {
+      if (stop_requested || (pg.world_size == 1 && g_stop_signal)) {
         stop_reason = "signal";
         break;
       }
@@ -567,7 +661,28 @@ struct Trainer {
       {
         NVTX_RANGE("forward_backward");
         model->zero_grad();
-        for (const Batch& micro : batch.micro) loss += model->forward_backward(micro, batch.num_target_tokens);
+        // Normalized by the target tokens of the whole batch over all ranks, so the per-rank
+        // gradients and losses simply add up.
+        for (const Batch& micro : batch.micro) loss += model->forward_backward(micro, batch.global_num_target_tokens);
+      }
+      int64_t batch_tokens = 0;
+      for (const ExampleRef& e : batch.examples)
+        batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
+#if defined(ENGINE_CUDA)
+      if constexpr (!kOnHost) {
+        if (pg.world_size > 1) {
+          NVTX_RANGE("all_reduce");
+          cuda_comm_all_reduce_sum(model->grads, model->layout.total);
+        }
+      }
+#endif
+      {
+        // The loss, the tokens and a stop request of any rank, the same on every rank afterwards.
+        double v[3] = {loss, double(batch_tokens), g_stop_signal ? 1.0 : 0.0};
+        sum_over_ranks(v, 3);
+        loss = v[0];
+        batch_tokens = int64_t(v[1]);
+        stop_requested = v[2] > 0;
       }
       if (step + 1 == nan_step) {  // debug: poison one gradient
         const float nan = NAN;
@@ -589,9 +704,6 @@ struct Trainer {
       ++step;
       ++steps_this_process;
 
-      int64_t batch_tokens = 0;
-      for (const ExampleRef& e : batch.examples)
-        batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
       tokens_seen += batch_tokens;
       const double step_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double elapsed = seconds_since_start();
@@ -614,25 +726,25 @@ struct Trainer {
       if (batch.last_in_epoch && !eval_items.empty()) {
         const int64_t epochs_done = batch.epoch + 1;
         if (epochs_done % args.eval_every_epochs == 0) {
-          double acc = evaluate(epochs_done);
+          double acc = evaluate_on_main_rank(epochs_done);
           if (args.stop_at_accuracy > 0 && acc >= args.stop_at_accuracy && stop_reason.empty()) stop_reason = "accuracy";
         }
       }
       if (stop_reason.empty() && args.save_every > 0 && step % args.save_every == 0 && step < total_steps) {
         save(run_checkpoint_dir(args.out, step), "");
-        rotate_run_checkpoints(args.out, args.keep);
+        if (main_rank()) rotate_run_checkpoints(args.out, args.keep);
       }
     }
 
     if (stop_reason == "signal") {
-      std::printf("received signal %d: saving a checkpoint at step %lld\n", g_stop_signal.load(), (long long)step);
+      std::printf("received a stop signal: saving a checkpoint at step %lld\n", (long long)step);
       save(run_checkpoint_dir(args.out, step), "signal");
-      rotate_run_checkpoints(args.out, args.keep);
+      if (main_rank()) rotate_run_checkpoints(args.out, args.keep);
       std::printf("stopped by signal; resume with: ./train_llama --resume %s\n", args.out.c_str());
       return 0;
     }
     save(args.out + "/final", stop_reason);
-    rotate_run_checkpoints(args.out, args.keep);
+    if (main_rank()) rotate_run_checkpoints(args.out, args.keep);
     std::printf("done: %s after %lld steps (%s); final checkpoint %s/final\n", stop_reason.c_str(), (long long)step,
                 format_eta(elapsed_before + seconds_since_start()).c_str(), args.out.c_str());
     log_json({{"event", "done"}, {"step", step}, {"stop_reason", stop_reason}, {"checkpoint", args.out + "/final"}});
@@ -648,17 +760,20 @@ int main(int argc, char** argv) {
     if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
     const OptionMap given = cli::given(app);
     start_signal_watcher();
+    const ProcessGroupEnv pg = detect_process_group();
     // The backend is chosen from the command line (a resumed run may change device).
     std::string device = command_line.device;
 #if defined(ENGINE_CUDA)
     if (device == "auto") device = cuda_device_count() > 0 ? "cuda" : "cpu";
     if (device == "cuda") {
       Trainer<CudaBackend> t;
+      t.pg = pg;
       t.setup(given);
       return t.args.dry_run ? 0 : t.run();
     }
 #endif
     Trainer<CpuBackend> t;
+    t.pg = pg;
     t.setup(given);
     return t.args.dry_run ? 0 : t.run();
   } catch (const std::exception& e) {  // EngineError and anything else: a message, never a crash

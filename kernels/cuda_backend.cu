@@ -320,3 +320,117 @@ void CudaBackend::attention_decode(bf16* out, const bf16* qkv, const bf16* k_cac
 void CudaBackend::argmax_rows(int32_t* out, const float* logits, int n, int V) {
   ::argmax_rows(out, logits, n, V, stream());
 }
+
+// ------------------------------------------------------------------------------------------------
+// Data parallelism: the NCCL calls, through a table filled from libnccl.so.2 (dlopen) on a GPU, or
+// with the emulator's fake. Only the few types and constants used here are declared when the
+// toolkit has no nccl.h (NCCL's ABI: ncclFloat32 = 7, ncclFloat64 = 8, ncclSum = 0, 128-byte ids).
+#if defined(CUDA_EMULATION) || __has_include(<nccl.h>)
+#include <nccl.h>
+#else
+typedef struct ncclComm* ncclComm_t;
+typedef struct { char internal[128]; } ncclUniqueId;
+typedef enum { ncclSuccess = 0 } ncclResult_t;
+typedef enum { ncclFloat32 = 7, ncclFloat64 = 8 } ncclDataType_t;
+typedef enum { ncclSum = 0 } ncclRedOp_t;
+#endif
+#if !defined(CUDA_EMULATION)
+#include <dlfcn.h>
+#endif
+#include <cstring>
+
+namespace {
+
+struct Nccl {
+  ncclResult_t (*get_unique_id)(ncclUniqueId*);
+  ncclResult_t (*comm_init_rank)(ncclComm_t*, int, ncclUniqueId, int);
+  ncclResult_t (*all_reduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
+  ncclResult_t (*comm_destroy)(ncclComm_t);
+  const char* (*error_string)(ncclResult_t);
+  const char* (*last_error)(ncclComm_t);
+  ncclComm_t comm = nullptr;
+  double* staging = nullptr;  // device doubles for cuda_comm_all_reduce_sum_host
+  int staging_n = 0;
+};
+
+Nccl& nccl() {
+  static Nccl n = [] {
+    Nccl t{};
+#if defined(CUDA_EMULATION)
+    t = Nccl{ncclGetUniqueId, ncclCommInitRank, ncclAllReduce, ncclCommDestroy, ncclGetErrorString, ncclGetLastError};
+#else
+    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
+    check(lib != nullptr, "multi-process training needs NCCL: cannot load libnccl.so.2 (", dlerror(),
+          "); install NCCL or add its lib directory to LD_LIBRARY_PATH");
+    auto sym = [&](const char* name) {
+      void* p = dlsym(lib, name);
+      check(p != nullptr, "libnccl.so.2 has no ", name);
+      return p;
+    };
+    t.get_unique_id = reinterpret_cast<decltype(t.get_unique_id)>(sym("ncclGetUniqueId"));
+    t.comm_init_rank = reinterpret_cast<decltype(t.comm_init_rank)>(sym("ncclCommInitRank"));
+    t.all_reduce = reinterpret_cast<decltype(t.all_reduce)>(sym("ncclAllReduce"));
+    t.comm_destroy = reinterpret_cast<decltype(t.comm_destroy)>(sym("ncclCommDestroy"));
+    t.error_string = reinterpret_cast<decltype(t.error_string)>(sym("ncclGetErrorString"));
+    t.last_error = reinterpret_cast<decltype(t.last_error)>(sym("ncclGetLastError"));
+#endif
+    return t;
+  }();
+  return n;
+}
+
+void nccl_check(ncclResult_t st, const char* what) {
+  if (st == ncclSuccess) return;
+  Nccl& n = nccl();
+  const char* detail = n.last_error ? n.last_error(n.comm) : "";
+  fail("NCCL ", what, ": ", n.error_string(st), detail && *detail ? std::string(": ") + detail : std::string());
+}
+
+}  // namespace
+
+std::string cuda_comm_unique_id() {
+  ncclUniqueId id;
+  nccl_check(nccl().get_unique_id(&id), "ncclGetUniqueId");
+  return std::string(id.internal, sizeof id.internal);
+}
+
+void cuda_comm_init(const std::string& id, int rank, int world_size, int local_rank) {
+  const int devices = cuda_device_count();
+  check(local_rank < devices, "rank ", rank, " has local rank ", local_rank, " but this node shows ", devices,
+        " CUDA device", devices == 1 ? "" : "s", ": one GPU per process (start at most ", devices,
+        " processes per node, or check CUDA_VISIBLE_DEVICES)");
+  CUDA_CHECK(cudaSetDevice(local_rank));
+  ncclUniqueId uid;
+  check(id.size() == sizeof uid.internal, "cuda_comm_init: the NCCL id has ", id.size(), " bytes, not ",
+        sizeof uid.internal);
+  std::memcpy(uid.internal, id.data(), sizeof uid.internal);
+  Nccl& n = nccl();
+  nccl_check(n.comm_init_rank(&n.comm, world_size, uid, rank), "ncclCommInitRank");
+}
+
+void cuda_comm_all_reduce_sum(float* data, size_t n) {
+  Nccl& t = nccl();
+  nccl_check(t.all_reduce(data, data, n, ncclFloat32, ncclSum, t.comm, stream()), "ncclAllReduce (gradients)");
+}
+
+void cuda_comm_all_reduce_sum_host(double* host, int n) {
+  Nccl& t = nccl();
+  if (n > t.staging_n) {
+    if (t.staging) CUDA_CHECK(cudaFree(t.staging));
+    CUDA_CHECK(cudaMalloc(&t.staging, n * sizeof(double)));
+    t.staging_n = n;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(t.staging, host, n * sizeof(double), cudaMemcpyHostToDevice, stream()));
+  nccl_check(t.all_reduce(t.staging, t.staging, n, ncclFloat64, ncclSum, t.comm, stream()), "ncclAllReduce (step values)");
+  CUDA_CHECK(cudaMemcpyAsync(host, t.staging, n * sizeof(double), cudaMemcpyDeviceToHost, stream()));
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
+
+void cuda_comm_destroy() {
+  Nccl& t = nccl();
+  if (t.staging) CUDA_CHECK(cudaFree(t.staging));
+  t.staging = nullptr;
+  t.staging_n = 0;
+  if (t.comm) t.comm_destroy(t.comm);
+  t.comm = nullptr;
+}

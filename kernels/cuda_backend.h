@@ -142,3 +142,15 @@ inline void cuda_bind_model(Model& m) {
 }
 
 #include "kernels/cuda_memory_plan.h"  // cuda_memory_plan(), format_cuda_memory_plan()
+
+// ---- data parallelism: one NCCL communicator per process ----
+// On a GPU, NCCL is loaded at run time (libnccl.so.2) by the first cuda_comm_* call, so a
+// single-GPU build and run need no NCCL at all; under CUDA_EMULATION the calls go to the
+// emulator's multi-process fake (test/emu/nccl_fake.cpp).
+std::string cuda_comm_unique_id();  // rank 0: a new NCCL unique id (its bytes)
+// Selects device `local_rank` (one GPU per process; call before any allocation) and joins the
+// communicator of `id` as `rank` of `world_size`.
+void cuda_comm_init(const std::string& id, int rank, int world_size, int local_rank);
+void cuda_comm_all_reduce_sum(float* device_data, size_t n);  // in place, over all ranks, in rank order on the fake
+void cuda_comm_all_reduce_sum_host(double* host_values, int n);  // a few host values (loss, token counts, flags)
+void cuda_comm_destroy();

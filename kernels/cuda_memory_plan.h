@@ -23,6 +23,7 @@ struct CudaMemoryPlan {
   size_t workspace = 0;        // cuBLASLt workspace, RMSNorm/attention/CE scratch, batch metadata, RoPE tables
   size_t model_bytes = 0;      // of which LlamaModel<CudaBackend> allocates itself
   bool bf16_optimizer_state = false;  // --optimizer-state bf16
+  int world_size = 1, zero = 0;       // per GPU of this many data-parallel ranks at this ZeRO stage
   size_t total() const {
     return weights_fp32 + weights_bf16 + grads + optimizer + activations + grad_scratch + lm_head + workspace;
   }
@@ -51,6 +52,32 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
                 per_token + (3 * N + 1) * 4 + (size_t)T * D * F;
   m.model_bytes = 2 * P * F + m.optimizer + m.activations + m.grad_scratch + 2 * N * C * A + head_chunk * V * F +
                   per_token + (size_t)T * D * F;
+  return m;
+}
+
+// The plan per GPU with `world` data-parallel ranks at ZeRO stage `zero` (0-3), from the plan of
+// one rank's micro-batch: stage 1 shards the fp32 master weights and the AdamW state over the
+// ranks, stage 2 also the gradients (keeping one unsharded bucket of the largest tensor group
+// being reduced), stage 3 also the bf16 working copy (keeping two gathered groups: the one in use
+// and the one prefetched). A group is one layer's weights, or the embedding / LM head when larger.
+// train_llama implements stage 0 only; the other stages are the plan they are built to.
+template <class Config, class Layout>
+inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, const Layout& layout, int world,
+                                             int zero) {
+  const size_t R = (size_t)std::max(world, 1);
+  auto shard = [&](size_t bytes) { return (bytes + R - 1) / R; };
+  const size_t VC = (size_t)c.vocab_size * c.hidden_size;
+  const size_t embeddings = VC * (c.tie_word_embeddings ? 1 : 2);
+  const size_t layer = (layout.total - embeddings - (size_t)c.hidden_size) / std::max(c.num_hidden_layers, 1);
+  const size_t group = std::max(layer, VC);  // floats
+  if (zero >= 1) {
+    m.weights_fp32 = shard(m.weights_fp32);
+    m.optimizer = shard(m.optimizer);
+  }
+  if (zero >= 2) m.grads = shard(m.grads) + group * 4;
+  if (zero >= 3) m.weights_bf16 = shard(m.weights_bf16) + 2 * group * 2;
+  m.world_size = (int)R;
+  m.zero = zero;
   return m;
 }
 

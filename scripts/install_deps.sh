@@ -7,8 +7,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 # clang + libclang-rt-14-dev: the libFuzzer targets of dev/fuzz, which `make test` runs briefly
+# openmpi-bin: mpirun, which launches the 2-process data-parallel tests (the engine links no MPI)
 pkgs=(g++ make libdnnl-dev catch2 libpcre2-dev libboost-context-dev nlohmann-json3-dev wamerican libcli11-dev
-      libxxhash-dev libeigen3-dev clang libclang-rt-14-dev)
+      libxxhash-dev libeigen3-dev clang libclang-rt-14-dev openmpi-bin)
 dev=0; demo=0
 for a in "$@"; do
   case "$a" in

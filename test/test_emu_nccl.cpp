@@ -1,12 +1,19 @@
 // The NCCL fake: collectives with 1, 2, 3 and 4 ranks running as threads, in place and out of
 // place, fp32 / bf16 / int32, every reduction op, groups, single-thread ncclCommInitAll, and the
-// error paths (disagreeing ranks, a buffer too small).
+// error paths (disagreeing ranks, a buffer too small); then ranks as forked processes: long buffers,
+// rank-order reduction, disagreement on every rank, a dead or missing rank named in the error.
 #include <catch2/catch.hpp>
 
 #include <nccl.h>
 
 #include <cmath>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -191,4 +198,160 @@ TEST_CASE("NCCL fake: disagreeing ranks and short buffers are errors on every ra
   });
   REQUIRE(results[0] == ncclInvalidUsage);
   REQUIRE(results[1] == ncclInvalidUsage);
+}
+
+// ---- ranks as separate processes ----------------------------------------------------------------
+
+namespace {
+
+// Forks one process per rank in `ranks` (of nranks), each joining the communicator of one unique
+// id and running body(rank, comm), which returns "" or a failure text. Returns each rank's text
+// (or that of its ncclCommInitRank failure). `timeout_s` is the fake's EMU_NCCL_TIMEOUT_S.
+// A rank in `die_after_init` exits right after joining, before any collective.
+std::map<int, std::string> run_processes(int nranks, const std::vector<int>& ranks, double timeout_s,
+                                         const std::function<std::string(int, ncclComm_t)>& body) {
+  ncclUniqueId id;
+  REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  const std::string dir = "build/test/tmp_nccl_" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::vector<pid_t> pids;
+  for (int r : ranks) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      setenv("EMU_NCCL_TIMEOUT_S", std::to_string(timeout_s).c_str(), 1);
+      std::string out;
+      try {
+        ncclComm_t comm;
+        if (ncclCommInitRank(&comm, nranks, id, r) != ncclSuccess) {
+          out = std::string("init: ") + ncclGetLastError(nullptr);
+        } else {
+          out = body(r, comm);
+          ncclCommDestroy(comm);
+        }
+      } catch (const std::exception& e) {
+        out = std::string("exception: ") + e.what();
+      }
+      std::ofstream(dir + "/rank" + std::to_string(r)) << out;
+      std::fflush(nullptr);
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t p : pids) waitpid(p, nullptr, 0);
+  std::map<int, std::string> res;
+  for (int r : ranks) {
+    std::ifstream f(dir + "/rank" + std::to_string(r));
+    res[r] = std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  std::filesystem::remove_all(dir);
+  return res;
+}
+
+std::string check_ok(ncclResult_t st, ncclComm_t comm, const std::string& what) {
+  return st == ncclSuccess ? "" : what + ": " + ncclGetErrorString(st) + ": " + ncclGetLastError(comm);
+}
+
+}  // namespace
+
+TEST_CASE("NCCL fake: collectives between 3 processes, long buffers in several rounds", "[emu]") {
+  const int nranks = 3;
+  // 300k floats per rank: over the fake's 1 MiB per round, so several rounds per call.
+  const size_t n = 300000;
+  std::map<int, std::string> res = run_processes(nranks, {0, 1, 2}, 60, [&](int r, ncclComm_t comm) -> std::string {
+    std::vector<float> mine(n), big(n * nranks);
+    for (size_t i = 0; i < n; i++) mine[i] = value(r, i);
+    for (size_t i = 0; i < big.size(); i++) big[i] = value(r, i);
+    float* send = device_copy(mine);
+    float* dbig = device_copy(big);
+    float* recv;
+    CUDA_CHECK(cudaMalloc(&recv, n * nranks * sizeof(float)));
+    std::string e;
+    if (!(e = check_ok(ncclAllReduce(send, recv, n, ncclFloat32, ncclSum, comm, 0), comm, "allreduce")).empty()) return e;
+    auto sum = host_copy(recv, n);
+    for (size_t i = 0; i < n; i++)
+      if (sum[i] != value(0, i) + value(1, i) + value(2, i)) return "allreduce element " + std::to_string(i);
+    // bf16 in place
+    std::vector<__nv_bfloat16> h16(n);
+    for (size_t i = 0; i < n; i++) h16[i] = __float2bfloat16(value(r, i));
+    __nv_bfloat16* d16 = device_copy(h16);
+    if (!(e = check_ok(ncclAllReduce(d16, d16, n, ncclBfloat16, ncclSum, comm, 0), comm, "bf16")).empty()) return e;
+    auto s16 = host_copy(d16, n);
+    for (size_t i = 0; i < n; i++)
+      if (__bfloat162float(s16[i]) != __bfloat162float(__float2bfloat16(value(0, i) + value(1, i) + value(2, i))))
+        return "bf16 element " + std::to_string(i);
+    // reduce-scatter, then all-gather of the pieces: the whole sum of `big`
+    if (!(e = check_ok(ncclReduceScatter(dbig, recv + r * n, n, ncclFloat32, ncclSum, comm, 0), comm, "rs")).empty())
+      return e;
+    if (!(e = check_ok(ncclAllGather(recv + r * n, recv, n, ncclFloat32, comm, 0), comm, "ag")).empty()) return e;
+    auto all = host_copy(recv, n * nranks);
+    for (size_t i = 0; i < n * nranks; i++)
+      if (all[i] != value(0, i) + value(1, i) + value(2, i)) return "rs+ag element " + std::to_string(i);
+    // broadcast from rank 2
+    if (!(e = check_ok(ncclBroadcast(send, recv, n, ncclFloat32, 2, comm, 0), comm, "bcast")).empty()) return e;
+    auto b = host_copy(recv, n);
+    for (size_t i = 0; i < n; i++)
+      if (b[i] != value(2, i)) return "broadcast element " + std::to_string(i);
+    for (void* p : {(void*)send, (void*)dbig, (void*)recv, (void*)d16}) cudaFree(p);
+    return "";
+  });
+  for (int r = 0; r < nranks; r++) {
+    INFO("rank " << r);
+    REQUIRE(res[r] == "");
+  }
+}
+
+TEST_CASE("NCCL fake: processes reduce in rank order, so the result is the same bits every run", "[emu]") {
+  // fp32: (1e8 + 1) - 1e8 = 0 in rank order, while 1 + (1e8 - 1e8) = 1: the order shows.
+  const float v[3] = {1e8f, 1.0f, -1e8f};
+  for (int run = 0; run < 2; run++) {
+    std::map<int, std::string> res = run_processes(3, {2, 0, 1}, 60, [&](int r, ncclComm_t comm) -> std::string {
+      float* d = device_copy(std::vector<float>(5, v[r]));
+      std::string e = check_ok(ncclAllReduce(d, d, 5, ncclFloat32, ncclSum, comm, 0), comm, "allreduce");
+      if (!e.empty()) return e;
+      for (float x : host_copy(d, 5))
+        if (x != (v[0] + v[1]) + v[2]) return "not the rank-order sum: " + std::to_string(x);
+      return "";
+    });
+    for (int r = 0; r < 3; r++) REQUIRE(res[r] == "");
+  }
+}
+
+TEST_CASE("NCCL fake: processes that disagree get the error on every rank", "[emu]") {
+  std::map<int, std::string> res = run_processes(2, {0, 1}, 60, [&](int r, ncclComm_t comm) -> std::string {
+    float* d = device_copy(std::vector<float>(8, 1.0f));
+    // rank 1 calls a broadcast where rank 0 calls an all-reduce
+    ncclResult_t st = r == 0 ? ncclAllReduce(d, d, 8, ncclFloat32, ncclSum, comm, 0)
+                             : ncclBroadcast(d, d, 8, ncclFloat32, 0, comm, 0);
+    if (st != ncclInvalidUsage) return "expected ncclInvalidUsage";
+    const std::string msg = ncclGetLastError(comm);
+    // the communicator stays usable
+    std::string e = check_ok(ncclAllReduce(d, d, 8, ncclFloat32, ncclSum, comm, 0), comm, "after");
+    return e.empty() ? msg : e;
+  });
+  for (int r = 0; r < 2; r++) {
+    INFO(res[r]);
+    REQUIRE(res[r].find("ranks disagree: rank 0 calls ncclAllReduce (count 8") != std::string::npos);
+    REQUIRE(res[r].find("rank 1 calls ncclBroadcast") != std::string::npos);
+  }
+}
+
+TEST_CASE("NCCL fake: a rank that dies or never comes is named, never a hang", "[emu]") {
+  // Rank 1 exits after joining: rank 0's all-reduce reports it (at once, not after the timeout).
+  std::map<int, std::string> res = run_processes(2, {0, 1}, 60, [&](int r, ncclComm_t comm) -> std::string {
+    if (r == 1) _exit(3);
+    float* d = device_copy(std::vector<float>(4, 1.0f));
+    ncclResult_t st = ncclAllReduce(d, d, 4, ncclFloat32, ncclSum, comm, 0);
+    return st == ncclRemoteError ? ncclGetLastError(comm) : "expected ncclRemoteError";
+  });
+  INFO(res[0]);
+  REQUIRE(res[0].find("rank 1 (pid ") != std::string::npos);
+  REQUIRE(res[0].find("exited") != std::string::npos);
+  // Rank 2 of 3 never starts: the others' ncclCommInitRank times out naming it.
+  res = run_processes(3, {0, 1}, 1.0, [&](int, ncclComm_t) -> std::string { return "joined"; });
+  for (int r = 0; r < 2; r++) {
+    INFO(res[r]);
+    REQUIRE(res[r].find("init: ncclCommInitRank (rank " + std::to_string(r) + " of 3): timed out after 1 s") == 0);
+    REQUIRE(res[r].find("waiting for rank 2 of 3 to join") != std::string::npos);
+  }
 }

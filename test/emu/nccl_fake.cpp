@@ -1,9 +1,24 @@
 // CUDA emulation: a fake of the NCCL subset the project calls, with the exact signatures of
-// <nccl.h>. Ranks are threads of one process and "device" buffers are host memory, so a
-// collective is a rendezvous: every rank posts its call, the last one to arrive checks that the
-// calls agree (kind, count, type, op, root), computes every rank's output from all the send
-// buffers (reductions in rank order, fp32 accumulation for fp16/bf16, rounded once), and then
-// each rank copies its own result out. Streams are synchronous, so a call returns when done.
+// <nccl.h>. "Device" buffers are host memory. Ranks are threads of one process or separate
+// processes (`mpirun -np 2 build/train_llama_emu --device cuda ...`): the communicators of a
+// group meet in one shared segment, a POSIX shared-memory object named from the unique id
+// (ncclCommInitRank; rank 0 unlinks the name once every rank has mapped it) or anonymous memory
+// (ncclCommInitAll, every rank in the calling process).
+//
+// A collective runs in rounds that move at most kSlotBytes per rank (a long buffer takes several).
+// In a round every rank writes a descriptor of its call and its part of the send buffer into its
+// own slot, then publishes the round number (`posted`). Once every rank has posted, each rank
+// checks the descriptors (kind, count, type, op, root; a buffer outside its allocation) and
+// computes ITS OWN output from all the slots: reductions in rank order with fp32 accumulation for
+// fp16/bf16/fp32 (fp64 for fp64), rounded once to the type, so every rank and every run gets the
+// same bits. It then publishes that it has read the round (`consumed`); a rank rewrites its slot
+// only after every rank has read the previous round. No lock is held across a wait, so a rank that
+// dies wedges nothing: a waiting rank polls, reports at once a rank whose process is gone
+// (kill(pid, 0)), and gives up after EMU_NCCL_TIMEOUT_S seconds (default 300), naming the ranks it
+// waited for (ncclRemoteError; the communicator is then unusable). A disagreement or a bad buffer
+// is seen by every rank in the same round, so every rank returns the error (ncclInvalidUsage /
+// ncclInvalidArgument, text from ncclGetLastError) and the communicator stays usable.
+// ncclCommInitRank waits for every rank to join (same timeout), except inside a group.
 //
 // Groups: between ncclGroupStart and ncclGroupEnd the calls of a thread are queued; ncclGroupEnd
 // runs them, in order per communicator, on one thread per communicator when the thread queued
@@ -12,17 +27,26 @@
 // Finalize / Abort, ncclCommCount / UserRank / CuDevice, ncclAllReduce, ncclReduce, ncclBroadcast,
 // ncclBcast, ncclAllGather, ncclReduceScatter, ncclGroupStart / End, ncclGetErrorString,
 // ncclGetLastError, ncclGetVersion. Not faked: send/recv, split, user-defined reduction ops.
+// Streams are synchronous: a call returns when it is done.
 #include <nccl.h>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "test/emu/emu_internal.h"
@@ -53,37 +77,126 @@ struct Call {
   std::string bad_buffer;  // a range error found by this rank before posting
 };
 
-struct Group {
-  int nranks;
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::vector<Call> posted;
-  int joined = 0;  // ranks that called ncclCommInitRank
-  int arrived = 0;
-  uint64_t generation = 0;
-  ncclResult_t status = ncclSuccess;
-  std::string error;
-  std::vector<std::vector<unsigned char>> results;
-  explicit Group(int n) : nranks(n), posted(n), results(n) {}
+constexpr int kMaxRanks = 16;
+constexpr size_t kSlotBytes = size_t(1) << 20;
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int32_t>::is_always_lock_free,
+              "the shared segment needs address-free atomics");
+
+// What a rank posts for one round (the whole call, not just the round's part).
+struct Desc {
+  int32_t kind, type, op, root;
+  uint64_t count;
+  uint64_t call;  // calls this rank made on the communicator before this one
+  char bad_buffer[256];
 };
+
+struct alignas(64) Slot {
+  std::atomic<uint64_t> posted, consumed;  // rounds posted / read by this rank
+  std::atomic<int32_t> pid;                // 0 until the rank joins
+  Desc desc;
+};
+
+// The shared segment: zero-filled when created (shm ftruncate, anonymous mmap), which is the
+// initial state. The data area (kMaxRanks * kSlotBytes) follows; pages never written are never
+// allocated, so the fixed size costs only address space.
+struct Segment {
+  std::atomic<int32_t> nranks;
+  Slot slots[kMaxRanks];
+};
+constexpr size_t kSegmentBytes = sizeof(Segment) + kMaxRanks * kSlotBytes;
+
+unsigned char* slot_data(Segment* s, int r) { return reinterpret_cast<unsigned char*>(s + 1) + r * kSlotBytes; }
+
+struct Mapping {
+  Segment* seg = nullptr;
+  std::string shm_name;  // "" = anonymous
+  ~Mapping() {
+    if (seg) munmap(seg, kSegmentBytes);
+  }
+};
+
+double timeout_seconds() {
+  const char* s = std::getenv("EMU_NCCL_TIMEOUT_S");
+  const double t = s ? std::atof(s) : 0.0;
+  return t > 0 ? t : 300.0;
+}
 
 }  // namespace
 
 struct ncclComm {
-  std::shared_ptr<Group> group;
-  int rank;
-  int device;
+  ncclComm(std::shared_ptr<Mapping> m, int r, int n, int d) : map(std::move(m)), rank(r), nranks(n), device(d) {}
+  std::shared_ptr<Mapping> map;
+  int rank, nranks, device;
+  uint64_t rounds = 0, calls = 0;
+  bool unlinked = false;
   std::string last_error;
 };
 
 namespace {
 
-std::mutex g_registry_mutex;
-std::map<std::string, std::shared_ptr<Group>> g_pending;  // unique id -> group being joined
 std::atomic<uint64_t> g_id_counter{0};
+thread_local std::string tl_init_error;  // ncclGetLastError(nullptr)
 
 thread_local int tl_group_depth = 0;
 thread_local std::vector<std::pair<ncclComm*, Call>> tl_queued;
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string s = ranks.size() > 1 ? "ranks " : "rank ";
+  for (size_t i = 0; i < ranks.size(); i++) s += (i ? ", " : "") + std::to_string(ranks[i]);
+  return s;
+}
+
+// A process that has exited: gone, or a zombie its parent has not reaped yet (/proc state Z or X).
+bool process_gone(int32_t pid) {
+  if (kill(pid, 0) != 0) return errno == ESRCH;
+  char path[64], buf[512];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE* f = std::fopen(path, "r");
+  if (!f) return false;
+  const size_t got = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[got] = 0;
+  const char* close_paren = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
+  return close_paren && close_paren[1] == ' ' && (close_paren[2] == 'Z' || close_paren[2] == 'X');
+}
+
+// Waits until reached(q) holds for every rank q. Returns "" or why not: a rank whose process is
+// gone, or the timeout with the ranks still missing.
+template <class Pred>
+std::string wait_for_ranks(ncclComm* c, Pred reached, const std::string& what) {
+  Segment* seg = c->map->seg;
+  const auto start = std::chrono::steady_clock::now();
+  const double timeout = timeout_seconds();
+  for (long spin = 0;; spin++) {
+    std::vector<int> missing;
+    for (int q = 0; q < c->nranks; q++)
+      if (!reached(q)) missing.push_back(q);
+    if (missing.empty()) return "";
+    if (spin < 200) {
+      sched_yield();
+      continue;
+    }
+    if (spin % 64 == 0) {
+      for (int q : missing) {
+        const int32_t pid = seg->slots[q].pid.load(std::memory_order_acquire);
+        if (pid > 0 && pid != getpid() && process_gone(pid))
+          return "rank " + std::to_string(q) + " (pid " + std::to_string(pid) + ") exited while rank " +
+                 std::to_string(c->rank) + " was waiting for it " + what;
+      }
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > timeout)
+        return "timed out after " + std::to_string((int)timeout) + " s (EMU_NCCL_TIMEOUT_S) waiting for " +
+               rank_list(missing) + " of " + std::to_string(c->nranks) + " " + what;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+// Rank 0 removes the segment's name once every rank has mapped it: nothing is left in /dev/shm.
+void unlink_when_all_mapped(ncclComm* c) {
+  if (c->rank == 0 && !c->unlinked && !c->map->shm_name.empty()) shm_unlink(c->map->shm_name.c_str());
+  c->unlinked = true;
+}
 
 size_t type_size(ncclDataType_t t) {
   switch (t) {
@@ -193,95 +306,112 @@ void call_sizes(const Call& c, int nranks, size_t* send_bytes, size_t* recv_byte
   }
 }
 
-// Run by the last rank to arrive, under the group's mutex: check, then compute every output.
-void compute_all(Group& g) {
-  const Call& c0 = g.posted[0];
-  g.status = ncclSuccess;
-  g.error.clear();
-  for (int r = 0; r < g.nranks; r++) {
-    const Call& c = g.posted[r];
-    if (!c.bad_buffer.empty()) {
-      g.status = ncclInvalidArgument;
-      g.error = "rank " + std::to_string(r) + ": " + c.bad_buffer;
-      return;
+std::string describe(const Desc& d) {
+  return std::string(kind_name(Kind(d.kind))) + " (count " + std::to_string(d.count) + ", type " +
+         std::to_string(d.type) + ", op " + std::to_string(d.op) + ", root " + std::to_string(d.root) + ")";
+}
+
+// The check every rank makes once all have posted a round: "" when the calls agree.
+ncclResult_t check_round(const Segment* seg, int nranks, std::string* problem) {
+  for (int q = 0; q < nranks; q++)
+    if (seg->slots[q].desc.bad_buffer[0]) {
+      *problem = "rank " + std::to_string(q) + ": " + seg->slots[q].desc.bad_buffer;
+      return ncclInvalidArgument;
     }
-    if (c.kind != c0.kind || c.count != c0.count || c.type != c0.type || c.op != c0.op ||
-        c.root != c0.root) {
-      g.status = ncclInvalidUsage;
-      g.error = std::string("ranks disagree: rank 0 calls ") + kind_name(c0.kind) + " (count " +
-                std::to_string(c0.count) + ", type " + std::to_string(c0.type) + ", op " +
-                std::to_string(c0.op) + ", root " + std::to_string(c0.root) + "), rank " +
-                std::to_string(r) + " calls " + kind_name(c.kind) + " (count " +
-                std::to_string(c.count) + ", type " + std::to_string(c.type) + ", op " +
-                std::to_string(c.op) + ", root " + std::to_string(c.root) + ")";
-      return;
+  const Desc& d0 = seg->slots[0].desc;
+  for (int q = 1; q < nranks; q++) {
+    const Desc& d = seg->slots[q].desc;
+    if (d.kind != d0.kind || d.count != d0.count || d.type != d0.type || d.op != d0.op || d.root != d0.root) {
+      *problem = "ranks disagree: rank 0 calls " + describe(d0) + ", rank " + std::to_string(q) + " calls " +
+                 describe(d) + " (collective #" + std::to_string(d0.call + 1) + " of rank 0, #" +
+                 std::to_string(d.call + 1) + " of rank " + std::to_string(q) + ")";
+      return ncclInvalidUsage;
     }
   }
-  const size_t es = type_size(c0.type), n = c0.count;
-  std::vector<const void*> sends(g.nranks);
-  for (int r = 0; r < g.nranks; r++) sends[r] = g.posted[r].send;
-  for (int r = 0; r < g.nranks; r++) {
-    size_t send_bytes = 0, recv_bytes = 0;
-    call_sizes(g.posted[r], g.nranks, &send_bytes, &recv_bytes);
-    std::vector<unsigned char>& out = g.results[r];
-    switch (c0.kind) {
-      case Kind::all_reduce:
-        out.resize(recv_bytes);
-        reduce_elements(sends, out.data(), 0, n, c0.type, c0.op);
-        break;
-      case Kind::reduce:
-        out.resize(r == c0.root ? recv_bytes : 0);  // only the root receives
-        if (r == c0.root) reduce_elements(sends, out.data(), 0, n, c0.type, c0.op);
-        break;
-      case Kind::broadcast:
-        out.assign(static_cast<const unsigned char*>(sends[c0.root]),
-                   static_cast<const unsigned char*>(sends[c0.root]) + n * es);
-        break;
-      case Kind::all_gather:
-        out.resize(recv_bytes);
-        for (int s = 0; s < g.nranks; s++) std::memcpy(out.data() + s * n * es, sends[s], n * es);
-        break;
-      case Kind::reduce_scatter:
-        out.resize(recv_bytes);
-        reduce_elements(sends, out.data(), (size_t)r * n, n, c0.type, c0.op);
-        break;
-    }
-  }
+  return ncclSuccess;
 }
 
 ncclResult_t run_call(ncclComm* comm, Call call) {
-  Group& g = *comm->group;
+  Segment* seg = comm->map->seg;
+  const int R = comm->nranks, me = comm->rank;
   // This rank's own buffers must fit in their cudaMalloc allocations.
   size_t send_bytes = 0, recv_bytes = 0;
-  call_sizes(call, g.nranks, &send_bytes, &recv_bytes);
+  call_sizes(call, R, &send_bytes, &recv_bytes);
   try {
-    if (call.kind != Kind::broadcast || comm->rank == call.root)
+    if (call.kind != Kind::broadcast || me == call.root)
       emu::check_device_range(kind_name(call.kind), call.send, send_bytes, "send");
-    if (call.kind != Kind::reduce || comm->rank == call.root)
+    if (call.kind != Kind::reduce || me == call.root)
       emu::check_device_range(kind_name(call.kind), call.recv, recv_bytes, "receive");
   } catch (const std::exception& e) {
     call.bad_buffer = e.what();
   }
-  std::unique_lock<std::mutex> lock(g.mutex);
-  const uint64_t generation = g.generation;
-  g.posted[comm->rank] = call;
-  if (++g.arrived == g.nranks) {
-    compute_all(g);
-    g.arrived = 0;
-    g.generation++;
-    g.cv.notify_all();
-  } else {
-    g.cv.wait(lock, [&] { return g.generation != generation; });
+  const size_t es = type_size(call.type), n = call.count;
+  const size_t per_round = call.kind == Kind::reduce_scatter ? kSlotBytes / es / R : kSlotBytes / es;
+  const auto* send = static_cast<const unsigned char*>(call.send);
+  auto* recv = static_cast<unsigned char*>(call.recv);
+  const uint64_t call_index = comm->calls++;
+  const std::string what_call = std::string("in ") + kind_name(call.kind) + " (collective #" +
+                                std::to_string(call_index + 1) + " of rank " + std::to_string(me) + ")";
+  Slot& mine = seg->slots[me];
+  unsigned char* my_data = slot_data(seg, me);
+  // One round even for count 0, so that every call is compared.
+  for (size_t i0 = 0, first = 1; first || i0 < n; first = 0) {
+    const size_t k = std::min(per_round, n - i0);
+    const uint64_t round = ++comm->rounds;
+    std::string err = wait_for_ranks(
+        comm, [&](int q) { return seg->slots[q].consumed.load(std::memory_order_acquire) + 1 >= round; }, what_call);
+    if (err.empty()) {
+      Desc& d = mine.desc;
+      d.kind = (int32_t)call.kind;
+      d.type = call.type;
+      d.op = call.op;
+      d.root = call.root;
+      d.count = n;
+      d.call = call_index;
+      std::snprintf(d.bad_buffer, sizeof d.bad_buffer, "%s", call.bad_buffer.c_str());
+      if (call.bad_buffer.empty()) {
+        if (call.kind == Kind::reduce_scatter) {
+          for (int q = 0; q < R; q++) std::memcpy(my_data + q * k * es, send + (q * n + i0) * es, k * es);
+        } else if (call.kind != Kind::broadcast || me == call.root) {
+          std::memcpy(my_data, send + i0 * es, k * es);
+        }
+      }
+      mine.posted.store(round, std::memory_order_release);
+      err = wait_for_ranks(
+          comm, [&](int q) { return seg->slots[q].posted.load(std::memory_order_acquire) >= round; }, what_call);
+    }
+    if (!err.empty()) {
+      comm->last_error = std::string(kind_name(call.kind)) + ": " + err;
+      return ncclRemoteError;
+    }
+    unlink_when_all_mapped(comm);
+    std::string problem;
+    const ncclResult_t status = check_round(seg, R, &problem);
+    if (status == ncclSuccess) {
+      std::vector<const void*> srcs(R);
+      for (int q = 0; q < R; q++) srcs[q] = slot_data(seg, q) + (call.kind == Kind::reduce_scatter ? me * k * es : 0);
+      switch (call.kind) {
+        case Kind::all_reduce: case Kind::reduce_scatter:
+          reduce_elements(srcs, recv + i0 * es, 0, k, call.type, call.op);
+          break;
+        case Kind::reduce:
+          if (me == call.root) reduce_elements(srcs, recv + i0 * es, 0, k, call.type, call.op);
+          break;
+        case Kind::broadcast:
+          std::memcpy(recv + i0 * es, slot_data(seg, call.root), k * es);
+          break;
+        case Kind::all_gather:
+          for (int q = 0; q < R; q++) std::memcpy(recv + (q * n + i0) * es, slot_data(seg, q), k * es);
+          break;
+      }
+    }
+    mine.consumed.store(round, std::memory_order_release);
+    if (status != ncclSuccess) {
+      comm->last_error = std::string(kind_name(call.kind)) + ": " + problem;
+      return status;
+    }
+    i0 += k;
   }
-  const ncclResult_t status = g.status;
-  if (status != ncclSuccess) {
-    comm->last_error = std::string(kind_name(call.kind)) + ": " + g.error;
-    return status;
-  }
-  lock.unlock();
-  // results[rank] is only rewritten by a later call, which needs this rank to post first.
-  const std::vector<unsigned char>& out = g.results[comm->rank];
-  if (!out.empty()) std::memmove(call.recv, out.data(), out.size());
   return ncclSuccess;
 }
 
@@ -290,7 +420,7 @@ ncclResult_t submit(ncclComm* comm, Call call) {
   if (type_size(call.type) == 0 || (int)call.op < 0 || call.op >= ncclNumOps)
     return ncclInvalidArgument;
   if ((call.kind == Kind::reduce || call.kind == Kind::broadcast) &&
-      (call.root < 0 || call.root >= comm->group->nranks))
+      (call.root < 0 || call.root >= comm->nranks))
     return ncclInvalidArgument;
   if (call.count > 0 && (!call.recv || (!call.send && call.kind != Kind::broadcast)))
     return ncclInvalidArgument;
@@ -323,33 +453,64 @@ const char* ncclGetErrorString(ncclResult_t result) {
   }
 }
 
-const char* ncclGetLastError(ncclComm_t comm) { return comm ? comm->last_error.c_str() : ""; }
+const char* ncclGetLastError(ncclComm_t comm) { return comm ? comm->last_error.c_str() : tl_init_error.c_str(); }
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   if (!id) return ncclInvalidArgument;
   std::memset(id->internal, 0, sizeof(id->internal));
-  std::snprintf(id->internal, sizeof(id->internal), "emu-nccl-%llu",
-                (unsigned long long)g_id_counter.fetch_add(1));
+  // The shared-memory name: unique among live processes (pid, counter) and across time (clock).
+  std::snprintf(id->internal, sizeof(id->internal), "/emu-nccl-%d-%llu-%llx", (int)getpid(),
+                (unsigned long long)g_id_counter.fetch_add(1),
+                (unsigned long long)std::chrono::steady_clock::now().time_since_epoch().count());
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
-  if (!comm || nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
-  const std::string key(id.internal, strnlen(id.internal, sizeof(id.internal)));
-  std::shared_ptr<Group> group;
-  {
-    std::lock_guard<std::mutex> lock(g_registry_mutex);
-    auto& slot = g_pending[key];
-    if (!slot) slot = std::make_shared<Group>(nranks);
-    if (slot->nranks != nranks) return ncclInvalidArgument;
-    group = slot;
-    if (++group->joined == nranks) g_pending.erase(key);  // complete: the id may be reused
-  }
+  tl_init_error.clear();
+  auto init_error = [&](ncclResult_t st, const std::string& msg) {
+    tl_init_error = "ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(nranks) + "): " + msg;
+    return st;
+  };
+  if (!comm) return ncclInvalidArgument;
+  if (nranks < 1 || nranks > kMaxRanks || rank < 0 || rank >= nranks)
+    return init_error(ncclInvalidArgument, "the fake takes 1 to " + std::to_string(kMaxRanks) +
+                                               " ranks, and 0 <= rank < nranks");
+  const std::string name(id.internal, strnlen(id.internal, sizeof(id.internal)));
+  if (name.size() < 2 || name[0] != '/') return init_error(ncclInvalidArgument, "not a unique id of this fake");
+  const int fd = shm_open(name.c_str(), O_RDWR | O_CREAT, 0600);
+  if (fd < 0) return init_error(ncclSystemError, "shm_open " + name + ": " + std::strerror(errno));
+  // Every rank sets the same size, so the order does not matter and nothing is ever truncated.
+  void* p = ftruncate(fd, kSegmentBytes) == 0
+                ? mmap(nullptr, kSegmentBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                : MAP_FAILED;
+  const int saved_errno = errno;
+  close(fd);
+  if (p == MAP_FAILED) return init_error(ncclSystemError, "mapping " + name + ": " + std::strerror(saved_errno));
+  auto map = std::make_shared<Mapping>();
+  map->seg = static_cast<Segment*>(p);
+  map->shm_name = name;
+  Segment* seg = map->seg;
+  int32_t expected = 0;
+  if (!seg->nranks.compare_exchange_strong(expected, nranks) && expected != nranks)
+    return init_error(ncclInvalidUsage, "another rank joined with nranks " + std::to_string(expected));
+  expected = 0;
+  if (!seg->slots[rank].pid.compare_exchange_strong(expected, (int32_t)getpid()))
+    return init_error(ncclInvalidUsage, "rank " + std::to_string(rank) + " joined twice");
   int device = 0;
   cudaGetDevice(&device);
-  *comm = new ncclComm{group, rank, device, ""};
-  // No wait for the other ranks here: the first collective is the rendezvous (so grouped or
-  // single-threaded initialization cannot deadlock).
+  auto* c = new ncclComm(map, rank, nranks, device);
+  // Inside a group one thread may be initializing several ranks: the first collective waits then.
+  if (tl_group_depth == 0) {
+    std::string err = wait_for_ranks(
+        c, [&](int q) { return seg->slots[q].pid.load(std::memory_order_acquire) != 0; }, "to join");
+    if (!err.empty()) {
+      shm_unlink(name.c_str());
+      delete c;
+      return init_error(ncclRemoteError, err);
+    }
+    unlink_when_all_mapped(c);
+  }
+  *comm = c;
   return ncclSuccess;
 }
 
@@ -359,14 +520,22 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
 }
 
 ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
-  if (!comms || ndev < 1) return ncclInvalidArgument;
-  auto group = std::make_shared<Group>(ndev);
-  for (int r = 0; r < ndev; r++) comms[r] = new ncclComm{group, r, devlist ? devlist[r] : r, ""};
+  if (!comms || ndev < 1 || ndev > kMaxRanks) return ncclInvalidArgument;
+  void* p = mmap(nullptr, kSegmentBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return ncclSystemError;
+  auto map = std::make_shared<Mapping>();
+  map->seg = static_cast<Segment*>(p);
+  map->seg->nranks = ndev;
+  for (int r = 0; r < ndev; r++) {
+    map->seg->slots[r].pid = (int32_t)getpid();
+    comms[r] = new ncclComm(map, r, ndev, devlist ? devlist[r] : r);
+  }
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommFinalize(ncclComm_t comm) { return comm ? ncclSuccess : ncclInvalidArgument; }
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  if (comm) unlink_when_all_mapped(comm);
   delete comm;
   return ncclSuccess;
 }
@@ -378,7 +547,7 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* error) {
 }
 ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) {
   if (!comm || !count) return ncclInvalidArgument;
-  *count = comm->group->nranks;
+  *count = comm->nranks;
   return ncclSuccess;
 }
 ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank) {
