@@ -75,8 +75,7 @@ EvalOutcome evaluate_factoids(LlamaModel<Backend>& m, const Tokenizer& tok, cons
   for (size_t b = 0; b < items.size(); b += chunk) {
     std::vector<std::vector<int32_t>> prompts;
     for (size_t i = b; i < std::min(items.size(), b + chunk); ++i) prompts.push_back(items[i].prompt_ids);
-    m.condition = cond;
-    m.condition = m.condition_from(b);
+    m.condition = m.condition_rows(cond, b);
     for (auto& ids : greedy_generate(m, prompts, opt)) output_ids.push_back(std::move(ids));
     progress.add(int64_t(prompts.size()));
   }

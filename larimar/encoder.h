@@ -13,13 +13,17 @@
 // [Cz, C] and larimar.encoder_proj.bias [Cz]). Its LM head is never used; a tied config
 // (tie_word_embeddings) avoids storing one.
 //
-// Pooling and the projection run on the host in float64 accumulation over fp32 values: they are
-// rows x C x Cz multiply-adds, nothing next to the stack.
+// Pooling and the projection run on the host in float64 accumulation over fp32 values (bf16
+// activations of the CUDA backend are widened): they are rows x C x Cz multiply-adds, nothing
+// next to the stack.
 #pragma once
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "model/llama.h"
+#include "model/safetensors.h"  // bf16_to_float, float_to_bf16
 
 namespace larimar {
 
@@ -139,8 +143,27 @@ struct Encoder {
 
  private:
   using act_t = typename Backend::act_t;
-  static float to_float(float x) { return x; }
-  static float from_float(float x) { return x; }
+  // Activations are fp32 (CPU) or bf16 (CUDA): the same bits as bf16_to_float reads.
+  static float to_float(act_t x) {
+    if constexpr (std::is_same_v<act_t, float>) {
+      return x;
+    } else {
+      static_assert(sizeof(act_t) == 2, "encoder: activations are fp32 or bf16");
+      uint16_t bits;
+      std::memcpy(&bits, &x, 2);
+      return bf16_to_float(bits);
+    }
+  }
+  static act_t from_float(float x) {
+    if constexpr (std::is_same_v<act_t, float>) {
+      return x;
+    } else {
+      const uint16_t bits = float_to_bf16(x);
+      act_t a;
+      std::memcpy(&a, &bits, 2);
+      return a;
+    }
+  }
   std::vector<int> lengths;     // of the last encode()'s texts
   std::vector<double> pooled;   // [rows, C]
 };

@@ -48,8 +48,7 @@ std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<Backend>& m,
   for (size_t b0 = 0; b0 < prompts.size(); b0 += size_t(batch)) {
     const int nb = int(std::min(prompts.size() - b0, size_t(batch)));
     m.kv_reset();
-    m.condition = cond;
-    m.condition = m.condition_from(b0);
+    m.condition = m.condition_rows(cond, b0);
     m.kv_prefill(prompts, b0, nb);
     m.kv_argmax(nb, next.data());
     slots.resize(nb);

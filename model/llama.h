@@ -128,12 +128,11 @@ struct LlamaModel {
   float *d_slot = nullptr, *d_embed = nullptr;
   void plan_condition();
   bool conditioned() const { return condition.slot != nullptr; }
-  // The condition seen from its row `first` on (a loop over chunks of rows hands each chunk its own).
-  Condition condition_from(size_t first) const {
-    if (!condition.slot) return condition;
-    check(first <= (size_t)condition.seqs, "condition_from: row ", first, " of ", condition.seqs);
-    return {condition.slot + first * (size_t)L * KV * D, condition.embed ? condition.embed + first * (size_t)C : nullptr,
-            condition.seqs - (int)first};
+  // Condition c seen from its row `first` on (a loop over chunks of rows hands each chunk its own).
+  Condition condition_rows(const Condition& c, size_t first) const {
+    if (!c.slot) return c;
+    check(first <= (size_t)c.seqs, "condition_rows: row ", first, " of ", c.seqs);
+    return {c.slot + first * (size_t)L * KV * D, c.embed ? c.embed + first * (size_t)C : nullptr, c.seqs - (int)first};
   }
   // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
   size_t param_state_bytes = 0, activation_bytes = 0;

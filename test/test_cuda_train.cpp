@@ -12,6 +12,7 @@
 #include "test/test_cuda_common.h"  // first: wraps LAUNCH
 
 #include "kernels/cuda_backend.cu"  // the backend itself, compiled for the emulator
+#include "larimar/encoder.h"
 #include "model/decode.h"
 #include "model/llama.h"
 #include "model/weights.h"
@@ -318,6 +319,46 @@ TEST_CASE("cuda memory conditioning: a training step and the prefill and a decod
   REQUIRE(nmse(lg, lc) < 1e-3);
   CudaBackend::free(slot_dev);
   CudaBackend::free(embed_dev);
+  CudaBackend::release();
+}
+
+TEST_CASE("cuda Larimar encoder: bidirectional codes and every gradient agree with the cpu backend") {
+  const larimar::EncoderConfig ec{tiny_config(300, 0.05f), 16};
+  const int C = ec.llama.hidden_size;
+  larimar::Encoder<CpuBackend> cpu(ec, 3, 20);
+  larimar::Encoder<CudaBackend> gpu(ec, 3, 20);
+  cuda_bind_model(gpu.model);
+  std::vector<float> p0(cpu.model.layout.total);
+  init_weights(ec.llama, cpu.model.layout, p0.data(), 11);
+  cpu.model.load_params(p0.data());
+  gpu.model.load_params(p0.data());
+  cpu.proj_w = gpu.proj_w = random_bf16_values((size_t)16 * C, 12, 0.3f);
+  cpu.proj_b = gpu.proj_b = random_bf16_values(16, 13, 0.1f);
+  std::mt19937 rng(14);
+  std::vector<std::vector<int32_t>> texts;
+  for (int n : {20, 7, 13}) {
+    texts.emplace_back();
+    for (int t = 0; t < n; t++) texts.back().push_back((int32_t)(rng() % ec.llama.vocab_size));
+  }
+  cpu.zero_grad();
+  gpu.zero_grad();
+  std::vector<float> zc, zg;
+  cpu.encode(texts, zc);
+  gpu.encode(texts, zg);
+  REQUIRE(nmse(zg, zc) < 1e-3);
+  const std::vector<float> dz = random_bf16_values(zc.size(), 15);
+  cpu.backward(dz);
+  gpu.backward(dz);
+  std::vector<float> g_cpu(p0.size()), g_gpu(p0.size());
+  CpuBackend::download(g_cpu.data(), cpu.model.grads, g_cpu.size());
+  CudaBackend::download(g_gpu.data(), gpu.model.grads, g_gpu.size());
+  for (const ParamTensor& t : cpu.model.layout.tensors) {
+    INFO("gradient of " << t.name);
+    REQUIRE(nmse(std::vector<float>(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel),
+                 std::vector<float>(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel)) < 1e-3);
+  }
+  REQUIRE(nmse(gpu.d_proj_w, cpu.d_proj_w) < 1e-3);
+  REQUIRE(nmse(gpu.d_proj_b, cpu.d_proj_b) < 1e-3);
   CudaBackend::release();
 }
 
