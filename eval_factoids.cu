@@ -98,7 +98,7 @@ static void declare_options(CLI::App& app, EvalArgs& a) {
   opt("--out", a.out, "DIR", "write DIR/predictions.jsonl and DIR/metrics.json");
   opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default)")->check(cli::integer(0, 4096));
   opt("--device", a.device, "auto|cpu|cuda", "backend (default auto)")->check(cli::one_of({"auto", "cpu", "cuda"}));
-  app.add_flag("--quiet", a.quiet, "only the table");
+  app.add_flag("--quiet", a.quiet, "only the table (no progress lines)");
 }
 
 struct ModelResult {
@@ -173,6 +173,7 @@ int main(int argc, char** argv) {
     EvalArgs args;
     declare_options(app, args);
     if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
+    set_progress_enabled(!args.quiet);
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty() || !args.heldout.empty(), "--data or --heldout is required (see --help)");
     check(args.memory.empty() == args.larimar.empty(), "--memory and --larimar go together (see --help)");

@@ -9,6 +9,7 @@
 //   ./prepare_data --mode chat --input ultrachat.jsonl --tokenizer model/ --output data/chat.bin
 //   ./prepare_data --mode qa --preset gsm8k --input gsm8k.jsonl --tokenizer model/ --output data/gsm8k.bin
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -100,6 +101,87 @@ static int64_t file_size_of(const std::string& p) {
   return int64_t(m.size);
 }
 
+// What the largest phase holds at once (building the shard and its JSONL copy, while the records
+// and the tokenized examples are alive), estimated before anything is read or generated.
+struct DataSize {
+  double examples = 0;      // records (generated, or JSONL lines / text lines of the inputs)
+  double string_heap = 0;   // heap bytes of one record's question, answer and gold answer strings
+  double text_bytes = 0;    // question + answer bytes of one record
+  double tokens = 0;        // tokens of one example
+};
+
+// A std::string's heap block: none up to its 15 inline characters, else the text, a NUL and about
+// 16 bytes of allocator overhead; the same overhead for each std::vector block.
+static double heap_of(double chars) { return chars > 15 ? chars + 17 : 0; }
+
+// Bytes by part, for check_host_memory. Records: three std::string (32 bytes each) and a
+// one-element gold vector (24 + 48) each, plus their text; tokenized examples: two vectors (int32
+// ids, one loss byte per token); the shard: ids, a loss bitmap and an offset per example, held
+// twice at the end (the writer's int32 arrays, and the serialized file with 2-byte ids when the
+// vocabulary allows, as ShardWriter::serialize writes them); the JSONL copy: the question,
+// prompt, answer and gold answer of each example (or the decoded text of an lm chunk) and ~60
+// bytes of keys.
+static std::vector<std::pair<std::string, double>> memory_plan(const DataSize& d, double template_bytes, bool lm_chunks,
+                                                               int32_t vocab_size) {
+  const double n = d.examples, tokens = n * d.tokens;
+  std::vector<std::pair<std::string, double>> plan;
+  if (lm_chunks) {  // documents, their ids, the concatenated stream
+    plan.push_back({"documents", n * (32 + d.string_heap)});
+    plan.push_back({"token ids", 2 * tokens * 4 + n * 40});
+  } else {
+    plan.push_back({"records", n * (3 * 32 + 24 + 48 + d.string_heap)});
+    plan.push_back({"tokenized examples", n * (48 + 2 * 16) + tokens * 5});
+  }
+  plan.push_back({"shard", tokens * (4 + (vocab_size <= 65536 ? 2 : 4) + 2 * 0.125) + 2 * n * 8});
+  plan.push_back({"JSONL copy", lm_chunks ? n * d.text_bytes + n * 40 : n * (60 + template_bytes + 3 * d.text_bytes)});
+  return plan;
+}
+
+// Sizes of the inputs: records counted as non-blank lines (a memchr pass over mapped files), text
+// bytes from the file sizes, tokens per byte measured on the first 64 KiB of the first input.
+static DataSize input_size(const std::vector<std::string>& inputs, const Tokenizer& tok, int64_t limit) {
+  DataSize d;
+  double bytes = 0;
+  for (const std::string& in : inputs) {
+    MappedFile m(in);
+    const char* p = reinterpret_cast<const char*>(m.data);
+    bytes += double(m.size);
+    int64_t lines = 0;
+    for (size_t at = 0; at < m.size;) {
+      const void* nl = std::memchr(p + at, '\n', m.size - at);
+      const size_t end = nl ? size_t(static_cast<const char*>(nl) - p) : m.size;
+      lines += end > at;
+      at = end + 1;
+    }
+    d.examples += double(std::max<int64_t>(lines, 1));
+  }
+  MappedFile first(inputs[0]);
+  const size_t cut = std::min<size_t>(first.size, 64 << 10);
+  const std::string sample(reinterpret_cast<const char*>(first.data), cut);
+  const double tokens_per_byte = cut ? double(tok.encode(sample).size()) / double(cut) : 0;
+  d.text_bytes = bytes / d.examples;
+  d.tokens = d.text_bytes * tokens_per_byte + 2;  // + BOS/EOS
+  d.string_heap = 2 * heap_of(d.text_bytes);      // each record's text, and a copy of its answer
+  if (limit > 0) d.examples = std::min(d.examples, double(limit));
+  return d;
+}
+
+// Sizes of a generated set, measured on its first (up to) 1000 records, generated and tokenized as
+// the whole set will be.
+static DataSize generated_size(const std::vector<std::string>& questions, const std::vector<std::string>& answers,
+                               const Tokenizer& tok, const PromptTemplate& tmpl, int64_t num) {
+  DataSize d;
+  d.examples = double(num);
+  const auto examples = tokenize_examples(tok, tmpl, questions, answers);
+  for (size_t i = 0; i < questions.size(); ++i) {
+    d.text_bytes += double(questions[i].size() + answers[i].size());
+    d.string_heap += heap_of(double(questions[i].size())) + 2 * heap_of(double(answers[i].size()));
+    d.tokens += double(examples[i].tokens.size());
+  }
+  for (double* v : {&d.text_bytes, &d.string_heap, &d.tokens}) *v /= double(questions.size());
+  return d;
+}
+
 static int inspect_shards(const std::vector<std::string>& paths, std::string tok_path, int64_t show) {
   Tokenizer tok;
   if (!tok_path.empty()) {
@@ -150,6 +232,7 @@ int run(int argc, char** argv) {
   bool blank_docs = false, quiet = false, skip_invalid = false;
   std::string preset, chat_template = "tulu", truncate_arg = "turns", role_map_arg;
   int64_t max_tokens = 0, heldout = 0;
+  double host_memory_gib = -1;
   std::vector<std::string> input_args, inspect;
   int64_t show = 0;
   int64_t limit = 0, num = 0, length = 50, prompt_words = 50, target_words = 50, seq_len = 256;
@@ -217,8 +300,13 @@ int run(int argc, char** argv) {
   opt("--seq-len", seq_len, "T", "text lm: chunk length in tokens (default 256)")->check(count(2));
   cli::repeatable(opt("--inspect", inspect, "SHARD", "validate and describe a shard (repeatable); no output is written"));
   opt("--show", show, "N", "with --inspect and --tokenizer: decode the first N examples")->check(count(0));
-  app.add_flag("--quiet", quiet, "no summary line");
+  opt("--host-memory", host_memory_gib, "GiB",
+      "host memory this run may use (default: MemAvailable of /proc/meminfo). A run whose\n"
+      "estimated need is larger is refused before it reads or generates anything")
+      ->check(cli::number(0, 1e9));
+  app.add_flag("--quiet", quiet, "no summary line and no progress lines");
   if (int rc = cli::parse(app, argc, argv); rc >= 0) return rc;
+  set_progress_enabled(!quiet);
 
   std::vector<std::string> inputs, qfields = default_question_fields(), afields = default_answer_fields();
   for (const std::string& a : input_args)
@@ -271,6 +359,47 @@ int run(int argc, char** argv) {
   if (dir_exists(tok_path)) tok_path += "/tokenizer.json";
   Tokenizer tok = Tokenizer::from_json_file(tok_path);
 
+  std::string template_text;
+  ChatTemplate chat_tmpl;
+  if (mode == "chat") {
+    chat_tmpl = ChatTemplate::resolve(chat_template);
+    template_text = chat_tmpl.qa_template();
+    template_arg = "chat " + chat_template;
+  } else if (!lm_chunks) {
+    if (template_arg.empty())
+      template_arg = mode == "qa" ? "plain" : mode == "kvr" ? "kvr" : mode == "random-words" ? "memorize" : "passage";
+    template_text = resolve_template(template_arg);
+  } else {
+    check(template_arg.empty(), "--template does not apply to --text-mode lm (loss on every token)");
+  }
+
+  // 0. Refuse a set that cannot fit in host memory, before reading or generating it.
+  std::vector<std::string> words;
+  if (mode == "random-words") words = load_word_list(word_list);
+  {
+    DataSize size;
+    if (mode == "kvr" || mode == "random-words") {
+      const int64_t k = std::min<int64_t>(num, 1000);
+      std::vector<std::string> q, a;
+      if (mode == "kvr") {
+        for (auto& kv : generate_kvr(k, seed)) q.push_back(kv.key), a.push_back(kv.value);
+      } else {
+        a = generate_random_words(words, k, length, seed);
+        q.assign(a.size(), "");
+      }
+      size = generated_size(q, a, tok, PromptTemplate::parse(template_text, template_arg), num);
+    } else {
+      size = input_size(inputs, tok, limit);
+    }
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    char what[160];
+    std::snprintf(what, sizeof what, "prepare_data --mode %s: about %.0f examples of %.0f tokens", mode.c_str(),
+                  size.examples, size.tokens);
+    check_host_memory(what, memory_plan(size, double(template_text.size()), lm_chunks, tok.vocab_size()),
+                      "use a smaller --num or --limit, or split the input (--host-memory GiB replaces MemAvailable)",
+                      host_memory_gib >= 0 ? int64_t(host_memory_gib * gib) : -1, "--host-memory");
+  }
+
   // 1. Collect (question, answer, gold answers) records.
   std::vector<std::string> questions, answers;
   std::vector<std::vector<std::string>> golds;
@@ -304,7 +433,7 @@ int run(int argc, char** argv) {
       input_bytes += int64_t(kv.key.size() + kv.value.size());
     }
   } else if (mode == "random-words") {
-    for (auto& p : generate_random_words(load_word_list(word_list), num, length, seed)) {
+    for (auto& p : generate_random_words(words, num, length, seed)) {
       questions.push_back("");
       answers.push_back(p);
       golds.push_back({p});
@@ -341,19 +470,6 @@ int run(int argc, char** argv) {
   }
 
   // 2. Tokenize and write.
-  std::string template_text;
-  ChatTemplate chat_tmpl;
-  if (mode == "chat") {
-    chat_tmpl = ChatTemplate::resolve(chat_template);
-    template_text = chat_tmpl.qa_template();
-    template_arg = "chat " + chat_template;
-  } else if (!lm_chunks) {
-    if (template_arg.empty())
-      template_arg = mode == "qa" ? "plain" : mode == "kvr" ? "kvr" : mode == "random-words" ? "memorize" : "passage";
-    template_text = resolve_template(template_arg);
-  } else {
-    check(template_arg.empty(), "--template does not apply to --text-mode lm (loss on every token)");
-  }
   ShardWriter writer(tok.hash(), uint32_t(tok.vocab_size()), template_text);
   std::string jsonl;
   if (mode == "chat") {
@@ -420,7 +536,9 @@ int run(int argc, char** argv) {
       jsonl += "]}\n";
     }
   } else {
-    auto docs = tok.encode_batch(documents, /*add_special_tokens=*/true);
+    Progress progress("tokenizing documents", int64_t(documents.size()), "documents");
+    auto docs = tok.encode_batch(documents, /*add_special_tokens=*/true, &progress);
+    progress.finish();
     std::vector<int32_t> stream;
     for (auto& d : docs) {
       stream.insert(stream.end(), d.begin(), d.end());

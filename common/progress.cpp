@@ -19,12 +19,15 @@ std::string format_eta(double s) {
   return buf;
 }
 
+static std::atomic<bool> g_progress_enabled{true};
+void set_progress_enabled(bool on) { g_progress_enabled = on; }
+
 Progress::Progress(std::string what, int64_t total, std::string unit, std::FILE* out)
     : what_(std::move(what)), unit_(std::move(unit)), total_(total), out_(out) {
   const char* env = std::getenv("ENGINE_PROGRESS");
   const std::string mode = env ? env : "";
   tty_ = isatty(fileno(out_));
-  enabled_ = mode != "0";
+  enabled_ = mode != "0" && g_progress_enabled;
   if (mode == "1") {
     start_after_ = 0;
     every_ = 0.1;
@@ -56,6 +59,14 @@ void Progress::add(int64_t n) {
   if (!enabled_) return;
   const int64_t before = done_.fetch_add(n, std::memory_order_relaxed);
   if ((before + n) / stride_ != before / stride_) maybe_print(false);
+}
+
+void Progress::reach(int64_t done) {
+  if (!enabled_) return;
+  int64_t before = done_.load(std::memory_order_relaxed);
+  while (done > before && !done_.compare_exchange_weak(before, done, std::memory_order_relaxed)) {
+  }
+  if (done > before && done / stride_ != before / stride_) maybe_print(false);
 }
 
 void Progress::maybe_print(bool last) {
@@ -94,19 +105,28 @@ int64_t host_memory_available() {
 }
 
 void check_host_memory(const std::string& what, const std::vector<std::pair<std::string, double>>& plan,
-                       const std::string& hint) {
+                       const std::string& hint, int64_t available_bytes, const std::string& available_source) {
   const double GiB = 1024.0 * 1024.0 * 1024.0;
   double total = 0;
   for (const auto& [name, bytes] : plan) total += bytes;
-  const int64_t avail = host_memory_available();
+  const int64_t avail = available_bytes >= 0 ? available_bytes : host_memory_available();
   if (avail < 0 || total <= double(avail)) return;
   std::ostringstream s;
   s.setf(std::ios::fixed);
   s.precision(2);
-  s << what << " needs " << total / GiB << " GiB of host memory (";
-  for (size_t i = 0; i < plan.size(); ++i) s << (i ? ", " : "") << plan[i].first << " " << plan[i].second / GiB << " GiB";
-  s << ") but only " << double(avail) / GiB << " GiB are available (MemAvailable in /proc/meminfo): short by "
-    << (total - double(avail)) / GiB << " GiB";
+  auto size = [&](double bytes) {  // GiB, or MiB below 1 GiB
+    std::ostringstream b;
+    b.setf(std::ios::fixed);
+    b.precision(2);
+    if (bytes >= GiB) b << bytes / GiB << " GiB";
+    else b << bytes / (1024.0 * 1024.0) << " MiB";
+    return b.str();
+  };
+  s << what << " needs " << size(total) << " of host memory (";
+  for (size_t i = 0; i < plan.size(); ++i) s << (i ? ", " : "") << plan[i].first << " " << size(plan[i].second);
+  s << ") but only " << size(double(avail)) << " are available ("
+    << (available_bytes >= 0 ? available_source : std::string("MemAvailable in /proc/meminfo")) << "): short by "
+    << size(total - double(avail));
   if (!hint.empty()) s << ". " << hint;
   throw EngineError(s.str());
 }

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/progress.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/sources.h"
 
@@ -106,11 +107,14 @@ std::vector<Conversation> read_chat_jsonl(const std::string& path, const ChatFor
   std::vector<Conversation> convs(lines.size());
   std::vector<Refusal> why(lines.size());
   std::vector<uint8_t> ok(lines.size());
+  Progress progress("reading " + path, int64_t(lines.size()), "lines");
 #pragma omp parallel for schedule(dynamic, 256)
   for (size_t i = 0; i < lines.size(); ++i) {
     convs[i].line = lines[i].number;
     ok[i] = parse_conversation(lines[i].text, format, convs[i], why[i]);
+    progress.add();
   }
+  progress.finish();
   std::vector<Conversation> out;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (limit > 0 && int64_t(out.size()) >= limit) break;
@@ -290,7 +294,9 @@ std::vector<ChatExample> tokenize_conversations(const Tokenizer& tok, const Chat
   std::vector<ChatExample> out(convs.size());
   // Chunks bound the memory of the encoded prefixes.
   const size_t chunk = 8192;
+  Progress progress("tokenizing " + path, int64_t(convs.size()), "conversations");
   for (size_t c0 = 0; c0 < convs.size(); c0 += chunk) {
+    progress.reach(int64_t(c0));
     const size_t c1 = std::min(convs.size(), c0 + chunk);
     std::vector<std::string> texts;
     std::vector<std::vector<Untrained>> spans(c1 - c0);
@@ -332,5 +338,6 @@ std::vector<ChatExample> tokenize_conversations(const Tokenizer& tok, const Chat
       if (out[c].tokens.empty()) skips.add("first exchange longer than --max-tokens", what);
     }
   }
+  progress.reach(int64_t(convs.size()));
   return out;
 }

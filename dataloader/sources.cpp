@@ -162,6 +162,7 @@ std::vector<QaRecord> read_qa_jsonl(const std::string& path, const std::vector<s
   // JSON parsing is the slow part: parse lines in parallel, then report the first bad line.
   std::vector<QaRecord> out(lines.size());
   std::vector<std::string> errors(lines.size());
+  Progress progress("reading " + path, int64_t(lines.size()), "lines");
 #pragma omp parallel for schedule(dynamic, 256)
   for (size_t i = 0; i < lines.size(); ++i) {
     try {
@@ -169,7 +170,9 @@ std::vector<QaRecord> read_qa_jsonl(const std::string& path, const std::vector<s
     } catch (const EngineError& e) {
       errors[i] = e.what();
     }
+    progress.add();
   }
+  progress.finish();
   for (auto& e : errors)
     if (!e.empty()) throw EngineError(e);
   check(!out.empty(), path, ": no records");
@@ -236,11 +239,14 @@ std::vector<std::string> read_documents(const std::string& path, const std::stri
                                         const std::string& separator, bool blank_lines) {
   const std::string text = read_text_file(path);
   std::vector<std::string> docs;
+  Progress progress("reading " + path, int64_t(text.size()), "bytes");
+  auto reached = [&](std::string_view line) { progress.reach(int64_t(line.data() + line.size() - text.data())); };
   auto ends_with = [](const std::string& s, const std::string& suf) {
     return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
   };
   if (ends_with(path, ".jsonl")) {
     for_each_line(text, [&](std::string_view l, int64_t line) {
+      reached(l);
       if (is_blank(l)) return;
       json j = parse_line(path, line, l);
       check(j.contains(text_field), path, ":", line, ": no field '", text_field, "'");
@@ -258,6 +264,7 @@ std::vector<std::string> read_documents(const std::string& path, const std::stri
       cur.clear();
     };
     for_each_line(text, [&](std::string_view l, int64_t) {
+      reached(l);
       if (blank_lines ? is_blank(l) : l == separator) {
         flush();
       } else {

@@ -86,10 +86,19 @@ EvalOutcome evaluate_factoids(LlamaModel<Backend>& m, const Tokenizer& tok, cons
 // Teacher-forced statistics of each item's trained answer tokens given its prompt (eval/answer_stats.h).
 template <class Backend>
 std::vector<AnswerStats> score_items(LlamaModel<Backend>& m, const std::vector<EvalItem>& items, int batch_size) {
-  std::vector<std::vector<int32_t>> prompts, answers;
-  for (const auto& it : items) {
-    prompts.push_back(it.prompt_ids);
-    answers.push_back(it.answer_ids);
+  // In chunks of whole scoring batches (the same batches as all at once), for the progress.
+  const size_t chunk = size_t(std::max(1, std::min(batch_size, m.max_rows))) * 16;
+  Progress progress("scoring", int64_t(items.size()), "questions");
+  std::vector<AnswerStats> scores;
+  scores.reserve(items.size());
+  for (size_t b = 0; b < items.size(); b += chunk) {
+    std::vector<std::vector<int32_t>> prompts, answers;
+    for (size_t i = b; i < std::min(items.size(), b + chunk); ++i) {
+      prompts.push_back(items[i].prompt_ids);
+      answers.push_back(items[i].answer_ids);
+    }
+    for (const AnswerStats& s : score_answers(m, prompts, answers, batch_size)) scores.push_back(s);
+    progress.add(int64_t(prompts.size()));
   }
-  return score_answers(m, prompts, answers, batch_size);
+  return scores;
 }

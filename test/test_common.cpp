@@ -82,6 +82,37 @@ TEST_CASE("progress lines give the count, the percentage, the rate and the ETA; 
   std::string text = buf;
   REQUIRE(text.find("forced: 1/10 items (10.0%)") != std::string::npos);
   REQUIRE(text.find("forced: 10/10 items (100.0%)") != std::string::npos);
+  // reach(): a count given by the caller, never going back
+  setenv("ENGINE_PROGRESS", "1", 1);
+  {
+    std::FILE* g = std::tmpfile();
+    {
+      Progress p("reached", 100, "bytes", g);
+      p.reach(40);
+      p.reach(10);
+      p.reach(100);
+    }
+    std::rewind(g);
+    std::fill(buf, buf + sizeof buf, 0);
+    REQUIRE(std::fread(buf, 1, sizeof buf - 1, g) > 0);
+    REQUIRE(std::string(buf).find("reached: 40/100 bytes (40.0%)") != std::string::npos);
+    REQUIRE(std::string(buf).find("reached: 100/100 bytes (100.0%)") != std::string::npos);
+    REQUIRE(std::string(buf).find("reached: 10/") == std::string::npos);
+    std::fclose(g);
+  }
+  // set_progress_enabled(false) (a program's --quiet) wins over ENGINE_PROGRESS=1
+  set_progress_enabled(false);
+  {
+    std::FILE* g = std::tmpfile();
+    {
+      Progress p("silenced", 10, "items", g);
+      for (int i = 0; i < 10; ++i) p.add();
+    }
+    REQUIRE(std::ftell(g) == 0);
+    std::fclose(g);
+  }
+  set_progress_enabled(true);
+  unsetenv("ENGINE_PROGRESS");
   std::fclose(f);
 }
 
@@ -92,6 +123,12 @@ TEST_CASE("a host memory plan beyond MemAvailable is refused with the plan and t
                       Catch::Contains("huge needs ") && Catch::Contains("weights 931322574.62 GiB") &&
                           Catch::Contains("activations 93132257.46 GiB") && Catch::Contains("MemAvailable") &&
                           Catch::Contains("short by") && Catch::Contains("try less"));
+  // an explicit amount (a program's option) replaces MemAvailable, named in the message
+  REQUIRE_NOTHROW(check_host_memory("fits", {{"a", 600.0 * 1024 * 1024}}, "", int64_t(1) << 30, "--host-memory"));
+  REQUIRE_THROWS_WITH(check_host_memory("tight", {{"a", 600.0 * 1024 * 1024}, {"b", 600.0 * 1024 * 1024}}, "", int64_t(1) << 30,
+                                        "--host-memory"),
+                      Catch::Contains("tight needs 1.17 GiB of host memory (a 600.00 MiB, b 600.00 MiB) but only 1.00 GiB "
+                                      "are available (--host-memory): short by 176.00 MiB"));
 }
 
 TEST_CASE("the run lock: one holder at a time, the holder named, a dead holder's lock taken over") {

@@ -221,6 +221,67 @@ TEST_CASE("prepare_data kvr and random-words") {
   }
 }
 
+TEST_CASE("prepare_data refuses a set beyond host memory before building anything, with the plan and the shortfall") {
+  const std::string out = tmp_dir() + "/big.bin", T = " --tokenizer " + kFix + "tokenizer.json --output " + out;
+  // fits: 300 pairs need well under a MiB
+  auto r = run_prepare("--mode kvr --num 300 --host-memory 0.01" + T);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  REQUIRE(Shard(out).num_examples() == 300);
+  remove_tree(out);
+  remove_tree(tmp_dir() + "/big.jsonl");
+  // 100,000 pairs do not fit in 10 MiB: refused, nothing written
+  r = run_prepare("--mode kvr --num 100000 --host-memory 0.01" + T);
+  REQUIRE(r.code == 1);
+  for (const char* part : {"error: prepare_data --mode kvr: about 100000 examples of ", " MiB of host memory (records ",
+                           "tokenized examples ", "shard ", "JSONL copy ", "but only 10.24 MiB are available (--host-memory): short by "})
+    REQUIRE(r.err.find(part) != std::string::npos);
+  REQUIRE_FALSE(file_exists(out));
+  // against MemAvailable: a trillion pairs fit no machine
+  r = run_prepare("--mode kvr --num 1000000000000" + T);
+  REQUIRE(r.code == 1);
+  REQUIRE(r.err.find("GiB are available (MemAvailable in /proc/meminfo): short by ") != std::string::npos);
+  REQUIRE_FALSE(file_exists(out));
+  // an input set: sized from its lines, bytes and a sample of its tokens
+  r = run_prepare("--mode qa --input " + kFix + "qa.jsonl --host-memory 0.00001" + T);
+  REQUIRE(r.code == 1);
+  REQUIRE(r.err.find("error: prepare_data --mode qa: about 40 examples of ") != std::string::npos);
+  REQUIRE(r.err.find("(--host-memory): short by ") != std::string::npos);
+  REQUIRE_FALSE(file_exists(out));
+}
+
+TEST_CASE("progress with an ETA on stderr for large sets (prepare_data, tokenize --whole), none under --quiet") {
+  // ENGINE_PROGRESS=1 prints from the first update, so the lines depend on the counts only.
+  const std::string out = tmp_dir() + "/progress.bin", T = " --tokenizer " + kFix + "tokenizer.json --output " + out;
+  const std::string err = tmp_dir() + "/progress_err.txt";
+  auto run = [&](const std::string& cmd) {
+    int rc = std::system(("ENGINE_PROGRESS=1 " + cmd + " > /dev/null 2> " + err).c_str());
+    REQUIRE(WIFEXITED(rc));
+    REQUIRE(WEXITSTATUS(rc) == 0);
+    return read_text_file(err);
+  };
+  std::string log = run("./prepare_data --mode kvr --num 3000" + T);
+  INFO(log);
+  for (const char* line : {"generating key-value pairs: 3000/3000 pairs (100.0%)", "tokenizing examples: 3000/3000 examples (100.0%)",
+                           "building the shard: 3000/3000 examples (100.0%)", "building the shard: 3/3000 examples (0.1%)"})
+    REQUIRE(log.find(line) != std::string::npos);
+  REQUIRE(log.find(", ETA ") != std::string::npos);
+  REQUIRE(run("./prepare_data --quiet --mode kvr --num 3000" + T).empty());
+  // an input file: its lines read, then tokenized
+  log = run("./prepare_data --mode qa --input " + kFix + "qa.jsonl" + T);
+  REQUIRE(log.find("reading " + kFix + "qa.jsonl: 40/40 lines (100.0%)") != std::string::npos);
+  // tokenize encode --whole: bytes of the text
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "The value of key " + std::to_string(i) + " is " + std::to_string(i * 7) + ".\n";
+  write_file_atomic(tmp_dir() + "/whole.txt", text);
+  const std::string tcmd = "./tokenize encode --whole --tokenizer " + kFix + "tokenizer.json --input " + tmp_dir() + "/whole.txt";
+  log = run(tcmd);
+  const std::string n = std::to_string(text.size());
+  REQUIRE(log.find("tokenize: encoding: " + n + "/" + n + " bytes (100.0%)") != std::string::npos);
+  REQUIRE(log.find("tokenize: encoding: ") < log.find("tokenize: encoding: " + n + "/"));
+  REQUIRE(run(tcmd + " --quiet").empty());
+}
+
 TEST_CASE("prepare_data text: REMIX passages and LM chunks") {
   std::string docs;
   std::vector<int> lengths = {120, 30, 100, 99, 250};

@@ -10,6 +10,9 @@
 #include "common/error.h"
 #include "dev/fuzz/fuzz_check.h"
 #include "common/file_io.h"
+#include "common/model_cache.h"
+#include "common/progress.h"
+#include "test/scratch_dir.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/train_bpe.h"
 
@@ -226,6 +229,52 @@ TEST_CASE("(c) SentencePiece-style BPE with a Metaspace pre-tokenizer (Mistral s
   check_parity(t, "metaspace", true, false);
 }
 
+TEST_CASE("(d) WordPiece with the BERT normalizer and pre-tokenizer, trained by HF: identical ids and decode") {
+  // uncased (lowercase, accents stripped, CJK spaced out); cased with max_input_chars_per_word 8
+  // and nothing cleaned; accents stripped without lowercasing
+  for (const char* name : {"bert", "bert_cased", "bert_strip_accents"}) {
+    Tokenizer t = Tokenizer::from_json_string(variant_json(name).dump(), name);
+    check_parity(t, name, true, false);
+  }
+  Tokenizer t = Tokenizer::from_json_string(variant_json("bert").dump(), "bert");
+  const int32_t cls = t.token_to_id("[CLS]"), sep = t.token_to_id("[SEP]"), unk = t.token_to_id("[UNK]");
+  REQUIRE(cls >= 0);
+  REQUIRE(t.bos_id() == cls);
+  REQUIRE(t.eos_id() == sep);
+  auto ids = t.encode("Héllo, WORLD!", true);
+  REQUIRE(ids.front() == cls);
+  REQUIRE(ids.back() == sep);
+  REQUIRE(t.decode(ids, true) == "hello, world!");
+  REQUIRE(t.encode("x" + std::string(101, 'a')) == std::vector<int32_t>{unk});  // > max_input_chars_per_word
+}
+
+TEST_CASE("truncation and padding: refused by from_json_file, checked by name and dropped for callers that cut themselves") {
+  json j = variant_json("bert");
+  j["truncation"] = {{"direction", "Right"}, {"max_length", 4}, {"strategy", "LongestFirst"}, {"stride", 0}};
+  j["padding"] = {{"strategy", {{"Fixed", 16}}}, {"direction", "Right"}, {"pad_to_multiple_of", nullptr},
+                  {"pad_id", 0}, {"pad_type_id", 0}, {"pad_token", "[PAD]"}};
+  const std::string path = scratch_dir("tokenizer_length") + "/tokenizer.json";
+  write_file_atomic(path, j.dump());
+  REQUIRE_THROWS_WITH(Tokenizer::from_json_file(path), Catch::Contains("'truncation'"));
+  Tokenizer t = Tokenizer::from_json_file_without_length_rules(path);
+  const std::string text = "a sentence much longer than four tokens, never cut nor padded";
+  REQUIRE(t.encode(text, true) == Tokenizer::from_json_string(variant_json("bert").dump(), "b").encode(text, true));
+  j["truncation"]["side"] = "left";
+  write_file_atomic(path, j.dump());
+  REQUIRE_THROWS_WITH(Tokenizer::from_json_file_without_length_rules(path),
+                      Catch::Contains(path) && Catch::Contains("truncation.side"));
+}
+
+TEST_CASE("the real all-MiniLM-L6-v2 tokenizer: identical ids and decode (make test-minilm)", "[.minilm]") {
+  const std::string path = minilm_dir() + "/tokenizer.json";
+  if (!file_exists(path)) FAIL(minilm_missing_message());
+  Tokenizer t = Tokenizer::from_json_file_without_length_rules(path);
+  REQUIRE(t.vocab_size() == 30522);
+  check_parity(t, "minilm", true, false);
+  // the file's truncation/padding are refused by the plain loader
+  REQUIRE_THROWS_WITH(Tokenizer::from_json_file(path), Catch::Contains("'truncation'"));
+}
+
 TEST_CASE("other pre-tokenizer / normalizer pieces (Split behaviors, invert, Digits, Metaspace) on 300 documents") {
   for (const char* name : {"split_removed_digits", "split_merged_next", "split_merged_previous",
                            "split_contiguous_invert", "metaspace_always_nosplit"}) {
@@ -318,6 +367,14 @@ TEST_CASE("the hash depends on content, not on JSON formatting") {
   pre["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = kQwen2Pattern;
   REQUIRE(Tokenizer::from_json_string(pre.dump(), "p").hash() != a.hash());
   REQUIRE(Tokenizer::from_json_string(variant_json("qwen2").dump(), "q").hash() != a.hash());
+  // WordPiece: the model's own settings count too
+  json w = variant_json("bert");
+  const uint64_t wh = Tokenizer::from_json_string(w.dump(), "w").hash();
+  w["model"]["max_input_chars_per_word"] = 99;
+  REQUIRE(Tokenizer::from_json_string(w.dump(), "w").hash() != wh);
+  w = variant_json("bert");
+  w["model"]["continuing_subword_prefix"] = "@@";
+  REQUIRE(Tokenizer::from_json_string(w.dump(), "w").hash() != wh);
 }
 
 TEST_CASE("unsupported or corrupt tokenizer.json content is an error naming it") {
@@ -354,6 +411,21 @@ TEST_CASE("unsupported or corrupt tokenizer.json content is an error naming it")
   json h = j;
   h["model"]["something_new"] = 1;
   REQUIRE_THAT(error_of(h), Catch::Contains("model.something_new"));
+  json w = variant_json("bert");
+  w["normalizer"]["unicode_version"] = 9;
+  REQUIRE_THAT(error_of(w), Catch::Contains("normalizer.unicode_version"));
+  w = variant_json("bert");
+  w["model"]["unk_token"] = "[NOPE]";
+  REQUIRE_THAT(error_of(w), Catch::Contains("model.unk_token"));
+  w = variant_json("bert");
+  w["model"]["max_input_chars_per_word"] = 0;
+  REQUIRE_THAT(error_of(w), Catch::Contains("model.max_input_chars_per_word"));
+  w = variant_json("bert");
+  w["decoder"]["strip"] = true;
+  REQUIRE_THAT(error_of(w), Catch::Contains("decoder.strip"));
+  w = variant_json("bert");
+  w["pre_tokenizer"]["split_digits"] = true;
+  REQUIRE_THAT(error_of(w), Catch::Contains("pre_tokenizer.split_digits"));
   REQUIRE_THAT(error_of(json::parse("[1,2]")), Catch::Contains("tok.json"));
   REQUIRE_THROWS_WITH(Tokenizer::from_json_string("{not json", "bad.json"), Catch::Contains("bad.json: invalid JSON"));
   REQUIRE_THROWS_WITH(Tokenizer::from_json_file("/nonexistent/tokenizer.json"), Catch::Contains("/nonexistent/tokenizer.json"));
@@ -410,11 +482,40 @@ TEST_CASE("encode_batch equals encode on each text") {
   for (size_t i = 0; i < some.size(); ++i) REQUIRE(batch[i] == t.encode(some[i], true));
 }
 
+TEST_CASE("encoding a whole text with a progress counter: the same ids, every byte counted, lines on the way") {
+  // 400 corpus documents joined into one text, with special tokens between some of them.
+  std::string text;
+  for (size_t i = 0; i < 400; ++i) text += corpus()[i] + (i % 50 == 49 ? "<s>\n" : "\n");
+  setenv("ENGINE_PROGRESS", "1", 1);  // print from the first update (throttled), whatever the clock
+  for (const char* name : {"llama3", "llama2", "metaspace", "qwen2_nfc"}) {
+    INFO(name);
+    Tokenizer t = Tokenizer::from_json_string(variant_json(name).dump(), name);
+    std::FILE* f = std::tmpfile();
+    std::vector<int32_t> ids;
+    {
+      Progress p("encoding", int64_t(text.size()), "bytes", f);
+      ids = t.encode(text, true, &p);
+    }
+    REQUIRE(ids == t.encode(text, true));
+    std::rewind(f);
+    std::string log(4096, '\0');
+    log.resize(std::fread(log.data(), 1, log.size(), f));
+    std::fclose(f);
+    const std::string total = std::to_string(text.size());
+    REQUIRE(log.find("encoding: " + total + "/" + total + " bytes (100.0%)") != std::string::npos);
+    // The first line comes from a piece or segment before the end (a text without pre-tokenizer
+    // advances at the special tokens that cut it into segments).
+    REQUIRE(log.find("/" + total + " bytes (100.0%)") > log.find("/" + total + " bytes ("));
+  }
+  unsetenv("ENGINE_PROGRESS");
+}
+
 TEST_CASE("fuzz property, short run (the long run is dev/fuzz/run_fuzz.sh)") {
   // Random bytes, random mixes of multi-byte characters, and corpus slices with bytes flipped,
   // cut or duplicated; fuzz_check aborts with the input in hex on any failure.
   Tokenizer bl = Tokenizer::from_json_file(kDir + "bytelevel.json");
   Tokenizer sp = Tokenizer::from_json_file(kDir + "sentencepiece.json");
+  Tokenizer wp = Tokenizer::from_json_file(kDir + "wordpiece.json");
   const auto& docs = corpus();
   std::mt19937_64 rng(12345);
   const char* pieces[] = {"a", " ", "  ", "\n", "\t", "\r\n", "1", "'s", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80",
@@ -438,7 +539,7 @@ TEST_CASE("fuzz property, short run (the long run is dev/fuzz/run_fuzz.sh)") {
         if (rng() % 4 == 0) s += s;
       }
     }
-    fuzz_check(bl, sp, s);
+    fuzz_check(bl, sp, s, &wp);
   }
   SUCCEED("4000 inputs");
 }

@@ -30,6 +30,11 @@ int byte_fallback_value(const std::string& s) {
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
+// WordPiece cleanup: BERT's tokenization put spaces before punctuation and inside contractions.
+const std::pair<std::string, std::string> kWordPieceCleanup[] = {
+    {" .", "."},     {" ?", "?"},       {" !", "!"},         {" ,", ","},   {" ' ", "'"},   {" n't", "n't"},
+    {" 'm", "'m"},   {" do not", " don't"}, {" 's", "'s"},    {" 've", "'ve"}, {" 're", "'re"}};
+
 }  // namespace
 
 std::string Tokenizer::Impl::decode_ids(const int32_t* ids, size_t n, bool skip_special,
@@ -93,6 +98,17 @@ std::string Tokenizer::Impl::decode_ids(const int32_t* ids, size_t n, bool skip_
           if (!fused)  // the end of a fused text is only known at the end of the stream
             for (int k = 0; k < d.stop && e > a && tok[e - 1] == d.content[0]; ++k) --e;
           tok = tok.substr(a, e - a);
+        }
+        break;
+      case DecoderStep::WordPiece:
+        for (size_t i = 0; i < tokens.size(); ++i) {
+          std::string& tok = tokens[i];
+          if (!(i == 0 && at_start)) {  // a continuation joins its word, any other token gets a space
+            if (!d.pattern.empty() && tok.compare(0, d.pattern.size(), d.pattern) == 0) tok.erase(0, d.pattern.size());
+            else tok = " " + tok;
+          }
+          if (d.cleanup)  // as HF, per token and in this order
+            for (const auto& [from, to] : kWordPieceCleanup) replace_all(&tok, from, to);
         }
         break;
       case DecoderStep::Metaspace:

@@ -1,12 +1,13 @@
 // Encoding, in HF `tokenizers` order: split out added tokens that match the raw text, normalize
 // the rest, split out added tokens that match the normalized text, pre-tokenize into pieces, run
-// BPE on each piece, then let the post-processor add BOS/EOS.
+// BPE (or WordPiece) on each piece, then let the post-processor add BOS/EOS ([CLS]/[SEP]).
 #include <algorithm>
 #include <cstring>
 #include <queue>
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "common/progress.h"
 #include "tokenizer/impl.h"
 #include "tokenizer/unicode_nfc.h"
 
@@ -61,13 +62,6 @@ namespace {
 
 using Impl = Tokenizer::Impl;
 
-// Unicode White_Space, as Rust's char::is_whitespace / regex \s (used by lstrip/rstrip).
-bool is_white_space(uint32_t c) {
-  return (c >= 9 && c <= 13) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
-}
-
 uint32_t decode_cp(const unsigned char* s, size_t len) {
   if (len == 1) return s[0];
   uint32_t cp = s[0] & (0x7F >> len);
@@ -79,6 +73,13 @@ struct Encoder {
   const Impl& t;
   Impl::Cache* cache;
   std::vector<int32_t>* out;
+  // Progress in bytes of the raw text: a piece that lies inside `frame` (a view of the raw text,
+  // or of a segment's normalized copy) reports its start mapped back to a raw offset (scaled when
+  // the normalizer changed the length); every segment reports its end. Pieces built elsewhere
+  // (Metaspace) and a text without pre-tokenizer (one piece per segment) advance at segment ends.
+  Progress* progress = nullptr;
+  std::string_view frame;
+  size_t frame_raw_begin = 0, frame_raw_size = 0;
   // scratch reused across pieces
   std::vector<int32_t> symbols;
   std::vector<uint32_t> ranks;
@@ -170,8 +171,53 @@ struct Encoder {
     symbols.resize(k);
   }
 
+  // ---- WordPiece on one word: from the left, the longest vocab entry that prefixes the rest
+  // (with the continuation prefix after the first piece); the whole word is unk when some rest
+  // has no entry or the word has more than max_chars characters.
+  std::string candidate;
+  std::vector<size_t> bounds;
+  void wordpiece(std::string_view word) {
+    const auto* s = reinterpret_cast<const unsigned char*>(word.data());
+    bounds.clear();  // character boundaries
+    for (size_t i = 0; i < word.size(); i += utf8_char_length(s + i, word.size() - i)) bounds.push_back(i);
+    bounds.push_back(word.size());
+    if (bounds.size() - 1 > t.wordpiece_max_chars) return out->push_back(t.unk_id);
+    const size_t first = out->size();
+    for (size_t a = 0; a + 1 < bounds.size();) {
+      int32_t id = -1;
+      size_t b = bounds.size() - 1;
+      for (; b > a; --b) {
+        candidate.assign(a > 0 ? t.wordpiece_prefix : std::string());
+        candidate.append(word.substr(bounds[a], bounds[b] - bounds[a]));
+        if ((id = t.model_index.find(candidate)) >= 0) break;
+      }
+      if (id < 0) {
+        out->resize(first);
+        return out->push_back(t.unk_id);
+      }
+      out->push_back(id);
+      a = b;
+    }
+  }
+
+  void report_piece(std::string_view piece) {
+    const auto p = uintptr_t(piece.data()), b = uintptr_t(frame.data());
+    if (p < b || p + piece.size() > b + frame.size()) return;
+    const size_t at = p - b;
+    progress->reach(int64_t(frame_raw_begin + (frame.size() == frame_raw_size
+                                                   ? at
+                                                   : size_t(double(at) / double(frame.size()) * double(frame_raw_size)))));
+  }
+  void set_frame(std::string_view f, size_t raw_begin, size_t raw_size) {
+    frame = f;
+    frame_raw_begin = raw_begin;
+    frame_raw_size = raw_size;
+  }
+
   void bpe(std::string_view piece) {
     if (piece.empty()) return;
+    if (progress) report_piece(piece);
+    if (t.wordpiece) return wordpiece(piece);
     const uint64_t h = hash64(piece.data(), piece.size());
     if (t.ignore_merges) {
       int32_t id = t.model_index.find(piece, h);
@@ -234,6 +280,24 @@ struct Encoder {
       }
       case PreTokenizerStep::Split:
         return split(k, step, piece, at_origin);
+      case PreTokenizerStep::Bert: {
+        // whitespace separates words and is dropped; each punctuation character is a word alone
+        const auto* s = reinterpret_cast<const unsigned char*>(piece.data());
+        size_t word = 0;
+        for (size_t i = 0; i < piece.size();) {
+          size_t len = utf8_char_length(s + i, piece.size() - i);
+          uint32_t c = len == 1 && s[i] >= 0x80 ? 0xFFFD : decode_cp(s + i, len);
+          bool space = is_white_space(c), punct = !space && bert_is_punctuation(c);
+          if (space || punct) {
+            if (i > word) pre_tokenize(k + 1, piece.substr(word, i - word), at_origin && word == 0);
+            if (punct) pre_tokenize(k + 1, piece.substr(i, len), at_origin && i == 0);
+            word = i + len;
+          }
+          i += len;
+        }
+        if (piece.size() > word) pre_tokenize(k + 1, piece.substr(word), at_origin && word == 0);
+        return;
+      }
     }
   }
 
@@ -366,24 +430,33 @@ struct Encoder {
     return start_space && stop_space;
   }
 
-  void encode(std::string_view text, bool add_special) {
-    if (add_special) out->insert(out->end(), t.post_prefix.begin(), t.post_prefix.end());
-    split_added(text, t.added_raw, t.raw_first_byte, [&](std::string_view seg, size_t offset, int32_t id) {
-      if (id >= 0) return out->push_back(id);
-      if (t.normalizers.empty()) {
-        split_added(seg, t.added_normalized, t.normalized_first_byte,
-                    [&](std::string_view sub, size_t sub_offset, int32_t sub_id) {
-                      if (sub_id >= 0) return out->push_back(sub_id);
-                      pre_tokenize(0, sub, offset == 0 && sub_offset == 0);
-                    });
-        return;
-      }
-      std::string normalized = normalize_text(t, seg);
-      split_added(normalized, t.added_normalized, t.normalized_first_byte,
+  // One segment of the raw text at `offset`: an added token (id >= 0) or text.
+  void encode_segment(std::string_view seg, size_t offset, int32_t id) {
+    if (id >= 0) return out->push_back(id);
+    if (t.normalizers.empty()) {
+      split_added(seg, t.added_normalized, t.normalized_first_byte,
                   [&](std::string_view sub, size_t sub_offset, int32_t sub_id) {
                     if (sub_id >= 0) return out->push_back(sub_id);
                     pre_tokenize(0, sub, offset == 0 && sub_offset == 0);
                   });
+      return;
+    }
+    std::string normalized = normalize_text(t, seg);
+    set_frame(normalized, offset, seg.size());
+    split_added(normalized, t.added_normalized, t.normalized_first_byte,
+                [&](std::string_view sub, size_t sub_offset, int32_t sub_id) {
+                  if (sub_id >= 0) return out->push_back(sub_id);
+                  pre_tokenize(0, sub, offset == 0 && sub_offset == 0);
+                });
+    set_frame({}, 0, 0);  // `normalized` ends here
+  }
+
+  void encode(std::string_view text, bool add_special) {
+    if (add_special) out->insert(out->end(), t.post_prefix.begin(), t.post_prefix.end());
+    set_frame(text, 0, text.size());
+    split_added(text, t.added_raw, t.raw_first_byte, [&](std::string_view seg, size_t offset, int32_t id) {
+      encode_segment(seg, offset, id);
+      if (progress) progress->reach(int64_t(offset + seg.size()));
     });
     if (add_special) out->insert(out->end(), t.post_suffix.begin(), t.post_suffix.end());
   }
@@ -400,6 +473,10 @@ std::string normalize_text(const Tokenizer::Impl& t, std::string_view text) {
     }
     if (n.kind == NormalizerStep::NFC) {
       s = nfc_normalize(s);
+      continue;
+    }
+    if (n.kind == NormalizerStep::Bert) {
+      s = bert_normalize(s, n.bert);
       continue;
     }
     std::string r;  // Replace every (non-overlapping, leftmost) occurrence
@@ -422,23 +499,27 @@ std::string normalize_text(const Tokenizer::Impl& t, std::string_view text) {
   return s;
 }
 
-void Tokenizer::Impl::encode_into(std::string_view text, bool add_special, Cache* cache,
-                                  std::vector<int32_t>* out) const {
-  Encoder e{*this, cache, out, {}, {}};
+void Tokenizer::Impl::encode_into(std::string_view text, bool add_special, Cache* cache, std::vector<int32_t>* out,
+                                  Progress* progress) const {
+  Encoder e{*this, cache, out, progress, {}, 0, 0, {}, {}, {}, {}};
   e.encode(text, add_special);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  return encode(text, add_special_tokens, nullptr);
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens, Progress* progress) const {
   check(impl != nullptr, "Tokenizer::encode: tokenizer is not loaded");
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   Impl::Cache cache;
-  impl->encode_into(text, add_special_tokens, &cache, &ids);
+  impl->encode_into(text, add_special_tokens, &cache, &ids, progress);
   return ids;
 }
 
 std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std::string>& texts,
-                                                          bool add_special_tokens) const {
+                                                          bool add_special_tokens, Progress* progress) const {
   check(impl != nullptr, "Tokenizer::encode_batch: tokenizer is not loaded");
   std::vector<std::vector<int32_t>> result(texts.size());
   std::string first_error;
@@ -450,6 +531,7 @@ std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std:
       try {
         result[i].reserve(texts[i].size() / 3 + 4);
         impl->encode_into(texts[i], add_special_tokens, &cache, &result[i]);
+        if (progress) progress->add();
       } catch (const EngineError& e) {
 #pragma omp critical
         if (first_error.empty()) first_error = e.what();

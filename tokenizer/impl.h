@@ -11,6 +11,7 @@
 
 #include "tokenizer/regex.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode_bert.h"
 
 // GPT-2's reversible byte <-> printable-character map used by ByteLevel: printable Latin-1 bytes
 // map to themselves, the other 68 bytes to U+0100.. in byte order.
@@ -68,14 +69,15 @@ struct AddedToken {
 };
 
 struct NormalizerStep {
-  enum Kind { Prepend, Replace, NFC } kind;
+  enum Kind { Prepend, Replace, NFC, Bert } kind;
   std::string text;                 // Prepend: the prefix; Replace: the literal pattern
   std::shared_ptr<Regex> regex;     // Replace with a Regex pattern
   std::string content;              // Replace: the replacement
+  BertNormalizerOptions bert{};     // Bert
 };
 
 struct PreTokenizerStep {
-  enum Kind { Split, ByteLevel, Metaspace } kind;
+  enum Kind { Split, ByteLevel, Metaspace, Bert } kind;  // Bert: whitespace split, punctuation isolated
   // Split (also ByteLevel with use_regex, and Digits)
   std::shared_ptr<Regex> regex;
   std::string literal;  // Split on a String pattern
@@ -91,11 +93,12 @@ struct PreTokenizerStep {
 };
 
 struct DecoderStep {
-  enum Kind { ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace } kind;
-  std::string pattern, content;  // Replace; Strip content
+  enum Kind { ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, WordPiece } kind;
+  std::string pattern, content;  // Replace; Strip content; WordPiece: pattern = the prefix
   int start = 0, stop = 0;       // Strip
   std::string replacement;       // Metaspace
   bool prepend = true;           // Metaspace: prepend_scheme != never
+  bool cleanup = false;          // WordPiece: undo the spaces BERT's tokenization put before punctuation
 };
 
 struct Tokenizer::Impl {
@@ -116,6 +119,12 @@ struct Tokenizer::Impl {
   bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
   bool tiktoken_merges = false;  // merges hold every split of every token (tiktoken rule)
   int32_t unk_id = -1;
+  // WordPiece model (instead of BPE): greedy longest-prefix match in the vocab, pieces after the
+  // first carry the prefix ("##"); a word longer than max_chars characters, or one that cannot be
+  // covered, becomes unk_id.
+  bool wordpiece = false;
+  std::string wordpiece_prefix;
+  size_t wordpiece_max_chars = 100;
 
   // ---- pipeline
   std::vector<NormalizerStep> normalizers;
@@ -145,8 +154,8 @@ struct Tokenizer::Impl {
 
   // encode.cpp
   struct Cache;
-  void encode_into(std::string_view text, bool add_special, Cache* cache,
-                   std::vector<int32_t>* out) const;
+  void encode_into(std::string_view text, bool add_special, Cache* cache, std::vector<int32_t>* out,
+                   Progress* progress = nullptr) const;
   // decode.cpp: bytes of ids; at_start tells whether ids[0] is the first decoded token (the
   // Strip/Metaspace decoders treat the start of the text differently).
   std::string decode_ids(const int32_t* ids, size_t n, bool skip_special, bool at_start) const;

@@ -1,4 +1,4 @@
-// Loading a Hugging Face tokenizer.json with a BPE model. Every field is either understood or
+// Loading a Hugging Face tokenizer.json with a BPE or WordPiece model. Every field is either understood or
 // rejected with an error naming it: a tokenizer that silently encodes differently from HF would
 // corrupt datasets without anyone noticing.
 #include <algorithm>
@@ -78,6 +78,15 @@ struct Loader {
     } else if (type == "NFC") {
       only_keys(n, where, {"type"});
       t->normalizers.push_back({NormalizerStep::NFC, "", nullptr, ""});
+    } else if (type == "BertNormalizer") {
+      only_keys(n, where, {"type", "clean_text", "handle_chinese_chars", "strip_accents", "lowercase"});
+      NormalizerStep s{NormalizerStep::Bert, "", nullptr, ""};
+      s.bert.clean_text = get_bool(n, where, "clean_text", true);
+      s.bert.handle_chinese_chars = get_bool(n, where, "handle_chinese_chars", true);
+      s.bert.lowercase = get_bool(n, where, "lowercase", true);
+      // as HF: strip_accents null follows lowercase
+      s.bert.strip_accents = get_bool(n, where, "strip_accents", s.bert.lowercase);
+      t->normalizers.push_back(std::move(s));
     } else {
       error("normalizer type '", type, "' (", where, ") is not supported");
     }
@@ -149,6 +158,9 @@ struct Loader {
                                                                          : PreTokenizerStep::Never;
       }
       s.split = get_bool(p, where, "split", true);
+    } else if (type == "BertPreTokenizer") {
+      only_keys(p, where, {"type"});
+      s.kind = PreTokenizerStep::Bert;
     } else if (type == "Digits") {
       only_keys(p, where, {"type", "individual_digits"});
       s.kind = PreTokenizerStep::Split;
@@ -267,6 +279,11 @@ struct Loader {
       s.replacement = get_string(d, where, "replacement");
       if (d.contains("prepend_scheme")) s.prepend = get_string(d, where, "prepend_scheme") != "never";
       else s.prepend = get_bool(d, where, "add_prefix_space", true);
+    } else if (type == "WordPiece") {
+      only_keys(d, where, {"type", "prefix", "cleanup"});
+      s.kind = DecoderStep::WordPiece;
+      s.pattern = d.contains("prefix") ? get_string(d, where, "prefix") : "##";
+      s.cleanup = get_bool(d, where, "cleanup", true);
     } else {
       error("decoder type '", type, "' (", where, ") is not supported");
     }
@@ -276,14 +293,27 @@ struct Loader {
   void model(const json& m, std::vector<int32_t>* vocab_ids) {
     if (!m.is_object()) error("field 'model' must be an object");
     std::string type = m.value("type", std::string("BPE"));
-    if (type != "BPE") error("model type '", type, "' is not supported (only BPE)");
-    only_keys(m, "model", {"type", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix",
-                           "fuse_unk", "byte_fallback", "ignore_merges", "vocab", "merges"});
-    if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() != 0.0)
-      error("field 'model.dropout' is not supported (BPE dropout makes encoding random)");
-    for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
-      if (m.contains(k) && !m[k].is_null() && !(m[k].is_string() && m[k].get<std::string>().empty()))
-        error("field 'model.", k, "' is not supported");
+    if (type == "WordPiece") {
+      only_keys(m, "model", {"type", "unk_token", "continuing_subword_prefix", "max_input_chars_per_word", "vocab"});
+      t->wordpiece = true;
+      t->wordpiece_prefix = m.contains("continuing_subword_prefix") ? get_string(m, "model", "continuing_subword_prefix") : "##";
+      if (m.contains("max_input_chars_per_word")) {
+        const json& v = m["max_input_chars_per_word"];
+        if (!v.is_number_integer() || v.get<int64_t>() < 1)
+          error("field 'model.max_input_chars_per_word' must be a positive integer");
+        t->wordpiece_max_chars = v.get<size_t>();
+      }
+      if (!m.contains("unk_token")) error("field 'model.unk_token' is missing (WordPiece needs it)");
+    } else {
+      if (type != "BPE") error("model type '", type, "' is not supported (only BPE and WordPiece)");
+      only_keys(m, "model", {"type", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix",
+                             "fuse_unk", "byte_fallback", "ignore_merges", "vocab", "merges"});
+      if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() != 0.0)
+        error("field 'model.dropout' is not supported (BPE dropout makes encoding random)");
+      for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
+        if (m.contains(k) && !m[k].is_null() && !(m[k].is_string() && m[k].get<std::string>().empty()))
+          error("field 'model.", k, "' is not supported");
+    }
     t->fuse_unk = get_bool(m, "model", "fuse_unk", false);
     t->byte_fallback = get_bool(m, "model", "byte_fallback", false);
     t->ignore_merges = get_bool(m, "model", "ignore_merges", false);
@@ -411,7 +441,12 @@ static std::shared_ptr<Tokenizer::Impl> load(const json& j, const std::string& n
   for (int32_t id : t->post_suffix)
     if (id < 0 || id >= int32_t(t->present.size()) || !t->present[id]) L.error("post_processor: id ", id, " is not a token");
 
-  std::string extra = "normalizer " + j.value("normalizer", json()).dump() + "\npre_tokenizer " +
+  if (t->wordpiece && t->unk_id < 0) L.error("field 'model.unk_token' must name a vocab token (WordPiece needs it)");
+  if (t->wordpiece && t->byte_level) L.error("a ByteLevel pre-tokenizer with a WordPiece model is not supported");
+  // WordPiece settings join the identity only for WordPiece models, so BPE hashes stay as they were
+  std::string extra = (t->wordpiece ? "wordpiece " + t->wordpiece_prefix + " " +
+                                          std::to_string(t->wordpiece_max_chars) + "\n" : std::string()) +
+                      "normalizer " + j.value("normalizer", json()).dump() + "\npre_tokenizer " +
                       j.value("pre_tokenizer", json()).dump() + "\npost_processor " +
                       j.value("post_processor", json()).dump() + "\ndecoder " +
                       j.value("decoder", json()).dump() + "\n";
@@ -438,4 +473,23 @@ Tokenizer Tokenizer::from_json_string(const std::string& text, const std::string
 
 Tokenizer Tokenizer::from_json_file(const std::string& path) {
   return from_json_string(read_text_file(path), path);
+}
+
+Tokenizer Tokenizer::from_json_file_without_length_rules(const std::string& path) {
+  json j;
+  try {
+    j = json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": invalid JSON: ", e.what());
+  }
+  if (!j.is_object()) fail(path, ": not a JSON object");
+  Tokenizer::Impl scratch;
+  Loader L{path, &scratch};
+  if (j.contains("truncation") && !j["truncation"].is_null())
+    L.only_keys(j["truncation"], "truncation", {"direction", "max_length", "strategy", "stride"});
+  if (j.contains("padding") && !j["padding"].is_null())
+    L.only_keys(j["padding"], "padding", {"strategy", "direction", "pad_to_multiple_of", "pad_id", "pad_type_id", "pad_token"});
+  j.erase("truncation");
+  j.erase("padding");
+  return from_json_string(j.dump(), path);
 }

@@ -19,7 +19,7 @@ namespace {
 
 struct Args {
   std::string tokenizer, tiktoken, pattern = "llama3", special, input, output, format = "lines", bos;
-  bool add_special = false, whole = false, skip_special = false;
+  bool add_special = false, whole = false, skip_special = false, quiet = false;
   int64_t vocab_size = 32000, min_frequency = 2;
   std::vector<std::string> files;
 };
@@ -86,16 +86,17 @@ int cmd_encode(const Args& a) {
   Tokenizer t = load_tokenizer(a);
   std::string text = read_input(a), out;
   bool as_json = a.format == "json";
+  // Progress on stderr (common/progress.h): bytes when encoding the whole input as one text.
   if (a.whole) {
-    append_ids(&out, t.encode(text, a.add_special), as_json);
+    Progress progress("tokenize: encoding", int64_t(text.size()), "bytes");
+    append_ids(&out, t.encode(text, a.add_special, &progress), as_json);
   } else {
     std::vector<std::string> lines = split_lines(text);
     const size_t chunk = 1 << 16;  // bounded memory for big inputs
     Progress progress("tokenize: encoding", int64_t(lines.size()), "lines");
     for (size_t s = 0; s < lines.size(); s += chunk) {
       std::vector<std::string> part(lines.begin() + s, lines.begin() + std::min(lines.size(), s + chunk));
-      for (const auto& ids : t.encode_batch(part, a.add_special)) append_ids(&out, ids, as_json);
-      progress.add(int64_t(part.size()));
+      for (const auto& ids : t.encode_batch(part, a.add_special, &progress)) append_ids(&out, ids, as_json);
     }
   }
   write_output(a, out);
@@ -193,6 +194,7 @@ void declare_commands(CLI::App& app, Args& a) {
   encode->add_flag("--add-special-tokens", a.add_special, "add BOS/EOS as the tokenizer's post-processor says");
   opt(encode, "--format", a.format, "lines|json", "output format (default lines)")->check(cli::one_of({"lines", "json"}));
   encode->add_flag("--whole", a.whole, "encode the whole input as one text (newlines included)");
+  encode->add_flag("--quiet", a.quiet, "no progress lines on stderr (shown for inputs that take more than a few seconds)");
 
   CLI::App* decode = cli::subcommand(
       app, "decode", "ids -> text. Each input line of ids (space-separated or a JSON array) becomes one line.",
@@ -240,6 +242,7 @@ int main(int argc, char** argv) {
     const std::vector<CLI::App*> chosen = app.get_subcommands();
     check(!chosen.empty(), "give a command: encode, decode, train or info (see --help)");
     const std::string command = chosen.front()->get_name();
+    set_progress_enabled(!a.quiet);
     if (command == "encode") return cmd_encode(a);
     if (command == "decode") return cmd_decode(a);
     if (command == "train") return cmd_train(a);

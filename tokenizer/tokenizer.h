@@ -1,5 +1,6 @@
-// Byte-level BPE (Llama 3 / GPT-2 / Qwen2) and SentencePiece-style BPE (Llama 2 / Mistral, byte
-// fallback) tokenizers, loaded from Hugging Face tokenizer.json or a tiktoken rank file.
+// Byte-level BPE (Llama 3 / GPT-2 / Qwen2), SentencePiece-style BPE (Llama 2 / Mistral, byte
+// fallback) and WordPiece (BERT) tokenizers, loaded from Hugging Face tokenizer.json or a tiktoken
+// rank file.
 // Token ids are byte-identical with HF `tokenizers`.
 //
 // This header is the contract other components code against (dataloader, prepare_data,
@@ -12,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+class Progress;
+
 struct Tokenizer {
   struct Impl;
   std::shared_ptr<const Impl> impl;
@@ -19,15 +22,23 @@ struct Tokenizer {
   // Throws EngineError naming the file and the unsupported/corrupt field.
   static Tokenizer from_json_file(const std::string& tokenizer_json_path);
   static Tokenizer from_json_string(const std::string& json, const std::string& name_for_errors);
+  // As from_json_file, but the file's `truncation` and `padding` (which HF applies inside encode)
+  // are checked field by field and dropped: for callers that cut and pad sequences themselves
+  // (the BERT encoder truncates to its own max_seq_length). from_json_file refuses them.
+  static Tokenizer from_json_file_without_length_rules(const std::string& tokenizer_json_path);
   static Tokenizer from_tiktoken(const std::string& ranks_path, const std::string& pattern,
                                  const std::vector<std::pair<std::string, int32_t>>& special_tokens);
 
   // As HF `tokenizer.encode(text, add_special_tokens=...)`: added/special tokens appearing in the
   // text are matched as tokens; add_special_tokens applies the post-processor (BOS/EOS).
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
-  // Batch encode over all cores; same result as encode() on each.
-  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts,
-                                                 bool add_special_tokens = false) const;
+  // The same, reporting the bytes of `text` encoded so far to `progress` (total text.size()):
+  // a large text encoded whole (tokenize encode --whole).
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens, Progress* progress) const;
+  // Batch encode over all cores; same result as encode() on each. `progress`, if given, counts
+  // the texts done.
+  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, bool add_special_tokens = false,
+                                                 Progress* progress = nullptr) const;
   // Exact bytes (not necessarily valid UTF-8 for a partial sequence).
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 

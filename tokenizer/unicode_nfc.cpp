@@ -13,7 +13,6 @@ namespace {
 constexpr uint32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
 constexpr uint32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount,
                    kSCount = kLCount * kNCount;
-constexpr uint32_t kInvalidByte = 0x110000;  // + byte value: an invalid UTF-8 byte, kept as is
 
 int combining_class(uint32_t cp) {
   if (cp < 0x300 || cp >= kInvalidByte) return 0;
@@ -66,13 +65,7 @@ uint32_t compose(uint32_t a, uint32_t b) {
 
 }  // namespace
 
-std::string nfc_normalize(std::string_view text) {
-  // Below U+0300 nothing decomposes... except the precomposed Latin-1/Latin Extended letters,
-  // which NFC leaves composed anyway; so pure ASCII and text without any byte >= 0xCC is fast.
-  bool simple = true;
-  for (unsigned char c : text) simple = simple && c < 0xCC;
-  if (simple) return std::string(text);
-
+std::vector<uint32_t> utf8_codepoints(std::string_view text) {
   std::vector<uint32_t> cps;
   cps.reserve(text.size());
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
@@ -85,9 +78,26 @@ std::string nfc_normalize(std::string_view text) {
       cp = s[i] & (0x7F >> len);
       for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (s[i + k] & 63);
     }
-    decompose(cp, &cps);
+    cps.push_back(cp);
     i += len;
   }
+  return cps;
+}
+
+std::string codepoints_utf8(const std::vector<uint32_t>& cps) {
+  std::string out;
+  out.reserve(cps.size());
+  for (uint32_t cp : cps) {
+    if (cp >= kInvalidByte) out.push_back(char(cp - kInvalidByte));
+    else append_utf8(&out, cp);
+  }
+  return out;
+}
+
+void canonical_decompose(std::vector<uint32_t>* in) {
+  std::vector<uint32_t> cps;
+  cps.reserve(in->size());
+  for (uint32_t cp : *in) decompose(cp, &cps);
   // canonical ordering of each run of non-starters
   for (size_t i = 0; i < cps.size();) {
     if (combining_class(cps[i]) == 0) { ++i; continue; }
@@ -97,6 +107,18 @@ std::string nfc_normalize(std::string_view text) {
                      [](uint32_t a, uint32_t b) { return combining_class(a) < combining_class(b); });
     i = j;
   }
+  in->swap(cps);
+}
+
+std::string nfc_normalize(std::string_view text) {
+  // Below U+0300 nothing decomposes... except the precomposed Latin-1/Latin Extended letters,
+  // which NFC leaves composed anyway; so pure ASCII and text without any byte >= 0xCC is fast.
+  bool simple = true;
+  for (unsigned char c : text) simple = simple && c < 0xCC;
+  if (simple) return std::string(text);
+
+  std::vector<uint32_t> cps = utf8_codepoints(text);
+  canonical_decompose(&cps);
   // canonical composition
   std::vector<uint32_t> result;
   result.reserve(cps.size());
@@ -116,11 +138,5 @@ std::string nfc_normalize(std::string_view text) {
     if (cc == 0) starter = ptrdiff_t(result.size());
     result.push_back(c);
   }
-  std::string out;
-  out.reserve(text.size());
-  for (uint32_t cp : result) {
-    if (cp >= kInvalidByte) out.push_back(char(cp - kInvalidByte));
-    else append_utf8(&out, cp);
-  }
-  return out;
+  return codepoints_utf8(result);
 }

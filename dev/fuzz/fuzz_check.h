@@ -3,7 +3,8 @@
 // inside the vocabulary, a byte-level tokenizer gives back exactly the same bytes (unless the
 // input holds an lstrip/rstrip token such as <mask>), and the
 // streaming decoder adds up to decode(). The SentencePiece-style tokenizer must round-trip too
-// when the input holds no added-token lookalike ('<') and no literal U+2581.
+// when the input holds no added-token lookalike ('<') and no literal U+2581. A WordPiece (BERT)
+// tokenizer, when given, normalizes (no round trip) but must satisfy the rest, [CLS] included.
 #pragma once
 #include <cstdio>
 #include <cstdlib>
@@ -35,8 +36,11 @@ inline void fuzz_check_one(const Tokenizer& tok, std::string_view input, bool mu
     fuzz_fail("add_special_tokens did not add BOS", input);
 }
 
-// byte_level: e.g. the Llama 3 style fixture; sentencepiece: the Llama 2 style fixture.
-inline void fuzz_check(const Tokenizer& byte_level, const Tokenizer& sentencepiece, std::string_view input) {
+// byte_level: e.g. the Llama 3 style fixture; sentencepiece: the Llama 2 style fixture;
+// wordpiece (optional): the BERT style fixture.
+inline void fuzz_check(const Tokenizer& byte_level, const Tokenizer& sentencepiece, std::string_view input,
+                       const Tokenizer* wordpiece = nullptr) {
+  if (wordpiece) fuzz_check_one(*wordpiece, input, false);
   // (the fixture's <mask> token strips the spaces around it, as in HF, so it cannot round-trip)
   fuzz_check_one(byte_level, input, input.find("<mask>") == std::string_view::npos);
   bool sp_round_trip = input.find('<') == std::string_view::npos &&

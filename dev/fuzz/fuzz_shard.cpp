@@ -1,11 +1,12 @@
 // libFuzzer target: a token shard (header, template, offsets, tokens, loss bitmap), as the
-// dataloader opens it. Each input is tried as is, then with both checksums recomputed, so that
-// mutations also reach the checks behind the checksums. Accepted: every example is non-empty,
+// dataloader opens it. Each input is tried as is, then with both checksums recomputed as the
+// reader checks them for the version the header names (shard_checksum: hash64 for version 1,
+// XXH3-64 for version 2), so that mutations also reach the checks behind the checksums; seeds of
+// both versions. Accepted: every example is non-empty,
 // lies inside the token array, holds ids < vocab_size, and its loss bits read back; the template
 // either parses or is refused with EngineError.
 #include <cstring>
 
-#include "common/hash.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/shard.h"
 #include "dev/fuzz/fuzz_common.h"
@@ -16,9 +17,11 @@ static void write_seeds(const std::string& dir) {
   a.add({7}, {1});
   a.add({5, 6, 7, 8, 9, 10, 11, 12, 13}, {0, 1, 0, 1, 0, 1, 0, 1, 1});
   a.write(dir + "/small16");
+  write_file_atomic(dir + "/small16_v1", a.serialize(1));
   ShardWriter b(0x99, 70000, "The value of key {key} is? {value}{eos}");
   b.add({69999, 0, 65536}, {1, 1, 0});
   b.write(dir + "/small32");
+  write_file_atomic(dir + "/small32_v1", b.serialize(1));
   ShardWriter c(0, 1, "");
   c.add({0}, {0});
   c.write(dir + "/tiny");
@@ -59,8 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size >= kShardHeaderBytes) {
     ShardHeader h;
     std::memcpy(&h, bytes.data(), sizeof h);
-    h.payload_checksum = hash64(bytes.data() + kShardHeaderBytes, size - kShardHeaderBytes);
-    h.header_checksum = hash64(&h, offsetof(ShardHeader, header_checksum));
+    h.payload_checksum = shard_checksum(h.version, bytes.data() + kShardHeaderBytes, size - kShardHeaderBytes);
+    h.header_checksum = shard_checksum(h.version, &h, offsetof(ShardHeader, header_checksum));
     std::memcpy(bytes.data(), &h, sizeof h);
     fuzz::put_file("x.bin", bytes);
     fuzz::run_one([&] { check_shard(path); });

@@ -1,5 +1,6 @@
-// libFuzzer target: text encoded and decoded by two fixture tokenizers; see fuzz_check.h for the
-// property. Build and run with dev/fuzz/run_fuzz.sh.
+// libFuzzer target: text encoded and decoded by three fixture tokenizers (byte-level BPE,
+// SentencePiece-style BPE, WordPiece); see fuzz_check.h for the property. Build and run with
+// dev/fuzz/run_fuzz.sh.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +10,7 @@
 
 static const Tokenizer* byte_level = nullptr;
 static const Tokenizer* sentencepiece = nullptr;
+static const Tokenizer* wordpiece = nullptr;
 
 // Seeds: the first documents of the tokenizer parity corpus (u32 count, then u32 length + bytes
 // per document), cut to 512 bytes.
@@ -30,13 +32,14 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   std::string d = dir ? dir : "test/fixtures/tokenizer";
   byte_level = new Tokenizer(Tokenizer::from_json_file(d + "/bytelevel.json"));
   sentencepiece = new Tokenizer(Tokenizer::from_json_file(d + "/sentencepiece.json"));
+  wordpiece = new Tokenizer(Tokenizer::from_json_file(d + "/wordpiece.json"));
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Every text is valid input: the contract is the round-trip property, never a rejection.
   fuzz::run_one([&] {
-    fuzz_check(*byte_level, *sentencepiece, std::string_view(reinterpret_cast<const char*>(data), size));
+    fuzz_check(*byte_level, *sentencepiece, std::string_view(reinterpret_cast<const char*>(data), size), wordpiece);
   });
   return 0;
 }

@@ -5,14 +5,19 @@ Writes test/fixtures/tokenizer/:
   corpus.bin            u32 n_docs, then per doc: u32 n_bytes, bytes (valid UTF-8)
   bytelevel.json        byte-level BPE trained here by HF tokenizers with the Llama 3 regex
   sentencepiece.json    SentencePiece-style BPE (byte_fallback, <0xNN> tokens) trained by HF
+  wordpiece.json        BERT-style WordPiece (BertNormalizer, BertPreTokenizer, [CLS] $A [SEP])
+                        trained by HF, with a limited alphabet so that [UNK] occurs
   ours.json             byte-level BPE trained by OUR `./tokenize train` (input for case (b));
                         the expected ids for it still come from HF loading that file
   variants.json         the tokenizers under test: a base file plus fields to replace
   expected_<name>.bin   per doc: u8 add_special_tokens, u32 n_ids, u64 fnv(decode bytes),
                         then one u64 FNV-1a hash per block of 64 ids (see fnv_ids)
 
-Everything is seeded, but HF's trainer is not deterministic, so bytelevel.json and
-sentencepiece.json are only retrained with --retrain (see main). The corpus comes from offline sources only (the Python stdlib's sources and
+  expected_minilm.bin   the ids of the real all-MiniLM-L6-v2 tokenizer (written only when
+                        `scripts/install_deps.sh --minilm` has put it in $MINILM_DIR)
+
+Everything is seeded, but HF's trainer is not deterministic, so bytelevel.json,
+sentencepiece.json and wordpiece.json are only retrained with --retrain (see main). The corpus comes from offline sources only (the Python stdlib's sources and
 docstrings, unicodedata, generated numbers / whitespace / scripts / emoji / special-token lookalikes).
 """
 import ast
@@ -303,6 +308,48 @@ def train_sentencepiece(docs):
     return j
 
 
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(docs):
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    trainer = trainers.WordPieceTrainer(vocab_size=6000, limit_alphabet=600, special_tokens=BERT_SPECIALS,
+                                        show_progress=False)
+    tok.train_from_iterator(docs, trainer)
+    j = json.loads(tok.to_str())
+    ids = {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]")}
+    j["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+        "special_tokens": {t: {"id": t, "ids": [i], "tokens": [t]} for t, i in ids.items()}}
+    return j
+
+
+def minilm_dir():
+    return os.environ.get("MINILM_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "factoid-engine", "all-MiniLM-L6-v2")
+
+
+def load_minilm_tokenizer():
+    # Truncation and padding are the caller's business in the engine (the encoder truncates to its
+    # max_seq_length), so the ids compared are those with both off.
+    path = os.path.join(minilm_dir(), "tokenizer.json")
+    if not os.path.exists(path):
+        return None
+    tok = Tokenizer.from_file(path)
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
 def train_ours(docs):
     # Case (b): our trainer's output, loaded by HF. The test retrains with the same command and
     # checks that it reproduces this file's hash, so the file is an input, not an expectation.
@@ -352,6 +399,17 @@ VARIANTS = [
         "normalizer": None,
         "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": True},
         "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": True}}),
+    ("bert", "wordpiece.json", {}),
+    # cased, nothing cleaned or spaced out, and words over 8 characters become [UNK]
+    ("bert_cased", "wordpiece.json", {
+        "normalizer": {"type": "BertNormalizer", "clean_text": False, "handle_chinese_chars": False,
+                       "strip_accents": False, "lowercase": False},
+        "model.max_input_chars_per_word": 8,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": False}}),
+    # accents stripped without lowercasing
+    ("bert_strip_accents", "wordpiece.json", {
+        "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                       "strip_accents": True, "lowercase": False}}),
 ]
 
 
@@ -414,7 +472,8 @@ def main():
     # from process to process; so the trained tokenizers are kept once committed, and only
     # retrained with --retrain. Everything else (corpus, expected ids) is regenerated exactly.
     bases = {}
-    for name, train in (("bytelevel.json", train_bytelevel), ("sentencepiece.json", train_sentencepiece)):
+    for name, train in (("bytelevel.json", train_bytelevel), ("sentencepiece.json", train_sentencepiece),
+                        ("wordpiece.json", train_wordpiece)):
         path = os.path.join(OUT, name)
         if os.path.exists(path) and "--retrain" not in sys.argv:
             bases[name] = json.load(open(path, encoding="utf-8"))
@@ -438,6 +497,13 @@ def main():
         print(f"{name}: done")
     with open(os.path.join(OUT, "variants.json"), "w", encoding="utf-8") as f:
         json.dump(variants, f, ensure_ascii=False, indent=1)
+    minilm = load_minilm_tokenizer()
+    if minilm is None:
+        print(f"minilm: skipped, {minilm_dir()} has no tokenizer.json (scripts/install_deps.sh --minilm); "
+              "the committed expected_minilm.bin is kept")
+    else:
+        write_expected(minilm, docs, os.path.join(OUT, "expected_minilm.bin"))
+        print("minilm: done")
     write_tiktoken(bases["bytelevel.json"], docs)
 
 

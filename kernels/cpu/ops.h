@@ -27,6 +27,14 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weigh
 void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float* x,
                       const float* weight, const float* rstd, int N, int C);
 
+// ---- layernorm.cpp ---- (the BERT encoder's ops)
+// out = (x - mean) / sqrt(var + eps) * weight + bias per row of C (biased variance, as torch).
+// out may equal x.
+void layernorm_forward(float* out, const float* x, const float* weight, const float* bias, int N, int C,
+                       float eps);
+// In place: x = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), the exact GELU.
+void gelu_erf_forward(float* x, int64_t n);
+
 // ---- matmul.cpp ---- (sgemm; y = x W^T as in torch.nn.Linear, W is [OC, IC])
 // out[N, OC] (= or +=) x[N, IC] W^T (+ bias).
 void matmul_forward(float* out, const float* x, const float* weight, const float* bias, int N,
