@@ -31,12 +31,12 @@ $(DEPS_STAMP): scripts/install_deps.sh
 # One archive per component, so that a component builds and tests while another is half-done.
 # Link order: users before providers.
 # (eval: factoid evaluation shared by train_llama and eval_factoids; it uses the data pipeline.)
-COMPONENTS     := eval dataloader tokenizer larimar model kernels emu common
+COMPONENTS     := eval dataloader larimar tokenizer model kernels emu common
 SRCS_larimar   := $(wildcard larimar/*.cpp)
-DEPS_larimar   := model kernels common
+DEPS_larimar   := tokenizer model kernels common
 # Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/, for its objects
 # and those that include its headers only (`private`: not passed on to prerequisites).
-$(BUILD)/larimar/%.o $(BUILD)/test/test_larimar.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
+$(BUILD)/larimar/%.o $(BUILD)/larimar_edit.o $(BUILD)/test/test_larimar.o $(BUILD)/test/test_larimar_%.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(filter-out kernels/cpu/sgemm_$(if $(filter omp,$(GEMM)),dnnl,omp).cpp,$(wildcard kernels/cpu/*.cpp))
@@ -68,7 +68,7 @@ $(foreach c,$(COMPONENTS),$(eval $(call component_rules,$(c))))
 test_component = $(firstword $(foreach c,$(COMPONENTS),$(if $(filter test_$(c)%,$(1)),$(c))))
 test_libs = $(if $(call test_component,$(1)),$(foreach c,$(call test_component,$(1)) $(DEPS_$(call test_component,$(1))),$(call lib_of,$(c))),$(ALL_LIBS))
 
-BINARIES := tokenize prepare_data train_llama eval_factoids analyze_layers scope_detect
+BINARIES := tokenize prepare_data train_llama eval_factoids analyze_layers scope_detect larimar_edit
 BINARIES := $(foreach b,$(BINARIES),$(if $(wildcard $(b).cu $(b).cpp tokenizer/$(b)_main.cpp eval/$(b)_main.cpp),$(b)))
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
@@ -92,6 +92,8 @@ $(BUILD)/%.o: %.cpp | $(DEPS_STAMP)
 tokenize: $(BUILD)/tokenizer/tokenize_main.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 prepare_data: $(BUILD)/prepare_data.o $(HOST_LIBS)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+larimar_edit: $(BUILD)/larimar_edit.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 scope_detect: $(BUILD)/eval/scope_detect_main.o $(HOST_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
@@ -222,6 +224,7 @@ $(BUILD)/cuda-emu/%.o: %.cu | $(DEPS_STAMP)
 $(BUILD)/train_llama_emu: $(BUILD)/cuda-emu/train_llama.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data
+$(BUILD)/test/test_larimar_cli: | larimar_edit eval_factoids
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/eval_factoids_emu eval_factoids

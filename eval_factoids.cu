@@ -37,6 +37,7 @@
 #include "eval/answer_stats.h"
 #include "eval/factoid_eval.h"
 #include "eval/heldout_loss.h"
+#include "larimar/readout.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/decode.h"
@@ -52,7 +53,7 @@ using nlohmann::json;
 
 struct EvalArgs {
   std::vector<std::string> models;
-  std::string data, heldout, tokenizer, template_name, out, match = "exact", device = "auto";
+  std::string data, heldout, tokenizer, template_name, out, match = "exact", device = "auto", memory, larimar;
   int max_new_tokens = 32, batch_size = 32, threads = 0;
   int64_t limit = 0;
   bool score = false, quiet = false;
@@ -90,6 +91,10 @@ static void declare_options(CLI::App& app, EvalArgs& a) {
   app.add_flag("--score", a.score,
                "also score each gold answer under teacher forcing: log-likelihood\n"
                "(sum, mean), share of tokens predicted top-1, first-token rank");
+  opt("--memory", a.memory, "FILE",
+      "decode each answer conditioned on the question's readout from this\n"
+      "Larimar memory file (larimar_edit), through --larimar; not with --score");
+  opt("--larimar", a.larimar, "DIR", "Larimar directory: encoder/ and larimar.safetensors (docs/larimar.md)");
   opt("--out", a.out, "DIR", "write DIR/predictions.jsonl and DIR/metrics.json");
   opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default)")->check(cli::integer(0, 4096));
   opt("--device", a.device, "auto|cpu|cuda", "backend (default auto)")->check(cli::one_of({"auto", "cpu", "cuda"}));
@@ -136,12 +141,30 @@ static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& para
 #endif
   model.load_params(params.data());
   if (args.heldout.empty()) std::vector<float>().swap(params);  // the model holds them now
+  // --memory: every question's memory readout conditions its decoding (LlamaModel::condition).
+  float *slot = nullptr, *embed = nullptr;
+  if (!args.memory.empty()) {
+    std::vector<std::string> questions;
+    for (const auto& it : items) questions.push_back(it.question);
+    const larimar::Conditioning c =
+        larimar::memory_conditioning(args.larimar, args.memory, config, questions, args.batch_size);
+    slot = Backend::template alloc<float>(c.slot.size());
+    embed = Backend::template alloc<float>(c.embed.size());
+    Backend::upload(slot, c.slot.data(), c.slot.size());
+    Backend::upload(embed, c.embed.data(), c.embed.size());
+    model.plan_condition();
+    model.condition = {slot, embed, c.rows};
+  }
   GreedyOptions opt =
       make_stop_options(tok, config, args.max_new_tokens, args.batch_size, match_uses_first_line(match));
   auto t0 = std::chrono::steady_clock::now();
   EvalOutcome r = evaluate_factoids(model, tok, items, opt, match);
   *decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (args.score) *scores = score_items(model, items, args.batch_size);
+  if (slot) {
+    Backend::free(slot);
+    Backend::free(embed);
+  }
   return r;
 }
 
@@ -154,6 +177,9 @@ int main(int argc, char** argv) {
     set_progress_enabled(!args.quiet);
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty() || !args.heldout.empty(), "--data or --heldout is required (see --help)");
+    check(args.memory.empty() == args.larimar.empty(), "--memory and --larimar go together (see --help)");
+    check(args.memory.empty() || !args.score, "--score: not with --memory (the scoring is unconditioned)");
+    check(args.memory.empty() || !args.data.empty(), "--memory: needs --data (questions to decode)");
 #if defined(ENGINE_CUDA)
     if (args.device == "auto") args.device = cuda_device_count() > 0 ? "cuda" : "cpu";
 #else

@@ -67,12 +67,19 @@ EvalOutcome evaluate_factoids(LlamaModel<Backend>& m, const Tokenizer& tok, cons
   Progress progress("evaluating", int64_t(items.size()), "questions");
   std::vector<std::vector<int32_t>> output_ids;
   output_ids.reserve(items.size());
+  // A conditioned model (LlamaModel::condition: one row per item, e.g. a Larimar memory readout)
+  // hands each chunk its rows.
+  const typename LlamaModel<Backend>::Condition cond = m.condition;
+  check(!cond.slot || cond.seqs >= (int)items.size(), "evaluate_factoids: conditioning rows for ", cond.seqs,
+        " of ", items.size(), " questions");
   for (size_t b = 0; b < items.size(); b += chunk) {
     std::vector<std::vector<int32_t>> prompts;
     for (size_t i = b; i < std::min(items.size(), b + chunk); ++i) prompts.push_back(items[i].prompt_ids);
+    m.condition = m.condition_rows(cond, b);
     for (auto& ids : greedy_generate(m, prompts, opt)) output_ids.push_back(std::move(ids));
     progress.add(int64_t(prompts.size()));
   }
+  m.condition = cond;
   return match_outputs(tok, items, std::move(output_ids), match);
 }
 

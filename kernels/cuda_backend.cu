@@ -11,6 +11,7 @@
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/cast.cuh"
+#include "kernels/cuda/condition.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/global_norm.cuh"
@@ -301,6 +302,20 @@ void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* 
 // KV-cache inference.
 #include "kernels/cuda/decode.cuh"
 
+void CudaBackend::condition_kv_forward(bf16* kv, const bf16* qkv, const float* slot, int rows, int T, int KVD,
+                                       int64_t slot_stride, int64_t ld_qkv, int64_t k_offset) {
+  ::condition_kv_forward(kv, qkv, slot, rows, T, KVD, slot_stride, ld_qkv, k_offset, stream());
+}
+void CudaBackend::condition_kv_backward(bf16* d_qkv, float* d_slot, const bf16* d_kv, int rows, int T, int KVD,
+                                        int64_t slot_stride, int64_t ld_qkv, int64_t k_offset) {
+  ::condition_kv_backward(d_qkv, d_slot, d_kv, rows, T, KVD, slot_stride, ld_qkv, k_offset, stream());
+}
+void CudaBackend::condition_embed_forward(bf16* out, const float* rows_src, const int32_t* row_of, int N, int C) {
+  ::condition_embed_forward(out, rows_src, row_of, N, C, stream());
+}
+void CudaBackend::condition_embed_backward(float* d_rows, const bf16* d_emb, int rows, int T, int C) {
+  ::condition_embed_backward(d_rows, d_emb, rows, T, C, stream());
+}
 void CudaBackend::kv_cache_write(bf16* k_cache, bf16* v_cache, const bf16* qkv, const int32_t* slot,
                                  const int32_t* pos, int N, const KvShape& s) {
   check(s.ld_qkv == (int64_t)(s.H + 2 * s.KV) * s.D, "cuda backend: kv_cache_write takes packed qkv rows");

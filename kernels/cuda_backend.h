@@ -125,6 +125,14 @@ struct CudaBackend {
   static void adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1, float b2,
                            float eps, float wd, int step, float grad_scale);
 
+  // ---- memory conditioning (kernels/cuda/condition.cuh) ----
+  static void condition_kv_forward(bf16* kv, const bf16* qkv, const float* slot, int rows, int T, int KVD,
+                                   int64_t slot_stride, int64_t ld_qkv, int64_t k_offset);
+  static void condition_kv_backward(bf16* d_qkv, float* d_slot, const bf16* d_kv, int rows, int T, int KVD,
+                                    int64_t slot_stride, int64_t ld_qkv, int64_t k_offset);
+  static void condition_embed_forward(bf16* out, const float* rows_src, const int32_t* row_of, int N, int C);
+  static void condition_embed_backward(float* d_rows, const bf16* d_emb, int rows, int T, int C);
+
   // ---- KV-cache inference (kernels/cuda/decode.cuh; cache layout per layer [seqs, KV, len, D]) ----
   static void set_decoding(bool) {}  // the GPU path has no decoding-only variant of its ops
   static void kv_cache_write(bf16* k_cache, bf16* v_cache, const bf16* qkv, const int32_t* slot, const int32_t* pos,

@@ -100,6 +100,22 @@ struct CpuBackend {
     ::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, step, grad_scale);
   }
 
+  // ---- memory conditioning (kernels/cpu/condition.cpp) ----
+  static void condition_kv_forward(float* kv, const float* qkv, const float* slot, int rows, int T, int KVD,
+                                   int64_t slot_stride, int64_t ld_qkv, int64_t k_offset) {
+    ::condition_kv_forward(kv, qkv, slot, rows, T, KVD, slot_stride, ld_qkv, k_offset);
+  }
+  static void condition_kv_backward(float* d_qkv, float* d_slot, const float* d_kv, int rows, int T, int KVD,
+                                    int64_t slot_stride, int64_t ld_qkv, int64_t k_offset) {
+    ::condition_kv_backward(d_qkv, d_slot, d_kv, rows, T, KVD, slot_stride, ld_qkv, k_offset);
+  }
+  static void condition_embed_forward(float* out, const float* rows_src, const int32_t* row_of, int N, int C) {
+    ::condition_embed_forward(out, rows_src, row_of, N, C);
+  }
+  static void condition_embed_backward(float* d_rows, const float* d_emb, int rows, int T, int C) {
+    ::condition_embed_backward(d_rows, d_emb, rows, T, C);
+  }
+
   // ---- KV-cache inference (kernels/cpu/decode.cpp) ----
   static void kv_cache_write(float* k_cache, float* v_cache, const float* qkv, const int32_t* slot,
                              const int32_t* pos, int N, const KvShape& s) {

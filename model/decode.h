@@ -38,11 +38,17 @@ std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<Backend>& m,
   if (prompts.empty() || opt.max_new_tokens <= 0) return results;
   // One cache for all batches, sized for the largest (a decoding step runs at most max_N tokens).
   const int batch = (int)std::min<int64_t>({(int64_t)opt.batch_size, (int64_t)prompts.size(), m.max_N});
-  m.kv_reserve(batch, int(longest) + opt.max_new_tokens);
+  // A conditioned model (LlamaModel::condition, one row per prompt) puts its memory slot in front
+  // of each sequence; each batch of sequences reads its prompts' rows.
+  const typename LlamaModel<Backend>::Condition cond = m.condition;
+  check(!cond.slot || cond.seqs >= (int)prompts.size(), "greedy_generate: conditioning vectors for ", cond.seqs,
+        " prompts, not ", prompts.size());
+  m.kv_reserve(batch, int(longest) + opt.max_new_tokens + (cond.slot ? 1 : 0));
   std::vector<int32_t> next(batch), toks, slots;
   for (size_t b0 = 0; b0 < prompts.size(); b0 += size_t(batch)) {
     const int nb = int(std::min(prompts.size() - b0, size_t(batch)));
     m.kv_reset();
+    m.condition = m.condition_rows(cond, b0);
     m.kv_prefill(prompts, b0, nb);
     m.kv_argmax(nb, next.data());
     slots.resize(nb);
@@ -65,6 +71,7 @@ std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<Backend>& m,
       m.kv_argmax(int(slots.size()), next.data());
     }
   }
+  m.condition = cond;
   return results;
 }
 

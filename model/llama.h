@@ -25,10 +25,11 @@
 // mirror, the CPU decoding GEMMs' transposed weights) is remade; a caller that writes `params`
 // directly calls params_changed() afterwards.
 //
-// Hooks for later work: hidden_state(l) hands out the residual stream entering layer l (logit
-// lens, layer swapping) without a copy; embedding_forward takes an additive per-token vector
-// (Larimar readout); attention takes per-query key ranges over a separate key array, so a
-// per-layer prefix key/value is a matter of what k/v point to.
+// Hooks: hidden_state(l) hands out the residual stream entering layer l (logit lens, layer
+// swapping) without a copy; embedding_forward takes an additive per-token vector; `causal = false`
+// makes every token attend its whole example (an encoder); `condition` puts a memory slot in front
+// of each row's keys/values in every layer and adds a per-row vector to its embeddings (Larimar,
+// docs/larimar.md), inside this one forward/backward and the KV-cache steps.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -101,6 +102,35 @@ struct LlamaModel {
   // Optional [rows*T, C] vector added to the token embeddings (room for a memory readout);
   // backend memory, set by the caller before forward(), nullptr = none.
   const act_t* embed_add = nullptr;
+  // false: every token attends to the whole of its example (columns [seg_start, last column of
+  // the example]), not only to the tokens before it: a bidirectional encoder (larimar/encoder.h).
+  bool causal = true;
+
+  // ---- memory conditioning (Larimar: larimar/decoder.h makes the vectors) ----
+  // With condition.slot set (backend memory, fp32 [seqs, L, KV*D]), each row r of a forward (or
+  // sequence s of a prefill) gets in every layer l one extra key/value slot in front of its
+  // tokens, the vector slot[r, l] serving as both key and value; its tokens move one position on
+  // (the slot is position 0, where RoPE is the identity, so the slot is not rotated). The optional
+  // condition.embed (fp32 [seqs, C]) is added to every token embedding of row r. Needs
+  // plan_condition() once. A conditioned row holds one example (seg_start 0, or its own column
+  // for padding), so that every token sees the slot. Unconditioned (slot == nullptr), the
+  // forward and backward are exactly the plain model's.
+  struct Condition {
+    const float* slot = nullptr;
+    const float* embed = nullptr;
+    int seqs = 0;  // rows of slot/embed
+  } condition;
+  // Gradients of the last conditioned forward_backward w.r.t. its rows of condition.slot
+  // [rows, L, KV*D] and condition.embed [rows, C]: overwritten, scaled like the loss.
+  float *d_slot = nullptr, *d_embed = nullptr;
+  void plan_condition();
+  bool conditioned() const { return condition.slot != nullptr; }
+  // Condition c seen from its row `first` on (a loop over chunks of rows hands each chunk its own).
+  Condition condition_rows(const Condition& c, size_t first) const {
+    if (!c.slot) return c;
+    check(first <= (size_t)c.seqs, "condition_rows: row ", first, " of ", c.seqs);
+    return {c.slot + first * (size_t)L * KV * D, c.embed ? c.embed + first * (size_t)C : nullptr, c.seqs - (int)first};
+  }
   // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
   size_t param_state_bytes = 0, activation_bytes = 0;
   ModelUse use = ModelUse::train;
@@ -181,6 +211,9 @@ struct LlamaModel {
   // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).
   void download_moments(float* m_host, float* v_host) const;
   void upload_moments(const float* m_host, const float* v_host);
+  // The backward of the last forward() from a gradient the caller wrote into d_lnf [rows*T, C]
+  // (the output of the final norm), e.g. an encoder's pooled output; parameter gradients are added.
+  void backward_from_lnf();
   // Residual stream entering layer l (l == L: after the last layer), [rows*T, C]; kept for every
   // layer by ModelUse::train and ModelUse::analysis.
   const act_t* hidden_state(int l) const { return l == L ? res_out : acts[l].res_in; }
@@ -224,12 +257,23 @@ struct LlamaModel {
   // / `positions` (and seg_start / key_hi, kv_slot / kv_pos as `keys` needs them).
   void run_layers(const AttentionShape& shape, Keys keys, const act_t* add);
   void make_rope_tables(int positions);
+  // Conditioning buffers (plan_condition): per layer the keys|values with the slot in front
+  // [max_rows * (max_T + 1), 2*KV*D] (one shared buffer for inference), their gradient, the
+  // per-token embedding addition, its row index, and where a prefill writes each entry.
+  std::vector<act_t*> cond_kv;
+  act_t *d_cond_kv = nullptr, *cond_add = nullptr;
+  int32_t *cond_row = nullptr, *cond_seq = nullptr, *cond_pos = nullptr;
+  int64_t cond_entries = 0;    // max_rows * (max_T + 1)
+  int cond_first = 0;          // the sequence of a run's first row (a prefill's chunk)
+  bool cur_conditioned = false, cur_cond_embed = false;  // of the last forward, for its backward
+  std::vector<int32_t> host_key_lo, host_positions, host_cond_row;
+  // The conditioned attention of run_layers, and the embedding addition for row_of (host).
+  const act_t* condition_embedding(const std::vector<int32_t>& row_of, int N);
   void validate_and_upload(const Batch& b);
   int gather_loss_rows(const Batch& b);  // rows with a target -> head_x, loss_targets; returns their count
   int upload_token_index(const std::vector<int32_t>& token_index, const char* who);
   void head_logits(const act_t* x, int n, float* logits_host);
   int lens_rows(int l, const std::vector<int32_t>& token_index, const char* who);
-  void backward_from_lnf();
   // Sets the backend's decoding mode for the scope of a prefill or decoding step.
   struct DecodingScope {
     DecodingScope() { Backend::set_decoding(true); }
@@ -316,6 +360,8 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
   loss_rows = plan<int32_t>(N);
   loss_targets = plan<int32_t>(N);
   host_key_hi.resize(N);
+  host_key_lo.resize(N);
+  host_positions.resize(N);
   host_loss_rows.resize(N);
   host_loss_targets.resize(N);
   make_rope_tables(T);
@@ -337,6 +383,36 @@ void LlamaModel<Backend>::make_rope_tables(int n) {
   Backend::upload(rope_cos, cos_t.data(), cos_t.size());
   Backend::upload(rope_sin, sin_t.data(), sin_t.size());
   rope_len = n;
+}
+
+template <class Backend>
+void LlamaModel<Backend>::plan_condition() {
+  if (!cond_kv.empty()) return;
+  const bool train = use == ModelUse::train;
+  const int KVD = KV * D;
+  cond_entries = (int64_t)max_rows * (max_T + 1);
+  cond_kv.resize(L);
+  for (int l = 0; l < L; l++) cond_kv[l] = train || l == 0 ? plan<act_t>(cond_entries * 2 * KVD) : cond_kv[0];
+  if (train) {
+    d_cond_kv = plan<act_t>(cond_entries * 2 * KVD);
+    d_slot = plan<float>((int64_t)max_rows * L * KVD);
+    d_embed = plan<float>((int64_t)max_rows * C);
+  }
+  cond_add = plan<act_t>(max_N * C);
+  cond_row = plan<int32_t>(max_N);
+  cond_seq = plan<int32_t>(cond_entries);
+  cond_pos = plan<int32_t>(cond_entries);
+  if (rope_len < max_T + 1) make_rope_tables(max_T + 1);
+}
+
+template <class Backend>
+const typename LlamaModel<Backend>::act_t* LlamaModel<Backend>::condition_embedding(const std::vector<int32_t>& row_of,
+                                                                                 int N) {
+  if (!condition.embed) return nullptr;
+  check(!embed_add, "LlamaModel: embed_add and a conditioning embedding are exclusive");
+  Backend::upload(cond_row, row_of.data(), N);
+  Backend::condition_embed_forward(cond_add, condition.embed, cond_row, N, C);
+  return cond_add;
 }
 
 template <class Backend>
@@ -405,9 +481,35 @@ void LlamaModel<Backend>::validate_and_upload(const Batch& b) {
           b.seg_start[i], " is not within [0, column ", col, "]");
     host_key_hi[i] = col;
   }
+  cur_conditioned = conditioned();
+  cur_cond_embed = cur_conditioned && condition.embed;
+  if (cur_conditioned) {
+    // Keys are [slot, token 0, ..., token T-1]: a token's range moves one on and starts at the slot.
+    check(!cond_kv.empty(), "batch: conditioning needs plan_condition()");
+    check(causal, "batch: conditioning is for a causal decoder");
+    check(b.rows <= condition.seqs, "batch: ", b.rows, " rows but conditioning vectors for ", condition.seqs);
+    host_cond_row.resize(N);
+    for (size_t i = 0; i < N; i++) {
+      const int col = (int)(i % b.T);
+      check(b.seg_start[i] == 0 || b.seg_start[i] == col, "batch: seg_start[", i, "] = ", b.seg_start[i],
+            ": a conditioned row holds one example (seg_start 0, or its own column for padding)");
+      check(b.positions[i] + 1 < rope_len, "batch: positions[", i, "] = ", b.positions[i],
+            " + 1 (the slot comes first) is outside [0, ", rope_len, ")");
+      const bool padding = col > 0 && b.seg_start[i] == col;
+      host_key_lo[i] = padding ? col + 1 : 0;  // padding attends to itself only
+      host_key_hi[i] = col + 1;
+      host_positions[i] = b.positions[i] + 1;
+      host_cond_row[i] = (int32_t)(i / b.T);
+    }
+  }
+  if (!causal)  // the last column of each example, from the right: an example is a run of equal seg_start
+    for (size_t i = N; i-- > 0;) {
+      const bool continues = (int)(i % b.T) + 1 < b.T && b.seg_start[i + 1] == b.seg_start[i];
+      host_key_hi[i] = continues ? host_key_hi[i + 1] : (int32_t)(i % b.T);
+    }
   Backend::upload(tokens, b.tokens.data(), N);
-  Backend::upload(positions, b.positions.data(), N);
-  Backend::upload(seg_start, b.seg_start.data(), N);
+  Backend::upload(positions, cur_conditioned ? host_positions.data() : b.positions.data(), N);
+  Backend::upload(seg_start, cur_conditioned ? host_key_lo.data() : b.seg_start.data(), N);
   Backend::upload(key_hi, host_key_hi.data(), N);
   cur_rows = b.rows;
   cur_T = b.T;
@@ -416,7 +518,9 @@ void LlamaModel<Backend>::validate_and_upload(const Batch& b) {
 template <class Backend>
 void LlamaModel<Backend>::forward(const Batch& b) {
   validate_and_upload(b);
-  run_layers(AttentionShape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV}, Keys::batch, embed_add);
+  cond_first = 0;
+  const act_t* add = cur_conditioned ? condition_embedding(host_cond_row, cur_rows * cur_T) : nullptr;
+  run_layers(AttentionShape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV}, Keys::batch, add ? add : embed_add);
 }
 
 template <class Backend>
@@ -444,7 +548,18 @@ void LlamaModel<Backend>::run_layers(const AttentionShape& shape, Keys keys, con
     // q and k heads are adjacent in each qkv row: one RoPE pass over H + KV heads.
     Backend::rope_apply(a.qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, false);
     act_t *k_cache = kv.k + l * kv_layer, *v_cache = kv.v + l * kv_layer;
-    if (keys == Keys::cache) {  // decoding: one token per sequence, its key appended at its position
+    if (conditioned() && keys != Keys::cache) {
+      // The slot in front of each row's keys|values (the first row is sequence cond_first).
+      act_t* kvc = cond_kv[l];
+      const int KVD = KV * D;
+      Backend::condition_kv_forward(kvc, a.qkv, condition.slot + ((int64_t)cond_first * L + l) * KVD, shape.rows,
+                                    shape.Tq, KVD, (int64_t)L * KVD, QKV, (int64_t)H * D);
+      if (keys == Keys::batch_to_cache)  // every entry, slot included, to its sequence's cache
+        Backend::kv_cache_write(k_cache, v_cache, kvc, cond_seq, cond_pos, shape.rows * (shape.Tq + 1),
+                                KvShape{kv.seqs, kv.len, 0, KV, D, 2 * KVD});
+      Backend::attention_forward(a.att, a.lse, a.qkv, kvc, kvc + KVD, seg_start, key_hi,
+                                 AttentionShape{shape.rows, shape.Tq, shape.Tq + 1, H, KV, D, QKV, 2 * KVD});
+    } else if (keys == Keys::cache) {  // decoding: one token per sequence, its key appended at its position
       Backend::kv_cache_write(k_cache, v_cache, a.qkv, kv_slot, positions, N, kv_shape);
       Backend::attention_decode(a.att, a.qkv, k_cache, v_cache, kv_slot, positions, N, kv_shape);
     } else {
@@ -501,17 +616,22 @@ void LlamaModel<Backend>::kv_prefill(const std::vector<std::vector<int32_t>>& pr
   check(n >= 0 && n <= kv.seqs && first + n <= prompts.size(), "kv_prefill: ", n,
         " prompts do not fit the cache of ", kv.seqs, " sequences (kv_reserve)");
   DecodingScope decoding;
-  std::vector<int32_t> tok, pos, lo, hi, slot, cache_pos, last;
+  const bool cond = conditioned();
+  const int shift = cond ? 1 : 0;  // a conditioned sequence starts with its slot at position 0
+  check(!cond || n <= condition.seqs, "kv_prefill: ", n, " sequences but conditioning vectors for ", condition.seqs);
+  check(!cond || !cond_kv.empty(), "kv_prefill: conditioning needs plan_condition()");
+  std::vector<int32_t> tok, pos, lo, hi, slot, cache_pos, last, entry_seq, entry_pos, row_of;
   for (int s0 = 0; s0 < n;) {
     // Rows s0..s1-1, right-padded to the longest of them, as many as fit the activation plan.
     int s1 = s0, P = 0;
     while (s1 < n) {
       const int len = (int)prompts[first + s1].size();
       check(len > 0, "kv_prefill: prompt ", first + s1, " is empty");
-      check(len <= kv.len, "kv_prefill: prompt ", first + s1, " of ", len, " tokens exceeds the cache of ", kv.len,
-            " positions");
+      check(len + shift <= kv.len, "kv_prefill: prompt ", first + s1, " of ", len, " tokens",
+            cond ? " and the memory slot" : "", " exceeds the cache of ", kv.len, " positions");
       const int P_next = std::max(P, len);
       if ((int64_t)(s1 - s0 + 1) * P_next > max_N) break;
+      if (cond && (int64_t)(s1 - s0 + 1) * (P_next + 1) > cond_entries) break;
       P = P_next;
       s1++;
     }
@@ -525,6 +645,9 @@ void LlamaModel<Backend>::kv_prefill(const std::vector<std::vector<int32_t>>& pr
     slot.resize(N);
     cache_pos.resize(N);
     last.resize(rows);
+    row_of.resize(N);
+    entry_seq.resize(cond ? (size_t)rows * (P + 1) : 0);
+    entry_pos.resize(entry_seq.size());
     for (int r = 0; r < rows; r++) {
       const std::vector<int32_t>& p = prompts[first + s0 + r];
       const int len = (int)p.size();
@@ -535,15 +658,21 @@ void LlamaModel<Backend>::kv_prefill(const std::vector<std::vector<int32_t>>& pr
           check(p[t] >= 0 && p[t] < V, "kv_prefill: prompt ", first + s0 + r, " token ", t, " = ", p[t],
                 " is outside the vocabulary [0, ", V, ")");
           tok[i] = p[t];
-          pos[i] = t;
+          pos[i] = t + shift;
         }
-        lo[i] = real ? 0 : t;  // a padding token attends to itself only
-        hi[i] = t;
+        lo[i] = real ? 0 : t + shift;  // a padding token attends to itself only
+        hi[i] = t + shift;
         slot[i] = s0 + r;
         cache_pos[i] = real ? t : -1;
+        row_of[i] = s0 + r;
       }
+      if (cond)  // the entries in front of the attention: slot, then the tokens (padding skipped)
+        for (int j = 0; j <= P; j++) {
+          entry_seq[(size_t)r * (P + 1) + j] = s0 + r;
+          entry_pos[(size_t)r * (P + 1) + j] = j == 0 || j <= len ? j : -1;
+        }
       last[r] = r * P + len - 1;
-      kv.length[s0 + r] = len;
+      kv.length[s0 + r] = len + shift;
     }
     Backend::upload(tokens, tok.data(), N);
     Backend::upload(positions, pos.data(), N);
@@ -552,7 +681,14 @@ void LlamaModel<Backend>::kv_prefill(const std::vector<std::vector<int32_t>>& pr
     Backend::upload(kv_slot, slot.data(), N);
     Backend::upload(kv_pos, cache_pos.data(), N);
     Backend::upload(loss_rows, last.data(), rows);
-    run_layers(AttentionShape{rows, P, P, H, KV, D, QKV, QKV}, Keys::batch_to_cache, nullptr);
+    const act_t* add = nullptr;
+    if (cond) {
+      Backend::upload(cond_seq, entry_seq.data(), entry_seq.size());
+      Backend::upload(cond_pos, entry_pos.data(), entry_pos.size());
+      add = condition_embedding(row_of, N);
+      cond_first = s0;
+    }
+    run_layers(AttentionShape{rows, P, P, H, KV, D, QKV, QKV}, Keys::batch_to_cache, add);
     Backend::gather_rows(head_x, lnf, loss_rows, rows, C);
     Backend::matmul_forward(kv_logits + (int64_t)s0 * V, head_x, params + layout.lm_head, nullptr, rows, C, V, false);
     s0 = s1;
@@ -572,13 +708,18 @@ void LlamaModel<Backend>::kv_decode(const std::vector<int32_t>& toks, const std:
     seen[s] = 1;
     check(toks[i] >= 0 && toks[i] < V, "kv_decode: token ", toks[i], " is outside the vocabulary [0, ", V, ")");
     check(kv.length[s] < kv.len, "kv_decode: sequence ", s, " fills the cache of ", kv.len, " positions");
+    check(!conditioned() || s < condition.seqs, "kv_decode: sequence ", s, " has no conditioning vectors (",
+          condition.seqs, ")");
     pos[i] = kv.length[s]++;
   }
   DecodingScope decoding;
   Backend::upload(tokens, toks.data(), N);
   Backend::upload(positions, pos.data(), N);
   Backend::upload(kv_slot, slots.data(), N);
-  run_layers(AttentionShape{N, 1, 1, H, KV, D, QKV, QKV}, Keys::cache, nullptr);
+  // A conditioned sequence's slot is already in its cache (position 0); the embedding addition
+  // is its sequence's.
+  const act_t* add = conditioned() ? condition_embedding(slots, N) : nullptr;
+  run_layers(AttentionShape{N, 1, 1, H, KV, D, QKV, QKV}, Keys::cache, add);
   Backend::matmul_forward(kv_logits, lnf, params + layout.lm_head, nullptr, N, C, V, false);
 }
 
@@ -752,14 +893,24 @@ void LlamaModel<Backend>::backward_from_lnf() {
     Backend::rmsnorm_backward(d_res, grads + w.ln2, d_ln, a.res_mid, params + w.ln2, a.rstd2, N, C);
     // Attention block.
     Backend::matmul_backward(d_att, grads + w.o_w, nullptr, d_res, a.att, params + w.o_w, N, H * D, C, false);
-    Backend::attention_backward(d_qkv, d_qkv + H * D, d_qkv + (H + KV) * D, d_att, a.qkv, a.qkv + H * D,
-                          a.qkv + (H + KV) * D, a.att, a.lse, seg_start, key_hi, shape);
+    if (cur_conditioned) {  // keys|values with the slot in front: its gradient goes to d_slot
+      const int KVD = KV * D;
+      act_t* kvc = cond_kv[l];
+      Backend::attention_backward(d_qkv, d_cond_kv, d_cond_kv + KVD, d_att, a.qkv, kvc, kvc + KVD, a.att, a.lse,
+                                  seg_start, key_hi, AttentionShape{cur_rows, cur_T, cur_T + 1, H, KV, D, QKV, 2 * KVD});
+      Backend::condition_kv_backward(d_qkv, d_slot + (int64_t)l * KVD, d_cond_kv, cur_rows, cur_T, KVD,
+                                     (int64_t)L * KVD, QKV, (int64_t)H * D);
+    } else {
+      Backend::attention_backward(d_qkv, d_qkv + H * D, d_qkv + (H + KV) * D, d_att, a.qkv, a.qkv + H * D,
+                                  a.qkv + (H + KV) * D, a.att, a.lse, seg_start, key_hi, shape);
+    }
     Backend::rope_apply(d_qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, true);
     Backend::matmul_backward(d_ln, grads + w.qkv_w, w.qkv_b == kNoTensor ? nullptr : grads + w.qkv_b, d_qkv,
                        a.ln1, params + w.qkv_w, N, C, QKV, false);
     Backend::rmsnorm_backward(d_res, grads + w.ln1, d_ln, a.res_in, params + w.ln1, a.rstd1, N, C);
   }
   Backend::embedding_backward(grads + layout.embed, tokens, d_res, N, C);
+  if (cur_cond_embed) Backend::condition_embed_backward(d_embed, d_res, cur_rows, cur_T, C);
 }
 
 // The CPU instantiation is compiled once, in model/llama.cpp.

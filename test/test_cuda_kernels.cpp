@@ -22,6 +22,7 @@
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/cast.cuh"
+#include "kernels/cuda/condition.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
 #include "kernels/cuda/decode.cuh"
 #include "kernels/cuda/embedding.cuh"
@@ -719,6 +720,50 @@ TEST_CASE("cuda logit-lens statistics: probability, rank with ties, top-1, as th
   CHECK((int)got[rows + 4] == 17);
   CHECK((int)got[rows + 5] == V - 1);
   CHECK(got[3] == Approx(1.0 / V).epsilon(1e-5));
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("cuda memory conditioning: the slot before the keys and values and the embedding rows, forward and backward") {
+  // qkv rows of H + 2KV heads with a wider stride than packed; slots with a stride of L * KVD.
+  const int rows = 3, T = 7, H = 4, KV = 2, D = 5, KVD = KV * D, L = 2, C = 13;
+  const int64_t ld = (H + 2 * KV) * D + 3, k_off = (int64_t)H * D, stride = (int64_t)L * KVD;
+  const size_t nkv = (size_t)rows * (T + 1) * 2 * KVD;
+  const std::vector<float> qkv = random_bf16_values((size_t)rows * T * ld, 91);
+  const std::vector<float> slot = random_bf16_values((size_t)rows * stride, 92);
+  const std::vector<float> dkv = random_bf16_values(nkv, 93);
+  const std::vector<float> rows_src = random_bf16_values((size_t)rows * C, 94);
+  const std::vector<float> demb = random_bf16_values((size_t)rows * T * C, 95);
+  std::vector<int> row_of(rows * T);
+  for (int i = 0; i < rows * T; i++) row_of[i] = (i * 5 + 1) % rows;
+  bool identical = false;
+  const std::vector<float> got = run_all_schedules([&] {
+    DeviceBuffer<bf16> q(to_bf16(qkv)), kv(nkv), dq(to_bf16(qkv)), dk(to_bf16(dkv)), emb((size_t)rows * T * C),
+        de(to_bf16(demb));
+    DeviceBuffer<float> sl(slot), dsl((size_t)rows * stride), rs(rows_src), drs((size_t)rows * C);
+    DeviceBuffer<int> ro(row_of);
+    condition_kv_forward(kv, q, sl, rows, T, KVD, stride, ld, k_off, 0);
+    condition_kv_backward(dq, dsl, dk, rows, T, KVD, stride, ld, k_off, 0);
+    condition_embed_forward(emb, rs, ro, rows * T, C, 0);
+    condition_embed_backward(drs, de, rows, T, C, 0);
+    std::vector<float> r = to_f32(kv.download());
+    append(r, to_f32(dq.download()));
+    append(r, dsl.download());
+    append(r, to_f32(emb.download()));
+    append(r, drs.download());
+    return r;
+  }, &identical);
+  REQUIRE(identical);
+  std::vector<float> kv_ref(nkv), dq_ref = qkv, dsl_ref((size_t)rows * stride, 0.0f), emb_ref((size_t)rows * T * C),
+                                   drs_ref((size_t)rows * C);
+  ::condition_kv_forward(kv_ref.data(), qkv.data(), slot.data(), rows, T, KVD, stride, ld, k_off);
+  ::condition_kv_backward(dq_ref.data(), dsl_ref.data(), dkv.data(), rows, T, KVD, stride, ld, k_off);
+  ::condition_embed_forward(emb_ref.data(), rows_src.data(), row_of.data(), rows * T, C);
+  ::condition_embed_backward(drs_ref.data(), demb.data(), rows, T, C);
+  std::vector<float> want = kv_ref;
+  for (const auto* v : {&dq_ref, &dsl_ref, &emb_ref, &drs_ref}) append(want, *v);
+  REQUIRE(got.size() == want.size());
+  REQUIRE(nmse(got, want) == EXACT);
+  REQUIRE(std::any_of(want.begin(), want.end(), [](float x) { return x != 0.0f; }));
 }
 
 // ------------------------------------------------------------------------------------------------

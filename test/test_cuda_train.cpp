@@ -13,6 +13,7 @@
 
 #include "kernels/cuda_backend.cu"  // the backend itself, compiled for the emulator
 #include "eval/layer_lens.h"
+#include "larimar/encoder.h"
 #include "model/decode.h"
 #include "model/llama.h"
 #include "model/weights.h"
@@ -247,6 +248,125 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
   }
   emu::set_schedule("forward");
   REQUIRE(gpu_tokens == cpu_tokens);
+}
+
+TEST_CASE("cuda memory conditioning: a training step and the prefill and a decoding step agree with the cpu backend") {
+  const LlamaConfig cfg = tiny_config(300, 0.05f);
+  const int T = 20, L = cfg.num_hidden_layers, KVD = cfg.num_key_value_heads * cfg.head_dim, C = cfg.hidden_size;
+  LlamaModel<CpuBackend> cpu(cfg, 2, T);
+  LlamaModel<CudaBackend> gpu(cfg, 2, T);
+  cuda_bind_model(gpu);
+  std::vector<float> p0(cpu.layout.total);
+  init_weights(cfg, cpu.layout, p0.data(), 3);
+  cpu.load_params(p0.data());
+  gpu.load_params(p0.data());
+  cpu.plan_condition();
+  gpu.plan_condition();
+  const std::vector<float> slot = random_bf16_values((size_t)2 * L * KVD, 31, 0.5f),
+                           embed = random_bf16_values((size_t)2 * C, 32, 0.1f);
+  float* slot_dev = CudaBackend::alloc<float>(slot.size());
+  float* embed_dev = CudaBackend::alloc<float>(embed.size());
+  CudaBackend::upload(slot_dev, slot.data(), slot.size());
+  CudaBackend::upload(embed_dev, embed.data(), embed.size());
+  cpu.condition = {slot.data(), embed.data(), 2};
+  gpu.condition = {slot_dev, embed_dev, 2};
+
+  // Row 0: one example of T tokens; row 1: one of T - 6 tokens, then padding.
+  Batch b;
+  b.rows = 2;
+  b.T = T;
+  std::mt19937 rng(4);
+  for (int r = 0; r < 2; r++)
+    for (int t = 0; t < T; t++) {
+      const bool real = r == 0 || t < T - 6;
+      b.tokens.push_back(real ? (int)(rng() % cfg.vocab_size) : 0);
+      b.positions.push_back(real ? t : 0);
+      b.seg_start.push_back(real ? 0 : t);
+    }
+  for (int i = 0; i < 2 * T; i++) {
+    const bool has_next = i % T + 1 < T && b.seg_start[i + 1] == 0;
+    b.targets.push_back(i % T >= 4 && has_next ? b.tokens[i + 1] : -1);
+    b.num_target_tokens += b.targets.back() >= 0;
+  }
+  cpu.zero_grad();
+  gpu.zero_grad();
+  const double loss_cpu = cpu.forward_backward(b, b.num_target_tokens);
+  const double loss_gpu = gpu.forward_backward(b, b.num_target_tokens);
+  REQUIRE(std::abs(loss_gpu - loss_cpu) <= 2e-2 * std::abs(loss_cpu));
+  std::vector<float> g_cpu(cpu.layout.total), g_gpu(cpu.layout.total);
+  CpuBackend::download(g_cpu.data(), cpu.grads, g_cpu.size());
+  CudaBackend::download(g_gpu.data(), gpu.grads, g_gpu.size());
+  for (const ParamTensor& t : cpu.layout.tensors) {
+    INFO("gradient of " << t.name);
+    REQUIRE(nmse(std::vector<float>(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel),
+                 std::vector<float>(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel)) < 1e-3);
+  }
+  std::vector<float> ds_gpu(slot.size()), de_gpu(embed.size());
+  CudaBackend::download(ds_gpu.data(), gpu.d_slot, ds_gpu.size());
+  CudaBackend::download(de_gpu.data(), gpu.d_embed, de_gpu.size());
+  REQUIRE(nmse(ds_gpu, std::vector<float>(cpu.d_slot, cpu.d_slot + slot.size())) < 1e-3);
+  REQUIRE(nmse(de_gpu, std::vector<float>(cpu.d_embed, cpu.d_embed + embed.size())) < 1e-3);
+
+  // Prefill (the slot goes to each sequence's cache at position 0) and one decoding step.
+  const std::vector<std::vector<int32_t>> prompts = {{5, 9, 11, 2, 7}, {3, 8}};
+  cpu.kv_reserve(2, 12);
+  gpu.kv_reserve(2, 12);
+  cpu.kv_prefill(prompts, 0, 2);
+  gpu.kv_prefill(prompts, 0, 2);
+  REQUIRE(cpu.kv.length == std::vector<int32_t>{6, 3});
+  REQUIRE(gpu.kv.length == cpu.kv.length);
+  std::vector<float> lc((size_t)2 * cfg.vocab_size), lg(lc.size());
+  CpuBackend::download(lc.data(), cpu.kv_logits, lc.size());
+  CudaBackend::download(lg.data(), gpu.kv_logits, lg.size());
+  REQUIRE(nmse(lg, lc) < 1e-3);
+  cpu.kv_decode({4, 6}, {0, 1});
+  gpu.kv_decode({4, 6}, {0, 1});
+  CpuBackend::download(lc.data(), cpu.kv_logits, lc.size());
+  CudaBackend::download(lg.data(), gpu.kv_logits, lg.size());
+  REQUIRE(nmse(lg, lc) < 1e-3);
+  CudaBackend::free(slot_dev);
+  CudaBackend::free(embed_dev);
+  CudaBackend::release();
+}
+
+TEST_CASE("cuda Larimar encoder: bidirectional codes and every gradient agree with the cpu backend") {
+  const larimar::EncoderConfig ec{tiny_config(300, 0.05f), 16};
+  const int C = ec.llama.hidden_size;
+  larimar::Encoder<CpuBackend> cpu(ec, 3, 20);
+  larimar::Encoder<CudaBackend> gpu(ec, 3, 20);
+  cuda_bind_model(gpu.model);
+  std::vector<float> p0(cpu.model.layout.total);
+  init_weights(ec.llama, cpu.model.layout, p0.data(), 11);
+  cpu.model.load_params(p0.data());
+  gpu.model.load_params(p0.data());
+  cpu.proj_w = gpu.proj_w = random_bf16_values((size_t)16 * C, 12, 0.3f);
+  cpu.proj_b = gpu.proj_b = random_bf16_values(16, 13, 0.1f);
+  std::mt19937 rng(14);
+  std::vector<std::vector<int32_t>> texts;
+  for (int n : {20, 7, 13}) {
+    texts.emplace_back();
+    for (int t = 0; t < n; t++) texts.back().push_back((int32_t)(rng() % ec.llama.vocab_size));
+  }
+  cpu.zero_grad();
+  gpu.zero_grad();
+  std::vector<float> zc, zg;
+  cpu.encode(texts, zc);
+  gpu.encode(texts, zg);
+  REQUIRE(nmse(zg, zc) < 1e-3);
+  const std::vector<float> dz = random_bf16_values(zc.size(), 15);
+  cpu.backward(dz);
+  gpu.backward(dz);
+  std::vector<float> g_cpu(p0.size()), g_gpu(p0.size());
+  CpuBackend::download(g_cpu.data(), cpu.model.grads, g_cpu.size());
+  CudaBackend::download(g_gpu.data(), gpu.model.grads, g_gpu.size());
+  for (const ParamTensor& t : cpu.model.layout.tensors) {
+    INFO("gradient of " << t.name);
+    REQUIRE(nmse(std::vector<float>(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel),
+                 std::vector<float>(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel)) < 1e-3);
+  }
+  REQUIRE(nmse(gpu.d_proj_w, cpu.d_proj_w) < 1e-3);
+  REQUIRE(nmse(gpu.d_proj_b, cpu.d_proj_b) < 1e-3);
+  CudaBackend::release();
 }
 
 // --optimizer-state bf16: the same training on the CUDA backend with bf16 AdamW moments (stochastic

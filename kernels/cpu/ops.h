@@ -85,6 +85,24 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* k, const float* v, const float* out, const float* lse,
                         const int32_t* key_lo, const int32_t* key_hi, const AttentionShape& s);
 
+// ---- condition.cpp ---- (memory conditioning of the decoder, Larimar)
+// Keys and values of a conditioned row: one slot in front of its T tokens, the slot's vector
+// serving as both key and value. kv [rows, T+1, 2*KVD]: row r's entry 0 = [slot[r] | slot[r]],
+// entry t+1 = token r*T+t's key|value, read from qkv at column k_offset (stride ld_qkv); the
+// attention reads k = kv, v = kv + KVD with ld_kv = 2*KVD. slot: row r's KVD fp32 values at
+// slot + r*slot_stride.
+void condition_kv_forward(float* kv, const float* qkv, const float* slot, int rows, int T, int KVD,
+                          int64_t slot_stride, int64_t ld_qkv, int64_t k_offset);
+// The reverse: d_qkv's key|value columns <- entries t+1 of d_kv (overwritten; the query columns
+// are untouched), d_slot[r] = dk[r, 0] + dv[r, 0] (overwritten, fp32).
+void condition_kv_backward(float* d_qkv, float* d_slot, const float* d_kv, int rows, int T, int KVD,
+                           int64_t slot_stride, int64_t ld_qkv, int64_t k_offset);
+// out[i] = rows_src[row_of[i]] (fp32 rows [*, C] -> activations [N, C]): the per-row embedding
+// addition laid out per token.
+void condition_embed_forward(float* out, const float* rows_src, const int32_t* row_of, int N, int C);
+// d_rows[r] = sum over t of d_emb[r*T + t] (overwritten, fp32).
+void condition_embed_backward(float* d_rows, const float* d_emb, int rows, int T, int C);
+
 // ---- decode.cpp ---- (KV-cache inference)
 // A cache of `seqs` sequences of up to `len` positions per layer; qkv rows (stride ld_qkv) hold H
 // query heads, then KV key heads, then KV value heads of D values. The layout of a layer's cache

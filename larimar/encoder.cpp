@@ -1,0 +1,44 @@
+#include "larimar/encoder.h"
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "model/cpu_backend.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace larimar {
+
+EncoderConfig parse_encoder_config(const nlohmann::json& j, const std::string& path) {
+  EncoderConfig c;
+  c.llama = parse_config(j, path);
+  check(j.contains("larimar_code_size"), path, ": missing required field 'larimar_code_size'");
+  const nlohmann::json& cz = j["larimar_code_size"];
+  check(cz.is_number_integer() && cz.get<int64_t>() > 0 && cz.get<int64_t>() <= (1 << 20), path,
+        ": field 'larimar_code_size' must be a positive integer");
+  c.code_size = cz.get<int>();
+  return c;
+}
+
+EncoderConfig load_encoder_config(const std::string& config_json_path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(config_json_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(config_json_path, ": invalid JSON: ", e.what());
+  }
+  return parse_encoder_config(j, config_json_path);
+}
+
+template <class Backend>
+void Encoder<Backend>::load(const std::string& dir) {
+  std::vector<float> host(model.layout.total);
+  load_weights(dir, cfg.llama, model.layout, host.data());
+  model.load_params(host.data());
+  SafeTensors st = SafeTensors::open(dir);
+  st.read_f32(kEncoderProjWeight, proj_w.data(), {Cz, C});
+  st.read_f32(kEncoderProjBias, proj_b.data(), {Cz});
+}
+
+template struct Encoder<CpuBackend>;
+
+}  // namespace larimar
