@@ -684,10 +684,16 @@ def build_layers(x):
     analyses = []
     for i, seed in enumerate(p["seeds"]):
         tag = "" if i == 0 else f"-s{seed}"
+        # each stage-1 checkpoint once, under the first setting that trains it (replay continues
+        # from the unmixed stage 1: it is the same checkpoint, not a mix of its own)
+        stage1_checkpoints = {}
+        for s in x.settings():
+            if stage1_name(s, seed) not in stage1_checkpoints.values():
+                stage1_checkpoints[s] = stage1_name(s, seed)
         s1 = demo_layers.add_analysis(
             d, Stage, f"layers-stage1{tag}", f"where the stage-1 facts are stored (seed {seed}): logit lens, "
-            "layer swaps against the base model", {s: stage1_name(s, seed) for s in x.settings()},
-            f"shards-kvr-s{seed}", reference="base", est_seconds=2 + 2 * len(x.settings()) * p["model"]["layers"])
+            "layer swaps against the base model", stage1_checkpoints,
+            f"shards-kvr-s{seed}", reference="base", est_seconds=2 + 2 * len(stage1_checkpoints) * p["model"]["layers"])
         s2 = demo_layers.add_analysis(
             d, Stage, f"layers-stage2{tag}", f"where the stage-1 facts are after stage 2 (seed {seed}): logit lens",
             {s: run_name("stage2", s, x.main_lr, seed) for s in x.settings()}, f"shards-kvr-s{seed}", est_seconds=3)
