@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/json_file.h"
 #include "common/progress.h"
 #include "dataloader/prompt_template.h"
 #include "dataloader/sources.h"
@@ -156,12 +157,7 @@ ChatTemplate ChatTemplate::resolve(const std::string& name_or_path) {
     return t;
   }
   check(file_exists(name_or_path), name_or_path, ": not a chat template name (tulu, llama3) and not a readable file");
-  json j;
-  try {
-    j = json::parse(read_text_file(name_or_path));
-  } catch (const json::exception& e) {
-    fail(name_or_path, ": invalid JSON: ", e.what());
-  }
+  const json j = read_json_file(name_or_path);
   check(j.is_object(), name_or_path, ": a chat template file is a JSON object");
   for (auto& [k, v] : j.items()) {
     check(k == "system" || k == "user" || k == "assistant_header" || k == "assistant_end" || k == "strip",

@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/json_file.h"
 #include "model/cpu_backend.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -20,13 +21,7 @@ EncoderConfig parse_encoder_config(const nlohmann::json& j, const std::string& p
 }
 
 EncoderConfig load_encoder_config(const std::string& config_json_path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(config_json_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(config_json_path, ": invalid JSON: ", e.what());
-  }
-  return parse_encoder_config(j, config_json_path);
+  return parse_encoder_config(read_json_file(config_json_path), config_json_path);
 }
 
 template <class Backend>

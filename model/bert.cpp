@@ -12,18 +12,14 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/json_file.h"
 #include "kernels/cpu/ops.h"
 #include "model/safetensors.h"
 
 using nlohmann::json;
 
 BertConfig load_bert_config(const std::string& path) {
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
+  const json j = read_json_file(path);
   if (!j.is_object()) fail(path, ": not a JSON object");
   static const char* const read[] = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                      "intermediate_size", "max_position_embeddings", "type_vocab_size",

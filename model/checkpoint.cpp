@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
+#include "common/json_file.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -202,12 +203,7 @@ bool is_training_checkpoint(const std::string& dir) {
 
 nlohmann::json load_trainer_state(const std::string& dir) {
   const std::string path = dir + "/trainer_state.json";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
+  nlohmann::json j = read_json_file(path);
   check(j.is_object(), path, ": expected a JSON object");
   check(j.contains("format_version") && j["format_version"].is_number_integer(), path,
         ": field 'format_version' is missing or not an integer");

@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/json_file.h"
 
 using nlohmann::json;
 
@@ -179,14 +180,7 @@ LlamaConfig parse_config(const json& j, const std::string& path) {
 }
 
 LlamaConfig load_config(const std::string& path) {
-  std::string text = read_text_file(path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
-  return parse_config(j, path);
+  return parse_config(read_json_file(path), path);
 }
 
 json config_to_json(const LlamaConfig& c) {

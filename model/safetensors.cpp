@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/json_file.h"
 
 using nlohmann::json;
 
@@ -146,12 +147,7 @@ SafeTensors SafeTensors::open(const std::string& path) {
   }
   SafeTensors st;
   if (p.size() > 5 && p.compare(p.size() - 5, 5, ".json") == 0) {
-    json idx;
-    try {
-      idx = json::parse(read_text_file(p));
-    } catch (const json::exception& e) {
-      fail(p, ": invalid JSON: ", e.what());
-    }
+    const json idx = read_json_file(p);
     check(idx.is_object() && idx.contains("weight_map") && idx["weight_map"].is_object(), p,
           ": missing field 'weight_map'");
     std::string dir = dirname_of(p);

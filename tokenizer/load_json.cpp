@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/json_file.h"
 #include "tokenizer/impl.h"
 
 using nlohmann::json;
@@ -456,12 +457,7 @@ static std::shared_ptr<Tokenizer::Impl> load(const json& j, const std::string& n
 }
 
 Tokenizer Tokenizer::from_json_string(const std::string& text, const std::string& name) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail(name, ": invalid JSON: ", e.what());
-  }
+  const json j = parse_json(text, name);
   Tokenizer tok;
   try {
     tok.impl = load(j, name, text);
@@ -476,12 +472,7 @@ Tokenizer Tokenizer::from_json_file(const std::string& path) {
 }
 
 Tokenizer Tokenizer::from_json_file_without_length_rules(const std::string& path) {
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
+  json j = read_json_file(path);
   if (!j.is_object()) fail(path, ": not a JSON object");
   Tokenizer::Impl scratch;
   Loader L{path, &scratch};
