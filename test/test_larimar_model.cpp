@@ -19,6 +19,7 @@
 #include "model/weights.h"
 #include "model/cpu_backend.h"
 #include "model/safetensors.h"
+#include "test/max_abs.h"
 
 using Catch::Contains;
 using namespace larimar;
@@ -26,17 +27,6 @@ using namespace larimar;
 namespace {
 
 const std::string kDir = "test/fixtures/larimar/";
-
-float max_abs(const float* a, size_t n) {
-  float m = 0.0f;
-  for (size_t i = 0; i < n; i++) m = std::max(m, std::fabs(a[i]));
-  return m;
-}
-float max_abs_diff(const float* a, const float* b, size_t n) {
-  float m = 0.0f;
-  for (size_t i = 0; i < n; i++) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
 
 // Within 1e-4 relative to the largest reference value (and not all zero, so that the check can fail).
 void check_close(const std::string& what, const float* got, const std::vector<float>& want) {

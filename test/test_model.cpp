@@ -15,6 +15,7 @@
 #include "model/llama.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "test/max_abs.h"
 
 namespace {
 
@@ -75,17 +76,6 @@ Batch slice_rows(const Batch& b, int r0, int r1) {
   s.seg_start = cut(b.seg_start);
   for (int32_t t : s.targets) s.num_target_tokens += t >= 0;
   return s;
-}
-
-float max_abs(const float* a, size_t n) {
-  float m = 0.0f;
-  for (size_t i = 0; i < n; i++) m = std::max(m, std::fabs(a[i]));
-  return m;
-}
-float max_abs_diff(const float* a, const float* b, size_t n) {
-  float m = 0.0f;
-  for (size_t i = 0; i < n; i++) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
 }
 
 void check_hf_parity(const std::string& name) {
