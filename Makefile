@@ -205,11 +205,11 @@ cuda-stats:
 	mv $(BUILD)/cuda_stats.md docs/cuda_stats.md
 ifneq ($(NVCC),)
 CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-NVCC_FLAGS  := -std=c++17 -O3 -lineinfo -Xcompiler -Wall -I. \
+NVCC_FLAGS  := -std=c++17 -O3 -lineinfo -Xcompiler -Wall,-fopenmp -I. \
                $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -ldl
 $(BUILD)/cuda/cuda_backend.o: kernels/cuda_backend.cu kernels/cuda_backend.h kernels/cuda_memory_plan.h \
-                              kernels/cpu/ops.h common/error.h $(wildcard kernels/cuda/*.cuh) | $(DEPS_STAMP)
+                              kernels/cpu/ops.h model/model_use.h common/error.h $(wildcard kernels/cuda/*.cuh) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 $(BUILD)/train_llama.o $(BUILD)/eval_factoids.o $(BUILD)/analyze_layers.o: CXXFLAGS += -DENGINE_CUDA -DENGINE_USE_NVTX -I$(CUDA_HOME)/include

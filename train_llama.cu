@@ -88,6 +88,9 @@ struct TrainArgs {
   int keep = 2;
   std::string save_dtype = "F32";
   std::string optimizer_state = "fp32";
+  std::string recompute = "none";
+  bool offload_optimizer = false;
+  double gpu_memory = 0;  // GiB the plan must fit (0: the device's free memory; 80 for --dry-run)
   std::string resume, log;
   int log_every = 1;
   std::string dist_init;
@@ -162,6 +165,18 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
       ->check(cli::one_of({"F32", "BF16"}));
   opt("--optimizer-state", a.optimizer_state, "fp32|bf16", "AdamW moments: fp32 (default), or bf16 with stochastic rounding (--device cuda)")
       ->check(cli::one_of({"fp32", "bf16"}));
+  opt("--recompute", a.recompute, "none|attn|mlp|block",
+      "activation recompute: rebuild in the backward what the forward did not keep (attention: q|k|v, output, "
+      "log-sum-exp; mlp: gate|up, SwiGLU; block: all but each layer's residual input); bit-identical gradients "
+      "(default none)")
+      ->check(cli::one_of({"none", "attn", "mlp", "block"}));
+  app.add_flag("--offload-optimizer", a.offload_optimizer,
+               "keep the fp32 master weights and AdamW moments in pinned host memory and run AdamW on the host "
+               "cores; the GPU holds the bf16 weights and the gradients (--device cuda, fp32 moments)");
+  opt("--gpu-memory", a.gpu_memory, "GIB",
+      "GPU memory the plan must fit, in GiB; a plan that does not fit is printed with its shortfall and refused "
+      "before anything is allocated (default: the device's free memory; 80 for --dry-run)")
+      ->check(cli::number(0, 1e6));
   opt("--resume", a.resume, "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory");
   opt("--log", a.log, "FILE", "append one JSON line per step (and per evaluation) to FILE");
   opt("--log-every", a.log_every, "N", "print a progress line every N steps (default 1)")->check(cli::integer(1, 1 << 30));
@@ -218,6 +233,13 @@ static void start_signal_watcher() {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+static constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+static std::string fixed2(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", x);
+  return b;
+}
 
 // What LlamaModel<CpuBackend> keeps per layer for the backward (model/llama.h: the residual
 // stream, both norms' outputs, q|k|v, attention output, gate|up, SwiGLU, all fp32, plus two RMSNorm
@@ -379,11 +401,39 @@ struct Trainer {
               {"activations", cpu_saved_activation_bytes(config, rows, args.seq_len)}};
     } else {
       plan = {{"host copies of the weights and AdamW m and v", 12 * P}};
+      if (args.offload_optimizer) plan.push_back({"offloaded master weights and AdamW m and v (pinned)", 12 * P});
     }
     char what[160];
     std::snprintf(what, sizeof what, "train_llama: %s with %.3fB parameters, micro-batch %d x %d tokens",
                   config.architecture.c_str(), P / 1e9, rows, args.seq_len);
     check_host_memory(what, plan, "Use a smaller model, --micro-batch-size or --seq-len");
+  }
+
+  TrainMemory train_memory() const {
+    TrainMemory m;
+    m.recompute = args.recompute == "attn"    ? Recompute::attn
+                  : args.recompute == "mlp"   ? Recompute::mlp
+                  : args.recompute == "block" ? Recompute::block
+                                              : Recompute::none;
+    m.offload_optimizer = args.offload_optimizer;
+    return m;
+  }
+
+  // The GPU plan against the memory it must fit (bytes): the verdict, and on a shortfall the plan
+  // (unless already printed) and an error, before anything is allocated.
+  static void check_plan_fits(const CudaMemoryPlan& plan, double budget, bool print_plan) {
+    const double total = (double)plan.total();
+    if (total <= budget) {
+      std::printf("fits: %.2f GiB of %.2f GiB (%.2f GiB spare)\n", total / kGiB, budget / kGiB,
+                  (budget - total) / kGiB);
+      return;
+    }
+    if (print_plan) std::printf("GPU memory plan:\n%s", format_cuda_memory_plan(plan).c_str());
+    std::fflush(stdout);
+    fail("the GPU memory plan needs ", fixed2(total / kGiB), " GiB but ", fixed2(budget / kGiB),
+         " GiB are available: short by ", fixed2((total - budget) / kGiB),
+         " GiB (try --recompute block, --offload-optimizer, --optimizer-state bf16, a smaller --micro-batch-size "
+         "or --seq-len; --dry-run prints every combination)");
   }
 
   // Joins the other ranks of a multi-process run: the NCCL id from rank 0 through the file store,
@@ -477,18 +527,28 @@ struct Trainer {
       const int rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, rank_batch) : rank_batch;
       const ParamLayout layout = make_param_layout(config);
       const bool bf16_state = args.optimizer_state == "bf16";
-      auto plan = [&](bool bf16) {
-        return shard_cuda_memory_plan(cuda_memory_plan(config, layout, rows, args.seq_len, bf16), config, layout,
-                                      world, args.zero);
+      auto plan = [&](bool bf16, TrainMemory mem) {
+        return shard_cuda_memory_plan(
+            cuda_memory_plan(config, layout, rows, args.seq_len, bf16, ModelUse::train, 0, 0, mem), config, layout,
+            world, args.zero);
       };
-      std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens", config.architecture.c_str(),
-                  layout.total / 1e9, rows, args.seq_len);
+      std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens, --recompute %s%s",
+                  config.architecture.c_str(), layout.total / 1e9, rows, args.seq_len, args.recompute.c_str(),
+                  args.offload_optimizer ? ", --offload-optimizer" : "");
       if (world > 1 || args.zero > 0)
         std::printf(", per GPU of %d ranks at ZeRO %d%s", world, args.zero,
                     args.zero > 0 ? " (planned: training runs ZeRO 0 only yet)" : "");
-      std::printf("\n%s", format_cuda_memory_plan(plan(bf16_state)).c_str());
+      const CudaMemoryPlan chosen = plan(bf16_state, train_memory());
+      std::printf("\n%s", format_cuda_memory_plan(chosen).c_str());
       std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
-                  plan(!bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
+                  plan(!bf16_state, train_memory()).total() / kGiB);
+      // Every combination of the memory options, total GiB per GPU.
+      std::printf("total per option combination (GiB):\n  %-18s %14s %14s %22s\n", "--recompute", "fp32 AdamW",
+                  "bf16 AdamW", "--offload-optimizer");
+      for (Recompute r : {Recompute::none, Recompute::attn, Recompute::mlp, Recompute::block})
+        std::printf("  %-18s %14.2f %14.2f %22.2f\n", recompute_name(r), plan(false, {r, false}).total() / kGiB,
+                    plan(true, {r, false}).total() / kGiB, plan(false, {r, true}).total() / kGiB);
+      check_plan_fits(chosen, args.gpu_memory > 0 ? args.gpu_memory * kGiB : 80 * kGiB, false);
       return;
     }
     check(args.zero == 0, "--zero ", args.zero, ": not implemented yet; training runs ZeRO 0 (every rank holds the "
@@ -519,8 +579,17 @@ struct Trainer {
     const int rank_batch = args.batch_size / pg.world_size;  // examples of a batch on this rank
     int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, rank_batch) : rank_batch;
     check_host_memory_for_training(max_rows);
-    model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len,
-                                            args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32);
+    const MomentDtype moments = args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32;
+    if constexpr (!kOnHost) {
+#if defined(ENGINE_CUDA)
+      const CudaMemoryPlan plan = cuda_memory_plan(config, make_param_layout(config), max_rows, args.seq_len,
+                                                   moments == MomentDtype::bf16, ModelUse::train, 0, 0,
+                                                   train_memory());
+      check_plan_fits(plan, args.gpu_memory > 0 ? args.gpu_memory * kGiB : (double)cuda_free_memory(), true);
+#endif
+    }
+    model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len, moments, ModelUse::train,
+                                                  train_memory());
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
       cuda_bind_model(*model);

@@ -4,6 +4,7 @@
 #include "kernels/cuda_backend.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <vector>
 
@@ -32,6 +33,8 @@ struct BackendState {
   const float* params = nullptr;  // fp32 master weights (device)
   bf16* params_bf16 = nullptr;    // working copy, same offsets
   size_t params_n = 0;
+  bool params_on_host = false;    // pinned host master weights (offloaded optimizer)
+  bf16* host_staging = nullptr;   // pinned, kMirrorChunk values: the host-side cast before upload
   bool mirror_stale = true;
   struct Slot {
     void* ptr = nullptr;
@@ -67,6 +70,21 @@ bool in_params(const void* p) {
   const float* f = static_cast<const float*>(p);
   return s.params && f >= s.params && f < s.params + s.params_n;
 }
+// Host master weights: round to bf16 on the host cores (round to nearest even, as
+// cast_f32_to_bf16 does on the device) in chunks of kMirrorChunk into pinned staging, and upload.
+constexpr size_t kMirrorChunk = (size_t)1 << 24;
+void refresh_mirror_from_host() {
+  BackendState& s = state();
+  if (!s.host_staging) CUDA_CHECK(cudaMallocHost(&s.host_staging, kMirrorChunk * sizeof(bf16)));
+  for (size_t i = 0; i < s.params_n; i += kMirrorChunk) {
+    const size_t m = std::min(kMirrorChunk, s.params_n - i);
+    const float* src = s.params + i;
+    bf16* dst = s.host_staging;
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < m; j++) dst[j] = __float2bfloat16(src[j]);
+    CUDA_CHECK(cudaMemcpy(s.params_bf16 + i, dst, m * sizeof(bf16), cudaMemcpyHostToDevice));
+  }
+}
 // The bf16 working copy of a weight given by its fp32 master pointer.
 const bf16* weight(const float* w) {
   BackendState& s = state();
@@ -74,7 +92,10 @@ const bf16* weight(const float* w) {
   check(in_params(w), "cuda backend: a weight pointer lies outside the bound parameter buffer "
                       "(call CudaBackend::bind_params / cuda_bind_model after creating the model)");
   if (s.mirror_stale) {
-    cast_f32_to_bf16(s.params_bf16, s.params, s.params_n, s.stream);
+    if (s.params_on_host)
+      refresh_mirror_from_host();
+    else
+      cast_f32_to_bf16(s.params_bf16, s.params, s.params_n, s.stream);
     s.mirror_stale = false;
   }
   return s.params_bf16 + (w - s.params);
@@ -97,6 +118,12 @@ int cuda_device_count() {
   return count;
 }
 
+size_t cuda_free_memory() {
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
+
 void CudaBackend::params_changed(const float* p, size_t n) {
   BackendState& s = state();
   if (s.params && p < s.params + s.params_n && p + n > s.params) s.mirror_stale = true;
@@ -111,17 +138,19 @@ void CudaBackend::params_freed(const float* p, size_t n) {
   s.mirror_stale = true;
 }
 const float* CudaBackend::bound_params() { return state().params; }
-void CudaBackend::bind_params(const float* params, size_t n) {
+void CudaBackend::bind_params(const float* params, size_t n, bool host) {
   BackendState& s = state();
   if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
   s.params = params;
   s.params_n = n;
+  s.params_on_host = host;
   CUDA_CHECK(cudaMalloc(&s.params_bf16, (n > 0 ? n : 1) * sizeof(bf16)));
   s.mirror_stale = true;
 }
 void CudaBackend::release() {
   BackendState& s = state();
   if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
+  if (s.host_staging) CUDA_CHECK(cudaFreeHost(s.host_staging));
   for (auto& slot : s.slots)
     if (slot.ptr) CUDA_CHECK(cudaFree(slot.ptr));
   matmul_context_destroy(s.matmul);
@@ -142,6 +171,16 @@ void* CudaBackend::alloc_bytes(size_t bytes) {
   live_allocations()[p] = bytes;
   return p;
 }
+void* CudaBackend::alloc_host_bytes(size_t bytes) {
+  void* p = nullptr;
+  if (bytes == 0) bytes = 16;
+  CUDA_CHECK(cudaMallocHost(&p, bytes));
+  std::memset(p, 0, bytes);
+  return p;
+}
+void CudaBackend::free_host_bytes(void* p) {
+  if (p) CUDA_CHECK(cudaFreeHost(p));
+}
 void CudaBackend::free_bytes(void* p) {
   if (!p) return;
   live_allocations().erase(p);
@@ -154,11 +193,11 @@ size_t CudaBackend::allocated_bytes() {
 }
 void CudaBackend::upload_bytes(void* dst, const void* host, size_t bytes) {
   if (bytes == 0) return;
-  CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyDefault));  // dst may be pinned host memory (offload)
 }
 void CudaBackend::download_bytes(void* host, const void* src, size_t bytes) {
   if (bytes == 0) return;
-  CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDefault));
 }
 void CudaBackend::copy_bytes(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;

@@ -41,6 +41,8 @@
 // Number of CUDA devices (0 when there is no GPU or no driver): what --device auto asks. Programs
 // call this rather than the CUDA runtime directly, so that only kernels/cuda_backend.cu talks to it.
 int cuda_device_count();
+// Free memory of the current device in bytes (cudaMemGetInfo): what a plan must fit.
+size_t cuda_free_memory();
 
 struct CudaBackend {
   static constexpr const char* name = "cuda";
@@ -49,7 +51,9 @@ struct CudaBackend {
   static constexpr bool has_bf16_moments = true;  // adamw_update over uint16_t (bf16 bits) moments
 
   // ---- the weight working copy and the process-wide state ----
-  static void bind_params(const float* params, size_t n);
+  // host: the parameters are pinned host memory (the offloaded optimizer, TrainMemory); the
+  // mirror is then refreshed by converting on the host and uploading (2 B/param over PCIe).
+  static void bind_params(const float* params, size_t n, bool host = false);
   // The parameters [p, p + n) were written: a bound mirror overlapping them is remade before its next use.
   static void params_changed(const float* p, size_t n);
   // The buffer [p, p + n) is about to be freed (LlamaModel's destructor): when it is the bound one,
@@ -62,6 +66,9 @@ struct CudaBackend {
 
   // ---- memory (device; alloc is zero-filled) ----
   static void* alloc_bytes(size_t bytes);
+  // Pinned host memory (cudaMallocHost), zero-filled: the offloaded master weights and moments.
+  static void* alloc_host_bytes(size_t bytes);
+  static void free_host_bytes(void* p);
   static size_t allocated_bytes();  // live bytes from alloc_bytes (the model's own buffers)
   static void free_bytes(void* p);
   static void upload_bytes(void* dst, const void* host, size_t bytes);
@@ -145,7 +152,7 @@ struct CudaBackend {
 // Binds a LlamaModel<CudaBackend>'s parameter buffer (call once after constructing the model).
 template <class Model>
 inline void cuda_bind_model(Model& m) {
-  CudaBackend::bind_params(m.params, m.layout.total);
+  CudaBackend::bind_params(m.params, m.layout.total, m.memory.offload_optimizer);
 }
 
 #include "kernels/cuda_memory_plan.h"  // cuda_memory_plan(), format_cuda_memory_plan()

@@ -28,7 +28,10 @@ struct CudaMemoryPlan {
   size_t kv_cache = 0;         // keys and values of every layer, the decoding logits, slot/position indices
   size_t workspace = 0;        // cuBLASLt workspace, RMSNorm/attention/CE scratch, batch metadata, RoPE tables
   size_t model_bytes = 0;      // of which LlamaModel<CudaBackend> allocates itself
+  size_t host = 0;             // pinned host memory of the offloaded optimizer (not in total()): fp32
+                               // master weights, AdamW m and v, and the transfer chunks
   bool bf16_optimizer_state = false;  // --optimizer-state bf16
+  TrainMemory memory;                 // --recompute, --offload-optimizer
   int world_size = 1, zero = 0;       // per GPU of this many data-parallel ranks at this ZeRO stage
   size_t total() const {
     return weights_fp32 + weights_bf16 + grads + optimizer + activations + grad_scratch + lm_head + kv_cache +
@@ -39,7 +42,7 @@ struct CudaMemoryPlan {
 template <class Config, class Layout>
 inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, int rows, int T,
                                        bool bf16_optimizer_state = false, ModelUse use = ModelUse::train,
-                                       int kv_seqs = 0, int kv_len = 0) {
+                                       int kv_seqs = 0, int kv_len = 0, TrainMemory memory = {}) {
   const size_t N = (size_t)rows * T, C = c.hidden_size, I = c.intermediate_size, L = c.num_hidden_layers,
                H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim, V = c.vocab_size;
   const size_t QKV = (H + 2 * KV) * D, P = layout.total, A = 2 /* bf16 */, F = 4;
@@ -48,19 +51,34 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   head_chunk = std::min(head_chunk, N);
   CudaMemoryPlan m;
   m.use = use;
-  m.weights_fp32 = P * F;
+  if (!train) memory = TrainMemory{};
+  m.memory = memory;
+  const bool offload = memory.offload_optimizer;
+  m.weights_fp32 = offload ? 0 : P * F;
   m.weights_bf16 = P * A;
   m.bf16_optimizer_state = bf16_optimizer_state;
   if (train) {
     m.grads = P * F;
-    m.optimizer = 2 * P * (bf16_optimizer_state ? A : F);
+    m.optimizer = offload ? 0 : 2 * P * (bf16_optimizer_state ? A : F);
   }
-  // One layer's buffers: res_in, ln1, res_mid, ln2, qkv, att, gate|up, SwiGLU; 1/rms twice and the
-  // attention log-sum-exp. Training keeps L sets; inference one, analysis one plus the other
-  // layers' residual inputs. Then the last residual, the final norm and its 1/rms.
-  const size_t layer = N * (4 * C + QKV + H * D + 2 * I + I) * A + N * (2 + H) * F;
+  if (offload) {  // master + m + v, the backend's bf16 staging and the optimizer's gradient chunk
+    const size_t chunk = std::min<size_t>(P, (size_t)1 << 24);
+    m.host = 3 * P * F + chunk * (A + F);
+  }
+  // One layer's buffers: res_in; ln1, res_mid, ln2 and 1/rms twice (norms); qkv, att and the
+  // attention log-sum-exp (attn); gate|up and SwiGLU (mlp). Training keeps L sets, except that
+  // what --recompute rebuilds in the backward exists once; inference keeps one set, analysis one
+  // plus the other layers' residual inputs. Then the last residual, the final norm and its 1/rms.
+  const size_t res_in = N * C * A, norms = 3 * N * C * A + 2 * N * F, attn = N * (QKV + H * D) * A + N * H * F,
+               mlp = N * 3 * I * A;
+  const size_t layer = res_in + norms + attn + mlp;
+  const Recompute rc = memory.recompute;
+  const size_t shared = (rc == Recompute::attn || rc == Recompute::block ? attn : 0) +
+                        (rc == Recompute::mlp || rc == Recompute::block ? mlp : 0) +
+                        (rc == Recompute::block ? norms : 0);
   const size_t sets = train ? L : std::min<size_t>(L, 1);
-  m.activations = sets * layer + (use == ModelUse::analysis && L > 1 ? (L - 1) * N * C * A : 0) + 2 * N * C * A + N * F;
+  m.activations = sets * layer - (train && L > 1 ? (L - 1) * shared : 0) +
+                  (use == ModelUse::analysis && L > 1 ? (L - 1) * N * C * A : 0) + 2 * N * C * A + N * F;
   m.grad_scratch = train ? N * (3 * C + QKV + H * D + 2 * I + I) * A : N * C * A;
   const size_t head_rows = (use == ModelUse::inference ? 1 : 2) * N * C * A;
   m.lm_head = head_rows + head_chunk * V * (F + (train ? A : 0));
@@ -124,6 +142,11 @@ inline std::string format_cuda_memory_plan(const CudaMemoryPlan& m) {
   for (const auto& r : rows) {
     if (r.second == 0) continue;
     std::snprintf(line, sizeof(line), "  %-46s %9.2f GiB\n", r.first, (double)r.second / GiB);
+    out += line;
+  }
+  if (m.host > 0) {
+    std::snprintf(line, sizeof(line), "  %-46s %9.2f GiB\n", "host, pinned (offloaded fp32 master, AdamW m, v)",
+                  (double)m.host / GiB);
     out += line;
   }
   return out;

@@ -10,3 +10,28 @@
 #pragma once
 
 enum class ModelUse { train, inference, analysis };
+
+// Activation recompute (training): which per-layer activations the forward keeps for the
+// backward, and which the backward recomputes from what was kept, layer by layer, with the same
+// forward ops (so the gradients are bit-identical to keeping everything). The recomputed buffers
+// exist once and are shared by all layers.
+//   none:  keep everything (fastest);
+//   attn:  recompute q|k|v, the attention output and its log-sum-exp from the kept RMSNorm output
+//          (one qkv GEMM, RoPE and the attention forward again per layer);
+//   mlp:   recompute gate|up and the SwiGLU output from the kept RMSNorm output (the largest
+//          buffers: 3 x intermediate_size per token; one gate|up GEMM again per layer);
+//   block: keep only each layer's residual input and recompute the whole layer except its down
+//          projection (a whole forward pass again, minus the down GEMMs and the LM head).
+enum class Recompute { none, attn, mlp, block };
+
+inline const char* recompute_name(Recompute r) {
+  return r == Recompute::attn ? "attn" : r == Recompute::mlp ? "mlp" : r == Recompute::block ? "block" : "none";
+}
+
+// How a training model places its state: the activation recompute, and whether the fp32 master
+// weights and AdamW moments live in pinned host memory (offload: AdamW runs on the host cores over
+// gradients copied from the device, and the bf16 working copy is streamed back; --device cuda).
+struct TrainMemory {
+  Recompute recompute = Recompute::none;
+  bool offload_optimizer = false;
+};
