@@ -490,6 +490,24 @@ TEST_CASE("cuda memory plan: the model's allocations match the plan, and the fig
     REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
     REQUIRE(plan.optimizer == 2 * gpu.layout.total * 2);
   }
+  // every --recompute mode, with and without the offloaded optimizer: the device allocations and
+  // the pinned host state are the planned ones; attn and mlp keep less than none, block the least
+  std::map<Recompute, size_t> kept;
+  for (Recompute rc : {Recompute::none, Recompute::attn, Recompute::mlp, Recompute::block})
+    for (bool offload : {false, true}) {
+      INFO("--recompute " << recompute_name(rc) << " offload " << offload);
+      const TrainMemory mem{rc, offload};
+      LlamaModel<CudaBackend> gpu(cfg, 3, 64, MomentDtype::f32, ModelUse::train, mem);
+      const CudaMemoryPlan plan = cuda_memory_plan(cfg, gpu.layout, 3, 64, false, ModelUse::train, 0, 0, mem);
+      REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
+      REQUIRE(gpu.param_state_bytes + gpu.activation_bytes == plan.model_bytes);
+      REQUIRE(plan.host == (offload ? gpu.host_bytes + std::min<size_t>(gpu.layout.total, 1 << 24) * 6 : 0));
+      REQUIRE((plan.weights_fp32 == 0 && plan.optimizer == 0) == offload);
+      kept[rc] = plan.activations;
+    }
+  REQUIRE(kept[Recompute::attn] < kept[Recompute::none]);
+  REQUIRE(kept[Recompute::mlp] < kept[Recompute::none]);
+  REQUIRE(kept[Recompute::block] < std::min(kept[Recompute::attn], kept[Recompute::mlp]));
   REQUIRE(CudaBackend::allocated_bytes() == before);
 }
 
@@ -614,4 +632,148 @@ TEST_CASE("cuda analysis: the logit lens and the layer-swap accuracies agree wit
   REQUIRE(std::memcmp(back.data(), params.data(), back.size() * 4) == 0);
   REQUIRE(evaluate_factoids(gpu, tok, items, opt, MatchKind::exact).output_ids == base.output_ids);
   CudaBackend::release();
+}
+
+// --recompute: the backward rebuilds what the forward did not keep with the same ops on the same
+// inputs, so every gradient (and the loss) must be bit-identical to keeping everything; on the CUDA
+// backend under several fiber orders, on the CPU backend, and with memory conditioning (whose
+// per-layer keys|values the attention recompute rewrites).
+template <class Backend>
+static std::vector<float> recompute_gradients(const LlamaConfig& cfg, Recompute rc, const std::vector<float>& p0,
+                                              const Batch& b, bool conditioned, double* loss) {
+  LlamaModel<Backend> m(cfg, 2, b.T, MomentDtype::f32, ModelUse::train, TrainMemory{rc, false});
+  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(m);
+  m.load_params(p0.data());
+  const int L = cfg.num_hidden_layers, KVD = cfg.num_key_value_heads * cfg.head_dim;
+  const std::vector<float> slot = random_bf16_values((size_t)2 * L * KVD, 31, 0.5f);
+  float* slot_dev = nullptr;
+  if (conditioned) {
+    m.plan_condition();
+    slot_dev = Backend::template alloc<float>(slot.size());
+    Backend::upload(slot_dev, slot.data(), slot.size());
+    m.condition = {slot_dev, nullptr, 2};
+  }
+  std::vector<float> g(m.layout.total);
+  m.zero_grad();
+  *loss = m.forward_backward(b, b.num_target_tokens);
+  m.forward_backward(b, b.num_target_tokens);  // twice: the recomputed buffers are reused across steps
+  Backend::download(g.data(), m.grads, g.size());
+  if (conditioned) {
+    std::vector<float> d_slot(slot.size());
+    Backend::download(d_slot.data(), m.d_slot, d_slot.size());
+    g.insert(g.end(), d_slot.begin(), d_slot.end());
+    Backend::free(slot_dev);
+  }
+  return g;
+}
+
+TEST_CASE("--recompute attn|mlp|block: bit-identical gradients to no recompute, cuda and cpu backends") {
+  LlamaConfig cfg = tiny_config(300, 0.05f);
+  cfg.num_hidden_layers = 3;  // a middle layer: shared buffers written by the layers on both sides
+  const ParamLayout layout = make_param_layout(cfg);
+  std::vector<float> p0(layout.total);
+  init_weights(cfg, layout, p0.data(), 21);
+  for (bool conditioned : {false, true}) {
+    INFO("memory conditioning: " << conditioned);
+    // conditioned rows hold one example each (the packed batch has two in row 0)
+    Batch b = packed_batch(29, cfg.vocab_size, 77);
+    if (conditioned)
+      for (int i = 0; i < b.rows * b.T; i++)
+        if (b.seg_start[i] != 0 && b.seg_start[i] != i % b.T) b.seg_start[i] = 0;
+    double loss_ref = 0, loss_cpu_ref = 0;
+    const std::vector<float> ref = recompute_gradients<CudaBackend>(cfg, Recompute::none, p0, b, conditioned, &loss_ref);
+    const std::vector<float> cpu_ref =
+        recompute_gradients<CpuBackend>(cfg, Recompute::none, p0, b, conditioned, &loss_cpu_ref);
+    for (Recompute rc : {Recompute::attn, Recompute::mlp, Recompute::block}) {
+      INFO("--recompute " << recompute_name(rc));
+      // one fiber order per mode, none of them the reference's
+      const char* order = rc == Recompute::attn ? "reverse" : rc == Recompute::mlp ? "random:9" : "random:4";
+      INFO("fiber order " << order);
+      emu::set_schedule(order);
+      double loss = 0;
+      const std::vector<float> g = recompute_gradients<CudaBackend>(cfg, rc, p0, b, conditioned, &loss);
+      emu::set_schedule("forward");
+      REQUIRE(loss == loss_ref);
+      REQUIRE(std::memcmp(g.data(), ref.data(), g.size() * 4) == 0);
+      double loss_cpu = 0;
+      const std::vector<float> g_cpu = recompute_gradients<CpuBackend>(cfg, rc, p0, b, conditioned, &loss_cpu);
+      REQUIRE(loss_cpu == loss_cpu_ref);
+      REQUIRE(std::memcmp(g_cpu.data(), cpu_ref.data(), g_cpu.size() * 4) == 0);
+    }
+  }
+  CudaBackend::release();
+}
+
+// --offload-optimizer: the fp32 master weights and moments in pinned host memory, AdamW by the CPU
+// op. From the same state and gradients, one step gives the on-device kernel's moments within one
+// rounding and weights within ulp(p) + 2^-20 lr: the two AdamW implementations evaluate the same
+// formula in a different order (the CPU op folds the bias corrections into lr / bc1 and
+// 1 / sqrt(bc2), the kernel divides m and v by them), a few fp32 roundings of an update whose size
+// is at most a few lr. Then three training steps track the on-device run like the CPU backend does.
+TEST_CASE("--offload-optimizer: host AdamW matches the on-device AdamW within its stated bound") {
+  const LlamaConfig cfg = tiny_config(300, 0.05f);
+  const int T = 37;
+  LlamaModel<CudaBackend> dev(cfg, 2, T);
+  LlamaModel<CudaBackend> off(cfg, 2, T, MomentDtype::f32, ModelUse::train, TrainMemory{Recompute::none, true});
+  const size_t n = dev.layout.total;
+  std::vector<float> p0(n);
+  init_weights(cfg, dev.layout, p0.data(), 5);
+  AdamWConfig opt;
+  opt.lr = 1e-3f;
+  opt.weight_decay = 0.1f;
+  opt.max_grad_norm = 1.0f;
+  // Each model is bound while it runs (one bound model per process).
+  auto step = [&](LlamaModel<CudaBackend>& m, const Batch& b) {
+    cuda_bind_model(m);
+    m.zero_grad();
+    m.forward_backward(b, b.num_target_tokens);
+    return m.optimizer_step(opt);
+  };
+  cuda_bind_model(dev);
+  dev.load_params(p0.data());
+  cuda_bind_model(off);
+  off.load_params(p0.data());
+  REQUIRE(std::memcmp(off.params, p0.data(), n * 4) == 0);  // host memory, readable directly
+  std::vector<float> pd(n), md(n), vd(n), po(n), mo(n), vo(n);
+  for (int s = 1; s <= 3; s++) {
+    INFO("step " << s);
+    const Batch b = packed_batch(T, cfg.vocab_size, 200 + s);
+    const double norm_dev = step(dev, b), norm_off = step(off, b);
+    CudaBackend::download(pd.data(), dev.params, n);
+    dev.download_moments(md.data(), vd.data());
+    CudaBackend::download(po.data(), off.params, n);
+    off.download_moments(mo.data(), vo.data());
+    if (s == 1) {  // same weights, same batch: identical gradients, so the bound applies per element
+      REQUIRE(norm_off == norm_dev);
+      size_t beyond = 0;
+      for (size_t i = 0; i < n; i++) {
+        const float ulp_p = std::nextafter(std::abs(pd[i]), INFINITY) - std::abs(pd[i]);
+        beyond += std::abs(po[i] - pd[i]) > ulp_p + std::ldexp(opt.lr, -20);
+        beyond += std::abs(mo[i] - md[i]) > std::ldexp(std::abs(md[i]), -23);
+        beyond += std::abs(vo[i] - vd[i]) > std::ldexp(std::abs(vd[i]), -23);
+      }
+      REQUIRE(beyond == 0);  // measured here: the largest weight difference is 0.94 of the bound
+      REQUIRE(std::memcmp(po.data(), p0.data(), n * 4) != 0);  // the step moved the weights
+    } else {  // the rounding differences feed back through the gradients: close, like cuda vs cpu
+      REQUIRE(std::abs(norm_off - norm_dev) <= 1e-3 * norm_dev);
+      double err = 0, ref = 0;
+      for (size_t i = 0; i < n; i++) {
+        err += double(po[i] - pd[i]) * (po[i] - pd[i]);
+        ref += double(pd[i] - p0[i]) * (pd[i] - p0[i]);
+      }
+      REQUIRE(err <= 1e-6 * ref);
+    }
+  }
+  // The offloaded state is host memory: the device holds the gradients and the bf16 copy only.
+  REQUIRE(off.host_bytes == 3 * n * 4);
+  REQUIRE(off.param_state_bytes == n * 4);
+  CudaBackend::release();
+}
+
+TEST_CASE("--offload-optimizer is refused by the cpu backend and with bf16 moments") {
+  const LlamaConfig cfg = tiny_config(300, 0.05f);
+  REQUIRE_THROWS_WITH((LlamaModel<CpuBackend>(cfg, 1, 8, MomentDtype::f32, ModelUse::train, TrainMemory{Recompute::none, true})),
+                      Catch::Contains("--offload-optimizer") && Catch::Contains("--device cuda"));
+  REQUIRE_THROWS_WITH((LlamaModel<CudaBackend>(cfg, 1, 8, MomentDtype::bf16, ModelUse::train, TrainMemory{Recompute::none, true})),
+                      Catch::Contains("--optimizer-state bf16"));
 }
