@@ -540,8 +540,9 @@ struct Trainer {
                     args.zero > 0 ? " (planned: training runs ZeRO 0 only yet)" : "");
       const CudaMemoryPlan chosen = plan(bf16_state, train_memory());
       std::printf("\n%s", format_cuda_memory_plan(chosen).c_str());
-      std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
-                  plan(!bf16_state, train_memory()).total() / kGiB);
+      if (!args.offload_optimizer)  // the offloaded moments are fp32, on the host
+        std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
+                    plan(!bf16_state, train_memory()).total() / kGiB);
       // Every combination of the memory options, total GiB per GPU.
       std::printf("total per option combination (GiB):\n  %-18s %14s %14s %22s\n", "--recompute", "fp32 AdamW",
                   "bf16 AdamW", "--offload-optimizer");

@@ -295,6 +295,29 @@ void CudaBackend::cross_entropy_forward_backward(float* logits, const int32_t* t
   for (float l : s.host_losses) total += l;
   *loss_sum += total;
 }
+void CudaBackend::lm_head_cross_entropy(bf16* dx, float* dw, float* dx_scratch, float* logits, const bf16* x,
+                                        const float* w, const int32_t* targets, int n, int C, int V, int v_chunk,
+                                        float grad_scale, double* loss_sum) {
+  if (n == 0) return;
+  LmHeadScratch sc;
+  sc.logits = logits;
+  sc.dlogits = dx ? scratch<bf16>(SCRATCH_DOUT_BF16, (size_t)n * v_chunk) : nullptr;
+  float* stats = scratch<float>(SCRATCH_CE, (size_t)5 * n);
+  sc.row_max = stats;
+  sc.row_sum = stats + n;
+  sc.target_logit = stats + 2 * (size_t)n;
+  sc.lse = stats + 3 * (size_t)n;
+  sc.dx_f32 = dx_scratch;
+  sc.chunk = v_chunk;
+  float* losses = stats + 4 * (size_t)n;
+  fused_lm_head_cross_entropy(matmul(), losses, dx, dw, x, weight(w), targets, n, C, V, grad_scale, sc, stream());
+  BackendState& s = state();
+  s.host_losses.resize(n);
+  download(s.host_losses.data(), losses, n);
+  double total = 0.0;
+  for (float l : s.host_losses) total += l;
+  *loss_sum += total;
+}
 void CudaBackend::gather_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C) {
   ::gather_rows(dst, src, idx, n, C, stream());
 }

@@ -118,6 +118,15 @@ struct CudaBackend {
   static void swiglu_backward(bf16* dgu, const bf16* dout, const bf16* gate_up, int N, int I);
   static void cross_entropy_forward_backward(float* logits, const int32_t* targets, int n, int V, float grad_scale,
                                              double* loss_sum);
+  // The LM head fused with the cross-entropy over n rows, chunked over the vocabulary (v_chunk
+  // columns at a time, kernels/cuda/cross_entropy.cuh): the model template uses it when the rows'
+  // logits exceed its logits buffer (logits: n * v_chunk fp32). Adds the rows' losses to
+  // *loss_sum; with dx (training) writes dx [n, C] through the fp32 accumulator dx_scratch
+  // [n, C] and adds to dw.
+  static constexpr bool has_vocab_chunked_lm_head = true;
+  static void lm_head_cross_entropy(bf16* dx, float* dw, float* dx_scratch, float* logits, const bf16* x,
+                                    const float* w, const int32_t* targets, int n, int C, int V, int v_chunk,
+                                    float grad_scale, double* loss_sum);
   static void gather_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
   static void scatter_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
   // Logit-lens statistics of fp32 logit rows (kernels/cuda/lens.cuh).

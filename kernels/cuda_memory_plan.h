@@ -92,7 +92,10 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   // Per-token 4-byte arrays of the model: 6 of batch metadata, the lens' 1/rms and its 3 statistics.
   const size_t per_token = 10 * N * 4;
   const size_t backward_scratch = train ? std::min<size_t>(N, 256) * C * F + N * H * F + (3 * N + 1) * 4 : 0;
-  m.workspace = ((size_t)32 << 20) + backward_scratch + 5 * head_chunk * F + per_token + rope_positions * D * F;
+  // Cross-entropy statistics: 5 floats per row of a token chunk, or of every row when the LM head
+  // goes by vocabulary chunks (more rows than a token chunk holds: LlamaModel::vocab_chunk).
+  const size_t ce_rows = N > head_chunk ? N : head_chunk;
+  m.workspace = ((size_t)32 << 20) + backward_scratch + 5 * ce_rows * F + per_token + rope_positions * D * F;
   m.model_bytes = m.weights_fp32 + m.grads + m.optimizer + m.activations + m.grad_scratch + head_rows +
                   head_chunk * V * F + m.kv_cache + per_token + rope_positions * D * F;
   return m;
@@ -145,7 +148,7 @@ inline std::string format_cuda_memory_plan(const CudaMemoryPlan& m) {
     out += line;
   }
   if (m.host > 0) {
-    std::snprintf(line, sizeof(line), "  %-46s %9.2f GiB\n", "host, pinned (offloaded fp32 master, AdamW m, v)",
+    std::snprintf(line, sizeof(line), "  %-46s %9.2f GiB\n", "host, pinned: fp32 master, AdamW m, v",
                   (double)m.host / GiB);
     out += line;
   }

@@ -133,8 +133,10 @@ struct LlamaModel {
   }
   // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
   size_t param_state_bytes = 0, activation_bytes = 0;
-  // Host (pinned) bytes: the offloaded master weights and moments.
+  // Host (pinned) bytes: the offloaded master weights and moments, and the gradient chunk.
   size_t host_bytes = 0;
+  static constexpr size_t kOffloadChunk = (size_t)1 << 24;  // gradients copied to the host at a time
+  float* offload_chunk = nullptr;
   ModelUse use = ModelUse::train;
   // Activation recompute and optimizer offload (training; model/model_use.h). With
   // memory.offload_optimizer, params, adam_m and adam_v are pinned host memory (grads stay on the
@@ -220,16 +222,15 @@ struct LlamaModel {
   // backend streams it back on its next use). Traffic over PCIe: 4 B/param of gradients down,
   // 2 B/param of bf16 weights up.
   double offloaded_optimizer_step(const AdamWConfig& o) {
-    const size_t n = layout.total, chunk = (size_t)1 << 24;
+    const size_t n = layout.total;
     const double norm = std::sqrt(Backend::sum_of_squares(grads, n));
     const float scale = clip_scale(norm, o.max_grad_norm);
     ++adam_step;
-    std::vector<float> g(std::min(n, chunk));
-    for (size_t i = 0; i < n; i += chunk) {
-      const size_t m = std::min(chunk, n - i);
-      Backend::download(g.data(), grads + i, m);
-      ::adamw_update(params + i, g.data(), adam_m + i, adam_v + i, m, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay,
-                     adam_step, scale);
+    for (size_t i = 0; i < n; i += kOffloadChunk) {
+      const size_t m = std::min(kOffloadChunk, n - i);
+      Backend::download(offload_chunk, grads + i, m);
+      ::adamw_update(params + i, offload_chunk, adam_m + i, adam_v + i, m, o.lr, o.beta1, o.beta2, o.eps,
+                     o.weight_decay, adam_step, scale);
     }
     params_changed();
     return norm;
@@ -317,6 +318,24 @@ struct LlamaModel {
   const act_t* condition_embedding(const std::vector<int32_t>& row_of, int N);
   void validate_and_upload(const Batch& b);
   int gather_loss_rows(const Batch& b);  // rows with a target -> head_x, loss_targets; returns their count
+ public:
+  // The LM head over n loss rows goes by chunks of the vocabulary (Backend::lm_head_cross_entropy)
+  // when their logits exceed the logits buffer (head_chunk x V) and the backend has that op:
+  // chunks of v_chunk columns (a multiple of 64 when possible) for all rows at once, so the LM
+  // head's weight and fp32 gradient are streamed once per step instead of once per token chunk.
+  // Training also needs the gate|up gradient scratch to hold the fp32 dx accumulator (I >= C).
+  // Returns the chunk width, or 0: chunks of head_chunk tokens over the whole vocabulary.
+  int vocab_chunk(int n, bool train) const {
+    if constexpr (!requires { Backend::has_vocab_chunked_lm_head; }) {
+      return 0;
+    } else {
+      if (n <= head_chunk || (train && I < C)) return 0;
+      const int64_t w = (int64_t)head_chunk * V / n;
+      return (int)std::min<int64_t>(V, w >= 64 ? w / 64 * 64 : std::max<int64_t>(w, 1));
+    }
+  }
+
+ private:
   int upload_token_index(const std::vector<int32_t>& token_index, const char* who);
   void head_logits(const act_t* x, int n, float* logits_host);
   int lens_rows(int l, const std::vector<int32_t>& token_index, const char* who);
@@ -355,6 +374,7 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
     params = plan_host<float>(layout.total);
     adam_m = plan_host<float>(layout.total);
     adam_v = plan_host<float>(layout.total);
+    offload_chunk = plan_host<float>(std::min(layout.total, kOffloadChunk));
     grads = plan<float>(layout.total, true);
   } else {
     params = plan<float>(layout.total, true);
@@ -938,7 +958,13 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
     float* lm_w = params + layout.lm_head;
     float* lm_dw = grads + layout.lm_head;
-    for (int t0 = 0; t0 < n_loss; t0 += head_chunk) {
+    const int v_chunk = vocab_chunk(n_loss, true);
+    if constexpr (requires { Backend::has_vocab_chunked_lm_head; }) {
+      if (v_chunk > 0)  // the fp32 dx accumulator is the gate|up gradient scratch, idle until the backward
+        Backend::lm_head_cross_entropy(head_dx, lm_dw, reinterpret_cast<float*>(d_gu), logits_chunk, head_x, lm_w,
+                                       loss_targets, n_loss, C, V, v_chunk, grad_scale, &loss_sum);
+    }
+    for (int t0 = 0; t0 < n_loss && v_chunk == 0; t0 += head_chunk) {
       int n = std::min(head_chunk, n_loss - t0);
       act_t* x = head_x + (int64_t)t0 * C;
       Backend::matmul_forward(logits_chunk, x, lm_w, nullptr, n, C, V, false);
@@ -981,9 +1007,15 @@ double LlamaModel<Backend>::forward_loss(const Batch& b) {
   NVTX_RANGE("lm_head_loss");
   const int n_loss = gather_loss_rows(b);
   double loss_sum = 0.0;
+  const int v_chunk = vocab_chunk(n_loss, false);
+  if constexpr (requires { Backend::has_vocab_chunked_lm_head; }) {
+    if (v_chunk > 0)
+      Backend::lm_head_cross_entropy(nullptr, nullptr, nullptr, logits_chunk, head_x, params + layout.lm_head,
+                                     loss_targets, n_loss, C, V, v_chunk, 0.0f, &loss_sum);
+  }
   // The training loss kernel with a zero gradient scale: the loss is the same sum, the gradient it
   // writes over the chunk's logits is discarded.
-  for (int t0 = 0; t0 < n_loss; t0 += head_chunk) {
+  for (int t0 = 0; t0 < n_loss && v_chunk == 0; t0 += head_chunk) {
     int n = std::min(head_chunk, n_loss - t0);
     Backend::matmul_forward(logits_chunk, head_x + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
     Backend::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, 0.0f, &loss_sum);

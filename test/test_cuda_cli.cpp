@@ -192,6 +192,91 @@ TEST_CASE("train_llama --optimizer-state bf16 (emulated cuda): tracks --device c
   REQUIRE(read_text_file(s.dir + "/cpu16.log").find("error: --optimizer-state bf16") != std::string::npos);
 }
 
+namespace {
+// The GiB figure of a row of the --dry-run table.
+double plan_gib(const std::string& out, const std::string& row) {
+  const size_t at = out.find("  " + row);
+  REQUIRE(at != std::string::npos);
+  return std::stod(out.substr(at + 2 + row.size()));
+}
+}  // namespace
+
+TEST_CASE("train_llama --recompute block --offload-optimizer (emulated cuda): tracks --device cpu, resumes bit-exactly") {
+  Setup s;
+  const int steps = 4;
+  auto with = [&](std::vector<std::string> a, const std::vector<std::string>& extra) {
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  REQUIRE(run(s.args("./train_llama", "cpu", "cpu", steps), s.dir + "/cpu.log") == 0);
+  // the CPU backend recomputes too: bit-identical gradients, so byte-identical weights
+  REQUIRE(run(with(s.args("./train_llama", "cpu", "cpu_rc", steps), {"--recompute", "block"}), s.dir + "/cpu_rc.log") ==
+          0);
+  REQUIRE(read_text_file(s.dir + "/cpu/final/model.safetensors") ==
+          read_text_file(s.dir + "/cpu_rc/final/model.safetensors"));
+  REQUIRE(run(with(s.args(kTrainCuda, "cuda", "off", steps), {"--recompute", "block", "--offload-optimizer"}),
+              s.dir + "/off.log") == 0);
+  REQUIRE(read_text_file(s.dir + "/off.log").find("fits:") != std::string::npos);
+  const std::vector<json> cpu = step_events(s.dir + "/cpu.jsonl"), off = step_events(s.dir + "/off.jsonl");
+  REQUIRE(off.size() == (size_t)steps);
+  for (int i = 0; i < steps; i++) {
+    INFO("step " << i + 1);
+    const double lc = cpu[i]["loss"], lg = off[i]["loss"], nc = cpu[i]["grad_norm"], ng = off[i]["grad_norm"];
+    REQUIRE(std::abs(lg - lc) <= 2e-2 * std::abs(lc));
+    REQUIRE(std::abs(ng - nc) <= 2e-2 * nc);
+  }
+  // The options are stored with the run: the resume offloads again and ends byte-identical.
+  REQUIRE(run({kTrainCuda, "--resume", s.dir + "/off/checkpoint-2", "--out", s.dir + "/off_resumed", "--log",
+               s.dir + "/off_resumed.jsonl"},
+              s.dir + "/off_resumed.log") == 0);
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    INFO(file);
+    const std::string a = read_text_file(s.dir + "/off/final/" + file);
+    REQUIRE(!a.empty());
+    REQUIRE(a == read_text_file(s.dir + "/off_resumed/final/" + file));
+  }
+  // A plan that does not fit the given memory: the plan and the shortfall, exit 1, no run started.
+  REQUIRE(run(with(s.args(kTrainCuda, "cuda", "small", steps), {"--gpu-memory", "0.01"}), s.dir + "/small.log") == 1);
+  const std::string small = read_text_file(s.dir + "/small.log");
+  REQUIRE(small.find("GPU memory plan") != std::string::npos);
+  REQUIRE(small.find("error: the GPU memory plan needs") != std::string::npos);
+  REQUIRE(small.find("short by") != std::string::npos);
+  REQUIRE(!std::filesystem::exists(s.dir + "/small/checkpoint-2"));
+  // the CPU backend has no device to offload from
+  REQUIRE(run(with(s.args("./train_llama", "cpu", "cpu_off", steps), {"--offload-optimizer"}), s.dir + "/cpu_off.log") ==
+          1);
+  REQUIRE(read_text_file(s.dir + "/cpu_off.log").find("error: --offload-optimizer") != std::string::npos);
+}
+
+TEST_CASE("train_llama --dry-run: Llama-3-8B at the REMIX batch (32 x 2048) fits 80 GiB with --recompute block "
+          "--offload-optimizer; a combination that does not fit exits 1 with its shortfall") {
+  Setup s;
+  const std::string cfg = s.dir + "/llama3_8b.json";
+  write_file_atomic(cfg, R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "max_position_embeddings": 8192, "rope_theta": 500000.0, "tie_word_embeddings": false})");
+  const std::vector<std::string> base = {"./train_llama", "--init", cfg, "--dry-run", "--batch-size", "32",
+                                         "--seq-len", "2048"};
+  std::vector<std::string> chosen = base;
+  chosen.insert(chosen.end(), {"--recompute", "block", "--offload-optimizer"});
+  REQUIRE(run(chosen, s.dir + "/fit.log") == 0);
+  const std::string fit = read_text_file(s.dir + "/fit.log");
+  REQUIRE(fit.find("micro-batch 32 x 2048 tokens, --recompute block, --offload-optimizer") != std::string::npos);
+  REQUIRE(plan_gib(fit, "total") < 80.0);
+  REQUIRE(fit.find("weights, fp32 master") == std::string::npos);  // on the host
+  REQUIRE(plan_gib(fit, "host, pinned: fp32 master, AdamW m, v") > 3 * 29.9);
+  REQUIRE(fit.find("fits:") != std::string::npos);
+  // every combination is listed
+  for (const char* row : {"total per option combination", "none", "attn", "mlp", "block"})
+    REQUIRE(fit.find(row) != std::string::npos);
+  // without the options: the plan, then the shortfall, exit 1
+  REQUIRE(run(base, s.dir + "/nofit.log") == 1);
+  const std::string nofit = read_text_file(s.dir + "/nofit.log");
+  REQUIRE(plan_gib(nofit, "total") > 80.0);
+  REQUIRE(nofit.find("short by") != std::string::npos);
+  REQUIRE(nofit.find("error: the GPU memory plan needs") != std::string::npos);
+}
+
 TEST_CASE("train_llama --dry-run prints the GPU memory plan") {
   Setup s;
   REQUIRE(run({"./train_llama", "--init", s.config, "--dry-run", "--batch-size", "4", "--seq-len", "64"},
@@ -210,15 +295,6 @@ TEST_CASE("train_llama --dry-run prints the GPU memory plan") {
   REQUIRE(out16.find("with --optimizer-state fp32 instead") != std::string::npos);
 }
 
-namespace {
-// The GiB figure of a row of the --dry-run table.
-double plan_gib(const std::string& out, const std::string& row) {
-  const size_t at = out.find("  " + row);
-  REQUIRE(at != std::string::npos);
-  return std::stod(out.substr(at + 2 + row.size()));
-}
-}  // namespace
-
 TEST_CASE("train_llama --dry-run --world-size N --zero S plans each stage's sharding per GPU") {
   Setup s;
   const std::string cfg = s.dir + "/llama3_8b.json";
@@ -227,7 +303,7 @@ TEST_CASE("train_llama --dry-run --world-size N --zero S plans each stage's shar
     "num_key_value_heads": 8, "max_position_embeddings": 8192, "rope_theta": 500000.0, "tie_word_embeddings": false})");
   auto plan = [&](const std::vector<std::string>& extra) {
     std::vector<std::string> a = {"./train_llama", "--init", cfg, "--dry-run", "--batch-size", "8", "--seq-len", "2048",
-                                  "--micro-batch-size", "1"};
+                                  "--micro-batch-size", "1", "--gpu-memory", "1000"};
     a.insert(a.end(), extra.begin(), extra.end());
     REQUIRE(run(a, s.dir + "/plan.log") == 0);
     return read_text_file(s.dir + "/plan.log");
