@@ -90,7 +90,7 @@ struct TrainArgs {
   std::string optimizer_state = "fp32";
   std::string recompute = "none";
   bool offload_optimizer = false;
-  double gpu_memory = 0;  // GiB the plan must fit (0: the device's free memory; 80 for --dry-run)
+  double gpu_memory = 0;  // GiB the plan must fit (0: the device's free memory; 80 GB for --dry-run)
   std::string resume, log;
   int log_every = 1;
   std::string dist_init;
@@ -175,7 +175,7 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
                "cores; the GPU holds the bf16 weights and the gradients (--device cuda, fp32 moments)");
   opt("--gpu-memory", a.gpu_memory, "GIB",
       "GPU memory the plan must fit, in GiB; a plan that does not fit is printed with its shortfall and refused "
-      "before anything is allocated (default: the device's free memory; 80 for --dry-run)")
+      "before anything is allocated (default: the device's free memory; 74.51 = 80 GB for --dry-run)")
       ->check(cli::number(0, 1e6));
   opt("--resume", a.resume, "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory");
   opt("--log", a.log, "FILE", "append one JSON line per step (and per evaluation) to FILE");
@@ -549,7 +549,7 @@ struct Trainer {
       for (Recompute r : {Recompute::none, Recompute::attn, Recompute::mlp, Recompute::block})
         std::printf("  %-18s %14.2f %14.2f %22.2f\n", recompute_name(r), plan(false, {r, false}).total() / kGiB,
                     plan(true, {r, false}).total() / kGiB, plan(false, {r, true}).total() / kGiB);
-      check_plan_fits(chosen, args.gpu_memory > 0 ? args.gpu_memory * kGiB : 80 * kGiB, false);
+      check_plan_fits(chosen, args.gpu_memory > 0 ? args.gpu_memory * kGiB : 80e9, false);  // an "80 GB" card
       return;
     }
     check(args.zero == 0, "--zero ", args.zero, ": not implemented yet; training runs ZeRO 0 (every rank holds the "

@@ -219,7 +219,7 @@ void CudaBackend::embedding_backward(float* dtable, const int32_t* tokens, const
   download(s.host_tokens.data(), tokens, N);
   const EmbeddingBackwardPlan plan = embedding_backward_plan(s.host_tokens.data(), N);
   const int U = (int)plan.bucket_token.size();
-  int* dev = scratch<int>(SCRATCH_EMB_PLAN, (size_t)U + (U + 1) + N);
+  int* dev = scratch<int>(SCRATCH_EMB_PLAN, (size_t)3 * N + 1);  // the most U + (U + 1) + N can be: sized by N
   upload(dev, plan.bucket_token.data(), U);
   upload(dev + U, plan.bucket_start.data(), U + 1);
   upload(dev + 2 * U + 1, plan.bucket_positions.data(), N);

@@ -91,7 +91,10 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   }
   // Per-token 4-byte arrays of the model: 6 of batch metadata, the lens' 1/rms and its 3 statistics.
   const size_t per_token = 10 * N * 4;
-  const size_t backward_scratch = train ? std::min<size_t>(N, 256) * C * F + N * H * F + (3 * N + 1) * 4 : 0;
+  // Training scratch of the backend: RMSNorm dweight partials, the attention delta, the embedding
+  // backward's plan (3N + 1 ints), the global norm's 512 block partials and 2 results.
+  const size_t backward_scratch =
+      train ? std::min<size_t>(N, 256) * C * F + N * H * F + (3 * N + 1) * 4 + (512 + 2) * F : 0;
   // Cross-entropy statistics: 5 floats per row of a token chunk, or of every row when the LM head
   // goes by vocabulary chunks (more rows than a token chunk holds: LlamaModel::vocab_chunk).
   const size_t ce_rows = N > head_chunk ? N : head_chunk;

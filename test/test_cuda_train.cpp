@@ -819,3 +819,48 @@ TEST_CASE("cuda LM head by vocabulary chunks: loss and gradients agree with the 
   REQUIRE(std::abs(heldout_gpu - heldout_cpu) <= 2e-2 * heldout_cpu);
   CudaBackend::release();
 }
+
+#if defined(CUDA_EMULATION)
+// The whole plan, not only the model's own buffers: after training steps (every scratch buffer of
+// the backend grown to its largest, the bf16 mirror, the cuBLASLt workspace) the device memory in
+// use (the emulator's cudaMalloc accounting, through cudaMemGetInfo; scratch never shrinks, so this
+// is the high-water mark) is exactly the plan's total, for recompute modes, with the offloaded
+// optimizer. (With the LM head by vocabulary chunks, which needs N x V above 16M logits, its bf16
+// dlogits scratch, rows x a multiple of 64 columns, can stay below the planned chunk of logits.)
+TEST_CASE("cuda memory plan: the device high-water mark after training steps equals the plan's total") {
+  const LlamaConfig cfg = tiny_config(300, 0.05f);
+  const int rows = 2, T = 37;
+  const ParamLayout layout = make_param_layout(cfg);
+  std::vector<float> p0(layout.total);
+  init_weights(cfg, layout, p0.data(), 8);
+  auto in_use = [] {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return total_bytes - free_bytes;
+  };
+  CudaBackend::release();
+  const size_t before = in_use();
+  for (const TrainMemory mem : {TrainMemory{Recompute::none, false}, TrainMemory{Recompute::block, true},
+                                TrainMemory{Recompute::mlp, false}}) {
+      INFO("--recompute " << recompute_name(mem.recompute) << " offload " << mem.offload_optimizer);
+      {
+        LlamaModel<CudaBackend> gpu(cfg, rows, T, MomentDtype::f32, ModelUse::train, mem);
+        cuda_bind_model(gpu);
+        gpu.load_params(p0.data());
+        CudaMemoryPlan plan = cuda_memory_plan(cfg, layout, rows, T, false, ModelUse::train, 0, 0, mem);
+        AdamWConfig opt;
+        for (int step = 0; step < 2; step++) {
+          Batch b = packed_batch(T, cfg.vocab_size, 40 + step);
+          for (int i = 0; i < rows * T; i++) b.targets[i] = b.tokens[(i + 1) % (rows * T)];  // every token: N rows
+          b.num_target_tokens = rows * T;
+          gpu.zero_grad();
+          gpu.forward_backward(b, b.num_target_tokens);
+          gpu.optimizer_step(opt);
+        }
+        REQUIRE(in_use() - before == plan.total());
+        CudaBackend::release();  // the mirror, the scratch and the cuBLASLt context
+      }
+      REQUIRE(in_use() == before);
+    }
+}
+#endif
