@@ -243,11 +243,17 @@ static std::string fixed2(double x) {
 
 // What LlamaModel<CpuBackend> keeps per layer for the backward (model/llama.h: the residual
 // stream, both norms' outputs, q|k|v, attention output, gate|up, SwiGLU, all fp32, plus two RMSNorm
-// reciprocals and the attention log-sum-exp per token): the bulk of its activation memory.
-static double cpu_saved_activation_bytes(const LlamaConfig& c, int rows, int T) {
+// reciprocals and the attention log-sum-exp per token): the bulk of its activation memory. What
+// --recompute rebuilds is kept once, not per layer.
+static double cpu_saved_activation_bytes(const LlamaConfig& c, int rows, int T, Recompute rc) {
   const double N = double(rows) * T, C = c.hidden_size, I = c.intermediate_size, H = c.num_attention_heads,
-               D = c.head_dim, QKV = (c.num_attention_heads + 2.0 * c.num_key_value_heads) * c.head_dim;
-  return double(c.num_hidden_layers) * N * ((4 * C + QKV + H * D + 3 * I) + (2 + H)) * 4;
+               D = c.head_dim, QKV = (c.num_attention_heads + 2.0 * c.num_key_value_heads) * c.head_dim,
+               L = c.num_hidden_layers;
+  const double norms = 3 * C + 2, attn = QKV + H * D + H, mlp = 3 * I, layer = C + norms + attn + mlp;
+  const double shared = (rc == Recompute::attn || rc == Recompute::block ? attn : 0) +
+                        (rc == Recompute::mlp || rc == Recompute::block ? mlp : 0) +
+                        (rc == Recompute::block ? norms : 0);
+  return N * (L * (layer - shared) + shared) * 4;
 }
 
 // Backend: CpuBackend, or CudaBackend (--device cuda, nvcc builds). On the CUDA backend the fp32 state
@@ -398,7 +404,7 @@ struct Trainer {
     std::vector<std::pair<std::string, double>> plan;
     if constexpr (kOnHost) {
       plan = {{"weights", 4 * P}, {"gradients", 4 * P}, {"AdamW m and v", 8 * P},
-              {"activations", cpu_saved_activation_bytes(config, rows, args.seq_len)}};
+              {"activations", cpu_saved_activation_bytes(config, rows, args.seq_len, train_memory().recompute)}};
     } else {
       plan = {{"host copies of the weights and AdamW m and v", 12 * P}};
       if (args.offload_optimizer) plan.push_back({"offloaded master weights and AdamW m and v (pinned)", 12 * P});
