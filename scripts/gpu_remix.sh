@@ -44,7 +44,8 @@
 # --dry-run prints the commands; --no-build skips `make`; --device, --epochs, --lr (stage 1),
 # --lrs (stage 2), --seeds, --batch-size, --seq-len, --num-kvr, --ratios, --replay-ratio, --template
 # override the protocol's values.
-# Extra train_llama options (e.g. --micro-batch-size 4 for 80 GB, --save-every 500) go after "--".
+# Extra train_llama options (e.g. --recompute block --offload-optimizer --micro-batch-size 16 for
+# one 80 GB GPU, --save-every 500) go after "--".
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
