@@ -406,6 +406,148 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 matches 1 process, and r
   }
 }
 
+namespace {
+
+// Max |a - b| over the weights of two checkpoints (model.safetensors).
+double max_weight_diff(const std::string& a, const std::string& b) {
+  const std::vector<float> w1 = all_weights(a + "/model.safetensors"), w2 = all_weights(b + "/model.safetensors");
+  REQUIRE(w1.size() == w2.size());
+  double d = 0.0;
+  for (size_t i = 0; i < w1.size(); i++) d = std::max(d, (double)std::abs(w1[i] - w2[i]));
+  return d;
+}
+// The files of a checkpoint that hold numbers (weights, sharded or whole optimizer state).
+std::vector<std::string> state_files(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+void require_same_state(const std::string& a, const std::string& b) {
+  REQUIRE(state_files(a) == state_files(b));
+  for (const std::string& f : state_files(a)) {
+    INFO(a << "/" << f << " vs " << b << "/" << f);
+    REQUIRE(read_text_file(a + "/" + f) == read_text_file(b + "/" + f));
+  }
+}
+// Starts `args` as rank r of 2 through torchrun-style variables (the test knows each pid).
+pid_t start_rank(int r, const std::vector<std::string>& a, const std::string& log,
+                 const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("RANK", std::to_string(r).c_str(), 1);
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+    setenv("EMU_DEVICE_COUNT", "2", 1);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
+    std::vector<char*> args;
+    for (const auto& x : a) args.push_back(const_cast<char*>(x.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+TEST_CASE("train_llama --zero 1 and 2 under mpirun -np 2 match 1 process; sharded checkpoints resume at any world size") {
+  if (!dist_tests_enabled()) return;
+  Setup s;
+  const int steps = 4;
+  const std::vector<std::string> eps = {"--eps", "1e-6"};  // see the ZeRO 0 test
+  const std::string store = "file://" + abs_path(s.dir) + "/store";
+  REQUIRE(run(with(s.args(kTrainCuda, "cuda", "one", steps), eps), s.dir + "/one.log") == 0);
+  // ZeRO 1 reduces the gradients after the backward; ZeRO 2 in buckets during it (0.2 MB: the
+  // LM head, then several layers per bucket, then the embedding).
+  for (const std::string name : {"z1", "z2", "z2_again"}) {
+    const std::vector<std::string> zero = name == "z1" ? std::vector<std::string>{"--zero", "1"}
+                                                       : std::vector<std::string>{"--zero", "2", "--bucket-mb", "0.2"};
+    const int rc = run(mpirun2(with(with(s.args(kTrainCuda, "cuda", name, steps), eps),
+                                    with(zero, {"--dist-init", store + "_" + name}))),
+                       s.dir + "/" + name + ".log");
+    INFO(read_text_file(s.dir + "/" + name + ".log"));
+    REQUIRE(rc == 0);
+  }
+  REQUIRE(read_text_file(s.dir + "/z2.log").find("data parallel: 2 processes (ZeRO 2)") != std::string::npos);
+  const std::vector<json> one = step_events(s.dir + "/one.jsonl");
+  REQUIRE(one.size() == (size_t)steps);
+  for (const std::string name : {"z1", "z2"}) {
+    INFO(name);
+    const std::vector<json> two = step_events(s.dir + "/" + name + ".jsonl");
+    REQUIRE(two.size() == (size_t)steps);
+    for (int i = 0; i < steps; i++) {
+      INFO("step " << i + 1);
+      const double l1 = one[i]["loss"], l2 = two[i]["loss"];
+      REQUIRE(std::abs(l2 - l1) <= 1e-5 * std::abs(l1));
+      // The global norm: the squared norms of the two slices summed over the ranks.
+      const double n1 = one[i]["grad_norm"], n2 = two[i]["grad_norm"];
+      REQUIRE(std::abs(n2 - n1) <= 1e-4 * std::abs(n1));
+    }
+    REQUIRE(max_weight_diff(s.dir + "/one/final", s.dir + "/" + name + "/final") <= 2 * steps * 1e-3);
+    // The same HF directory as one process, the optimizer state in one shard per rank + an index.
+    const std::string fin = s.dir + "/" + name + "/final";
+    REQUIRE(state_files(fin) == std::vector<std::string>{"model.safetensors", "optimizer-00001-of-00002.safetensors",
+                                                         "optimizer-00002-of-00002.safetensors"});
+    const json index = json::parse(read_text_file(fin + "/optimizer.index.json"));
+    REQUIRE(index["shards"].size() == 2);
+    REQUIRE(index["shards"][0]["begin"] == 0);
+    REQUIRE(index["shards"][0]["end"] == index["shards"][1]["begin"]);
+  }
+  // Same program, same threads: the same bytes.
+  require_same_state(s.dir + "/z2/final", s.dir + "/z2_again/final");
+
+  // Re-sharding: the 2-shard checkpoint at step 2 resumed by one process, and the 1-process
+  // checkpoint resumed by two at ZeRO 2, continue with the losses of the uninterrupted run.
+  REQUIRE(run({kTrainCuda, "--resume", s.dir + "/z2/checkpoint-2", "--zero", "0", "--out", s.dir + "/two_then_one",
+               "--log", s.dir + "/two_then_one.jsonl"},
+              s.dir + "/two_then_one.log") == 0);
+  const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/one/checkpoint-2", "--zero", "2", "--out",
+                              s.dir + "/one_then_two", "--log", s.dir + "/one_then_two.jsonl", "--dist-init",
+                              store + "_resume"}),
+                     s.dir + "/one_then_two.log");
+  INFO(read_text_file(s.dir + "/one_then_two.log"));
+  REQUIRE(rc == 0);
+  for (const std::string name : {"two_then_one", "one_then_two"}) {
+    INFO(name);
+    const std::vector<json> resumed = step_events(s.dir + "/" + name + ".jsonl");
+    REQUIRE(resumed.size() == 2);
+    for (int i = 0; i < 2; i++) {
+      REQUIRE(resumed[i]["step"] == i + 3);
+      const double l1 = one[i + 2]["loss"], lr = resumed[i]["loss"];
+      REQUIRE(std::abs(lr - l1) <= 1e-5 * std::abs(l1));
+    }
+  }
+
+  // SIGKILL of both ranks while rank 0 writes the final checkpoint (every shard written, nothing
+  // renamed yet): no final directory appears, and the run resumed from checkpoint-2 at 2
+  // processes ends with the bytes of the uninterrupted run.
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; r++)
+    pids.push_back(start_rank(r, with(with(s.args(kTrainCuda, "cuda", "killed", steps), eps),
+                                      {"--zero", "2", "--bucket-mb", "0.2", "--dist-init", store + "_killed"}),
+                              s.dir + "/killed" + std::to_string(r) + ".log",
+                              {{"ENGINE_DEBUG_CHECKPOINT_PAUSE", "final"}}));
+  const std::string paused = s.dir + "/killed/final.tmp/.paused";
+  for (int i = 0; i < 12000 && !file_exists(paused); i++) usleep(10000);
+  REQUIRE(file_exists(paused));
+  REQUIRE(file_exists(s.dir + "/killed/final.tmp/optimizer-00002-of-00002.safetensors"));
+  for (pid_t pid : pids) kill(pid, SIGKILL);
+  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  REQUIRE(!file_exists(s.dir + "/killed/final"));
+  const int rc3 = run(mpirun2({kTrainCuda, "--resume", s.dir + "/killed", "--dist-init", store + "_killed2"}),
+                      s.dir + "/killed_resumed.log");
+  INFO(read_text_file(s.dir + "/killed_resumed.log"));
+  REQUIRE(rc3 == 0);
+  REQUIRE(read_text_file(s.dir + "/killed_resumed.log").find("resumed from " + s.dir + "/killed/checkpoint-2") !=
+          std::string::npos);
+  require_same_state(s.dir + "/killed/final", s.dir + "/z2/final");
+  REQUIRE(!file_exists(s.dir + "/killed/final.tmp"));
+}
+
 TEST_CASE("train_llama with 2 processes: a signal to one rank stops both after the same step, with a checkpoint") {
   if (!dist_tests_enabled()) return;
   Setup s;
