@@ -34,6 +34,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
+#include "common/mpi_store.h"
 #include "common/nvtx.h"
 #include "common/process_group.h"
 #include "common/progress.h"
@@ -167,9 +168,10 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
   opt("--resume", a.resume, "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory");
   opt("--log", a.log, "FILE", "append one JSON line per step (and per evaluation) to FILE");
   opt("--log-every", a.log_every, "N", "print a progress line every N steps (default 1)")->check(cli::integer(1, 1 << 30));
-  opt("--dist-init", a.dist_init, "file:///PATH",
+  opt("--dist-init", a.dist_init, "file:///PATH|mpi",
       "rendezvous of a multi-process run (launched by mpirun, srun or with RANK/WORLD_SIZE/LOCAL_RANK): rank 0 "
-      "writes the NCCL id to PATH, on a file system every rank sees, and removes it once all have read it");
+      "writes the NCCL id to PATH, on a file system every rank sees, and removes it once all have read it; or "
+      "mpi: MPI_Bcast through OpenMPI's libmpi (the default under OpenMPI's mpirun when libmpi loads)");
   opt("--dist-timeout", a.dist_timeout, "S", "seconds a rank waits for the others at the rendezvous (default 600)")
       ->check(cli::number(0.001, 1e9));
   opt("--zero", a.zero, "0|1|2|3",
@@ -465,13 +467,23 @@ struct Trainer {
       fail(who, ": multi-process training needs --device cuda (the launcher started ", pg.world_size, " processes)");
     } else {
 #if defined(ENGINE_CUDA)
-      check(!args.dist_init.empty(), who, ": --dist-init file:///PATH is required when the launcher starts ",
-            pg.world_size, " processes");
+      // The id goes through MPI under OpenMPI's mpirun (unless --dist-init names a file), else a file.
+      std::string how = args.dist_init;
+      if (how.empty() && pg.launcher == "openmpi" && mpi_available()) how = "mpi";
+      check(!how.empty(), who, ": --dist-init file:///PATH is required when the launcher (", pg.launcher, ") starts ",
+            pg.world_size, " processes (a file on a file system every rank sees; under OpenMPI's mpirun with "
+            "libmpi the default is mpi)");
+      check(how != "mpi" || pg.launcher == "openmpi", who, ": --dist-init mpi needs OpenMPI's mpirun (this process was "
+            "started by ", pg.launcher, "); give --dist-init file:///PATH");
       check(args.batch_size % pg.world_size == 0, who, ": --batch-size ", args.batch_size, " does not divide over ",
             pg.world_size, " ranks (give a multiple of ", pg.world_size, ")");
       if (!main_rank()) check(std::freopen("/dev/null", "w", stdout) != nullptr, who, ": cannot silence stdout");
-      const std::string id = file_store_exchange(parse_dist_init(args.dist_init), pg.rank, pg.world_size,
-                                                 main_rank() ? cuda_comm_unique_id() : "", args.dist_timeout);
+      const std::string mine_id = main_rank() ? cuda_comm_unique_id() : "";
+      const std::string id = how == "mpi" ? mpi_exchange(pg.rank, pg.world_size, mine_id)
+                                          : file_store_exchange(parse_dist_init(how), pg.rank, pg.world_size, mine_id,
+                                                                args.dist_timeout);
+      std::printf("rendezvous: the NCCL id %s\n", how == "mpi" ? "through MPI (OpenMPI's libmpi)"
+                                                               : ("through the file " + how.substr(7)).c_str());
       cuda_comm_init(id, pg.rank, pg.world_size, pg.local_rank);
       const std::string mine = json(options).dump();
       const uint64_t h = hash64(mine.data(), mine.size());
@@ -917,7 +929,9 @@ int main(int argc, char** argv) {
       Trainer<CudaBackend> t;
       t.pg = pg;
       t.setup(given);
-      return t.args.dry_run ? 0 : t.run();
+      const int rc = t.args.dry_run ? 0 : t.run();
+      mpi_finalize();  // every rank gets here together at the end of a run
+      return rc;
     }
 #endif
     Trainer<CpuBackend> t;
