@@ -563,3 +563,35 @@ TEST_CASE("train_llama with 2 processes: bad input is an error on every rank, ne
   INFO(log);
   REQUIRE(log.find("timed out after 1 s waiting for rank 1 of 2") != std::string::npos);
 }
+
+TEST_CASE("the GPU recipes start train_llama through the launcher given (--launcher, --nproc)") {
+  const std::string dir = "build/test/tmp_recipe_" + std::to_string(getpid());
+  remove_tree(dir);
+  make_dirs(dir + "/model");
+  write_file_atomic(dir + "/model/tokenizer.json", read_text_file("test/fixtures/tokenizer/ours.json"));
+  auto dry = [&](const std::string& opts, const std::string& log) {
+    return run({"bash", "scripts/gpu_remix.sh", "--model", dir + "/model", "--generic", "g.jsonl", "--d-b", "popqa=p.jsonl",
+                "--seeds", "1", "--ratios", "1", "--out", dir + "/out", "--dry-run", "--no-build", "--no-savings", "--nproc",
+                "2", "--zero", "2", "--optimizer-state", "bf16", "--launcher", opts},
+               dir + "/" + log);
+  };
+  REQUIRE(dry("mpirun", "mpirun.log") == 0);
+  std::string log = read_text_file(dir + "/mpirun.log");
+  INFO(log);
+  REQUIRE(log.find("+ mpirun -np 2 ./train_llama --device cuda") != std::string::npos);
+  REQUIRE(log.find("--zero 2 --optimizer-state bf16 --out") != std::string::npos);  // MPI: no --dist-init
+  REQUIRE(log.find("+ ./eval_factoids") != std::string::npos);                     // one process
+  REQUIRE(dry("torchrun", "torchrun.log") == 0);
+  log = read_text_file(dir + "/torchrun.log");
+  REQUIRE(log.find("+ torchrun --standalone --nproc-per-node=2 --no-python ./train_llama") != std::string::npos);
+  REQUIRE(log.find("--dist-init file://" + abs_path(dir) + "/out/stage1-none-s1.rendezvous") != std::string::npos);
+  REQUIRE(dry("srun", "srun.log") == 0);
+  REQUIRE(read_text_file(dir + "/srun.log").find("+ srun --ntasks=2 --ntasks-per-node=2 --gpus-per-task=1") !=
+          std::string::npos);
+  REQUIRE(dry("pbs", "bad.log") == 2);
+  REQUIRE(read_text_file(dir + "/bad.log").find("error: --launcher 'pbs' must be none, mpirun, srun or torchrun") !=
+          std::string::npos);
+  REQUIRE(dry("none", "none.log") == 2);  // --nproc 2 with one process
+  REQUIRE(read_text_file(dir + "/none.log").find("error: --nproc 2 needs --launcher") != std::string::npos);
+  remove_tree(dir);
+}
