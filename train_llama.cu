@@ -624,6 +624,16 @@ struct Trainer {
       std::printf("\n%s", format_cuda_memory_plan(plan(bf16_state)).c_str());
       std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
                   plan(!bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
+      if (args.zero == 1 || args.zero == 2) {
+        // The plan is the stage's design; training today shards the AdamW state only.
+        CudaMemoryPlan today = plan(bf16_state);
+        const CudaMemoryPlan whole = cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state);
+        today.weights_fp32 = whole.weights_fp32;
+        today.grads = whole.grads;
+        std::printf("train_llama --zero %d allocates today: total %.2f GiB (the AdamW state is sharded; the fp32 "
+                    "master weights and the gradients are still whole buffers, of which each rank updates its slice)\n",
+                    args.zero, today.total() / (1024.0 * 1024.0 * 1024.0));
+      }
       return;
     }
     check(args.zero <= 2, "--zero 3: not implemented yet (the bf16 weights would be sharded and gathered layer by "
