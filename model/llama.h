@@ -11,7 +11,9 @@
 // Memory plan: every activation buffer is sized once from (max_rows, max_T, config) in the
 // constructor; a step allocates nothing. What is kept per layer for the backward: the residual
 // input, the mid-layer residual, both RMSNorm outputs and 1/rms, qkv after RoPE, the attention
-// output and its log-sum-exp, gate|up and the SwiGLU output (ModelUse::train; see model/model_use.h).
+// output and its log-sum-exp, gate|up and the SwiGLU output (ModelUse::train; see model/model_use.h),
+// except what TrainMemory::recompute rebuilds in the backward from what it kept (recompute_layer,
+// calling again the parts of the one layer forward).
 //
 // Inference with a KV cache (kv_reserve / kv_prefill / kv_decode) runs the same layer loop
 // (run_layers): a prefill is the forward over right-padded prompt rows (a padding token attends to

@@ -247,6 +247,10 @@ TEST_CASE("train_llama --recompute block --offload-optimizer (emulated cuda): tr
   REQUIRE(run(with(s.args("./train_llama", "cpu", "cpu_off", steps), {"--offload-optimizer"}), s.dir + "/cpu_off.log") ==
           1);
   REQUIRE(read_text_file(s.dir + "/cpu_off.log").find("error: --offload-optimizer") != std::string::npos);
+  // nor does it combine with a sharded optimizer state
+  REQUIRE(run(with(s.args(kTrainCuda, "cuda", "off_zero", steps), {"--offload-optimizer", "--zero", "1"}),
+              s.dir + "/off_zero.log") == 1);
+  REQUIRE(read_text_file(s.dir + "/off_zero.log").find("error: --offload-optimizer") != std::string::npos);
 }
 
 TEST_CASE("train_llama --dry-run: Llama-3-8B at the REMIX batch (32 x 2048) fits 80 GB with --recompute block "
