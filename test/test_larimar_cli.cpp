@@ -80,15 +80,18 @@ std::vector<std::string> predictions(const std::string& path) {
   return p;
 }
 
-// relative_error of each JSONL line that `read` wrote.
-std::vector<double> relative_errors(const std::string& path) {
+// The numeric field `key` of each JSONL line.
+std::vector<double> field_values(const std::string& path, const char* key) {
   std::vector<double> e;
   const std::string text = read_text_file(path);
   size_t start = 0;
   for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1)
-    e.push_back(nlohmann::json::parse(text.substr(start, end - start)).at("relative_error").get<double>());
+    e.push_back(nlohmann::json::parse(text.substr(start, end - start)).at(key).get<double>());
   return e;
 }
+
+// relative_error of each JSONL line that `read` wrote.
+std::vector<double> relative_errors(const std::string& path) { return field_values(path, "relative_error"); }
 
 }  // namespace
 
@@ -185,8 +188,24 @@ TEST_CASE("eval_factoids --memory: decoding conditioned on the memory readout of
 
   CHECK(run(eval + " --memory " + mem, err, "eval_factoids") == 1);
   CHECK_THAT(read_text_file(err), Contains("--memory and --larimar go together"));
-  CHECK(run(eval + " --memory " + mem + " --larimar " + d + "/lar --score", err, "eval_factoids") == 1);
-  CHECK_THAT(read_text_file(err), Contains("--score"));
+  // Teacher-forced scores conditioned on the readouts: the same answers, other log-likelihoods.
+  REQUIRE(run(eval + " --score --out " + d + "/plain_s", err, "eval_factoids") == 0);
+  REQUIRE(run(eval + " --score --memory " + mem + " --larimar " + d + "/lar --out " + d + "/cond_s", err,
+              "eval_factoids") == 0);
+  const auto plain_lp = field_values(d + "/plain_s/predictions.jsonl", "answer_logprob_sum"),
+             cond_lp = field_values(d + "/cond_s/predictions.jsonl", "answer_logprob_sum");
+  REQUIRE(plain_lp.size() == 3);
+  REQUIRE(cond_lp.size() == 3);
+  for (int i = 0; i < 3; i++) CHECK(plain_lp[i] != cond_lp[i]);
+  // Each batch takes its own rows of the conditioning: batches of 1 score as batches of 2.
+  std::string eval1 = eval;
+  eval1.replace(eval1.find("--batch-size 2"), 14, "--batch-size 1");
+  REQUIRE(run(eval1 + " --score --memory " + mem + " --larimar " + d + "/lar --out " + d + "/cond_1", err,
+              "eval_factoids") == 0);
+  const auto one_lp = field_values(d + "/cond_1/predictions.jsonl", "answer_logprob_sum");
+  REQUIRE(one_lp.size() == 3);
+  for (int i = 0; i < 3; i++) CHECK(std::fabs(one_lp[i] - cond_lp[i]) <= 1e-4 * std::fabs(cond_lp[i]));
+  CHECK(predictions(d + "/cond_s/predictions.jsonl") == cond);  // scoring leaves the decoding alone
   make_encoder(d + "/other/encoder", 2);
   write_file_atomic(d + "/other/larimar.safetensors", read_text_file(d + "/lar/larimar.safetensors"));
   CHECK(run(eval + " --memory " + mem + " --larimar " + d + "/other", err, "eval_factoids") == 1);
