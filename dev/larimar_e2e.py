@@ -10,8 +10,9 @@ against two controls. Not part of `make test` (a few CPU-minutes); the programs 
 Stages (each a command line of the engine's programs, printed as it runs):
   1. generic text from Debian `fortunes` (dev/data/fortunes_to_jsonl.py), a byte-level BPE
      (./tokenize train), language-model chunks of --seq-len tokens (./prepare_data --mode text);
-  2. ./train_llama --init DECODER.json --larimar ENCODER.json --memory-slots K: episodes of
-     --episode chunks, the four-term loss, decoder trained with the encoder and memory;
+  2. ./train_llama --init DECODER.json: the decoder alone, --decoder-steps steps; then
+     ./train_llama --model DECODER --larimar ENCODER.json --memory-slots K --beta B: episodes of
+     --episode chunks, the four-term loss, the decoder trained on with the encoder and memory;
   3. facts "the password of NAME is WORD" (names and words drawn with --seed, never in the
      training text as such), written with ./larimar_edit write into memory A; the same number of
      other facts (other names, other words) into memory B;
@@ -66,10 +67,13 @@ def read_jsonl(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/larimar-e2e")
+    ap.add_argument("--decoder-steps", type=int, default=1500, help="steps of the decoder alone first")
     ap.add_argument("--steps", type=int, default=1500, help="Larimar training steps (episodes)")
+    ap.add_argument("--beta", type=float, default=0.0,
+                    help="peak KL weight (IBM: 0.5; at this size it collapses the codes, see docs/larimar.md)")
     ap.add_argument("--episode", type=int, default=8, help="texts per episode")
     ap.add_argument("--seq-len", type=int, default=24, help="tokens per training text")
-    ap.add_argument("--slots", type=int, default=32, help="memory slots K")
+    ap.add_argument("--slots", type=int, default=16, help="memory slots K (< --code: a memory written by larimar_edit holds a K-dimensional subspace of codes; K >= Cz reads every code back)")
     ap.add_argument("--code", type=int, default=32, help="code size Cz")
     ap.add_argument("--hidden", type=int, default=64, help="decoder and encoder width")
     ap.add_argument("--vocab", type=int, default=512)
@@ -104,16 +108,19 @@ def main():
     json.dump(dec, open(p("decoder.json"), "w"), indent=2)
     json.dump(enc, open(p("encoder.json"), "w"), indent=2)
 
-    # 2. Training.
+    # 2. Training: the decoder alone first (a plain language model), then the Larimar model around it.
+    common = ["--device", "cpu", "--threads", str(a.threads), "--data", p("text.bin"), "--batch-size", str(a.episode),
+              "--seq-len", str(a.seq_len), "--lr", str(a.lr), "--warmup-ratio", "0.02", "--log-every", "100",
+              "--seed", str(a.seed)]
+    if not os.path.exists(p("decoder", "final")):
+        run(["./train_llama", "--init", p("decoder.json"), "--tokenizer", p("tokenizer.json"), "--steps",
+             str(a.decoder_steps), "--out", p("decoder")] + common, log=p("decoder.out"))
     ck = p("train", "final")
     train_s = None
     if not os.path.exists(ck):
-        _, train_s = run(["./train_llama", "--device", "cpu", "--threads", str(a.threads), "--init", p("decoder.json"),
-                          "--tokenizer", p("tokenizer.json"), "--larimar", p("encoder.json"), "--memory-slots",
-                          str(a.slots), "--data", p("text.bin"), "--batch-size", str(a.episode), "--seq-len",
-                          str(a.seq_len), "--steps", str(a.steps), "--lr", str(a.lr), "--warmup-ratio", "0.02",
-                          "--log-every", "100", "--seed", str(a.seed), "--out", p("train"), "--log",
-                          p("train_log.jsonl")], log=p("train.out"))
+        _, train_s = run(["./train_llama", "--model", p("decoder", "final"), "--larimar", p("encoder.json"),
+                          "--memory-slots", str(a.slots), "--beta", str(a.beta), "--steps", str(a.steps), "--out",
+                          p("train"), "--log", p("train_log.jsonl")] + common, log=p("train.out"))
     log = [j for j in read_jsonl(p("train_log.jsonl")) if j.get("event") == "step"]
 
     # 3. Facts and memories.
@@ -162,8 +169,9 @@ def main():
     }
     json.dump(summary, open(p("results.json"), "w"), indent=2)
     lines = ["# Larimar end to end (dev/larimar_e2e.py)", "",
-             f"Training: {a.steps} episodes of {a.episode} texts of {a.seq_len} tokens; memory {a.slots} slots, "
-             f"code {a.code}; decoder and encoder width {a.hidden}.", "",
+             f"Training: the decoder alone for {a.decoder_steps} steps, then {a.steps} Larimar episodes of "
+             f"{a.episode} texts of {a.seq_len} tokens, peak beta {a.beta}; memory {a.slots} slots, code {a.code}; "
+             f"decoder and encoder width {a.hidden}.", "",
              "| term | mean of the first 50 steps | mean of the last 50 steps |", "|---|---|---|"]
     for k, v in summary["training"].items():
         lines.append(f"| {k} | {v['first50']:.4f} | {v['last50']:.4f} |")
