@@ -5,7 +5,9 @@
 // PyTorch in test_larimar_model).
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +19,7 @@
 #include "common/file_io.h"
 #include "model/config.h"
 #include "larimar/encoder.h"
+#include "model/checkpoint.h"
 #include "model/params.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -345,6 +348,43 @@ TEST_CASE("train_llama --larimar: resume is bit-exact") {
   // The comparison can fail: a run with another seed differs.
   REQUIRE(run(r.train("c", "--steps 12 --beta-cycles 2 --seed 5"), err, "train_llama") == 0);
   CHECK(read_text_file(r.d + "/a/final/larimar.safetensors") != read_text_file(r.d + "/c/final/larimar.safetensors"));
+}
+
+TEST_CASE("train_llama --larimar: SIGINT saves a checkpoint with the Larimar files; resuming it is bit-exact") {
+  const LarimarRun r("larimar_sigint");
+  const std::string err = r.d + "/err", more = "--steps 150 --beta-cycles 3 --log " + r.d + "/";
+  REQUIRE(run(r.train("ref", more + "ref.jsonl"), err, "train_llama") == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = "exec ./train_llama " + r.train("int", more + "int.jsonl") + " > " + err + ".int 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Once a few steps are logged (or after 60 s at most), interrupt.
+  for (int i = 0; i < 60000; i++) {
+    if (file_exists(r.d + "/int.jsonl") && step_logs(r.d + "/int.jsonl").size() >= 3) break;
+    usleep(1000);
+  }
+  kill(pid, SIGINT);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO(read_text_file(err + ".int"));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  if (!file_exists(r.d + "/int/final")) {  // the signal came before the end: a signal checkpoint
+    const std::vector<RunCheckpoint> cks = list_run_checkpoints(r.d + "/int");
+    REQUIRE(cks.size() == 1);
+    CHECK(load_trainer_state(cks[0].dir)["stop_reason"] == "signal");
+    for (const char* f : {"/encoder/model.safetensors", "/larimar.safetensors", "/larimar_optimizer.safetensors"})
+      CHECK(file_exists(cks[0].dir + f));
+    REQUIRE(run("--resume " + r.d + "/int", err, "train_llama") == 0);
+  }
+  for (const char* f : {"/model.safetensors", "/encoder/model.safetensors", "/larimar.safetensors",
+                        "/larimar_optimizer.safetensors"}) {
+    INFO(f);
+    CHECK(read_text_file(r.d + "/ref/final" + f) == read_text_file(r.d + "/int/final" + f));
+  }
 }
 
 TEST_CASE("train_llama --larimar: bad input is a clear error") {
