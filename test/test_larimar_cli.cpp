@@ -348,6 +348,11 @@ TEST_CASE("train_llama --larimar: resume is bit-exact") {
   // The comparison can fail: a run with another seed differs.
   REQUIRE(run(r.train("c", "--steps 12 --beta-cycles 2 --seed 5"), err, "train_llama") == 0);
   CHECK(read_text_file(r.d + "/a/final/larimar.safetensors") != read_text_file(r.d + "/c/final/larimar.safetensors"));
+  // The paper's iterative pseudo-inverse trains too, to other (close, not equal) weights.
+  REQUIRE(run(r.train("it", "--steps 12 --beta-cycles 2 --pinv iterative --log " + r.d + "/it.jsonl"), err,
+              "train_llama") == 0);
+  CHECK(step_logs(r.d + "/it.jsonl").size() == 12);
+  CHECK(read_text_file(r.d + "/a/final/larimar.safetensors") != read_text_file(r.d + "/it/final/larimar.safetensors"));
 }
 
 TEST_CASE("train_llama --larimar: SIGINT saves a checkpoint with the Larimar files; resuming it is bit-exact") {
