@@ -6,6 +6,8 @@ against two controls. Not part of `make test` (a few CPU-minutes); the programs 
 (`make train_llama larimar_edit eval_factoids prepare_data tokenize`).
 
     python3 dev/larimar_e2e.py [--out runs/larimar-e2e] [--steps 1500] [--threads 2]
+    python3 dev/larimar_e2e.py --checkpoint RUN/final --facts-a A.jsonl [--facts-b B.jsonl] --out DIR
+                               # stages 3-4 only, on a trained Larimar checkpoint and given facts
 
 Stages (each a command line of the engine's programs, printed as it runs):
   1. generic text from Debian `fortunes` (dev/data/fortunes_to_jsonl.py), a byte-level BPE
@@ -82,13 +84,18 @@ def main():
     ap.add_argument("--words", type=int, default=200000, help="pretraining words taken from fortunes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--checkpoint", help="score an existing Larimar checkpoint (train_llama --larimar) instead of "
+                                         "making the data and training one")
+    ap.add_argument("--facts-a", help="JSONL facts {question, answer, text} to write into memory A and to score "
+                                      "(default: generated)")
+    ap.add_argument("--facts-b", help="JSONL control facts for memory B (default: generated)")
     a = ap.parse_args()
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     p = lambda *x: os.path.join(out, *x)
 
     # 1. Data and tokenizer.
-    if not os.path.exists(p("text.bin")):
+    if not a.checkpoint and not os.path.exists(p("text.bin")):
         run([sys.executable, "dev/data/fortunes_to_jsonl.py", "--pretrain", p("pretrain"), "--heldout",
              p("heldout.jsonl"), "--num-heldout", "10", "--max-pretrain-words", str(a.words)])
         run(["./tokenize", "train", "--vocab-size", str(a.vocab), "--special", "<|begin_of_text|>,<|end_of_text|>",
@@ -96,6 +103,16 @@ def main():
         run(["./prepare_data", "--mode", "text", "--text-mode", "lm", "--input", p("pretrain.jsonl"), "--seq-len",
              str(a.seq_len), "--tokenizer", p("tokenizer.json"), "--output", p("text.bin"), "--jsonl",
              p("text_examples.jsonl")])
+    ck = os.path.abspath(a.checkpoint) if a.checkpoint else p("train", "final")
+    train_s, log = None, []
+    if not a.checkpoint:
+        ck, train_s, log = train(a, p)
+    fa, fb = facts(a, p)
+    scores = score_all(a, p, ck, fa, fb)
+    report(a, p, log, train_s, scores)
+
+
+def train(a, p):
     tok = json.load(open(p("tokenizer.json")))
     vocab = len(tok["model"]["vocab"]) + len(tok.get("added_tokens", []))
     vocab = (vocab + 63) // 64 * 64
@@ -121,27 +138,39 @@ def main():
         _, train_s = run(["./train_llama", "--model", p("decoder", "final"), "--larimar", p("encoder.json"),
                           "--memory-slots", str(a.slots), "--beta", str(a.beta), "--steps", str(a.steps), "--out",
                           p("train"), "--log", p("train_log.jsonl")] + common, log=p("train.out"))
-    log = [j for j in read_jsonl(p("train_log.jsonl")) if j.get("event") == "step"]
+    return ck, train_s, [j for j in read_jsonl(p("train_log.jsonl")) if j.get("event") == "step"]
 
-    # 3. Facts and memories.
-    rng = random.Random(a.seed)
-    words = sorted({w for t in read_jsonl(p("pretrain.jsonl"))[:2000] for w in t["text"].lower().split()
-                    if w.isalpha() and 4 <= len(w) <= 8})
-    names = rng.sample(NAMES, 2 * a.facts)
-    answers = rng.sample(words, 2 * a.facts)
-    facts = [{"question": f"the password of {n} is", "answer": w, "text": f"the password of {n} is {w}"}
-             for n, w in zip(names, answers)]
-    fa, fb = facts[:a.facts], facts[a.facts:]
+
+# 3. Facts: "the password of NAME is WORD" with words of the training text (or a fixed list), or given.
+def facts(a, p):
+    if a.facts_a:
+        fa = read_jsonl(a.facts_a)
+        fb = read_jsonl(a.facts_b) if a.facts_b else []
+    else:
+        rng = random.Random(a.seed)
+        src = read_jsonl(p("pretrain.jsonl"))[:2000] if os.path.exists(p("pretrain.jsonl")) else \
+            [{"text": "apple river stone garden window silver morning candle forest violin orange pepper "
+                      "island marble thunder copper meadow lantern harbor pillow"}]
+        words = sorted({w for t in src for w in t["text"].lower().split() if w.isalpha() and 4 <= len(w) <= 8})
+        names = rng.sample(NAMES, 2 * a.facts)
+        answers = rng.sample(words, 2 * a.facts)
+        made = [{"question": f"the password of {n} is", "answer": w, "text": f"the password of {n} is {w}"}
+                for n, w in zip(names, answers)]
+        fa, fb = made[:a.facts], made[a.facts:]
     write_jsonl(p("facts_a.jsonl"), fa)
-    write_jsonl(p("facts_b.jsonl"), fb)
-    for name, fs in (("a", "facts_a.jsonl"), ("b", "facts_b.jsonl")):
+    if fb:
+        write_jsonl(p("facts_b.jsonl"), fb)
+    return fa, fb
+
+
+# 4. Memories (larimar_edit write, one episode each) and scoring (eval_factoids --score).
+def score_all(a, p, ck, fa, fb):
+    for name in ("a", "b") if fb else ("a",):
         if os.path.exists(p(f"memory_{name}.safetensors")):
             os.remove(p(f"memory_{name}.safetensors"))
-        run(["./larimar_edit", "write", "--encoder", p("train", "final", "encoder"), "--params",
-             p("train", "final", "larimar.safetensors"), "--memory", p(f"memory_{name}.safetensors"), "--facts",
-             p(fs)])
-
-    # 4. Scoring.
+        run(["./larimar_edit", "write", "--encoder", os.path.join(ck, "encoder"), "--params",
+             os.path.join(ck, "larimar.safetensors"), "--memory", p(f"memory_{name}.safetensors"), "--facts",
+             p(f"facts_{name}.jsonl")])
     results = {}
     def score(label, extra):
         d = p("eval", label)
@@ -156,14 +185,18 @@ def main():
         }
     score("plain", [])
     score("memory A (its facts)", ["--larimar", ck, "--memory", p("memory_a.safetensors")])
-    score("memory B (other facts)", ["--larimar", ck, "--memory", p("memory_b.safetensors")])
+    if fb:
+        score("memory B (other facts)", ["--larimar", ck, "--memory", p("memory_b.safetensors")])
+    return results
 
+
+def report(a, p, log, train_s, results):
     first, last = log[:50], log[-50:]
     mean = lambda xs, k: sum(x[k] for x in xs) / len(xs)
     summary = {
         "args": vars(a),
         "training": {k: {"first50": mean(first, k), "last50": mean(last, k)}
-                     for k in ("loss", "ce_read", "ce_code", "ce_zero", "kl")},
+                     for k in ("loss", "ce_read", "ce_code", "ce_zero", "kl")} if log else {},
         "training_seconds": train_s,
         "scores": results,
     }
@@ -175,7 +208,8 @@ def main():
              "| term | mean of the first 50 steps | mean of the last 50 steps |", "|---|---|---|"]
     for k, v in summary["training"].items():
         lines.append(f"| {k} | {v['first50']:.4f} | {v['last50']:.4f} |")
-    lines += ["", f"{a.facts} facts \"the password of NAME is WORD\", the answer WORD scored after the question:", "",
+    n = len(read_jsonl(p("facts_a.jsonl")))
+    lines += ["", f"{n} facts, each answer scored after its question:", "",
               "| condition | exact match | mean log-prob per answer token | log-prob of the answer | median first-token rank |",
               "|---|---|---|---|---|"]
     for k, v in results.items():
