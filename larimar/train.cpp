@@ -223,6 +223,8 @@ void LarimarTrainer<Backend>::save(const std::string& dir, const std::string& to
   std::vector<std::string> names;  // kept alive for the tensor list
   names.reserve(2 * s.host.size());
   for (const auto& h : s.host) {
+    check_finite(h.m, dir, h.name + " AdamW first moment");
+    check_finite(h.v, dir, h.name + " AdamW second moment");
     names.push_back(h.name + ".exp_avg");
     tensors.push_back({names.back(), "F32", h.shape, h.m.data()});
     names.push_back(h.name + ".exp_avg_sq");
