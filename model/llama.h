@@ -250,6 +250,21 @@ struct LlamaModel {
     params_changed();
     return norm;
   }
+  // The same step with a clipping factor computed elsewhere: clip_scale of a global norm over
+  // several models' gradients (Larimar: decoder, encoder and host parameters), to which
+  // grad_sum_of_squares() contributes this model's (optimizer slice's) share.
+  double grad_sum_of_squares() const { return Backend::sum_of_squares(grads + opt_begin, opt_count); }
+  void optimizer_step_scaled(const AdamWConfig& opt, float scale) {
+    check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    check(!memory.offload_optimizer, "optimizer_step_scaled: not with the offloaded optimizer");
+    float* p = params + opt_begin;
+    const float* g = grads + opt_begin;
+    if constexpr (Backend::has_bf16_moments) {
+      if (moment_dtype == MomentDtype::bf16)
+        return adamw_apply<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, scale);
+    }
+    adamw_apply<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, scale);
+  }
   // ZeRO stage >= 1: this rank keeps AdamW moments for [begin, begin + count) only (the moments of
   // the whole buffer are freed, zero-filled ones of the slice allocated) and optimizer_step updates
   // that slice.
