@@ -4,12 +4,15 @@
 #include "kernels/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/cast.cuh"
 #include "kernels/cuda/condition.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
@@ -226,15 +229,32 @@ void CudaBackend::rope_apply(bf16* x, const int32_t* pos, const float* cos_t, co
                              int D, int64_t ld, bool backward) {
   ::rope_apply(x, pos, cos_t, sin_t, N, heads, D, (long long)ld, backward, stream());
 }
+static CudaBackend::AttentionKernels& attention_kernels_setting() {
+  static CudaBackend::AttentionKernels k = [] {
+    const char* env = std::getenv("ENGINE_ATTENTION");
+    const std::string v = env ? env : "tensor-cores";
+    check(v == "tensor-cores" || v == "fma", "ENGINE_ATTENTION: expected fma or tensor-cores, got '", v, "'");
+    return v == "fma" ? CudaBackend::AttentionKernels::fma : CudaBackend::AttentionKernels::tensor_cores;
+  }();
+  return k;
+}
+void CudaBackend::set_attention_kernels(AttentionKernels k) { attention_kernels_setting() = k; }
+CudaBackend::AttentionKernels CudaBackend::attention_kernels() { return attention_kernels_setting(); }
 void CudaBackend::attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                                     const int32_t* lo, const int32_t* hi, const AttentionShape& s) {
-  ::attention_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
+  if (attention_kernels() == AttentionKernels::tensor_cores)
+    ::attention_tc_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
+  else
+    ::attention_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
 }
 void CudaBackend::attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,
                                      const bf16* v, const bf16* out, const float* lse, const int32_t* lo,
                                      const int32_t* hi, const AttentionShape& s) {
   float* delta = scratch<float>(SCRATCH_ATTN_DELTA, (size_t)s.rows * s.Tq * s.H);
-  ::attention_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
+  if (attention_kernels() == AttentionKernels::tensor_cores)
+    ::attention_tc_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
+  else
+    ::attention_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
 }
 void CudaBackend::swiglu_forward(bf16* out, const bf16* gate_up, int N, int I) {
   ::swiglu_forward(out, gate_up, N, I, stream());

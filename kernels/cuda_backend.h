@@ -102,6 +102,12 @@ struct CudaBackend {
                               int IC, int OC, bool accumulate_dx);
   static void rope_apply(bf16* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int heads, int D,
                          int64_t ld, bool backward);
+  // Attention kernels: tensor cores (kernels/cuda/attention_tc.cuh, WMMA) by default, or the fp32
+  // FMA kernels (kernels/cuda/attention.cuh, the reference path) with ENGINE_ATTENTION=fma in the
+  // environment or set_attention_kernels (read once; any other value than fma / tensor-cores is an error).
+  enum class AttentionKernels { tensor_cores, fma };
+  static void set_attention_kernels(AttentionKernels k);
+  static AttentionKernels attention_kernels();
   static void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int32_t* lo,
                                 const int32_t* hi, const AttentionShape& s);
   static void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,

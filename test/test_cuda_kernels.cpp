@@ -21,6 +21,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/cast.cuh"
 #include "kernels/cuda/condition.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
@@ -315,6 +316,8 @@ static PackedRows packed_rows(int T) {
   return p;
 }
 
+// Both paths, the FMA kernels (attention.cuh, the reference) and the tensor-core kernels
+// (attention_tc.cuh), against the CPU op and against each other.
 static void check_attention(int D, int H, int KV, const PackedRows& pk, uint64_t seed) {
   const int rows = pk.rows, T = pk.T, S = (H + 2 * KV) * D, N = rows * T;
   INFO("D=" << D << " H=" << H << " KV=" << KV << " T=" << T);
@@ -322,49 +325,69 @@ static void check_attention(int D, int H, int KV, const PackedRows& pk, uint64_t
   const std::vector<float> dout = random_bf16_values((size_t)N * H * D, seed + 1);
   const AttentionShape shape{rows, T, T, H, KV, D, S, S};
   const AttentionDims dims{T, T, H, KV, S, S};
+  const size_t n_out = (size_t)N * H * D, n_lse = (size_t)N * H, n_dqkv = (size_t)N * S;
 
   bool identical = false;
   std::vector<float> got = run_all_schedules([&] {
-    DeviceBuffer<bf16> x(to_bf16(qkv)), out((size_t)N * H * D), d(to_bf16(dout)), dqkv((size_t)N * S);
-    DeviceBuffer<float> lse((size_t)N * H), delta((size_t)N * H);
-    DeviceBuffer<int> lo(pk.lo), hi(pk.hi);
-    attention_forward(out, lse, x, x + H * D, x + (H + KV) * D, lo, hi, rows, dims, D, 0);
-    attention_backward(dqkv, dqkv + H * D, dqkv + (H + KV) * D, delta, d, out, x, x + H * D, x + (H + KV) * D, lse,
-                       lo, hi, rows, dims, D, 0);
-    std::vector<float> r = to_f32(out.download());
-    append(r, lse.download());
-    append(r, to_f32(dqkv.download()));
+    std::vector<float> r;
+    for (bool tc : {false, true}) {
+      DeviceBuffer<bf16> x(to_bf16(qkv)), out(n_out), d(to_bf16(dout)), dqkv(n_dqkv);
+      DeviceBuffer<float> lse(n_lse), delta(n_lse);
+      DeviceBuffer<int> lo(pk.lo), hi(pk.hi);
+      if (tc) {
+        attention_tc_forward(out, lse, x, x + H * D, x + (H + KV) * D, lo, hi, rows, dims, D, 0);
+        attention_tc_backward(dqkv, dqkv + H * D, dqkv + (H + KV) * D, delta, d, out, x, x + H * D, x + (H + KV) * D,
+                              lse, lo, hi, rows, dims, D, 0);
+      } else {
+        attention_forward(out, lse, x, x + H * D, x + (H + KV) * D, lo, hi, rows, dims, D, 0);
+        attention_backward(dqkv, dqkv + H * D, dqkv + (H + KV) * D, delta, d, out, x, x + H * D, x + (H + KV) * D, lse,
+                           lo, hi, rows, dims, D, 0);
+      }
+      append(r, to_f32(out.download()));
+      append(r, lse.download());
+      append(r, to_f32(dqkv.download()));
+    }
     return r;
   }, &identical);
   REQUIRE(identical);
-  const std::vector<float> got_out(got.begin(), got.begin() + (size_t)N * H * D);
-  const std::vector<float> got_lse(got.begin() + (size_t)N * H * D, got.begin() + (size_t)N * H * (D + 1));
-  const std::vector<float> got_dqkv(got.begin() + (size_t)N * H * (D + 1), got.end());
   REQUIRE(all_finite(got));
-
-  std::vector<float> out_ref((size_t)N * H * D), lse_ref((size_t)N * H);
-  attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), qkv.data() + H * D, qkv.data() + (H + KV) * D,
-                    pk.lo.data(), pk.hi.data(), shape);
-  REQUIRE(nmse(got_out, out_ref) < BF16_OUTPUT);
-  REQUIRE(nmse(got_lse, lse_ref) < FP32_ORDER);
-  // The backward reference starts from the forward the GPU actually produced (its bf16 output),
-  // as the GPU backward does, so the comparison isolates the backward kernels.
-  std::vector<float> dqkv_ref((size_t)N * S);
-  attention_backward(dqkv_ref.data(), dqkv_ref.data() + H * D, dqkv_ref.data() + (H + KV) * D, dout.data(), qkv.data(),
-                     qkv.data() + H * D, qkv.data() + (H + KV) * D, got_out.data(), lse_ref.data(), pk.lo.data(),
-                     pk.hi.data(), shape);
-  // compare q, k and v gradients separately (their scales differ)
-  for (int part = 0; part < 3; part++) {
-    const int begin = part == 0 ? 0 : part == 1 ? H * D : (H + KV) * D;
-    const int width = part == 0 ? H * D : KV * D;
-    std::vector<float> a, b;
-    for (int n = 0; n < N; n++)
-      for (int i = 0; i < width; i++) {
-        a.push_back(got_dqkv[(size_t)n * S + begin + i]);
-        b.push_back(dqkv_ref[(size_t)n * S + begin + i]);
-      }
-    INFO("gradient part " << "qkv"[part]);
-    REQUIRE(nmse(a, b) < BF16_OUTPUT);
+  const size_t per_path = n_out + n_lse + n_dqkv;
+  std::vector<float> fma_out;
+  for (int path = 0; path < 2; path++) {
+    INFO((path == 0 ? "FMA kernels" : "tensor-core kernels"));
+    const auto at = got.begin() + path * per_path;
+    const std::vector<float> got_out(at, at + n_out), got_lse(at + n_out, at + n_out + n_lse),
+        got_dqkv(at + n_out + n_lse, at + per_path);
+    // The tensor-core path rounds P (forward) and dS (backward) to bf16 before the second product:
+    // one bf16 rounding more than the FMA path on each output.
+    const double tol = path == 0 ? BF16_OUTPUT : BF16_TWO_ROUNDINGS;
+    std::vector<float> out_ref(n_out), lse_ref(n_lse);
+    attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), qkv.data() + H * D, qkv.data() + (H + KV) * D,
+                      pk.lo.data(), pk.hi.data(), shape);
+    INFO("out nmse " << nmse(got_out, out_ref) << ", lse nmse " << nmse(got_lse, lse_ref));
+    REQUIRE(nmse(got_out, out_ref) < tol);
+    REQUIRE(nmse(got_lse, lse_ref) < FP32_ORDER);
+    if (path == 0) fma_out = got_out;
+    else REQUIRE(nmse(got_out, fma_out) < BF16_TWO_ROUNDINGS);  // the two paths agree with each other
+    // The backward reference starts from the forward this path actually produced (its bf16
+    // output), as the GPU backward does, so the comparison isolates the backward kernels.
+    std::vector<float> dqkv_ref(n_dqkv);
+    attention_backward(dqkv_ref.data(), dqkv_ref.data() + H * D, dqkv_ref.data() + (H + KV) * D, dout.data(),
+                       qkv.data(), qkv.data() + H * D, qkv.data() + (H + KV) * D, got_out.data(), lse_ref.data(),
+                       pk.lo.data(), pk.hi.data(), shape);
+    // compare q, k and v gradients separately (their scales differ)
+    for (int part = 0; part < 3; part++) {
+      const int begin = part == 0 ? 0 : part == 1 ? H * D : (H + KV) * D;
+      const int width = part == 0 ? H * D : KV * D;
+      std::vector<float> a, b;
+      for (int n = 0; n < N; n++)
+        for (int i = 0; i < width; i++) {
+          a.push_back(got_dqkv[(size_t)n * S + begin + i]);
+          b.push_back(dqkv_ref[(size_t)n * S + begin + i]);
+        }
+      INFO("gradient part " << "qkv"[part] << " nmse " << nmse(a, b));
+      REQUIRE(nmse(a, b) < tol);
+    }
   }
 }
 
