@@ -302,7 +302,7 @@ void CudaBackend::adamw_update(float* p, const float* g, float* m, float* v, siz
     mirror = s.params_bf16 + (p - s.params);
   }
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
-  ::adamw_update<float>(p, mirror, g, m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream());
+  ::adamw_update<float>(p, mirror, const_cast<float*>(g), m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream());
 }
 void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
                                float b2, float eps, float wd, int step, float grad_scale) {
@@ -314,8 +314,40 @@ void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* 
   }
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
   // uint16_t holds the bf16 bit patterns (the host-side template has no bf16 type).
-  ::adamw_update<bf16>(p, mirror, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp, grad_scale,
-                       nullptr, (uint32_t)step, stream());
+  ::adamw_update<bf16>(p, mirror, const_cast<float*>(g), reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp,
+                       grad_scale, nullptr, (uint32_t)step, stream());
+}
+template <class state_t>
+static double adamw_clip_update_impl(float* p, float* g, state_t* m, state_t* v, size_t n, float lr, float b1,
+                                     float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
+  if (n == 0) return 0.0;
+  BackendState& s = state();
+  bf16* mirror = nullptr;
+  if (in_params(p)) {
+    weight(p);
+    mirror = s.params_bf16 + (p - s.params);
+  }
+  float* buf = scratch<float>(SCRATCH_NORM, GLOBAL_NORM_BLOCKS + 2);
+  global_norm_partials(buf, g, n, stream());
+  AdamWFusion fuse;
+  fuse.norm_partials = buf;
+  fuse.max_norm = max_grad_norm;
+  fuse.norm_out = buf + GLOBAL_NORM_BLOCKS;
+  fuse.zero_grads = zero_grads;
+  const AdamWHyper hp{lr, b1, b2, eps, wd, step};
+  ::adamw_update<state_t>(p, mirror, g, m, v, n, hp, 1.0f, nullptr, (uint32_t)step, stream(), fuse);
+  float norm = 0.0f;
+  CudaBackend::download(&norm, buf + GLOBAL_NORM_BLOCKS, 1);
+  return norm;
+}
+double CudaBackend::adamw_clip_update(float* p, float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                                      float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
+  return adamw_clip_update_impl<float>(p, g, m, v, n, lr, b1, b2, eps, wd, step, max_grad_norm, zero_grads);
+}
+double CudaBackend::adamw_clip_update(float* p, float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
+                                      float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
+  return adamw_clip_update_impl<bf16>(p, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, lr, b1, b2, eps,
+                                      wd, step, max_grad_norm, zero_grads);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -130,6 +130,14 @@ struct CudaBackend {
   // resumed run draws the same rounding as an uninterrupted one.
   static void adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1, float b2,
                            float eps, float wd, int step, float grad_scale);
+  // The fused step (kernels/cuda/adamw.cuh): global norm, clipping and AdamW in two passes with no
+  // host round trip between them, and the gradients zeroed in the update pass when zero_grads.
+  // Returns the norm before clipping; the same bits as sum_of_squares + adamw_update + zero.
+  static constexpr bool fuses_optimizer = true;
+  static double adamw_clip_update(float* p, float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                                  float eps, float wd, int step, float max_grad_norm, bool zero_grads);
+  static double adamw_clip_update(float* p, float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
+                                  float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads);
 
   // ---- memory conditioning (kernels/cuda/condition.cuh) ----
   static void condition_kv_forward(bf16* kv, const bf16* qkv, const float* slot, int rows, int T, int KVD,

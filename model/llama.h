@@ -70,6 +70,7 @@ struct LlamaModel {
   uint16_t* adam_v16 = nullptr;
   MomentDtype moment_dtype = MomentDtype::f32;
   int adam_step = 0;
+  bool grads_zeroed_by_optimizer = false;  // optimizer_step left the gradients zero
 
   // Per-layer saved activations.
   struct LayerActs {
@@ -167,9 +168,12 @@ struct LlamaModel {
   }
   void params_changed() { Backend::params_changed(params, layout.total); }
 
+  // After optimizer_step the gradients are already zero (zeroed in the optimizer pass), and the
+  // memset is skipped; anything writing `grads` between optimizer_step and zero_grad would be kept.
   void zero_grad() {
     check(use == ModelUse::train, "zero_grad: the model was planned for inference only");
-    Backend::zero(grads, layout.total);
+    if (!grads_zeroed_by_optimizer) Backend::zero(grads, layout.total);
+    grads_zeroed_by_optimizer = false;
   }
 
   // Forward through the final norm (keeps what the backward needs). Validates the batch.
@@ -197,15 +201,16 @@ struct LlamaModel {
   // lens_stats in kernels/cpu/ops.h). Only these leave the backend, not the logits.
   void lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold, float* prob,
                   int32_t* rank, int32_t* top1);
-  // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
-  // gradient norm before clipping.
+  // One optimizer step over the accumulated gradients (clipping, AdamW), which leaves the gradients
+  // zero for the next step. Returns the global gradient norm before clipping.
   double optimizer_step(const AdamWConfig& opt) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    grads_zeroed_by_optimizer = true;
     if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
-        return adamw_step<Backend>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt);
+        return adamw_step_zero_grads<Backend>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt);
     }
-    return adamw_step<Backend>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
+    return adamw_step_zero_grads<Backend>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
   }
   // The moments as fp32 on the host (checkpoints; bf16 -> fp32 is exact), and back (fp32 -> bf16
   // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).

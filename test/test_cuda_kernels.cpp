@@ -610,6 +610,70 @@ TEST_CASE("cuda AdamW with bf16 state: stochastic rounding is unbiased and track
   REQUIRE(nmse(dp_got, dp_ref) < 1e-4);  // the update, with state rounded to bf16 (2^-8 relative)
 }
 
+// The fused step (norm reduction finished in the update pass, gradients zeroed there) against the
+// unfused sequence the backend ran before: global norm, clip factor on the host, update, memset.
+template <class state_t>
+static void check_fused_adamw(float g_scale, float max_norm) {
+  const size_t n = 6007;  // a ragged last block
+  const std::vector<float> p0 = random_vector(n, 130), g = random_vector(n, 131, g_scale);
+  const AdamWHyper base{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0};
+  INFO("g scale " << g_scale << " max_norm " << max_norm << (sizeof(state_t) == 2 ? " bf16 state" : " fp32 state"));
+  bool identical = false;
+  const std::vector<float> got = run_all_schedules([&] {
+    std::vector<float> r;
+    for (bool fused : {false, true}) {
+      DeviceBuffer<float> p(p0), gb(n), norm_scale(2), scratch(GLOBAL_NORM_BLOCKS);
+      DeviceBuffer<state_t> m(n), v(n);
+      DeviceBuffer<bf16> pb(n);
+      CUDA_CHECK(cudaMemset(m.ptr, 0, n * sizeof(state_t)));
+      CUDA_CHECK(cudaMemset(v.ptr, 0, n * sizeof(state_t)));
+      for (int step = 1; step <= 2; step++) {
+        gb.upload(g);
+        AdamWHyper hp = base;
+        hp.step = step;
+        if (fused) {
+          global_norm_partials(scratch, gb, n, 0);
+          AdamWFusion fuse;
+          fuse.norm_partials = scratch.ptr;
+          fuse.max_norm = max_norm;
+          fuse.norm_out = norm_scale.ptr;
+          fuse.zero_grads = true;
+          adamw_update<state_t>(p, pb, gb, m, v, n, hp, 1.0f, nullptr, 7 + step, 0, fuse);
+          r.push_back(norm_scale.download()[0]);
+        } else {
+          global_norm(norm_scale, scratch, gb, n, 0.0f, 0);
+          const float norm = norm_scale.download()[0];
+          adamw_update<state_t>(p, pb, gb, m, v, n, hp, clip_scale(norm, max_norm), nullptr, 7 + step, 0);
+          CUDA_CHECK(cudaMemset(gb.ptr, 0, n * sizeof(float)));
+          r.push_back(norm);
+        }
+      }
+      append(r, p.download());
+      append(r, to_f32(pb.download()));
+      append(r, gb.download());
+      for (const state_t& x : m.download()) r.push_back((float)x);
+      for (const state_t& x : v.download()) r.push_back((float)x);
+    }
+    return r;
+  }, &identical);
+  REQUIRE(identical);
+  const size_t half = got.size() / 2;
+  REQUIRE(std::memcmp(got.data(), got.data() + half, half * sizeof(float)) == 0);  // bit-exact
+  const double norm = std::sqrt(sum_of_squares(g.data(), n));
+  REQUIRE(std::abs(got[0] - norm) <= 1e-5 * norm);
+  REQUIRE(std::all_of(got.begin() + 2 + 2 * n, got.begin() + 2 + 3 * n, [](float x) { return x == 0.0f; }));
+  size_t moved = 0;  // the step did update the parameters
+  for (size_t i = 0; i < n; i++) moved += got[2 + i] != p0[i];
+  REQUIRE(moved > n / 2);
+}
+
+TEST_CASE("cuda fused AdamW step: norm, clipping and gradient zeroing in the update pass, bit-exact with the unfused "
+          "path") {
+  check_fused_adamw<float>(0.1f, 1.0f);    // norm ~ 7.7: the clip binds
+  check_fused_adamw<float>(0.001f, 1.0f);  // norm ~ 0.08: below the threshold
+  check_fused_adamw<bf16>(0.1f, 0.0f);     // clipping off
+}
+
 // ------------------------------------------------------------------------------------------------
 TEST_CASE("cuda decoding: KV-cache writes and single-token attention with ragged lengths, GQA") {
   for (int D : {64, 128}) {
