@@ -242,7 +242,7 @@ void CudaBackend::set_attention_kernels(AttentionKernels k) { attention_kernels_
 CudaBackend::AttentionKernels CudaBackend::attention_kernels() { return attention_kernels_setting(); }
 void CudaBackend::attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                                     const int32_t* lo, const int32_t* hi, const AttentionShape& s) {
-  if (attention_kernels() == AttentionKernels::tensor_cores)
+  if (attention_kernels() == AttentionKernels::tensor_cores && attention_tc_supported(q, k, v, nullptr, dims(s), s.D))
     ::attention_tc_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
   else
     ::attention_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
@@ -251,7 +251,7 @@ void CudaBackend::attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* d
                                      const bf16* v, const bf16* out, const float* lse, const int32_t* lo,
                                      const int32_t* hi, const AttentionShape& s) {
   float* delta = scratch<float>(SCRATCH_ATTN_DELTA, (size_t)s.rows * s.Tq * s.H);
-  if (attention_kernels() == AttentionKernels::tensor_cores)
+  if (attention_kernels() == AttentionKernels::tensor_cores && attention_tc_supported(q, k, v, dout, dims(s), s.D))
     ::attention_tc_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
   else
     ::attention_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());

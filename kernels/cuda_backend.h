@@ -104,7 +104,8 @@ struct CudaBackend {
                          int64_t ld, bool backward);
   // Attention kernels: tensor cores (kernels/cuda/attention_tc.cuh, WMMA) by default, or the fp32
   // FMA kernels (kernels/cuda/attention.cuh, the reference path) with ENGINE_ATTENTION=fma in the
-  // environment or set_attention_kernels (read once; any other value than fma / tensor-cores is an error).
+  // environment or set_attention_kernels (read once; any other value than fma / tensor-cores is an
+  // error). Operands the tensor-core kernels cannot load as 16-byte vectors go to the FMA kernels.
   enum class AttentionKernels { tensor_cores, fma };
   static void set_attention_kernels(AttentionKernels k);
   static AttentionKernels attention_kernels();

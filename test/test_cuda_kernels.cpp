@@ -398,6 +398,14 @@ TEST_CASE("cuda attention: flash forward/backward, head_dim 64 and 128, GQA 1/4/
 }
 
 TEST_CASE("cuda attention: unpacked causal rows, a row shorter than one tile, and a long row") {
+  // Operands the tensor-core kernels cannot load as 16-byte vectors (the backend then runs the FMA
+  // kernels): a misaligned pointer, a row stride that is not a multiple of 8, another head size.
+  const void* aligned = reinterpret_cast<const void*>(uintptr_t{4096});
+  const void* off = reinterpret_cast<const void*>(uintptr_t{4096 + 2});
+  REQUIRE(attention_tc_supported(aligned, aligned, aligned, aligned, AttentionDims{8, 8, 4, 1, 384, 384}, 64));
+  REQUIRE_FALSE(attention_tc_supported(aligned, off, aligned, nullptr, AttentionDims{8, 8, 4, 1, 384, 384}, 64));
+  REQUIRE_FALSE(attention_tc_supported(aligned, aligned, aligned, nullptr, AttentionDims{8, 8, 4, 1, 388, 384}, 64));
+  REQUIRE_FALSE(attention_tc_supported(aligned, aligned, aligned, nullptr, AttentionDims{8, 8, 4, 1, 384, 384}, 96));
   for (int T : {7, 70}) {
     PackedRows p{2, T, {}, {}};
     for (int r = 0; r < 2; r++)

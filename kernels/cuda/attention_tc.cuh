@@ -56,14 +56,27 @@ using frag_b_row = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_ma
 using frag_b_col = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
 using frag_acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
+// 16 bytes from src to dst (both 16-byte aligned) as one vector access: a uint4 load and store
+// under nvcc, memcpy under the emulator (g++ would take the cast for a strict-aliasing violation).
+__device__ __forceinline__ void atc_copy16(void* dst, const void* src) {
+#if defined(__CUDACC__)
+  *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+#else
+  std::memcpy(dst, src, 16);
+#endif
+}
+
 // rows x D bf16 from global memory (row stride ld, `rows_valid` real rows, zeros after) into a
-// padded shared tile; all threads of the block take part.
+// padded shared tile, in 16-byte vectors (src 16-byte aligned, ld a multiple of 8: see
+// attention_tc_supported); all threads of the block take part.
 template <int D>
 __device__ __forceinline__ void atc_load_rows(bf16 (*dst)[D + 8], const bf16* __restrict__ src, long long ld, int rows,
                                               int rows_valid) {
-  for (int e = threadIdx.x; e < rows * D; e += blockDim.x) {
-    const int i = e / D, d = e % D;
-    dst[i][d] = i < rows_valid ? src[(size_t)i * ld + d] : __float2bfloat16(0.0f);
+  constexpr int V = D / 8;  // vectors per row
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);  // bf16 zeros
+  for (int e = threadIdx.x; e < rows * V; e += blockDim.x) {
+    const int i = e / V, c = e % V;
+    atc_copy16(&dst[i][8 * c], i < rows_valid ? static_cast<const void*>(src + (size_t)i * ld + 8 * c) : &zero);
   }
 }
 
@@ -438,15 +451,32 @@ UNROLL
   }
 }
 
+// The kernels read q, k, v and dout rows as 16-byte vectors: the pointers must be 16-byte aligned and
+// the row strides multiples of 8 elements (the fused qkv rows and the conditioning buffer are).
+// The CUDA backend falls back to the FMA kernels otherwise.
+inline bool attention_tc_supported(const void* q, const void* k, const void* v, const void* dout,
+                                   const AttentionDims& s, int D) {
+  auto aligned = [](const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return (D == 64 || D == 128) && aligned(q) && aligned(k) && aligned(v) && aligned(dout) && s.ld_q % 8 == 0 &&
+         s.ld_kv % 8 == 0;
+}
+inline void attention_tc_check(const void* q, const void* k, const void* v, const void* dout, const AttentionDims& s,
+                               int D) {
+  if (attention_tc_supported(q, k, v, dout, s, D)) return;
+  fprintf(stderr, "attention_tc: head_dim %d (64 or 128), 16-byte aligned q/k/v/dout and row strides multiple of 8 "
+          "(ld_q %lld, ld_kv %lld) required\n", D, s.ld_q, s.ld_kv);
+  abort();
+}
+
 // Host entry points, as attention_forward / attention_backward of attention.cuh. D must be 64 or
-// 128; H % KV == 0.
+// 128; H % KV == 0; attention_tc_supported.
 inline void attention_tc_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* key_lo,
                                  const int* key_hi, int rows, const AttentionDims& s, int D, cudaStream_t stream) {
   if (rows == 0 || s.Tq == 0) return;
+  attention_tc_check(q, k, v, nullptr, s, D);
   const dim3 grid(ceil_div(s.Tq, ATC_Q_TILE), s.H, rows);
   if (D == 64) LAUNCH(attention_tc_forward_kernel<64>, grid, 128, 0, stream)(out, lse, q, k, v, key_lo, key_hi, s);
-  else if (D == 128) LAUNCH(attention_tc_forward_kernel<128>, grid, 128, 0, stream)(out, lse, q, k, v, key_lo, key_hi, s);
-  else { fprintf(stderr, "attention_tc_forward: head_dim %d is not supported (64 or 128)\n", D); abort(); }
+  else LAUNCH(attention_tc_forward_kernel<128>, grid, 128, 0, stream)(out, lse, q, k, v, key_lo, key_hi, s);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -455,6 +485,7 @@ inline void attention_tc_backward(bf16* dq, bf16* dk, bf16* dv, float* delta, co
                                   const bf16* q, const bf16* k, const bf16* v, const float* lse, const int* key_lo,
                                   const int* key_hi, int rows, const AttentionDims& s, int D, cudaStream_t stream) {
   if (rows == 0 || s.Tq == 0) return;
+  attention_tc_check(q, k, v, dout, s, D);
   const int NH = rows * s.Tq * s.H;
   LAUNCH(attention_backward_delta_kernel, ceil_div(NH, 8), 256, 0, stream)(delta, dout, out, NH, D);
   CUDA_CHECK(cudaGetLastError());
@@ -463,14 +494,11 @@ inline void attention_tc_backward(bf16* dq, bf16* dk, bf16* dv, float* delta, co
     LAUNCH(attention_tc_backward_dq_kernel<64>, grid_dq, 128, 0, stream)(dq, dout, q, k, v, lse, delta, key_lo, key_hi, s);
     LAUNCH(attention_tc_backward_dkv_kernel<64>, grid_dkv, 64, 0, stream)(dk, dv, dout, q, k, v, lse, delta, key_lo,
                                                                           key_hi, s);
-  } else if (D == 128) {
+  } else {
     LAUNCH(attention_tc_backward_dq_kernel<128>, grid_dq, 128, 0, stream)(dq, dout, q, k, v, lse, delta, key_lo, key_hi,
                                                                           s);
     LAUNCH(attention_tc_backward_dkv_kernel<128>, grid_dkv, 64, 0, stream)(dk, dv, dout, q, k, v, lse, delta, key_lo,
                                                                            key_hi, s);
-  } else {
-    fprintf(stderr, "attention_tc_backward: head_dim %d is not supported (64 or 128)\n", D);
-    abort();
   }
   CUDA_CHECK(cudaGetLastError());
 }
