@@ -56,13 +56,15 @@ using frag_b_row = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_ma
 using frag_b_col = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
 using frag_acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
-// 16 bytes from src to dst (both 16-byte aligned) as one vector access: a uint4 load and store
-// under nvcc, memcpy under the emulator (g++ would take the cast for a strict-aliasing violation).
+// 16 bytes from src to dst (both 16-byte aligned; src null: zeros) as one vector access: a uint4
+// load and store under nvcc, memcpy under the emulator (g++ would take the cast for a
+// strict-aliasing violation).
 __device__ __forceinline__ void atc_copy16(void* dst, const void* src) {
 #if defined(__CUDACC__)
-  *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+  *reinterpret_cast<uint4*>(dst) = src ? *reinterpret_cast<const uint4*>(src) : make_uint4(0u, 0u, 0u, 0u);
 #else
-  std::memcpy(dst, src, 16);
+  if (src) std::memcpy(dst, src, 16);
+  else std::memset(dst, 0, 16);  // bf16 zeros
 #endif
 }
 
@@ -73,10 +75,9 @@ template <int D>
 __device__ __forceinline__ void atc_load_rows(bf16 (*dst)[D + 8], const bf16* __restrict__ src, long long ld, int rows,
                                               int rows_valid) {
   constexpr int V = D / 8;  // vectors per row
-  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);  // bf16 zeros
   for (int e = threadIdx.x; e < rows * V; e += blockDim.x) {
     const int i = e / V, c = e % V;
-    atc_copy16(&dst[i][8 * c], i < rows_valid ? static_cast<const void*>(src + (size_t)i * ld + 8 * c) : &zero);
+    atc_copy16(&dst[i][8 * c], i < rows_valid ? src + (size_t)i * ld + 8 * c : nullptr);
   }
 }
 
