@@ -298,6 +298,7 @@ TEST_CASE("cuda matmul (cuBLASLt): linear forward with bias and accumulation, in
 struct PackedRows {
   int rows, T;
   std::vector<int> lo, hi;
+  int Tk = 0;  // keys per row; 0: T
 };
 static PackedRows packed_rows(int T) {
   PackedRows p{2, T, {}, {}};
@@ -317,75 +318,88 @@ static PackedRows packed_rows(int T) {
 }
 
 // Both paths, the FMA kernels (attention.cuh, the reference) and the tensor-core kernels
-// (attention_tc.cuh), against the CPU op and against each other.
+// (attention_tc.cuh), against the CPU op and against each other. With pk.Tk > T the keys and values
+// are in their own buffer [rows * Tk, 2 KV D] (the memory slot's layout: Tk = T + 1).
 static void check_attention(int D, int H, int KV, const PackedRows& pk, uint64_t seed) {
-  const int rows = pk.rows, T = pk.T, S = (H + 2 * KV) * D, N = rows * T;
-  INFO("D=" << D << " H=" << H << " KV=" << KV << " T=" << T);
+  const int rows = pk.rows, T = pk.T, Tk = pk.Tk > 0 ? pk.Tk : T, S = (H + 2 * KV) * D, N = rows * T;
+  const bool own_kv = Tk != T;
+  const int LKV = own_kv ? 2 * KV * D : S;
+  const size_t NK = (size_t)rows * Tk, k_off = own_kv ? 0 : H * D, v_off = own_kv ? KV * D : (H + KV) * D;
+  INFO("D=" << D << " H=" << H << " KV=" << KV << " T=" << T << " Tk=" << Tk);
   const std::vector<float> qkv = random_bf16_values((size_t)N * S, seed, 1.5f);
+  const std::vector<float> kv = own_kv ? random_bf16_values(NK * LKV, seed + 2, 1.5f) : std::vector<float>(1);
   const std::vector<float> dout = random_bf16_values((size_t)N * H * D, seed + 1);
-  const AttentionShape shape{rows, T, T, H, KV, D, S, S};
-  const AttentionDims dims{T, T, H, KV, S, S};
-  const size_t n_out = (size_t)N * H * D, n_lse = (size_t)N * H, n_dqkv = (size_t)N * S;
+  const AttentionShape shape{rows, T, Tk, H, KV, D, S, LKV};
+  const AttentionDims dims{T, Tk, H, KV, S, LKV};
+  const size_t n_out = (size_t)N * H * D, n_lse = (size_t)N * H, n_dqkv = (size_t)N * S, n_dkv = own_kv ? NK * LKV : 0;
+  const float* kv_src = own_kv ? kv.data() : qkv.data();
 
   bool identical = false;
   std::vector<float> got = run_all_schedules([&] {
     std::vector<float> r;
     for (bool tc : {false, true}) {
-      DeviceBuffer<bf16> x(to_bf16(qkv)), out(n_out), d(to_bf16(dout)), dqkv(n_dqkv);
+      DeviceBuffer<bf16> x(to_bf16(qkv)), xkv(to_bf16(kv)), out(n_out), d(to_bf16(dout)), dqkv(n_dqkv),
+          dkv(std::max<size_t>(n_dkv, 1));
       DeviceBuffer<float> lse(n_lse), delta(n_lse);
       DeviceBuffer<int> lo(pk.lo), hi(pk.hi);
+      const bf16* kvp = own_kv ? xkv.ptr : x.ptr;
+      bf16* dkvp = own_kv ? dkv.ptr : dqkv.ptr;
       if (tc) {
-        attention_tc_forward(out, lse, x, x + H * D, x + (H + KV) * D, lo, hi, rows, dims, D, 0);
-        attention_tc_backward(dqkv, dqkv + H * D, dqkv + (H + KV) * D, delta, d, out, x, x + H * D, x + (H + KV) * D,
-                              lse, lo, hi, rows, dims, D, 0);
+        attention_tc_forward(out, lse, x, kvp + k_off, kvp + v_off, lo, hi, rows, dims, D, 0);
+        attention_tc_backward(dqkv, dkvp + k_off, dkvp + v_off, delta, d, out, x, kvp + k_off, kvp + v_off, lse, lo,
+                              hi, rows, dims, D, 0);
       } else {
-        attention_forward(out, lse, x, x + H * D, x + (H + KV) * D, lo, hi, rows, dims, D, 0);
-        attention_backward(dqkv, dqkv + H * D, dqkv + (H + KV) * D, delta, d, out, x, x + H * D, x + (H + KV) * D, lse,
-                           lo, hi, rows, dims, D, 0);
+        attention_forward(out, lse, x, kvp + k_off, kvp + v_off, lo, hi, rows, dims, D, 0);
+        attention_backward(dqkv, dkvp + k_off, dkvp + v_off, delta, d, out, x, kvp + k_off, kvp + v_off, lse, lo, hi,
+                           rows, dims, D, 0);
       }
       append(r, to_f32(out.download()));
       append(r, lse.download());
       append(r, to_f32(dqkv.download()));
+      if (own_kv) append(r, to_f32(dkv.download()));
     }
     return r;
   }, &identical);
   REQUIRE(identical);
-  REQUIRE(all_finite(got));
-  const size_t per_path = n_out + n_lse + n_dqkv;
+  const size_t per_path = n_out + n_lse + n_dqkv + n_dkv;
   std::vector<float> fma_out;
   for (int path = 0; path < 2; path++) {
     INFO((path == 0 ? "FMA kernels" : "tensor-core kernels"));
     const auto at = got.begin() + path * per_path;
     const std::vector<float> got_out(at, at + n_out), got_lse(at + n_out, at + n_out + n_lse),
-        got_dqkv(at + n_out + n_lse, at + per_path);
+        got_dqkv(at + n_out + n_lse, at + n_out + n_lse + n_dqkv), got_dkv(at + n_out + n_lse + n_dqkv, at + per_path);
+    REQUIRE(all_finite(got_out));
     // The tensor-core path rounds P (forward) and dS (backward) to bf16 before the second product:
     // one bf16 rounding more than the FMA path on each output.
     const double tol = path == 0 ? BF16_OUTPUT : BF16_TWO_ROUNDINGS;
     std::vector<float> out_ref(n_out), lse_ref(n_lse);
-    attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), qkv.data() + H * D, qkv.data() + (H + KV) * D,
-                      pk.lo.data(), pk.hi.data(), shape);
-    INFO("out nmse " << nmse(got_out, out_ref) << ", lse nmse " << nmse(got_lse, lse_ref));
+    attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), kv_src + k_off, kv_src + v_off, pk.lo.data(),
+                      pk.hi.data(), shape);
     REQUIRE(nmse(got_out, out_ref) < tol);
     REQUIRE(nmse(got_lse, lse_ref) < FP32_ORDER);
     if (path == 0) fma_out = got_out;
     else REQUIRE(nmse(got_out, fma_out) < BF16_TWO_ROUNDINGS);  // the two paths agree with each other
     // The backward reference starts from the forward this path actually produced (its bf16
     // output), as the GPU backward does, so the comparison isolates the backward kernels.
-    std::vector<float> dqkv_ref(n_dqkv);
-    attention_backward(dqkv_ref.data(), dqkv_ref.data() + H * D, dqkv_ref.data() + (H + KV) * D, dout.data(),
-                       qkv.data(), qkv.data() + H * D, qkv.data() + (H + KV) * D, got_out.data(), lse_ref.data(),
-                       pk.lo.data(), pk.hi.data(), shape);
+    std::vector<float> dqkv_ref(n_dqkv), dkv_ref(n_dkv);
+    float* dkv_ref_p = own_kv ? dkv_ref.data() : dqkv_ref.data();
+    attention_backward(dqkv_ref.data(), dkv_ref_p + k_off, dkv_ref_p + v_off, dout.data(), qkv.data(), kv_src + k_off,
+                       kv_src + v_off, got_out.data(), lse_ref.data(), pk.lo.data(), pk.hi.data(), shape);
     // compare q, k and v gradients separately (their scales differ)
     for (int part = 0; part < 3; part++) {
-      const int begin = part == 0 ? 0 : part == 1 ? H * D : (H + KV) * D;
+      const bool in_kv = part > 0 && own_kv;
+      const std::vector<float>& g = in_kv ? got_dkv : got_dqkv;
+      const std::vector<float>& ref = in_kv ? dkv_ref : dqkv_ref;
+      const size_t begin = part == 0 ? 0 : part == 1 ? k_off : v_off, ld = in_kv ? LKV : S, n = part == 0 ? N : NK;
       const int width = part == 0 ? H * D : KV * D;
       std::vector<float> a, b;
-      for (int n = 0; n < N; n++)
+      for (size_t row = 0; row < n; row++)
         for (int i = 0; i < width; i++) {
-          a.push_back(got_dqkv[(size_t)n * S + begin + i]);
-          b.push_back(dqkv_ref[(size_t)n * S + begin + i]);
+          a.push_back(g[row * ld + begin + i]);
+          b.push_back(ref[row * ld + begin + i]);
         }
       INFO("gradient part " << "qkv"[part] << " nmse " << nmse(a, b));
+      REQUIRE(all_finite(a));
       REQUIRE(nmse(a, b) < tol);
     }
   }
@@ -414,6 +428,20 @@ TEST_CASE("cuda attention: unpacked causal rows, a row shorter than one tile, an
         p.hi.push_back(t);
       }
     check_attention(64, 4, 1, p, 90 + T);
+  }
+}
+
+TEST_CASE("cuda attention: a memory slot before each row's keys (Tk = T + 1, own K/V buffer), causal and bidirectional") {
+  const int T = 37;
+  for (bool causal : {true, false}) {
+    INFO((causal ? "causal" : "bidirectional"));
+    PackedRows p{2, T, {}, {}, T + 1};
+    for (int r = 0; r < 2; r++)
+      for (int t = 0; t < T; t++) {
+        p.lo.push_back(0);  // the slot (key 0) and the row's keys 1..T
+        p.hi.push_back(causal ? t + 1 : T);
+      }
+    check_attention(causal ? 128 : 64, 4, 2, p, 140 + causal);
   }
 }
 
