@@ -8,6 +8,10 @@
 #     (and kernels/cpu/sgemm_{dnnl,omp}.cpp: one of the two, by GEMM);
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
 
+# Build with every core unless the command line says otherwise (`make -j1`): CI runs a plain
+# `make test`, whose build is most of its time.
+MAKEFLAGS += -j$(shell nproc)
+
 CXX      ?= g++
 OPT      ?= -O3 -march=native
 CXXFLAGS ?= $(OPT) -g -std=c++20 -fopenmp -Wall -Wextra -Wno-unused-parameter -I.
@@ -149,7 +153,7 @@ clean:
 # `make demo-quick` runs the <= 5 minute version (runs/demo-quick/).
 demo:
 	bash scripts/install_deps.sh --demo
-	$(MAKE) -j$$(nproc) all
+	$(MAKE) all
 	python3 scripts/demo.py --no-install $(if $(filter-out 0,$(DEMO_QUICK)),--quick)
 demo-quick:
 	$(MAKE) demo DEMO_QUICK=1
@@ -157,7 +161,7 @@ demo-quick:
 # commit it was made at and the command, for committing.
 study:
 	bash scripts/install_deps.sh --demo
-	$(MAKE) -j$$(nproc) all
+	$(MAKE) all
 	python3 scripts/demo.py --no-install --study
 	python3 scripts/demo_report.py --publish runs/demo-study docs/results/study
 
