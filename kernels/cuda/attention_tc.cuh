@@ -24,7 +24,7 @@
 //             the running max/sum of row r over 16 keys each. Pass 2: S again, P = exp2(S - lse)
 //             (bf16) and O += P V (2 x D/16 mma) in D/16 accumulators.
 //   smem    : 64 x (D+8) bf16 (Q, then K | V) + 4 x 16 x 36 fp32 (S) + 4 x 16 x 40 bf16 (P)
-//             + 2 x 64 ints = 32.3 KB for D = 128, 23.6 KB for D = 64.
+//             + 2 x 64 ints = 32.3 KB for D = 128, 24.1 KB for D = 64.
 //   traffic : q, out once (2 D bytes per query and head); K twice and V once per 64-query tile
 //             (vs once per 16 queries for the FMA kernel), from L2 for the tiles sharing them.
 // Backward, recomputing P from lse, deterministic (no atomics), after the delta kernel of
@@ -39,7 +39,8 @@
 //             others): S^T = K Q^T, P^T (bf16), dP^T = V dO^T, dS^T (bf16), dV += P^T dO,
 //             dK += dS^T Q.
 //             smem: 64 x (D+8) bf16 (K | V) + 32 x (D+8) bf16 (Q | dO) + 2 x 16 x 20 fp32
-//             + 2 x 2 x 16 x 24 bf16 + 16 x 16 = 32.0 KB (D = 128).
+//             + 2 x 2 x 16 x 24 bf16 + 16 x 16 = 32.0 KB (D = 128). 254 registers at D = 128 (dK and
+//             dV in fragments; no spills, docs/cuda_stats.md): 4 blocks, 8 warps per SM.
 //   dq, dk, dv have the layouts and strides of q, k, v and are fully overwritten.
 #pragma once
 
