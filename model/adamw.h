@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <functional>
 
 struct AdamWConfig {
   float lr = 5e-5f;
@@ -29,32 +30,36 @@ enum class MomentDtype { f32, bf16 };
 // norm before clipping. The clipping factor is folded into the update, so gradients are read once.
 // moment_t: float, or uint16_t (bf16 bits) on backends that support it.
 // Backends with Backend::fuses_optimizer (CUDA) run it as their fused step (norm, clip and update
-// with no host round trip, bit-exact with the sequence below).
+// with no host round trip, bit-exact with the sequence below) unless the norm needs the other ranks.
+// With ZeRO each rank updates its own slice of the flat buffer: `sum_over_ranks` turns the slice's
+// sum of squares into the whole model's (an all-reduce), so every rank clips by the global norm.
 template <class Backend, class moment_t>
 double adamw_step(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
-                  const AdamWConfig& o) {
+                  const AdamWConfig& o, const std::function<double(double)>& sum_over_ranks = nullptr) {
   if constexpr (Backend::fuses_optimizer) {
-    return Backend::adamw_clip_update(params, const_cast<float*>(grads), m, v, n, o.lr, o.beta1, o.beta2, o.eps,
-                                      o.weight_decay, step, o.max_grad_norm, false);
-  } else {
-    double norm = std::sqrt(Backend::sum_of_squares(grads, n));
-    Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
-                          clip_scale(norm, o.max_grad_norm));
-    return norm;
+    if (!sum_over_ranks)
+      return Backend::adamw_clip_update(params, const_cast<float*>(grads), m, v, n, o.lr, o.beta1, o.beta2, o.eps,
+                                        o.weight_decay, step, o.max_grad_norm, false);
   }
+  double sum_sq = Backend::sum_of_squares(grads, n);
+  if (sum_over_ranks) sum_sq = sum_over_ranks(sum_sq);
+  double norm = std::sqrt(sum_sq);
+  Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
+                        clip_scale(norm, o.max_grad_norm));
+  return norm;
 }
 
-// The same step, leaving the gradients zero for the next accumulation: on fusing backends each
-// gradient is zeroed in the update pass right after it is read (no separate memset pass).
+// The same step, leaving the gradients [0, n) zero for the next accumulation: on fusing backends
+// each gradient is zeroed in the update pass right after it is read (no separate memset pass).
 template <class Backend, class moment_t>
 double adamw_step_zero_grads(float* params, float* grads, moment_t* m, moment_t* v, size_t n, int step,
-                             const AdamWConfig& o) {
+                             const AdamWConfig& o, const std::function<double(double)>& sum_over_ranks = nullptr) {
   if constexpr (Backend::fuses_optimizer) {
-    return Backend::adamw_clip_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
-                                      o.max_grad_norm, true);
-  } else {
-    const double norm = adamw_step<Backend>(params, grads, m, v, n, step, o);
-    Backend::zero(grads, n);
-    return norm;
+    if (!sum_over_ranks)
+      return Backend::adamw_clip_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
+                                        o.max_grad_norm, true);
   }
+  const double norm = adamw_step<Backend>(params, grads, m, v, n, step, o, sum_over_ranks);
+  Backend::zero(grads, n);
+  return norm;
 }

@@ -44,7 +44,7 @@ void bench_adamw(Bench& b) {
           fuse.max_norm = 1.0f;
           fuse.norm_out = norm.p;
           fuse.zero_grads = true;
-          adamw_update<float>(master, work, grads, m, v, n, hp, 1.0f, nullptr, 7, 0, fuse);
+          adamw_update<float>(master, work, grads, m, v, n, hp, 1.0f, nullptr, 7, 0, 0, fuse);
         },
         params);
 }
