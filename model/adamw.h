@@ -26,9 +26,17 @@ inline float clip_scale(double grad_norm, float max_grad_norm) {
 // the moments are then kept as raw bf16 bit patterns, uint16_t, in the model).
 enum class MomentDtype { f32, bf16 };
 
-// One step (step >= 1 counts steps taken, for the bias correction). Returns the global gradient
-// norm before clipping. The clipping factor is folded into the update, so gradients are read once.
-// moment_t: float, or uint16_t (bf16 bits) on backends that support it.
+// One step (step >= 1 counts steps taken, for the bias correction) with a given clipping factor
+// (clip_scale of a global norm, possibly over several parameter buffers). moment_t: float, or
+// uint16_t (bf16 bits) on backends that support it.
+template <class Backend, class moment_t>
+void adamw_apply(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
+                 const AdamWConfig& o, float scale) {
+  Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step, scale);
+}
+
+// One step clipped by the norm of this buffer. Returns the global gradient norm before clipping.
+// The clipping factor is folded into the update, so gradients are read once.
 // Backends with Backend::fuses_optimizer (CUDA) run it as their fused step (norm, clip and update
 // with no host round trip, bit-exact with the sequence below) unless the norm needs the other ranks.
 // With ZeRO each rank updates its own slice of the flat buffer: `sum_over_ranks` turns the slice's
@@ -44,8 +52,7 @@ double adamw_step(float* params, const float* grads, moment_t* m, moment_t* v, s
   double sum_sq = Backend::sum_of_squares(grads, n);
   if (sum_over_ranks) sum_sq = sum_over_ranks(sum_sq);
   double norm = std::sqrt(sum_sq);
-  Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
-                        clip_scale(norm, o.max_grad_norm));
+  adamw_apply<Backend>(params, grads, m, v, n, step, o, clip_scale(norm, o.max_grad_norm));
   return norm;
 }
 

@@ -124,8 +124,10 @@ static void write_model_files(const std::string& tmp, const CheckpointToSave& ck
   write_file_atomic(tmp + "/generation_config.json", generation_config_json(*ck.config));
 }
 
-// trainer_state.json is written last: its presence marks a complete checkpoint.
+// trainer_state.json is written last: its presence marks a complete checkpoint. The caller's extra
+// files (write_extra) go in just before it.
 static void write_trainer_state(const std::string& tmp, const CheckpointToSave& ck) {
+  if (ck.write_extra) ck.write_extra(tmp);
   nlohmann::json state = ck.trainer_state;
   state["format_version"] = kCheckpointFormatVersion;
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");

@@ -9,6 +9,7 @@
 //                                       (--optimizer-state bf16: the stored values are exact)
 //   trainer_state.json                  step, epoch, data cursor, RNG state, args, tokenizer hash,
 //                                       prompt template... (fields chosen by train_llama)
+//   (any files of write_extra, e.g. a Larimar run's encoder/ and larimar*.safetensors)
 // With ZeRO over R > 1 ranks the optimizer state is sharded instead of optimizer.safetensors:
 //   optimizer-<r>-of-<R>.safetensors    rank r-1's slice [begin, end) of the flat buffer: the same
 //                                       three tensors over that slice (metadata: begin, end)
@@ -21,6 +22,7 @@
 // which recover_run_dir removes at the next start.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -42,6 +44,10 @@ struct CheckpointToSave {
   nlohmann::json trainer_state;    // "format_version" is added
   std::string weights_dtype = "F32";  // model.safetensors dtype ("F32" or "BF16")
   std::string moments_dtype = "F32";  // AdamW moments in optimizer.safetensors ("F32" or "BF16")
+  // More files of the same checkpoint (e.g. a Larimar model's encoder/ and memory parameters),
+  // written into the temporary directory before trainer_state.json, so they are part of the
+  // atomic save.
+  std::function<void(const std::string& tmp_dir)> write_extra;
 };
 
 // Writes the checkpoint atomically (see above). Refuses to write non-finite weights or moments:

@@ -178,7 +178,8 @@ struct LlamaModel {
   void params_changed() { Backend::params_changed(params, layout.total); }
 
   // After optimizer_step the gradients are already zero (zeroed in the optimizer pass), and the
-  // memset is skipped; anything writing `grads` between optimizer_step and zero_grad would be kept.
+  // memset is skipped unless a backward added to them since; a direct write to `grads` between
+  // optimizer_step and zero_grad would be kept.
   void zero_grad() {
     check(use == ModelUse::train, "zero_grad: the model was planned for inference only");
     if (!grads_zeroed_by_optimizer) Backend::zero(grads, layout.total);
@@ -229,6 +230,21 @@ struct LlamaModel {
     }
     return whole ? adamw_step_zero_grads<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks)
                  : adamw_step<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks);
+  }
+  // The same step with a clipping factor computed elsewhere: clip_scale of a global norm over
+  // several models' gradients (Larimar: decoder, encoder and host parameters), to which
+  // grad_sum_of_squares() contributes this model's (optimizer slice's) share.
+  double grad_sum_of_squares() const { return Backend::sum_of_squares(grads + opt_begin, opt_count); }
+  void optimizer_step_scaled(const AdamWConfig& opt, float scale) {
+    check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    grads_zeroed_by_optimizer = false;
+    float* p = params + opt_begin;
+    const float* g = grads + opt_begin;
+    if constexpr (Backend::has_bf16_moments) {
+      if (moment_dtype == MomentDtype::bf16)
+        return adamw_apply<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, scale);
+    }
+    adamw_apply<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, scale);
   }
   // ZeRO stage >= 1: this rank keeps AdamW moments for [begin, begin + count) only (the moments of
   // the whole buffer are freed, zero-filled ones of the slice allocated) and optimizer_step updates
@@ -853,6 +869,7 @@ template <class Backend>
 double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_batch_targets) {
   check(use == ModelUse::train, "forward_backward: the model was planned for inference only");
   check(optimizer_batch_targets > 0, "forward_backward: the optimizer batch has no target tokens");
+  grads_zeroed_by_optimizer = false;
   if (std::none_of(b.targets.begin(), b.targets.end(), [](int32_t t) { return t >= 0; })) {
     validate_and_upload(b);  // no loss here: nothing to add to the gradients
     return 0.0;
@@ -928,6 +945,7 @@ double LlamaModel<Backend>::forward_loss(const Batch& b) {
 
 template <class Backend>
 void LlamaModel<Backend>::backward_from_lnf() {
+  grads_zeroed_by_optimizer = false;
   const int N = cur_rows * cur_T;
   const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
   Backend::zero(d_res, (size_t)N * C);
