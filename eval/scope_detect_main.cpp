@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
     app.add_option("--label", label, "with --facts: a true/false field of each query (true = in scope); adds the "
                                      "equal error rate and F1 to the summary")->option_text("NAME");
     app.add_option("--metrics", metrics, "with --facts: write the summary (counts, and with --label EER, F1, "
-                                         "precision, recall) as JSON here")->option_text("PATH");
+                                         "precision, recall at T and at the EER threshold) as JSON here")->option_text("PATH");
     if (int rc = cli::parse_or_usage(app, argc, argv); rc >= 0) return rc;
     check(!queries.empty(), "--queries is required (see --help)");
     check(facts.empty() || threshold <= 1, "--threshold is required with --facts");
@@ -118,9 +118,12 @@ int main(int argc, char** argv) {
         std::vector<float> pos, neg;
         for (size_t i = 0; i < q.size(); ++i) (labels[i] ? pos : neg).push_back(matches[i].cosine);
         const ScopeMetrics m = scope_metrics(pos, neg, threshold);
+        // also at the EER threshold itself (in-sample: chosen on these scores)
+        const ScopeMetrics e = scope_metrics(pos, neg, m.eer_threshold);
         summary.update({{"labelled_in_scope", pos.size()}, {"labelled_out_of_scope", neg.size()}, {"eer", m.eer},
                         {"eer_threshold", m.eer_threshold}, {"precision", m.precision}, {"recall", m.recall},
-                        {"f1", m.f1}});
+                        {"f1", m.f1},
+                        {"at_eer_threshold", {{"precision", e.precision}, {"recall", e.recall}, {"f1", e.f1}}}});
         std::fprintf(stderr, "scope_detect: EER %.2f%% at threshold %.4f; at %g: precision %.4f, recall %.4f, F1 %.4f\n",
                      100 * m.eer, m.eer_threshold, threshold, m.precision, m.recall, m.f1);
       }
