@@ -224,7 +224,7 @@ $(BUILD)/cuda-emu/%.o: %.cu | $(DEPS_STAMP)
 $(BUILD)/train_llama_emu: $(BUILD)/cuda-emu/train_llama.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data
-$(BUILD)/test/test_larimar_cli: | larimar_edit eval_factoids scope_detect
+$(BUILD)/test/test_larimar_cli: | larimar_edit eval_factoids train_llama prepare_data scope_detect
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/eval_factoids_emu eval_factoids

@@ -3,6 +3,8 @@
 //   ./train_llama --init tiny.json --tokenizer tok.json --data kvr.bin --out run1 --epochs 20
 //   ./train_llama --model run1/final --data stage2.bin --mix generic=wiki*.bin:2 --out run2
 //   ./train_llama --resume run1            # continues bit-exactly from the newest checkpoint
+//   ./train_llama --model dec --larimar enc.json --memory-slots 64 --data text.bin --batch-size 8 --out lar
+//                                          # a Larimar model: episodes of 8 texts (larimar/train.h)
 //
 // The loop: the dataloader hands out optimizer batches of B examples (micro-batched, packed);
 // each micro-batch adds its gradients (normalized by the target tokens of the whole batch); the
@@ -40,6 +42,7 @@
 #include "common/run_lock.h"
 #include "dataloader/dataloader.h"
 #include "eval/factoid_eval.h"
+#include "larimar/train.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/decode.h"
@@ -94,6 +97,12 @@ struct TrainArgs {
   double dist_timeout = 600;
   int world_size = 0;  // --dry-run: plan for this many ranks (0: the launcher's)
   int zero = 0;
+  // Larimar (larimar/train.h): one episode of --batch-size texts per step.
+  std::string larimar, pinv = "exact";
+  int memory_slots = 0;
+  bool freeze_decoder = false;
+  double beta = 0.5, beta_ratio_zero = 0.5, beta_ratio_increase = 0.25;
+  int beta_cycles = 10;
 };
 
 static void declare_options(CLI::App& app, TrainArgs& a) {
@@ -176,6 +185,24 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
       ->check(cli::integer(0, 3));
   opt("--world-size", a.world_size, "N", "--dry-run: plan per GPU for N data-parallel ranks (default: the launcher's)")
       ->check(cli::integer(1, 1 << 20));
+  opt("--larimar", a.larimar, "CONFIG.json|DIR",
+      "train a Larimar model (docs/larimar.md): an encoder and memory from scratch (an encoder config.json: a Llama "
+      "config plus larimar_code_size) or from a Larimar directory, with the decoder of --model/--init; each step "
+      "is one episode of --batch-size texts");
+  opt("--memory-slots", a.memory_slots, "K", "Larimar: memory slots K (required with a config; a directory has its own)")
+      ->check(cli::integer(0, 1 << 16));
+  app.add_flag("--freeze-decoder", a.freeze_decoder, "Larimar: the decoder's weights stay as loaded");
+  opt("--beta", a.beta, "B", "Larimar: the KL weight's peak, reached cyclically (default 0.5, IBM's)")
+      ->check(cli::number(0, HUGE_VAL));
+  opt("--beta-cycles", a.beta_cycles, "N", "Larimar: cycles of the beta schedule over the run (default 10)")
+      ->check(cli::integer(1, 1 << 30));
+  opt("--beta-ratio-zero", a.beta_ratio_zero, "R", "Larimar: fraction of each cycle at beta 0 (default 0.5)")
+      ->check(cli::number(0, 1));
+  opt("--beta-ratio-increase", a.beta_ratio_increase, "R",
+      "Larimar: fraction of each cycle ramping linearly to the peak (default 0.25)")
+      ->check(cli::number(1e-9, 1));
+  opt("--pinv", a.pinv, "exact|iterative", "Larimar: pseudo-inverse of the memory write and read (default exact)")
+      ->check(cli::one_of({"exact", "iterative"}));
   app.add_flag("--dry-run", a.dry_run,
                "print the GPU memory plan (weights, grads, optimizer, activations, workspace) and exit");
 }
@@ -267,7 +294,10 @@ struct Trainer {
   LlamaConfig config;
   std::optional<Tokenizer> tokenizer;
   std::unique_ptr<DataLoader> loader;
-  std::unique_ptr<LlamaModel<Backend>> model;
+  std::unique_ptr<LlamaModel<Backend>> own_model;
+  LlamaModel<Backend>* model = nullptr;  // own_model, or the decoder of a Larimar model
+  // --larimar: the encoder, the memory and the decoder `model` points to (CPU backend).
+  std::unique_ptr<larimar::LarimarTrainer<CpuBackend>> larimar;
   LrSchedule schedule;
   AdamWConfig adamw;
   std::vector<EvalItem> eval_items;
@@ -297,6 +327,10 @@ struct Trainer {
     // The data order is a pure function of (seed, epoch) and there is no dropout, so the seed is
     // the whole random state of training.
     s["rng"] = {{"seed", args.seed}, {"kind", "splitmix64, derived per epoch from (seed, epoch)"}};
+    if (larimar)  // ε of a step is a function of (seed, step): nothing more to keep
+      s["larimar"] = {{"memory_slots", larimar->slots()}, {"code_size", larimar->encoder_config().code_size},
+                      {"noise", "standard normal, Box-Muller over splitmix64 derived from (seed, step)"},
+                      {"freeze_decoder", args.freeze_decoder}};
     s["args"] = options;
     s["tokenizer_hash"] = tokenizer ? tokenizer->hash_hex() : loader->tokenizer_hash_hex();
     s["prompt_template"] = loader->prompt_template();
@@ -329,6 +363,7 @@ struct Trainer {
     ck.trainer_state = trainer_state(stop_reason);
     ck.weights_dtype = args.save_dtype;
     ck.moments_dtype = model->moment_dtype == MomentDtype::bf16 ? "BF16" : "F32";  // exact either way
+    if (larimar) ck.write_extra = [&](const std::string& tmp) { larimar->save(tmp, ck.tokenizer_json); };
     try {
       save_checkpoint(dir, ck);
     } catch (const EngineError& e) {
@@ -457,6 +492,19 @@ struct Trainer {
     check(args.dry_run || !args.out.empty(), "--out is required (the run directory)");
     const int sources = int(!resume_dir.empty()) + int(!args.model.empty()) + int(!args.init.empty());
     check(sources == 1, "give exactly one of --model DIR, --init CONFIG.json, --resume PATH");
+    if (!args.larimar.empty()) {
+      check(kOnHost, "--larimar: the Larimar trainer runs on the CPU backend only yet (give --device cpu)");
+      check(pg.world_size == 1, "--larimar: single-process training only (the launcher started ", pg.world_size,
+            " processes)");
+      check(args.eval_data.empty(), "--larimar: --eval-data is not evaluated during Larimar training (evaluate a "
+                                    "checkpoint with eval_factoids --memory --larimar)");
+      check(args.zero == 0 && args.optimizer_state == "fp32", "--larimar: --zero and --optimizer-state bf16 are not "
+                                                               "supported");
+    } else {
+      for (const char* o : {"memory-slots", "freeze-decoder", "beta", "beta-cycles", "beta-ratio-zero",
+                            "beta-ratio-increase", "pinv"})
+        check(!options.count(o), "--", o, " needs --larimar");
+    }
 
     // Model config and tokenizer.
     std::string model_dir = !resume_dir.empty() ? resume_dir : args.model;
@@ -519,8 +567,13 @@ struct Trainer {
     const int rank_batch = args.batch_size / pg.world_size;  // examples of a batch on this rank
     int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, rank_batch) : rank_batch;
     check_host_memory_for_training(max_rows);
-    model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len,
-                                            args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32);
+    if (!args.larimar.empty()) {
+      if constexpr (kOnHost) make_larimar(resume_dir);
+    } else {
+      own_model = std::make_unique<LlamaModel<Backend>>(
+          config, max_rows, args.seq_len, args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32);
+      model = own_model.get();
+    }
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
       cuda_bind_model(*model);
@@ -558,6 +611,16 @@ struct Trainer {
       init_weights(config, layout, params_on_host(), args.seed);
       state_from_host(false);
     }
+    if (larimar) {  // the encoder and memory: resumed, from a Larimar directory, or from scratch
+      if (!resume_dir.empty()) larimar->load_optimizer(resume_dir);
+      else if (!larimar_spec.dir.empty()) larimar->load(larimar_spec.dir);
+      else larimar->init(args.seed);
+      std::printf("larimar: encoder %d layers, hidden %d, code %d, %zu parameters; memory %d slots, %zu host "
+                  "parameters; decoder %s; beta %g over %d cycles\n",
+                  larimar->encoder_config().llama.num_hidden_layers, larimar->encoder_config().llama.hidden_size,
+                  larimar->encoder_config().code_size, larimar->encoder_parameters(), larimar->slots(),
+                  larimar->host_parameters(), args.freeze_decoder ? "frozen" : "trained", args.beta, args.beta_cycles);
+    }
     check(step <= total_steps || args.steps == 0, "resume: the checkpoint is at step ", step, " beyond --steps ",
           total_steps);
 
@@ -593,6 +656,32 @@ struct Trainer {
                 (long long)total_steps, (long long)loader->steps_per_epoch(), args.batch_size, args.seq_len, args.lr,
                 args.schedule.c_str(), (long long)schedule.warmup_steps);
     std::fflush(stdout);
+  }
+
+  // --larimar: the Larimar model around the decoder, from the run's encoder config or Larimar
+  // directory, or from the checkpoint being resumed; `model` becomes its decoder.
+  larimar::LarimarSpec larimar_spec;
+  void make_larimar(const std::string& resume_dir) {
+    check(tokenizer.has_value(), "--larimar needs a tokenizer (--tokenizer, or a model directory holding "
+                                 "tokenizer.json): the encoder reads the decoder's token ids");
+    const std::string src = resume_dir.empty() ? args.larimar : resume_dir;
+    larimar_spec = larimar::larimar_spec(src, args.memory_slots);
+    const std::string enc_tok = larimar_spec.dir + "/encoder/tokenizer.json";
+    if (!larimar_spec.dir.empty() && file_exists(enc_tok))
+      check(Tokenizer::from_json_file(enc_tok).hash_hex() == tokenizer->hash_hex(), enc_tok,
+            ": the encoder's tokenizer differs from the run's (hash ", tokenizer->hash_hex(),
+            "): encoder and decoder must read the same token ids");
+    check(larimar_spec.encoder.llama.vocab_size >= tokenizer->vocab_size(), src, ": the encoder's vocab_size ",
+          larimar_spec.encoder.llama.vocab_size, " is below the tokenizer's ", tokenizer->vocab_size(), " tokens");
+    larimar::LarimarTrainer<CpuBackend>::Options o;
+    o.max_texts = args.batch_size;
+    o.max_T = args.seq_len;
+    o.iterative_pinv = args.pinv == "iterative";
+    o.freeze_decoder = args.freeze_decoder;
+    o.beta = {args.beta, args.beta_cycles, args.beta_ratio_zero, args.beta_ratio_increase, total_steps};
+    o.seed = args.seed;
+    larimar = std::make_unique<larimar::LarimarTrainer<CpuBackend>>(larimar_spec, config, o);
+    if constexpr (kOnHost) model = &larimar->decoder();
   }
 
   // evaluate() on rank 0 (all ranks hold the same weights); every rank gets the accuracy.
@@ -658,7 +747,17 @@ struct Trainer {
       adamw.lr = float(lr);
 
       double loss = 0;
-      {
+      larimar::StepLoss lar_loss;
+      if (larimar) {  // one episode: the batch's texts (whole examples, at most --seq-len tokens)
+        NVTX_RANGE("larimar_episode");
+        std::vector<std::vector<int32_t>> texts;
+        for (const ExampleRef& e : batch.examples) {
+          texts.push_back(loader->example_tokens(e));
+          if ((int)texts.back().size() > args.seq_len) texts.back().resize(args.seq_len);
+        }
+        lar_loss = larimar->step(texts, step);
+        loss = lar_loss.total;
+      } else {
         NVTX_RANGE("forward_backward");
         model->zero_grad();
         // Normalized by the target tokens of the whole batch over all ranks, so the per-rank
@@ -696,7 +795,7 @@ struct Trainer {
         NVTX_RANGE("optimizer");
         // The norm is computed before the update; a non-finite norm means the update just made
         // the in-memory weights non-finite too, so nothing is saved from here on.
-        grad_norm = model->optimizer_step(adamw);
+        grad_norm = larimar ? larimar->optimizer_step(adamw) : model->optimizer_step(adamw);
       }
       if (!std::isfinite(grad_norm))
         fail("step ", step + 1, ": the gradient norm is not finite (", grad_norm,
@@ -712,14 +811,26 @@ struct Trainer {
       const double progress = double(step) / double(total_steps);
       const double tok_s = batch_tokens / std::max(step_secs, 1e-9);
       if (step % args.log_every == 0 || step == total_steps) {
-        std::printf("step %6lld/%lld | epoch %.2f/%lld | loss %.6f | lr %.3e | grad norm %.4f | %.0f tok/s | %5.1f%% | ETA %s\n",
+        char parts[160] = "";
+        if (larimar)
+          std::snprintf(parts, sizeof parts, " (ce read %.4f, code %.4f, zero %.4f; kl %.4g, beta %.3g)",
+                        lar_loss.ce_read, lar_loss.ce_code, lar_loss.ce_zero, lar_loss.kl, lar_loss.beta);
+        std::printf("step %6lld/%lld | epoch %.2f/%lld | loss %.6f%s | lr %.3e | grad norm %.4f | %.0f tok/s | %5.1f%% | ETA %s\n",
                     (long long)step, (long long)total_steps, epoch_f, (long long)(args.steps > 0 ? std::ceil(total_steps / spe) : args.epochs),
-                    loss, lr, grad_norm, tok_s, 100.0 * progress, format_eta(eta).c_str());
+                    loss, parts, lr, grad_norm, tok_s, 100.0 * progress, format_eta(eta).c_str());
         std::fflush(stdout);
       }
-      log_json({{"event", "step"}, {"step", step}, {"epoch", epoch_f}, {"loss", loss}, {"lr", lr},
-                {"grad_norm", grad_norm}, {"tokens", batch_tokens}, {"tokens_per_s", tok_s},
-                {"progress", progress}, {"eta_s", eta}, {"elapsed_s", elapsed_before + elapsed}});
+      json step_log = {{"event", "step"}, {"step", step}, {"epoch", epoch_f}, {"loss", loss}, {"lr", lr},
+                       {"grad_norm", grad_norm}, {"tokens", batch_tokens}, {"tokens_per_s", tok_s},
+                       {"progress", progress}, {"eta_s", eta}, {"elapsed_s", elapsed_before + elapsed}};
+      if (larimar) {  // the four terms: loss = ce_read + ce_code + ce_zero + beta * kl
+        step_log["ce_read"] = lar_loss.ce_read;
+        step_log["ce_code"] = lar_loss.ce_code;
+        step_log["ce_zero"] = lar_loss.ce_zero;
+        step_log["kl"] = lar_loss.kl;
+        step_log["beta"] = lar_loss.beta;
+      }
+      log_json(step_log);
 
       if (args.stop_loss > 0 && loss < args.stop_loss && ++loss_below_count >= args.stop_loss_count)
         stop_reason = "loss";

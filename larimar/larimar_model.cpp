@@ -63,10 +63,10 @@ EpisodeLoss LarimarModel<Backend>::episode(const std::vector<std::vector<int32_t
   Backend::upload(slot_dev, slot.data(), slot.size());
   Backend::upload(embed_dev, embed.data(), embed.size());
   Batch b;
-  b.rows = R;
+  b.rows = N;
   b.T = T;
-  for (int row = 0; row < R; row++) {
-    const std::vector<int32_t>& x = texts[row % N];
+  for (int row = 0; row < N; row++) {
+    const std::vector<int32_t>& x = texts[row];
     const int n = (int)x.size();
     for (int t = 0; t < T; t++) {
       b.tokens.push_back(t < n ? x[t] : 0);
@@ -77,15 +77,24 @@ EpisodeLoss LarimarModel<Backend>::episode(const std::vector<std::vector<int32_t
     }
   }
   check(b.num_target_tokens > 0, "larimar episode: no text has two tokens (nothing to predict)");
-  dec.condition = {slot_dev, embed_dev, R};
-  out.ce = dec.forward_backward(b, b.num_target_tokens / 3);
-  dec.condition = {};
+  // Three passes over the texts, coded Z_r, Z and 0; each pass's d_slot and d_embed are its own.
+  std::vector<float> d_slot(slot.size()), d_embed(embed.size());
+  double* ce_part[3] = {&out.ce_read, &out.ce_code, &out.ce_zero};
+  const typename LlamaModel<Backend>::Condition all{slot_dev, embed_dev, R};
+  for (int g = 0; g < 3; g++) {
+    dec.condition = dec.condition_rows(all, (size_t)g * N);
+    dec.condition.seqs = N;
+    *ce_part[g] = dec.forward_backward(b, b.num_target_tokens);
+    dec.condition = {};
+    if (g < 2) {  // the zero code's rows have no input to differentiate
+      Backend::download(d_slot.data() + (size_t)g * N * L * KVD, dec.d_slot, (size_t)N * L * KVD);
+      Backend::download(d_embed.data() + (size_t)g * N * C, dec.d_embed, (size_t)N * C);
+    }
+  }
+  out.ce = out.ce_read + out.ce_code + out.ce_zero;
   out.total = out.ce + beta * out.kl;
 
   // Back through the two code maps: dc per row.
-  std::vector<float> d_slot(slot.size()), d_embed(embed.size());
-  Backend::download(d_slot.data(), dec.d_slot, d_slot.size());
-  Backend::download(d_embed.data(), dec.d_embed, d_embed.size());
   Mat dc = Mat::Zero(R, Cz);
   for (int row = 0; row < 2 * N; row++) {  // the zero code's rows have no input to differentiate
     for (int o = 0; o < L * KVD; o++) {

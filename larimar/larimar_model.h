@@ -15,9 +15,9 @@
 //   loss = CE(x | Z_r) + CE(x | Z) + CE(x | 0) + β·KL(N(W̄, diag σ²) ‖ N(0, I))
 // where CE(x | c) is the decoder's mean token cross-entropy over every next-token target of the
 // episode with each text conditioned on its code c_n, and the KL is summed over rows and slots.
-// The three CE terms are ONE forward/backward of the decoder over 3N rows (the texts three times,
-// conditioned on Z_r, Z and 0); their loss sums over the targets of all 3N rows divided by the
-// targets of N rows, which is the sum of the three means.
+// The three CE terms are three forward/backward passes of the decoder over the N texts
+// (conditioned on Z_r, Z and 0), each normalized by the episode's targets, so that each term is
+// known apart and the decoder's gradients add up to those of the sum.
 //
 // Backward: the decoder gives d slot and d embed per row; through kv_w and emb_w they give
 // dc per row, i.e. dZ_r, dZ (direct) and nothing for the zero code. dZ_r and the KL's dW̄, dlogvar
@@ -35,6 +35,7 @@ namespace larimar {
 
 struct EpisodeLoss {
   double total = 0, ce = 0, kl = 0;  // ce = CE(x|Z_r) + CE(x|Z) + CE(x|0); total = ce + β·kl
+  double ce_read = 0, ce_code = 0, ce_zero = 0;  // CE(x|Z_r), CE(x|Z), CE(x|0)
 };
 
 template <class Backend>
@@ -49,7 +50,7 @@ struct LarimarModel {
   // Episodes of up to max_texts texts of up to max_T tokens; K memory slots.
   LarimarModel(const EncoderConfig& ec, const LlamaConfig& dc, int slots, int max_texts_, int max_T)
       : enc(ec, max_texts_, max_T),
-        dec(dc, 3 * max_texts_, max_T),
+        dec(dc, max_texts_, max_T),
         K(slots),
         Cz(ec.code_size),
         L(dc.num_hidden_layers),

@@ -25,14 +25,21 @@ inline float clip_scale(double grad_norm, float max_grad_norm) {
 // the moments are then kept as raw bf16 bit patterns, uint16_t, in the model).
 enum class MomentDtype { f32, bf16 };
 
-// One step (step >= 1 counts steps taken, for the bias correction). Returns the global gradient
-// norm before clipping. The clipping factor is folded into the update, so gradients are read once.
-// moment_t: float, or uint16_t (bf16 bits) on backends that support it.
+// One step (step >= 1 counts steps taken, for the bias correction) with a given clipping factor
+// (clip_scale of a global norm, possibly over several parameter buffers). moment_t: float, or
+// uint16_t (bf16 bits) on backends that support it.
+template <class Backend, class moment_t>
+void adamw_apply(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
+                 const AdamWConfig& o, float scale) {
+  Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step, scale);
+}
+
+// One step clipped by this buffer's own norm. Returns the global gradient norm before clipping.
+// The clipping factor is folded into the update, so gradients are read once.
 template <class Backend, class moment_t>
 double adamw_step(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
                   const AdamWConfig& o) {
   double norm = std::sqrt(Backend::sum_of_squares(grads, n));
-  Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
-                        clip_scale(norm, o.max_grad_norm));
+  adamw_apply<Backend>(params, grads, m, v, n, step, o, clip_scale(norm, o.max_grad_norm));
   return norm;
 }

@@ -126,6 +126,8 @@ static void write_checkpoint_files(const std::string& tmp, const CheckpointToSav
                      {"layout_fingerprint", layout_fingerprint(layout)},
                      {"param_total", std::to_string(layout.total)}});
 
+  if (ck.write_extra) ck.write_extra(tmp);
+
   nlohmann::json state = ck.trainer_state;
   state["format_version"] = kCheckpointFormatVersion;
   // trainer_state.json is written last: its presence marks a complete checkpoint.

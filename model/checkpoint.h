@@ -9,12 +9,14 @@
 //                                       (--optimizer-state bf16: the stored values are exact)
 //   trainer_state.json                  step, epoch, data cursor, RNG state, args, tokenizer hash,
 //                                       prompt template... (fields chosen by train_llama)
+//   (any files of write_extra, e.g. a Larimar run's encoder/ and larimar*.safetensors)
 // Everything is written into DIR.tmp, fsynced, then DIR.tmp is renamed to DIR, so a crash or a
 // SIGKILL at any moment leaves either the old complete checkpoint or the new complete one. A save
 // that fails (a full disk...) removes its DIR.tmp before throwing; one killed leaves DIR.tmp,
 // which recover_run_dir removes at the next start.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -36,6 +38,10 @@ struct CheckpointToSave {
   nlohmann::json trainer_state;    // "format_version" is added
   std::string weights_dtype = "F32";  // model.safetensors dtype ("F32" or "BF16")
   std::string moments_dtype = "F32";  // AdamW moments in optimizer.safetensors ("F32" or "BF16")
+  // More files of the same checkpoint (e.g. a Larimar model's encoder/ and memory parameters),
+  // written into the temporary directory before trainer_state.json, so they are part of the
+  // atomic save.
+  std::function<void(const std::string& tmp_dir)> write_extra;
 };
 
 // Writes the checkpoint atomically (see above). Refuses to write non-finite weights or moments:

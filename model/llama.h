@@ -207,6 +207,18 @@ struct LlamaModel {
     }
     return adamw_step<Backend>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
   }
+  // The same step with a clipping factor computed elsewhere: clip_scale of a global norm over
+  // several models' gradients (Larimar: decoder, encoder and host parameters), whose squares
+  // grad_sum_of_squares() contributes.
+  double grad_sum_of_squares() const { return Backend::sum_of_squares(grads, layout.total); }
+  void optimizer_step(const AdamWConfig& opt, float scale) {
+    check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    if constexpr (Backend::has_bf16_moments) {
+      if (moment_dtype == MomentDtype::bf16)
+        return adamw_apply<Backend>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt, scale);
+    }
+    adamw_apply<Backend>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt, scale);
+  }
   // The moments as fp32 on the host (checkpoints; bf16 -> fp32 is exact), and back (fp32 -> bf16
   // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).
   void download_moments(float* m_host, float* v_host) const;

@@ -255,4 +255,168 @@ TEST_CASE("./scope_detect --isd: the internal scope detector, 1-NN cosine on the
   // A directory that is not an encoder is a clear error.
   CHECK(run("--isd " + d + "/nowhere --queries " + d + "/q.jsonl", err, "scope_detect") == 1);
   CHECK_THAT(read_text_file(err), Contains("error:") && Contains("nowhere"));
+// ---- train_llama --larimar ----------------------------------------------------------------------
+
+namespace {
+
+// The JSON lines of a train_llama --log file with "event": "step".
+std::vector<nlohmann::json> step_logs(const std::string& path) {
+  std::vector<nlohmann::json> v;
+  const std::string text = read_text_file(path);
+  size_t start = 0;
+  for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+    nlohmann::json j = nlohmann::json::parse(text.substr(start, end - start));
+    if (j.at("event") == "step") v.push_back(j);
+  }
+  return v;
+}
+
+double mean(const std::vector<nlohmann::json>& logs, const char* key, size_t from, size_t to) {
+  double s = 0;
+  for (size_t i = from; i < to; i++) s += logs.at(i).at(key).get<double>();
+  return s / double(to - from);
+}
+
+// A tiny corpus of generic text (random sentences over 24 words) as an lm shard of 16-token chunks,
+// a decoder config and an encoder config (larimar_code_size 16).
+struct LarimarRun {
+  std::string d, tok = "test/fixtures/dataloader/tokenizer.json";
+  explicit LarimarRun(const std::string& tag) : d(scratch_dir(tag)) {
+    const char* words[] = {"the", "a",   "cat",  "dog",  "sky",  "water", "ice",  "fire", "tree", "house", "city", "river",
+                           "red", "blue", "green", "big", "small", "old",  "new", "runs", "sees", "likes", "eats", "is"};
+    std::mt19937 rng(7);
+    std::string text;
+    for (int i = 0; i < 64; i++) {
+      std::string s;
+      const int n = 5 + (int)(rng() % 8);
+      for (int w = 0; w < n; w++) s += std::string(w ? " " : "") + words[rng() % 24];
+      text += nlohmann::json({{"text", s}}).dump() + "\n";
+    }
+    write_file_atomic(d + "/corpus.jsonl", text);
+    LlamaConfig c = tiny_config();
+    c.num_hidden_layers = 2;
+    c.initializer_range = 0.02f;
+    c.max_position_embeddings = 64;
+    write_file_atomic(d + "/dec.json", config_to_json(c).dump(2));
+    c.num_hidden_layers = 1;
+    nlohmann::json e = config_to_json(c);
+    e["larimar_code_size"] = 16;
+    write_file_atomic(d + "/enc.json", e.dump(2));
+    REQUIRE(run("--mode text --text-mode lm --seq-len 16 --input " + d + "/corpus.jsonl --tokenizer " + tok +
+                    " --output " + d + "/text.bin --jsonl " + d + "/text_copy.jsonl",
+                d + "/prep.err", "prepare_data") == 0);
+  }
+  // train_llama --larimar from scratch with the decoder from dec.json.
+  // `larimar`: what follows --larimar (default: enc.json with 8 memory slots).
+  std::string train(const std::string& out, const std::string& more, const std::string& data = "text.bin",
+                    const std::string& larimar = "") const {
+    return "--device cpu --threads 1 --init " + d + "/dec.json --tokenizer " + tok + " --larimar " +
+           (larimar.empty() ? d + "/enc.json --memory-slots 8" : larimar) + " --data " + d + "/" + data +
+           " --batch-size 4 --seq-len 16 --lr 3e-3 --warmup-ratio 0 --out " + d + "/" + out + " " + more;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("train_llama --larimar: the loss falls, the checkpoint is a Larimar directory that larimar_edit and "
+          "eval_factoids --memory use") {
+  const LarimarRun r("larimar_train");
+  const std::string err = r.d + "/err";
+  REQUIRE(run(r.train("run", "--steps 40 --log " + r.d + "/log.jsonl"), err, "train_llama") == 0);
+  const auto logs = step_logs(r.d + "/log.jsonl");
+  REQUIRE(logs.size() == 40);
+  // Every step logs the four terms, and loss = ce_read + ce_code + ce_zero + beta * kl.
+  for (const auto& j : logs) {
+    const double total = j.at("ce_read").get<double>() + j.at("ce_code").get<double>() +
+                         j.at("ce_zero").get<double>() + j.at("beta").get<double>() * j.at("kl").get<double>();
+    CHECK(std::fabs(total - j.at("loss").get<double>()) <= 1e-9 * std::fabs(total));
+  }
+  // Learning: the first five steps against the last five (about 6.4 nats per term at the start).
+  INFO("loss " << mean(logs, "loss", 0, 5) << " -> " << mean(logs, "loss", 35, 40));
+  CHECK(mean(logs, "loss", 35, 40) < mean(logs, "loss", 0, 5) - 3.0);
+  CHECK(mean(logs, "ce_read", 35, 40) < mean(logs, "ce_read", 0, 5) - 0.5);
+  // beta follows the cyclic schedule: 10 cycles of 4 steps, 0 for the first half of each, then the
+  // ramp of one step (0.25 of 4) to 0.5: steps 0, 1 -> 0; 2 -> 0; 3 -> 0.5.
+  CHECK(logs[0].at("beta") == 0.0);
+  CHECK(logs[2].at("beta") == 0.0);
+  CHECK(logs[3].at("beta") == 0.5);
+  CHECK(logs[7].at("beta") == 0.5);
+
+  // The final checkpoint: a decoder directory with encoder/ and larimar.safetensors.
+  const std::string ck = r.d + "/run/final";
+  for (const char* f : {"/model.safetensors", "/encoder/config.json", "/encoder/model.safetensors",
+                        "/encoder/tokenizer.json", "/larimar.safetensors", "/larimar_optimizer.safetensors"})
+    CHECK(file_exists(ck + f));
+  write_file_atomic(r.d + "/facts.jsonl", "{\"text\": \"the cat is red\", \"question\": \"the cat is\", \"answer\": \"red\"}\n"
+                                          "{\"text\": \"the dog sees fire\", \"question\": \"the dog sees\", \"answer\": \"fire\"}\n");
+  const std::string mem = r.d + "/mem.safetensors";
+  REQUIRE(run("write --encoder " + ck + "/encoder --params " + ck + "/larimar.safetensors --memory " + mem +
+                  " --facts " + r.d + "/facts.jsonl",
+              err) == 0);
+  REQUIRE(run("read --encoder " + ck + "/encoder --memory " + mem + " --facts " + r.d + "/facts.jsonl --output " +
+                  r.d + "/read.jsonl",
+              err) == 0);
+  for (double e : relative_errors(r.d + "/read.jsonl")) CHECK(e < 1e-4);  // written facts read back
+  REQUIRE(run("--model " + ck + " --larimar " + ck + " --memory " + mem + " --data " + r.d +
+                  "/facts.jsonl --template plain --max-new-tokens 4 --device cpu --quiet --out " + r.d + "/eval",
+              err, "eval_factoids") == 0);
+  CHECK(predictions(r.d + "/eval/predictions.jsonl").size() == 2);
+
+  SECTION("--freeze-decoder keeps the decoder's weights, and a Larimar directory continues training") {
+    REQUIRE(run("--device cpu --threads 1 --model " + ck + " --larimar " + ck + " --freeze-decoder --data " + r.d +
+                    "/text.bin --batch-size 4 --seq-len 16 --steps 3 --out " + r.d + "/frozen",
+                err, "train_llama") == 0);
+    CHECK(read_text_file(r.d + "/frozen/final/model.safetensors") == read_text_file(ck + "/model.safetensors"));
+    CHECK(read_text_file(r.d + "/frozen/final/larimar.safetensors") != read_text_file(ck + "/larimar.safetensors"));
+    CHECK(read_text_file(r.d + "/frozen/final/encoder/model.safetensors") !=
+          read_text_file(ck + "/encoder/model.safetensors"));
+  }
+}
+
+TEST_CASE("train_llama --larimar: resume is bit-exact") {
+  const LarimarRun r("larimar_resume");
+  const std::string err = r.d + "/err";
+  REQUIRE(run(r.train("a", "--steps 12 --beta-cycles 2"), err, "train_llama") == 0);
+  REQUIRE(run(r.train("b", "--steps 12 --beta-cycles 2 --save-every 5 --keep 0"), err, "train_llama") == 0);
+  remove_tree(r.d + "/b/final");  // as if killed after checkpoint-10: resume it to the end
+  REQUIRE(run("--resume " + r.d + "/b/checkpoint-10", err, "train_llama") == 0);
+  for (const char* f : {"/model.safetensors", "/optimizer.safetensors", "/encoder/model.safetensors",
+                        "/encoder/config.json", "/larimar.safetensors", "/larimar_optimizer.safetensors"}) {
+    INFO(f);
+    CHECK(read_text_file(r.d + "/a/final" + f) == read_text_file(r.d + "/b/final" + f));
+  }
+  // The comparison can fail: a run with another seed differs.
+  REQUIRE(run(r.train("c", "--steps 12 --beta-cycles 2 --seed 5"), err, "train_llama") == 0);
+  CHECK(read_text_file(r.d + "/a/final/larimar.safetensors") != read_text_file(r.d + "/c/final/larimar.safetensors"));
+}
+
+TEST_CASE("train_llama --larimar: bad input is a clear error") {
+  const LarimarRun r("larimar_bad");
+  const std::string err = r.d + "/err";
+  const auto fails = [&](const std::string& args, const std::string& want, const char* env = "") {
+    INFO(args);
+    CHECK(std::system((std::string(env) + " ./train_llama " + args + " > " + err + ".out 2> " + err).c_str()) != 0);
+    CHECK_THAT(read_text_file(err), Contains("error:") && Contains(want));
+  };
+  fails(r.train("x", "--steps 2", "none.bin"), "none.bin");
+  fails(r.train("x", "--steps 2", "text.bin", r.d + "/enc.json"), "--memory-slots");
+  fails("--device cpu --init " + r.d + "/dec.json --tokenizer " + r.tok + " --memory-slots 8 --data " + r.d +
+            "/text.bin --out " + r.d + "/x",
+        "--memory-slots needs --larimar");
+  // An encoder whose vocabulary is smaller than the tokenizer's.
+  nlohmann::json e = nlohmann::json::parse(read_text_file(r.d + "/enc.json"));
+  e["vocab_size"] = 100;
+  write_file_atomic(r.d + "/enc_small.json", e.dump());
+  fails(r.train("x", "--steps 2", "text.bin", r.d + "/enc_small.json --memory-slots 8"), "vocab_size");
+  // A Larimar directory whose encoder reads another tokenizer.
+  REQUIRE(run(r.train("ok", "--steps 1"), err, "train_llama") == 0);
+  const std::string other = r.d + "/other";
+  make_dirs(other + "/encoder");
+  for (const char* f : {"/larimar.safetensors", "/encoder/config.json", "/encoder/model.safetensors"})
+    write_file_atomic(other + f, read_text_file(r.d + "/ok/final" + f));
+  write_file_atomic(other + "/encoder/tokenizer.json", read_text_file("test/fixtures/dataloader/tokenizer_sp.json"));
+  fails(r.train("x", "--steps 2", "text.bin", other), "tokenizer differs");
+  // A non-finite gradient stops the run without saving.
+  fails(r.train("nan", "--steps 4"), "not finite", "TRAIN_LLAMA_DEBUG_NAN_STEP=3");
+  CHECK(!file_exists(r.d + "/nan/final"));
 }

@@ -235,6 +235,11 @@ TEST_CASE("larimar episode: the four-term loss and every gradient match the PyTo
     INFO(name << " " << got << " reference " << want);
     CHECK(std::fabs(got - want) <= 1e-4 * std::fabs(want));
   }
+  const std::vector<float> parts = e.read_f32("ce_parts");  // CE(x|Z_r), CE(x|Z), CE(x|0)
+  for (auto [i, got] : {std::pair{0, loss.ce_read}, {1, loss.ce_code}, {2, loss.ce_zero}}) {
+    INFO("ce part " << i << " " << got << " reference " << parts[i]);
+    CHECK(std::fabs(got - parts[i]) <= 1e-4 * std::fabs(parts[i]));
+  }
   for (const ParamTensor& t : m.enc.model.layout.tensors)
     check_close("encoder grad " + t.name, m.enc.model.grads + t.offset, e.read_f32("grad.enc." + t.name));
   for (const ParamTensor& t : m.dec.layout.tensors)

@@ -259,10 +259,14 @@ def episode_fixture(gen):
     ntt = sum(n - 1 for n in lengths)
     cross = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1, reduction="sum") / ntt
     loss = cross + beta * kl
+    # The three CE terms apart: CE(x | Z_r), CE(x | Z), CE(x | 0), each over the N texts' targets.
+    rows = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1, reduction="none")
+    parts = rows.detach().view(3, N * T).sum(1) / ntt
     loss.backward()
     out = {"tokens": tokens.to(torch.int32), "lengths": torch.tensor(lengths, dtype=torch.int32),
            "eps": eps.to(torch.float32), "beta": torch.tensor([beta], dtype=torch.float32),
            "loss": loss.detach().reshape(1).float(), "ce": cross.detach().reshape(1).float(),
+           "ce_parts": parts.float(),
            "kl": kl.detach().reshape(1).float()}
     for prefix, P in (("enc.", Pe), ("dec.", Pd), ("", H)):
         for n, p in P.items():
