@@ -255,6 +255,9 @@ TEST_CASE("./scope_detect --isd: the internal scope detector, 1-NN cosine on the
   // A directory that is not an encoder is a clear error.
   CHECK(run("--isd " + d + "/nowhere --queries " + d + "/q.jsonl", err, "scope_detect") == 1);
   CHECK_THAT(read_text_file(err), Contains("error:") && Contains("nowhere"));
+  CHECK(m.at("at_eer_threshold").at("f1").get<double>() == 1);
+}
+
 // ---- train_llama --larimar ----------------------------------------------------------------------
 
 namespace {
