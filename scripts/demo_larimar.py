@@ -162,6 +162,15 @@ def run(repo, cmd, log):
     return wall, cpu
 
 
+def read_json_file(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def stage2_estimate_s(p):
+    return 5 + p["num_fr"] * 23 * p["stage2_epochs"] * 0.8 / p["tokens_per_s"]
+
+
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(l) for l in f if l.strip()]
@@ -267,6 +276,110 @@ def speed(repo, stage_dir, larimar, fact, kvr_fact, base, tokenizer, seed, seq_l
             "speedup_wall": fw / lw, "speedup_cpu": fc / lc if lc > 0 else None}
 
 
+# -- (a) and (e): a trained Larimar-tiny ---------------------------------------------------------------
+
+TRAIN = {"mini": dict(steps=20, lr=3e-4), "quick": dict(steps=300, lr=3e-4), "full": dict(steps=400, lr=3e-4),
+         "study": dict(steps=400, lr=3e-4)}
+TEXT_LEN = 32          # tokens per training text (an episode is --batch-size of them)
+EPISODE = 8
+MEMORY_MATCH = ["--match", "contains", "--max-new-tokens", "8"]  # the frozen base decoder never learned EOS
+
+
+def train_larimar(repo, stage_dir, base, enc_json, text_shard, K, steps, lr):
+    """train_llama --larimar from scratch around the frozen base decoder, on short generic texts.
+    A run that fails (e.g. a non-finite gradient) is recorded, not fatal: (a) and (e) then say so."""
+    out = os.path.join(stage_dir, "run")
+    with open(os.path.join(repo, stage_dir, "log.txt"), "a", encoding="utf-8") as log:
+        try:
+            wall, cpu = run(repo, ["./train_llama", "--device", "cpu", "--threads", "1", "--model", base, "--larimar",
+                                   enc_json, "--memory-slots", str(K), "--freeze-decoder", "--data", text_shard,
+                                   "--batch-size", str(EPISODE), "--seq-len", str(TEXT_LEN), "--steps", str(steps),
+                                   "--lr", f"{lr:g}", "--seed", "1", "--out", out,
+                                   "--log", os.path.join(stage_dir, "train_log.jsonl")], log)
+            m = {"trained": True, "steps": steps, "lr": lr, "wall_s": wall, "cpu_s": cpu,
+                 "checkpoint": os.path.join(out, "final")}
+        except RuntimeError as e:
+            with open(os.path.join(repo, stage_dir, "log.txt"), encoding="utf-8") as f:
+                errs = [l for l in f.read().splitlines() if l.startswith("error:")]
+            m = {"trained": False, "steps": steps, "lr": lr, "error": errs[-1] if errs else str(e)}
+            print(f"demo: Larimar training failed ({m['error']}): parts (a) and (e) are not measured", flush=True)
+    steps_log = [json.loads(l) for l in open(os.path.join(repo, stage_dir, "train_log.jsonl"), encoding="utf-8")
+                 if '"step"' in l] if os.path.exists(os.path.join(repo, stage_dir, "train_log.jsonl")) else []
+    steps_log = [r for r in steps_log if r.get("event") == "step"]
+    if steps_log:
+        last = steps_log[-max(1, len(steps_log) // 10):]  # the last tenth of the steps
+        for k in ("ce_read", "ce_code", "ce_zero"):
+            vals = [r[k] for r in last if k in r]
+            if vals:
+                m[f"final_{k}"] = sum(vals) / len(vals)
+    return m
+
+
+def accuracy(repo, path):
+    with open(os.path.join(repo, path, "metrics.json"), encoding="utf-8") as f:
+        return json.load(f)["models"][0]["accuracy"]
+
+
+def edits(repo, stage_dir, trained, facts_dir, da_shard, fr_jsonl, scope_dir, stage2_cmd, seed):
+    """(a) one-shot write of D_A and decoding from the memory: exact prompts, paraphrases, and the
+    plain decoder; (e) the decoder trained on D_B (the demo's stage 2 recipe at the main rate) and
+    D_A decoded from the same memory through it; specificity: D_B with the memory for every question,
+    without it, and with each scope detector choosing per question."""
+    if not trained.get("trained"):
+        return {"measured": False, "reason": f"Larimar training failed: {trained.get('error')}"}
+    ck = trained["checkpoint"]
+    m = {"measured": True}
+    with open(os.path.join(repo, stage_dir, "log.txt"), "a", encoding="utf-8") as log:
+        tmpl = os.path.join(stage_dir, "template.txt")
+        with open(os.path.join(repo, tmpl), "w", encoding="utf-8") as f:
+            f.write("{question} {answer}")
+        facts = read_jsonl(os.path.join(repo, facts_dir, "facts.jsonl"))
+        da = os.path.join(stage_dir, "d_a.jsonl")
+        write_jsonl(os.path.join(repo, da), [{"question": r["prompt"], "answer": r["answer"]} for r in facts])
+        mem = Memory(repo, stage_dir, ck, "d_a", log, params=os.path.join(ck, "larimar.safetensors"))
+        w, _ = mem.write(facts)
+        m["write_wall_s"] = w
+
+        def ev(name, model, data, template, memory=True, match=MEMORY_MATCH):
+            cmd = ["./eval_factoids", "--model", model, "--data", data, "--template", template, "--device", "cpu",
+                   "--threads", "1", "--quiet", "--out", os.path.join(stage_dir, name)] + match
+            if memory:
+                cmd += ["--larimar", ck, "--memory", mem.path]
+            run(repo, cmd, log)
+            m[name] = accuracy(repo, os.path.join(stage_dir, name))
+        ev("a_written", ck, da, tmpl)
+        ev("a_paraphrased", ck, os.path.join(facts_dir, "paraphrases.jsonl"), tmpl)
+        ev("a_plain_decoder", ck, da, tmpl, memory=False)
+        s2 = os.path.join(stage_dir, "stage2")
+        run(repo, stage2_cmd(ck, s2), log)
+        s2m = os.path.join(s2, "run", "final")
+        ev("e_after_stage2", s2m, da, tmpl)
+        exact = ["--max-new-tokens", "16"]  # D_B as the demo evaluates it (the stage-2 decoder learned EOS)
+        ev("e_db_plain", s2m, fr_jsonl, "plain", memory=False, match=exact)
+        ev("e_db_memory", s2m, fr_jsonl, "plain", match=exact)
+        # specificity with a detector: per D_B question, the memory when the detector says in scope
+        preds = {k: [json.loads(l) for l in open(os.path.join(repo, stage_dir, k, "predictions.jsonl"), encoding="utf-8")]
+                 for k in ("e_db_plain", "e_db_memory")}
+        for det in ("isd", "esd"):
+            with open(os.path.join(repo, scope_dir, det, "metrics.json"), encoding="utf-8") as f:
+                sc = json.load(f)
+            if sc.get("missing"):
+                m[f"e_db_{det}"] = None
+                continue
+            out = os.path.join(stage_dir, f"db-{det}.jsonl")
+            cmd = ["./scope_detect", "--queries", fr_jsonl, "--field", "question", "--facts", da, "--threshold",
+                   f"{sc['eer_threshold']:.9g}", "--output", out]
+            # the facts file's prompts are in its "question" field
+            if det == "isd":
+                cmd += ["--isd", os.path.join(ck, "encoder")]
+            run(repo, cmd, log)
+            gate = [r["in_scope"] for r in read_jsonl(os.path.join(repo, out))]
+            chosen = [mp if g else pp for g, mp, pp in zip(gate, preds["e_db_memory"], preds["e_db_plain"])]
+            m[f"e_db_{det}"] = sum(bool(r["correct"]) for r in chosen) / len(chosen)
+            m[f"e_db_{det}_routed_to_memory"] = sum(gate) / len(gate)
+    return m
+
+
 def scope(repo, stage_dir, larimar, queries_dir, detector):
     """One detector on the labelled queries: EER, and precision, recall and F1 at the EER threshold
     (scope_detect's at_eer_threshold). The ESD with all-MiniLM-L6-v2 missing: metrics.json says so,
@@ -310,6 +423,10 @@ def build(x, Stage, repo):
     base = d.path("base", "run", "final")
     stages = []
 
+    def write_metrics(st, m):
+        with open(os.path.join(repo, d.path(st, "metrics.json")), "w", encoding="utf-8") as out:
+            json.dump(m, out, indent=1)
+
     def add(name, title, outputs, deps, tools, est, fn, inputs=()):
         def go():  # the CPU time of the programs run here goes to this stage's cost
             ACCOUNT.stage, ACCOUNT.driver = name, d
@@ -343,10 +460,6 @@ def build(x, Stage, repo):
                     [{"text": f"{o['prompt']} {o['answer']}"} for o in
                      read_jsonl(os.path.join(repo, d.path(f"larimar-other-s{seed}", "data.jsonl")))])
 
-        def write_metrics(st, m):
-            with open(os.path.join(repo, d.path(st, "metrics.json")), "w", encoding="utf-8") as out:
-                json.dump(m, out, indent=1)
-
         for name, title, fn, est in (
                 ("capacity", "(b) sequential writes: recall of the first batch after N = K/4 .. 2K", capacity, 4),
                 ("forget", "(c) N = K writes, the first batch forgotten", forgetting, 2)):
@@ -364,6 +477,44 @@ def build(x, Stage, repo):
         add(st, f"scope detectors: ISD and ESD on the labelled queries (seed {seed})",
             [d.path(st, "isd", "metrics.json"), d.path(st, "esd", "metrics.json")], ["larimar-init", q], ["scope_detect"], 4,
             lambda st=st, q=q: [scope(repo, d.path(st), lar, d.path(q), det) for det in ("isd", "esd")], inputs=minilm)
+    # (a) and (e): a Larimar-tiny trained around the frozen base decoder on short generic texts
+    x.prep("larimar-text", f"generic text in {TEXT_LEN}-token pieces for Larimar training",
+           ["--mode", "text", "--text-mode", "lm", "--input", d.path("data-generic", "pretrain.jsonl"),
+            "--seq-len", str(TEXT_LEN)], ["data-generic"], 2)
+    tr = TRAIN[x.profile]
+    Ka = p["num_facts"]  # slots of the trained memory: all of D_A written in one shot (N = K)
+
+    def go_train():
+        cfg = read_json_file(os.path.join(repo, base, "config.json"))
+        cfg["larimar_code_size"] = 2 * Ka
+        with open(os.path.join(repo, d.path("larimar-train", "encoder.json")), "w", encoding="utf-8") as f:
+            json.dump(cfg, f, indent=2)
+        write_metrics("larimar-train", train_larimar(repo, d.path("larimar-train"), base,
+                                                     d.path("larimar-train", "encoder.json"), x.shards("larimar-text"),
+                                                     Ka, tr["steps"], tr["lr"]))
+    add("larimar-train", f"train Larimar-tiny ({tr['steps']} episodes of {EPISODE} texts, frozen base decoder)",
+        [d.path("larimar-train", "metrics.json")], ["base", "larimar-text"], ["train_llama"],
+        tr["steps"] * 0.15 + 2, go_train)
+    for seed in p["seeds"]:
+        st = f"larimar-edit-s{seed}"
+
+        def stage2_cmd(model, out, seed=seed):
+            cmd = ["./train_llama", "--model", model, "--data", x.shards("shards-fr"), "--epochs", str(p["stage2_epochs"]),
+                   "--eval-data", d.path("shards-fr", "data.jsonl"), "--eval-every-epochs", str(p["eval_every"]),
+                   "--stop-at-accuracy", "1.0", "--max-new-tokens", "16", "--batch-size", str(p["batch"]),
+                   "--seq-len", str(x.T), "--lr", f"{x.main_lr:g}", "--schedule", "cosine", "--warmup-ratio", "0.02",
+                   "--seed", str(seed), "--threads", "1", "--out", os.path.join(out, "run"),
+                   "--log", os.path.join(out, "train_log.jsonl")]
+            return cmd
+
+        def go_edit(st=st, seed=seed, stage2_cmd=stage2_cmd):
+            trained = read_json_file(os.path.join(repo, d.path("larimar-train", "metrics.json")))
+            write_metrics(st, edits(repo, d.path(st), trained, d.path(f"larimar-queries-s{seed}"), x.shards(f"shards-kvr-s{seed}"),
+                                    d.path("shards-fr", "data.jsonl"), d.path(f"larimar-scope-s{seed}"), stage2_cmd, seed))
+        add(st, f"(a) D_A written in one shot and decoded from the memory; (e) after stage 2 (seed {seed})",
+            [d.path(st, "metrics.json")], ["larimar-train", f"larimar-queries-s{seed}", f"larimar-scope-s{seed}",
+                                           "shards-fr"], ["train_llama", "eval_factoids", "larimar_edit", "scope_detect"],
+            stage2_estimate_s(p), go_edit)
     x.report_deps += stages
     x.report_sections.append(lambda x: report_section(repo, x))
 
@@ -489,6 +640,86 @@ def report_section(repo, x):
         else:
             v[det] = (f"not as good as the paper's ESD (EER {s['eer'][0]:.3f} vs 0.029, F1 {s['f1'][0]:.3f} vs 0.974; "
                       f"rule: EER <= {ESD_EER_MAX}, F1 >= {ESD_F1_MIN})")
+    # (a), (e) and specificity, from the trained Larimar-tiny
+    ed = collect("larimar-edit-s{}")
+    tr_m, tr_path = load(repo, out, "larimar-train")
+    sources.append(tr_path)
+    ae_text, stage2_bars = "", []
+    if not all(m.get("measured") for m in ed):
+        reason = next(m["reason"] for m in ed if not m.get("measured"))
+        v["a"] = v["e"] = f"not measured: {reason}"
+        ae_text = f"**(a) and (e)**: not measured: {reason}."
+    else:
+        ai = {k: interval([m[k] for m in ed]) for k in ("a_written", "a_paraphrased", "a_plain_decoder", "e_after_stage2",
+                                                        "e_db_plain", "e_db_memory")}
+        for det in ("isd", "esd"):
+            vals = [m.get(f"e_db_{det}") for m in ed]
+            ai[f"e_db_{det}"] = interval(vals) if all(x is not None for x in vals) else (None, None)
+        record["edits"] = ai
+        v["a"] = (f"reproduced at this scale: {ai['a_written'][0]:.3f} of D_A recalled from the memory"
+                  if ai["a_written"][0] >= 0.9 else
+                  f"not reproduced: {ai['a_written'][0]:.3f} of D_A recalled from the memory (rule: >= 0.9; "
+                  f"the paper: as accurate as ROME)")
+        rows_e = []
+        main = x.main_lr
+        for setting in x.settings():
+            vals = []
+            for sd in seeds:
+                path = os.path.join(out, f"eval-fr-{setting}-lr{main:.0e}-s{sd}", "d_a", "metrics.json")
+                with open(os.path.join(repo, path), encoding="utf-8") as f:
+                    vals.append(json.load(f)["models"][1]["accuracy"])
+                sources.append(path)
+            ft = interval(vals)
+            diff = interval([m["e_after_stage2"] - vv for m, vv in zip(ed, vals)])
+            rows_e.append((setting, ft, diff))
+            stage2_bars.append((setting, ft))
+        stage2_bars.append(("larimar", ai["e_after_stage2"]))
+        record["stage2_comparison"] = {s_: {"fine_tuned": ft, "larimar_minus_fine_tuned": df} for s_, ft, df in rows_e}
+        if ai["a_written"][0] < 0.5:
+            v["e"] = (f"not measurable: the memory does not make the decoder recall D_A to begin with "
+                      f"({ai['a_written'][0]:.3f} before stage 2)")
+        else:
+            parts = []
+            for s_, ft, df in rows_e:
+                if df[1] is None:
+                    parts.append(f"{s_}: no interval")
+                elif df[0] - df[1] > 0:
+                    parts.append(f"Larimar retains more than {s_}")
+                elif df[0] + df[1] < 0:
+                    parts.append(f"Larimar retains less than {s_}")
+                else:
+                    parts.append(f"no detectable difference from {s_}")
+            v["e"] = "; ".join(parts)
+        e_rows = "\n".join(f"| fine-tuned, {s_} | {fmt(ft)} | {fmt(df)} |" for s_, ft, df in rows_e)
+        ae_text = f"""**(a) One-shot edits** (the trained Larimar-tiny, {tr_m.get('steps')} training episodes; all
+{p['num_facts']} D_A facts written in one episode into its {p['num_facts']} slots; answers decoded from the
+memory readout of each question; the frozen base decoder was never taught to stop, so an answer counts
+when the generation, 8 tokens, contains it):
+
+| questions | recalled |
+| --- | --- |
+| written prompts, from the memory | {fmt(ai['a_written'])} |
+| 4 paraphrases of each, from the memory | {fmt(ai['a_paraphrased'])} |
+| written prompts, plain decoder (no memory) | {fmt(ai['a_plain_decoder'])} |
+
+Verdict: {v['a']}. (Training's final CE with the read memory {tr_m.get('final_ce_read', float('nan')):.3f}, with the
+code itself {tr_m.get('final_ce_code', float('nan')):.3f}, with code 0 {tr_m.get('final_ce_zero', float('nan')):.3f}.)
+
+**(e) After stage 2** (the decoder trained on D_B with the demo's stage-2 recipe at the main rate
+{main:g}, same seeds; D_A decoded from the same memory through it), against D_A retention of the
+fine-tuned models at the same rate (exact match):
+
+| D_A after stage 2 | recalled | Larimar − this |
+| --- | --- | --- |
+| Larimar, from the memory | {fmt(ai['e_after_stage2'])} | — |
+{e_rows}
+
+Verdict: {v['e']}.
+
+**Specificity** (D_B accuracy of the stage-2 decoder, exact match): without the memory {fmt(ai['e_db_plain'])};
+with the memory for every question {fmt(ai['e_db_memory'])}; with the ISD choosing per question
+{fmt(ai['e_db_isd'])}; with the ESD {fmt(ai['e_db_esd'])} (detectors at their EER thresholds).
+"""
     record["verdicts"] = v
     record["sources"] = sources
 
@@ -499,26 +730,35 @@ def report_section(repo, x):
         f.write("# group mean half\n")
         for i, k in enumerate(("retained", "forgotten", "never_written")):
             f.write(f"{i} {forg[k][0]} {forg[k][1] or 0} \"{k.replace('_', ' ')}\"\n")
+        f.write("\n\n# D_A after stage 2: setting mean half\n")
+        for i, (name, (mean, half)) in enumerate(stage2_bars or [("not measured", (0, 0))]):
+            f.write(f"{i} {mean or 0} {half or 0} \"{name}\"\n")
     chart = None
     if shutil.which("gnuplot"):
-        chart = demo_report.run_gnuplot(repo, out, "larimar", f"""set multiplot layout 1,2
-set title 'capacity: recall of the first batch after N writes (K = {K})'
+        chart = demo_report.run_gnuplot(repo, out, "larimar", f"""set multiplot layout 1,3
+set title 'first batch after N writes (K = {K})'
 set xlabel 'N / K'
 set ylabel 'memory recall (readout error <= {RECALL_TOL:g})'
 set yrange [-0.05:1.1]
 set logscale x 2
 set xrange [0.2:2.5]
-set key bottom left
+set key bottom left font ',8'
 plot '{dat}' index 0 using 1:2:3 with yerrorlines lw 2 lc rgb '#4477aa' title 'first batch', \\
      '' index 0 using 1:4:5 with yerrorlines lw 2 dt 2 lc rgb '#bbbbbb' title 'never written (control)'
 unset logscale x
-set title 'selective forgetting after N = K writes'
+set title 'forgetting after N = K writes'
 set xlabel ''
 set xrange [-0.6:2.6]
 set style fill solid 0.6
 set boxwidth 0.6
 plot '{dat}' index 1 using 1:2:xtic(4) with boxes lc rgb '#ee6677' notitle, \\
      '' index 1 using 1:2:3 with yerrorbars lc rgb 'black' notitle
+set title 'D_A after stage 2 (lr {x.main_lr:g})'
+set ylabel 'D_A recalled'
+set xrange [-0.6:{max(1, len(stage2_bars)) - 0.4}]
+set xtics rotate by -30
+plot '{dat}' index 2 using 1:2:xtic(4) with boxes lc rgb '#228833' notitle, \\
+     '' index 2 using 1:2:3 with yerrorbars lc rgb 'black' notitle
 unset multiplot
 """)
     with open(os.path.join(repo, out, "larimar.json"), "w", encoding="utf-8") as f:
@@ -527,9 +767,9 @@ unset multiplot
     ft_steps_s = ", ".join(str(s) for s in ft_steps)
     return f"""## Larimar against fine-tuning
 
-**What this measures.** Larimar-tiny here is **not trained** (`train_larimar` does not exist yet): its
-encoder is the base model's stack, mean-pooled, with a seeded random projection to codes of size
-Cz = {Cz}; the memory has K = {K} slots and the seeded prior M0 ~ N(0, 1); facts are written with
+**What this measures.** Parts (b), (c), (d) and the scope detectors use an **untrained** Larimar-tiny
+that isolates the memory: its encoder is the base model's stack, mean-pooled, with a seeded random
+projection to codes of size Cz = {Cz}, centred on calibration facts of D_A's form; the memory has K = {K} slots and the seeded prior M0 ~ N(0, 1); facts are written with
 c0 = {C0:g} (`larimar_edit`, docs/larimar.md). So parts (b) and (c) measure **the memory itself**: a fact
 counts as recalled when its readout reproduces its code, ‖z_r − z‖/‖z‖ ≤ {RECALL_TOL:g} (a stand-in for
 decoded recall, which needs the trained decoder). Means ± 95% t-intervals over {n} seeds (each seed its
@@ -541,7 +781,10 @@ mean recall of the first batch is ≥ {RETENTION_OK} at every N/K up to 2, partl
 reproduced when forgotten ≤ {FORGET_MAX} and retained ≥ {RETAIN_MIN}; (d) reproduced when the lower end of
 the interval of the speed-up (fine-tuning CPU time / write CPU time, each a whole process; CPU time, not
 wall time, because the stages share the machine) is ≥ {SPEEDUP_MIN:g}; scope detectors
-as good as the paper's ESD when EER ≤ {ESD_EER_MAX} and F1 ≥ {ESD_F1_MIN}.
+as good as the paper's ESD when EER ≤ {ESD_EER_MAX} and F1 ≥ {ESD_F1_MIN}; (a) reproduced when the mean share
+of D_A recalled from the memory is ≥ 0.9; (e) not measurable when that share is below 0.5 (nothing to
+retain), else per fine-tuned setting: Larimar retains more (less) when the 95% interval of the paired
+difference Larimar − fine-tuned lies above (below) 0, else no detectable difference.
 
 **(b) Sequential writes** (batches of {batch} facts; recall of the first batch after N facts):
 
@@ -582,10 +825,7 @@ F1 is in-sample):
 
 ISD: {v['isd']}. ESD: {v['esd']}.
 
-**Not measured here**: (a) one-shot edit efficacy, paraphrase efficacy and specificity with and without
-the scope detector, and (e) memory-conditioned recall of D_A after stage 2 against no mixing, REMIX and
-replay. Both decode from the memory, which needs a trained Larimar decoder (`train_larimar`, not yet
-written).
+{ae_text}
 
 (Numbers from the metrics.json of the `larimar-*` stages; every interval and verdict is recorded in
 `{out}/larimar.json`.)
