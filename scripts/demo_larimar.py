@@ -469,7 +469,7 @@ def build(x, Stage, repo):
                     st, fn(repo, d.path(st), lar, *facts_of(), K, batch)))
         st = f"larimar-speed-s{seed}"
         add(st, f"(d) one Larimar write against fine-tuning one fact to 100% (seed {seed})", [d.path(st, "metrics.json")],
-            ["larimar-init", kvr, "base"], ["larimar_edit", "train_llama", "prepare_data"], 8,
+            ["larimar-init", kvr, other, "base"], ["larimar_edit", "train_llama", "prepare_data"], 8,
             lambda st=st, seed=seed, kvr=kvr, facts_of=facts_of: write_metrics(st, speed(
                 repo, d.path(st), lar, facts_of()[0][0], read_jsonl(os.path.join(repo, d.path(kvr, "data.jsonl")))[0],
                 base, x.tok, seed, x.T)))
