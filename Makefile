@@ -8,6 +8,10 @@
 #     (and kernels/cpu/sgemm_{dnnl,omp}.cpp: one of the two, by GEMM);
 #   - every test/test_*.cpp is one Catch2 test binary, linked with the library.
 
+# Build with every core unless the command line says otherwise (`make -j1`): CI runs a plain
+# `make test`, whose build is most of its time.
+MAKEFLAGS += -j$(shell nproc)
+
 CXX      ?= g++
 OPT      ?= -O3 -march=native
 CXXFLAGS ?= $(OPT) -g -std=c++20 -fopenmp -Wall -Wextra -Wno-unused-parameter -I.
@@ -150,7 +154,7 @@ clean:
 demo:
 	bash scripts/install_deps.sh --demo
 	bash scripts/install_deps.sh --minilm || echo "demo: all-MiniLM-L6-v2 could not be installed: the external scope detector is skipped"
-	$(MAKE) -j$$(nproc) all
+	$(MAKE) all
 	python3 scripts/demo.py --no-install $(if $(filter-out 0,$(DEMO_QUICK)),--quick)
 demo-quick:
 	$(MAKE) demo DEMO_QUICK=1
@@ -159,7 +163,7 @@ demo-quick:
 study:
 	bash scripts/install_deps.sh --demo
 	bash scripts/install_deps.sh --minilm || echo "demo: all-MiniLM-L6-v2 could not be installed: the external scope detector is skipped"
-	$(MAKE) -j$$(nproc) all
+	$(MAKE) all
 	python3 scripts/demo.py --no-install --study
 	python3 scripts/demo_report.py --publish runs/demo-study docs/results/study
 
