@@ -66,7 +66,8 @@ static json follow_source(const std::string& source) {
 }
 
 TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]") {
-  for (const char* bin : {"tokenize", "prepare_data", "train_llama", "eval_factoids", "analyze_layers"}) {
+  for (const char* bin : {"tokenize", "prepare_data", "train_llama", "eval_factoids", "analyze_layers", "larimar_edit",
+                          "scope_detect"}) {
     INFO("binary ./" << bin << " is needed (run make)");
     REQUIRE(fs::exists(bin));
   }
