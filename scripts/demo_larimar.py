@@ -360,8 +360,12 @@ def edits(repo, stage_dir, trained, facts_dir, da_shard, fr_jsonl, scope_dir, st
         # specificity with a detector: per D_B question, the memory when the detector says in scope
         preds = {k: [json.loads(l) for l in open(os.path.join(repo, stage_dir, k, "predictions.jsonl"), encoding="utf-8")]
                  for k in ("e_db_plain", "e_db_memory")}
+        # the ISD on the trained encoder's codes: its EER threshold on the same labelled queries
+        os.makedirs(os.path.join(repo, stage_dir, "trained"), exist_ok=True)
+        scope(repo, os.path.join(stage_dir, "trained"), ck, facts_dir, "isd")
         for det in ("isd", "esd"):
-            with open(os.path.join(repo, scope_dir, det, "metrics.json"), encoding="utf-8") as f:
+            sc_dir = os.path.join(stage_dir, "trained") if det == "isd" else scope_dir
+            with open(os.path.join(repo, sc_dir, det, "metrics.json"), encoding="utf-8") as f:
                 sc = json.load(f)
             if sc.get("missing"):
                 m[f"e_db_{det}"] = None
@@ -583,7 +587,7 @@ def report_section(repo, x):
     record["speed"] = speed_i
     scope_rows, scope_rec = [], {}
     esd_missing = None
-    for det, label in (("isd", "ISD (Larimar encoder's codes)"), ("esd", "ESD (all-MiniLM-L6-v2)")):
+    for det, label in (("isd", "ISD (the untrained stand-in encoder's codes)"), ("esd", "ESD (all-MiniLM-L6-v2)")):
         ms = collect("larimar-scope-s{}", det)
         if any(m.get("missing") for m in ms):
             esd_missing = next(m["message"] for m in ms if m.get("missing"))
@@ -597,6 +601,19 @@ def report_section(repo, x):
         rec = interval([m["at_eer_threshold"]["recall"] for m in ms])
         scope_rec[det] = {"eer": eer, "eer_threshold": thr, "f1": f1, "precision": prec, "recall": rec}
         scope_rows.append(f"| {label} | {fmt(eer)} | {fmt(thr)} | {fmt(f1)} | {fmt(prec)} | {fmt(rec)} |")
+    trained_isd = []
+    for sd in seeds:
+        path = os.path.join(out, f"larimar-edit-s{sd}", "trained", "isd", "metrics.json")
+        if os.path.exists(os.path.join(repo, path)):
+            with open(os.path.join(repo, path), encoding="utf-8") as f:
+                trained_isd.append(json.load(f))
+            sources.append(path)
+    if len(trained_isd) == len(seeds):
+        t = {k: interval([m[k] for m in trained_isd]) for k in ("eer", "eer_threshold")}
+        t.update({k: interval([m["at_eer_threshold"][k] for m in trained_isd]) for k in ("f1", "precision", "recall")})
+        scope_rec["isd_trained"] = t
+        scope_rows.insert(1, f"| ISD (trained Larimar-tiny's codes) | {fmt(t['eer'])} | {fmt(t['eer_threshold'])} | "
+                             f"{fmt(t['f1'])} | {fmt(t['precision'])} | {fmt(t['recall'])} |")
     record["scope"] = scope_rec
 
     # verdicts, by the rules fixed above (and in docs/larimar.md)
@@ -718,7 +735,8 @@ Verdict: {v['e']}.
 
 **Specificity** (D_B accuracy of the stage-2 decoder, exact match): without the memory {fmt(ai['e_db_plain'])};
 with the memory for every question {fmt(ai['e_db_memory'])}; with the ISD choosing per question
-{fmt(ai['e_db_isd'])}; with the ESD {fmt(ai['e_db_esd'])} (detectors at their EER thresholds).
+{fmt(ai['e_db_isd'])}; with the ESD {fmt(ai['e_db_esd'])} (detectors at their EER thresholds on the
+D_A queries above; the ISD here on the trained Larimar-tiny's codes).
 """
     record["verdicts"] = v
     record["sources"] = sources
