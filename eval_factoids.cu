@@ -92,8 +92,8 @@ static void declare_options(CLI::App& app, EvalArgs& a) {
                "also score each gold answer under teacher forcing: log-likelihood\n"
                "(sum, mean), share of tokens predicted top-1, first-token rank");
   opt("--memory", a.memory, "FILE",
-      "decode each answer conditioned on the question's readout from this\n"
-      "Larimar memory file (larimar_edit), through --larimar; not with --score");
+      "decode (and with --score, score) each answer conditioned on the question's\n"
+      "readout from this Larimar memory file (larimar_edit), through --larimar");
   opt("--larimar", a.larimar, "DIR", "Larimar directory: encoder/ and larimar.safetensors (docs/larimar.md)");
   opt("--out", a.out, "DIR", "write DIR/predictions.jsonl and DIR/metrics.json");
   opt("--threads", a.threads, "N", "CPU threads (default: OpenMP's default)")->check(cli::integer(0, 4096));
@@ -178,7 +178,6 @@ int main(int argc, char** argv) {
     check(!args.models.empty(), "--model is required (see --help)");
     check(!args.data.empty() || !args.heldout.empty(), "--data or --heldout is required (see --help)");
     check(args.memory.empty() == args.larimar.empty(), "--memory and --larimar go together (see --help)");
-    check(args.memory.empty() || !args.score, "--score: not with --memory (the scoring is unconditioned)");
     check(args.memory.empty() || !args.data.empty(), "--memory: needs --data (questions to decode)");
 #if defined(ENGINE_CUDA)
     if (args.device == "auto") args.device = cuda_device_count() > 0 ? "cuda" : "cpu";

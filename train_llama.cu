@@ -500,6 +500,8 @@ struct Trainer {
                                     "checkpoint with eval_factoids --memory --larimar)");
       check(args.zero == 0 && args.optimizer_state == "fp32", "--larimar: --zero and --optimizer-state bf16 are not "
                                                                "supported");
+      check(args.micro_batch_size == 0 || args.micro_batch_size >= args.batch_size,
+            "--larimar: an episode is one whole batch (--batch-size texts); --micro-batch-size does not apply");
     } else {
       for (const char* o : {"memory-slots", "freeze-decoder", "beta", "beta-cycles", "beta-ratio-zero",
                             "beta-ratio-increase", "pinv"})

@@ -31,7 +31,8 @@ AnswerStats answer_stats(const float* logits, int vocab, const std::vector<int32
 
 // Teacher-forced statistics (answer_stats) of answers[i] after prompts[i]: one forward per batch
 // over prompt + answer rows (right-padded; padding attends to itself only), logits only at the
-// positions that predict answer tokens.
+// positions that predict answer tokens. A conditioned model (LlamaModel::condition, one row per
+// prompt, e.g. a Larimar memory readout) hands each batch its rows.
 template <class Backend>
 std::vector<AnswerStats> score_answers(LlamaModel<Backend>& m, const std::vector<std::vector<int32_t>>& prompts,
                                        const std::vector<std::vector<int32_t>>& answers, int batch_size) {
@@ -40,6 +41,9 @@ std::vector<AnswerStats> score_answers(LlamaModel<Backend>& m, const std::vector
   const int V = m.V;
   std::vector<AnswerStats> scores(prompts.size());
   std::vector<float> logits;
+  const typename LlamaModel<Backend>::Condition cond = m.condition;
+  check(!cond.slot || cond.seqs >= (int)prompts.size(), "score_answers: conditioning rows for ", cond.seqs, " of ",
+        prompts.size(), " prompts");
   for (size_t b0 = 0; b0 < prompts.size();) {
     // As many rows as the batch size and the model's plan (max_rows of max_T tokens) allow.
     size_t b1 = b0;
@@ -82,7 +86,9 @@ std::vector<AnswerStats> score_answers(LlamaModel<Backend>& m, const std::vector
       }
     }
     logits.resize(want.size() * size_t(V));
+    m.condition = m.condition_rows(cond, b0);
     if (!want.empty()) m.forward_logits_at(b, want, logits.data());
+    m.condition = cond;
     // Each row's wanted positions are consecutive in `want`, in answer order.
     for (size_t k = 0; k < want.size();) {
       const size_t q = owner[k];

@@ -91,14 +91,17 @@ std::vector<AnswerStats> score_items(LlamaModel<Backend>& m, const std::vector<E
   Progress progress("scoring", int64_t(items.size()), "questions");
   std::vector<AnswerStats> scores;
   scores.reserve(items.size());
+  const typename LlamaModel<Backend>::Condition cond = m.condition;  // one row per item, if any
   for (size_t b = 0; b < items.size(); b += chunk) {
     std::vector<std::vector<int32_t>> prompts, answers;
     for (size_t i = b; i < std::min(items.size(), b + chunk); ++i) {
       prompts.push_back(items[i].prompt_ids);
       answers.push_back(items[i].answer_ids);
     }
+    m.condition = m.condition_rows(cond, b);
     for (const AnswerStats& s : score_answers(m, prompts, answers, batch_size)) scores.push_back(s);
     progress.add(int64_t(prompts.size()));
   }
+  m.condition = cond;
   return scores;
 }

@@ -36,7 +36,9 @@ EpisodeLoss LarimarModel<Backend>::episode(const std::vector<std::vector<int32_t
   Noise noise;
   noise.logvar = LW * vecM + Eigen::Map<const Eigen::VectorXf>(lv_b.data(), K).cast<double>();
   noise.eps = eps;
-  const Read r = read(w.M, Z, pinv, &noise);
+  PinvConfig pinv_M = pinv;  // M = W₀⁺ Z has rank <= N
+  pinv_M.max_rank = N;
+  const Read r = read(w.M, Z, pinv_M, &noise);
   Mat dWbar_kl;
   Vec dlogvar_kl;
   EpisodeLoss out;
@@ -114,7 +116,7 @@ EpisodeLoss LarimarModel<Backend>::episode(const std::vector<std::vector<int32_t
   }
   // Read, KL and the logvar map.
   const Mat dWbar = beta * dWbar_kl;
-  const ReadGrads rg = read_backward(w.M, Z, r, dc.topRows(N), pinv, &noise, &dWbar);
+  const ReadGrads rg = read_backward(w.M, Z, r, dc.topRows(N), pinv_M, &noise, &dWbar);
   const Vec dlogvar = rg.dlogvar + beta * dlogvar_kl;
   Mat dM = rg.dM;
   const Eigen::VectorXd dvecM = LW.transpose() * dlogvar;

@@ -44,9 +44,10 @@ Pinv pinv_exact(const Mat& A, const PinvConfig& cfg, const std::string& what) {
     const Eigen::VectorXd& sv = svd.singularValues();
     const double s1 = sv.size() ? sv(0) : 0.0;
     check(s1 > 0, what, ": the ", A.rows(), "x", A.cols(), " matrix is zero; it has no useful pseudo-inverse");
+    const int64_t structural = cfg.max_rank > 0 ? std::min<int64_t>(cfg.max_rank, sv.size()) : sv.size();
     int64_t r = 0;
-    while (r < sv.size() && sv(r) > cfg.rtol * s1) ++r;
-    for (int64_t i = r; i < sv.size(); ++i)
+    while (r < structural && sv(r) > cfg.rtol * s1) ++r;
+    for (int64_t i = r; i < structural; ++i)
       check(sv(i) <= 1e-3 * cfg.rtol * s1, what, ": the ", A.rows(), "x", A.cols(),
             " matrix is ill-conditioned: its singular value ", i + 1, " is ", sv(i) / s1,
             "·σ₁, neither zero (<= ", 1e-3 * cfg.rtol, "·σ₁) nor resolvable (> ", cfg.rtol,

@@ -42,6 +42,10 @@ struct PinvConfig {
   int steps = 15;           // iterative: number of Ben-Israel–Cohen steps
   double scale = 5e-4;      // iterative: X₀ = scale·Aᵀ
   double rtol = 1e-10;       // exact: singular values <= rtol·σ₁ are zero (numpy/torch `rtol`)
+  // exact: a bound on the rank known from how A was made (0: none). A memory written from N rows
+  // has rank <= N; its singular values beyond the N-th are rounding (of the order of cond(W₀)·ε,
+  // which can exceed the noise floor below) and are zeroed without the ambiguity check.
+  int64_t max_rank = 0;
 };
 
 struct Pinv {

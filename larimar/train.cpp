@@ -220,13 +220,11 @@ void LarimarTrainer<Backend>::save(const std::string& dir, const std::string& to
   check_finite(v, dir, "encoder AdamW moments");
   const std::vector<int64_t> flat = {(int64_t)layout.total};
   tensors = {{"encoder.exp_avg", "F32", flat, m.data()}, {"encoder.exp_avg_sq", "F32", flat, v.data()}};
-  std::vector<std::string> names;  // kept alive for the tensor list
-  names.reserve(2 * s.host.size());
   for (const auto& h : s.host) {
-    names.push_back(h.name + ".exp_avg");
-    tensors.push_back({names.back(), "F32", h.shape, h.m.data()});
-    names.push_back(h.name + ".exp_avg_sq");
-    tensors.push_back({names.back(), "F32", h.shape, h.v.data()});
+    check_finite(h.m, dir, h.name + " AdamW first moment");
+    check_finite(h.v, dir, h.name + " AdamW second moment");
+    tensors.push_back({h.name + ".exp_avg", "F32", h.shape, h.m.data()});
+    tensors.push_back({h.name + ".exp_avg_sq", "F32", h.shape, h.v.data()});
   }
   write_safetensors(dir + "/larimar_optimizer.safetensors", tensors,
                     {{"format", "engine-larimar-optimizer"},

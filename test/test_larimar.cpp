@@ -211,6 +211,13 @@ TEST_CASE("rank-deficient matrices have their pseudo-inverse; an ambiguous rank 
   A(2, 2) = 1e-11;  // 5e-12·σ₁: neither zero nor resolvable
   REQUIRE_THROWS_WITH(pinv(A, exact_cfg(), "read: memory M"),
                       Contains("read: memory M") && Contains("ill-conditioned") && Contains("singular value 3"));
+  PinvConfig bounded = exact_cfg();
+  bounded.max_rank = 2;  // known to have rank <= 2: the third value is rounding, zeroed
+  p = pinv(A, bounded, "M");
+  CHECK(p.rank == 2);
+  CHECK((p.value - expected).cwiseAbs().maxCoeff() < 1e-15);
+  bounded.max_rank = 3;  // the bound does not hide an ambiguity within it
+  CHECK_THROWS_WITH(pinv(A, bounded, "M"), Contains("singular value 3"));
   A(2, 2) = 1e-3;  // cond 2e3: full rank
   p = pinv(A, exact_cfg(), "M");
   CHECK(p.rank == 3);

@@ -5,7 +5,9 @@
 // PyTorch in test_larimar_model).
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +21,7 @@
 #include "larimar/readout.h"
 #include "model/config.h"
 #include "larimar/encoder.h"
+#include "model/checkpoint.h"
 #include "model/params.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -82,15 +85,18 @@ std::vector<std::string> predictions(const std::string& path) {
   return p;
 }
 
-// relative_error of each JSONL line that `read` wrote.
-std::vector<double> relative_errors(const std::string& path) {
+// The numeric field `key` of each JSONL line.
+std::vector<double> field_values(const std::string& path, const char* key) {
   std::vector<double> e;
   const std::string text = read_text_file(path);
   size_t start = 0;
   for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1)
-    e.push_back(nlohmann::json::parse(text.substr(start, end - start)).at("relative_error").get<double>());
+    e.push_back(nlohmann::json::parse(text.substr(start, end - start)).at(key).get<double>());
   return e;
 }
+
+// relative_error of each JSONL line that `read` wrote.
+std::vector<double> relative_errors(const std::string& path) { return field_values(path, "relative_error"); }
 
 }  // namespace
 
@@ -187,8 +193,24 @@ TEST_CASE("eval_factoids --memory: decoding conditioned on the memory readout of
 
   CHECK(run(eval + " --memory " + mem, err, "eval_factoids") == 1);
   CHECK_THAT(read_text_file(err), Contains("--memory and --larimar go together"));
-  CHECK(run(eval + " --memory " + mem + " --larimar " + d + "/lar --score", err, "eval_factoids") == 1);
-  CHECK_THAT(read_text_file(err), Contains("--score"));
+  // Teacher-forced scores conditioned on the readouts: the same answers, other log-likelihoods.
+  REQUIRE(run(eval + " --score --out " + d + "/plain_s", err, "eval_factoids") == 0);
+  REQUIRE(run(eval + " --score --memory " + mem + " --larimar " + d + "/lar --out " + d + "/cond_s", err,
+              "eval_factoids") == 0);
+  const auto plain_lp = field_values(d + "/plain_s/predictions.jsonl", "answer_logprob_sum"),
+             cond_lp = field_values(d + "/cond_s/predictions.jsonl", "answer_logprob_sum");
+  REQUIRE(plain_lp.size() == 3);
+  REQUIRE(cond_lp.size() == 3);
+  for (int i = 0; i < 3; i++) CHECK(plain_lp[i] != cond_lp[i]);
+  // Each batch takes its own rows of the conditioning: batches of 1 score as batches of 2.
+  std::string eval1 = eval;
+  eval1.replace(eval1.find("--batch-size 2"), 14, "--batch-size 1");
+  REQUIRE(run(eval1 + " --score --memory " + mem + " --larimar " + d + "/lar --out " + d + "/cond_1", err,
+              "eval_factoids") == 0);
+  const auto one_lp = field_values(d + "/cond_1/predictions.jsonl", "answer_logprob_sum");
+  REQUIRE(one_lp.size() == 3);
+  for (int i = 0; i < 3; i++) CHECK(std::fabs(one_lp[i] - cond_lp[i]) <= 1e-4 * std::fabs(cond_lp[i]));
+  CHECK(predictions(d + "/cond_s/predictions.jsonl") == cond);  // scoring leaves the decoding alone
   make_encoder(d + "/other/encoder", 2);
   write_file_atomic(d + "/other/larimar.safetensors", read_text_file(d + "/lar/larimar.safetensors"));
   CHECK(run(eval + " --memory " + mem + " --larimar " + d + "/other", err, "eval_factoids") == 1);
@@ -391,6 +413,48 @@ TEST_CASE("train_llama --larimar: resume is bit-exact") {
   // The comparison can fail: a run with another seed differs.
   REQUIRE(run(r.train("c", "--steps 12 --beta-cycles 2 --seed 5"), err, "train_llama") == 0);
   CHECK(read_text_file(r.d + "/a/final/larimar.safetensors") != read_text_file(r.d + "/c/final/larimar.safetensors"));
+  // The paper's iterative pseudo-inverse trains too, to other (close, not equal) weights.
+  REQUIRE(run(r.train("it", "--steps 12 --beta-cycles 2 --pinv iterative --log " + r.d + "/it.jsonl"), err,
+              "train_llama") == 0);
+  CHECK(step_logs(r.d + "/it.jsonl").size() == 12);
+  CHECK(read_text_file(r.d + "/a/final/larimar.safetensors") != read_text_file(r.d + "/it/final/larimar.safetensors"));
+}
+
+TEST_CASE("train_llama --larimar: SIGINT saves a checkpoint with the Larimar files; resuming it is bit-exact") {
+  const LarimarRun r("larimar_sigint");
+  const std::string err = r.d + "/err", more = "--steps 150 --beta-cycles 3 --log " + r.d + "/";
+  REQUIRE(run(r.train("ref", more + "ref.jsonl"), err, "train_llama") == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = "exec ./train_llama " + r.train("int", more + "int.jsonl") + " > " + err + ".int 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Once a few steps are logged (or after 60 s at most), interrupt.
+  for (int i = 0; i < 60000; i++) {
+    if (file_exists(r.d + "/int.jsonl") && step_logs(r.d + "/int.jsonl").size() >= 3) break;
+    usleep(1000);
+  }
+  kill(pid, SIGINT);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO(read_text_file(err + ".int"));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  if (!file_exists(r.d + "/int/final")) {  // the signal came before the end: a signal checkpoint
+    const std::vector<RunCheckpoint> cks = list_run_checkpoints(r.d + "/int");
+    REQUIRE(cks.size() == 1);
+    CHECK(load_trainer_state(cks[0].dir)["stop_reason"] == "signal");
+    for (const char* f : {"/encoder/model.safetensors", "/larimar.safetensors", "/larimar_optimizer.safetensors"})
+      CHECK(file_exists(cks[0].dir + f));
+    REQUIRE(run("--resume " + r.d + "/int", err, "train_llama") == 0);
+  }
+  for (const char* f : {"/model.safetensors", "/encoder/model.safetensors", "/larimar.safetensors",
+                        "/larimar_optimizer.safetensors"}) {
+    INFO(f);
+    CHECK(read_text_file(r.d + "/ref/final" + f) == read_text_file(r.d + "/int/final" + f));
+  }
 }
 
 TEST_CASE("train_llama --larimar: bad input is a clear error") {

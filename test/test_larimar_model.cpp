@@ -15,6 +15,7 @@
 #include "common/file_io.h"
 #include "larimar/encoder.h"
 #include "larimar/larimar_model.h"
+#include "larimar/train.h"
 #include "model/decode.h"
 #include "model/weights.h"
 #include "model/cpu_backend.h"
@@ -258,4 +259,27 @@ TEST_CASE("larimar episode: the four-term loss and every gradient match the PyTo
                       Contains("4 texts"));
     CHECK_THROWS_WITH(m.load_memory_params(dir + "decoder/model.safetensors"), Contains("larimar.M0"));
   }
+}
+
+TEST_CASE("larimar training: the beta schedule and the noise of a step") {
+  // IBM's schedule over 100 steps, 4 cycles of 25: 0 for the first half, a ramp over 6.25 steps,
+  // then the peak.
+  const BetaSchedule s{0.5, 4, 0.5, 0.25, 100};
+  CHECK(s.at(0) == 0.0);
+  CHECK(s.at(12) == 0.0);                              // u = 0.48
+  CHECK(s.at(13) == Approx(0.5 * (0.52 - 0.5) / 0.25));  // on the ramp
+  CHECK(s.at(20) == 0.5);                              // u = 0.8: past the ramp
+  CHECK(s.at(25) == 0.0);                              // the next cycle starts at 0
+  CHECK(s.at(99) == 0.5);
+  // ε: a function of (seed, step) only, standard normal.
+  const std::vector<double> a = episode_noise(7, 3, 200, 500), b = episode_noise(7, 3, 200, 500),
+                            c = episode_noise(7, 4, 200, 500), d = episode_noise(8, 3, 200, 500);
+  CHECK(a == b);
+  CHECK(a != c);
+  CHECK(a != d);
+  double mean = 0, var = 0;
+  for (double x : a) mean += x / a.size();
+  for (double x : a) var += (x - mean) * (x - mean) / a.size();
+  CHECK(std::fabs(mean) < 0.01);  // 1e5 draws: standard error 0.003
+  CHECK(std::fabs(var - 1.0) < 0.02);
 }
