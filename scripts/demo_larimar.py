@@ -281,12 +281,14 @@ def speed(repo, stage_dir, larimar, fact, kvr_fact, base, tokenizer, seed, seq_l
 TRAIN = {"mini": dict(steps=20, lr=3e-4), "quick": dict(steps=300, lr=3e-4), "full": dict(steps=400, lr=3e-4),
          "study": dict(steps=400, lr=3e-4)}
 TEXT_LEN = 32          # tokens per training text (an episode is --batch-size of them)
+BETA = 0.0             # KL peak: IBM's 0.5 collapses the codes at this size (docs/larimar.md, "End to end")
 EPISODE = 8
 MEMORY_MATCH = ["--match", "contains", "--max-new-tokens", "8"]  # the frozen base decoder never learned EOS
 
 
 def train_larimar(repo, stage_dir, base, enc_json, text_shard, K, steps, lr):
-    """train_llama --larimar from scratch around the frozen base decoder, on short generic texts.
+    """train_llama --larimar from scratch around the frozen base decoder, on short generic texts, with
+    the KL weight at BETA.
     A run that fails (e.g. a non-finite gradient) is recorded, not fatal: (a) and (e) then say so."""
     out = os.path.join(stage_dir, "run")
     with open(os.path.join(repo, stage_dir, "log.txt"), "a", encoding="utf-8") as log:
@@ -294,6 +296,7 @@ def train_larimar(repo, stage_dir, base, enc_json, text_shard, K, steps, lr):
             wall, cpu = run(repo, ["./train_llama", "--device", "cpu", "--threads", "1", "--model", base, "--larimar",
                                    enc_json, "--memory-slots", str(K), "--freeze-decoder", "--data", text_shard,
                                    "--batch-size", str(EPISODE), "--seq-len", str(TEXT_LEN), "--steps", str(steps),
+                                   "--beta", f"{BETA:g}",
                                    "--lr", f"{lr:g}", "--seed", "1", "--out", out,
                                    "--log", os.path.join(stage_dir, "train_log.jsonl")], log)
             m = {"trained": True, "steps": steps, "lr": lr, "wall_s": wall, "cpu_s": cpu,
@@ -496,7 +499,8 @@ def build(x, Stage, repo):
         write_metrics("larimar-train", train_larimar(repo, d.path("larimar-train"), base,
                                                      d.path("larimar-train", "encoder.json"), x.shards("larimar-text"),
                                                      Ka, tr["steps"], tr["lr"]))
-    add("larimar-train", f"train Larimar-tiny ({tr['steps']} episodes of {EPISODE} texts, frozen base decoder)",
+    add("larimar-train", f"train Larimar-tiny ({tr['steps']} episodes of {EPISODE} texts, frozen base decoder, "
+                         f"beta {BETA:g})",
         [d.path("larimar-train", "metrics.json")], ["base", "larimar-text"], ["train_llama"],
         tr["steps"] * 0.15 + 2, go_train)
     for seed in p["seeds"]:
@@ -708,7 +712,7 @@ def report_section(repo, x):
                     parts.append(f"no detectable difference from {s_}")
             v["e"] = "; ".join(parts)
         e_rows = "\n".join(f"| fine-tuned, {s_} | {fmt(ft)} | {fmt(df)} |" for s_, ft, df in rows_e)
-        ae_text = f"""**(a) One-shot edits** (the trained Larimar-tiny, {tr_m.get('steps')} training episodes; all
+        ae_text = f"""**(a) One-shot edits** (the trained Larimar-tiny, {tr_m.get('steps')} training episodes, β = {BETA:g}; all
 {p['num_facts']} D_A facts written in one episode into its {p['num_facts']} slots; answers decoded from the
 memory readout of each question; the frozen base decoder was never taught to stop, so an answer counts
 when the generation, 8 tokens, contains it):
