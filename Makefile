@@ -40,7 +40,7 @@ SRCS_larimar   := $(wildcard larimar/*.cpp)
 DEPS_larimar   := tokenizer model kernels common
 # Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/, for its objects
 # and those that include its headers only (`private`: not passed on to prerequisites).
-$(BUILD)/larimar/%.o $(BUILD)/larimar_edit.o $(BUILD)/test/test_larimar.o $(BUILD)/test/test_larimar_%.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
+$(BUILD)/larimar/%.o $(BUILD)/larimar_edit.o $(BUILD)/test/test_cuda_train.o $(BUILD)/test/test_larimar.o $(BUILD)/test/test_larimar_%.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(filter-out kernels/cpu/sgemm_$(if $(filter omp,$(GEMM)),dnnl,omp).cpp,$(wildcard kernels/cpu/*.cpp))

@@ -36,6 +36,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/hash.h"
+#include "common/mpi_store.h"
 #include "common/nvtx.h"
 #include "common/process_group.h"
 #include "common/progress.h"
@@ -49,6 +50,7 @@
 #include "model/llama.h"
 #include "model/schedule.h"
 #include "model/weights.h"
+#include "model/zero_shards.h"
 #include "tokenizer/tokenizer.h"
 #include "kernels/cuda_memory_plan.h"  // --dry-run
 #if defined(ENGINE_CUDA)
@@ -97,6 +99,7 @@ struct TrainArgs {
   double dist_timeout = 600;
   int world_size = 0;  // --dry-run: plan for this many ranks (0: the launcher's)
   int zero = 0;
+  double bucket_mb = 25;
   // Larimar (larimar/train.h): one episode of --batch-size texts per step.
   std::string larimar, pinv = "exact";
   int memory_slots = 0;
@@ -174,15 +177,22 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
   opt("--resume", a.resume, "PATH", "resume from a checkpoint, or from the newest checkpoint of a run directory");
   opt("--log", a.log, "FILE", "append one JSON line per step (and per evaluation) to FILE");
   opt("--log-every", a.log_every, "N", "print a progress line every N steps (default 1)")->check(cli::integer(1, 1 << 30));
-  opt("--dist-init", a.dist_init, "file:///PATH",
+  opt("--dist-init", a.dist_init, "file:///PATH|mpi",
       "rendezvous of a multi-process run (launched by mpirun, srun or with RANK/WORLD_SIZE/LOCAL_RANK): rank 0 "
-      "writes the NCCL id to PATH, on a file system every rank sees, and removes it once all have read it");
+      "writes the NCCL id to PATH, on a file system every rank sees, and removes it once all have read it; or "
+      "mpi: MPI_Bcast through OpenMPI's libmpi (the default under OpenMPI's mpirun when libmpi loads)");
   opt("--dist-timeout", a.dist_timeout, "S", "seconds a rank waits for the others at the rendezvous (default 600)")
       ->check(cli::number(0.001, 1e9));
   opt("--zero", a.zero, "0|1|2|3",
-      "ZeRO stage: 0 = every rank holds the whole state (default; the only stage training runs yet); --dry-run "
-      "also plans 1 (AdamW state and fp32 master weights sharded), 2 (+ gradients), 3 (+ bf16 weights)")
+      "ZeRO stage (--device cuda): 0 = every rank holds the whole state (default); 1 = each rank updates its "
+      "slice of the AdamW state and fp32 master weights, gradients reduced to their owner after the backward, "
+      "updated bf16 weights gathered; 2 = the same with the gradients reduced in buckets during the backward; "
+      "3 (bf16 weights sharded too) is planned by --dry-run only")
       ->check(cli::integer(0, 3));
+  opt("--bucket-mb", a.bucket_mb, "MB",
+      "with several processes, gradients are reduced in buckets of about MB megabytes as the backward produces "
+      "them (ZeRO 0 and 2; default 25)")
+      ->check(cli::number(0.001, 1e6));
   opt("--world-size", a.world_size, "N", "--dry-run: plan per GPU for N data-parallel ranks (default: the launcher's)")
       ->check(cli::integer(1, 1 << 20));
   opt("--larimar", a.larimar, "CONFIG.json|DIR",
@@ -269,8 +279,8 @@ struct Trainer {
       host_params.resize(n);
       Backend::download(host_params.data(), model->params, n);
       if (with_optimizer) {
-        host_m.resize(n);
-        host_v.resize(n);
+        host_m.resize(model->opt_count);
+        host_v.resize(model->opt_count);
         model->download_moments(host_m.data(), host_v.data());
       }
     }
@@ -350,6 +360,7 @@ struct Trainer {
   }
 
   void save(const std::string& dir, const std::string& stop_reason) {
+    if (zero_sharded()) return save_sharded(dir, stop_reason);
     if (!main_rank()) return;  // every rank holds the same state (ZeRO 0)
     NVTX_RANGE("checkpoint");
     CheckpointToSave ck;
@@ -372,6 +383,67 @@ struct Trainer {
     }
     last_checkpoint = dir;
     std::printf("checkpoint: %s (step %lld)\n", dir.c_str(), (long long)step);
+    std::fflush(stdout);
+  }
+
+  // ZeRO 1/2 over several ranks: the same HF directory (rank 0 writes the weights, gathered from
+  // the ranks' fp32 slices), and the optimizer state as one shard per rank plus an index. Every
+  // step of the save ends with an agreement of all ranks on its success, so DIR.tmp is renamed
+  // only once every rank has written its shard, and a failure anywhere stops every rank.
+  void save_sharded(const std::string& dir, const std::string& stop_reason) {
+    NVTX_RANGE("checkpoint");
+    gather_updated(true);
+    state_to_host(true);
+    std::string err;
+    auto step_on_all = [&](bool here, auto&& fn) {
+      if (here) {
+        try {
+          fn();
+        } catch (const std::exception& e) {
+          err = e.what();
+        }
+      }
+      double failed = err.empty() ? 0.0 : 1.0;
+      sum_over_ranks(&failed, 1);
+      return failed == 0.0;
+    };
+    const std::string moments_dtype = model->moment_dtype == MomentDtype::bf16 ? "BF16" : "F32";
+    bool ok = step_on_all(main_rank(), [&] { begin_checkpoint(dir); });
+    ok = ok && step_on_all(true, [&] {
+           OptimizerShardToSave sh;
+           sh.layout = &model->layout;
+           sh.rank = pg.rank;
+           sh.world = pg.world_size;
+           sh.begin = model->opt_begin;
+           sh.count = model->opt_count;
+           sh.params = host_params.data() + model->opt_begin;
+           sh.adam_m = host_m.data();
+           sh.adam_v = host_v.data();
+           sh.moments_dtype = moments_dtype;
+           write_optimizer_shard(dir, sh);
+         });
+    ok = ok && step_on_all(main_rank(), [&] {
+           CheckpointToSave ck;
+           ck.config = &config;
+           ck.layout = &model->layout;
+           ck.params = host_params.data();
+           if (tokenizer) ck.tokenizer_json = tokenizer->to_json_string();
+           ck.trainer_state = trainer_state(stop_reason);
+           ck.weights_dtype = args.save_dtype;
+           ck.moments_dtype = moments_dtype;
+           std::vector<size_t> bounds;
+           for (int r = 0; r <= pg.world_size; r++) bounds.push_back(shards.begin(r));
+           finish_sharded_checkpoint(dir, ck, bounds);
+         });
+    if (!ok) {
+      if (main_rank()) abandon_checkpoint(dir);
+      fail(err.empty() ? "another rank could not write its part of checkpoint " + dir : err,
+           "; nothing of this checkpoint was kept. Last complete checkpoint: ",
+           last_checkpoint.empty() ? "none" : last_checkpoint);
+    }
+    last_checkpoint = dir;
+    std::printf("checkpoint: %s (step %lld, optimizer state in %d shards)\n", dir.c_str(), (long long)step,
+                pg.world_size);
     std::fflush(stdout);
   }
 
@@ -430,13 +502,23 @@ struct Trainer {
       fail(who, ": multi-process training needs --device cuda (the launcher started ", pg.world_size, " processes)");
     } else {
 #if defined(ENGINE_CUDA)
-      check(!args.dist_init.empty(), who, ": --dist-init file:///PATH is required when the launcher starts ",
-            pg.world_size, " processes");
+      // The id goes through MPI under OpenMPI's mpirun (unless --dist-init names a file), else a file.
+      std::string how = args.dist_init;
+      if (how.empty() && pg.launcher == "openmpi" && mpi_available()) how = "mpi";
+      check(!how.empty(), who, ": --dist-init file:///PATH is required when the launcher (", pg.launcher, ") starts ",
+            pg.world_size, " processes (a file on a file system every rank sees; under OpenMPI's mpirun with "
+            "libmpi the default is mpi)");
+      check(how != "mpi" || pg.launcher == "openmpi", who, ": --dist-init mpi needs OpenMPI's mpirun (this process was "
+            "started by ", pg.launcher, "); give --dist-init file:///PATH");
       check(args.batch_size % pg.world_size == 0, who, ": --batch-size ", args.batch_size, " does not divide over ",
             pg.world_size, " ranks (give a multiple of ", pg.world_size, ")");
       if (!main_rank()) check(std::freopen("/dev/null", "w", stdout) != nullptr, who, ": cannot silence stdout");
-      const std::string id = file_store_exchange(parse_dist_init(args.dist_init), pg.rank, pg.world_size,
-                                                 main_rank() ? cuda_comm_unique_id() : "", args.dist_timeout);
+      const std::string mine_id = main_rank() ? cuda_comm_unique_id() : "";
+      const std::string id = how == "mpi" ? mpi_exchange(pg.rank, pg.world_size, mine_id)
+                                          : file_store_exchange(parse_dist_init(how), pg.rank, pg.world_size, mine_id,
+                                                                args.dist_timeout);
+      std::printf("rendezvous: the NCCL id %s\n", how == "mpi" ? "through MPI (OpenMPI's libmpi)"
+                                                               : ("through the file " + how.substr(7)).c_str());
       cuda_comm_init(id, pg.rank, pg.world_size, pg.local_rank);
       const std::string mine = json(options).dump();
       const uint64_t h = hash64(mine.data(), mine.size());
@@ -451,6 +533,59 @@ struct Trainer {
             "): every rank must be given the same command line");
 #endif
     }
+  }
+
+  // ZeRO 1/2 (--zero): this rank's slice of the flat parameter buffer is [shards.begin(rank),
+  // shards.end(rank)); with one process the slice is the whole buffer and nothing is exchanged.
+  ZeroShards shards;
+  bool zero_sharded() const { return args.zero >= 1 && pg.world_size > 1; }
+
+  // The gradients [lo, hi) of every rank summed: everywhere (ZeRO 0, an all-reduce) or into the
+  // owner of each part (ZeRO 1/2, one reduce per owner: the reduce-scatter of uneven slices).
+  void reduce_grads(size_t lo, size_t hi) {
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) {
+      NVTX_RANGE("reduce_grads");
+      if (!zero_sharded()) return cuda_comm_all_reduce_sum(model->grads + lo, hi - lo);
+      cuda_comm_group_start();
+      for (int r = 0; r < pg.world_size; r++) {
+        const size_t a = std::max(lo, shards.begin(r)), b = std::min(hi, shards.end(r));
+        if (a < b) cuda_comm_reduce_sum(model->grads + a, b - a, r);
+      }
+      cuda_comm_group_end();
+    }
+#endif
+  }
+  // Each rank's updated slice to every rank (the all-gather of uneven slices): the bf16 working
+  // copy after every step, or the fp32 master weights before a checkpoint.
+  void gather_updated(bool master) {
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) {
+      NVTX_RANGE("gather_weights");
+      cuda_comm_group_start();
+      for (int r = 0; r < pg.world_size; r++) {
+        if (shards.count(r) == 0) continue;
+        if (master) cuda_comm_broadcast(model->params + shards.begin(r), shards.count(r), r);
+        else cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
+      }
+      cuda_comm_group_end();
+    }
+#endif
+  }
+  // Buckets (ZeRO 0 and 2): the backward reports its finished gradient ranges from the end of the
+  // flat buffer down (model->on_grads_ready); contiguous ranges gather into a bucket, reduced once
+  // it holds --bucket-mb or at the end of the backward.
+  size_t bucket_lo = 0, bucket_hi = 0, reduced_elems = 0;
+  void flush_bucket() {
+    if (bucket_hi > bucket_lo) reduce_grads(bucket_lo, bucket_hi);
+    reduced_elems += bucket_hi - bucket_lo;
+    bucket_lo = bucket_hi = 0;
+  }
+  void grads_ready(size_t begin, size_t end) {
+    if (bucket_hi > bucket_lo && end != bucket_lo) flush_bucket();
+    if (bucket_hi == bucket_lo) bucket_hi = end;
+    bucket_lo = begin;
+    if (double(bucket_hi - bucket_lo) * sizeof(float) >= args.bucket_mb * 1e6) flush_bucket();
   }
 
   // Sums a few per-step values over the ranks (identity with one process).
@@ -535,14 +670,25 @@ struct Trainer {
                   layout.total / 1e9, rows, args.seq_len);
       if (world > 1 || args.zero > 0)
         std::printf(", per GPU of %d ranks at ZeRO %d%s", world, args.zero,
-                    args.zero > 0 ? " (planned: training runs ZeRO 0 only yet)" : "");
+                    args.zero == 3 ? " (planned: training runs ZeRO 0, 1 and 2)" : "");
       std::printf("\n%s", format_cuda_memory_plan(plan(bf16_state)).c_str());
       std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
                   plan(!bf16_state).total() / (1024.0 * 1024.0 * 1024.0));
+      if (args.zero == 1 || args.zero == 2) {
+        // The plan is the stage's design; training today shards the AdamW state only.
+        CudaMemoryPlan today = plan(bf16_state);
+        const CudaMemoryPlan whole = cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state);
+        today.weights_fp32 = whole.weights_fp32;
+        today.grads = whole.grads;
+        std::printf("train_llama --zero %d allocates today: total %.2f GiB (the AdamW state is sharded; the fp32 "
+                    "master weights and the gradients are still whole buffers, of which each rank updates its slice)\n",
+                    args.zero, today.total() / (1024.0 * 1024.0 * 1024.0));
+      }
       return;
     }
-    check(args.zero == 0, "--zero ", args.zero, ": not implemented yet; training runs ZeRO 0 (every rank holds the "
-                          "whole state), and --dry-run --zero ", args.zero, " prints the plan of stage ", args.zero);
+    check(args.zero <= 2, "--zero 3: not implemented yet (the bf16 weights would be sharded and gathered layer by "
+                          "layer); training runs ZeRO 0, 1 and 2, and --dry-run --zero 3 prints the plan of stage 3");
+    check(!kOnHost || args.zero == 0, "--zero ", args.zero, ": ZeRO shards the state over GPUs: it needs --device cuda");
 
     // Data.
     DataLoaderConfig dc;
@@ -580,12 +726,19 @@ struct Trainer {
     if constexpr (!kOnHost) {
       cuda_bind_model(*model);
       host_params.resize(layout.total);
-      host_m.resize(layout.total);
-      host_v.resize(layout.total);
+      if (args.zero >= 1) {
+        // ZeRO 1/2: this rank's slice of the AdamW state; the slices cover the flat buffer.
+        shards = ZeroShards(layout.total, pg.world_size);
+        check(shards.count(pg.world_size - 1) > 0, "--zero ", args.zero, ": the model's ", layout.total,
+              " parameters are too few to give each of ", pg.world_size, " ranks a slice of ", shards.per);
+        model->shard_optimizer(shards.begin(pg.rank), shards.count(pg.rank));
+      }
+      host_m.resize(model->opt_count);
+      host_v.resize(model->opt_count);
     }
     if (!resume_dir.empty()) {
-      load_optimizer_state(resume_dir, layout, params_on_host(), kOnHost ? model->adam_m : host_m.data(),
-                           kOnHost ? model->adam_v : host_v.data());
+      load_optimizer_state(resume_dir, layout, params_on_host(), model->opt_begin, model->opt_count,
+                           kOnHost ? model->adam_m : host_m.data(), kOnHost ? model->adam_v : host_v.data());
       state_from_host(true);
       step = resumed.step;
       model->adam_step = resumed.adam_step;
@@ -601,8 +754,7 @@ struct Trainer {
     } else if (!args.model.empty() && is_training_checkpoint(args.model)) {
       // A checkpoint of ours (e.g. stage 1 for stage 2): its fp32 master weights, which are exact
       // even when model.safetensors was saved in bf16. The optimizer starts fresh (zero moments).
-      std::vector<float> m(layout.total), v(layout.total);
-      load_optimizer_state(args.model, layout, params_on_host(), m.data(), v.data());
+      load_optimizer_state(args.model, layout, params_on_host(), 0, 0, nullptr, nullptr);
       state_from_host(false);
       earlier_stage_templates = stage_prompt_templates(load_trainer_state(args.model),
                                                        args.model + "/trainer_state.json");
@@ -652,8 +804,8 @@ struct Trainer {
                 config.architecture.c_str(), config.num_hidden_layers, config.hidden_size, layout.total, Backend::name,
                 omp_get_max_threads());
     if (pg.world_size > 1)
-      std::printf("data parallel: %d processes (ZeRO 0), %d examples of each batch per rank; %s\n", pg.world_size,
-                  rank_batch, pg.describe().c_str());
+      std::printf("data parallel: %d processes (ZeRO %d), %d examples of each batch per rank; %s\n", pg.world_size,
+                  args.zero, rank_batch, pg.describe().c_str());
     std::printf("training: %lld steps (%lld per epoch), batch %d, seq-len %d, lr %g (%s, warmup %lld steps)\n",
                 (long long)total_steps, (long long)loader->steps_per_epoch(), args.batch_size, args.seq_len, args.lr,
                 args.schedule.c_str(), (long long)schedule.warmup_steps);
@@ -750,6 +902,10 @@ struct Trainer {
 
       double loss = 0;
       larimar::StepLoss lar_loss;
+      // Several processes: the gradients of the last micro-batch are reduced in buckets as its
+      // backward produces them (ZeRO 0 and 2), or all at once after it (ZeRO 1).
+      const bool bucketed = pg.world_size > 1 && args.zero != 1;
+      reduced_elems = 0;
       if (larimar) {  // one episode: the batch's texts (whole examples, at most --seq-len tokens)
         NVTX_RANGE("larimar_episode");
         std::vector<std::vector<int32_t>> texts;
@@ -764,19 +920,23 @@ struct Trainer {
         model->zero_grad();
         // Normalized by the target tokens of the whole batch over all ranks, so the per-rank
         // gradients and losses simply add up.
-        for (const Batch& micro : batch.micro) loss += model->forward_backward(micro, batch.global_num_target_tokens);
+        for (size_t i = 0; i < batch.micro.size(); i++) {
+          if (bucketed && i + 1 == batch.micro.size())
+            model->on_grads_ready = [this](size_t b, size_t e) { grads_ready(b, e); };
+          loss += model->forward_backward(batch.micro[i], batch.global_num_target_tokens);
+        }
+        model->on_grads_ready = nullptr;
+        if (bucketed) flush_bucket();
       }
       int64_t batch_tokens = 0;
       for (const ExampleRef& e : batch.examples)
         batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
-#if defined(ENGINE_CUDA)
-      if constexpr (!kOnHost) {
-        if (pg.world_size > 1) {
-          NVTX_RANGE("all_reduce");
-          cuda_comm_all_reduce_sum(model->grads, model->layout.total);
-        }
+      if (pg.world_size > 1) {
+        // Unbucketed (ZeRO 1), or a last micro-batch without targets that ran no backward.
+        if (reduced_elems == 0) reduce_grads(0, model->layout.total);
+        check(reduced_elems == 0 || reduced_elems == model->layout.total, "step ", step + 1, ": the backward reported ",
+              reduced_elems, " of the ", model->layout.total, " gradients");
       }
-#endif
       {
         // The loss, the tokens and a stop request of any rank, the same on every rank afterwards.
         double v[3] = {loss, double(batch_tokens), g_stop_signal ? 1.0 : 0.0};
@@ -797,7 +957,19 @@ struct Trainer {
         NVTX_RANGE("optimizer");
         // The norm is computed before the update; a non-finite norm means the update just made
         // the in-memory weights non-finite too, so nothing is saved from here on.
-        grad_norm = larimar ? larimar->optimizer_step(adamw) : model->optimizer_step(adamw);
+        if (larimar) {
+          grad_norm = larimar->optimizer_step(adamw);
+        } else if (zero_sharded()) {
+          // This rank's slice, clipped by the global norm (its squared norm summed over the ranks),
+          // then every rank's updated weights to every rank.
+          grad_norm = model->optimizer_step(adamw, [this](double sum_sq) {
+            sum_over_ranks(&sum_sq, 1);
+            return sum_sq;
+          });
+          if (std::isfinite(grad_norm)) gather_updated(false);
+        } else {
+          grad_norm = model->optimizer_step(adamw);
+        }
       }
       if (!std::isfinite(grad_norm))
         fail("step ", step + 1, ": the gradient norm is not finite (", grad_norm,
@@ -882,7 +1054,9 @@ int main(int argc, char** argv) {
       Trainer<CudaBackend> t;
       t.pg = pg;
       t.setup(given);
-      return t.args.dry_run ? 0 : t.run();
+      const int rc = t.args.dry_run ? 0 : t.run();
+      mpi_finalize();  // every rank gets here together at the end of a run
+      return rc;
     }
 #endif
     Trainer<CpuBackend> t;

@@ -81,7 +81,8 @@ ProcessGroupEnv detect_process_group() {
 
 std::string parse_dist_init(const std::string& spec, const std::string& option) {
   const std::string scheme = "file://";
-  check(spec.rfind(scheme, 0) == 0, option, " ", spec, ": only file:///PATH (a file on a file system every rank sees) is supported");
+  check(spec.rfind(scheme, 0) == 0, option, " ", spec,
+        ": give file:///PATH (a file on a file system every rank sees) or mpi (under OpenMPI's mpirun)");
   std::string path = spec.substr(scheme.size());
   check(!path.empty() && path[0] == '/', option, " ", spec, ": the path must be absolute (file:///dir/name)");
   check(path.back() != '/', option, " ", spec, ": give a file name, not a directory");

@@ -33,7 +33,8 @@ using EnvLookup = std::function<const char*(const char*)>;
 ProcessGroupEnv detect_process_group(const EnvLookup& getenv_fn);
 ProcessGroupEnv detect_process_group();  // the process's own environment
 
-// "file:///abs/path" -> "/abs/path"; anything else is an error naming `option`.
+// "file:///abs/path" -> "/abs/path"; anything else is an error naming `option` (the caller
+// handles the other form, "mpi": common/mpi_store.h).
 std::string parse_dist_init(const std::string& spec, const std::string& option = "--dist-init");
 
 // Rank 0 passes `payload` and gets it back; every other rank gets rank 0's payload. Throws

@@ -282,7 +282,8 @@ void CudaBackend::adamw_update(float* p, const float* g, float* m, float* v, siz
     mirror = s.params_bf16 + (p - s.params);
   }
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
-  ::adamw_update<float>(p, mirror, g, m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream());
+  ::adamw_update<float>(p, mirror, g, m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream(),
+                        mirror ? size_t(p - s.params) : 0);
 }
 void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
                                float b2, float eps, float wd, int step, float grad_scale) {
@@ -295,7 +296,7 @@ void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* 
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
   // uint16_t holds the bf16 bit patterns (the host-side template has no bf16 type).
   ::adamw_update<bf16>(p, mirror, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp, grad_scale,
-                       nullptr, (uint32_t)step, stream());
+                       nullptr, (uint32_t)step, stream(), mirror ? size_t(p - s.params) : 0);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ void CudaBackend::argmax_rows(int32_t* out, const float* logits, int n, int V) {
 typedef struct ncclComm* ncclComm_t;
 typedef struct { char internal[128]; } ncclUniqueId;
 typedef enum { ncclSuccess = 0 } ncclResult_t;
-typedef enum { ncclFloat32 = 7, ncclFloat64 = 8 } ncclDataType_t;
+typedef enum { ncclFloat32 = 7, ncclFloat64 = 8, ncclBfloat16 = 9 } ncclDataType_t;
 typedef enum { ncclSum = 0 } ncclRedOp_t;
 #endif
 #if !defined(CUDA_EMULATION)
@@ -355,6 +356,10 @@ struct Nccl {
   ncclResult_t (*get_unique_id)(ncclUniqueId*);
   ncclResult_t (*comm_init_rank)(ncclComm_t*, int, ncclUniqueId, int);
   ncclResult_t (*all_reduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
+  ncclResult_t (*reduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, int, ncclComm_t, cudaStream_t);
+  ncclResult_t (*broadcast)(const void*, void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+  ncclResult_t (*group_start)();
+  ncclResult_t (*group_end)();
   ncclResult_t (*comm_destroy)(ncclComm_t);
   const char* (*error_string)(ncclResult_t);
   const char* (*last_error)(ncclComm_t);
@@ -367,7 +372,8 @@ Nccl& nccl() {
   static Nccl n = [] {
     Nccl t{};
 #if defined(CUDA_EMULATION)
-    t = Nccl{ncclGetUniqueId, ncclCommInitRank, ncclAllReduce, ncclCommDestroy, ncclGetErrorString, ncclGetLastError};
+    t = Nccl{ncclGetUniqueId, ncclCommInitRank, ncclAllReduce, ncclReduce,       ncclBroadcast,
+             ncclGroupStart,  ncclGroupEnd,     ncclCommDestroy, ncclGetErrorString, ncclGetLastError};
 #else
     void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
     check(lib != nullptr, "multi-process training needs NCCL: cannot load libnccl.so.2 (", dlerror(),
@@ -380,6 +386,10 @@ Nccl& nccl() {
     t.get_unique_id = reinterpret_cast<decltype(t.get_unique_id)>(sym("ncclGetUniqueId"));
     t.comm_init_rank = reinterpret_cast<decltype(t.comm_init_rank)>(sym("ncclCommInitRank"));
     t.all_reduce = reinterpret_cast<decltype(t.all_reduce)>(sym("ncclAllReduce"));
+    t.reduce = reinterpret_cast<decltype(t.reduce)>(sym("ncclReduce"));
+    t.broadcast = reinterpret_cast<decltype(t.broadcast)>(sym("ncclBroadcast"));
+    t.group_start = reinterpret_cast<decltype(t.group_start)>(sym("ncclGroupStart"));
+    t.group_end = reinterpret_cast<decltype(t.group_end)>(sym("ncclGroupEnd"));
     t.comm_destroy = reinterpret_cast<decltype(t.comm_destroy)>(sym("ncclCommDestroy"));
     t.error_string = reinterpret_cast<decltype(t.error_string)>(sym("ncclGetErrorString"));
     t.last_error = reinterpret_cast<decltype(t.last_error)>(sym("ncclGetLastError"));
@@ -422,6 +432,30 @@ void cuda_comm_all_reduce_sum(float* data, size_t n) {
   Nccl& t = nccl();
   nccl_check(t.all_reduce(data, data, n, ncclFloat32, ncclSum, t.comm, stream()), "ncclAllReduce (gradients)");
 }
+
+void cuda_comm_reduce_sum(float* data, size_t n, int root) {
+  Nccl& t = nccl();
+  nccl_check(t.reduce(data, data, n, ncclFloat32, ncclSum, root, t.comm, stream()), "ncclReduce (gradient shard)");
+}
+
+void cuda_comm_broadcast(float* data, size_t n, int root) {
+  Nccl& t = nccl();
+  nccl_check(t.broadcast(data, data, n, ncclFloat32, root, t.comm, stream()), "ncclBroadcast (master weights)");
+}
+
+void cuda_comm_broadcast_weights(size_t begin, size_t n, int root) {
+  BackendState& s = state();
+  check(s.params_bf16 && begin <= s.params_n && n <= s.params_n - begin,
+        "cuda_comm_broadcast_weights: no bound parameters, or [", begin, ", ", begin + n, ") outside them");
+  // A stale copy would be remade from fp32 weights that are current only in this rank's own slice.
+  check(!s.mirror_stale, "cuda_comm_broadcast_weights: the bf16 working copy is stale");
+  Nccl& t = nccl();
+  nccl_check(t.broadcast(s.params_bf16 + begin, s.params_bf16 + begin, n, ncclBfloat16, root, t.comm, stream()),
+             "ncclBroadcast (updated weights)");
+}
+
+void cuda_comm_group_start() { nccl_check(nccl().group_start(), "ncclGroupStart"); }
+void cuda_comm_group_end() { nccl_check(nccl().group_end(), "ncclGroupEnd"); }
 
 void cuda_comm_all_reduce_sum_host(double* host, int n) {
   Nccl& t = nccl();

@@ -160,4 +160,15 @@ std::string cuda_comm_unique_id();  // rank 0: a new NCCL unique id (its bytes)
 void cuda_comm_init(const std::string& id, int rank, int world_size, int local_rank);
 void cuda_comm_all_reduce_sum(float* device_data, size_t n);  // in place, over all ranks, in rank order on the fake
 void cuda_comm_all_reduce_sum_host(double* host_values, int n);  // a few host values (loss, token counts, flags)
+// ZeRO (model/zero_shards.h: each rank owns a contiguous slice of the flat parameter buffer; the
+// slices differ in length by the rounding, so the scatter and gather are one ncclReduce /
+// ncclBroadcast per owner inside a group, NCCL's form of a reduce-scatter / all-gather with
+// unequal counts).
+void cuda_comm_reduce_sum(float* device_data, size_t n, int root);  // in place; only root's result is defined
+void cuda_comm_broadcast(float* device_data, size_t n, int root);   // in place, root's values to every rank
+// Root's values of the bound parameters' bf16 working copy, elements [begin, begin + n), to every
+// rank (the all-gather of the weights each rank has just updated).
+void cuda_comm_broadcast_weights(size_t begin, size_t n, int root);
+void cuda_comm_group_start();  // the calls up to cuda_comm_group_end progress together
+void cuda_comm_group_end();
 void cuda_comm_destroy();

@@ -260,8 +260,8 @@ double LarimarTrainer<Backend>::optimizer_step(const AdamWConfig& o) {
   const double norm = std::sqrt(sq);
   if (!std::isfinite(norm)) return norm;
   const float scale = clip_scale(norm, o.max_grad_norm);
-  if (!s.opt.freeze_decoder) s.m.dec.optimizer_step(o, scale);
-  s.m.enc.model.optimizer_step(o, scale);
+  if (!s.opt.freeze_decoder) s.m.dec.optimizer_step_scaled(o, scale);
+  s.m.enc.model.optimizer_step_scaled(o, scale);
   ++s.adam_step;
   for (auto& h : s.host)
     ::adamw_update(h.p->data(), h.g->data(), h.m.data(), h.v.data(), h.p->size(), o.lr, o.beta1, o.beta2, o.eps,

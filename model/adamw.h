@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <functional>
 
 struct AdamWConfig {
   float lr = 5e-5f;
@@ -34,12 +35,16 @@ void adamw_apply(float* params, const float* grads, moment_t* m, moment_t* v, si
   Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step, scale);
 }
 
-// One step clipped by this buffer's own norm. Returns the global gradient norm before clipping.
+// One step clipped by the norm of this buffer. Returns the global gradient norm before clipping.
 // The clipping factor is folded into the update, so gradients are read once.
+// With ZeRO each rank updates its own slice of the flat buffer: `sum_over_ranks` turns the slice's
+// sum of squares into the whole model's (an all-reduce), so every rank clips by the global norm.
 template <class Backend, class moment_t>
 double adamw_step(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
-                  const AdamWConfig& o) {
-  double norm = std::sqrt(Backend::sum_of_squares(grads, n));
+                  const AdamWConfig& o, const std::function<double(double)>& sum_over_ranks = nullptr) {
+  double sum_sq = Backend::sum_of_squares(grads, n);
+  if (sum_over_ranks) sum_sq = sum_over_ranks(sum_sq);
+  double norm = std::sqrt(sum_sq);
   adamw_apply<Backend>(params, grads, m, v, n, step, o, clip_scale(norm, o.max_grad_norm));
   return norm;
 }

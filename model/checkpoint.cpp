@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include "common/error.h"
 #include "common/file_io.h"
@@ -38,14 +39,18 @@ static size_t first_non_finite(const float* x, size_t n) {
   return first;
 }
 
-static void check_finite(const float* x, const ParamLayout& layout, const std::string& dir, const char* what) {
-  size_t i = first_non_finite(x, layout.total);
-  if (i == layout.total) return;
+// x holds the flat elements [base, base + n) (the whole buffer by default).
+static void check_finite(const float* x, const ParamLayout& layout, const std::string& dir, const char* what,
+                         size_t base = 0, size_t n = SIZE_MAX) {
+  if (n == SIZE_MAX) n = layout.total;
+  size_t j = first_non_finite(x, n);
+  if (j == n) return;
+  const size_t i = base + j;
   std::string tensor = "?";
   for (const auto& t : layout.tensors)
     if (i >= t.offset && i < t.offset + t.numel) tensor = t.name;
   fail(dir, ": refusing to save a checkpoint: ", what, " of tensor '", tensor, "' holds a non-finite value (",
-       x[i], ") at flat index ", i);
+       x[j], ") at flat index ", i);
 }
 
 static std::string generation_config_json(const LlamaConfig& c) {
@@ -60,31 +65,32 @@ static std::string generation_config_json(const LlamaConfig& c) {
   return g.dump(2) + "\n";
 }
 
-static void write_checkpoint_files(const std::string& tmp, const CheckpointToSave& ck);
-
-void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
-  check(ck.config && ck.layout && ck.params && ck.adam_m && ck.adam_v, dir, ": save_checkpoint: missing state");
-  check(ck.moments_dtype == "F32" || ck.moments_dtype == "BF16", dir, ": save_checkpoint: moments_dtype '",
-        ck.moments_dtype, "' is not F32 or BF16");
-  const ParamLayout& layout = *ck.layout;
-  check_finite(ck.params, layout, dir, "weight");
-  check_finite(ck.adam_m, layout, dir, "AdamW first moment");
-  check_finite(ck.adam_v, layout, dir, "AdamW second moment");
-
+static std::string clean_dir(const std::string& dir) {
   std::string clean = dir;
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
-  const std::string tmp = clean + ".tmp";
-  remove_tree(tmp);  // a leftover of an interrupted save
-  try {
-    write_checkpoint_files(tmp, ck);
-  } catch (...) {  // e.g. a full disk: the partial directory goes, the previous checkpoints stay
-    remove_tree(tmp);
-    throw;
-  }
+  return clean;
+}
+static std::string tmp_dir(const std::string& dir) { return clean_dir(dir) + ".tmp"; }
 
-  // Swap in the new directory. rename() cannot replace a non-empty directory, so an existing DIR
-  // is first moved aside, then deleted once the new one is in place (recover_run_dir puts it back
-  // if the process dies in between).
+static std::string shard_file_name(int rank, int world) {
+  char name[96];
+  std::snprintf(name, sizeof name, "optimizer-%05d-of-%05d.safetensors", rank + 1, world);
+  return name;
+}
+
+void begin_checkpoint(const std::string& dir) {
+  const std::string tmp = tmp_dir(dir);
+  remove_tree(tmp);  // a leftover of an interrupted save
+  make_dirs(tmp);
+}
+
+void abandon_checkpoint(const std::string& dir) { remove_tree(tmp_dir(dir)); }
+
+// Swaps DIR.tmp in. rename() cannot replace a non-empty directory, so an existing DIR is first
+// moved aside, then deleted once the new one is in place (recover_run_dir puts it back if the
+// process dies in between).
+static void commit_checkpoint(const std::string& dir) {
+  const std::string clean = clean_dir(dir), tmp = tmp_dir(dir);
   std::string old;
   if (fs::exists(clean)) {
     old = clean + ".old." + std::to_string(getpid());
@@ -97,8 +103,9 @@ void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
 }
 
 // Test hook: ENGINE_DEBUG_CHECKPOINT_PAUSE=NAME stops a save into a directory named NAME half-way
-// (weights written, optimizer state not yet), creates NAME.tmp/.paused and waits until that file
-// is deleted, so that a test can act (SIGKILL, a second writer) at a known point of the write.
+// (weights written, optimizer state not yet; in a sharded save every rank's shard is written),
+// creates NAME.tmp/.paused and waits until that file is deleted, so that a test can act (SIGKILL,
+// a second writer) at a known point of the write.
 static void debug_pause_if_asked(const std::string& tmp) {
   static const char* name = std::getenv("ENGINE_DEBUG_CHECKPOINT_PAUSE");
   if (!name || *name == '\0') return;
@@ -109,30 +116,105 @@ static void debug_pause_if_asked(const std::string& tmp) {
   while (file_exists(tmp + "/.paused")) usleep(10000);
 }
 
-static void write_checkpoint_files(const std::string& tmp, const CheckpointToSave& ck) {
-  const ParamLayout& layout = *ck.layout;
-  make_dirs(tmp);
-  save_weights(tmp, *ck.config, layout, ck.params, ck.weights_dtype);
+// The Hugging Face part: weights, tokenizer, generation config.
+static void write_model_files(const std::string& tmp, const CheckpointToSave& ck) {
+  save_weights(tmp, *ck.config, *ck.layout, ck.params, ck.weights_dtype);
   debug_pause_if_asked(tmp);
   if (!ck.tokenizer_json.empty()) write_file_atomic(tmp + "/tokenizer.json", ck.tokenizer_json);
   write_file_atomic(tmp + "/generation_config.json", generation_config_json(*ck.config));
+}
 
-  const std::vector<int64_t> flat = {int64_t(layout.total)};
-  write_safetensors(tmp + "/optimizer.safetensors",
-                    {{"master_weights", "F32", flat, ck.params},
-                     {"adamw.exp_avg", ck.moments_dtype, flat, ck.adam_m},
-                     {"adamw.exp_avg_sq", ck.moments_dtype, flat, ck.adam_v}},
-                    {{"format", "engine-optimizer"},
-                     {"layout_fingerprint", layout_fingerprint(layout)},
-                     {"param_total", std::to_string(layout.total)}});
-
+// trainer_state.json is written last: its presence marks a complete checkpoint. The caller's extra
+// files (write_extra) go in just before it.
+static void write_trainer_state(const std::string& tmp, const CheckpointToSave& ck) {
   if (ck.write_extra) ck.write_extra(tmp);
-
   nlohmann::json state = ck.trainer_state;
   state["format_version"] = kCheckpointFormatVersion;
-  // trainer_state.json is written last: its presence marks a complete checkpoint.
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
   fsync_dir(tmp);
+}
+
+void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
+  check(ck.config && ck.layout && ck.params && ck.adam_m && ck.adam_v, dir, ": save_checkpoint: missing state");
+  check(ck.moments_dtype == "F32" || ck.moments_dtype == "BF16", dir, ": save_checkpoint: moments_dtype '",
+        ck.moments_dtype, "' is not F32 or BF16");
+  const ParamLayout& layout = *ck.layout;
+  check_finite(ck.params, layout, dir, "weight");
+  check_finite(ck.adam_m, layout, dir, "AdamW first moment");
+  check_finite(ck.adam_v, layout, dir, "AdamW second moment");
+  const std::string tmp = tmp_dir(dir);
+  begin_checkpoint(dir);
+  try {
+    write_model_files(tmp, ck);
+    const std::vector<int64_t> flat = {int64_t(layout.total)};
+    write_safetensors(tmp + "/optimizer.safetensors",
+                      {{"master_weights", "F32", flat, ck.params},
+                       {"adamw.exp_avg", ck.moments_dtype, flat, ck.adam_m},
+                       {"adamw.exp_avg_sq", ck.moments_dtype, flat, ck.adam_v}},
+                      {{"format", "engine-optimizer"},
+                       {"layout_fingerprint", layout_fingerprint(layout)},
+                       {"param_total", std::to_string(layout.total)}});
+    write_trainer_state(tmp, ck);
+  } catch (...) {  // e.g. a full disk: the partial directory goes, the previous checkpoints stay
+    abandon_checkpoint(dir);
+    throw;
+  }
+  commit_checkpoint(dir);
+}
+
+void write_optimizer_shard(const std::string& dir, const OptimizerShardToSave& sh) {
+  check(sh.layout && sh.params && sh.adam_m && sh.adam_v, dir, ": write_optimizer_shard: missing state");
+  check(sh.moments_dtype == "F32" || sh.moments_dtype == "BF16", dir, ": write_optimizer_shard: moments_dtype '",
+        sh.moments_dtype, "' is not F32 or BF16");
+  const ParamLayout& layout = *sh.layout;
+  check(sh.begin <= layout.total && sh.count <= layout.total - sh.begin, dir, ": write_optimizer_shard: [",
+        sh.begin, ", ", sh.begin + sh.count, ") is outside the ", layout.total, " parameters");
+  check_finite(sh.params, layout, dir, "weight", sh.begin, sh.count);
+  check_finite(sh.adam_m, layout, dir, "AdamW first moment", sh.begin, sh.count);
+  check_finite(sh.adam_v, layout, dir, "AdamW second moment", sh.begin, sh.count);
+  const std::string tmp = tmp_dir(dir);
+  check(dir_exists(tmp), tmp, ": missing (rank 0 creates it before the ranks write their shards)");
+  const std::vector<int64_t> flat = {int64_t(sh.count)};
+  write_safetensors(tmp + "/" + shard_file_name(sh.rank, sh.world),
+                    {{"master_weights", "F32", flat, sh.params},
+                     {"adamw.exp_avg", sh.moments_dtype, flat, sh.adam_m},
+                     {"adamw.exp_avg_sq", sh.moments_dtype, flat, sh.adam_v}},
+                    {{"format", "engine-optimizer-shard"},
+                     {"layout_fingerprint", layout_fingerprint(layout)},
+                     {"param_total", std::to_string(layout.total)},
+                     {"begin", std::to_string(sh.begin)},
+                     {"end", std::to_string(sh.begin + sh.count)}});
+}
+
+void finish_sharded_checkpoint(const std::string& dir, const CheckpointToSave& ck, const std::vector<size_t>& bounds) {
+  check(ck.config && ck.layout && ck.params, dir, ": finish_sharded_checkpoint: missing state");
+  const ParamLayout& layout = *ck.layout;
+  check(bounds.size() >= 2 && bounds.front() == 0 && bounds.back() == layout.total &&
+            std::is_sorted(bounds.begin(), bounds.end()),
+        dir, ": finish_sharded_checkpoint: the shard bounds do not cover the ", layout.total, " parameters");
+  check_finite(ck.params, layout, dir, "weight");
+  const std::string tmp = tmp_dir(dir);
+  const int world = int(bounds.size()) - 1;
+  try {
+    write_model_files(tmp, ck);
+    nlohmann::json index;
+    index["format"] = "engine-optimizer-index";
+    index["param_total"] = layout.total;
+    index["layout_fingerprint"] = layout_fingerprint(layout);
+    index["moments_dtype"] = ck.moments_dtype;
+    index["shards"] = nlohmann::json::array();
+    for (int r = 0; r < world; r++) {
+      const std::string file = shard_file_name(r, world);
+      check(file_exists(tmp + "/" + file), tmp, "/", file, ": missing (rank ", r, " did not write its shard)");
+      index["shards"].push_back({{"file", file}, {"begin", bounds[r]}, {"end", bounds[r + 1]}});
+    }
+    write_file_atomic(tmp + "/optimizer.index.json", index.dump(2) + "\n");
+    write_trainer_state(tmp, ck);
+  } catch (...) {
+    abandon_checkpoint(dir);
+    throw;
+  }
+  commit_checkpoint(dir);
 }
 
 std::vector<std::string> stage_prompt_templates(const nlohmann::json& st, const std::string& where) {
@@ -200,7 +282,8 @@ ResumeState parse_resume_state(const nlohmann::json& st, const std::string& wher
 }
 
 bool is_training_checkpoint(const std::string& dir) {
-  return file_exists(dir + "/trainer_state.json") && file_exists(dir + "/optimizer.safetensors");
+  return file_exists(dir + "/trainer_state.json") &&
+         (file_exists(dir + "/optimizer.safetensors") || file_exists(dir + "/optimizer.index.json"));
 }
 
 nlohmann::json load_trainer_state(const std::string& dir) {
@@ -215,18 +298,103 @@ nlohmann::json load_trainer_state(const std::string& dir) {
   return j;
 }
 
+// Elements [a, b) of the flat buffer from tensor t, which holds the flat elements from t_base on
+// (F32 or BF16), into dst[0, b - a); every value must be finite.
+static void read_flat_range(const SafeTensorInfo& t, size_t t_base, size_t a, size_t b, float* dst) {
+  const size_t n = (size_t)t.numel();
+  check(t.shape.size() == 1 && a >= t_base && b <= t_base + n && a <= b, t.file, ": tensor '", t.name,
+        "' does not hold the flat elements [", a, ", ", b, ")");
+  check(t.dtype == "F32" || t.dtype == "BF16", t.file, ": tensor '", t.name, "' has dtype ", t.dtype,
+        " (F32 or BF16 expected)");
+  const size_t off = a - t_base;
+  if (t.dtype == "F32") {
+    std::memcpy(dst, t.data + off * 4, (b - a) * 4);
+  } else {
+    for (size_t i = 0; i < b - a; i++) {
+      uint16_t h;
+      std::memcpy(&h, t.data + (off + i) * 2, 2);
+      dst[i] = bf16_to_float(h);
+    }
+  }
+  const size_t bad = first_non_finite(dst, b - a);
+  check(bad == b - a, t.file, ": tensor '", t.name, "' holds a non-finite value at flat index ", a + bad);
+}
+
+static const char* const kOptimizerTensors[3] = {"master_weights", "adamw.exp_avg", "adamw.exp_avg_sq"};
+
+void load_optimizer_state(const std::string& dir, const ParamLayout& layout, float* params, size_t begin,
+                          size_t count, float* adam_m, float* adam_v) {
+  const size_t total = layout.total;
+  check(begin <= total && count <= total - begin, dir, ": load_optimizer_state: [", begin, ", ", begin + count,
+        ") is outside the ", total, " parameters");
+  // What to read: tensor k's flat range [lo[k], hi[k]) into out[k] (indexed from lo[k]).
+  float* out[3] = {params, adam_m, adam_v};
+  const size_t lo[3] = {0, begin, begin}, hi[3] = {params ? total : 0, begin + count, begin + count};
+  const std::string single = dir + "/optimizer.safetensors";
+  if (file_exists(single)) {
+    SafeTensors st = SafeTensors::open(single);
+    auto meta = st.metadata.find("layout_fingerprint");
+    check(meta != st.metadata.end(), single, ": metadata field 'layout_fingerprint' is missing");
+    check(meta->second == layout_fingerprint(layout), single,
+          ": field 'layout_fingerprint' does not match the model (the checkpoint was made for another config)");
+    for (int k = 0; k < 3; k++) {
+      const SafeTensorInfo& t = st.get(kOptimizerTensors[k]);
+      check(t.shape == std::vector<int64_t>{int64_t(total)}, single, ": tensor '", t.name, "' is not [", total, "]");
+      if (out[k] && hi[k] > lo[k]) read_flat_range(t, 0, lo[k], hi[k], out[k]);
+    }
+    return;
+  }
+  const std::string path = dir + "/optimizer.index.json";
+  check(file_exists(path), dir, ": no optimizer state (neither optimizer.safetensors nor optimizer.index.json)");
+  const nlohmann::json index = read_json_file(path);
+  check(index.is_object() && index.value("format", "") == "engine-optimizer-index", path,
+        ": field 'format' is not \"engine-optimizer-index\"");
+  check(index.contains("param_total") && index["param_total"].is_number_unsigned() &&
+            index["param_total"].get<size_t>() == total,
+        path, ": field 'param_total' does not match the model's ", total, " parameters");
+  check(index.value("layout_fingerprint", "") == layout_fingerprint(layout), path,
+        ": field 'layout_fingerprint' does not match the model (the checkpoint was made for another config)");
+  check(index.contains("shards") && index["shards"].is_array() && !index["shards"].empty(), path,
+        ": field 'shards' missing or empty");
+  size_t expect = 0;
+  for (const auto& sh : index["shards"]) {
+    check(sh.is_object() && sh.contains("file") && sh["file"].is_string() && sh.contains("begin") &&
+              sh["begin"].is_number_unsigned() && sh.contains("end") && sh["end"].is_number_unsigned(),
+          path, ": field 'shards': each entry needs 'file' (string), 'begin' and 'end' (integers)");
+    const std::string file = sh["file"].get<std::string>();
+    const size_t b = sh["begin"].get<size_t>(), e = sh["end"].get<size_t>();
+    check(file.find('/') == std::string::npos, path, ": field 'shards': file '", file, "' must be a plain name");
+    check(b == expect && e >= b && e <= total, path, ": field 'shards': [", b, ", ", e, ") of ", file,
+          " does not continue the shards before it at ", expect);
+    expect = e;
+    bool needed = false;
+    for (int k = 0; k < 3; k++) needed |= out[k] && std::max(lo[k], b) < std::min(hi[k], e);
+    if (!needed) continue;
+    const std::string fpath = dir + "/" + file;
+    SafeTensors st = SafeTensors::open(fpath);
+    auto field = [&](const char* key) {
+      auto it = st.metadata.find(key);
+      check(it != st.metadata.end(), fpath, ": metadata field '", key, "' is missing");
+      return it->second;
+    };
+    check(field("layout_fingerprint") == layout_fingerprint(layout), fpath,
+          ": field 'layout_fingerprint' does not match the model");
+    check(field("begin") == std::to_string(b) && field("end") == std::to_string(e), fpath,
+          ": metadata 'begin'/'end' do not match [", b, ", ", e, ") of ", path);
+    for (int k = 0; k < 3; k++) {
+      const size_t a0 = std::max(lo[k], b), a1 = std::min(hi[k], e);
+      if (!out[k] || a0 >= a1) continue;
+      const SafeTensorInfo& t = st.get(kOptimizerTensors[k]);
+      check(t.shape == std::vector<int64_t>{int64_t(e - b)}, fpath, ": tensor '", t.name, "' is not [", e - b, "]");
+      read_flat_range(t, b, a0, a1, out[k] + (a0 - lo[k]));
+    }
+  }
+  check(expect == total, path, ": field 'shards' ends at ", expect, ", not at the ", total, " parameters");
+}
+
 void load_optimizer_state(const std::string& dir, const ParamLayout& layout, float* params, float* adam_m,
                           float* adam_v) {
-  const std::string path = dir + "/optimizer.safetensors";
-  SafeTensors st = SafeTensors::open(path);
-  auto meta = st.metadata.find("layout_fingerprint");
-  check(meta != st.metadata.end(), path, ": metadata field 'layout_fingerprint' is missing");
-  check(meta->second == layout_fingerprint(layout), path,
-        ": field 'layout_fingerprint' does not match the model (the checkpoint was made for another config)");
-  const std::vector<int64_t> flat = {int64_t(layout.total)};
-  st.read_f32("master_weights", params, flat);
-  st.read_f32("adamw.exp_avg", adam_m, flat);
-  st.read_f32("adamw.exp_avg_sq", adam_v, flat);
+  load_optimizer_state(dir, layout, params, 0, layout.total, adam_m, adam_v);
 }
 
 std::string run_checkpoint_dir(const std::string& out_dir, int64_t step) {

@@ -10,6 +10,12 @@
 //   trainer_state.json                  step, epoch, data cursor, RNG state, args, tokenizer hash,
 //                                       prompt template... (fields chosen by train_llama)
 //   (any files of write_extra, e.g. a Larimar run's encoder/ and larimar*.safetensors)
+// With ZeRO over R > 1 ranks the optimizer state is sharded instead of optimizer.safetensors:
+//   optimizer-<r>-of-<R>.safetensors    rank r-1's slice [begin, end) of the flat buffer: the same
+//                                       three tensors over that slice (metadata: begin, end)
+//   optimizer.index.json                the shards' files and ranges, the layout fingerprint
+// Any world size reads either form (load_optimizer_state takes a slice), so a run resumes at
+// another world size by reading the slice it owns now.
 // Everything is written into DIR.tmp, fsynced, then DIR.tmp is renamed to DIR, so a crash or a
 // SIGKILL at any moment leaves either the old complete checkpoint or the new complete one. A save
 // that fails (a full disk...) removes its DIR.tmp before throwing; one killed leaves DIR.tmp,
@@ -48,7 +54,29 @@ struct CheckpointToSave {
 // a NaN must never reach disk. Replaces DIR if it exists.
 void save_checkpoint(const std::string& dir, const CheckpointToSave& ck);
 
-// True when dir holds a complete training checkpoint (trainer_state.json + optimizer.safetensors).
+// The sharded save, across ranks (the caller puts a barrier between the steps, so that nothing
+// is renamed before every rank has written, and every rank learns whether each step succeeded):
+//   rank 0:     begin_checkpoint(DIR)               a fresh DIR.tmp
+//   every rank: write_optimizer_shard(DIR, ...)     its slice into DIR.tmp (fsynced)
+//   rank 0:     finish_sharded_checkpoint(DIR, ...) the HF files, the index, trainer_state.json
+//                                                   last, then the rename as in save_checkpoint
+//   on failure: abandon_checkpoint(DIR)             rank 0 removes DIR.tmp
+struct OptimizerShardToSave {
+  const ParamLayout* layout = nullptr;
+  int rank = 0, world = 1;
+  size_t begin = 0, count = 0;                               // the slice of the flat buffer
+  const float *params = nullptr, *adam_m = nullptr, *adam_v = nullptr;  // [count] each
+  std::string moments_dtype = "F32";
+};
+void begin_checkpoint(const std::string& dir);
+void write_optimizer_shard(const std::string& dir, const OptimizerShardToSave& shard);
+// ck.params holds the whole model (it makes the HF weights); ck.adam_m/adam_v are not used.
+// `bounds` are the R + 1 slice boundaries (0 = bounds[0] <= ... <= bounds[R] = layout.total).
+void finish_sharded_checkpoint(const std::string& dir, const CheckpointToSave& ck, const std::vector<size_t>& bounds);
+void abandon_checkpoint(const std::string& dir);
+
+// True when dir holds a complete training checkpoint (trainer_state.json + optimizer.safetensors
+// or optimizer.index.json).
 bool is_training_checkpoint(const std::string& dir);
 
 // Reads trainer_state.json (checks format_version); errors name the file and the field.
@@ -76,6 +104,10 @@ std::vector<std::string> stage_prompt_templates(const nlohmann::json& trainer_st
 // and a layout fingerprint are checked so that a checkpoint of another model is refused clearly.
 void load_optimizer_state(const std::string& dir, const ParamLayout& layout, float* params, float* adam_m,
                           float* adam_v);
+// The same from either form of the state: the whole fp32 master weights into `params` ([total];
+// nullptr: not read) and the moments of the slice [begin, begin + count) into adam_m / adam_v.
+void load_optimizer_state(const std::string& dir, const ParamLayout& layout, float* params, size_t begin,
+                          size_t count, float* adam_m, float* adam_v);
 
 // A fingerprint of tensor names, shapes and offsets, stored in optimizer.safetensors.
 std::string layout_fingerprint(const ParamLayout& layout);

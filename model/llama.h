@@ -35,6 +35,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -70,6 +71,14 @@ struct LlamaModel {
   uint16_t* adam_v16 = nullptr;
   MomentDtype moment_dtype = MomentDtype::f32;
   int adam_step = 0;
+  // The slice [opt_begin, opt_begin + opt_count) of the flat buffer that optimizer_step updates
+  // and the moments cover: all of it, or this rank's ZeRO shard (shard_optimizer).
+  size_t opt_begin = 0, opt_count = 0;
+  // Called during the backward each time the gradients of a contiguous range [begin, end) of the
+  // flat buffer are complete for this micro-batch (the LM head, the final norm, each layer from
+  // the last, the embedding): data parallelism reduces them over the ranks while the backward
+  // goes on. Unset: nothing is called.
+  std::function<void(size_t begin, size_t end)> on_grads_ready;
 
   // Per-layer saved activations.
   struct LayerActs {
@@ -199,28 +208,39 @@ struct LlamaModel {
                   int32_t* rank, int32_t* top1);
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
   // gradient norm before clipping.
-  double optimizer_step(const AdamWConfig& opt) {
+  // With a ZeRO shard only the slice [opt_begin, opt_begin + opt_count) is updated, and
+  // `sum_over_ranks` makes its squared gradient norm the whole model's (see adamw_step).
+  double optimizer_step(const AdamWConfig& opt, const std::function<double(double)>& sum_over_ranks = nullptr) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    float* p = params + opt_begin;
+    const float* g = grads + opt_begin;
     if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
-        return adamw_step<Backend>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt);
+        return adamw_step<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, sum_over_ranks);
     }
-    return adamw_step<Backend>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt);
+    return adamw_step<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks);
   }
   // The same step with a clipping factor computed elsewhere: clip_scale of a global norm over
-  // several models' gradients (Larimar: decoder, encoder and host parameters), whose squares
-  // grad_sum_of_squares() contributes.
-  double grad_sum_of_squares() const { return Backend::sum_of_squares(grads, layout.total); }
-  void optimizer_step(const AdamWConfig& opt, float scale) {
+  // several models' gradients (Larimar: decoder, encoder and host parameters), to which
+  // grad_sum_of_squares() contributes this model's (optimizer slice's) share.
+  double grad_sum_of_squares() const { return Backend::sum_of_squares(grads + opt_begin, opt_count); }
+  void optimizer_step_scaled(const AdamWConfig& opt, float scale) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    float* p = params + opt_begin;
+    const float* g = grads + opt_begin;
     if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
-        return adamw_apply<Backend>(params, grads, adam_m16, adam_v16, layout.total, ++adam_step, opt, scale);
+        return adamw_apply<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, scale);
     }
-    adamw_apply<Backend>(params, grads, adam_m, adam_v, layout.total, ++adam_step, opt, scale);
+    adamw_apply<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, scale);
   }
-  // The moments as fp32 on the host (checkpoints; bf16 -> fp32 is exact), and back (fp32 -> bf16
-  // rounds to nearest even, exact for moments saved from a bf16 run, so a resume is bit-exact).
+  // ZeRO stage >= 1: this rank keeps AdamW moments for [begin, begin + count) only (the moments of
+  // the whole buffer are freed, zero-filled ones of the slice allocated) and optimizer_step updates
+  // that slice.
+  void shard_optimizer(size_t begin, size_t count);
+  // The moments of the optimizer slice (opt_count values each) as fp32 on the host (checkpoints;
+  // bf16 -> fp32 is exact), and back (fp32 -> bf16 rounds to nearest even, exact for moments
+  // saved from a bf16 run, so a resume is bit-exact).
   void download_moments(float* m_host, float* v_host) const;
   void upload_moments(const float* m_host, const float* v_host);
   // The backward of the last forward() from a gradient the caller wrote into d_lnf [rows*T, C]
@@ -314,6 +334,7 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
   const bool train = use == ModelUse::train;
 
   params = plan<float>(layout.total, true);
+  opt_count = layout.total;
   if (train) {
     grads = plan<float>(layout.total, true);
     if (moment_dtype == MomentDtype::bf16) {
@@ -434,8 +455,29 @@ LlamaModel<Backend>::~LlamaModel() {
 }
 
 template <class Backend>
+void LlamaModel<Backend>::shard_optimizer(size_t begin, size_t count) {
+  check(use == ModelUse::train, "shard_optimizer: the model was planned for inference only");
+  check(begin <= layout.total && count <= layout.total - begin, "shard_optimizer: [", begin, ", ", begin + count,
+        ") is outside the ", layout.total, " parameters");
+  const size_t moment_bytes = moment_dtype == MomentDtype::bf16 ? 2 : 4;
+  for (void* p : {(void*)adam_m, (void*)adam_v, (void*)adam_m16, (void*)adam_v16}) release(p);
+  param_state_bytes -= 2 * opt_count * moment_bytes;
+  opt_begin = begin;
+  opt_count = count;
+  adam_m = adam_v = nullptr;
+  adam_m16 = adam_v16 = nullptr;
+  if (moment_dtype == MomentDtype::bf16) {
+    adam_m16 = plan<uint16_t>(count, true);
+    adam_v16 = plan<uint16_t>(count, true);
+  } else {
+    adam_m = plan<float>(count, true);
+    adam_v = plan<float>(count, true);
+  }
+}
+
+template <class Backend>
 void LlamaModel<Backend>::download_moments(float* m_host, float* v_host) const {
-  const size_t n = layout.total;
+  const size_t n = opt_count;
   if (moment_dtype == MomentDtype::f32) {
     Backend::download(m_host, adam_m, n);
     Backend::download(v_host, adam_v, n);
@@ -453,7 +495,7 @@ void LlamaModel<Backend>::download_moments(float* m_host, float* v_host) const {
 
 template <class Backend>
 void LlamaModel<Backend>::upload_moments(const float* m_host, const float* v_host) {
-  const size_t n = layout.total;
+  const size_t n = opt_count;
   if (moment_dtype == MomentDtype::f32) {
     Backend::upload(adam_m, m_host, n);
     Backend::upload(adam_v, v_host, n);
@@ -843,6 +885,7 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     }
     Backend::zero(d_lnf, (size_t)N * C);
     Backend::scatter_rows(d_lnf, head_dx, loss_rows, n_loss, C);
+    if (on_grads_ready && layout.lm_head != layout.embed) on_grads_ready(layout.lm_head, layout.lm_head + (size_t)V * C);
   }
   {
     NVTX_RANGE("backward");
@@ -894,6 +937,7 @@ void LlamaModel<Backend>::backward_from_lnf() {
   Backend::zero(d_res, (size_t)N * C);
   Backend::rmsnorm_backward(d_res, grads + layout.final_norm, d_lnf, res_out, params + layout.final_norm,
                       rstdf, N, C);
+  if (on_grads_ready) on_grads_ready(layout.final_norm, layout.final_norm + C);
   for (int l = L - 1; l >= 0; l--) {
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];
@@ -920,8 +964,11 @@ void LlamaModel<Backend>::backward_from_lnf() {
     Backend::matmul_backward(d_ln, grads + w.qkv_w, w.qkv_b == kNoTensor ? nullptr : grads + w.qkv_b, d_qkv,
                        a.ln1, params + w.qkv_w, N, C, QKV, false);
     Backend::rmsnorm_backward(d_res, grads + w.ln1, d_ln, a.res_in, params + w.ln1, a.rstd1, N, C);
+    // Layer l's tensors fill [its input norm, the next layer's input norm or the final norm).
+    if (on_grads_ready) on_grads_ready(w.ln1, l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm);
   }
   Backend::embedding_backward(grads + layout.embed, tokens, d_res, N, C);
+  if (on_grads_ready) on_grads_ready(layout.embed, layout.embed + (size_t)V * C);
   if (cur_cond_embed) Backend::condition_embed_backward(d_embed, d_res, cur_rows, cur_T, C);
 }
 

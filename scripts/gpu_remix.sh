@@ -44,6 +44,10 @@
 # --dry-run prints the commands; --no-build skips `make`; --device, --epochs, --lr (stage 1),
 # --lrs (stage 2), --seeds, --batch-size, --seq-len, --num-kvr, --ratios, --replay-ratio, --template
 # override the protocol's values.
+# Several GPUs (docs/distributed.md): --launcher none|mpirun|srun|torchrun and --nproc N start each
+# training run as N processes, one GPU each (REMIX's setup: --launcher mpirun --nproc 2 --zero 2
+# --optimizer-state bf16); --zero S (default 0) is the ZeRO stage, --optimizer-state fp32|bf16
+# the AdamW moments. Evaluation and the layer analysis run as one process.
 # Extra train_llama options (e.g. --micro-batch-size 4 for 80 GB, --save-every 500) go after "--".
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -51,6 +55,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 model=""; out="runs/gpu"; generic=""; words="/usr/share/dict/words"; d_a=""; dry=0
 num_kvr=2000; ratios="1 2 4"; replay_ratio=0.2; epochs=20; lr=5e-5; batch=32; seq_len=2048
 device=cuda; template=tulu; build=1; seeds="1 2 3"; lrs=""; savings=1; heldout_n=200
+launcher=none; nproc=1; zero=0; opt_state=fp32
 d_bs=(); extra=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -74,6 +79,10 @@ while [ $# -gt 0 ]; do
     --seq-len) seq_len="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
     --template) template="$2"; shift 2 ;;   # tulu (default) or a template file for all data
+    --launcher) launcher="$2"; shift 2 ;;
+    --nproc) nproc="$2"; shift 2 ;;
+    --zero) zero="$2"; shift 2 ;;
+    --optimizer-state) opt_state="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --no-build) build=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -86,6 +95,8 @@ done
 [ ${#d_bs[@]} -gt 0 ] || { echo "gpu_remix.sh: give at least one --d-b NAME=FILE (see --help)" >&2; exit 2; }
 [ -f "$model/tokenizer.json" ] || { echo "gpu_remix.sh: $model/tokenizer.json is missing" >&2; exit 2; }
 [ -n "$lrs" ] || lrs="$lr"
+. "$here/scripts/launcher.sh"
+launcher_setup "$launcher" "$nproc" "" >/dev/null || exit 2  # checks the options before anything runs
 
 cd "$here"
 run() {  # prints the command; runs it unless --dry-run
@@ -95,9 +106,11 @@ run() {  # prints the command; runs it unless --dry-run
 train() {  # train OUT_DIR LR ARGS...: skipped when OUT_DIR/final exists
   local dir="$1" rate="$2"; shift 2
   if [ -f "$dir/final/model.safetensors" ]; then echo "= $dir/final exists, skipped"; return; fi
-  run ./train_llama --device "$device" --batch-size "$batch" --seq-len "$seq_len" --lr "$rate" \
+  launcher_setup "$launcher" "$nproc" "$dir.rendezvous"
+  run ${LAUNCH[@]+"${LAUNCH[@]}"} ./train_llama --device "$device" --batch-size "$batch" --seq-len "$seq_len" --lr "$rate" \
     --schedule cosine --warmup-ratio 0.05 --beta1 0.9 --beta2 0.95 --eps 1e-8 --weight-decay 0 \
-    --clip 1.0 --out "$dir" --log "$dir.log.jsonl" "$@" ${extra[@]+"${extra[@]}"}
+    --clip 1.0 --zero "$zero" --optimizer-state "$opt_state" ${DIST[@]+"${DIST[@]}"} \
+    --out "$dir" --log "$dir.log.jsonl" "$@" ${extra[@]+"${extra[@]}"}
 }
 evaluate() {  # evaluate OUT_DIR DATA|"" MODEL... [--template T] [--heldout SHARD] [--match M] ...
   local dir="$1" data="$2"; shift 2

@@ -11,12 +11,17 @@
 # MIX (random|generic|both, default random), GENERIC (documents for MIX=generic|both: JSONL with
 # "text", or plain text with blank-line separated documents), WORDS (word list, default
 # /usr/share/dict/words), OUT (default runs/remix), DEVICE (default cuda), MICRO (micro-batch
-# size, default 4: 32 examples per step by gradient accumulation).
+# size, default 4: 32 examples per step by gradient accumulation); several GPUs of this node:
+# LAUNCHER (none|mpirun|srun|torchrun, default none) and NPROC (default 1) start train_llama as
+# NPROC processes, ZERO (default 0) and OPT_STATE (fp32|bf16, default fp32) pick the ZeRO stage
+# and the AdamW moments (REMIX's 2 GPUs: LAUNCHER=mpirun NPROC=2 ZERO=2 OPT_STATE=bf16).
 # Outputs: $OUT/data/*.bin (shards), $OUT/stage1_<mix>_r<ratio>/final (checkpoint), its log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${MODEL:?set MODEL to a Hugging Face Llama directory (e.g. Meta-Llama-3-8B)}"
 RATIO=${RATIO:-1}; MIX=${MIX:-random}; OUT=${OUT:-runs/remix}; DEVICE=${DEVICE:-cuda}; MICRO=${MICRO:-4}
+LAUNCHER=${LAUNCHER:-none}; NPROC=${NPROC:-1}; ZERO=${ZERO:-0}; OPT_STATE=${OPT_STATE:-fp32}
+. scripts/launcher.sh
 WORDS=${WORDS:-/usr/share/dict/words}; N=2000
 make -s train_llama prepare_data
 mkdir -p "$OUT/data"
@@ -42,7 +47,9 @@ fi
 
 # REMIX hyper-parameters (these are also train_llama's defaults, spelled out for the record).
 RUN="$OUT/stage1_${MIX}_r${RATIO}"
-./train_llama --model "$MODEL" --device "$DEVICE" --data "$D/kvr.bin" ${mix[@]+"${mix[@]}"} \
+launcher_setup "$LAUNCHER" "$NPROC" "$RUN.rendezvous"
+${LAUNCH[@]+"${LAUNCH[@]}"} ./train_llama --model "$MODEL" --device "$DEVICE" --data "$D/kvr.bin" ${mix[@]+"${mix[@]}"} \
+  --zero "$ZERO" --optimizer-state "$OPT_STATE" ${DIST[@]+"${DIST[@]}"} \
   --epochs 20 --batch-size 32 --micro-batch-size "$MICRO" --seq-len 2048 \
   --lr 5e-5 --schedule cosine --warmup-ratio 0.05 --beta1 0.9 --beta2 0.95 --eps 1e-8 --weight-decay 0 --clip 1.0 \
   --eval-data "$D/kvr.bin" --eval-every-epochs 1 --save-every 200 --keep 1 --save-dtype BF16 \

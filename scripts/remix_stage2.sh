@@ -9,13 +9,15 @@
 # Environment: STAGE1 (stage-1 checkpoint, required), QA (JSONL with question/answer fields,
 # required; PopQA's possible_answers and TriviaQA's {"value","aliases"} are understood), NAME
 # (default: QA's file name), RATIO (0|1|2|4, default 0), MIX (random|generic|both), GENERIC,
-# WORDS, OUT, DEVICE, MICRO as in remix_stage1.sh.
+# WORDS, OUT, DEVICE, MICRO, LAUNCHER, NPROC, ZERO, OPT_STATE as in remix_stage1.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${STAGE1:?set STAGE1 to a stage-1 checkpoint directory}"
 : "${QA:?set QA to a QA JSONL file (2,000 examples)}"
 NAME=${NAME:-$(basename "${QA%.*}")}; RATIO=${RATIO:-0}; MIX=${MIX:-random}; OUT=${OUT:-runs/remix}
 DEVICE=${DEVICE:-cuda}; MICRO=${MICRO:-4}; WORDS=${WORDS:-/usr/share/dict/words}; N=2000
+LAUNCHER=${LAUNCHER:-none}; NPROC=${NPROC:-1}; ZERO=${ZERO:-0}; OPT_STATE=${OPT_STATE:-fp32}
+. scripts/launcher.sh
 make -s train_llama prepare_data
 D="$OUT/data"; mkdir -p "$D"
 
@@ -37,7 +39,9 @@ if [ "$RATIO" != 0 ]; then
 fi
 
 RUN="$OUT/stage2_${NAME}_from_$(basename "$(dirname "$STAGE1")")_${MIX}_r${RATIO}"
-./train_llama --model "$STAGE1" --device "$DEVICE" --data "$D/$NAME.bin" ${mix[@]+"${mix[@]}"} \
+launcher_setup "$LAUNCHER" "$NPROC" "$RUN.rendezvous"
+${LAUNCH[@]+"${LAUNCH[@]}"} ./train_llama --model "$STAGE1" --device "$DEVICE" --data "$D/$NAME.bin" ${mix[@]+"${mix[@]}"} \
+  --zero "$ZERO" --optimizer-state "$OPT_STATE" ${DIST[@]+"${DIST[@]}"} \
   --epochs 20 --stop-loss 1e-4 --stop-loss-count 10 --batch-size 32 --micro-batch-size "$MICRO" --seq-len 2048 \
   --lr 5e-5 --schedule cosine --warmup-ratio 0.05 --beta1 0.9 --beta2 0.95 --eps 1e-8 --weight-decay 0 --clip 1.0 \
   --save-every 200 --keep 1 --save-dtype BF16 --out "$RUN" --log "$RUN.jsonl"

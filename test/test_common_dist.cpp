@@ -111,7 +111,7 @@ TEST_CASE("process group: missing, malformed and inconsistent variables are erro
 
 TEST_CASE("process group: --dist-init takes file:///PATH only") {
   REQUIRE(parse_dist_init("file:///shared/run1/nccl_id") == "/shared/run1/nccl_id");
-  REQUIRE_THROWS_WITH(parse_dist_init("tcp://10.0.0.1:29500"), Catch::Contains("only file:///PATH"));
+  REQUIRE_THROWS_WITH(parse_dist_init("tcp://10.0.0.1:29500"), Catch::Contains("give file:///PATH"));
   REQUIRE_THROWS_WITH(parse_dist_init("file://relative/x"), Catch::Contains("must be absolute"));
   REQUIRE_THROWS_WITH(parse_dist_init("file:///dir/"), Catch::Contains("not a directory"));
 }

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/file_io.h"
@@ -251,11 +252,20 @@ TEST_CASE("train_llama --dry-run --world-size N --zero S plans each stage's shar
   REQUIRE(plan_gib(z3, "total") < plan_gib(z2, "total"));
   REQUIRE(plan_gib(z2, "total") < plan_gib(z1, "total"));
   REQUIRE(plan_gib(z1, "total") < plan_gib(z0, "total"));
-  // training itself runs stage 0 only
-  std::vector<std::string> a = s.args("./train_llama", "cpu", "z1", 1);
+  // What training allocates today at stages 1 and 2: the AdamW state sharded, the rest whole.
+  const std::string today = "train_llama --zero 2 allocates today: total ";
+  REQUIRE(z2.find(today) != std::string::npos);
+  const double z2_today = std::stod(z2.substr(z2.find(today) + today.size()));
+  REQUIRE(std::abs(z2_today - (plan_gib(z0, "total") - 8 * P * 3 / 4 / GiB)) < 0.02);
+  // training runs stages 0 to 2, sharding over GPUs only
+  std::vector<std::string> a = s.args("./train_llama", "cpu", "z3", 1);
+  a.insert(a.end(), {"--zero", "3"});
+  REQUIRE(run(a, s.dir + "/z3.log") == 1);
+  REQUIRE(read_text_file(s.dir + "/z3.log").find("error: --zero 3: not implemented yet") != std::string::npos);
+  a = s.args("./train_llama", "cpu", "z1", 1);
   a.insert(a.end(), {"--zero", "1"});
   REQUIRE(run(a, s.dir + "/z1.log") == 1);
-  REQUIRE(read_text_file(s.dir + "/z1.log").find("error: --zero 1: not implemented yet") != std::string::npos);
+  REQUIRE(read_text_file(s.dir + "/z1.log").find("error: --zero 1: ZeRO shards the state over GPUs") != std::string::npos);
 }
 
 TEST_CASE("eval_factoids --device cuda (emulated) decodes the same tokens as --device cpu") {
@@ -331,69 +341,134 @@ std::string abs_path(const std::string& p) { return std::string(std::filesystem:
 
 }  // namespace
 
-TEST_CASE("train_llama --device cuda under mpirun -np 2 matches 1 process, and repeats exactly") {
+namespace {
+
+// Max |a - b| over the weights of two checkpoints (model.safetensors).
+double max_weight_diff(const std::string& a, const std::string& b) {
+  const std::vector<float> w1 = all_weights(a + "/model.safetensors"), w2 = all_weights(b + "/model.safetensors");
+  REQUIRE(w1.size() == w2.size());
+  double d = 0.0;
+  for (size_t i = 0; i < w1.size(); i++) d = std::max(d, (double)std::abs(w1[i] - w2[i]));
+  return d;
+}
+// The files of a checkpoint that hold numbers (weights, sharded or whole optimizer state).
+std::vector<std::string> state_files(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+void require_same_state(const std::string& a, const std::string& b) {
+  REQUIRE(state_files(a) == state_files(b));
+  for (const std::string& f : state_files(a)) {
+    INFO(a << "/" << f << " vs " << b << "/" << f);
+    REQUIRE(read_text_file(a + "/" + f) == read_text_file(b + "/" + f));
+  }
+}
+// Starts `args` as rank r of 2 through torchrun-style variables (the test knows each pid).
+pid_t start_rank(int r, const std::vector<std::string>& a, const std::string& log,
+                 const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("RANK", std::to_string(r).c_str(), 1);
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+    setenv("EMU_DEVICE_COUNT", "2", 1);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
+    std::vector<char*> args;
+    for (const auto& x : a) args.push_back(const_cast<char*>(x.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+// One process against two at ZeRO 0, 1 and 2 on the same data and init. The AdamW eps is 1e-6
+// rather than 1e-8: with 1e-8 an element whose gradient is ~0 moves by about +-lr on the sign of
+// its fp32 rounding noise, and the runs sum each gradient in a different order (one pass over 8
+// rows vs. two of 4 plus the reduction); that is seen as 9e-6 relative at step 4 here, which
+// would test the noise rather than the data parallelism.
+TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 1 process; checkpoints resume at any world size") {
   if (!dist_tests_enabled()) return;
   Setup s;
   const int steps = 4;
-  // AdamW's eps 1e-6 rather than 1e-8: with 1e-8 an element whose gradient is ~0 moves by about
-  // +-lr on the sign of its fp32 rounding noise, and the two runs sum each gradient in a different
-  // order (one pass over 8 rows vs. two of 4 plus the all-reduce); that is seen as 9e-6 relative at
-  // step 4 here, which would test the noise rather than the data parallelism.
   const std::vector<std::string> eps = {"--eps", "1e-6"};
+  const std::string store = "file://" + abs_path(s.dir) + "/store";
   REQUIRE(run(with(s.args(kTrainCuda, "cuda", "one", steps), eps), s.dir + "/one.log") == 0);
-  for (const std::string name : {"two", "two_again"}) {
-    const int rc = run(mpirun2(with(s.args(kTrainCuda, "cuda", name, steps),
-                                    {"--eps", "1e-6", "--dist-init", "file://" + abs_path(s.dir) + "/store_" + name})),
+  // ZeRO 0 and 2 reduce the gradients in buckets during the backward (0.2 MB: the LM head, then
+  // a layer or two per bucket, then the embedding), ZeRO 1 all at once after it.
+  auto zero_args = [](const std::string& name) -> std::vector<std::string> {
+    if (name == "z1") return {"--zero", "1"};
+    return {"--zero", name.substr(1, 1), "--bucket-mb", "0.2"};
+  };
+  // The repeat takes the NCCL id through MPI (the default under mpirun), the others through a file.
+  for (const std::string name : {"z0", "z1", "z2", "z2_again"}) {
+    const std::vector<std::string> init =
+        name == "z2_again" ? std::vector<std::string>{} : std::vector<std::string>{"--dist-init", store + "_" + name};
+    const int rc = run(mpirun2(with(with(s.args(kTrainCuda, "cuda", name, steps), eps), with(zero_args(name), init))),
                        s.dir + "/" + name + ".log");
     INFO(read_text_file(s.dir + "/" + name + ".log"));
     REQUIRE(rc == 0);
   }
-  const std::string log2 = read_text_file(s.dir + "/two.log");
-  REQUIRE(log2.find("data parallel: 2 processes (ZeRO 0), 4 examples of each batch per rank") != std::string::npos);
-  REQUIRE(!file_exists(s.dir + "/store_two"));  // the rendezvous file is gone
-
-  const std::vector<json> one = step_events(s.dir + "/one.jsonl"), two = step_events(s.dir + "/two.jsonl");
+  REQUIRE(read_text_file(s.dir + "/z0.log").find("data parallel: 2 processes (ZeRO 0), 4 examples of each batch per rank") !=
+          std::string::npos);
+  REQUIRE(read_text_file(s.dir + "/z2.log").find("data parallel: 2 processes (ZeRO 2)") != std::string::npos);
+  REQUIRE(read_text_file(s.dir + "/z2_again.log").find("rendezvous: the NCCL id through MPI") != std::string::npos);
+  REQUIRE(!file_exists(s.dir + "/store_z0"));  // the rendezvous file is gone
+  const std::vector<json> one = step_events(s.dir + "/one.jsonl");
   REQUIRE(one.size() == (size_t)steps);
-  REQUIRE(two.size() == (size_t)steps);  // rank 0 alone writes the log
-  for (int i = 0; i < steps; i++) {
-    INFO("step " << i + 1);
-    const double l1 = one[i]["loss"], l2 = two[i]["loss"];
-    REQUIRE(std::abs(l2 - l1) <= 1e-5 * std::abs(l1));
-    REQUIRE(one[i]["tokens"] == two[i]["tokens"]);  // the token count is summed over the ranks
+  for (const std::string name : {"z0", "z1", "z2"}) {
+    INFO(name);
+    const std::vector<json> two = step_events(s.dir + "/" + name + ".jsonl");
+    REQUIRE(two.size() == (size_t)steps);  // rank 0 alone writes the log
+    for (int i = 0; i < steps; i++) {
+      INFO("step " << i + 1);
+      const double l1 = one[i]["loss"], l2 = two[i]["loss"];
+      REQUIRE(std::abs(l2 - l1) <= 1e-5 * std::abs(l1));
+      REQUIRE(one[i]["tokens"] == two[i]["tokens"]);  // the token count is summed over the ranks
+      // ZeRO 1/2: the global norm from the squared norms of the two slices summed over the ranks.
+      const double n1 = one[i]["grad_norm"], n2 = two[i]["grad_norm"];
+      REQUIRE(std::abs(n2 - n1) <= 1e-4 * std::abs(n1));
+    }
+    REQUIRE(max_weight_diff(s.dir + "/one/final", s.dir + "/" + name + "/final") <= 2 * steps * 1e-3);  // cuda-vs-cpu
   }
-  const std::vector<float> w1 = all_weights(s.dir + "/one/final"), w2 = all_weights(s.dir + "/two/final");
-  REQUIRE(w1.size() == w2.size());
-  double max_diff = 0.0;
-  for (size_t i = 0; i < w1.size(); i++) max_diff = std::max(max_diff, (double)std::abs(w1[i] - w2[i]));
-  REQUIRE(max_diff <= 2 * steps * 1e-3);  // the cuda-vs-cpu bound
+  // ZeRO 0 writes the 1-process checkpoint; ZeRO 1/2 the same HF directory with the optimizer
+  // state in one shard per rank plus an index.
+  REQUIRE(state_files(s.dir + "/z0/final") == state_files(s.dir + "/one/final"));
+  for (const std::string name : {"z1", "z2"}) {
+    const std::string fin = s.dir + "/" + name + "/final";
+    REQUIRE(state_files(fin) == std::vector<std::string>{"model.safetensors", "optimizer-00001-of-00002.safetensors",
+                                                         "optimizer-00002-of-00002.safetensors"});
+    const json index = json::parse(read_text_file(fin + "/optimizer.index.json"));
+    REQUIRE(index["shards"].size() == 2);
+    REQUIRE(index["shards"][0]["begin"] == 0);
+    REQUIRE(index["shards"][0]["end"] == index["shards"][1]["begin"]);
+  }
   // Same program, same threads: the same bytes.
-  REQUIRE(read_text_file(s.dir + "/two/final/model.safetensors") ==
-          read_text_file(s.dir + "/two_again/final/model.safetensors"));
-  REQUIRE(read_text_file(s.dir + "/two/final/optimizer.safetensors") ==
-          read_text_file(s.dir + "/two_again/final/optimizer.safetensors"));
+  require_same_state(s.dir + "/z2/final", s.dir + "/z2_again/final");
 
-  // A checkpoint is the same whatever the world size: step 2 of the 2-process run resumed by one
-  // process, and step 2 of the 1-process run resumed by two, continue with the same losses.
-  REQUIRE(run({kTrainCuda, "--resume", s.dir + "/two/checkpoint-2", "--out", s.dir + "/two_then_one", "--log",
-               s.dir + "/two_then_one.jsonl"},
+  // Re-sharding: the 2-shard checkpoint at step 2 resumed by one process, and the 1-process
+  // checkpoint resumed by two at ZeRO 2 (each reading its slice), continue with the losses of the
+  // uninterrupted run; a ZeRO 0 checkpoint resumed at 2 processes ends with the same bytes.
+  REQUIRE(run({kTrainCuda, "--resume", s.dir + "/z2/checkpoint-2", "--zero", "0", "--out", s.dir + "/two_then_one",
+               "--log", s.dir + "/two_then_one.jsonl"},
               s.dir + "/two_then_one.log") == 0);
-  const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/one/checkpoint-2", "--out", s.dir + "/one_then_two",
-                              "--log", s.dir + "/one_then_two.jsonl", "--dist-init",
-                              "file://" + abs_path(s.dir) + "/store_resume"}),
-                     s.dir + "/one_then_two.log");
-  INFO(read_text_file(s.dir + "/one_then_two.log"));
-  REQUIRE(rc == 0);
-  // At the same world size the resumed run ends with the bytes of the uninterrupted one.
-  const int rc2 = run(mpirun2({kTrainCuda, "--resume", s.dir + "/two/checkpoint-2", "--out", s.dir + "/two_resumed",
-                               "--log", s.dir + "/two_resumed.jsonl", "--dist-init",
-                               "file://" + abs_path(s.dir) + "/store_resume2"}),
-                      s.dir + "/two_resumed.log");
-  INFO(read_text_file(s.dir + "/two_resumed.log"));
-  REQUIRE(rc2 == 0);
-  REQUIRE(read_text_file(s.dir + "/two_resumed/final/model.safetensors") ==
-          read_text_file(s.dir + "/two/final/model.safetensors"));
-  REQUIRE(read_text_file(s.dir + "/two_resumed/final/optimizer.safetensors") ==
-          read_text_file(s.dir + "/two/final/optimizer.safetensors"));
+  for (const auto& [name, from, zero] : {std::tuple<std::string, std::string, std::string>{"one_then_two", "one", "2"},
+                                         {"z0_resumed", "z0", "0"}}) {
+    const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/" + from + "/checkpoint-2", "--zero", zero, "--out",
+                                s.dir + "/" + name, "--log", s.dir + "/" + name + ".jsonl", "--dist-init",
+                                store + "_" + name}),
+                       s.dir + "/" + name + ".log");
+    INFO(read_text_file(s.dir + "/" + name + ".log"));
+    REQUIRE(rc == 0);
+  }
+  require_same_state(s.dir + "/z0_resumed/final", s.dir + "/z0/final");
   for (const std::string name : {"two_then_one", "one_then_two"}) {
     INFO(name);
     const std::vector<json> resumed = step_events(s.dir + "/" + name + ".jsonl");
@@ -404,6 +479,31 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 matches 1 process, and r
       REQUIRE(std::abs(lr - l1) <= 1e-5 * std::abs(l1));
     }
   }
+
+  // SIGKILL of both ranks while rank 0 writes the final checkpoint (every shard written, nothing
+  // renamed yet): no final directory appears, and the run resumed from checkpoint-2 at 2
+  // processes ends with the bytes of the uninterrupted run.
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; r++)
+    pids.push_back(start_rank(r, with(with(s.args(kTrainCuda, "cuda", "killed", steps), eps),
+                                      with(zero_args("z2"), {"--dist-init", store + "_killed"})),
+                              s.dir + "/killed" + std::to_string(r) + ".log",
+                              {{"ENGINE_DEBUG_CHECKPOINT_PAUSE", "final"}}));
+  const std::string paused = s.dir + "/killed/final.tmp/.paused";
+  for (int i = 0; i < 12000 && !file_exists(paused); i++) usleep(10000);
+  REQUIRE(file_exists(paused));
+  REQUIRE(file_exists(s.dir + "/killed/final.tmp/optimizer-00002-of-00002.safetensors"));
+  for (pid_t pid : pids) kill(pid, SIGKILL);
+  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  REQUIRE(!file_exists(s.dir + "/killed/final"));
+  const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/killed", "--dist-init", store + "_killed2"}),
+                     s.dir + "/killed_resumed.log");
+  INFO(read_text_file(s.dir + "/killed_resumed.log"));
+  REQUIRE(rc == 0);
+  REQUIRE(read_text_file(s.dir + "/killed_resumed.log").find("resumed from " + s.dir + "/killed/checkpoint-2") !=
+          std::string::npos);
+  require_same_state(s.dir + "/killed/final", s.dir + "/z2/final");
+  REQUIRE(!file_exists(s.dir + "/killed/final.tmp"));
 }
 
 TEST_CASE("train_llama with 2 processes: a signal to one rank stops both after the same step, with a checkpoint") {
@@ -411,26 +511,10 @@ TEST_CASE("train_llama with 2 processes: a signal to one rank stops both after t
   Setup s;
   // Two processes started by hand with torchrun-style variables, so that the test knows rank 1's pid.
   std::vector<pid_t> pids;
-  for (int r = 0; r < 2; r++) {
-    std::vector<std::string> a = with(s.args(kTrainCuda, "cuda", "sig", 200),
-                                      {"--dist-init", "file://" + abs_path(s.dir) + "/store"});
-    const std::string log = s.dir + "/sig" + std::to_string(r) + ".log";
-    std::fflush(nullptr);
-    pid_t pid = fork();
-    if (pid == 0) {
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", "2", 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("EMU_DEVICE_COUNT", "2", 1);
-      if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
-      std::vector<char*> args;
-      for (const auto& x : a) args.push_back(const_cast<char*>(x.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    pids.push_back(pid);
-  }
+  for (int r = 0; r < 2; r++)
+    pids.push_back(start_rank(r, with(s.args(kTrainCuda, "cuda", "sig", 200),
+                                      {"--dist-init", "file://" + abs_path(s.dir) + "/store"}),
+                              s.dir + "/sig" + std::to_string(r) + ".log"));
   // Once rank 0 has logged a step, SIGTERM to rank 1 alone.
   for (int i = 0; i < 6000 && step_events(s.dir + "/sig.jsonl").empty(); i++) usleep(10000);
   REQUIRE(!step_events(s.dir + "/sig.jsonl").empty());
@@ -459,9 +543,6 @@ TEST_CASE("train_llama with 2 processes: bad input is an error on every rank, ne
   INFO(log);
   // Every rank finds it; mpirun ends the job at the first rank's exit, so one message may be cut.
   REQUIRE(log.find(" of 2: --batch-size 7 does not divide over 2 ranks (give a multiple of 2)") != std::string::npos);
-  // No --dist-init.
-  REQUIRE(run(mpirun2(s.args(kTrainCuda, "cuda", "noinit", 2)), s.dir + "/noinit.log") != 0);
-  REQUIRE(read_text_file(s.dir + "/noinit.log").find("--dist-init file:///PATH is required") != std::string::npos);
   // Ranks given different options (mpirun's MPMD form): both ranks say so.
   std::vector<std::string> mpmd = {"mpirun", "--allow-run-as-root", "--oversubscribe", "-x", "EMU_DEVICE_COUNT=2",
                                    "-np", "1"};
@@ -473,10 +554,14 @@ TEST_CASE("train_llama with 2 processes: bad input is an error on every rank, ne
   INFO(log);
   REQUIRE(log.find(" of 2: the options differ between ranks (rank 0 and rank(s) 1): every rank must be given the "
                    "same command line") != std::string::npos);
-  // A rank that never starts: rank 0 alone, told by torchrun-style variables that there are two.
+  // No --dist-init outside OpenMPI (there the default is MPI): rank 0 of 2 stops at once.
   setenv("RANK", "0", 1);
   setenv("WORLD_SIZE", "2", 1);
   setenv("LOCAL_RANK", "0", 1);
+  REQUIRE(run(s.args(kTrainCuda, "cuda", "noinit", 2), s.dir + "/noinit.log") != 0);
+  REQUIRE(read_text_file(s.dir + "/noinit.log").find("--dist-init file:///PATH is required when the launcher (torchrun)") !=
+          std::string::npos);
+  // A rank that never starts: rank 0 alone, told by torchrun-style variables that there are two.
   const int rc = run(with(s.args(kTrainCuda, "cuda", "alone", 2), {"--dist-init", store, "--dist-timeout", "1"}),
                      s.dir + "/alone.log");
   unsetenv("RANK");
@@ -486,4 +571,36 @@ TEST_CASE("train_llama with 2 processes: bad input is an error on every rank, ne
   log = read_text_file(s.dir + "/alone.log");
   INFO(log);
   REQUIRE(log.find("timed out after 1 s waiting for rank 1 of 2") != std::string::npos);
+}
+
+TEST_CASE("the GPU recipes start train_llama through the launcher given (--launcher, --nproc)") {
+  const std::string dir = "build/test/tmp_recipe_" + std::to_string(getpid());
+  remove_tree(dir);
+  make_dirs(dir + "/model");
+  write_file_atomic(dir + "/model/tokenizer.json", read_text_file("test/fixtures/tokenizer/ours.json"));
+  auto dry = [&](const std::string& opts, const std::string& log) {
+    return run({"bash", "scripts/gpu_remix.sh", "--model", dir + "/model", "--generic", "g.jsonl", "--d-b", "popqa=p.jsonl",
+                "--seeds", "1", "--ratios", "1", "--out", dir + "/out", "--dry-run", "--no-build", "--no-savings", "--nproc",
+                "2", "--zero", "2", "--optimizer-state", "bf16", "--launcher", opts},
+               dir + "/" + log);
+  };
+  REQUIRE(dry("mpirun", "mpirun.log") == 0);
+  std::string log = read_text_file(dir + "/mpirun.log");
+  INFO(log);
+  REQUIRE(log.find("+ mpirun -np 2 ./train_llama --device cuda") != std::string::npos);
+  REQUIRE(log.find("--zero 2 --optimizer-state bf16 --out") != std::string::npos);  // MPI: no --dist-init
+  REQUIRE(log.find("+ ./eval_factoids") != std::string::npos);                     // one process
+  REQUIRE(dry("torchrun", "torchrun.log") == 0);
+  log = read_text_file(dir + "/torchrun.log");
+  REQUIRE(log.find("+ torchrun --standalone --nproc-per-node=2 --no-python ./train_llama") != std::string::npos);
+  REQUIRE(log.find("--dist-init file://" + abs_path(dir) + "/out/stage1-none-s1.rendezvous") != std::string::npos);
+  REQUIRE(dry("srun", "srun.log") == 0);
+  REQUIRE(read_text_file(dir + "/srun.log").find("+ srun --ntasks=2 --ntasks-per-node=2 --gpus-per-task=1") !=
+          std::string::npos);
+  REQUIRE(dry("pbs", "bad.log") == 2);
+  REQUIRE(read_text_file(dir + "/bad.log").find("error: --launcher 'pbs' must be none, mpirun, srun or torchrun") !=
+          std::string::npos);
+  REQUIRE(dry("none", "none.log") == 2);  // --nproc 2 with one process
+  REQUIRE(read_text_file(dir + "/none.log").find("error: --nproc 2 needs --launcher") != std::string::npos);
+  remove_tree(dir);
 }

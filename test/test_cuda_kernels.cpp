@@ -585,6 +585,22 @@ TEST_CASE("cuda AdamW with bf16 state: stochastic rounding is unbiased and track
     dp_ref[i] = p_ref[i] - p0[i];
   }
   REQUIRE(nmse(dp_got, dp_ref) < 1e-4);  // the update, with state rounded to bf16 (2^-8 relative)
+
+  // ZeRO: two slices updated on their own, each with its index_base, draw the same rounding bits
+  // as the whole buffer at once (and so give the same state bit for bit); without the base they
+  // would not.
+  const size_t cut = 12345;
+  auto sliced = [&](bool with_base) {
+    DeviceBuffer<float> p(p0), gb(g);
+    DeviceBuffer<bf16> m(n), v(n);
+    adamw_update<bf16>(p, nullptr, gb, m, v, cut, hp, 1.0f, nullptr, 99, 0, 0);
+    adamw_update<bf16>(p.ptr + cut, nullptr, gb.ptr + cut, m.ptr + cut, v.ptr + cut, n - cut, hp, 1.0f, nullptr, 99, 0,
+                       with_base ? cut : 0);
+    return to_f32(m.download());
+  };
+  const std::vector<float> whole_m(got.begin(), got.begin() + n);
+  REQUIRE(sliced(true) == whole_m);
+  REQUIRE(sliced(false) != whole_m);
 }
 
 // ------------------------------------------------------------------------------------------------

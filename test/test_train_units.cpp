@@ -178,3 +178,68 @@ TEST_CASE("rotation keeps the newest checkpoints; resume picks the newest comple
   REQUIRE_THROWS_WITH(resolve_resume_dir(run + "/missing"), Catch::Contains("missing"));
   remove_tree(run);
 }
+
+TEST_CASE("sharded optimizer checkpoints: slices re-shard to any world size; bad indexes are refused by name") {
+  TinyModel t;
+  const std::string dir = temp_dir("ckpt_shards"), ck = dir + "/ck";
+  // Three uneven slices, written as three ranks would (rank 0 begins and finishes).
+  const std::vector<size_t> bounds = {0, 1000, 2000, t.layout.total};
+  REQUIRE(t.layout.total > 2000);
+  begin_checkpoint(ck);
+  for (int r = 0; r < 3; r++) {
+    OptimizerShardToSave sh;
+    sh.layout = &t.layout;
+    sh.rank = r;
+    sh.world = 3;
+    sh.begin = bounds[r];
+    sh.count = bounds[r + 1] - bounds[r];
+    sh.params = t.params.data() + sh.begin;
+    sh.adam_m = t.m.data() + sh.begin;
+    sh.adam_v = t.v.data() + sh.begin;
+    write_optimizer_shard(ck, sh);
+  }
+  REQUIRE_FALSE(is_training_checkpoint(ck));  // nothing renamed yet
+  finish_sharded_checkpoint(ck, t.to_save(3), bounds);
+  REQUIRE(is_training_checkpoint(ck));
+  REQUIRE(!file_exists(ck + ".tmp"));
+  REQUIRE(!file_exists(ck + "/optimizer.safetensors"));
+  // Whole state (one process), and the slices of 2 ranks, which straddle the written shards.
+  std::vector<float> p(t.layout.total), m(t.layout.total), v(t.layout.total);
+  load_optimizer_state(ck, t.layout, p.data(), m.data(), v.data());
+  REQUIRE(p == t.params);
+  REQUIRE(m == t.m);
+  REQUIRE(v == t.v);
+  const size_t half = t.layout.total / 2 + 7;
+  std::vector<float> m2(t.layout.total - half), v2(t.layout.total - half);
+  load_optimizer_state(ck, t.layout, nullptr, half, t.layout.total - half, m2.data(), v2.data());
+  REQUIRE(m2 == std::vector<float>(t.m.begin() + half, t.m.end()));
+  REQUIRE(v2 == std::vector<float>(t.v.begin() + half, t.v.end()));
+  // A slice of a whole (1-process) checkpoint: the other direction.
+  save_checkpoint(dir + "/whole", t.to_save(3));
+  load_optimizer_state(dir + "/whole", t.layout, nullptr, half, t.layout.total - half, m2.data(), v2.data());
+  REQUIRE(m2 == std::vector<float>(t.m.begin() + half, t.m.end()));
+
+  // A gap between shards, a missing shard file, a shard that ends early: errors naming the file.
+  json index = json::parse(read_text_file(ck + "/optimizer.index.json"));
+  json bad = index;
+  bad["shards"][1]["begin"] = 1001;
+  write_file_atomic(ck + "/optimizer.index.json", bad.dump());
+  REQUIRE_THROWS_WITH(load_optimizer_state(ck, t.layout, p.data(), m.data(), v.data()),
+                      Catch::Contains("optimizer.index.json") && Catch::Contains("does not continue"));
+  bad = index;
+  bad["shards"].erase(2);
+  write_file_atomic(ck + "/optimizer.index.json", bad.dump());
+  REQUIRE_THROWS_WITH(load_optimizer_state(ck, t.layout, p.data(), m.data(), v.data()),
+                      Catch::Contains("optimizer.index.json") && Catch::Contains("ends at 2000"));
+  write_file_atomic(ck + "/optimizer.index.json", index.dump());
+  std::filesystem::remove(ck + "/optimizer-00002-of-00003.safetensors");
+  REQUIRE_THROWS_WITH(load_optimizer_state(ck, t.layout, p.data(), m.data(), v.data()),
+                      Catch::Contains("optimizer-00002-of-00003.safetensors"));
+  // A rank that did not write its shard: nothing is renamed, the temporary directory goes.
+  begin_checkpoint(dir + "/partial");
+  REQUIRE_THROWS_WITH(finish_sharded_checkpoint(dir + "/partial", t.to_save(4), bounds),
+                      Catch::Contains("rank 0 did not write its shard"));
+  REQUIRE(!file_exists(dir + "/partial"));
+  REQUIRE(!file_exists(dir + "/partial.tmp"));
+  remove_tree(dir);
+}

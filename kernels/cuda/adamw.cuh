@@ -4,7 +4,9 @@
 //   p = p (1 - lr wd) - lr * (m / bc1) / (sqrt(v / bc2) + eps),   bc_i = 1 - b_i^step
 // The moments are fp32, or bf16 (--optimizer-state bf16, half the optimizer memory) stored with
 // stochastic rounding: a per-element hash of (seed, index) supplies the 16 dropped mantissa bits'
-// threshold, so E[stored] = exact value and tiny updates are not lost to round-to-nearest.
+// threshold, so E[stored] = exact value and tiny updates are not lost to round-to-nearest. The
+// index hashed is the element's place in the whole flat parameter buffer (index_base + i), so a
+// ZeRO shard updated on its own draws the same bits as the whole buffer updated at once.
 // geometry: 1-D grid-stride, 256 threads, up to 4096 blocks.
 // traffic : fp32 state: reads 4 (p) + 4 (g) + 8 (m, v), writes 4 + 8 + 2 (bf16 copy) = 30 B/param;
 //           bf16 state: 22 B/param.
@@ -42,13 +44,14 @@ __global__ void adamw_kernel(float* __restrict__ master, bf16* __restrict__ para
                              const float* __restrict__ grads, state_t* __restrict__ m, state_t* __restrict__ v,
                              size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
                              float bias_correction1, float bias_correction2, float grad_scale,
-                             const float* __restrict__ clip_scale, uint32_t seed) {
+                             const float* __restrict__ clip_scale, uint32_t seed, size_t index_base) {
   const float scale = clip_scale ? grad_scale * *clip_scale : grad_scale;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const float g = grads[i] * scale;
     const float mi = beta1 * load_state(m, i) + (1.0f - beta1) * g;
     const float vi = beta2 * load_state(v, i) + (1.0f - beta2) * g * g;
-    const uint32_t r = hash_u32(seed ^ hash_u32((uint32_t)i ^ (uint32_t)(i >> 32) * 0x9e3779b9u));
+    const size_t gi = index_base + i;
+    const uint32_t r = hash_u32(seed ^ hash_u32((uint32_t)gi ^ (uint32_t)(gi >> 32) * 0x9e3779b9u));
     store_state(m, i, mi, r);
     store_state(v, i, vi, r >> 16 | r << 16);
     float p = master[i] * (1.0f - lr * weight_decay);
@@ -65,16 +68,17 @@ struct AdamWHyper {
 
 // One AdamW step over n contiguous parameters. The gradient used is grads * grad_scale
 // (* *clip_scale when clip_scale, a device pointer such as global_norm's output [1], is given). params_bf16 may be null (no working copy). state_t: float or bf16.
+// index_base: the flat index of element 0 (stochastic rounding of bf16 moments hashes it).
 template <typename state_t>
 inline void adamw_update(float* master, bf16* params_bf16, const float* grads, state_t* m, state_t* v, size_t n,
                          const AdamWHyper& hp, float grad_scale, const float* clip_scale, uint32_t seed,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, size_t index_base = 0) {
   if (n == 0) return;
   const float bc1 = (float)(1.0 - pow((double)hp.beta1, hp.step)), bc2 = (float)(1.0 - pow((double)hp.beta2, hp.step));
   size_t blocks = ceil_div(n, (size_t)256);
   if (blocks > 4096) blocks = 4096;
   LAUNCH(adamw_kernel<state_t>, (unsigned)blocks, 256, 0, stream)(master, params_bf16, grads, m, v, n, hp.lr,
                                                                  hp.beta1, hp.beta2, hp.eps, hp.weight_decay, bc1,
-                                                                 bc2, grad_scale, clip_scale, seed);
+                                                                 bc2, grad_scale, clip_scale, seed, index_base);
   CUDA_CHECK(cudaGetLastError());
 }
