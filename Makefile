@@ -153,6 +153,7 @@ clean:
 # `make demo-quick` runs the <= 5 minute version (runs/demo-quick/).
 demo:
 	bash scripts/install_deps.sh --demo
+	bash scripts/install_deps.sh --minilm || echo "demo: all-MiniLM-L6-v2 could not be installed: the external scope detector is skipped"
 	$(MAKE) all
 	python3 scripts/demo.py --no-install $(if $(filter-out 0,$(DEMO_QUICK)),--quick)
 demo-quick:
@@ -161,6 +162,7 @@ demo-quick:
 # commit it was made at and the command, for committing.
 study:
 	bash scripts/install_deps.sh --demo
+	bash scripts/install_deps.sh --minilm || echo "demo: all-MiniLM-L6-v2 could not be installed: the external scope detector is skipped"
 	$(MAKE) all
 	python3 scripts/demo.py --no-install --study
 	python3 scripts/demo_report.py --publish runs/demo-study docs/results/study
@@ -232,7 +234,7 @@ $(BUILD)/train_llama_emu: $(BUILD)/cuda-emu/train_llama.o $(BUILD)/cuda-emu/lari
                           $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data larimar_edit
-$(BUILD)/test/test_larimar_cli: | larimar_edit eval_factoids train_llama prepare_data
+$(BUILD)/test/test_larimar_cli: | larimar_edit eval_factoids train_llama prepare_data scope_detect
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test/test_cuda_cli: | $(BUILD)/eval_factoids_emu eval_factoids

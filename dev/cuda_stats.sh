@@ -19,7 +19,7 @@ trap 'rm -rf "$tmp"' EXIT
 {
   echo '#include "kernels/cuda_backend.cu"'
   for f in kernels/cuda/*.cuh; do echo "#include \"$f\""; done
-  echo 'template void adamw_update<bf16>(float*, bf16*, const float*, bf16*, bf16*, size_t, const AdamWHyper&, float, const float*, uint32_t, cudaStream_t);'
+  echo 'template void adamw_update<bf16>(float*, bf16*, float*, bf16*, bf16*, size_t, const AdamWHyper&, float, const float*, uint32_t, cudaStream_t, size_t, const AdamWFusion&);'
 } > "$tmp/all_kernels.cu"
 
 status=0

@@ -77,6 +77,17 @@ std::vector<float> SentenceEncoder::embed(const std::vector<std::string>& texts,
   return out;
 }
 
+void normalize_rows(std::vector<float>& x, int dim) {
+  check(dim > 0 && x.size() % size_t(dim) == 0, "normalize_rows: ", x.size(), " values are not rows of ", dim);
+  for (size_t r = 0; r < x.size(); r += size_t(dim)) {
+    double ss = 0;
+    for (int c = 0; c < dim; ++c) ss += double(x[r + c]) * x[r + c];
+    if (ss == 0) continue;
+    const double inv = 1 / std::sqrt(ss);
+    for (int c = 0; c < dim; ++c) x[r + c] = float(x[r + c] * inv);
+  }
+}
+
 void ScopeDetector::write(const float* embeddings, int64_t n) {
   memory.insert(memory.end(), embeddings, embeddings + n * dim);
 }

@@ -1,8 +1,9 @@
-// The external scope detector (ESD) of Larimar: a sentence encoder (all-MiniLM-L6-v2: WordPiece,
-// BERT, mean pooling, L2 normalization) embeds the prompts of the written facts into a scope
-// memory; a query is in scope when its nearest written fact (1-NN by cosine) is at least
+// Larimar's scope detectors. The external one (ESD): a sentence encoder (all-MiniLM-L6-v2:
+// WordPiece, BERT, mean pooling, L2 normalization) embeds the prompts of the written facts into a
+// scope memory; a query is in scope when its nearest written fact (1-NN by cosine) is at least
 // `threshold` similar. The model is installed at run time (scripts/install_deps.sh --minilm),
-// never committed.
+// never committed. The internal one (ISD) is the same detector on the Larimar encoder's own codes
+// z, made unit vectors by normalize_rows (./scope_detect --isd).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -27,6 +28,9 @@ struct SentenceEncoder {
   // [n, dim] unit vectors, `batch` sentences per forward pass.
   std::vector<float> embed(const std::vector<std::string>& texts, int batch = 32) const;
 };
+
+// Scales each row of x [n, dim] to unit length (a zero row stays zero: its cosine with anything is 0).
+void normalize_rows(std::vector<float>& x, int dim);
 
 struct ScopeMatch {
   int32_t nearest = -1;   // index of the most similar written fact (-1: the memory is empty)

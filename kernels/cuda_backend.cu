@@ -4,12 +4,15 @@
 #include "kernels/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/cast.cuh"
 #include "kernels/cuda/condition.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
@@ -226,15 +229,32 @@ void CudaBackend::rope_apply(bf16* x, const int32_t* pos, const float* cos_t, co
                              int D, int64_t ld, bool backward) {
   ::rope_apply(x, pos, cos_t, sin_t, N, heads, D, (long long)ld, backward, stream());
 }
+static CudaBackend::AttentionKernels& attention_kernels_setting() {
+  static CudaBackend::AttentionKernels k = [] {
+    const char* env = std::getenv("ENGINE_ATTENTION");
+    const std::string v = env ? env : "tensor-cores";
+    check(v == "tensor-cores" || v == "fma", "ENGINE_ATTENTION: expected fma or tensor-cores, got '", v, "'");
+    return v == "fma" ? CudaBackend::AttentionKernels::fma : CudaBackend::AttentionKernels::tensor_cores;
+  }();
+  return k;
+}
+void CudaBackend::set_attention_kernels(AttentionKernels k) { attention_kernels_setting() = k; }
+CudaBackend::AttentionKernels CudaBackend::attention_kernels() { return attention_kernels_setting(); }
 void CudaBackend::attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                                     const int32_t* lo, const int32_t* hi, const AttentionShape& s) {
-  ::attention_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
+  if (attention_kernels() == AttentionKernels::tensor_cores && attention_tc_supported(q, k, v, nullptr, dims(s), s.D))
+    ::attention_tc_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
+  else
+    ::attention_forward(out, lse, q, k, v, lo, hi, s.rows, dims(s), s.D, stream());
 }
 void CudaBackend::attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,
                                      const bf16* v, const bf16* out, const float* lse, const int32_t* lo,
                                      const int32_t* hi, const AttentionShape& s) {
   float* delta = scratch<float>(SCRATCH_ATTN_DELTA, (size_t)s.rows * s.Tq * s.H);
-  ::attention_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
+  if (attention_kernels() == AttentionKernels::tensor_cores && attention_tc_supported(q, k, v, dout, dims(s), s.D))
+    ::attention_tc_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
+  else
+    ::attention_backward(dq, dk, dv, delta, dout, out, q, k, v, lse, lo, hi, s.rows, dims(s), s.D, stream());
 }
 void CudaBackend::swiglu_forward(bf16* out, const bf16* gate_up, int N, int I) {
   ::swiglu_forward(out, gate_up, N, I, stream());
@@ -282,7 +302,7 @@ void CudaBackend::adamw_update(float* p, const float* g, float* m, float* v, siz
     mirror = s.params_bf16 + (p - s.params);
   }
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
-  ::adamw_update<float>(p, mirror, g, m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream(),
+  ::adamw_update<float>(p, mirror, const_cast<float*>(g), m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream(),
                         mirror ? size_t(p - s.params) : 0);
 }
 void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
@@ -295,8 +315,41 @@ void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* 
   }
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
   // uint16_t holds the bf16 bit patterns (the host-side template has no bf16 type).
-  ::adamw_update<bf16>(p, mirror, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp, grad_scale,
-                       nullptr, (uint32_t)step, stream(), mirror ? size_t(p - s.params) : 0);
+  ::adamw_update<bf16>(p, mirror, const_cast<float*>(g), reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp,
+                       grad_scale, nullptr, (uint32_t)step, stream(), mirror ? size_t(p - s.params) : 0);
+}
+template <class state_t>
+static double adamw_clip_update_impl(float* p, float* g, state_t* m, state_t* v, size_t n, float lr, float b1,
+                                     float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
+  if (n == 0) return 0.0;
+  BackendState& s = state();
+  bf16* mirror = nullptr;
+  if (in_params(p)) {
+    weight(p);
+    mirror = s.params_bf16 + (p - s.params);
+  }
+  float* buf = scratch<float>(SCRATCH_NORM, GLOBAL_NORM_BLOCKS + 2);
+  global_norm_partials(buf, g, n, stream());
+  AdamWFusion fuse;
+  fuse.norm_partials = buf;
+  fuse.max_norm = max_grad_norm;
+  fuse.norm_out = buf + GLOBAL_NORM_BLOCKS;
+  fuse.zero_grads = zero_grads;
+  const AdamWHyper hp{lr, b1, b2, eps, wd, step};
+  ::adamw_update<state_t>(p, mirror, g, m, v, n, hp, 1.0f, nullptr, (uint32_t)step, stream(),
+                          mirror ? size_t(p - s.params) : 0, fuse);
+  float norm = 0.0f;
+  CudaBackend::download(&norm, buf + GLOBAL_NORM_BLOCKS, 1);
+  return norm;
+}
+double CudaBackend::adamw_clip_update(float* p, float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                                      float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
+  return adamw_clip_update_impl<float>(p, g, m, v, n, lr, b1, b2, eps, wd, step, max_grad_norm, zero_grads);
+}
+double CudaBackend::adamw_clip_update(float* p, float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
+                                      float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
+  return adamw_clip_update_impl<bf16>(p, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, lr, b1, b2, eps,
+                                      wd, step, max_grad_norm, zero_grads);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -102,6 +102,13 @@ struct CudaBackend {
                               int IC, int OC, bool accumulate_dx);
   static void rope_apply(bf16* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int heads, int D,
                          int64_t ld, bool backward);
+  // Attention kernels: tensor cores (kernels/cuda/attention_tc.cuh, WMMA) by default, or the fp32
+  // FMA kernels (kernels/cuda/attention.cuh, the reference path) with ENGINE_ATTENTION=fma in the
+  // environment or set_attention_kernels (read once; any other value than fma / tensor-cores is an
+  // error). Operands the tensor-core kernels cannot load as 16-byte vectors go to the FMA kernels.
+  enum class AttentionKernels { tensor_cores, fma };
+  static void set_attention_kernels(AttentionKernels k);
+  static AttentionKernels attention_kernels();
   static void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int32_t* lo,
                                 const int32_t* hi, const AttentionShape& s);
   static void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,
@@ -124,6 +131,14 @@ struct CudaBackend {
   // resumed run draws the same rounding as an uninterrupted one.
   static void adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1, float b2,
                            float eps, float wd, int step, float grad_scale);
+  // The fused step (kernels/cuda/adamw.cuh): global norm, clipping and AdamW in two passes with no
+  // host round trip between them, and the gradients zeroed in the update pass when zero_grads.
+  // Returns the norm before clipping; the same bits as sum_of_squares + adamw_update + zero.
+  static constexpr bool fuses_optimizer = true;
+  static double adamw_clip_update(float* p, float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                                  float eps, float wd, int step, float max_grad_norm, bool zero_grads);
+  static double adamw_clip_update(float* p, float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
+                                  float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads);
 
   // ---- memory conditioning (kernels/cuda/condition.cuh) ----
   static void condition_kv_forward(bf16* kv, const bf16* qkv, const float* slot, int rows, int T, int KVD,

@@ -17,6 +17,7 @@
 // activations of the CUDA backend are widened): they are rows x C x Cz multiply-adds, nothing
 // next to the stack.
 #pragma once
+#include <bit>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -166,10 +167,7 @@ struct Encoder {
     if constexpr (std::is_same_v<act_t, float>) {
       return x;
     } else {
-      const uint16_t bits = float_to_bf16(x);
-      act_t a;
-      std::memcpy(&a, &bits, 2);
-      return a;
+      return std::bit_cast<act_t>(float_to_bf16(x));
     }
   }
   std::vector<int> lengths;     // of the last encode()'s texts

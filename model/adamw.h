@@ -37,14 +37,36 @@ void adamw_apply(float* params, const float* grads, moment_t* m, moment_t* v, si
 
 // One step clipped by the norm of this buffer. Returns the global gradient norm before clipping.
 // The clipping factor is folded into the update, so gradients are read once.
+// Backends with Backend::fuses_optimizer (CUDA) run it as their fused step (norm, clip and update
+// with no host round trip, bit-exact with the sequence below) unless the norm needs the other ranks.
 // With ZeRO each rank updates its own slice of the flat buffer: `sum_over_ranks` turns the slice's
 // sum of squares into the whole model's (an all-reduce), so every rank clips by the global norm.
 template <class Backend, class moment_t>
 double adamw_step(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
                   const AdamWConfig& o, const std::function<double(double)>& sum_over_ranks = nullptr) {
+  if constexpr (Backend::fuses_optimizer) {
+    if (!sum_over_ranks)
+      return Backend::adamw_clip_update(params, const_cast<float*>(grads), m, v, n, o.lr, o.beta1, o.beta2, o.eps,
+                                        o.weight_decay, step, o.max_grad_norm, false);
+  }
   double sum_sq = Backend::sum_of_squares(grads, n);
   if (sum_over_ranks) sum_sq = sum_over_ranks(sum_sq);
   double norm = std::sqrt(sum_sq);
   adamw_apply<Backend>(params, grads, m, v, n, step, o, clip_scale(norm, o.max_grad_norm));
+  return norm;
+}
+
+// The same step, leaving the gradients [0, n) zero for the next accumulation: on fusing backends
+// each gradient is zeroed in the update pass right after it is read (no separate memset pass).
+template <class Backend, class moment_t>
+double adamw_step_zero_grads(float* params, float* grads, moment_t* m, moment_t* v, size_t n, int step,
+                             const AdamWConfig& o, const std::function<double(double)>& sum_over_ranks = nullptr) {
+  if constexpr (Backend::fuses_optimizer) {
+    if (!sum_over_ranks)
+      return Backend::adamw_clip_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
+                                        o.max_grad_norm, true);
+  }
+  const double norm = adamw_step<Backend>(params, grads, m, v, n, step, o, sum_over_ranks);
+  Backend::zero(grads, n);
   return norm;
 }

@@ -16,6 +16,7 @@ struct CpuBackend {
   static constexpr bool has_bf16_moments = false;
   // The forward keeps copy + accumulating GEMM + RMSNorm for the residual adds (see model/llama.h).
   static constexpr bool fuses_residual_rmsnorm = false;
+  static constexpr bool fuses_optimizer = false;  // model/adamw.h: norm, update and zeroing as separate passes
 
   template <class T>
   static T* alloc(size_t n) {  // zero-filled, 64-byte aligned

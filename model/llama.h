@@ -71,6 +71,7 @@ struct LlamaModel {
   uint16_t* adam_v16 = nullptr;
   MomentDtype moment_dtype = MomentDtype::f32;
   int adam_step = 0;
+  bool grads_zeroed_by_optimizer = false;  // optimizer_step left the gradients zero
   // The slice [opt_begin, opt_begin + opt_count) of the flat buffer that optimizer_step updates
   // and the moments cover: all of it, or this rank's ZeRO shard (shard_optimizer).
   size_t opt_begin = 0, opt_count = 0;
@@ -176,9 +177,13 @@ struct LlamaModel {
   }
   void params_changed() { Backend::params_changed(params, layout.total); }
 
+  // After optimizer_step the gradients are already zero (zeroed in the optimizer pass), and the
+  // memset is skipped unless a backward added to them since; a direct write to `grads` between
+  // optimizer_step and zero_grad would be kept.
   void zero_grad() {
     check(use == ModelUse::train, "zero_grad: the model was planned for inference only");
-    Backend::zero(grads, layout.total);
+    if (!grads_zeroed_by_optimizer) Backend::zero(grads, layout.total);
+    grads_zeroed_by_optimizer = false;
   }
 
   // Forward through the final norm (keeps what the backward needs). Validates the batch.
@@ -207,18 +212,24 @@ struct LlamaModel {
   void lens_stats(int l, const std::vector<int32_t>& token_index, const std::vector<int32_t>& gold, float* prob,
                   int32_t* rank, int32_t* top1);
   // One optimizer step over the accumulated gradients (clipping, AdamW). Returns the global
-  // gradient norm before clipping.
+  // gradient norm before clipping. When the step covers the whole buffer it also leaves the
+  // gradients zero (zeroed in the update pass on fusing backends) and the next zero_grad skips its
+  // memset.
   // With a ZeRO shard only the slice [opt_begin, opt_begin + opt_count) is updated, and
   // `sum_over_ranks` makes its squared gradient norm the whole model's (see adamw_step).
   double optimizer_step(const AdamWConfig& opt, const std::function<double(double)>& sum_over_ranks = nullptr) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
     float* p = params + opt_begin;
-    const float* g = grads + opt_begin;
+    float* g = grads + opt_begin;
+    const bool whole = opt_begin == 0 && opt_count == layout.total;
+    grads_zeroed_by_optimizer = whole;
     if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
-        return adamw_step<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, sum_over_ranks);
+        return whole ? adamw_step_zero_grads<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, sum_over_ranks)
+                     : adamw_step<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, sum_over_ranks);
     }
-    return adamw_step<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks);
+    return whole ? adamw_step_zero_grads<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks)
+                 : adamw_step<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks);
   }
   // The same step with a clipping factor computed elsewhere: clip_scale of a global norm over
   // several models' gradients (Larimar: decoder, encoder and host parameters), to which
@@ -226,6 +237,7 @@ struct LlamaModel {
   double grad_sum_of_squares() const { return Backend::sum_of_squares(grads + opt_begin, opt_count); }
   void optimizer_step_scaled(const AdamWConfig& opt, float scale) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    grads_zeroed_by_optimizer = false;
     float* p = params + opt_begin;
     const float* g = grads + opt_begin;
     if constexpr (Backend::has_bf16_moments) {
@@ -857,6 +869,7 @@ template <class Backend>
 double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_batch_targets) {
   check(use == ModelUse::train, "forward_backward: the model was planned for inference only");
   check(optimizer_batch_targets > 0, "forward_backward: the optimizer batch has no target tokens");
+  grads_zeroed_by_optimizer = false;
   if (std::none_of(b.targets.begin(), b.targets.end(), [](int32_t t) { return t >= 0; })) {
     validate_and_upload(b);  // no loss here: nothing to add to the gradients
     return 0.0;
@@ -932,6 +945,7 @@ double LlamaModel<Backend>::forward_loss(const Batch& b) {
 
 template <class Backend>
 void LlamaModel<Backend>::backward_from_lnf() {
+  grads_zeroed_by_optimizer = false;
   const int N = cur_rows * cur_T;
   const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
   Backend::zero(d_res, (size_t)N * C);

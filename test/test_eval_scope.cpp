@@ -80,6 +80,24 @@ TEST_CASE("scope metrics: equal error rate and F1 (worked by hand)") {
   REQUIRE_THROWS_WITH(scope_metrics({}, {0.5f}, 0.5), Catch::Contains("in-scope and out-of-scope"));
 }
 
+TEST_CASE("scope metrics: equal error rate and F1 equal an exact brute-force reference (dev/reference)") {
+  // test/fixtures/eval/scope_metrics.json: dev/reference/gen_scope_metrics.py, rational arithmetic
+  // over every candidate threshold; random scores, half of them on a 1/16 grid (ties across classes).
+  const json fx = json::parse(read_text_file("test/fixtures/eval/scope_metrics.json"));
+  REQUIRE(fx.at("cases").size() >= 10);
+  for (const json& c : fx.at("cases")) {
+    INFO(c.at("name").get<std::string>());
+    const ScopeMetrics m = scope_metrics(c.at("in_scope").get<std::vector<float>>(),
+                                         c.at("out_of_scope").get<std::vector<float>>(), c.at("threshold").get<double>());
+    const json& e = c.at("expected");
+    CHECK(m.eer == Approx(e.at("eer").get<double>()).margin(1e-12));
+    CHECK(m.eer_threshold == e.at("eer_threshold").get<double>());
+    CHECK(m.precision == Approx(e.at("precision").get<double>()).margin(1e-12));
+    CHECK(m.recall == Approx(e.at("recall").get<double>()).margin(1e-12));
+    CHECK(m.f1 == Approx(e.at("f1").get<double>()).margin(1e-12));
+  }
+}
+
 TEST_CASE("scope detector: a missing MiniLM model names the package and the install command") {
   setenv("MINILM_DIR", "/nonexistent/minilm", 1);
   REQUIRE_THROWS_WITH(SentenceEncoder::load(minilm_dir()),

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "common/file_io.h"
+#include "larimar/readout.h"
 #include "model/config.h"
 #include "larimar/encoder.h"
 #include "model/checkpoint.h"
@@ -213,6 +215,69 @@ TEST_CASE("eval_factoids --memory: decoding conditioned on the memory readout of
   write_file_atomic(d + "/other/larimar.safetensors", read_text_file(d + "/lar/larimar.safetensors"));
   CHECK(run(eval + " --memory " + mem + " --larimar " + d + "/other", err, "eval_factoids") == 1);
   CHECK_THAT(read_text_file(err), Contains("encoder"));
+}
+
+TEST_CASE("./scope_detect --isd: the internal scope detector, 1-NN cosine on the Larimar encoder's codes") {
+  const std::string d = scratch_dir("larimar_isd");
+  make_encoder(d + "/enc", 1);
+  write_file_atomic(d + "/facts.jsonl", "{\"prompt\": \"the sky is green\"}\n{\"prompt\": \"water boils at 50\"}\n"
+                                        "{\"prompt\": \"cats bark\"}\n");
+  const std::vector<std::string> queries = {"the sky is green", "cats bark", "ice is hot", "water boils at 50",
+                                            "dogs meow"};
+  const std::vector<bool> in = {true, true, false, true, false};
+  std::string q;
+  for (size_t i = 0; i < queries.size(); i++)
+    q += nlohmann::json{{"prompt", queries[i]}, {"in", (bool)in[i]}}.dump() + "\n";
+  write_file_atomic(d + "/q.jsonl", q);
+  const std::string err = d + "/err";
+  // No MiniLM needed: the ISD never loads it.
+  setenv("MINILM_DIR", "/nonexistent", 1);
+  const int rc = run("--isd " + d + "/enc --queries " + d + "/q.jsonl --facts " + d + "/facts.jsonl --threshold 0.999 --label in"
+              " --metrics " + d + "/m.json --output " + d + "/out.jsonl",
+                     err, "scope_detect");
+  unsetenv("MINILM_DIR");
+  REQUIRE(rc == 0);
+  // The expected cosines, from the codes themselves (float64, here).
+  const std::vector<std::string> facts = {"the sky is green", "water boils at 50", "cats bark"};
+  int Cz = 0;
+  const std::vector<float> zf = larimar::encode_texts(d + "/enc", facts, 4, "facts", &Cz);
+  const std::vector<float> zq = larimar::encode_texts(d + "/enc", queries, 4, "queries", &Cz);
+  REQUIRE(Cz == 16);
+  auto cosine = [&](const float* a, const float* b) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int k = 0; k < Cz; k++) ab += (double)a[k] * b[k], aa += (double)a[k] * a[k], bb += (double)b[k] * b[k];
+    return ab / std::sqrt(aa * bb);
+  };
+  const std::string text = read_text_file(d + "/out.jsonl");
+  size_t start = 0, i = 0;
+  std::vector<float> pos, neg;
+  for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1, i++) {
+    const nlohmann::json j = nlohmann::json::parse(text.substr(start, end - start));
+    int best = 0;
+    double best_cos = -2;
+    for (int f = 0; f < 3; f++) {
+      const double c = cosine(&zq[i * Cz], &zf[f * Cz]);
+      if (c > best_cos) best_cos = c, best = f;
+    }
+    INFO("query " << i << ": " << queries[i]);
+    CHECK(j.at("nearest").get<int>() == best);
+    CHECK(j.at("cosine").get<double>() == Approx(best_cos).margin(1e-5));
+    CHECK(j.at("in_scope").get<bool>() == (j.at("cosine").get<double>() >= 0.999));
+    if (in[i]) CHECK(j.at("cosine").get<double>() == Approx(1.0).margin(1e-5));  // written prompts
+    (in[i] ? pos : neg).push_back(j.at("cosine").get<float>());
+  }
+  REQUIRE(i == queries.size());
+  const nlohmann::json m = nlohmann::json::parse(read_text_file(d + "/m.json"));
+  CHECK(m.at("detector") == "isd");
+  // Every written prompt (cosine 1) above every other query: separable, at 0.999 too.
+  REQUIRE(*std::max_element(neg.begin(), neg.end()) < 0.999f);
+  CHECK(m.at("eer").get<double>() == 0);
+  CHECK(m.at("f1").get<double>() == 1);
+  CHECK(m.at("labelled_in_scope") == 3);
+  // A directory that is not an encoder is a clear error.
+  CHECK(run("--isd " + d + "/nowhere --queries " + d + "/q.jsonl", err, "scope_detect") == 1);
+  CHECK_THAT(read_text_file(err), Contains("error:") && Contains("nowhere"));
+  CHECK(m.at("at_eer_threshold").at("f1").get<double>() == 1);
 }
 
 // ---- train_llama --larimar ----------------------------------------------------------------------

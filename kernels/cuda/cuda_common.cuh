@@ -1,7 +1,7 @@
 // The portable prelude of every CUDA kernel file (kernels/cuda/<op>.cuh starts by including it).
 //
 // The same kernel source compiles two ways:
-//   - nvcc (__CUDACC__): the real CUDA runtime, bf16, cooperative groups and cuBLASLt headers;
+//   - nvcc (__CUDACC__): the real CUDA runtime, bf16, cooperative groups, WMMA and cuBLASLt headers;
 //   - g++ -DCUDA_EMULATION: the CPU emulator in test/emu/ (every CUDA thread is a fiber, blocks
 //     run on the emulator's own threads, with barrier / warp-mask / out-of-bounds checks), which
 //     defines the same names with the same meaning, so kernels run under `make test` on machines
@@ -26,6 +26,7 @@
 #include <cooperative_groups.h>
 #include <cooperative_groups/reduce.h>
 #include <cublasLt.h>
+#include <mma.h>
 
 #define LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
 

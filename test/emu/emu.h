@@ -108,6 +108,7 @@ int syncthreads_reduce(int kind, int predicate, const char* file, int line);  //
 enum class WarpOp : int {
   shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, sync,
   reduce_add, reduce_min, reduce_max, reduce_and, reduce_or, reduce_xor, match_any,
+  wmma_load, wmma_store, wmma_mma,  // nvcuda::wmma collectives (test/emu/wmma.h)
 };
 // One warp-synchronous operation: every lane named in `mask` must reach the same call site with
 // the same mask. `value` is the lane's operand (bit pattern), `arg` the lane / delta / lane mask.
@@ -404,3 +405,4 @@ inline cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t count
 
 #include "test/emu/device_math.h"
 #include "test/emu/cooperative_groups.h"
+#include "test/emu/wmma.h"

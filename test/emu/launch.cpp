@@ -259,6 +259,9 @@ static const char* op_name(WarpOp op) {
     case WarpOp::reduce_or: return "__reduce_or_sync";
     case WarpOp::reduce_xor: return "__reduce_xor_sync";
     case WarpOp::match_any: return "__match_any_sync";
+    case WarpOp::wmma_load: return "nvcuda::wmma::load_matrix_sync";
+    case WarpOp::wmma_store: return "nvcuda::wmma::store_matrix_sync";
+    case WarpOp::wmma_mma: return "nvcuda::wmma::mma_sync";
   }
   return "?";
 }
@@ -388,6 +391,16 @@ static uint64_t signed_extend(uint64_t v) { return (uint64_t)(int64_t)(int32_t)(
 static void complete_warp_op(Block& b, int warp_base, unsigned mask) {
   ThreadSlot* lanes = &b.threads[warp_base];
   const ThreadSlot& first = lanes[std::countr_zero(mask)];
+  if (first.op == WarpOp::wmma_load || first.op == WarpOp::wmma_store || first.op == WarpOp::wmma_mma) {
+    // The full mask was checked on entry: every lane's operands are on its suspended fiber.
+    const WmmaCall* calls[32];
+    for (int l = 0; l < 32; l++) calls[l] = reinterpret_cast<const WmmaCall*>(lanes[l].value);
+    const std::string err = wmma_complete(first.op, calls);
+    if (!err.empty())
+      device_error(b, std::string(op_name(first.op)) + " at " + site_str(first.file, first.line) + ": " + err);
+    for (int l = 0; l < 32; l++) lanes[l].state = State::ready;
+    return;
+  }
   uint64_t ballot = 0, reduce = 0;
   bool reduce_init = false;
   for (int l = 0; l < 32; l++) {
@@ -482,6 +495,11 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   if (width < 1 || width > 32 || (width & (width - 1)) != 0)
     device_error(b, site() + ": width " + std::to_string(width) + " is not a power of two <= 32");
   const int lanes_in_warp = std::min(32, b.nthreads - warp_base);
+  const bool wmma = op == WarpOp::wmma_load || op == WarpOp::wmma_store || op == WarpOp::wmma_mma;
+  if (wmma && lanes_in_warp < 32)
+    device_error(b, site() + ": WMMA operations need all 32 lanes of the warp, but warp " +
+                        std::to_string(me / 32) + " has " + std::to_string(lanes_in_warp) +
+                        " threads (the block has " + std::to_string(b.nthreads) + ")");
   if (lanes_in_warp < 32 && (mask >> lanes_in_warp) != 0)
     device_error(b, "warp mask mismatch: " + site() + ": mask " + hex(mask) + " names lanes " +
                         std::to_string(lanes_in_warp) + "..31 of warp " +
@@ -568,7 +586,10 @@ static std::string diagnose_deadlock(Block& b) {
         continue;
       return "emu: " + where(b) + ": warp mask mismatch: " + thread_str(b, t) + " waits at " +
              op_name(s.op) + " at " + site_str(s.file, s.line) + " with mask " + hex(s.mask) +
-             ", but lane " + std::to_string(l) + " named in the mask " + elsewhere;
+             ", but lane " + std::to_string(l) + " named in the mask " + elsewhere +
+             (s.op == WarpOp::wmma_load || s.op == WarpOp::wmma_store || s.op == WarpOp::wmma_mma
+                  ? " (WMMA operations need all 32 lanes of the warp at the same call)"
+                  : "");
     }
   }
   // A barrier that cannot complete because threads exited.

@@ -35,5 +35,16 @@ void launch_all_samples(float* f, int* i, unsigned* u, cudaStream_t stream) {
   LAUNCH(big_static_smem_kernel, 1, 64, 0, stream)(f);
   LAUNCH(indices_3d_kernel, dim3(3, 4, 5), dim3(4, 2, 3), 0, stream)(i);
   LAUNCH(syncwarp_reduce_kernel, 1, 32, 0, stream)(i);
+  {
+    auto* bf = reinterpret_cast<const __nv_bfloat16*>(f);
+    auto rr = wmma_gemm_kernel<wmma::row_major, wmma::row_major>;
+    auto cc = wmma_gemm_kernel<wmma::col_major, wmma::col_major>;
+    LAUNCH(rr, dim3(2, 2), 64, 0, stream)(bf, bf, f, f, 32, 32, 64, 64);
+    LAUNCH(cc, dim3(2, 2), 64, 0, stream)(bf, bf, f, f, 32, 32, 64, 64);
+    LAUNCH(wmma_naive_layout_kernel, 1, 32, 0, stream)(bf, f);
+    LAUNCH(wmma_acc_as_a_kernel, 1, 32, 0, stream)(bf, bf, bf, f);
+    LAUNCH(wmma_half_warp_kernel, 1, 32, 0, stream)(bf, f);
+    LAUNCH(wmma_load_kernel, 1, 32, 0, stream)(bf, 0, 16, 0, f);
+  }
   CUDA_CHECK(cudaGetLastError());
 }

@@ -3,6 +3,8 @@
 // kernels of each kind (block reduction, warp shuffles, tiled matmul, atomic histogram,
 // cooperative groups), and kernels with the bugs the emulator must catch.
 #pragma once
+#include <type_traits>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace cg = cooperative_groups;
@@ -270,4 +272,69 @@ __global__ void syncwarp_reduce_kernel(int* out) {
     __syncwarp();
   }
   if (lane == 0) out[0] = values[0];
+}
+
+// ---- Warp matrix functions (nvcuda::wmma) ----
+namespace wmma = nvcuda::wmma;
+
+// D = A B + C (bf16 A, B; fp32 C, D), M, N, K multiples of 16: one warp per 16x16 tile of D, two
+// warps per block along N. A is M x K (row-major A[m*lda + k] or col-major A[k*lda + m]), B is
+// K x N (row-major B[k*ldb + n] or col-major B[n*ldb + k]), C and D row-major with ldc.
+template <class LayoutA, class LayoutB>
+__global__ void wmma_gemm_kernel(const __nv_bfloat16* A, const __nv_bfloat16* B, const float* C, float* D, int K,
+                                 int lda, int ldb, int ldc) {
+  constexpr bool a_row = std::is_same<LayoutA, wmma::row_major>::value;
+  constexpr bool b_row = std::is_same<LayoutB, wmma::row_major>::value;
+  const int tm = blockIdx.y, tn = blockIdx.x * 2 + threadIdx.x / 32;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> b;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::load_matrix_sync(acc, C + (size_t)tm * 16 * ldc + tn * 16, ldc, wmma::mem_row_major);
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    wmma::load_matrix_sync(a, a_row ? A + (size_t)tm * 16 * lda + k0 : A + (size_t)k0 * lda + tm * 16, lda);
+    wmma::load_matrix_sync(b, b_row ? B + (size_t)k0 * ldb + tn * 16 : B + (size_t)tn * 16 * ldb + k0, ldb);
+    wmma::mma_sync(acc, a, b, acc);
+  }
+  for (int i = 0; i < acc.num_elements; i++) acc.x[i] *= 0.5f;  // element-wise: layout-independent
+  wmma::store_matrix_sync(D + (size_t)tm * 16 * ldc + tn * 16, acc, ldc, wmma::mem_row_major);
+}
+
+// Layout-dependent (wrong) code: reads a loaded matrix_a fragment as if lane l held elements
+// 8l..8l+7 of the row-major tile. The element mapping is unspecified; the emulator's is permuted.
+__global__ void wmma_naive_layout_kernel(const __nv_bfloat16* A, float* out) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+  wmma::load_matrix_sync(a, A, 16);
+  for (int i = 0; i < a.num_elements; i++) out[threadIdx.x * 8 + i] = __bfloat162float(a.x[i]);
+}
+
+// Layout-dependent (wrong) code: reuses an accumulator's registers as a matrix_a fragment (the
+// register trick of hand-written mma.sync kernels, valid only where the two layouts are known to
+// agree): out = (A B) I.
+__global__ void wmma_acc_as_a_kernel(const __nv_bfloat16* A, const __nv_bfloat16* B, const __nv_bfloat16* I,
+                                     float* out) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::load_matrix_sync(a, A, 16);
+  wmma::load_matrix_sync(b, B, 16);
+  wmma::fill_fragment(acc, 0.0f);
+  wmma::mma_sync(acc, a, b, acc);
+  for (int i = 0; i < a.num_elements; i++) a.x[i] = __float2bfloat16(acc.x[i]);
+  wmma::load_matrix_sync(b, I, 16);
+  wmma::fill_fragment(acc, 0.0f);
+  wmma::mma_sync(acc, a, b, acc);
+  wmma::store_matrix_sync(out, acc, 16, wmma::mem_row_major);
+}
+
+// Bugs: WMMA with half a warp, with a misaligned pointer, a bad ldm, or lanes disagreeing on the
+// pointer.
+__global__ void wmma_half_warp_kernel(const __nv_bfloat16* A, float* out) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+  if (threadIdx.x < 16) wmma::load_matrix_sync(a, A, 16);
+  out[threadIdx.x] = 0.0f;
+}
+__global__ void wmma_load_kernel(const __nv_bfloat16* A, int offset, int ldm, int per_lane, float* out) {
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+  wmma::load_matrix_sync(b, A + offset + per_lane * (threadIdx.x % 32), ldm);
+  out[threadIdx.x] = __bfloat162float(b.x[0]);
 }
