@@ -40,7 +40,7 @@ SRCS_larimar   := $(wildcard larimar/*.cpp)
 DEPS_larimar   := tokenizer model kernels common
 # Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/, for its objects
 # and those that include its headers only (`private`: not passed on to prerequisites).
-$(BUILD)/larimar/%.o $(BUILD)/larimar_edit.o $(BUILD)/test/test_cuda_train.o $(BUILD)/test/test_larimar.o $(BUILD)/test/test_larimar_%.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
+$(BUILD)/larimar/%.o $(BUILD)/cuda-emu/larimar/%.o $(BUILD)/larimar_edit.o $(BUILD)/test/test_cuda_train.o $(BUILD)/test/test_larimar.o $(BUILD)/test/test_larimar_%.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(filter-out kernels/cpu/sgemm_$(if $(filter omp,$(GEMM)),dnnl,omp).cpp,$(wildcard kernels/cpu/*.cpp))
@@ -219,7 +219,9 @@ $(BUILD)/cuda/cuda_backend.o: kernels/cuda_backend.cu kernels/cuda_backend.h ker
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 $(BUILD)/train_llama.o $(BUILD)/eval_factoids.o $(BUILD)/analyze_layers.o: CXXFLAGS += -DENGINE_CUDA -DENGINE_USE_NVTX -I$(CUDA_HOME)/include
+$(BUILD)/larimar/train_cuda.o: CXXFLAGS += -I$(CUDA_HOME)/include
 train_llama eval_factoids analyze_layers: $(BUILD)/cuda/cuda_backend.o
+train_llama: $(BUILD)/larimar/train_cuda.o
 train_llama eval_factoids analyze_layers: LDLIBS += $(CUDA_LDLIBS)
 endif
 # train_llama on the CUDA emulator: `--device cuda` with no GPU, for test/test_cuda_cli.cpp. The
@@ -227,9 +229,11 @@ endif
 $(BUILD)/cuda-emu/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(EMU_FLAGS) -DENGINE_CUDA -x c++ -MMD -MP -c $< -o $@
-$(BUILD)/train_llama_emu: $(BUILD)/cuda-emu/train_llama.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
+# larimar/train_cuda.cu: the Larimar trainer's CUDA instantiation, for these programs only.
+$(BUILD)/train_llama_emu: $(BUILD)/cuda-emu/train_llama.o $(BUILD)/cuda-emu/larimar/train_cuda.o \
+                          $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
-$(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data
+$(BUILD)/test/test_cuda_cli: | $(BUILD)/train_llama_emu train_llama prepare_data larimar_edit
 $(BUILD)/test/test_larimar_cli: | larimar_edit eval_factoids train_llama prepare_data scope_detect
 $(BUILD)/eval_factoids_emu: $(BUILD)/cuda-emu/eval_factoids.o $(BUILD)/cuda-emu/kernels/cuda_backend.o $(ALL_LIBS)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
@@ -265,7 +269,7 @@ $(GPU_BUILD)/test_cuda_kernels $(GPU_BUILD)/test_cuda_train: $(GPU_BUILD)/%: $(G
 $(GPU_BUILD)/test_cuda_cli.o: test/test_cuda_cli.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
-$(GPU_BUILD)/test_cuda_cli: $(GPU_BUILD)/test_cuda_cli.o $(BUILD)/test/catch_main.o $(HOST_LIBS) | train_llama eval_factoids prepare_data
+$(GPU_BUILD)/test_cuda_cli: $(GPU_BUILD)/test_cuda_cli.o $(BUILD)/test/catch_main.o $(HOST_LIBS) | train_llama eval_factoids prepare_data larimar_edit
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 $(GPU_BUILD)/kernel_bench: $(GPU_BUILD)/dev/cuda/kernel_bench.o
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(CUDA_LDLIBS)

@@ -334,8 +334,9 @@ struct Trainer {
   std::unique_ptr<DataLoader> loader;
   std::unique_ptr<LlamaModel<Backend>> own_model;
   LlamaModel<Backend>* model = nullptr;  // own_model, or the decoder of a Larimar model
-  // --larimar: the encoder, the memory and the decoder `model` points to (CPU backend).
-  std::unique_ptr<larimar::LarimarTrainer<CpuBackend>> larimar;
+  // --larimar: the encoder, the memory and the decoder `model` points to (the encoder and the
+  // decoder on this backend; the memory math on the host).
+  std::unique_ptr<larimar::LarimarTrainer<Backend>> larimar;
   LrSchedule schedule;
   AdamWConfig adamw;
   std::vector<EvalItem> eval_items;
@@ -684,7 +685,6 @@ struct Trainer {
     const int sources = int(!resume_dir.empty()) + int(!args.model.empty()) + int(!args.init.empty());
     check(sources == 1, "give exactly one of --model DIR, --init CONFIG.json, --resume PATH");
     if (!args.larimar.empty()) {
-      check(kOnHost, "--larimar: the Larimar trainer runs on the CPU backend only yet (give --device cpu)");
       check(pg.world_size == 1, "--larimar: single-process training only (the launcher started ", pg.world_size,
             " processes)");
       check(args.eval_data.empty(), "--larimar: --eval-data is not evaluated during Larimar training (evaluate a "
@@ -789,7 +789,7 @@ struct Trainer {
     if (!args.larimar.empty()) {
       check(args.recompute == "none" && !args.offload_optimizer,
             "--recompute and --offload-optimizer apply to a plain model: they do not combine with --larimar");
-      if constexpr (kOnHost) make_larimar(resume_dir);
+      make_larimar(resume_dir);
     } else {
       if constexpr (!kOnHost) {
 #if defined(ENGINE_CUDA)
@@ -908,15 +908,15 @@ struct Trainer {
             "): encoder and decoder must read the same token ids");
     check(larimar_spec.encoder.llama.vocab_size >= tokenizer->vocab_size(), src, ": the encoder's vocab_size ",
           larimar_spec.encoder.llama.vocab_size, " is below the tokenizer's ", tokenizer->vocab_size(), " tokens");
-    larimar::LarimarTrainer<CpuBackend>::Options o;
+    typename larimar::LarimarTrainer<Backend>::Options o;
     o.max_texts = args.batch_size;
     o.max_T = args.seq_len;
     o.iterative_pinv = args.pinv == "iterative";
     o.freeze_decoder = args.freeze_decoder;
     o.beta = {args.beta, args.beta_cycles, args.beta_ratio_zero, args.beta_ratio_increase, total_steps};
     o.seed = args.seed;
-    larimar = std::make_unique<larimar::LarimarTrainer<CpuBackend>>(larimar_spec, config, o);
-    if constexpr (kOnHost) model = &larimar->decoder();
+    larimar = std::make_unique<larimar::LarimarTrainer<Backend>>(larimar_spec, config, o);
+    model = &larimar->decoder();
   }
 
   // evaluate() on rank 0 (all ranks hold the same weights); every rank gets the accuracy.

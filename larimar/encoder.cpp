@@ -3,9 +3,6 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/json_file.h"
-#include "model/cpu_backend.h"
-#include "model/safetensors.h"
-#include "model/weights.h"
 
 namespace larimar {
 
@@ -23,17 +20,5 @@ EncoderConfig parse_encoder_config(const nlohmann::json& j, const std::string& p
 EncoderConfig load_encoder_config(const std::string& config_json_path) {
   return parse_encoder_config(read_json_file(config_json_path), config_json_path);
 }
-
-template <class Backend>
-void Encoder<Backend>::load(const std::string& dir) {
-  std::vector<float> host(model.layout.total);
-  load_weights(dir, cfg.llama, model.layout, host.data());
-  model.load_params(host.data());
-  SafeTensors st = SafeTensors::open(dir);
-  st.read_f32(kEncoderProjWeight, proj_w.data(), {Cz, C});
-  st.read_f32(kEncoderProjBias, proj_b.data(), {Cz});
-}
-
-template struct Encoder<CpuBackend>;
 
 }  // namespace larimar

@@ -24,7 +24,8 @@
 #include <vector>
 
 #include "model/llama.h"
-#include "model/safetensors.h"  // bf16_to_float, float_to_bf16
+#include "model/safetensors.h"  // bf16_to_float, float_to_bf16, SafeTensors
+#include "model/weights.h"      // load_weights
 
 namespace larimar {
 
@@ -58,7 +59,14 @@ struct Encoder {
   }
 
   // The Llama tensors and the projection from an encoder directory (see above).
-  void load(const std::string& dir);
+  void load(const std::string& dir) {
+    std::vector<float> host(model.layout.total);
+    load_weights(dir, cfg.llama, model.layout, host.data());
+    model.load_params(host.data());
+    SafeTensors st = SafeTensors::open(dir);
+    st.read_f32(kEncoderProjWeight, proj_w.data(), {Cz, C});
+    st.read_f32(kEncoderProjBias, proj_b.data(), {Cz});
+  }
 
   void zero_grad() {
     model.zero_grad();

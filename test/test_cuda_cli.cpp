@@ -4,7 +4,8 @@
 // weights are close, a resumed CUDA run ends with byte-identical weights, and --dry-run prints the
 // GPU memory plan (per GPU of each ZeRO stage too); 2 processes under mpirun (data parallelism,
 // the emulator's multi-process NCCL fake) against 1, checkpoints across world sizes, a signal to
-// one rank, bad input. Runs from the repository root after `make` (needs ./prepare_data, ./train_llama).
+// one rank, bad input; train_llama --larimar --device cuda against --device cpu. Runs from the
+// repository root after `make` (needs ./prepare_data, ./train_llama, ./larimar_edit, ./eval_factoids).
 // On a GPU machine the same test runs the nvcc build instead (make check-gpu): the environment
 // variables CUDA_TRAIN_LLAMA and CUDA_EVAL_FACTOIDS name the programs run with --device cuda.
 #include <catch2/catch.hpp>
@@ -286,6 +287,91 @@ TEST_CASE("train_llama --dry-run: Llama-3-8B at the REMIX batch (32 x 2048) fits
     REQUIRE(nofit.find("short by") != std::string::npos);
     REQUIRE(nofit.find("error: the GPU memory plan needs") != std::string::npos);
   }
+
+TEST_CASE("train_llama --larimar --device cuda (emulated) agrees with --device cpu; its checkpoint serves "
+          "larimar_edit and eval_factoids --memory, and resumes bit-exactly") {
+  Setup s;
+  // The encoder: the decoder's config with one layer and a code of 16 (head_dim 64 for the CUDA
+  // attention kernels); episodes of 4 texts, memory of 8 slots.
+  json enc = json::parse(read_text_file(s.config));
+  enc["num_hidden_layers"] = 1;
+  enc["larimar_code_size"] = 16;
+  write_file_atomic(s.dir + "/enc.json", enc.dump());
+  const int steps = 3;
+  const auto args = [&](const std::string& program, const std::string& device, const std::string& name) {
+    return std::vector<std::string>{program, "--init", s.config, "--tokenizer", s.tokenizer, "--data", s.data,
+                                    "--larimar", s.dir + "/enc.json", "--memory-slots", "8", "--beta-cycles", "1",
+                                    "--device", device, "--steps", std::to_string(steps), "--batch-size", "4",
+                                    "--seq-len", "48", "--lr", "1e-3", "--threads", "1", "--save-every", "2",
+                                    "--out", s.dir + "/" + name, "--log", s.dir + "/" + name + ".jsonl"};
+  };
+  REQUIRE(run(args("./train_llama", "cpu", "cpu"), s.dir + "/cpu.log") == 0);
+  REQUIRE(run(args(kTrainCuda, "cuda", "gpu"), s.dir + "/gpu.log") == 0);
+  REQUIRE(read_text_file(s.dir + "/gpu.log").find("device cuda") != std::string::npos);
+
+  // Every term of the loss and the gradient norm, step by step (the last step has beta > 0, so
+  // the KL term enters the loss).
+  const std::vector<json> cpu = step_events(s.dir + "/cpu.jsonl"), gpu = step_events(s.dir + "/gpu.jsonl");
+  REQUIRE(cpu.size() == (size_t)steps);
+  REQUIRE(gpu.size() == (size_t)steps);
+  REQUIRE(cpu[steps - 1]["beta"].get<double>() > 0);
+  for (int i = 0; i < steps; i++)
+    for (const char* key : {"loss", "ce_read", "ce_code", "ce_zero", "kl", "grad_norm"}) {
+      const double c = cpu[i][key], g = gpu[i][key];
+      INFO("step " << i + 1 << " " << key << ": cpu " << c << ", cuda " << g);
+      REQUIRE(std::isfinite(g));
+      REQUIRE(std::abs(g - c) <= 2e-2 * std::abs(c));
+    }
+  REQUIRE(gpu[0]["beta"] == cpu[0]["beta"]);
+  // The trained encoder and memory parameters: same init, 3 AdamW steps of lr 1e-3 on each side.
+  for (const char* f : {"/encoder/model.safetensors", "/larimar.safetensors"}) {
+    INFO(f);
+    const std::vector<float> wc = all_weights(s.dir + "/cpu/final" + f), wg = all_weights(s.dir + "/gpu/final" + f);
+    REQUIRE(wc.size() == wg.size());
+    double max_diff = 0.0;
+    for (size_t i = 0; i < wc.size(); i++) max_diff = std::max(max_diff, (double)std::abs(wc[i] - wg[i]));
+    REQUIRE(max_diff <= 2 * steps * 1e-3);
+  }
+
+  // The CUDA run's checkpoint is a Larimar directory: written facts read back through its encoder,
+  // and eval_factoids decodes conditioned on the memory.
+  const std::string ck = s.dir + "/gpu/final", mem = s.dir + "/mem.safetensors", facts = s.dir + "/facts.jsonl";
+  write_file_atomic(facts, "{\"text\": \"the cat is red\", \"question\": \"the cat is\", \"answer\": \"red\"}\n"
+                           "{\"text\": \"the dog sees fire\", \"question\": \"the dog sees\", \"answer\": \"fire\"}\n");
+  REQUIRE(run({"./larimar_edit", "write", "--encoder", ck + "/encoder", "--params", ck + "/larimar.safetensors",
+               "--memory", mem, "--facts", facts},
+              s.dir + "/write.log") == 0);
+  REQUIRE(run({"./larimar_edit", "read", "--encoder", ck + "/encoder", "--memory", mem, "--facts", facts, "--output",
+               s.dir + "/read.jsonl"},
+              s.dir + "/read.log") == 0);
+  std::ifstream rf(s.dir + "/read.jsonl");
+  int read_lines = 0;
+  for (std::string line; std::getline(rf, line); read_lines++)
+    REQUIRE(json::parse(line).at("relative_error").get<double>() < 1e-4);
+  REQUIRE(read_lines == 2);
+  REQUIRE(run({"./eval_factoids", "--model", ck, "--larimar", ck, "--memory", mem, "--data", facts, "--template",
+               "plain", "--max-new-tokens", "4", "--device", "cpu", "--threads", "1", "--out", s.dir + "/eval"},
+              s.dir + "/eval.log") == 0);
+  REQUIRE(read_text_file(s.dir + "/eval/predictions.jsonl").find("\"prediction\"") != std::string::npos);
+
+  // Resumed from its step-2 checkpoint, the CUDA run ends byte-identical: decoder, encoder, memory.
+  REQUIRE(run({kTrainCuda, "--resume", s.dir + "/gpu/checkpoint-2", "--out", s.dir + "/gpu_resumed", "--log",
+               s.dir + "/gpu_resumed.jsonl"},
+              s.dir + "/resume.log") == 0);
+  for (const char* f : {"/model.safetensors", "/encoder/model.safetensors", "/larimar.safetensors",
+                        "/larimar_optimizer.safetensors"}) {
+    INFO(f);
+    const std::string a = read_text_file(ck + f), b = read_text_file(s.dir + "/gpu_resumed/final" + f);
+    REQUIRE(!a.empty());
+    REQUIRE(a == b);
+  }
+
+  // What the CUDA Larimar trainer still refuses, with the reason.
+  std::vector<std::string> z = args(kTrainCuda, "cuda", "z");
+  z.insert(z.end(), {"--optimizer-state", "bf16"});
+  REQUIRE(run(z, s.dir + "/z.log") == 1);
+  REQUIRE(read_text_file(s.dir + "/z.log").find("error: --larimar: --zero and --optimizer-state bf16") !=
+          std::string::npos);
 }
 
 TEST_CASE("train_llama --dry-run prints the GPU memory plan") {
