@@ -287,6 +287,7 @@ TEST_CASE("train_llama --dry-run: Llama-3-8B at the REMIX batch (32 x 2048) fits
     REQUIRE(nofit.find("short by") != std::string::npos);
     REQUIRE(nofit.find("error: the GPU memory plan needs") != std::string::npos);
   }
+}
 
 TEST_CASE("train_llama --larimar --device cuda (emulated) agrees with --device cpu; its checkpoint serves "
           "larimar_edit and eval_factoids --memory, and resumes bit-exactly") {
