@@ -72,6 +72,21 @@ static Batch packed_batch(int T, int vocab, uint64_t seed) {
 // backend, so that greedy decoding of their prefixes has clear top-1 / top-2 logit gaps. (A large
 // random init does not do: it makes the network chaotic, where rounding the weights to bf16 alone
 // moves the logits by ~10% of their RMS.)
+// Every gradient tensor of the CUDA model against the CPU model's: bf16 activations through the
+// layers, a few % relative RMS error at most.
+static void require_gradients_agree(const LlamaModel<CpuBackend>& cpu, const LlamaModel<CudaBackend>& gpu) {
+  std::vector<float> g_cpu(cpu.layout.total), g_gpu(cpu.layout.total);
+  CpuBackend::download(g_cpu.data(), cpu.grads, g_cpu.size());
+  CudaBackend::download(g_gpu.data(), gpu.grads, g_gpu.size());
+  for (const ParamTensor& t : cpu.layout.tensors) {
+    INFO("gradient of " << t.name);
+    const std::vector<float> a(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel);
+    const std::vector<float> r(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel);
+    REQUIRE(all_finite(a));
+    REQUIRE(nmse(a, r) < 1e-3);
+  }
+}
+
 static std::vector<float> memorized_params(const LlamaConfig& cfg, std::vector<std::vector<int32_t>>& sequences,
                                            int L, uint64_t seed) {
   const ParamLayout layout = make_param_layout(cfg);
@@ -137,17 +152,7 @@ TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
       emu::set_schedule("forward");
       REQUIRE(std::isfinite(loss_gpu));
       REQUIRE(std::abs(loss_gpu - loss_cpu) <= 2e-2 * std::abs(loss_cpu));
-      // every gradient tensor: bf16 activations through two layers, a few % relative RMS error at most
-      std::vector<float> g_cpu(cpu.layout.total), g_gpu(cpu.layout.total);
-      CpuBackend::download(g_cpu.data(), cpu.grads, g_cpu.size());
-      CudaBackend::download(g_gpu.data(), gpu.grads, g_gpu.size());
-      for (const ParamTensor& t : cpu.layout.tensors) {
-        INFO("gradient of " << t.name);
-        const std::vector<float> a(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel);
-        const std::vector<float> r(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel);
-        REQUIRE(all_finite(a));
-        REQUIRE(nmse(a, r) < 1e-3);
-      }
+      require_gradients_agree(cpu, gpu);
       const double norm_cpu = cpu.optimizer_step(opt), norm_gpu = gpu.optimizer_step(opt);
       REQUIRE(std::abs(norm_gpu - norm_cpu) <= 2e-2 * norm_cpu);
     }
@@ -296,14 +301,7 @@ TEST_CASE("cuda memory conditioning: a training step and the prefill and a decod
   const double loss_cpu = cpu.forward_backward(b, b.num_target_tokens);
   const double loss_gpu = gpu.forward_backward(b, b.num_target_tokens);
   REQUIRE(std::abs(loss_gpu - loss_cpu) <= 2e-2 * std::abs(loss_cpu));
-  std::vector<float> g_cpu(cpu.layout.total), g_gpu(cpu.layout.total);
-  CpuBackend::download(g_cpu.data(), cpu.grads, g_cpu.size());
-  CudaBackend::download(g_gpu.data(), gpu.grads, g_gpu.size());
-  for (const ParamTensor& t : cpu.layout.tensors) {
-    INFO("gradient of " << t.name);
-    REQUIRE(nmse(std::vector<float>(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel),
-                 std::vector<float>(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel)) < 1e-3);
-  }
+  require_gradients_agree(cpu, gpu);
   std::vector<float> ds_gpu(slot.size()), de_gpu(embed.size());
   CudaBackend::download(ds_gpu.data(), gpu.d_slot, ds_gpu.size());
   CudaBackend::download(de_gpu.data(), gpu.d_embed, de_gpu.size());
@@ -876,16 +874,7 @@ TEST_CASE("cuda LM head by vocabulary chunks: loss and gradients agree with the 
   const double loss_cpu = cpu.forward_backward(b, b.num_target_tokens);
   REQUIRE(std::abs(loss_gpu - loss_tokens) <= 1e-5 * loss_tokens);
   REQUIRE(std::abs(loss_gpu - loss_cpu) <= 2e-2 * loss_cpu);
-  std::vector<float> g_cpu(cpu.layout.total), g_gpu(cpu.layout.total);
-  CpuBackend::download(g_cpu.data(), cpu.grads, g_cpu.size());
-  CudaBackend::download(g_gpu.data(), gpu.grads, g_gpu.size());
-  for (const ParamTensor& t : cpu.layout.tensors) {
-    INFO("gradient of " << t.name);
-    const std::vector<float> a(g_gpu.begin() + t.offset, g_gpu.begin() + t.offset + t.numel);
-    const std::vector<float> r(g_cpu.begin() + t.offset, g_cpu.begin() + t.offset + t.numel);
-    REQUIRE(all_finite(a));
-    REQUIRE(nmse(a, r) < 1e-3);
-  }
+  require_gradients_agree(cpu, gpu);
   const double heldout_gpu = gpu.forward_loss(b), heldout_cpu = cpu.forward_loss(b);
   REQUIRE(std::abs(heldout_gpu - heldout_cpu) <= 2e-2 * heldout_cpu);
   CudaBackend::release();
