@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file_io.h"
+#include "test/exec_logged.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "model/weights.h"
@@ -28,14 +29,10 @@ using nlohmann::json;
 namespace {
 
 int run(const std::vector<std::string>& argv, const std::string& log) {
+  std::fflush(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
-    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
+    exec_logged(argv, log);
   }
   int status = 0;
   waitpid(pid, &status, 0);

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/file_io.h"
+#include "test/exec_logged.h"
 #include "model/safetensors.h"
 
 using nlohmann::json;
@@ -44,12 +45,7 @@ int run(const std::vector<std::string>& argv, const std::string& log) {
   std::fflush(nullptr);  // else the child's freopen writes this process's buffered output again
   pid_t pid = fork();
   if (pid == 0) {
-    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());  // a path, or a program on PATH (mpirun)
-    _exit(127);
+    exec_logged(argv, log);
   }
   int status = 0;
   waitpid(pid, &status, 0);
@@ -550,12 +546,7 @@ pid_t start_rank(int r, const std::vector<std::string>& a, const std::string& lo
     setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
     setenv("EMU_DEVICE_COUNT", "2", 1);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
-    std::vector<char*> args;
-    for (const auto& x : a) args.push_back(const_cast<char*>(x.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
+    exec_logged(a, log);
   }
   return pid;
 }
