@@ -186,6 +186,11 @@ struct LlamaModel {
     Backend::params_changed(params + offset, n);
   }
   void params_changed() { Backend::params_changed(params, layout.total); }
+  // The weight and the gradient of the tensor at `offset` of the flat layout, as the ops of the
+  // forward and the backward take them: every op call goes through these two, so that where a
+  // weight or a gradient lives (whole buffers, a rank's shard, a gathered layer) is decided here.
+  const float* weight(size_t offset) const { return params + offset; }
+  float* grad(size_t offset) { return grads + offset; }
 
   // After optimizer_step the gradients are already zero (zeroed in the optimizer pass), and the
   // memset is skipped unless a backward added to them since; a direct write to `grads` between
@@ -684,7 +689,7 @@ void LlamaModel<Backend>::forward(const Batch& b) {
 template <class Backend>
 void LlamaModel<Backend>::run_layers(const AttentionShape& shape, Keys keys, const act_t* add) {
   const int N = shape.rows * shape.Tq;
-  Backend::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, params + layout.embed, add, N, C);
+  Backend::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, weight(layout.embed), add, N, C);
   for (int l = 0; l < L; l++) {
     // Backends with Backend::fuses_residual_rmsnorm (CUDA): the previous layer's last residual add
     // already normed this layer's input (layer_output).
@@ -695,7 +700,7 @@ void LlamaModel<Backend>::run_layers(const AttentionShape& shape, Keys keys, con
     layer_output(l, N);
   }
   if (!Backend::fuses_residual_rmsnorm || L == 0)
-    Backend::rmsnorm_forward(lnf, rstdf, res_out, params + layout.final_norm, N, C, cfg.rms_norm_eps);
+    Backend::rmsnorm_forward(lnf, rstdf, res_out, weight(layout.final_norm), N, C, cfg.rms_norm_eps);
 }
 
 // The parts of one layer's forward, which run_layers calls in order and the backward calls again
@@ -703,7 +708,7 @@ void LlamaModel<Backend>::run_layers(const AttentionShape& shape, Keys keys, con
 template <class Backend>
 void LlamaModel<Backend>::layer_norm1(int l, int N) {
   LayerActs& a = acts[l];
-  Backend::rmsnorm_forward(a.ln1, a.rstd1, a.res_in, params + layout.layers[l].ln1, N, C, cfg.rms_norm_eps);
+  Backend::rmsnorm_forward(a.ln1, a.rstd1, a.res_in, weight(layout.layers[l].ln1), N, C, cfg.rms_norm_eps);
 }
 
 // ln1 -> fused qkv GEMM (+bias) -> RoPE(q, k) -> attention: a.qkv, a.att, a.lse.
@@ -714,7 +719,7 @@ void LlamaModel<Backend>::layer_attention(int l, const AttentionShape& shape, Ke
   LayerActs& a = acts[l];
   const KvShape kv_shape{kv.seqs, kv.len, H, KV, D, QKV};
   const size_t kv_layer = (size_t)kv.seqs * kv.len * KV * D;
-  Backend::matmul_forward(a.qkv, a.ln1, params + w.qkv_w, w.qkv_b == kNoTensor ? nullptr : params + w.qkv_b, N, C,
+  Backend::matmul_forward(a.qkv, a.ln1, weight(w.qkv_w), w.qkv_b == kNoTensor ? nullptr : weight(w.qkv_b), N, C,
                           QKV, false);
   // q and k heads are adjacent in each qkv row: one RoPE pass over H + KV heads.
   Backend::rope_apply(a.qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, false);
@@ -750,12 +755,12 @@ void LlamaModel<Backend>::layer_attention_output(int l, int N) {
   LayerActs& a = acts[l];
   const float eps = cfg.rms_norm_eps;
   if constexpr (Backend::fuses_residual_rmsnorm) {
-    Backend::matmul_forward(d_ln, a.att, params + w.o_w, nullptr, N, H * D, C, false);
-    Backend::residual_rmsnorm_forward(a.res_mid, a.ln2, a.rstd2, a.res_in, d_ln, params + w.ln2, N, C, eps);
+    Backend::matmul_forward(d_ln, a.att, weight(w.o_w), nullptr, N, H * D, C, false);
+    Backend::residual_rmsnorm_forward(a.res_mid, a.ln2, a.rstd2, a.res_in, d_ln, weight(w.ln2), N, C, eps);
   } else {
     Backend::copy(a.res_mid, a.res_in, (size_t)N * C);
-    Backend::matmul_forward(a.res_mid, a.att, params + w.o_w, nullptr, N, H * D, C, true);
-    Backend::rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, params + w.ln2, N, C, eps);
+    Backend::matmul_forward(a.res_mid, a.att, weight(w.o_w), nullptr, N, H * D, C, true);
+    Backend::rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, weight(w.ln2), N, C, eps);
   }
 }
 
@@ -763,7 +768,7 @@ void LlamaModel<Backend>::layer_attention_output(int l, int N) {
 template <class Backend>
 void LlamaModel<Backend>::layer_mlp(int l, int N) {
   LayerActs& a = acts[l];
-  Backend::matmul_forward(a.gate_up, a.ln2, params + layout.layers[l].gate_up_w, nullptr, N, C, 2 * I, false);
+  Backend::matmul_forward(a.gate_up, a.ln2, weight(layout.layers[l].gate_up_w), nullptr, N, C, 2 * I, false);
   Backend::swiglu_forward(a.swiglu, a.gate_up, N, I);
 }
 
@@ -775,13 +780,13 @@ void LlamaModel<Backend>::layer_output(int l, int N) {
   const bool last = l + 1 == L;
   act_t* res_next = last ? res_out : acts[l + 1].res_in;
   if constexpr (Backend::fuses_residual_rmsnorm) {
-    Backend::matmul_forward(d_ln, a.swiglu, params + w.down_w, nullptr, N, I, C, false);
+    Backend::matmul_forward(d_ln, a.swiglu, weight(w.down_w), nullptr, N, I, C, false);
     Backend::residual_rmsnorm_forward(res_next, last ? lnf : acts[l + 1].ln1, last ? rstdf : acts[l + 1].rstd1,
-                                      a.res_mid, d_ln, params + (last ? layout.final_norm : layout.layers[l + 1].ln1),
+                                      a.res_mid, d_ln, weight(last ? layout.final_norm : layout.layers[l + 1].ln1),
                                       N, C, cfg.rms_norm_eps);
   } else {
     Backend::copy(res_next, a.res_mid, (size_t)N * C);
-    Backend::matmul_forward(res_next, a.swiglu, params + w.down_w, nullptr, N, I, C, true);
+    Backend::matmul_forward(res_next, a.swiglu, weight(w.down_w), nullptr, N, I, C, true);
   }
 }
 
@@ -898,7 +903,7 @@ void LlamaModel<Backend>::kv_prefill(const std::vector<std::vector<int32_t>>& pr
     }
     run_layers(AttentionShape{rows, P, P, H, KV, D, QKV, QKV}, Keys::batch_to_cache, add);
     Backend::gather_rows(head_x, lnf, loss_rows, rows, C);
-    Backend::matmul_forward(kv_logits + (int64_t)s0 * V, head_x, params + layout.lm_head, nullptr, rows, C, V, false);
+    Backend::matmul_forward(kv_logits + (int64_t)s0 * V, head_x, weight(layout.lm_head), nullptr, rows, C, V, false);
     s0 = s1;
   }
 }
@@ -928,7 +933,7 @@ void LlamaModel<Backend>::kv_decode(const std::vector<int32_t>& toks, const std:
   // is its sequence's.
   const act_t* add = conditioned() ? condition_embedding(slots, N) : nullptr;
   run_layers(AttentionShape{N, 1, 1, H, KV, D, QKV, QKV}, Keys::cache, add);
-  Backend::matmul_forward(kv_logits, lnf, params + layout.lm_head, nullptr, N, C, V, false);
+  Backend::matmul_forward(kv_logits, lnf, weight(layout.lm_head), nullptr, N, C, V, false);
 }
 
 // The LM head over n rows x [n, C] (backend memory), in chunks of head_chunk rows, into host memory.
@@ -936,7 +941,7 @@ template <class Backend>
 void LlamaModel<Backend>::head_logits(const act_t* x, int n, float* logits_host) {
   for (int t0 = 0; t0 < n; t0 += head_chunk) {
     const int m = std::min(head_chunk, n - t0);
-    Backend::matmul_forward(logits_chunk, x + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    Backend::matmul_forward(logits_chunk, x + (int64_t)t0 * C, weight(layout.lm_head), nullptr, m, C, V, false);
     Backend::download(logits_host + (int64_t)t0 * V, logits_chunk, (size_t)m * V);
   }
 }
@@ -978,7 +983,7 @@ int LlamaModel<Backend>::lens_rows(int l, const std::vector<int32_t>& token_inde
   check(cur_rows > 0, who, ": no forward pass to read");
   const int n_idx = upload_token_index(token_index, who);
   Backend::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
-  Backend::rmsnorm_forward(head_dx, head_rstd, head_x, params + layout.final_norm, n_idx, C, cfg.rms_norm_eps);
+  Backend::rmsnorm_forward(head_dx, head_rstd, head_x, weight(layout.final_norm), n_idx, C, cfg.rms_norm_eps);
   return n_idx;
 }
 
@@ -999,7 +1004,7 @@ void LlamaModel<Backend>::lens_stats(int l, const std::vector<int32_t>& token_in
   Backend::upload(loss_targets, gold.data(), n);
   for (int t0 = 0; t0 < n; t0 += head_chunk) {
     const int m = std::min(head_chunk, n - t0);
-    Backend::matmul_forward(logits_chunk, head_dx + (int64_t)t0 * C, params + layout.lm_head, nullptr, m, C, V, false);
+    Backend::matmul_forward(logits_chunk, head_dx + (int64_t)t0 * C, weight(layout.lm_head), nullptr, m, C, V, false);
     Backend::lens_stats(lens_prob + t0, lens_rank + t0, lens_top1 + t0, logits_chunk, loss_targets + t0, m, V);
   }
   Backend::download(prob, lens_prob, n);
@@ -1029,8 +1034,8 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     // as soon as the chunk's loss is known, because the normalizer is given up front.
     const int n_loss = gather_loss_rows(b);
     const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
-    float* lm_w = params + layout.lm_head;
-    float* lm_dw = grads + layout.lm_head;
+    const float* lm_w = weight(layout.lm_head);
+    float* lm_dw = grad(layout.lm_head);
     const int v_chunk = vocab_chunk(n_loss, true);
     if constexpr (requires { Backend::has_vocab_chunked_lm_head; }) {
       if (v_chunk > 0)  // the fp32 dx accumulator is the gate|up gradient scratch, idle until the backward
@@ -1084,14 +1089,14 @@ double LlamaModel<Backend>::forward_loss(const Batch& b) {
   const int v_chunk = vocab_chunk(n_loss, false);
   if constexpr (requires { Backend::has_vocab_chunked_lm_head; }) {
     if (v_chunk > 0)
-      Backend::lm_head_cross_entropy(nullptr, nullptr, nullptr, logits_chunk, head_x, params + layout.lm_head,
+      Backend::lm_head_cross_entropy(nullptr, nullptr, nullptr, logits_chunk, head_x, weight(layout.lm_head),
                                      loss_targets, n_loss, C, V, v_chunk, 0.0f, &loss_sum);
   }
   // The training loss kernel with a zero gradient scale: the loss is the same sum, the gradient it
   // writes over the chunk's logits is discarded.
   for (int t0 = 0; t0 < n_loss && v_chunk == 0; t0 += head_chunk) {
     int n = std::min(head_chunk, n_loss - t0);
-    Backend::matmul_forward(logits_chunk, head_x + (int64_t)t0 * C, params + layout.lm_head, nullptr, n, C, V, false);
+    Backend::matmul_forward(logits_chunk, head_x + (int64_t)t0 * C, weight(layout.lm_head), nullptr, n, C, V, false);
     Backend::cross_entropy_forward_backward(logits_chunk, loss_targets + t0, n, V, 0.0f, &loss_sum);
   }
   return loss_sum;
@@ -1103,7 +1108,7 @@ void LlamaModel<Backend>::backward_from_lnf() {
   const int N = cur_rows * cur_T;
   const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
   Backend::zero(d_res, (size_t)N * C);
-  Backend::rmsnorm_backward(d_res, grads + layout.final_norm, d_lnf, res_out, params + layout.final_norm,
+  Backend::rmsnorm_backward(d_res, grad(layout.final_norm), d_lnf, res_out, weight(layout.final_norm),
                       rstdf, N, C);
   if (on_grads_ready) on_grads_ready(layout.final_norm, layout.final_norm + C);
   for (int l = L - 1; l >= 0; l--) {
@@ -1112,12 +1117,12 @@ void LlamaModel<Backend>::backward_from_lnf() {
     LayerActs& a = acts[l];
     // MLP block: res_next = res_mid + down(swiglu(gate_up(rmsnorm(res_mid)))); d_res flows
     // through the identity and gets the MLP branch added by the RMSNorm backward.
-    Backend::matmul_backward(d_h, grads + w.down_w, nullptr, d_res, a.swiglu, params + w.down_w, N, I, C, false);
+    Backend::matmul_backward(d_h, grad(w.down_w), nullptr, d_res, a.swiglu, weight(w.down_w), N, I, C, false);
     Backend::swiglu_backward(d_gu, d_h, a.gate_up, N, I);
-    Backend::matmul_backward(d_ln, grads + w.gate_up_w, nullptr, d_gu, a.ln2, params + w.gate_up_w, N, C, 2 * I, false);
-    Backend::rmsnorm_backward(d_res, grads + w.ln2, d_ln, a.res_mid, params + w.ln2, a.rstd2, N, C);
+    Backend::matmul_backward(d_ln, grad(w.gate_up_w), nullptr, d_gu, a.ln2, weight(w.gate_up_w), N, C, 2 * I, false);
+    Backend::rmsnorm_backward(d_res, grad(w.ln2), d_ln, a.res_mid, weight(w.ln2), a.rstd2, N, C);
     // Attention block.
-    Backend::matmul_backward(d_att, grads + w.o_w, nullptr, d_res, a.att, params + w.o_w, N, H * D, C, false);
+    Backend::matmul_backward(d_att, grad(w.o_w), nullptr, d_res, a.att, weight(w.o_w), N, H * D, C, false);
     if (cur_conditioned) {  // keys|values with the slot in front: its gradient goes to d_slot
       const int KVD = KV * D;
       act_t* kvc = cond_kv[l];
@@ -1130,13 +1135,13 @@ void LlamaModel<Backend>::backward_from_lnf() {
                                   a.qkv + (H + KV) * D, a.att, a.lse, seg_start, key_hi, shape);
     }
     Backend::rope_apply(d_qkv, positions, rope_cos, rope_sin, N, H + KV, D, QKV, true);
-    Backend::matmul_backward(d_ln, grads + w.qkv_w, w.qkv_b == kNoTensor ? nullptr : grads + w.qkv_b, d_qkv,
-                       a.ln1, params + w.qkv_w, N, C, QKV, false);
-    Backend::rmsnorm_backward(d_res, grads + w.ln1, d_ln, a.res_in, params + w.ln1, a.rstd1, N, C);
+    Backend::matmul_backward(d_ln, grad(w.qkv_w), w.qkv_b == kNoTensor ? nullptr : grad(w.qkv_b), d_qkv,
+                       a.ln1, weight(w.qkv_w), N, C, QKV, false);
+    Backend::rmsnorm_backward(d_res, grad(w.ln1), d_ln, a.res_in, weight(w.ln1), a.rstd1, N, C);
     // Layer l's tensors fill [its input norm, the next layer's input norm or the final norm).
     if (on_grads_ready) on_grads_ready(w.ln1, l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm);
   }
-  Backend::embedding_backward(grads + layout.embed, tokens, d_res, N, C);
+  Backend::embedding_backward(grad(layout.embed), tokens, d_res, N, C);
   if (on_grads_ready) on_grads_ready(layout.embed, layout.embed + (size_t)V * C);
   if (cur_cond_embed) Backend::condition_embed_backward(d_embed, d_res, cur_rows, cur_T, C);
 }
