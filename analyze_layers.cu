@@ -131,7 +131,6 @@ static std::unique_ptr<LlamaModel<Backend>> make_model(const LlamaConfig& config
                                                        const AnalysisShape& shape, ModelUse use) {
   auto m = std::make_unique<LlamaModel<Backend>>(config, shape.rows, shape.T, use);
 #if defined(ENGINE_CUDA)
-  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(*m);
 #endif
   m->load_params(params.data());
   return m;

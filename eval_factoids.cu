@@ -117,7 +117,6 @@ template <class Backend>
 static HeldoutLoss heldout_on(const LlamaConfig& config, const std::vector<float>& params, const HeldoutData& data) {
   LlamaModel<Backend> model(config, data.rows, data.T, ModelUse::inference);
 #if defined(ENGINE_CUDA)
-  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(model);
 #endif
   model.load_params(params.data());
   return heldout_loss(model, data);
@@ -137,7 +136,6 @@ static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& para
   const int rows = std::max(1, std::min(args.batch_size, int(items.size())));
   LlamaModel<Backend> model(config, rows, int(max_len), ModelUse::inference);
 #if defined(ENGINE_CUDA)
-  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(model);
 #endif
   model.load_params(params.data());
   if (args.heldout.empty()) std::vector<float>().swap(params);  // the model holds them now

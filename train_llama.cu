@@ -300,12 +300,12 @@ struct Trainer {
   static constexpr bool kOnHost = std::is_same_v<Backend, CpuBackend>;
   std::vector<float> host_params, host_m, host_v;
   float* params_on_host() { return kOnHost ? model->params : host_params.data(); }
-  // Device -> host copies of the parameters (and the AdamW moments with `with_optimizer`).
+  // Device -> host copies of the parameters (and the AdamW moments with `with_optimizer`): the
+  // master weights this rank holds (at ZeRO its slice, at its place in host_params).
   void state_to_host(bool with_optimizer) {
     if constexpr (!kOnHost) {
-      const size_t n = model->layout.total;
-      host_params.resize(n);
-      Backend::download(host_params.data(), model->params, n);
+      host_params.resize(model->layout.total);
+      Backend::download(host_params.data() + model->opt_begin, model->params, model->opt_count);
       if (with_optimizer) {
         host_m.resize(model->opt_count);
         host_v.resize(model->opt_count);
@@ -421,8 +421,8 @@ struct Trainer {
   // only once every rank has written its shard, and a failure anywhere stops every rank.
   void save_sharded(const std::string& dir, const std::string& stop_reason) {
     NVTX_RANGE("checkpoint");
-    gather_updated(true);
     state_to_host(true);
+    gather_master_to_host();
     std::string err;
     auto step_on_all = [&](bool here, auto&& fn) {
       if (here) {
@@ -523,8 +523,13 @@ struct Trainer {
     check_host_memory(what, plan, "Use a smaller model, --micro-batch-size or --seq-len");
   }
 
-  TrainMemory train_memory() const {
+  // With `shards` of several ranks (ZeRO >= 1), rank `rank`'s slice of the master weights and moments.
+  TrainMemory train_memory(const ZeroShards& shards = {}, int rank = 0) const {
     TrainMemory m;
+    if (shards.world > 1) {
+      m.shard_begin = shards.begin(rank);
+      m.shard_count = shards.count(rank);
+    }
     m.recompute = args.recompute == "attn"    ? Recompute::attn
                   : args.recompute == "mlp"   ? Recompute::mlp
                   : args.recompute == "block" ? Recompute::block
@@ -613,19 +618,36 @@ struct Trainer {
     }
 #endif
   }
-  // Each rank's updated slice to every rank (the all-gather of uneven slices): the bf16 working
-  // copy after every step, or the fp32 master weights before a checkpoint.
-  void gather_updated(bool master) {
+  // Each rank's updated slice of the bf16 working copy to every rank after a step (the all-gather
+  // of uneven slices).
+  void gather_updated() {
 #if defined(ENGINE_CUDA)
     if constexpr (!kOnHost) {
       NVTX_RANGE("gather_weights");
       cuda_comm_group_start();
-      for (int r = 0; r < pg.world_size; r++) {
-        if (shards.count(r) == 0) continue;
-        if (master) cuda_comm_broadcast(model->params + shards.begin(r), shards.count(r), r);
-        else cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
-      }
+      for (int r = 0; r < pg.world_size; r++)
+        if (shards.count(r) > 0) cuda_comm_broadcast(model->weights + shards.begin(r), shards.count(r), r);
       cuda_comm_group_end();
+    }
+#endif
+  }
+  // The whole fp32 master weights in rank 0's host_params (the HF weights it writes), after
+  // state_to_host put each rank's own slice there: every other owner's slice goes through the
+  // model's bounded device staging buffer, one broadcast from the owner per piece (every rank
+  // takes part in each; only rank 0 keeps the piece). Device memory stays the staging buffer's,
+  // whatever the model's size; the other ranks' host_params keep only their own slice.
+  void gather_master_to_host() {
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) {
+      NVTX_RANGE("gather_master");
+      const size_t piece = std::min(model->layout.total, kShardStagingFloats);
+      for (int r = 1; r < pg.world_size; r++)
+        for (size_t k = shards.begin(r); k < shards.end(r); k += piece) {
+          const size_t m = std::min(piece, shards.end(r) - k);
+          if (pg.rank == r) Backend::copy(model->shard_staging, model->params + (k - model->opt_begin), m);
+          cuda_comm_broadcast(model->shard_staging, m, r);
+          if (main_rank()) Backend::download(host_params.data() + k, model->shard_staging, m);
+        }
     }
 #endif
   }
@@ -735,15 +757,14 @@ struct Trainer {
         std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
                     plan(!bf16_state, train_memory()).total() / kGiB);
       CudaMemoryPlan today = chosen;  // what training allocates
-      if (args.zero == 1 || args.zero == 2) {
-        // The plan is the stage's design; training today shards the AdamW state only.
-        const CudaMemoryPlan whole = cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state,
-                                                      ModelUse::train, 0, 0, train_memory());
-        today.weights_fp32 = whole.weights_fp32;
-        today.grads = whole.grads;
-        std::printf("train_llama --zero %d allocates today: total %.2f GiB (the AdamW state is sharded; the fp32 "
-                    "master weights and the gradients are still whole buffers, of which each rank updates its slice)\n",
-                    args.zero, today.total() / kGiB);
+      if (args.zero == 2) {
+        // The plan is the stage's design; training today shards the fp32 master weights and the
+        // AdamW state (rank 0's slice, the largest), not the gradients.
+        today = cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state, ModelUse::train, 0, 0,
+                                 train_memory(world > 1 ? ZeroShards(layout.total, world) : ZeroShards(), 0));
+        std::printf("train_llama --zero %d allocates today: total %.2f GiB (the fp32 master weights and the AdamW "
+                    "state are sharded; the gradients are still a whole buffer, of which each rank reduces its "
+                    "slice)\n", args.zero, today.total() / kGiB);
       }
       // Every combination of the memory options, total GiB per GPU.
       std::printf("total per option combination (GiB):\n  %-18s %14s %14s %22s\n", "--recompute", "fp32 AdamW",
@@ -786,6 +807,14 @@ struct Trainer {
     int max_rows = args.micro_batch_size > 0 ? std::min(args.micro_batch_size, rank_batch) : rank_batch;
     check_host_memory_for_training(max_rows);
     const MomentDtype moments = args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32;
+    if (zero_sharded()) {
+      // ZeRO 1/2: this rank keeps the fp32 master weights and the AdamW state of its slice; the
+      // slices cover the flat buffer.
+      const size_t total = make_param_layout(config).total;
+      shards = ZeroShards(total, pg.world_size);
+      check(shards.count(pg.world_size - 1) > 0, "--zero ", args.zero, ": the model's ", total,
+            " parameters are too few to give each of ", pg.world_size, " ranks a slice of ", shards.per);
+    }
     if (!args.larimar.empty()) {
       check(args.recompute == "none" && !args.offload_optimizer,
             "--recompute and --offload-optimizer apply to a plain model: they do not combine with --larimar");
@@ -795,25 +824,17 @@ struct Trainer {
 #if defined(ENGINE_CUDA)
         const CudaMemoryPlan plan = cuda_memory_plan(config, make_param_layout(config), max_rows, args.seq_len,
                                                      moments == MomentDtype::bf16, ModelUse::train, 0, 0,
-                                                     train_memory());
+                                                     train_memory(shards, pg.rank));
         check_plan_fits(plan, args.gpu_memory > 0 ? args.gpu_memory * kGiB : (double)cuda_free_memory(), true);
 #endif
       }
       own_model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len, moments, ModelUse::train,
-                                                        train_memory());
+                                                        train_memory(shards, pg.rank));
       model = own_model.get();
     }
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
-      cuda_bind_model(*model);
       host_params.resize(layout.total);
-      if (args.zero >= 1) {
-        // ZeRO 1/2: this rank's slice of the AdamW state; the slices cover the flat buffer.
-        shards = ZeroShards(layout.total, pg.world_size);
-        check(shards.count(pg.world_size - 1) > 0, "--zero ", args.zero, ": the model's ", layout.total,
-              " parameters are too few to give each of ", pg.world_size, " ranks a slice of ", shards.per);
-        model->shard_optimizer(shards.begin(pg.rank), shards.count(pg.rank));
-      }
       host_m.resize(model->opt_count);
       host_v.resize(model->opt_count);
     }
@@ -1047,7 +1068,7 @@ struct Trainer {
             sum_over_ranks(&sum_sq, 1);
             return sum_sq;
           });
-          if (std::isfinite(grad_norm)) gather_updated(false);
+          if (std::isfinite(grad_norm)) gather_updated();
         } else {
           grad_norm = model->optimizer_step(adamw);
         }

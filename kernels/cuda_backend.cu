@@ -33,12 +33,7 @@ enum Scratch { SCRATCH_RMSNORM = 0, SCRATCH_ATTN_DELTA, SCRATCH_CE, SCRATCH_DOUT
 struct BackendState {
   cudaStream_t stream = 0;
   MatmulContext matmul;
-  const float* params = nullptr;  // fp32 master weights (device)
-  bf16* params_bf16 = nullptr;    // working copy, same offsets
-  size_t params_n = 0;
-  bool params_on_host = false;    // pinned host master weights (offloaded optimizer)
   bf16* host_staging = nullptr;   // pinned, kMirrorChunk values: the host-side cast before upload
-  bool mirror_stale = true;
   struct Slot {
     void* ptr = nullptr;
     size_t bytes = 0;
@@ -68,40 +63,20 @@ T* scratch(Scratch slot, size_t n) {
   }
   return static_cast<T*>(s.ptr);
 }
-bool in_params(const void* p) {
-  const BackendState& s = state();
-  const float* f = static_cast<const float*>(p);
-  return s.params && f >= s.params && f < s.params + s.params_n;
-}
 // Host master weights: round to bf16 on the host cores (round to nearest even, as
 // cast_f32_to_bf16 does on the device) in chunks of kMirrorChunk into pinned staging, and upload.
 constexpr size_t kMirrorChunk = (size_t)1 << 24;
-void refresh_mirror_from_host() {
+void weights_from_host(bf16* w, const float* p, size_t n) {
   BackendState& s = state();
   if (!s.host_staging) CUDA_CHECK(cudaMallocHost(&s.host_staging, kMirrorChunk * sizeof(bf16)));
-  for (size_t i = 0; i < s.params_n; i += kMirrorChunk) {
-    const size_t m = std::min(kMirrorChunk, s.params_n - i);
-    const float* src = s.params + i;
+  for (size_t i = 0; i < n; i += kMirrorChunk) {
+    const size_t m = std::min(kMirrorChunk, n - i);
+    const float* src = p + i;
     bf16* dst = s.host_staging;
 #pragma omp parallel for schedule(static)
     for (size_t j = 0; j < m; j++) dst[j] = __float2bfloat16(src[j]);
-    CUDA_CHECK(cudaMemcpy(s.params_bf16 + i, dst, m * sizeof(bf16), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(w + i, dst, m * sizeof(bf16), cudaMemcpyHostToDevice));
   }
-}
-// The bf16 working copy of a weight given by its fp32 master pointer.
-const bf16* weight(const float* w) {
-  BackendState& s = state();
-  if (!w) return nullptr;
-  check(in_params(w), "cuda backend: a weight pointer lies outside the bound parameter buffer "
-                      "(call CudaBackend::bind_params / cuda_bind_model after creating the model)");
-  if (s.mirror_stale) {
-    if (s.params_on_host)
-      refresh_mirror_from_host();
-    else
-      cast_f32_to_bf16(s.params_bf16, s.params, s.params_n, s.stream);
-    s.mirror_stale = false;
-  }
-  return s.params_bf16 + (w - s.params);
 }
 AttentionDims dims(const AttentionShape& s) {
   check(s.D == 64 || s.D == 128, "cuda backend: head_dim ", s.D, " is not supported (64 or 128)");
@@ -127,32 +102,13 @@ size_t cuda_free_memory() {
   return free_bytes;
 }
 
-void CudaBackend::params_changed(const float* p, size_t n) {
-  BackendState& s = state();
-  if (s.params && p < s.params + s.params_n && p + n > s.params) s.mirror_stale = true;
-}
-void CudaBackend::params_freed(const float* p, size_t n) {
-  BackendState& s = state();
-  if (!s.params || p >= s.params + s.params_n || p + n <= s.params) return;
-  if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
-  s.params = nullptr;
-  s.params_bf16 = nullptr;
-  s.params_n = 0;
-  s.mirror_stale = true;
-}
-const float* CudaBackend::bound_params() { return state().params; }
-void CudaBackend::bind_params(const float* params, size_t n, bool host) {
-  BackendState& s = state();
-  if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
-  s.params = params;
-  s.params_n = n;
-  s.params_on_host = host;
-  CUDA_CHECK(cudaMalloc(&s.params_bf16, (n > 0 ? n : 1) * sizeof(bf16)));
-  s.mirror_stale = true;
+void CudaBackend::params_changed(bf16* w, const float* p, size_t n, bool p_on_host) {
+  if (n == 0) return;
+  if (p_on_host) weights_from_host(w, p, n);
+  else cast_f32_to_bf16(w, p, n, stream());
 }
 void CudaBackend::release() {
   BackendState& s = state();
-  if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
   if (s.host_staging) CUDA_CHECK(cudaFreeHost(s.host_staging));
   for (auto& slot : s.slots)
     if (slot.ptr) CUDA_CHECK(cudaFree(slot.ptr));
@@ -211,9 +167,9 @@ void CudaBackend::zero_bytes(void* dst, size_t bytes) {
   CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream()));
 }
 
-void CudaBackend::embedding_forward(bf16* out, const int32_t* tokens, const float* table, const bf16* add, int N,
+void CudaBackend::embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, const bf16* add, int N,
                                     int C) {
-  ::embedding_forward(out, tokens, weight(table), add, N, C, stream());
+  ::embedding_forward(out, tokens, table, add, N, C, stream());
 }
 // Deterministic: the token ids come back to the host, which buckets the positions by id.
 void CudaBackend::embedding_backward(float* dtable, const int32_t* tokens, const bf16* dout, int N, int C) {
@@ -228,37 +184,37 @@ void CudaBackend::embedding_backward(float* dtable, const int32_t* tokens, const
   upload(dev + 2 * U + 1, plan.bucket_positions.data(), N);
   ::embedding_backward(dtable, dout, dev, dev + U, dev + 2 * U + 1, U, C, stream());
 }
-void CudaBackend::rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int C, float eps) {
-  fused_residual_rmsnorm_forward(nullptr, out, rstd, x, nullptr, weight(w), N, C, eps, stream());
+void CudaBackend::rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int N, int C, float eps) {
+  fused_residual_rmsnorm_forward(nullptr, out, rstd, x, nullptr, w, N, C, eps, stream());
 }
 void CudaBackend::residual_rmsnorm_forward(bf16* res_out, bf16* out, float* rstd, const bf16* res_in,
-                                           const bf16* branch, const float* w, int N, int C, float eps) {
-  fused_residual_rmsnorm_forward(res_out, out, rstd, res_in, branch, weight(w), N, C, eps, stream());
+                                           const bf16* branch, const bf16* w, int N, int C, float eps) {
+  fused_residual_rmsnorm_forward(res_out, out, rstd, res_in, branch, w, N, C, eps, stream());
 }
 // dx += d/dx (the residual stream's gradient), dw += d/dw.
-void CudaBackend::rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,
+void CudaBackend::rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
                                    const float* rstd, int N, int C) {
   float* partial = scratch<float>(SCRATCH_RMSNORM, (size_t)rmsnorm_backward_blocks(N) * C);
-  ::rmsnorm_backward(dx, dw, partial, dx, dout, x, weight(w), rstd, N, C, stream());
+  ::rmsnorm_backward(dx, dw, partial, dx, dout, x, w, rstd, N, C, stream());
 }
-void CudaBackend::matmul_forward(bf16* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+void CudaBackend::matmul_forward(bf16* out, const bf16* x, const bf16* w, const bf16* b, int N, int IC, int OC,
                                  bool accumulate) {
-  linear_forward(matmul(), out, false, x, weight(w), weight(b), N, IC, OC, stream(), accumulate);
+  linear_forward(matmul(), out, false, x, w, b, N, IC, OC, stream(), accumulate);
 }
-void CudaBackend::matmul_forward(float* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+void CudaBackend::matmul_forward(float* out, const bf16* x, const bf16* w, const bf16* b, int N, int IC, int OC,
                                  bool accumulate) {
   check(b == nullptr, "cuda backend: an fp32-output matmul takes no bias");
-  linear_forward(matmul(), out, true, x, weight(w), nullptr, N, IC, OC, stream(), accumulate);
+  linear_forward(matmul(), out, true, x, w, nullptr, N, IC, OC, stream(), accumulate);
 }
-void CudaBackend::matmul_backward(bf16* dx, float* dw, float* db, const bf16* dout, const bf16* x, const float* w,
+void CudaBackend::matmul_backward(bf16* dx, float* dw, float* db, const bf16* dout, const bf16* x, const bf16* w,
                                   int N, int IC, int OC, bool accumulate_dx) {
-  if (dx) linear_backward_input(matmul(), dx, false, dout, weight(w), N, IC, OC, accumulate_dx, stream());
+  if (dx) linear_backward_input(matmul(), dx, false, dout, w, N, IC, OC, accumulate_dx, stream());
   if (dw) linear_backward_weight(matmul(), dw, dout, x, N, IC, OC, stream());
   if (db) bias_backward(db, dout, N, OC, stream());
 }
 // The LM head's dlogits arrive in fp32 (the cross-entropy contract); cuBLASLt wants both operands
 // in bf16, so they are cast once into scratch.
-void CudaBackend::matmul_backward(bf16* dx, float* dw, float* db, const float* dout, const bf16* x, const float* w,
+void CudaBackend::matmul_backward(bf16* dx, float* dw, float* db, const float* dout, const bf16* x, const bf16* w,
                                   int N, int IC, int OC, bool accumulate_dx) {
   bf16* dout_bf16 = scratch<bf16>(SCRATCH_DOUT_BF16, (size_t)N * OC);
   cast_f32_to_bf16(dout_bf16, dout, (size_t)N * OC, stream());
@@ -316,7 +272,7 @@ void CudaBackend::cross_entropy_forward_backward(float* logits, const int32_t* t
   *loss_sum += total;
 }
 void CudaBackend::lm_head_cross_entropy(bf16* dx, float* dw, float* dx_scratch, float* logits, const bf16* x,
-                                        const float* w, const int32_t* targets, int n, int C, int V, int v_chunk,
+                                        const bf16* w, const int32_t* targets, int n, int C, int V, int v_chunk,
                                         float grad_scale, double* loss_sum) {
   if (n == 0) return;
   LmHeadScratch sc;
@@ -330,7 +286,7 @@ void CudaBackend::lm_head_cross_entropy(bf16* dx, float* dw, float* dx_scratch, 
   sc.dx_f32 = dx_scratch;
   sc.chunk = v_chunk;
   float* losses = stats + 4 * (size_t)n;
-  fused_lm_head_cross_entropy(matmul(), losses, dx, dw, x, weight(w), targets, n, C, V, grad_scale, sc, stream());
+  fused_lm_head_cross_entropy(matmul(), losses, dx, dw, x, w, targets, n, C, V, grad_scale, sc, stream());
   BackendState& s = state();
   s.host_losses.resize(n);
   download(s.host_losses.data(), losses, n);
@@ -355,41 +311,23 @@ double CudaBackend::sum_of_squares(const float* g, size_t n) {
   download(&norm, buf + GLOBAL_NORM_BLOCKS, 1);
   return (double)norm * (double)norm;
 }
-void CudaBackend::adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
-                               float eps, float wd, int step, float grad_scale) {
-  BackendState& s = state();
-  bf16* mirror = nullptr;
-  if (in_params(p)) {
-    weight(p);  // refreshes a stale mirror first, so the parameters outside [p, p+n) are current
-    mirror = s.params_bf16 + (p - s.params);
-  }
+void CudaBackend::adamw_update(float* p, bf16* w, size_t first, const float* g, float* m, float* v, size_t n,
+                               float lr, float b1, float b2, float eps, float wd, int step, float grad_scale) {
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
-  ::adamw_update<float>(p, mirror, const_cast<float*>(g), m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream(),
-                        mirror ? size_t(p - s.params) : 0);
+  ::adamw_update<float>(p, w, const_cast<float*>(g), m, v, n, hp, grad_scale, nullptr, (uint32_t)step, stream(), first);
 }
-void CudaBackend::adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
-                               float b2, float eps, float wd, int step, float grad_scale) {
-  BackendState& s = state();
-  bf16* mirror = nullptr;
-  if (in_params(p)) {
-    weight(p);
-    mirror = s.params_bf16 + (p - s.params);
-  }
+void CudaBackend::adamw_update(float* p, bf16* w, size_t first, const float* g, uint16_t* m, uint16_t* v, size_t n,
+                               float lr, float b1, float b2, float eps, float wd, int step, float grad_scale) {
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
   // uint16_t holds the bf16 bit patterns (the host-side template has no bf16 type).
-  ::adamw_update<bf16>(p, mirror, const_cast<float*>(g), reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp,
-                       grad_scale, nullptr, (uint32_t)step, stream(), mirror ? size_t(p - s.params) : 0);
+  ::adamw_update<bf16>(p, w, const_cast<float*>(g), reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, hp,
+                       grad_scale, nullptr, (uint32_t)step, stream(), first);
 }
 template <class state_t>
-static double adamw_clip_update_impl(float* p, float* g, state_t* m, state_t* v, size_t n, float lr, float b1,
-                                     float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
+static double adamw_clip_update_impl(float* p, bf16* w, size_t first, float* g, state_t* m, state_t* v, size_t n,
+                                     float lr, float b1, float b2, float eps, float wd, int step, float max_grad_norm,
+                                     bool zero_grads) {
   if (n == 0) return 0.0;
-  BackendState& s = state();
-  bf16* mirror = nullptr;
-  if (in_params(p)) {
-    weight(p);
-    mirror = s.params_bf16 + (p - s.params);
-  }
   float* buf = scratch<float>(SCRATCH_NORM, GLOBAL_NORM_BLOCKS + 2);
   global_norm_partials(buf, g, n, stream());
   AdamWFusion fuse;
@@ -398,20 +336,21 @@ static double adamw_clip_update_impl(float* p, float* g, state_t* m, state_t* v,
   fuse.norm_out = buf + GLOBAL_NORM_BLOCKS;
   fuse.zero_grads = zero_grads;
   const AdamWHyper hp{lr, b1, b2, eps, wd, step};
-  ::adamw_update<state_t>(p, mirror, g, m, v, n, hp, 1.0f, nullptr, (uint32_t)step, stream(),
-                          mirror ? size_t(p - s.params) : 0, fuse);
+  ::adamw_update<state_t>(p, w, g, m, v, n, hp, 1.0f, nullptr, (uint32_t)step, stream(), first, fuse);
   float norm = 0.0f;
   CudaBackend::download(&norm, buf + GLOBAL_NORM_BLOCKS, 1);
   return norm;
 }
-double CudaBackend::adamw_clip_update(float* p, float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
-                                      float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
-  return adamw_clip_update_impl<float>(p, g, m, v, n, lr, b1, b2, eps, wd, step, max_grad_norm, zero_grads);
+double CudaBackend::adamw_clip_update(float* p, bf16* w, size_t first, float* g, float* m, float* v, size_t n,
+                                      float lr, float b1, float b2, float eps, float wd, int step,
+                                      float max_grad_norm, bool zero_grads) {
+  return adamw_clip_update_impl<float>(p, w, first, g, m, v, n, lr, b1, b2, eps, wd, step, max_grad_norm, zero_grads);
 }
-double CudaBackend::adamw_clip_update(float* p, float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
-                                      float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads) {
-  return adamw_clip_update_impl<bf16>(p, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, lr, b1, b2, eps,
-                                      wd, step, max_grad_norm, zero_grads);
+double CudaBackend::adamw_clip_update(float* p, bf16* w, size_t first, float* g, uint16_t* m, uint16_t* v, size_t n,
+                                      float lr, float b1, float b2, float eps, float wd, int step,
+                                      float max_grad_norm, bool zero_grads) {
+  return adamw_clip_update_impl<bf16>(p, w, first, g, reinterpret_cast<bf16*>(m), reinterpret_cast<bf16*>(v), n, lr,
+                                      b1, b2, eps, wd, step, max_grad_norm, zero_grads);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -558,15 +497,9 @@ void cuda_comm_broadcast(float* data, size_t n, int root) {
   nccl_check(t.broadcast(data, data, n, ncclFloat32, root, t.comm, stream()), "ncclBroadcast (master weights)");
 }
 
-void cuda_comm_broadcast_weights(size_t begin, size_t n, int root) {
-  BackendState& s = state();
-  check(s.params_bf16 && begin <= s.params_n && n <= s.params_n - begin,
-        "cuda_comm_broadcast_weights: no bound parameters, or [", begin, ", ", begin + n, ") outside them");
-  // A stale copy would be remade from fp32 weights that are current only in this rank's own slice.
-  check(!s.mirror_stale, "cuda_comm_broadcast_weights: the bf16 working copy is stale");
+void cuda_comm_broadcast(bf16* data, size_t n, int root) {
   Nccl& t = nccl();
-  nccl_check(t.broadcast(s.params_bf16 + begin, s.params_bf16 + begin, n, ncclBfloat16, root, t.comm, stream()),
-             "ncclBroadcast (updated weights)");
+  nccl_check(t.broadcast(data, data, n, ncclBfloat16, root, t.comm, stream()), "ncclBroadcast (updated weights)");
 }
 
 void cuda_comm_group_start() { nccl_check(nccl().group_start(), "ncclGroupStart"); }

@@ -10,18 +10,16 @@
 // the CPU emulator (test/emu/): that is how the tests check whole training steps of this backend
 // against the CPU backend.
 //
-// The weight working copy. The template hands the ops fp32 weight pointers (params + offset).
-// After CudaBackend::bind_params(params, n) (cuda_bind_model(model) does it), every weight pointer
-// inside [params, params + n) is served from a bf16 mirror at the same offset. The mirror is
-// remade lazily after params_changed(), which LlamaModel calls whenever it writes the parameters
-// (load_params; a caller writing them directly calls model.params_changed()), and AdamW rewrites
-// it in the same pass that updates the master weights, so a forward pass never reads a stale copy.
-// The model's destructor unbinds its buffer (params_freed) and frees the mirror.
+// The weight working copy. The ops read bf16 weights (weight_t): the model owns a whole bf16 working
+// copy next to its fp32 master weights and hands the ops pointers into it (LlamaModel::weight), so
+// no op needs the fp32 buffer and the master can be a ZeRO slice. The model remakes the copy from
+// the master through params_changed() whenever it writes the parameters (load_params; a caller
+// writing them directly calls model.params_changed()), and AdamW rewrites it in the same pass that
+// updates the master weights, so a forward pass never reads a stale copy.
 // Scratch buffers (RMSNorm dweight partials, attention delta, cross-entropy statistics, the bf16
 // copy of the LM head's fp32 dlogits, the embedding-backward plan) grow to their largest size once
 // and are reused, so training steps after the first allocate nothing.
-// The state is per process (one device, one bound model at a time), which is what train_llama,
-// eval_factoids and analyze_layers need; multi-GPU work will make it per rank.
+// The state (stream, scratch, cuBLASLt context) is per process: one device per process.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -50,18 +48,14 @@ struct CudaBackend {
   using bf16 = __nv_bfloat16;
   static constexpr bool has_bf16_moments = true;  // adamw_update over uint16_t (bf16 bits) moments
 
+  using weight_t = bf16;  // what the ops read: the model's bf16 working copy of its fp32 master weights
+
   // ---- the weight working copy and the process-wide state ----
-  // host: the parameters are pinned host memory (the offloaded optimizer, TrainMemory); the
-  // mirror is then refreshed by converting on the host and uploading (2 B/param over PCIe).
-  static void bind_params(const float* params, size_t n, bool host = false);
-  // The parameters [p, p + n) were written: a bound mirror overlapping them is remade before its next use.
-  static void params_changed(const float* p, size_t n);
-  // The buffer [p, p + n) is about to be freed (LlamaModel's destructor): when it is the bound one,
-  // the mirror is freed and nothing stays bound, so a weight pointer into freed memory is refused
-  // instead of being served from a mirror of memory that no longer exists.
-  static void params_freed(const float* p, size_t n);
-  static const float* bound_params();  // the bound parameter buffer (nullptr: none)
-  static void release();  // frees the mirror, the scratch and the cuBLASLt context
+  // The master weights [p, p + n) were written: their working copy [w, w + n) is remade, by the
+  // cast kernel from device memory, or with p_on_host (pinned host master weights of the offloaded
+  // optimizer, or any host buffer) rounded on the host cores and uploaded (2 B/param over PCIe).
+  static void params_changed(bf16* w, const float* p, size_t n, bool p_on_host);
+  static void release();  // frees the host staging, the scratch and the cuBLASLt context
   static void synchronize();
 
   // ---- memory (device; alloc is zero-filled) ----
@@ -88,24 +82,24 @@ struct CudaBackend {
   template <class T>
   static void zero(T* x, size_t n) { zero_bytes(x, n * sizeof(T)); }
 
-  // ---- ops (same names and meaning as CpuBackend; weights are fp32 pointers into params) ----
-  static void embedding_forward(bf16* out, const int32_t* tokens, const float* table, const bf16* add, int N, int C);
+  // ---- ops (same names and meaning as CpuBackend; weights are bf16 pointers into the working copy) ----
+  static void embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, const bf16* add, int N, int C);
   static void embedding_backward(float* dtable, const int32_t* tokens, const bf16* dout, int N, int C);
-  static void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int C, float eps);
+  static void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int N, int C, float eps);
   // res_out = res_in + branch (bf16), out = RMSNorm(res_out) * w: one kernel (the template uses it
   // instead of copy + accumulating GEMM + RMSNorm, see fuses_residual_rmsnorm).
   static constexpr bool fuses_residual_rmsnorm = true;
   static void residual_rmsnorm_forward(bf16* res_out, bf16* out, float* rstd, const bf16* res_in, const bf16* branch,
-                                       const float* w, int N, int C, float eps);
-  static void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,
+                                       const bf16* w, int N, int C, float eps);
+  static void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
                                const float* rstd, int N, int C);
-  static void matmul_forward(bf16* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+  static void matmul_forward(bf16* out, const bf16* x, const bf16* w, const bf16* b, int N, int IC, int OC,
                              bool accumulate);
-  static void matmul_forward(float* out, const bf16* x, const float* w, const float* b, int N, int IC, int OC,
+  static void matmul_forward(float* out, const bf16* x, const bf16* w, const bf16* b, int N, int IC, int OC,
                              bool accumulate);
-  static void matmul_backward(bf16* dx, float* dw, float* db, const bf16* dout, const bf16* x, const float* w, int N,
+  static void matmul_backward(bf16* dx, float* dw, float* db, const bf16* dout, const bf16* x, const bf16* w, int N,
                               int IC, int OC, bool accumulate_dx);
-  static void matmul_backward(bf16* dx, float* dw, float* db, const float* dout, const bf16* x, const float* w, int N,
+  static void matmul_backward(bf16* dx, float* dw, float* db, const float* dout, const bf16* x, const bf16* w, int N,
                               int IC, int OC, bool accumulate_dx);
   static void rope_apply(bf16* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int heads, int D,
                          int64_t ld, bool backward);
@@ -132,7 +126,7 @@ struct CudaBackend {
   // [n, C] and adds to dw.
   static constexpr bool has_vocab_chunked_lm_head = true;
   static void lm_head_cross_entropy(bf16* dx, float* dw, float* dx_scratch, float* logits, const bf16* x,
-                                    const float* w, const int32_t* targets, int n, int C, int V, int v_chunk,
+                                    const bf16* w, const int32_t* targets, int n, int C, int V, int v_chunk,
                                     float grad_scale, double* loss_sum);
   static void gather_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
   static void scatter_rows(bf16* dst, const bf16* src, const int32_t* idx, int n, int C);
@@ -140,21 +134,25 @@ struct CudaBackend {
   static void lens_stats(float* prob, int32_t* rank, int32_t* top1, const float* logits, const int32_t* gold, int n,
                          int V);
   static double sum_of_squares(const float* g, size_t n);
-  // Updates the fp32 master weights and rewrites their bf16 working copy in the same pass.
-  static void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
-                           float eps, float wd, int step, float grad_scale);
+  // Updates the fp32 master weights p and rewrites their bf16 working copy w in the same pass;
+  // `first` is p[0]'s index in the whole flat buffer (a ZeRO slice starts inside it), which seeds
+  // the stochastic rounding of bf16 moments so that a slice draws the bits the whole buffer would.
+  static void adamw_update(float* p, bf16* w, size_t first, const float* g, float* m, float* v, size_t n, float lr,
+                           float b1, float b2, float eps, float wd, int step, float grad_scale);
   // The same with bf16 moments (raw bits), stored with stochastic rounding seeded by `step`, so a
   // resumed run draws the same rounding as an uninterrupted one.
-  static void adamw_update(float* p, const float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1, float b2,
-                           float eps, float wd, int step, float grad_scale);
+  static void adamw_update(float* p, bf16* w, size_t first, const float* g, uint16_t* m, uint16_t* v, size_t n,
+                           float lr, float b1, float b2, float eps, float wd, int step, float grad_scale);
   // The fused step (kernels/cuda/adamw.cuh): global norm, clipping and AdamW in two passes with no
   // host round trip between them, and the gradients zeroed in the update pass when zero_grads.
   // Returns the norm before clipping; the same bits as sum_of_squares + adamw_update + zero.
   static constexpr bool fuses_optimizer = true;
-  static double adamw_clip_update(float* p, float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
-                                  float eps, float wd, int step, float max_grad_norm, bool zero_grads);
-  static double adamw_clip_update(float* p, float* g, uint16_t* m, uint16_t* v, size_t n, float lr, float b1,
-                                  float b2, float eps, float wd, int step, float max_grad_norm, bool zero_grads);
+  static double adamw_clip_update(float* p, bf16* w, size_t first, float* g, float* m, float* v, size_t n, float lr,
+                                  float b1, float b2, float eps, float wd, int step, float max_grad_norm,
+                                  bool zero_grads);
+  static double adamw_clip_update(float* p, bf16* w, size_t first, float* g, uint16_t* m, uint16_t* v, size_t n,
+                                  float lr, float b1, float b2, float eps, float wd, int step, float max_grad_norm,
+                                  bool zero_grads);
 
   // ---- memory conditioning (kernels/cuda/condition.cuh) ----
   static void condition_kv_forward(bf16* kv, const bf16* qkv, const float* slot, int rows, int T, int KVD,
@@ -172,12 +170,6 @@ struct CudaBackend {
                                const int32_t* slot, const int32_t* pos, int N, const KvShape& s);
   static void argmax_rows(int32_t* out, const float* logits, int n, int V);
 };
-
-// Binds a LlamaModel<CudaBackend>'s parameter buffer (call once after constructing the model).
-template <class Model>
-inline void cuda_bind_model(Model& m) {
-  CudaBackend::bind_params(m.params, m.layout.total, m.memory.offload_optimizer);
-}
 
 #include "kernels/cuda_memory_plan.h"  // cuda_memory_plan(), format_cuda_memory_plan()
 
@@ -197,9 +189,9 @@ void cuda_comm_all_reduce_sum_host(double* host_values, int n);  // a few host v
 // unequal counts).
 void cuda_comm_reduce_sum(float* device_data, size_t n, int root);  // in place; only root's result is defined
 void cuda_comm_broadcast(float* device_data, size_t n, int root);   // in place, root's values to every rank
-// Root's values of the bound parameters' bf16 working copy, elements [begin, begin + n), to every
-// rank (the all-gather of the weights each rank has just updated).
-void cuda_comm_broadcast_weights(size_t begin, size_t n, int root);
+// The same for bf16 values: a slice of the weights' working copy (the all-gather of the weights
+// each rank has just updated).
+void cuda_comm_broadcast(CudaBackend::bf16* device_data, size_t n, int root);
 void cuda_comm_group_start();  // the calls up to cuda_comm_group_end progress together
 void cuda_comm_group_end();
 void cuda_comm_destroy();

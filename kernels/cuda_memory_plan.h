@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "model/model_use.h"
+#include "model/zero_shards.h"
 
 // What LlamaModel<CudaBackend> (model/llama.h) allocates for a config, a micro-batch of `rows` x T
 // tokens and a use, plus its KV cache when one is reserved (kv_reserve(kv_seqs, kv_len): greedy
@@ -16,8 +17,8 @@
 // kv_reserve allocation by allocation (test_cuda_train checks the two agree for every use).
 struct CudaMemoryPlan {
   ModelUse use = ModelUse::train;
-  size_t weights_fp32 = 0;     // master weights
-  size_t weights_bf16 = 0;     // working copy read by the matmuls
+  size_t weights_fp32 = 0;     // master weights (at ZeRO >= 1 this rank's slice, and the staging of their gather)
+  size_t weights_bf16 = 0;     // working copy read by the ops
   size_t grads = 0;            // fp32 (train)
   size_t optimizer = 0;        // AdamW m and v (fp32; half with bf16 state) (train)
   size_t activations = 0;      // train: saved per layer for the backward; analysis: every layer's residual
@@ -54,12 +55,16 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   if (!train) memory = TrainMemory{};
   m.memory = memory;
   const bool offload = memory.offload_optimizer;
-  m.weights_fp32 = offload ? 0 : P * F;
+  // ZeRO >= 1 (TrainMemory::shard_count): the master weights and the moments of the rank's slice,
+  // and the bounded staging buffer through which the slices are gathered.
+  const size_t S = memory.shard_count > 0 ? memory.shard_count : P;
+  const size_t staging = memory.shard_count > 0 ? std::min(P, kShardStagingFloats) : 0;
+  m.weights_fp32 = offload ? 0 : (S + staging) * F;
   m.weights_bf16 = P * A;
   m.bf16_optimizer_state = bf16_optimizer_state;
   if (train) {
     m.grads = P * F;
-    m.optimizer = offload ? 0 : 2 * P * (bf16_optimizer_state ? A : F);
+    m.optimizer = offload ? 0 : 2 * S * (bf16_optimizer_state ? A : F);
   }
   if (offload) {  // master + m + v, the backend's bf16 staging and the optimizer's gradient chunk
     const size_t chunk = std::min<size_t>(P, (size_t)1 << 24);
@@ -99,17 +104,19 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   // goes by vocabulary chunks (more rows than a token chunk holds: LlamaModel::vocab_chunk).
   const size_t ce_rows = N > head_chunk ? N : head_chunk;
   m.workspace = ((size_t)32 << 20) + backward_scratch + 5 * ce_rows * F + per_token + rope_positions * D * F;
-  m.model_bytes = m.weights_fp32 + m.grads + m.optimizer + m.activations + m.grad_scratch + head_rows +
+  m.model_bytes = m.weights_fp32 + m.weights_bf16 + m.grads + m.optimizer + m.activations + m.grad_scratch + head_rows +
                   head_chunk * V * F + m.kv_cache + per_token + rope_positions * D * F;
   return m;
 }
 
 // The plan per GPU with `world` data-parallel ranks at ZeRO stage `zero` (0-3), from the plan of
-// one rank's micro-batch: stage 1 shards the fp32 master weights and the AdamW state over the
-// ranks, stage 2 also the gradients (keeping one unsharded bucket of the largest tensor group
-// being reduced), stage 3 also the bf16 working copy (keeping two gathered groups: the one in use
-// and the one prefetched). A group is one layer's weights, or the embedding / LM head when larger.
-// train_llama implements stage 0 only; the other stages are the plan they are built to.
+// one rank's micro-batch without a shard: stage 1 shards the fp32 master weights and the AdamW
+// state over the ranks (rank 0's slice, the largest of model/zero_shards.h, plus the staging of
+// their gather: what cuda_memory_plan counts for that slice), stage 2 also the gradients (keeping
+// one unsharded bucket of the largest tensor group being reduced), stage 3 also the bf16 working
+// copy (keeping two gathered groups: the one in use and the one prefetched). A group is one
+// layer's weights, or the embedding / LM head when larger. train_llama allocates stage 1 as
+// planned; the gradients of stage 2 and stage 3 are the plan they are built to.
 template <class Config, class Layout>
 inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, const Layout& layout, int world,
                                              int zero) {
@@ -119,9 +126,14 @@ inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, 
   const size_t embeddings = VC * (c.tie_word_embeddings ? 1 : 2);
   const size_t layer = (layout.total - embeddings - (size_t)c.hidden_size) / std::max(c.num_hidden_layers, 1);
   const size_t group = std::max(layer, VC);  // floats
-  if (zero >= 1) {
-    m.weights_fp32 = shard(m.weights_fp32);
-    m.optimizer = shard(m.optimizer);
+  if (zero >= 1 && R > 1) {
+    const size_t P = layout.total, S = ZeroShards(P, (int)R).count(0), staging = std::min(P, kShardStagingFloats);
+    const size_t master = m.weights_fp32 == 0 ? 0 : (S + staging) * 4, moments = m.optimizer / P * S;
+    m.model_bytes = m.model_bytes - m.weights_fp32 - m.optimizer + master + moments;
+    m.weights_fp32 = master;
+    m.optimizer = moments;
+    m.memory.shard_begin = 0;
+    m.memory.shard_count = S;
   }
   if (zero >= 2) m.grads = shard(m.grads) + group * 4;
   if (zero >= 3) m.weights_bf16 = shard(m.weights_bf16) + 2 * group * 2;

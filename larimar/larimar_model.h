@@ -94,14 +94,6 @@ struct LarimarModel {
 
  private:
   float *slot_dev = nullptr, *embed_dev = nullptr;  // [3N, L, KVD], [3N, C] in backend memory
-  // A backend that serves one model's weights at a time (the CUDA backend's bf16 mirror,
-  // cuda_bind_model) is pointed at the model about to run: an episode alternates the encoder and
-  // the decoder. The CPU backend needs nothing.
-  static void bind(const LlamaModel<Backend>& m) {
-    if constexpr (requires { Backend::bind_params(m.params, m.layout.total); }) {
-      if (Backend::bound_params() != m.params) Backend::bind_params(m.params, m.layout.total);
-    }
-  }
 };
 
 // ---- definitions (a header: the CPU instantiation is compiled once, in larimar_model.cpp; the
@@ -127,7 +119,6 @@ EpisodeLoss LarimarModel<Backend>::episode(const std::vector<std::vector<int32_t
         "x", K);
   // Encoder and memory.
   std::vector<float> zf;
-  bind(enc.model);
   enc.encode(texts, zf);
   Mat Z(N, Cz);
   for (int i = 0; i < N * Cz; i++) Z.data()[i] = zf[i];
@@ -183,7 +174,6 @@ EpisodeLoss LarimarModel<Backend>::episode(const std::vector<std::vector<int32_t
   }
   check(b.num_target_tokens > 0, "larimar episode: no text has two tokens (nothing to predict)");
   // Three passes over the texts, coded Z_r, Z and 0; each pass's d_slot and d_embed are its own.
-  bind(dec);
   std::vector<float> d_slot(slot.size()), d_embed(embed.size());
   double* ce_part[3] = {&out.ce_read, &out.ce_code, &out.ce_zero};
   const typename LlamaModel<Backend>::Condition all{slot_dev, embed_dev, R};
@@ -235,9 +225,7 @@ EpisodeLoss LarimarModel<Backend>::episode(const std::vector<std::vector<int32_t
   const Mat dZ = wg.dZ + rg.dZq + dc.middleRows(N, N);
   std::vector<float> dz((size_t)N * Cz);
   for (int i = 0; i < N * Cz; i++) dz[i] = (float)dZ.data()[i];
-  bind(enc.model);
   enc.backward(dz);
-  bind(dec);  // the decoder stays bound after an episode (its optimizer step, decoding)
   return out;
 }
 

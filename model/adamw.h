@@ -26,13 +26,24 @@ inline float clip_scale(double grad_norm, float max_grad_norm) {
 // the moments are then kept as raw bf16 bit patterns, uint16_t, in the model).
 enum class MomentDtype { f32, bf16 };
 
+// The parameters one step updates: n fp32 master weights, their working copy in the backend's weight
+// type (rewritten in the same pass; the master itself on the CPU backend), and the flat index of
+// element 0 in the whole parameter buffer (a ZeRO slice starts inside it).
+template <class Backend>
+struct AdamWTarget {
+  float* master;
+  typename Backend::weight_t* work;
+  size_t first;
+};
+
 // One step (step >= 1 counts steps taken, for the bias correction) with a given clipping factor
 // (clip_scale of a global norm, possibly over several parameter buffers). moment_t: float, or
 // uint16_t (bf16 bits) on backends that support it.
 template <class Backend, class moment_t>
-void adamw_apply(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
+void adamw_apply(AdamWTarget<Backend> t, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
                  const AdamWConfig& o, float scale) {
-  Backend::adamw_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step, scale);
+  Backend::adamw_update(t.master, t.work, t.first, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay,
+                        step, scale);
 }
 
 // One step clipped by the norm of this buffer. Returns the global gradient norm before clipping.
@@ -42,31 +53,31 @@ void adamw_apply(float* params, const float* grads, moment_t* m, moment_t* v, si
 // With ZeRO each rank updates its own slice of the flat buffer: `sum_over_ranks` turns the slice's
 // sum of squares into the whole model's (an all-reduce), so every rank clips by the global norm.
 template <class Backend, class moment_t>
-double adamw_step(float* params, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
+double adamw_step(AdamWTarget<Backend> t, const float* grads, moment_t* m, moment_t* v, size_t n, int step,
                   const AdamWConfig& o, const std::function<double(double)>& sum_over_ranks = nullptr) {
   if constexpr (Backend::fuses_optimizer) {
     if (!sum_over_ranks)
-      return Backend::adamw_clip_update(params, const_cast<float*>(grads), m, v, n, o.lr, o.beta1, o.beta2, o.eps,
-                                        o.weight_decay, step, o.max_grad_norm, false);
+      return Backend::adamw_clip_update(t.master, t.work, t.first, const_cast<float*>(grads), m, v, n, o.lr, o.beta1,
+                                        o.beta2, o.eps, o.weight_decay, step, o.max_grad_norm, false);
   }
   double sum_sq = Backend::sum_of_squares(grads, n);
   if (sum_over_ranks) sum_sq = sum_over_ranks(sum_sq);
   double norm = std::sqrt(sum_sq);
-  adamw_apply<Backend>(params, grads, m, v, n, step, o, clip_scale(norm, o.max_grad_norm));
+  adamw_apply<Backend>(t, grads, m, v, n, step, o, clip_scale(norm, o.max_grad_norm));
   return norm;
 }
 
 // The same step, leaving the gradients [0, n) zero for the next accumulation: on fusing backends
 // each gradient is zeroed in the update pass right after it is read (no separate memset pass).
 template <class Backend, class moment_t>
-double adamw_step_zero_grads(float* params, float* grads, moment_t* m, moment_t* v, size_t n, int step,
+double adamw_step_zero_grads(AdamWTarget<Backend> t, float* grads, moment_t* m, moment_t* v, size_t n, int step,
                              const AdamWConfig& o, const std::function<double(double)>& sum_over_ranks = nullptr) {
   if constexpr (Backend::fuses_optimizer) {
     if (!sum_over_ranks)
-      return Backend::adamw_clip_update(params, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step,
-                                        o.max_grad_norm, true);
+      return Backend::adamw_clip_update(t.master, t.work, t.first, grads, m, v, n, o.lr, o.beta1, o.beta2, o.eps,
+                                        o.weight_decay, step, o.max_grad_norm, true);
   }
-  const double norm = adamw_step<Backend>(params, grads, m, v, n, step, o, sum_over_ranks);
+  const double norm = adamw_step<Backend>(t, grads, m, v, n, step, o, sum_over_ranks);
   Backend::zero(grads, n);
   return norm;
 }

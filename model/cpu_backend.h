@@ -11,6 +11,9 @@
 struct CpuBackend {
   static constexpr const char* name = "cpu";
   using act_t = float;  // activations and their gradients
+  // What the ops read as weights: the fp32 master weights themselves (the model's working copy of
+  // the weights is its master buffer on this backend, so it cannot be a ZeRO slice).
+  using weight_t = float;
   // Parameters and gradients are fp32 on every backend (master weights); the CPU backend keeps
   // fp32 AdamW moments only (--optimizer-state bf16 is refused: the CPU path is the reference).
   static constexpr bool has_bf16_moments = false;
@@ -95,8 +98,10 @@ struct CpuBackend {
     ::lens_stats(prob, rank, top1, logits, gold, n, V);
   }
   static double sum_of_squares(const float* g, size_t n) { return ::sum_of_squares(g, n); }
-  static void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1,
-                           float b2, float eps, float wd, int step, float grad_scale) {
+  // w (the working copy, here p itself) and first (p[0]'s flat index) concern backends with a
+  // separate working copy and stochastic rounding.
+  static void adamw_update(float* p, float* /*w*/, size_t /*first*/, const float* g, float* m, float* v, size_t n,
+                           float lr, float b1, float b2, float eps, float wd, int step, float grad_scale) {
     params_changed(p, n);
     ::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, step, grad_scale);
   }
@@ -138,6 +143,9 @@ struct CpuBackend {
   // the next decoding use). LlamaModel calls it after loading parameters;
   // adamw_update calls it for the range it updates.
   static void params_changed(const float* p, size_t n);
+  // The model's notice that its master weights [p, p + n) were written (LlamaModel::params_changed):
+  // w == p here; the transposed copies of [w, w + n) are dropped.
+  static void params_changed(float* w, const float* /*p*/, size_t n, bool /*p_on_host*/) { params_changed(w, n); }
   // The parameter buffer [p, p + n) is about to be freed (LlamaModel's destructor): the same.
   static void params_freed(const float* p, size_t n) { params_changed(p, n); }
 

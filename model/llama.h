@@ -22,10 +22,15 @@
 // reads the cache (Backend::attention_decode). The greedy and scoring loops over these steps are
 // model/decode.h; a backend's decoding tricks stay behind its ops (model/cpu_backend.h).
 //
-// Parameters are written through the template (load_params, optimizer_step), which tells the
-// backend (Backend::params_changed) so that any copy it keeps of the weights (the CUDA bf16
-// mirror, the CPU decoding GEMMs' transposed weights) is remade; a caller that writes `params`
-// directly calls params_changed() afterwards.
+// Weights: the fp32 master weights `params` (what the optimizer updates and checkpoints save) and
+// their working copy `weights` in the backend's weight type (Backend::weight_t), which every op of
+// the forward and the backward reads through weight(offset): on the CPU backend the master buffer
+// itself, on the CUDA backend a whole bf16 copy. At ZeRO >= 1 (TrainMemory::shard_count) `params`
+// holds only this rank's slice of the master weights, while `weights` stays whole (the trainer
+// all-gathers the updated slices). Parameters are written through the template (load_params,
+// optimizer_step), which keeps the working copy current (Backend::params_changed: the CUDA cast,
+// the CPU decoding GEMMs' transposed weights dropped); a caller that writes `params` directly calls
+// params_changed() afterwards.
 //
 // Hooks: hidden_state(l) hands out the residual stream entering layer l (logit lens, layer
 // swapping) without a copy; embedding_forward takes an additive per-token vector; `causal = false`
@@ -38,6 +43,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -49,10 +55,12 @@
 #include "model/config.h"
 #include "model/model_use.h"  // train | inference | analysis: what the constructor plans
 #include "model/params.h"
+#include "model/zero_shards.h"  // kShardStagingFloats
 
 template <class Backend>
 struct LlamaModel {
   using act_t = typename Backend::act_t;
+  using weight_t = typename Backend::weight_t;
 
   LlamaConfig cfg;
   ParamLayout layout;
@@ -63,9 +71,13 @@ struct LlamaModel {
   int head_chunk = 0; // tokens per LM-head chunk
 
   // fp32 master parameters, their gradients and the AdamW moments (flat, see model/params.h).
+  // params and the moments cover the optimizer slice [opt_begin, opt_begin + opt_count): params[i]
+  // is the flat parameter opt_begin + i (the whole buffer unless TrainMemory shards it).
   // The moments are fp32 (adam_m, adam_v) or, with MomentDtype::bf16, raw bf16 bit patterns
   // (adam_m16, adam_v16) updated with stochastic rounding; the other pair stays null.
   float* params = nullptr;
+  weight_t* weights = nullptr;  // the working copy the ops read, always whole (== params on the CPU)
+  float* shard_staging = nullptr;  // sharded master only: kShardStagingFloats (or fewer) device floats
   float* grads = nullptr;
   float* adam_m = nullptr;
   float* adam_v = nullptr;
@@ -75,7 +87,7 @@ struct LlamaModel {
   int adam_step = 0;
   bool grads_zeroed_by_optimizer = false;  // optimizer_step left the gradients zero
   // The slice [opt_begin, opt_begin + opt_count) of the flat buffer that optimizer_step updates
-  // and the moments cover: all of it, or this rank's ZeRO shard (shard_optimizer).
+  // and params and the moments cover: all of it, or this rank's ZeRO shard (TrainMemory).
   size_t opt_begin = 0, opt_count = 0;
   // Called during the backward each time the gradients of a contiguous range [begin, end) of the
   // flat buffer are complete for this micro-batch (the LM head, the final norm, each layer from
@@ -174,22 +186,29 @@ struct LlamaModel {
   LlamaModel& operator=(const LlamaModel&) = delete;
 
   // Parameters from host memory ([layout.total] fp32), and the notice after a direct write.
-  void load_params(const float* host) {
-    Backend::upload(params, host, layout.total);
-    params_changed();
-  }
-  // Parameters [offset, offset + n) from host memory (one tensor, e.g. a layer swap).
+  void load_params(const float* host) { load_params(host, 0, layout.total); }
+  // Parameters [offset, offset + n) from host memory (one tensor, e.g. a layer swap): the part
+  // inside the master slice goes to `params`; the working copy is remade from the master, or with
+  // a sharded master (whose slice does not hold the rest) from the host values.
   void load_params(const float* host, size_t offset, size_t n) {
     check(offset <= layout.total && n <= layout.total - offset, "load_params: [", offset, ", ", offset + n,
           ") is outside the ", layout.total, " parameters");
-    Backend::upload(params + offset, host, n);
-    Backend::params_changed(params + offset, n);
+    const size_t a = std::max(offset, opt_begin), b = std::min(offset + n, opt_begin + opt_count);
+    if (a < b) Backend::upload(params + (a - opt_begin), host + (a - offset), b - a);
+    if (sharded_master()) Backend::params_changed(weights + offset, host, n, true);
+    else Backend::params_changed(weights + offset, params + offset, n, memory.offload_optimizer);
   }
-  void params_changed() { Backend::params_changed(params, layout.total); }
+  // After a direct write to `params`: the working copy of the master slice is remade (with a
+  // sharded master the rest of the copy is the owners': the trainer all-gathers it).
+  void params_changed() {
+    Backend::params_changed(weights + opt_begin, params, opt_count, memory.offload_optimizer);
+  }
+  // ZeRO: `params` holds only the optimizer slice of the master weights.
+  bool sharded_master() const { return opt_begin != 0 || opt_count != layout.total; }
   // The weight and the gradient of the tensor at `offset` of the flat layout, as the ops of the
   // forward and the backward take them: every op call goes through these two, so that where a
   // weight or a gradient lives (whole buffers, a rank's shard, a gathered layer) is decided here.
-  const float* weight(size_t offset) const { return params + offset; }
+  const weight_t* weight(size_t offset) const { return weights + offset; }
   float* grad(size_t offset) { return grads + offset; }
 
   // After optimizer_step the gradients are already zero (zeroed in the optimizer pass), and the
@@ -235,7 +254,7 @@ struct LlamaModel {
   double optimizer_step(const AdamWConfig& opt, const std::function<double(double)>& sum_over_ranks = nullptr) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
     if (memory.offload_optimizer) return offloaded_optimizer_step(opt);
-    float* p = params + opt_begin;
+    const AdamWTarget<Backend> p{params, weights + opt_begin, opt_begin};
     float* g = grads + opt_begin;
     const bool whole = opt_begin == 0 && opt_count == layout.total;
     grads_zeroed_by_optimizer = whole;
@@ -275,7 +294,7 @@ struct LlamaModel {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
     check(!memory.offload_optimizer, "optimizer_step_scaled: not with the offloaded optimizer");
     grads_zeroed_by_optimizer = false;
-    float* p = params + opt_begin;
+    const AdamWTarget<Backend> p{params, weights + opt_begin, opt_begin};
     const float* g = grads + opt_begin;
     if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
@@ -283,10 +302,6 @@ struct LlamaModel {
     }
     adamw_apply<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, scale);
   }
-  // ZeRO stage >= 1: this rank keeps AdamW moments for [begin, begin + count) only (the moments of
-  // the whole buffer are freed, zero-filled ones of the slice allocated) and optimizer_step updates
-  // that slice.
-  void shard_optimizer(size_t begin, size_t count);
   // The moments of the optimizer slice (opt_count values each) as fp32 on the host (checkpoints;
   // bf16 -> fp32 is exact), and back (fp32 -> bf16 rounds to nearest even, exact for moments
   // saved from a bf16 run, so a resume is bit-exact).
@@ -419,9 +434,17 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
   head_chunk = (int)std::max<int64_t>(64, std::min<int64_t>(max_N, (int64_t(1) << 24) / V));
   head_chunk = (int)std::min<int64_t>(head_chunk, max_N);
   const bool train = use == ModelUse::train;
-  if (!train) memory = TrainMemory{};  // recompute and offload concern training only
+  if (!train) memory = TrainMemory{};  // recompute, offload and ZeRO concern training only
   check(!memory.offload_optimizer || moment_dtype == MomentDtype::f32,
         "--offload-optimizer keeps fp32 AdamW moments on the host: it does not combine with --optimizer-state bf16");
+  opt_begin = memory.shard_count > 0 ? memory.shard_begin : 0;
+  opt_count = memory.shard_count > 0 ? memory.shard_count : layout.total;
+  check(opt_begin <= layout.total && opt_count <= layout.total - opt_begin, "LlamaModel: the ZeRO slice [", opt_begin,
+        ", ", opt_begin + opt_count, ") is outside the ", layout.total, " parameters");
+  check(!sharded_master() || !memory.offload_optimizer, "--offload-optimizer keeps the whole optimizer state on the "
+        "host: it does not combine with --zero 1 or 2");
+  check(!sharded_master() || !std::is_same_v<weight_t, float>, "--zero: the ", Backend::name, " backend reads the "
+        "fp32 master weights themselves, which cannot be a slice (use --device cuda)");
 
   if (memory.offload_optimizer) {
     params = plan_host<float>(layout.total);
@@ -430,17 +453,19 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
     offload_chunk = plan_host<float>(std::min(layout.total, kOffloadChunk));
     grads = plan<float>(layout.total, true);
   } else {
-    params = plan<float>(layout.total, true);
+    params = plan<float>(opt_count, true);
   }
-  opt_count = layout.total;
+  if constexpr (std::is_same_v<weight_t, float>) weights = params;
+  else weights = plan<weight_t>(layout.total, true);
+  if (sharded_master()) shard_staging = plan<float>(std::min(layout.total, kShardStagingFloats), true);
   if (train && !memory.offload_optimizer) {
     grads = plan<float>(layout.total, true);
     if (moment_dtype == MomentDtype::bf16) {
-      adam_m16 = plan<uint16_t>(layout.total, true);
-      adam_v16 = plan<uint16_t>(layout.total, true);
+      adam_m16 = plan<uint16_t>(opt_count, true);
+      adam_v16 = plan<uint16_t>(opt_count, true);
     } else {
-      adam_m = plan<float>(layout.total, true);
-      adam_v = plan<float>(layout.total, true);
+      adam_m = plan<float>(opt_count, true);
+      adam_v = plan<float>(opt_count, true);
     }
   }
 
@@ -555,34 +580,13 @@ const typename LlamaModel<Backend>::act_t* LlamaModel<Backend>::condition_embedd
 
 template <class Backend>
 LlamaModel<Backend>::~LlamaModel() {
-  Backend::params_freed(params, layout.total);  // the backend drops what it derived from them
+  if constexpr (requires { Backend::params_freed(weights, layout.total); })
+    Backend::params_freed(weights, layout.total);  // the backend drops what it derived from them
   for (void* p : owned) Backend::free(p);
   if constexpr (requires { Backend::free_host_bytes(nullptr); })
     for (void* p : owned_host) Backend::free_host_bytes(p);
 }
 
-template <class Backend>
-void LlamaModel<Backend>::shard_optimizer(size_t begin, size_t count) {
-  check(use == ModelUse::train, "shard_optimizer: the model was planned for inference only");
-  check(!memory.offload_optimizer, "--offload-optimizer keeps the whole optimizer state on the host: it does not "
-        "combine with --zero 1 or 2");
-  check(begin <= layout.total && count <= layout.total - begin, "shard_optimizer: [", begin, ", ", begin + count,
-        ") is outside the ", layout.total, " parameters");
-  const size_t moment_bytes = moment_dtype == MomentDtype::bf16 ? 2 : 4;
-  for (void* p : {(void*)adam_m, (void*)adam_v, (void*)adam_m16, (void*)adam_v16}) release(p);
-  param_state_bytes -= 2 * opt_count * moment_bytes;
-  opt_begin = begin;
-  opt_count = count;
-  adam_m = adam_v = nullptr;
-  adam_m16 = adam_v16 = nullptr;
-  if (moment_dtype == MomentDtype::bf16) {
-    adam_m16 = plan<uint16_t>(count, true);
-    adam_v16 = plan<uint16_t>(count, true);
-  } else {
-    adam_m = plan<float>(count, true);
-    adam_v = plan<float>(count, true);
-  }
-}
 
 template <class Backend>
 void LlamaModel<Backend>::download_moments(float* m_host, float* v_host) const {
@@ -1034,7 +1038,7 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     // as soon as the chunk's loss is known, because the normalizer is given up front.
     const int n_loss = gather_loss_rows(b);
     const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
-    const float* lm_w = weight(layout.lm_head);
+    const weight_t* lm_w = weight(layout.lm_head);
     float* lm_dw = grad(layout.lm_head);
     const int v_chunk = vocab_chunk(n_loss, true);
     if constexpr (requires { Backend::has_vocab_chunked_lm_head; }) {

@@ -8,6 +8,7 @@
 //              (LlamaModel::hidden_state, the logit lens): L - 1 more [N, C] buffers, plus the
 //              lens' normalized rows.
 #pragma once
+#include <cstddef>
 
 enum class ModelUse { train, inference, analysis };
 
@@ -28,10 +29,13 @@ inline const char* recompute_name(Recompute r) {
   return r == Recompute::attn ? "attn" : r == Recompute::mlp ? "mlp" : r == Recompute::block ? "block" : "none";
 }
 
-// How a training model places its state: the activation recompute, and whether the fp32 master
+// How a training model places its state: the activation recompute, whether the fp32 master
 // weights and AdamW moments live in pinned host memory (offload: AdamW runs on the host cores over
-// gradients copied from the device, and the bf16 working copy is streamed back; --device cuda).
+// gradients copied from the device, and the bf16 working copy is streamed back; --device cuda),
+// and at ZeRO >= 1 the slice [shard_begin, shard_begin + shard_count) of the flat parameter buffer
+// whose fp32 master weights and AdamW moments this rank keeps (model/zero_shards.h; count 0: all).
 struct TrainMemory {
   Recompute recompute = Recompute::none;
   bool offload_optimizer = false;
+  size_t shard_begin = 0, shard_count = 0;
 };

@@ -18,3 +18,7 @@ struct ZeroShards {
   size_t end(int r) const { return std::min(total, size_t(r + 1) * per); }
   size_t count(int r) const { return end(r) - begin(r); }
 };
+
+// Floats of the bounded device buffer through which the ranks' slices of the fp32 master weights
+// travel when they are gathered (checkpoints): 16 MiB, or the whole model when smaller.
+constexpr size_t kShardStagingFloats = (size_t)1 << 22;

@@ -131,7 +131,6 @@ TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
     const int T = 37;
     LlamaModel<CpuBackend> cpu(cfg, 2, T);
     LlamaModel<CudaBackend> gpu(cfg, 2, T);
-    cuda_bind_model(gpu);
     std::vector<float> p0(cpu.layout.total);
     init_weights(cfg, cpu.layout, p0.data(), 7);
     cpu.load_params(p0.data());
@@ -210,7 +209,6 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
   LlamaModel<CpuBackend> cpu(cfg, 1, 32);
   cpu.load_params(params.data());
   LlamaModel<CudaBackend> gpu(cfg, 1, 32);
-  cuda_bind_model(gpu);
   gpu.load_params(params.data());
   double min_margin = 1e30, max_logit_error = 0.0;
   for (size_t i = 0; i < prompts.size(); i++) {
@@ -245,7 +243,6 @@ TEST_CASE("cuda greedy decoding with the KV cache gives the cpu path's tokens") 
   // The same greedy loop (model/decode.h) over LlamaModel<CudaBackend>'s KV-cache mode; a plan of
   // 4 rows of 8 tokens makes the ragged prefill run in several passes.
   LlamaModel<CudaBackend> decoder(cfg, 4, 8, ModelUse::inference);
-  cuda_bind_model(decoder);
   decoder.load_params(params.data());
   std::vector<std::vector<int32_t>> gpu_tokens;
   for (const char* schedule : {"forward", "random:3"}) {
@@ -263,7 +260,6 @@ TEST_CASE("cuda memory conditioning: a training step and the prefill and a decod
   const int T = 20, L = cfg.num_hidden_layers, KVD = cfg.num_key_value_heads * cfg.head_dim, C = cfg.hidden_size;
   LlamaModel<CpuBackend> cpu(cfg, 2, T);
   LlamaModel<CudaBackend> gpu(cfg, 2, T);
-  cuda_bind_model(gpu);
   std::vector<float> p0(cpu.layout.total);
   init_weights(cfg, cpu.layout, p0.data(), 3);
   cpu.load_params(p0.data());
@@ -335,7 +331,6 @@ TEST_CASE("cuda Larimar encoder: bidirectional codes and every gradient agree wi
   const int C = ec.llama.hidden_size;
   larimar::Encoder<CpuBackend> cpu(ec, 3, 20);
   larimar::Encoder<CudaBackend> gpu(ec, 3, 20);
-  cuda_bind_model(gpu.model);
   std::vector<float> p0(cpu.model.layout.total);
   init_weights(ec.llama, cpu.model.layout, p0.data(), 11);
   cpu.model.load_params(p0.data());
@@ -460,7 +455,6 @@ TEST_CASE("cuda backend: bf16 AdamW moments track fp32 moments, and round-trip t
     double loss[2], norm[2];
     int k = 0;
     for (LlamaModel<CudaBackend>* m : {&f32, &b16}) {
-      cuda_bind_model(*m);
       m->zero_grad();
       loss[k] = m->forward_backward(b, b.num_target_tokens);
       norm[k] = m->optimizer_step(opt);
@@ -512,7 +506,6 @@ TEST_CASE("cuda backend: bf16 AdamW moments track fp32 moments, and round-trip t
   const Batch b = packed_batch(T, cfg.vocab_size, 999);
   std::vector<float> first_p(n), first_m(n), first_v(n);
   for (int rep = 0; rep < 2; rep++) {
-    cuda_bind_model(again);
     again.load_params(pb.data());
     again.upload_moments(m16.data(), v16.data());
     again.adam_step = steps;
@@ -610,21 +603,9 @@ TEST_CASE("cuda memory plan: inference and analysis plans, with the decoding KV 
   REQUIRE(table.find("gradients") == std::string::npos);
 }
 
-TEST_CASE("cuda backend: destroying the bound model unbinds it and frees its weight mirror") {
+TEST_CASE("cuda backend: models with different weights alternate, each reading its own working copy") {
   const LlamaConfig cfg = tiny_config(300, 0.05f);
-  {
-    LlamaModel<CudaBackend> m(cfg, 1, 8, ModelUse::inference);
-    cuda_bind_model(m);
-    { LlamaModel<CudaBackend> other(cfg, 1, 8, ModelUse::inference); }  // not bound: leaves the binding alone
-    REQUIRE(CudaBackend::bound_params() == m.params);
-  }
-  REQUIRE(CudaBackend::bound_params() == nullptr);
-  // A model made afterwards (possibly at the freed address) and not bound is refused rather than
-  // served from the old mirror.
-  LlamaModel<CudaBackend> fresh(cfg, 1, 8, ModelUse::inference);
-  std::vector<float> p(fresh.layout.total);
-  init_weights(cfg, fresh.layout, p.data(), 3);
-  fresh.load_params(p.data());
+  const ParamLayout layout = make_param_layout(cfg);
   Batch b;
   b.rows = 1;
   b.T = 4;
@@ -632,7 +613,28 @@ TEST_CASE("cuda backend: destroying the bound model unbinds it and frees its wei
   b.targets = {-1, -1, -1, -1};
   b.positions = {0, 1, 2, 3};
   b.seg_start = {0, 0, 0, 0};
-  REQUIRE_THROWS_WITH(fresh.forward(b), Catch::Contains("cuda_bind_model"));
+  std::vector<float> pa(layout.total), pb(layout.total);
+  init_weights(cfg, layout, pa.data(), 3);
+  init_weights(cfg, layout, pb.data(), 4);
+  const size_t n = (size_t)b.T * cfg.vocab_size;
+  std::vector<float> alone_a(n), alone_b(n), la(n), lb(n);
+  {
+    LlamaModel<CudaBackend> m(cfg, 1, 8, ModelUse::inference);
+    m.load_params(pa.data());
+    m.forward_logits(b, alone_a.data());
+    m.load_params(pb.data());
+    m.forward_logits(b, alone_b.data());
+  }
+  REQUIRE(alone_a != alone_b);
+  LlamaModel<CudaBackend> a(cfg, 1, 8, ModelUse::inference), c(cfg, 1, 8, ModelUse::inference);
+  a.load_params(pa.data());
+  c.load_params(pb.data());
+  a.forward_logits(b, la.data());
+  c.forward_logits(b, lb.data());
+  REQUIRE(la == alone_a);
+  REQUIRE(lb == alone_b);
+  a.forward_logits(b, la.data());
+  REQUIRE(la == alone_a);
   CudaBackend::release();
 }
 
@@ -659,7 +661,6 @@ TEST_CASE("cuda analysis: the logit lens and the layer-swap accuracies agree wit
   LlamaModel<CpuBackend> cpu(cfg, shape.rows, shape.T, ModelUse::analysis);
   cpu.load_params(params.data());
   LlamaModel<CudaBackend> gpu(cfg, shape.rows, shape.T, ModelUse::analysis);
-  cuda_bind_model(gpu);
   gpu.load_params(params.data());
 
   // Lens: log-probabilities within the tolerance of test_analyze_layers (bf16 activations).
@@ -711,7 +712,6 @@ template <class Backend>
 static std::vector<float> recompute_gradients(const LlamaConfig& cfg, Recompute rc, const std::vector<float>& p0,
                                               const Batch& b, bool conditioned, double* loss) {
   LlamaModel<Backend> m(cfg, 2, b.T, MomentDtype::f32, ModelUse::train, TrainMemory{rc, false});
-  if constexpr (std::is_same_v<Backend, CudaBackend>) cuda_bind_model(m);
   m.load_params(p0.data());
   const int L = cfg.num_hidden_layers, KVD = cfg.num_key_value_heads * cfg.head_dim;
   const std::vector<float> slot = random_bf16_values((size_t)2 * L * KVD, 31, 0.5f);
@@ -791,16 +791,13 @@ TEST_CASE("--offload-optimizer: host AdamW matches the on-device AdamW within it
   opt.lr = 1e-3f;
   opt.weight_decay = 0.1f;
   opt.max_grad_norm = 1.0f;
-  // Each model is bound while it runs (one bound model per process).
+  // The two models alternate, each reading its own bf16 working copy.
   auto step = [&](LlamaModel<CudaBackend>& m, const Batch& b) {
-    cuda_bind_model(m);
     m.zero_grad();
     m.forward_backward(b, b.num_target_tokens);
     return m.optimizer_step(opt);
   };
-  cuda_bind_model(dev);
   dev.load_params(p0.data());
-  cuda_bind_model(off);
   off.load_params(p0.data());
   REQUIRE(std::memcmp(off.params, p0.data(), n * 4) == 0);  // host memory, readable directly
   std::vector<float> pd(n), md(n), vd(n), po(n), mo(n), vo(n);
@@ -835,7 +832,7 @@ TEST_CASE("--offload-optimizer: host AdamW matches the on-device AdamW within it
   }
   // The offloaded state is host memory: the device holds the gradients and the bf16 copy only.
   REQUIRE(off.host_bytes == 3 * n * 4 + std::min<size_t>(n, 1 << 24) * 4);  // + the pinned gradient chunk
-  REQUIRE(off.param_state_bytes == n * 4);
+  REQUIRE(off.param_state_bytes == n * 4 + n * 2);
   CudaBackend::release();
 }
 
@@ -860,7 +857,6 @@ TEST_CASE("cuda LM head by vocabulary chunks: loss and gradients agree with the 
   std::vector<float> p0(cpu.layout.total);
   init_weights(cfg, cpu.layout, p0.data(), 11);
   cpu.load_params(p0.data());
-  cuda_bind_model(gpu);
   gpu.load_params(p0.data());
   const Batch b = packed_batch(T, cfg.vocab_size, 303);
   REQUIRE(b.num_target_tokens == 32);
@@ -905,7 +901,6 @@ TEST_CASE("cuda memory plan: the device high-water mark after training steps equ
       INFO("--recompute " << recompute_name(mem.recompute) << " offload " << mem.offload_optimizer);
       {
         LlamaModel<CudaBackend> gpu(cfg, rows, T, MomentDtype::f32, ModelUse::train, mem);
-        cuda_bind_model(gpu);
         gpu.load_params(p0.data());
         CudaMemoryPlan plan = cuda_memory_plan(cfg, layout, rows, T, false, ModelUse::train, 0, 0, mem);
         AdamWConfig opt;
