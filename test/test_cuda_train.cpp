@@ -552,6 +552,30 @@ TEST_CASE("cuda memory plan: the model's allocations match the plan, and the fig
     REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
     REQUIRE(plan.optimizer == 2 * gpu.layout.total * 2);
   }
+  // ZeRO 1/2: a rank keeps the fp32 master weights and the AdamW moments of its slice only (plus the
+  // bounded staging buffer of their gather), and the whole bf16 working copy
+  for (int rank : {0, 1}) {
+    INFO("rank " << rank << " of 2");
+    const ParamLayout layout = make_param_layout(cfg);
+    const ZeroShards shards(layout.total, 2);
+    TrainMemory mem;
+    mem.shard_begin = shards.begin(rank);
+    mem.shard_count = shards.count(rank);
+    LlamaModel<CudaBackend> gpu(cfg, 2, 37, MomentDtype::bf16, ModelUse::train, mem);
+    const CudaMemoryPlan plan = cuda_memory_plan(cfg, layout, 2, 37, true, ModelUse::train, 0, 0, mem);
+    REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
+    REQUIRE(gpu.param_state_bytes + gpu.activation_bytes == plan.model_bytes);
+    REQUIRE((gpu.opt_begin == shards.begin(rank) && gpu.opt_count == shards.count(rank) && gpu.sharded_master()));
+    const size_t staging = std::min(layout.total, kShardStagingFloats);
+    REQUIRE(plan.weights_fp32 == (shards.count(rank) + staging) * 4);
+    REQUIRE(plan.optimizer == 2 * shards.count(rank) * 2);
+    REQUIRE(plan.weights_bf16 == layout.total * 2);
+    // the whole master buffer instead of the slice would be shards.count(1 - rank) floats more
+    const CudaMemoryPlan whole = cuda_memory_plan(cfg, layout, 2, 37, true);
+    REQUIRE(whole.model_bytes - plan.model_bytes + staging * 4 == shards.count(1 - rank) * (4 + 4));
+    // rank 0 holds the largest slice: the stage-1 plan per GPU is its allocation
+    if (rank == 0) REQUIRE(shard_cuda_memory_plan(whole, cfg, layout, 2, 1).model_bytes == plan.model_bytes);
+  }
   // every --recompute mode, with and without the offloaded optimizer: the device allocations and
   // the pinned host state are the planned ones; attn and mlp keep less than none, block the least
   std::map<Recompute, size_t> kept;
@@ -896,9 +920,13 @@ TEST_CASE("cuda memory plan: the device high-water mark after training steps equ
   };
   CudaBackend::release();
   const size_t before = in_use();
+  // ZeRO 1 (rank 0 of 2, run alone: its optimizer updates its slice of the master weights)
+  const ZeroShards shards(layout.total, 2);
   for (const TrainMemory mem : {TrainMemory{Recompute::none, false}, TrainMemory{Recompute::block, true},
-                                TrainMemory{Recompute::mlp, false}}) {
-      INFO("--recompute " << recompute_name(mem.recompute) << " offload " << mem.offload_optimizer);
+                                TrainMemory{Recompute::mlp, false},
+                                TrainMemory{Recompute::none, false, shards.begin(0), shards.count(0)}}) {
+      INFO("--recompute " << recompute_name(mem.recompute) << " offload " << mem.offload_optimizer << " slice "
+                          << mem.shard_count);
       {
         LlamaModel<CudaBackend> gpu(cfg, rows, T, MomentDtype::f32, ModelUse::train, mem);
         gpu.load_params(p0.data());
@@ -913,7 +941,10 @@ TEST_CASE("cuda memory plan: the device high-water mark after training steps equ
           gpu.optimizer_step(opt);
         }
         REQUIRE(in_use() - before == plan.total());
-        CudaBackend::release();  // the mirror, the scratch and the cuBLASLt context
+        if (mem.shard_count > 0)  // the stage-1 plan per GPU of 2 ranks is what the rank allocates
+          REQUIRE(shard_cuda_memory_plan(cuda_memory_plan(cfg, layout, rows, T), cfg, layout, 2, 1).total() ==
+                  plan.total());
+        CudaBackend::release();  // the host staging, the scratch and the cuBLASLt context
       }
       REQUIRE(in_use() == before);
     }
