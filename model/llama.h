@@ -587,7 +587,6 @@ LlamaModel<Backend>::~LlamaModel() {
     for (void* p : owned_host) Backend::free_host_bytes(p);
 }
 
-
 template <class Backend>
 void LlamaModel<Backend>::download_moments(float* m_host, float* v_host) const {
   const size_t n = opt_count;
