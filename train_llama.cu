@@ -201,7 +201,8 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
   opt("--zero", a.zero, "0|1|2|3",
       "ZeRO stage (--device cuda): 0 = every rank holds the whole state (default); 1 = each rank updates its "
       "slice of the AdamW state and fp32 master weights, gradients reduced to their owner after the backward, "
-      "updated bf16 weights gathered; 2 = the same with the gradients reduced in buckets during the backward; "
+      "updated bf16 weights gathered; 2 = the same, each rank keeping only its slice of the gradients, every "
+      "micro-batch's reduced in buckets during its backward; "
       "3 (bf16 weights sharded too) is planned by --dry-run only")
       ->check(cli::integer(0, 3));
   opt("--bucket-mb", a.bucket_mb, "MB",

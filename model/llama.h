@@ -215,7 +215,7 @@ struct LlamaModel {
   // optimizer_step and zero_grad would be kept.
   void zero_grad() {
     check(use == ModelUse::train, "zero_grad: the model was planned for inference only");
-    if (!grads_zeroed_by_optimizer) Backend::zero(slice_grads(), grads ? layout.total : opt_count);
+    if (!grads_zeroed_by_optimizer) Backend::zero(grads ? grads : grad_shard, grads ? layout.total : opt_count);
     grads_zeroed_by_optimizer = false;
   }
 
