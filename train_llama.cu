@@ -854,9 +854,13 @@ struct Trainer {
     } else {
       if constexpr (!kOnHost) {
 #if defined(ENGINE_CUDA)
-        const CudaMemoryPlan plan = cuda_memory_plan(config, make_param_layout(config), max_rows, args.seq_len,
-                                                     moments == MomentDtype::bf16, ModelUse::train, 0, 0,
-                                                     train_memory());
+        const ParamLayout planned = make_param_layout(config);
+        const CudaMemoryPlan whole = cuda_memory_plan(config, planned, max_rows, args.seq_len,
+                                                      moments == MomentDtype::bf16, ModelUse::train, 0, 0,
+                                                      train_memory());
+        // What this rank allocates: the stage's sharded state, but the fp32 master weights whole.
+        CudaMemoryPlan plan = shard_cuda_memory_plan(whole, config, planned, pg.world_size, args.zero);
+        plan.weights_fp32 = whole.weights_fp32;
         check_plan_fits(plan, args.gpu_memory > 0 ? args.gpu_memory * kGiB : (double)cuda_free_memory(), true);
 #endif
       }
