@@ -201,7 +201,8 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
   opt("--zero", a.zero, "0|1|2|3",
       "ZeRO stage (--device cuda): 0 = every rank holds the whole state (default); 1 = each rank updates its "
       "slice of the AdamW state and fp32 master weights, gradients reduced to their owner after the backward, "
-      "updated bf16 weights gathered; 2 = the same with the gradients reduced in buckets during the backward; "
+      "updated bf16 weights gathered; 2 = the same, each rank keeping only its slice of the gradients, every "
+      "micro-batch's reduced in buckets during its backward; "
       "3 (bf16 weights sharded too) is planned by --dry-run only")
       ->check(cli::integer(0, 3));
   opt("--bucket-mb", a.bucket_mb, "MB",
@@ -523,12 +524,14 @@ struct Trainer {
     check_host_memory(what, plan, "Use a smaller model, --micro-batch-size or --seq-len");
   }
 
-  // With `shards` of several ranks (ZeRO >= 1), rank `rank`'s slice of the master weights and moments.
+  // With `shards` of several ranks (ZeRO >= 1), rank `rank`'s slice of the master weights and
+  // moments, and at ZeRO 2 (zero2()) of the gradients with the staging.
   TrainMemory train_memory(const ZeroShards& shards = {}, int rank = 0) const {
     TrainMemory m;
     if (shards.world > 1) {
       m.shard_begin = shards.begin(rank);
       m.shard_count = shards.count(rank);
+      if (zero2()) m.grad_staging = staging.total();
     }
     m.recompute = args.recompute == "attn"    ? Recompute::attn
                   : args.recompute == "mlp"   ? Recompute::mlp
@@ -603,18 +606,23 @@ struct Trainer {
   bool zero_sharded() const { return args.zero >= 1 && pg.world_size > 1; }
 
   // The gradients [lo, hi) of every rank summed: everywhere (ZeRO 0, an all-reduce) or into the
-  // owner of each part (ZeRO 1/2, one reduce per owner: the reduce-scatter of uneven slices).
-  void reduce_grads(size_t lo, size_t hi) {
+  // owner of each part (ZeRO 1/2, one reduce per owner: the reduce-scatter of uneven slices). At
+  // ZeRO 2 they are read from `staged` (where the staging holds [lo, hi)) and the owner adds its
+  // part to its slice's accumulator (model->grad_shard), all on the communication stream.
+  void reduce_grads(size_t lo, size_t hi, float* staged = nullptr) {
 #if defined(ENGINE_CUDA)
     if constexpr (!kOnHost) {
       NVTX_RANGE("reduce_grads");
       if (!zero_sharded()) return cuda_comm_all_reduce_sum(model->grads + lo, hi - lo);
+      auto at = [&](size_t i) { return staged ? staged + (i - lo) : model->grads + i; };
       cuda_comm_group_start();
       for (int r = 0; r < pg.world_size; r++) {
         const size_t a = std::max(lo, shards.begin(r)), b = std::min(hi, shards.end(r));
-        if (a < b) cuda_comm_reduce_sum(model->grads + a, b - a, r);
+        if (a < b) cuda_comm_reduce_sum(at(a), b - a, r);
       }
       cuda_comm_group_end();
+      const size_t a = std::max(lo, shards.begin(pg.rank)), b = std::min(hi, shards.end(pg.rank));
+      if (staged && a < b) cuda_comm_add(model->grad_shard + (a - shards.begin(pg.rank)), at(a), b - a);
     }
 #endif
   }
@@ -628,6 +636,7 @@ struct Trainer {
       for (int r = 0; r < pg.world_size; r++)
         if (shards.count(r) > 0) cuda_comm_broadcast(model->weights + shards.begin(r), shards.count(r), r);
       cuda_comm_group_end();
+      cuda_comm_wait_all();  // the next forward or the checkpoint's download reads them
     }
 #endif
   }
@@ -653,18 +662,73 @@ struct Trainer {
   }
   // Buckets (ZeRO 0 and 2): the backward reports its finished gradient ranges from the end of the
   // flat buffer down (model->on_grads_ready); contiguous ranges gather into a bucket, reduced once
-  // it holds --bucket-mb or at the end of the backward.
+  // it holds --bucket-mb or at the end of the backward. At ZeRO 2 a bucket is also contiguous in
+  // the staging (bucket_at: where bucket_lo is staged).
   size_t bucket_lo = 0, bucket_hi = 0, reduced_elems = 0;
+  float* bucket_at = nullptr;
   void flush_bucket() {
-    if (bucket_hi > bucket_lo) reduce_grads(bucket_lo, bucket_hi);
+    if (bucket_hi > bucket_lo) {
+      reduce_grads(bucket_lo, bucket_hi, bucket_at);
+#if defined(ENGINE_CUDA)
+      if constexpr (!kOnHost)
+        if (bucket_at) cuda_comm_record(staging_part(bucket_at));  // that part is free once this has run
+#endif
+    }
     reduced_elems += bucket_hi - bucket_lo;
     bucket_lo = bucket_hi = 0;
+    bucket_at = nullptr;
   }
   void grads_ready(size_t begin, size_t end) {
-    if (bucket_hi > bucket_lo && end != bucket_lo) flush_bucket();
+    float* at = zero2() ? staged_at(begin) : nullptr;
+    if (bucket_hi > bucket_lo && (end != bucket_lo || (at && at + (end - begin) != bucket_at))) flush_bucket();
     if (bucket_hi == bucket_lo) bucket_hi = end;
     bucket_lo = begin;
+    bucket_at = at;
     if (double(bucket_hi - bucket_lo) * sizeof(float) >= args.bucket_mb * 1e6) flush_bucket();
+  }
+  // ZeRO 2 (TrainMemory::grad_staging): the staging is two halves and the tied embedding's part
+  // (model/zero_shards.h GradStaging), parts 0, 1 and 2, each with the communication stream's tag of
+  // the same number, recorded after the last reduction that reads the part. A group goes downward
+  // in the current half; one that does not fit switches halves (the bucket so far reduced first),
+  // and the compute stream waits for the reductions that last read the other half, which were
+  // issued a whole half earlier: the backward goes on while a half is being reduced. The tied
+  // embedding waits for its part's previous reduction (the previous micro-batch's).
+  bool zero2() const { return args.zero == 2 && pg.world_size > 1; }
+  GradStaging staging;
+  int stage_half = -1;
+  size_t stage_cursor = 0, staged_begin = 0;
+  float* staged = nullptr;  // where the last group placed in a half is
+  int staging_part(const float* at) const {
+    const size_t off = size_t(at - model->grad_staging);
+    return off < staging.half ? 0 : off < 2 * staging.half ? 1 : 2;
+  }
+  bool tied_group(size_t begin) const { return staging.tied > 0 && begin == model->layout.embed; }
+  float* stage_group(size_t begin, size_t end) {
+    const size_t n = end - begin;
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) {
+      if (tied_group(begin)) {
+        cuda_comm_wait(2);
+        return model->grad_staging + 2 * staging.half;
+      }
+      if (stage_half < 0 || stage_cursor - size_t(stage_half) * staging.half < n) {
+        flush_bucket();
+        stage_half = stage_half == 0 ? 1 : 0;
+        stage_cursor = size_t(stage_half + 1) * staging.half;
+        cuda_comm_wait(stage_half);
+      }
+    }
+#endif
+    check(n <= staging.half, "ZeRO 2: a gradient group of ", n, " floats exceeds the staging half of ", staging.half);
+    stage_cursor -= n;
+    staged_begin = begin;
+    staged = model->grad_staging + stage_cursor;
+    return staged;
+  }
+  float* staged_at(size_t begin) const {
+    if (tied_group(begin)) return model->grad_staging + 2 * staging.half;
+    check(begin == staged_begin, "ZeRO 2: the group at ", begin, " completed before the one at ", staged_begin);
+    return staged;
   }
 
   // Sums a few per-step values over the ranks (identity with one process).
@@ -756,23 +820,13 @@ struct Trainer {
       if (!args.offload_optimizer)  // the offloaded moments are fp32, on the host
         std::printf("with --optimizer-state %s instead: total %.2f GiB\n", bf16_state ? "fp32" : "bf16",
                     plan(!bf16_state, train_memory()).total() / kGiB);
-      CudaMemoryPlan today = chosen;  // what training allocates
-      if (args.zero == 2) {
-        // The plan is the stage's design; training today shards the fp32 master weights and the
-        // AdamW state (rank 0's slice, the largest), not the gradients.
-        today = cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state, ModelUse::train, 0, 0,
-                                 train_memory(world > 1 ? ZeroShards(layout.total, world) : ZeroShards(), 0));
-        std::printf("train_llama --zero %d allocates today: total %.2f GiB (the fp32 master weights and the AdamW "
-                    "state are sharded; the gradients are still a whole buffer, of which each rank reduces its "
-                    "slice)\n", args.zero, today.total() / kGiB);
-      }
       // Every combination of the memory options, total GiB per GPU.
       std::printf("total per option combination (GiB):\n  %-18s %14s %14s %22s\n", "--recompute", "fp32 AdamW",
                   "bf16 AdamW", "--offload-optimizer");
       for (Recompute r : {Recompute::none, Recompute::attn, Recompute::mlp, Recompute::block})
         std::printf("  %-18s %14.2f %14.2f %22.2f\n", recompute_name(r), plan(false, {r, false}).total() / kGiB,
                     plan(true, {r, false}).total() / kGiB, plan(false, {r, true}).total() / kGiB);
-      check_plan_fits(today, args.gpu_memory > 0 ? args.gpu_memory * kGiB : 80e9, false);  // an "80 GB" card
+      check_plan_fits(chosen, args.gpu_memory > 0 ? args.gpu_memory * kGiB : 80e9, false);  // an "80 GB" card
       return;
     }
     check(args.zero <= 2, "--zero 3: not implemented yet (the bf16 weights would be sharded and gathered layer by "
@@ -814,6 +868,7 @@ struct Trainer {
       shards = ZeroShards(total, pg.world_size);
       check(shards.count(pg.world_size - 1) > 0, "--zero ", args.zero, ": the model's ", total,
             " parameters are too few to give each of ", pg.world_size, " ranks a slice of ", shards.per);
+      if (zero2()) staging = grad_staging(make_param_layout(config), (size_t)config.vocab_size * config.hidden_size);
     }
     if (!args.larimar.empty()) {
       check(args.recompute == "none" && !args.offload_optimizer,
@@ -822,9 +877,12 @@ struct Trainer {
     } else {
       if constexpr (!kOnHost) {
 #if defined(ENGINE_CUDA)
-        const CudaMemoryPlan plan = cuda_memory_plan(config, make_param_layout(config), max_rows, args.seq_len,
-                                                     moments == MomentDtype::bf16, ModelUse::train, 0, 0,
-                                                     train_memory(shards, pg.rank));
+        const ParamLayout planned = make_param_layout(config);
+        const CudaMemoryPlan whole = cuda_memory_plan(config, planned, max_rows, args.seq_len,
+                                                      moments == MomentDtype::bf16, ModelUse::train, 0, 0,
+                                                      train_memory());
+        // What rank 0, the largest slice, allocates: the stage's sharded state.
+        const CudaMemoryPlan plan = shard_cuda_memory_plan(whole, config, planned, pg.world_size, args.zero);
         check_plan_fits(plan, args.gpu_memory > 0 ? args.gpu_memory * kGiB : (double)cuda_free_memory(), true);
 #endif
       }
@@ -1021,13 +1079,18 @@ struct Trainer {
         NVTX_RANGE("forward_backward");
         model->zero_grad();
         // Normalized by the target tokens of the whole batch over all ranks, so the per-rank
-        // gradients and losses simply add up.
+        // gradients and losses simply add up. ZeRO 2 reduces every micro-batch's gradients to
+        // their owners (no rank holds them all), the others those of the last one, which hold the
+        // sum over the micro-batches.
+        if (zero2()) model->on_grads_begin = [this](size_t b, size_t e) { return stage_group(b, e); };
         for (size_t i = 0; i < batch.micro.size(); i++) {
-          if (bucketed && i + 1 == batch.micro.size())
+          if (bucketed && (zero2() || i + 1 == batch.micro.size()))
             model->on_grads_ready = [this](size_t b, size_t e) { grads_ready(b, e); };
           loss += model->forward_backward(batch.micro[i], batch.global_num_target_tokens);
+          if (zero2()) flush_bucket();
         }
         model->on_grads_ready = nullptr;
+        model->on_grads_begin = nullptr;
         if (bucketed) flush_bucket();
       }
       int64_t batch_tokens = 0;
@@ -1035,9 +1098,13 @@ struct Trainer {
         batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
       if (pg.world_size > 1) {
         // Unbucketed (ZeRO 1), or a last micro-batch without targets that ran no backward.
-        if (reduced_elems == 0) reduce_grads(0, model->layout.total);
-        check(reduced_elems == 0 || reduced_elems == model->layout.total, "step ", step + 1, ": the backward reported ",
-              reduced_elems, " of the ", model->layout.total, " gradients");
+        if (reduced_elems == 0 && !zero2()) reduce_grads(0, model->layout.total);
+        const size_t expected = model->layout.total * (zero2() ? batch.micro.size() : 1);
+        check(reduced_elems == 0 || reduced_elems == expected, "step ", step + 1, ": the backward reported ",
+              reduced_elems, " of the ", expected, " gradients");
+#if defined(ENGINE_CUDA)
+        if constexpr (!kOnHost) cuda_comm_wait_all();  // the step reads what the reductions wrote
+#endif
       }
       {
         // The loss, the tokens and a stop request of any rank, the same on every rank afterwards.
@@ -1049,7 +1116,7 @@ struct Trainer {
       }
       if (step + 1 == nan_step) {  // debug: poison one gradient
         const float nan = NAN;
-        Backend::upload(model->grads, &nan, 1);
+        Backend::upload(model->slice_grads(), &nan, 1);
       }
       if (!std::isfinite(loss))
         fail("step ", step + 1, ": the loss is not finite (", loss, "); stopping without saving. Last good checkpoint: ",

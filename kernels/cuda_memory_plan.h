@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "model/model_use.h"
-#include "model/zero_shards.h"
+#include "model/zero_shards.h"  // the ZeRO 2 gradient slice and staging
 
 // What LlamaModel<CudaBackend> (model/llama.h) allocates for a config, a micro-batch of `rows` x T
 // tokens and a use, plus its KV cache when one is reserved (kv_reserve(kv_seqs, kv_len): greedy
@@ -63,7 +63,7 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   m.weights_bf16 = P * A;
   m.bf16_optimizer_state = bf16_optimizer_state;
   if (train) {
-    m.grads = P * F;
+    m.grads = (memory.grad_staging > 0 ? S + memory.grad_staging : P) * F;
     m.optimizer = offload ? 0 : 2 * S * (bf16_optimizer_state ? A : F);
   }
   if (offload) {  // master + m + v, the backend's bf16 staging and the optimizer's gradient chunk
@@ -112,11 +112,12 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
 // The plan per GPU with `world` data-parallel ranks at ZeRO stage `zero` (0-3), from the plan of
 // one rank's micro-batch without a shard: stage 1 shards the fp32 master weights and the AdamW
 // state over the ranks (rank 0's slice, the largest of model/zero_shards.h, plus the staging of
-// their gather: what cuda_memory_plan counts for that slice), stage 2 also the gradients (keeping
-// one unsharded bucket of the largest tensor group being reduced), stage 3 also the bf16 working
-// copy (keeping two gathered groups: the one in use and the one prefetched). A group is one
-// layer's weights, or the embedding / LM head when larger. train_llama allocates stage 1 as
-// planned; the gradients of stage 2 and stage 3 are the plan they are built to.
+// their gather: what cuda_memory_plan counts for that slice), stage 2 also the gradients (what
+// LlamaModel allocates with TrainMemory::grad_staging: the largest rank's slice, plus the staging the backward
+// writes into, two halves of the largest group and the tied embedding's part,
+// model/zero_shards.h), stage 3 also the bf16 working copy (keeping two gathered groups: the one
+// in use and the one prefetched). A group is one layer's weights, or the embedding / LM head when
+// larger. train_llama allocates stages 1 and 2 as planned; stage 3 is the plan it is built to.
 template <class Config, class Layout>
 inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, const Layout& layout, int world,
                                              int zero) {
@@ -135,7 +136,12 @@ inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, 
     m.memory.shard_begin = 0;
     m.memory.shard_count = S;
   }
-  if (zero >= 2) m.grads = shard(m.grads) + group * 4;
+  if (zero >= 2 && R > 1 && m.grads > 0) {  // one process keeps the whole buffer
+    const size_t grads = (ZeroShards(layout.total, (int)R).per + grad_staging(layout, VC).total()) * sizeof(float);
+    m.model_bytes = m.model_bytes - m.grads + grads;
+    m.grads = grads;
+    m.memory.grad_staging = grad_staging(layout, VC).total();
+  }
   if (zero >= 3) m.weights_bf16 = shard(m.weights_bf16) + 2 * group * 2;
   m.world_size = (int)R;
   m.zero = zero;

@@ -32,10 +32,13 @@ inline const char* recompute_name(Recompute r) {
 // How a training model places its state: the activation recompute, whether the fp32 master
 // weights and AdamW moments live in pinned host memory (offload: AdamW runs on the host cores over
 // gradients copied from the device, and the bf16 working copy is streamed back; --device cuda),
-// and at ZeRO >= 1 the slice [shard_begin, shard_begin + shard_count) of the flat parameter buffer
-// whose fp32 master weights and AdamW moments this rank keeps (model/zero_shards.h; count 0: all).
+// at ZeRO >= 1 the slice [shard_begin, shard_begin + shard_count) of the flat parameter buffer
+// whose fp32 master weights and AdamW moments this rank keeps (model/zero_shards.h; count 0: all),
+// and at ZeRO 2 the floats of gradient staging (model/zero_shards.h, grad_staging): the rank then
+// keeps the gradients of its slice plus the staging instead of the whole gradient buffer.
 struct TrainMemory {
   Recompute recompute = Recompute::none;
   bool offload_optimizer = false;
   size_t shard_begin = 0, shard_count = 0;
+  size_t grad_staging = 0;
 };

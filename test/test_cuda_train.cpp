@@ -900,6 +900,38 @@ TEST_CASE("cuda LM head by vocabulary chunks: loss and gradients agree with the 
   CudaBackend::release();
 }
 
+// ZeRO 2 (train_llama --zero 2 with several processes): a rank allocates the fp32 gradients of its
+// slice plus the staging, never the whole buffer, which is what the per-GPU plan counts. Rank 0 of
+// 2 (the largest slice), with untied and tied embeddings (the tied one's staging has a third part).
+TEST_CASE("ZeRO 2: a rank allocates the gradients of its slice and the staging, not the whole buffer, as planned") {
+  for (const bool tied : {false, true}) {
+    INFO("tied embeddings " << tied);
+    LlamaConfig cfg = tiny_config(300, 0.05f);
+    cfg.tie_word_embeddings = tied;
+    const ParamLayout layout = make_param_layout(cfg);
+    const ZeroShards shards(layout.total, 2);
+    const GradStaging staging = grad_staging(layout, (size_t)cfg.vocab_size * cfg.hidden_size);
+    REQUIRE((staging.tied > 0) == tied);
+    REQUIRE(staging.half >= layout.layers[1].ln1 - layout.layers[0].ln1);  // a layer fits a half
+    TrainMemory mem;
+    mem.shard_begin = shards.begin(0);
+    mem.shard_count = shards.count(0);
+    const CudaMemoryPlan stage1 = cuda_memory_plan(cfg, layout, 2, 37, false, ModelUse::train, 0, 0, mem);
+    mem.grad_staging = staging.total();
+    const size_t before = CudaBackend::allocated_bytes();
+    LlamaModel<CudaBackend> gpu(cfg, 2, 37, MomentDtype::f32, ModelUse::train, mem);
+    REQUIRE(gpu.grads == nullptr);
+    // The slice and the staging instead of the whole buffer: nothing else.
+    REQUIRE(CudaBackend::allocated_bytes() - before + layout.total * 4 ==
+            stage1.model_bytes + (shards.count(0) + staging.total()) * 4);
+    const CudaMemoryPlan whole = cuda_memory_plan(cfg, layout, 2, 37);
+    const CudaMemoryPlan plan = shard_cuda_memory_plan(whole, cfg, layout, 2, 2);
+    REQUIRE(plan.grads == (shards.count(0) + staging.total()) * 4);
+    REQUIRE(plan.model_bytes == CudaBackend::allocated_bytes() - before);
+    REQUIRE(gpu.slice_grads() == gpu.grad_shard);
+  }
+}
+
 #if defined(CUDA_EMULATION)
 // The whole plan, not only the model's own buffers: after training steps (every scratch buffer of
 // the backend grown to its largest, the bf16 mirror, the cuBLASLt workspace) the device memory in
