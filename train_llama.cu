@@ -655,6 +655,7 @@ struct Trainer {
           const size_t m = std::min(piece, shards.end(r) - k);
           if (pg.rank == r) Backend::copy(model->shard_staging, model->params + (k - model->opt_begin), m);
           cuda_comm_broadcast(model->shard_staging, m, r);
+          cuda_comm_wait_all();  // the download, and the next piece's copy, come after the broadcast
           if (main_rank()) Backend::download(host_params.data() + k, model->shard_staging, m);
         }
     }
