@@ -103,7 +103,8 @@ static void commit_checkpoint(const std::string& dir) {
 }
 
 // Test hook: ENGINE_DEBUG_CHECKPOINT_PAUSE=NAME stops a save into a directory named NAME half-way
-// (weights written, optimizer state not yet; in a sharded save every rank's shard is written),
+// (weights written, optimizer state not yet; in a sharded save every rank's optimizer shard and
+// weight files are written),
 // creates NAME.tmp/.paused and waits until that file is deleted, so that a test can act (SIGKILL,
 // a second writer) at a known point of the write.
 static void debug_pause_if_asked(const std::string& tmp) {
@@ -243,14 +244,6 @@ void finish_sharded_checkpoint(const std::string& dir, const CheckpointToSave& c
   const std::string tmp = tmp_dir(dir);
   const int world = int(bounds.size()) - 1;
   try {
-    const std::vector<WeightFile> files = plan_weight_files(layout, ck.weights_dtype, ck.max_shard_bytes);
-    const std::vector<int> writers = weight_file_writers(files, bounds, world);
-    for (size_t i = 0; i < files.size(); i++)
-      check(file_exists(tmp + "/" + files[i].name), tmp, "/", files[i].name, ": missing (rank ", writers[i],
-            " did not write it)");
-    write_weight_index(tmp, *ck.config, layout, ck.weights_dtype, files);
-    debug_pause_if_asked(tmp);
-    write_model_extras(tmp, ck);
     nlohmann::json index;
     index["format"] = "engine-optimizer-index";
     index["param_total"] = layout.total;
@@ -262,6 +255,14 @@ void finish_sharded_checkpoint(const std::string& dir, const CheckpointToSave& c
       check(file_exists(tmp + "/" + file), tmp, "/", file, ": missing (rank ", r, " did not write its shard)");
       index["shards"].push_back({{"file", file}, {"begin", bounds[r]}, {"end", bounds[r + 1]}});
     }
+    const std::vector<WeightFile> files = plan_weight_files(layout, ck.weights_dtype, ck.max_shard_bytes);
+    const std::vector<int> writers = weight_file_writers(files, bounds, world);
+    for (size_t i = 0; i < files.size(); i++)
+      check(file_exists(tmp + "/" + files[i].name), tmp, "/", files[i].name, ": missing (rank ", writers[i],
+            " did not write it)");
+    write_weight_index(tmp, *ck.config, layout, ck.weights_dtype, files);
+    debug_pause_if_asked(tmp);
+    write_model_extras(tmp, ck);
     write_file_atomic(tmp + "/optimizer.index.json", index.dump(2) + "\n");
     write_trainer_state(tmp, ck);
   } catch (...) {
