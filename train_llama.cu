@@ -684,17 +684,16 @@ struct Trainer {
     }
 #endif
   }
-  // Each rank's updated slice to every rank (the all-gather of uneven slices): the bf16 working
-  // copy after every step, or the fp32 master weights before a checkpoint.
-  void gather_updated(bool master) {
+  // Each rank's updated slice of the bf16 working copy to every rank after a step (the all-gather
+  // of uneven slices).
+  void gather_updated() {
 #if defined(ENGINE_CUDA)
     if constexpr (!kOnHost) {
       NVTX_RANGE("gather_weights");
       cuda_comm_group_start();
       for (int r = 0; r < pg.world_size; r++) {
         if (shards.count(r) == 0) continue;
-        if (master) cuda_comm_broadcast(model->params + shards.begin(r), shards.count(r), r);
-        else cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
+        cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
       }
       cuda_comm_group_end();
     }
@@ -1118,7 +1117,7 @@ struct Trainer {
             sum_over_ranks(&sum_sq, 1);
             return sum_sq;
           });
-          if (std::isfinite(grad_norm)) gather_updated(false);
+          if (std::isfinite(grad_norm)) gather_updated();
         } else {
           grad_norm = model->optimizer_step(adamw);
         }
