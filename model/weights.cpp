@@ -38,11 +38,11 @@ std::vector<WeightFile> plan_weight_files(const ParamLayout& layout, const std::
     const ParamTensor& t = layout.tensors[i];
     const uint64_t bytes = t.numel * es;
     WeightFile* cur = files.empty() ? nullptr : &files.back();
-    // save_pretrained's rule: a tensor over the maximum gets its own file, and the file after it
-    // starts afresh; otherwise a new file begins when this tensor would take the current one past
-    // the maximum.
-    const bool own = bytes > max_shard_bytes;
-    if (!cur || own || cur->bytes > max_shard_bytes || cur->bytes + bytes > max_shard_bytes) {
+    // save_pretrained's rule: a new file begins when this tensor would take the current one past
+    // the maximum, so a tensor over the maximum is alone in its file (the next one starts afresh).
+    // Unlike save_pretrained, which puts such a tensor's file ahead of the file being filled, the
+    // files keep the layout's order: each is one contiguous range of the flat buffer.
+    if (!cur || cur->bytes + bytes > max_shard_bytes) {
       files.push_back({"", i, i, t.offset, t.offset, 0});
       cur = &files.back();
     }
