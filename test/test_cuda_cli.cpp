@@ -636,6 +636,36 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
     INFO(f);
     REQUIRE(read_text_file(s.dir + "/one_saved_by_two/final/" + f) == read_text_file(s.dir + "/one/checkpoint-2/" + f));
   }
+  // A full disk while rank 0 writes the second weight file, whose other part rank 1 owns
+  // (test/shim/enospc.c): rank 0 goes on taking part in that file's broadcasts, both ranks agree
+  // that the save failed, and nothing is kept (a rank that left the collectives would give an
+  // NCCL error instead of the disk's). The ranks are started apart (not by mpirun, which ends the
+  // job at the first exit) so that each one's message is seen.
+  {
+    const std::string out = s.dir + "/fulldisk";
+    std::vector<pid_t> ranks;
+    for (int r = 0; r < 2; r++)
+      ranks.push_back(start_rank(r,
+                                 {kTrainCuda, "--resume", s.dir + "/z2/checkpoint-2", "--steps", "2", "--out", out,
+                                  "--dist-init", store + "_fulldisk"},
+                                 out + std::to_string(r) + ".log",
+                                 {{"LD_PRELOAD", abs_path("build/test/libenospc.so")},
+                                  {"ENOSPC_PATH", "model-00002-of-00004"},
+                                  {"ENOSPC_AFTER_BYTES", "1000"}}));
+    for (pid_t pid : ranks) {
+      int status = 0;
+      REQUIRE(waitpid(pid, &status, 0) == pid);
+      REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 1));
+    }
+    const std::string log0 = read_text_file(out + "0.log"), log1 = read_text_file(out + "1.log");
+    INFO(log0 << log1);
+    REQUIRE(log0.find("error: " + out + "/final.tmp/model-00002-of-00004.safetensors: write failed: No space left on "
+                      "device; nothing of this checkpoint was kept") != std::string::npos);
+    REQUIRE(log1.find("error: another rank could not write its part of checkpoint " + out + "/final") !=
+            std::string::npos);
+    REQUIRE(!file_exists(out + "/final"));
+    REQUIRE(!file_exists(out + "/final.tmp"));
+  }
   REQUIRE(run({"./eval_factoids", "--model", s.dir + "/z2/final", "--data", s.dir + "/kvr.jsonl", "--device", "cpu",
                "--threads", "1", "--out", s.dir + "/z2_eval"},
               s.dir + "/z2_eval.log") == 0);
