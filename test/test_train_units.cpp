@@ -242,6 +242,30 @@ TEST_CASE("sharded optimizer checkpoints: slices re-shard to any world size; bad
   std::vector<float> loaded(t.layout.total);
   load_weights(ck, t.config, t.layout, loaded.data());
   REQUIRE(loaded == t.params);
+  // BF16 files: the writers round each piece as one process rounds the whole buffer.
+  {
+    const std::string bf = dir + "/bf16", whole = dir + "/bf16_whole";
+    begin_checkpoint(bf);
+    for (int r = 0; r < 3; r++) {
+      WeightFilesToSave w;
+      w.layout = &t.layout;
+      w.dtype = "BF16";
+      w.max_shard_bytes = max_shard;
+      w.rank = r;
+      w.world = 3;
+      w.bounds = bounds;
+      w.chunk = 100;
+      w.fetch = [&](size_t a, size_t b, int, float* dst) {
+        if (dst) std::memcpy(dst, t.params.data() + a, (b - a) * sizeof(float));
+      };
+      write_weight_files(bf, w);
+    }
+    save_weights(whole, t.config, t.layout, t.params.data(), "BF16", max_shard);
+    const std::vector<WeightFile> bf_files = plan_weight_files(t.layout, "BF16", max_shard);
+    REQUIRE(bf_files.size() > 1);
+    for (const WeightFile& f : bf_files)
+      REQUIRE(read_text_file(bf + ".tmp/" + f.name) == read_text_file(whole + "/" + f.name));
+  }
   // A writer that fails (here: no DIR.tmp) still takes part in every piece, then throws.
   {
     WeightFilesToSave w;
