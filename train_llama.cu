@@ -22,7 +22,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -428,8 +427,7 @@ struct Trainer {
   void owned_master_to_host(size_t begin, size_t end, float* dst) {
     check(begin >= model->opt_begin && end <= model->opt_begin + model->opt_count, "checkpoint: [", begin, ", ",
           end, ") is outside this rank's slice");
-    if constexpr (kOnHost) std::memcpy(dst, model->params + begin, (end - begin) * sizeof(float));
-    else Backend::download(dst, model->params + begin, end - begin);
+    Backend::download(dst, model->params + begin, end - begin);
   }
   // The collective of write_weight_files at ZeRO 1/2: the flat weights [begin, end) into `dst` on
   // rank `writer`, each owner's part of it by one broadcast through a device staging buffer (a
@@ -484,11 +482,18 @@ struct Trainer {
       return failed == 0.0;
     };
     const std::string moments_dtype = model->moment_dtype == MomentDtype::bf16 ? "BF16" : "F32";
+    struct Staging {  // the device buffer through which the owners send the pieces of weight files
+      float* p = nullptr;
+      ~Staging() {
+        if (p) Backend::free(p);
+      }
+    } staging;
     const uint64_t max_shard_bytes = cli::parse_byte_size(args.max_shard_size);
     std::vector<size_t> bounds;
     for (int r = 0; r <= pg.world_size; r++) bounds.push_back(shards.begin(r));
     bool ok = step_on_all(main_rank(), [&] { begin_checkpoint(dir); });
     ok = ok && step_on_all(true, [&] {
+           staging.p = Backend::template alloc<float>(kSaveChunk);  // fails here, before any collective
            OptimizerShardToSave sh;
            sh.layout = &model->layout;
            sh.rank = pg.rank;
@@ -503,8 +508,6 @@ struct Trainer {
          });
     ok = ok && step_on_all(true, [&] {
            std::vector<float> host;
-           float* staging = nullptr;
-           if constexpr (!kOnHost) staging = Backend::template alloc<float>(kSaveChunk);
            WeightFilesToSave w;
            w.layout = &model->layout;
            w.dtype = args.save_dtype;
@@ -514,15 +517,9 @@ struct Trainer {
            w.bounds = bounds;
            w.chunk = kSaveChunk;
            w.fetch = [&](size_t a, size_t b, int writer, float* dst) {
-             fetch_master_to_writer(a, b, writer, dst, staging, host);
+             fetch_master_to_writer(a, b, writer, dst, staging.p, host);
            };
-           try {
-             write_weight_files(dir, w);
-           } catch (...) {
-             if constexpr (!kOnHost) Backend::free(staging);
-             throw;
-           }
-           if constexpr (!kOnHost) Backend::free(staging);
+           write_weight_files(dir, w);
          });
     ok = ok && step_on_all(main_rank(), [&] {
            CheckpointToSave ck;
