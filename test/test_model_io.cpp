@@ -268,6 +268,31 @@ TEST_CASE("weights: save_pretrained's split by max_shard_size, the index, and ba
   remove_tree(d);
 }
 
+TEST_CASE("safetensors: the piecewise writer makes write_safetensors' bytes; an incomplete file is not kept") {
+  std::string d = tmpdir("pieces");
+  std::vector<float> x(37);
+  for (size_t i = 0; i < x.size(); i++) x[i] = std::sin(float(i)) * 3.0f;
+  // F32 [2, 5], an empty tensor, BF16 [3, 9]: 10 + 0 + 27 values.
+  const std::vector<SafeTensorToWrite> tensors = {{"a", "F32", {2, 5}, x.data()},
+                                                  {"empty", "F32", {0}, x.data()},
+                                                  {"b", "BF16", {3, 9}, x.data() + 10}};
+  write_safetensors(d + "/whole.safetensors", tensors, {{"format", "pt"}});
+  {
+    SafeTensorsWriter w(d + "/pieces.safetensors", tensors, {{"format", "pt"}});
+    for (size_t a = 0; a < x.size(); a += 7) w.write_f32(x.data() + a, std::min<size_t>(7, x.size() - a));  // across tensors
+    REQUIRE_THROWS_WITH(w.write_f32(x.data(), 1), Catch::Contains("more values than the tensors hold"));
+    w.commit();
+  }
+  REQUIRE(read_text_file(d + "/pieces.safetensors") == read_text_file(d + "/whole.safetensors"));
+  {
+    SafeTensorsWriter w(d + "/short.safetensors", tensors);
+    w.write_f32(x.data(), 20);
+    REQUIRE_THROWS_WITH(w.commit(), Catch::Contains("short.safetensors") && Catch::Contains("tensor 'b' is incomplete"));
+  }
+  REQUIRE(std::distance(std::filesystem::directory_iterator(d), std::filesystem::directory_iterator()) == 2);
+  remove_tree(d);
+}
+
 // Builds a one-tensor safetensors file by hand so that the header can be corrupted at will.
 static std::string raw_safetensors(const std::string& header, size_t data_bytes) {
   std::string s(8, '\0');
