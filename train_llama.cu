@@ -451,6 +451,7 @@ struct Trainer {
           Backend::upload(staging, host.data(), b - a);
         }
         cuda_comm_broadcast(staging, b - a, r);
+        cuda_comm_wait_all();  // the broadcast runs on the communication stream: done before the staging is read or reused
         if (pg.rank == writer) Backend::download(dst + (a - begin), staging, b - a);
       }
 #endif
@@ -699,7 +700,7 @@ struct Trainer {
         cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
       }
       cuda_comm_group_end();
-      cuda_comm_wait_all();  // the next forward or the checkpoint's download reads them
+      cuda_comm_wait_all();  // the next forward reads them
     }
 #endif
   }
