@@ -619,10 +619,14 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
     REQUIRE(index["shards"].size() == 2);
     REQUIRE(index["shards"][0]["begin"] == 0);
     REQUIRE(index["shards"][0]["end"] == index["shards"][1]["begin"]);
-    // Each rank holds only its slice of the fp32 master weights: the HF weights rank 0 wrote are
-    // the two ranks' slices gathered, the values of the shards' master weights (in whatever order
-    // the tensors are stored).
-    std::vector<float> hf = all_weights(fin + "/model.safetensors"), master;
+    // Each rank holds only its slice of the fp32 master weights: the HF weight files the ranks
+    // wrote hold the values of the two shards' master weights (in whatever order the tensors are
+    // stored).
+    std::vector<float> hf, master;
+    for (const std::string& f : weight_files) {
+      const std::vector<float> part = all_weights(fin + "/" + f);
+      hf.insert(hf.end(), part.begin(), part.end());
+    }
     for (const char* f : {"/optimizer-00001-of-00002.safetensors", "/optimizer-00002-of-00002.safetensors"}) {
       const std::vector<float> part = SafeTensors::open(fin + f).read_f32("master_weights");
       master.insert(master.end(), part.begin(), part.end());
