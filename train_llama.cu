@@ -303,6 +303,7 @@ struct Trainer {
   // Device -> host copies of the parameters (and the AdamW moments with `with_optimizer`).
   void state_to_host(bool with_optimizer) {
     if constexpr (!kOnHost) {
+      model->finish_pending_update();  // the offloaded optimizer's update of the last step
       const size_t n = model->layout.total;
       host_params.resize(n);
       Backend::download(host_params.data(), model->params, n);

@@ -37,8 +37,19 @@ struct BackendState {
   bf16* params_bf16 = nullptr;    // working copy, same offsets
   size_t params_n = 0;
   bool params_on_host = false;    // pinned host master weights (offloaded optimizer)
-  bf16* host_staging = nullptr;   // pinned, kMirrorChunk values: the host-side cast before upload
+  bf16* host_staging = nullptr;   // pinned, two halves of staging_n values: the host-side cast before upload
+  size_t staging_n = 0;
+  int staging_next = 0;
+  cudaEvent_t staging_free[2] = {};  // each half's last upload
   bool mirror_stale = true;
+  // The offloaded optimizer's transfers (model/offload.h): a stream that does not synchronize
+  // with the compute stream, the numbered events of transfer_record, and the device of the thread
+  // that began them (a worker thread selects it too).
+  cudaStream_t transfer = nullptr;
+  cudaEvent_t compute_mark = nullptr;
+  std::vector<cudaEvent_t> events;
+  int device = 0;
+  bool transfers_active = false;
   struct Slot {
     void* ptr = nullptr;
     size_t bytes = 0;
@@ -73,19 +84,35 @@ bool in_params(const void* p) {
   const float* f = static_cast<const float*>(p);
   return s.params && f >= s.params && f < s.params + s.params_n;
 }
-// Host master weights: round to bf16 on the host cores (round to nearest even, as
-// cast_f32_to_bf16 does on the device) in chunks of kMirrorChunk into pinned staging, and upload.
+// Host master weights [offset, offset + n) to the working copy: rounded to bf16 on the host cores
+// (round to nearest even, as cast_f32_to_bf16 does on the device) into one half of the pinned
+// staging, once that half's previous upload is done, and uploaded on `st`; the chunks alternate
+// halves, so a chunk's cast overlaps the previous chunk's upload.
 constexpr size_t kMirrorChunk = (size_t)1 << 24;
-void refresh_mirror_from_host() {
+void ensure_staging() {
   BackendState& s = state();
-  if (!s.host_staging) CUDA_CHECK(cudaMallocHost(&s.host_staging, kMirrorChunk * sizeof(bf16)));
-  for (size_t i = 0; i < s.params_n; i += kMirrorChunk) {
-    const size_t m = std::min(kMirrorChunk, s.params_n - i);
+  const size_t chunk = std::min(kMirrorChunk, std::max<size_t>(s.params_n, 1));
+  if (s.staging_n >= chunk) return;
+  if (s.host_staging) CUDA_CHECK(cudaFreeHost(s.host_staging));
+  CUDA_CHECK(cudaMallocHost(&s.host_staging, 2 * chunk * sizeof(bf16)));
+  s.staging_n = chunk;
+  for (cudaEvent_t& e : s.staging_free)
+    if (!e) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+}
+void upload_mirror_from_host(size_t offset, size_t n, cudaStream_t st) {
+  BackendState& s = state();
+  ensure_staging();
+  for (size_t i = offset; i < offset + n; i += s.staging_n) {
+    const size_t m = std::min(s.staging_n, offset + n - i);
+    const int half = s.staging_next;
+    s.staging_next ^= 1;
+    CUDA_CHECK(cudaEventSynchronize(s.staging_free[half]));
     const float* src = s.params + i;
-    bf16* dst = s.host_staging;
+    bf16* dst = s.host_staging + half * s.staging_n;
 #pragma omp parallel for schedule(static)
     for (size_t j = 0; j < m; j++) dst[j] = __float2bfloat16(src[j]);
-    CUDA_CHECK(cudaMemcpy(s.params_bf16 + i, dst, m * sizeof(bf16), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpyAsync(s.params_bf16 + i, dst, m * sizeof(bf16), cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaEventRecord(s.staging_free[half], st));
   }
 }
 // The bf16 working copy of a weight given by its fp32 master pointer.
@@ -96,7 +123,7 @@ const bf16* weight(const float* w) {
                       "(call CudaBackend::bind_params / cuda_bind_model after creating the model)");
   if (s.mirror_stale) {
     if (s.params_on_host)
-      refresh_mirror_from_host();
+      upload_mirror_from_host(0, s.params_n, s.stream);
     else
       cast_f32_to_bf16(s.params_bf16, s.params, s.params_n, s.stream);
     s.mirror_stale = false;
@@ -143,6 +170,8 @@ void CudaBackend::params_freed(const float* p, size_t n) {
 const float* CudaBackend::bound_params() { return state().params; }
 void CudaBackend::bind_params(const float* params, size_t n, bool host) {
   BackendState& s = state();
+  check(!s.transfers_active, "cuda backend: bind_params while the offloaded optimizer's update of the bound model is "
+        "in flight (finish_pending_update first)");
   if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
   s.params = params;
   s.params_n = n;
@@ -152,14 +181,58 @@ void CudaBackend::bind_params(const float* params, size_t n, bool host) {
 }
 void CudaBackend::release() {
   BackendState& s = state();
+  check(!s.transfers_active, "cuda backend: release while the offloaded optimizer's update is in flight "
+        "(finish_pending_update first)");
   if (s.params_bf16) CUDA_CHECK(cudaFree(s.params_bf16));
   if (s.host_staging) CUDA_CHECK(cudaFreeHost(s.host_staging));
+  for (cudaEvent_t e : s.staging_free)
+    if (e) CUDA_CHECK(cudaEventDestroy(e));
+  for (cudaEvent_t e : s.events) CUDA_CHECK(cudaEventDestroy(e));
+  if (s.compute_mark) CUDA_CHECK(cudaEventDestroy(s.compute_mark));
+  if (s.transfer) CUDA_CHECK(cudaStreamDestroy(s.transfer));
   for (auto& slot : s.slots)
     if (slot.ptr) CUDA_CHECK(cudaFree(slot.ptr));
   matmul_context_destroy(s.matmul);
   s = BackendState{};
 }
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+void CudaBackend::transfer_begin(int events) {
+  BackendState& s = state();
+  check(s.params && s.params_on_host, "cuda backend: transfer_begin needs bound host parameters (--offload-optimizer)");
+  check(!s.transfers_active, "cuda backend: transfer_begin while transfers are in flight");
+  if (!s.transfer) {
+    CUDA_CHECK(cudaGetDevice(&s.device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s.transfer, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&s.compute_mark, cudaEventDisableTiming));
+  }
+  while ((int)s.events.size() < events) {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    s.events.push_back(e);
+  }
+  ensure_staging();
+  CUDA_CHECK(cudaEventRecord(s.compute_mark, s.stream));
+  CUDA_CHECK(cudaStreamWaitEvent(s.transfer, s.compute_mark, 0));
+  s.transfers_active = true;
+}
+void CudaBackend::transfer_end() { state().transfers_active = false; }
+void CudaBackend::transfer_thread() { CUDA_CHECK(cudaSetDevice(state().device)); }
+void CudaBackend::download_async(float* host, const float* dev, size_t n) {
+  CUDA_CHECK(cudaMemcpyAsync(host, dev, n * sizeof(float), cudaMemcpyDeviceToHost, state().transfer));
+}
+void CudaBackend::zero_async(float* dev, size_t n) {
+  CUDA_CHECK(cudaMemsetAsync(dev, 0, n * sizeof(float), state().transfer));
+}
+void CudaBackend::upload_weights_async(size_t offset, size_t n) {
+  BackendState& s = state();
+  check(offset <= s.params_n && n <= s.params_n - offset, "upload_weights_async: [", offset, ", ", offset + n,
+        ") is outside the ", s.params_n, " bound parameters");
+  upload_mirror_from_host(offset, n, s.transfer);
+}
+void CudaBackend::transfer_record(int event) { CUDA_CHECK(cudaEventRecord(state().events.at(event), state().transfer)); }
+void CudaBackend::transfer_wait(int event) { CUDA_CHECK(cudaEventSynchronize(state().events.at(event))); }
+void CudaBackend::compute_wait(int event) { CUDA_CHECK(cudaStreamWaitEvent(stream(), state().events.at(event), 0)); }
 
 // Live allocations of alloc_bytes, for allocated_bytes() (the memory-plan check).
 static std::map<void*, size_t>& live_allocations() {
