@@ -25,6 +25,8 @@
 // Traffic per step and parameter: 4 B of gradients down and 2 B of bf16 weights up over PCIe; on
 // the host, AdamW reads p, g, m, v and writes p, m, v (28 B), the rounding reads p and writes 2 B.
 #pragma once
+#include <omp.h>
+
 #include <algorithm>
 #include <climits>
 #include <condition_variable>
@@ -106,6 +108,7 @@ class OffloadedUpdate {
     requested_ = 0;
     error_ = nullptr;
     lazy_ = lazy;
+    threads_ = omp_get_max_threads();  // the caller's (--threads): a new thread starts from the default
     ready_end = 0;
     worker_ = std::thread([this, o, step, scale] { run(o, step, scale); });
   }
@@ -150,6 +153,7 @@ class OffloadedUpdate {
   std::condition_variable cv_;
   int done_ = 0, requested_ = 0;  // groups published by the worker; groups the model asked for
   bool lazy_ = false;
+  int threads_ = 1;
   std::exception_ptr error_;
 
   void close() {
@@ -161,6 +165,7 @@ class OffloadedUpdate {
   void run(const AdamWConfig o, int step, float scale) {
     try {
       Backend::transfer_thread();
+      omp_set_num_threads(threads_);
       const int down = groups_;  // events down + 0, down + 1: the two gradient buffers' downloads
       auto issue_download = [&](size_t k) {
         const Chunk& c = chunks_[k];
