@@ -25,7 +25,10 @@
 // Parameters are written through the template (load_params, optimizer_step), which tells the
 // backend (Backend::params_changed) so that any copy it keeps of the weights (the CUDA bf16
 // mirror, the CPU decoding GEMMs' transposed weights) is remade; a caller that writes `params`
-// directly calls params_changed() afterwards.
+// directly calls params_changed() afterwards. With the offloaded optimizer the update of a step
+// runs on a host thread after optimizer_step returns (model/offload.h); weight(offset) and
+// grad(offset) wait for the tensor's group, and every method that touches the state otherwise
+// calls finish_pending_update() first.
 //
 // Hooks: hidden_state(l) hands out the residual stream entering layer l (logit lens, layer
 // swapping) without a copy; embedding_forward takes an additive per-token vector; `causal = false`
