@@ -887,7 +887,10 @@ TEST_CASE("--offload-optimizer: the update overlapped with the next forward equa
           r.losses.push_back(loss);
           r.losses.push_back(model.optimizer_step(opt));
         }
-        // Still in flight after the last step: the moments' download waits for it by itself.
+        // Still in flight after the last step: releasing the backend is refused, and the moments'
+        // download waits for the update by itself.
+        if (schedule != OffloadSchedule::serial)
+          REQUIRE_THROWS_WITH(CudaBackend::release(), Catch::Contains("in flight"));
         r.m.resize(n);
         r.v.resize(n);
         model.download_moments(r.m.data(), r.v.data());
