@@ -93,6 +93,8 @@ void ensure_staging() {
   BackendState& s = state();
   const size_t chunk = std::min(kMirrorChunk, std::max<size_t>(s.params_n, 1));
   if (s.staging_n >= chunk) return;
+  for (cudaEvent_t e : s.staging_free)  // the old halves' last uploads
+    if (e) CUDA_CHECK(cudaEventSynchronize(e));
   if (s.host_staging) CUDA_CHECK(cudaFreeHost(s.host_staging));
   CUDA_CHECK(cudaMallocHost(&s.host_staging, 2 * chunk * sizeof(bf16)));
   s.staging_n = chunk;
