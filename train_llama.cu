@@ -201,7 +201,8 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
   opt("--zero", a.zero, "0|1|2|3",
       "ZeRO stage (--device cuda): 0 = every rank holds the whole state (default); 1 = each rank updates its "
       "slice of the AdamW state and fp32 master weights, gradients reduced to their owner after the backward, "
-      "updated bf16 weights gathered; 2 = the same with the gradients reduced in buckets during the backward; "
+      "updated bf16 weights gathered; 2 = the same, each rank keeping only its slice of the gradients, every "
+      "micro-batch's reduced in buckets during its backward; "
       "3 (bf16 weights sharded too) is planned by --dry-run only")
       ->check(cli::integer(0, 3));
   opt("--bucket-mb", a.bucket_mb, "MB",
@@ -607,18 +608,23 @@ struct Trainer {
   bool zero_sharded() const { return args.zero >= 1 && pg.world_size > 1; }
 
   // The gradients [lo, hi) of every rank summed: everywhere (ZeRO 0, an all-reduce) or into the
-  // owner of each part (ZeRO 1/2, one reduce per owner: the reduce-scatter of uneven slices).
-  void reduce_grads(size_t lo, size_t hi) {
+  // owner of each part (ZeRO 1/2, one reduce per owner: the reduce-scatter of uneven slices). At
+  // ZeRO 2 they are read from `staged` (where the staging holds [lo, hi)) and the owner adds its
+  // part to its slice's accumulator (model->grad_shard), all on the communication stream.
+  void reduce_grads(size_t lo, size_t hi, float* staged = nullptr) {
 #if defined(ENGINE_CUDA)
     if constexpr (!kOnHost) {
       NVTX_RANGE("reduce_grads");
       if (!zero_sharded()) return cuda_comm_all_reduce_sum(model->grads + lo, hi - lo);
+      auto at = [&](size_t i) { return staged ? staged + (i - lo) : model->grads + i; };
       cuda_comm_group_start();
       for (int r = 0; r < pg.world_size; r++) {
         const size_t a = std::max(lo, shards.begin(r)), b = std::min(hi, shards.end(r));
-        if (a < b) cuda_comm_reduce_sum(model->grads + a, b - a, r);
+        if (a < b) cuda_comm_reduce_sum(at(a), b - a, r);
       }
       cuda_comm_group_end();
+      const size_t a = std::max(lo, shards.begin(pg.rank)), b = std::min(hi, shards.end(pg.rank));
+      if (staged && a < b) cuda_comm_add(model->grad_shard + (a - shards.begin(pg.rank)), at(a), b - a);
     }
 #endif
   }
@@ -635,23 +641,79 @@ struct Trainer {
         else cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
       }
       cuda_comm_group_end();
+      cuda_comm_wait_all();  // the next forward or the checkpoint's download reads them
     }
 #endif
   }
   // Buckets (ZeRO 0 and 2): the backward reports its finished gradient ranges from the end of the
   // flat buffer down (model->on_grads_ready); contiguous ranges gather into a bucket, reduced once
-  // it holds --bucket-mb or at the end of the backward.
+  // it holds --bucket-mb or at the end of the backward. At ZeRO 2 a bucket is also contiguous in
+  // the staging (bucket_at: where bucket_lo is staged).
   size_t bucket_lo = 0, bucket_hi = 0, reduced_elems = 0;
+  float* bucket_at = nullptr;
   void flush_bucket() {
-    if (bucket_hi > bucket_lo) reduce_grads(bucket_lo, bucket_hi);
+    if (bucket_hi > bucket_lo) {
+      reduce_grads(bucket_lo, bucket_hi, bucket_at);
+#if defined(ENGINE_CUDA)
+      if constexpr (!kOnHost)
+        if (bucket_at) cuda_comm_record(staging_part(bucket_at));  // that part is free once this has run
+#endif
+    }
     reduced_elems += bucket_hi - bucket_lo;
     bucket_lo = bucket_hi = 0;
+    bucket_at = nullptr;
   }
   void grads_ready(size_t begin, size_t end) {
-    if (bucket_hi > bucket_lo && end != bucket_lo) flush_bucket();
+    float* at = zero2() ? staged_at(begin) : nullptr;
+    if (bucket_hi > bucket_lo && (end != bucket_lo || (at && at + (end - begin) != bucket_at))) flush_bucket();
     if (bucket_hi == bucket_lo) bucket_hi = end;
     bucket_lo = begin;
+    bucket_at = at;
     if (double(bucket_hi - bucket_lo) * sizeof(float) >= args.bucket_mb * 1e6) flush_bucket();
+  }
+  // ZeRO 2 (model->shard_gradients): the staging is two halves and the tied embedding's part
+  // (model/zero_shards.h GradStaging), parts 0, 1 and 2, each with the communication stream's tag of
+  // the same number, recorded after the last reduction that reads the part. A group goes downward
+  // in the current half; one that does not fit switches halves (the bucket so far reduced first),
+  // and the compute stream waits for the reductions that last read the other half, which were
+  // issued a whole half earlier: the backward goes on while a half is being reduced. The tied
+  // embedding waits for its part's previous reduction (the previous micro-batch's).
+  bool zero2() const { return args.zero == 2 && pg.world_size > 1; }
+  GradStaging staging;
+  int stage_half = -1;
+  size_t stage_cursor = 0, staged_begin = 0;
+  float* staged = nullptr;  // where the last group placed in a half is
+  int staging_part(const float* at) const {
+    const size_t off = size_t(at - model->grad_staging);
+    return off < staging.half ? 0 : off < 2 * staging.half ? 1 : 2;
+  }
+  bool tied_group(size_t begin) const { return staging.tied > 0 && begin == model->layout.embed; }
+  float* stage_group(size_t begin, size_t end) {
+    const size_t n = end - begin;
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) {
+      if (tied_group(begin)) {
+        cuda_comm_wait(2);
+        return model->grad_staging + 2 * staging.half;
+      }
+      if (stage_half < 0 || stage_cursor - size_t(stage_half) * staging.half < n) {
+        flush_bucket();
+        stage_half = stage_half == 0 ? 1 : 0;
+        stage_cursor = size_t(stage_half + 1) * staging.half;
+        cuda_comm_wait(stage_half);
+      }
+    }
+#endif
+    check(n <= staging.half, "ZeRO 2: a gradient group of ", n, " floats exceeds the staging half of ", staging.half);
+    stage_cursor -= n;
+    staged_begin = begin;
+    staged = model->grad_staging + stage_cursor;
+    return staged;
+  }
+  float* staged_at(size_t begin) const {
+    if (tied_group(begin)) return model->grad_staging + 2 * staging.half;
+    check(begin == staged_begin, "ZeRO 2: the group at ", begin, " completed before the one at ", staged_begin);
+    return staged;
   }
 
   // Sums a few per-step values over the ranks (identity with one process).
@@ -749,10 +811,9 @@ struct Trainer {
         const CudaMemoryPlan whole = cuda_memory_plan(config, layout, rows, args.seq_len, bf16_state,
                                                       ModelUse::train, 0, 0, train_memory());
         today.weights_fp32 = whole.weights_fp32;
-        today.grads = whole.grads;
-        std::printf("train_llama --zero %d allocates today: total %.2f GiB (the AdamW state is sharded; the fp32 "
-                    "master weights and the gradients are still whole buffers, of which each rank updates its slice)\n",
-                    args.zero, today.total() / kGiB);
+        std::printf("train_llama --zero %d allocates today: total %.2f GiB (the AdamW state%s sharded; the fp32 "
+                    "master weights are still a whole buffer, of which each rank updates its slice)\n",
+                    args.zero, today.total() / kGiB, args.zero == 2 ? " and the gradients are" : " is");
       }
       // Every combination of the memory options, total GiB per GPU.
       std::printf("total per option combination (GiB):\n  %-18s %14s %14s %22s\n", "--recompute", "fp32 AdamW",
@@ -802,9 +863,13 @@ struct Trainer {
     } else {
       if constexpr (!kOnHost) {
 #if defined(ENGINE_CUDA)
-        const CudaMemoryPlan plan = cuda_memory_plan(config, make_param_layout(config), max_rows, args.seq_len,
-                                                     moments == MomentDtype::bf16, ModelUse::train, 0, 0,
-                                                     train_memory());
+        const ParamLayout planned = make_param_layout(config);
+        const CudaMemoryPlan whole = cuda_memory_plan(config, planned, max_rows, args.seq_len,
+                                                      moments == MomentDtype::bf16, ModelUse::train, 0, 0,
+                                                      train_memory());
+        // What this rank allocates: the stage's sharded state, but the fp32 master weights whole.
+        CudaMemoryPlan plan = shard_cuda_memory_plan(whole, config, planned, pg.world_size, args.zero);
+        plan.weights_fp32 = whole.weights_fp32;
         check_plan_fits(plan, args.gpu_memory > 0 ? args.gpu_memory * kGiB : (double)cuda_free_memory(), true);
 #endif
       }
@@ -822,6 +887,10 @@ struct Trainer {
         check(shards.count(pg.world_size - 1) > 0, "--zero ", args.zero, ": the model's ", layout.total,
               " parameters are too few to give each of ", pg.world_size, " ranks a slice of ", shards.per);
         model->shard_optimizer(shards.begin(pg.rank), shards.count(pg.rank));
+      }
+      if (zero2()) {  // the gradients of the slice and the staging instead of the whole buffer
+        staging = grad_staging(layout, (size_t)config.vocab_size * config.hidden_size);
+        model->shard_gradients(staging.total());
       }
       if (!state_in_host_memory()) {
         host_m.resize(model->opt_count);
@@ -1011,13 +1080,18 @@ struct Trainer {
         NVTX_RANGE("forward_backward");
         model->zero_grad();
         // Normalized by the target tokens of the whole batch over all ranks, so the per-rank
-        // gradients and losses simply add up.
+        // gradients and losses simply add up. ZeRO 2 reduces every micro-batch's gradients to
+        // their owners (no rank holds them all), the others those of the last one, which hold the
+        // sum over the micro-batches.
+        if (zero2()) model->on_grads_begin = [this](size_t b, size_t e) { return stage_group(b, e); };
         for (size_t i = 0; i < batch.micro.size(); i++) {
-          if (bucketed && i + 1 == batch.micro.size())
+          if (bucketed && (zero2() || i + 1 == batch.micro.size()))
             model->on_grads_ready = [this](size_t b, size_t e) { grads_ready(b, e); };
           loss += model->forward_backward(batch.micro[i], batch.global_num_target_tokens);
+          if (zero2()) flush_bucket();
         }
         model->on_grads_ready = nullptr;
+        model->on_grads_begin = nullptr;
         if (bucketed) flush_bucket();
       }
       int64_t batch_tokens = 0;
@@ -1025,9 +1099,13 @@ struct Trainer {
         batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
       if (pg.world_size > 1) {
         // Unbucketed (ZeRO 1), or a last micro-batch without targets that ran no backward.
-        if (reduced_elems == 0) reduce_grads(0, model->layout.total);
-        check(reduced_elems == 0 || reduced_elems == model->layout.total, "step ", step + 1, ": the backward reported ",
-              reduced_elems, " of the ", model->layout.total, " gradients");
+        if (reduced_elems == 0 && !zero2()) reduce_grads(0, model->layout.total);
+        const size_t expected = model->layout.total * (zero2() ? batch.micro.size() : 1);
+        check(reduced_elems == 0 || reduced_elems == expected, "step ", step + 1, ": the backward reported ",
+              reduced_elems, " of the ", expected, " gradients");
+#if defined(ENGINE_CUDA)
+        if constexpr (!kOnHost) cuda_comm_wait_all();  // the step reads what the reductions wrote
+#endif
       }
       {
         // The loss, the tokens and a stop request of any rank, the same on every rank afterwards.
@@ -1039,7 +1117,7 @@ struct Trainer {
       }
       if (step + 1 == nan_step) {  // debug: poison one gradient
         const float nan = NAN;
-        Backend::upload(model->grads, &nan, 1);
+        Backend::upload(model->slice_grads(), &nan, 1);
       }
       if (!std::isfinite(loss))
         fail("step ", step + 1, ": the loss is not finite (", loss, "); stopping without saving. Last good checkpoint: ",

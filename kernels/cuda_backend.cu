@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "kernels/cuda/accumulate.cuh"
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_tc.cuh"
@@ -556,6 +557,12 @@ struct Nccl {
   ncclComm_t comm = nullptr;
   double* staging = nullptr;  // device doubles for cuda_comm_all_reduce_sum_host
   int staging_n = 0;
+  // The communication stream (non-blocking: no implicit order with the legacy default stream,
+  // which is the compute stream), the event that orders it after the compute stream's work, the
+  // tagged events of cuda_comm_record and the one of cuda_comm_wait_all.
+  cudaStream_t stream = nullptr;
+  cudaEvent_t after_compute = nullptr, all = nullptr, tags[kCommTags] = {};
+  bool skip_waits = false;  // ENGINE_DEBUG_SKIP_COMM_WAIT: the planted missing wait of the tests
 };
 
 Nccl& nccl() {
@@ -596,6 +603,15 @@ void nccl_check(ncclResult_t st, const char* what) {
   fail("NCCL ", what, ": ", n.error_string(st), detail && *detail ? std::string(": ") + detail : std::string());
 }
 
+// The communication stream, after everything issued so far on the compute stream.
+cudaStream_t comm_stream() {
+  Nccl& t = nccl();
+  check(t.stream != nullptr, "cuda_comm: no communicator (cuda_comm_init first)");
+  CUDA_CHECK(cudaEventRecord(t.after_compute, stream()));
+  CUDA_CHECK(cudaStreamWaitEvent(t.stream, t.after_compute, 0));
+  return t.stream;
+}
+
 }  // namespace
 
 std::string cuda_comm_unique_id() {
@@ -616,21 +632,45 @@ void cuda_comm_init(const std::string& id, int rank, int world_size, int local_r
   std::memcpy(uid.internal, id.data(), sizeof uid.internal);
   Nccl& n = nccl();
   nccl_check(n.comm_init_rank(&n.comm, world_size, uid, rank), "ncclCommInitRank");
+  CUDA_CHECK(cudaStreamCreateWithFlags(&n.stream, cudaStreamNonBlocking));
+  for (cudaEvent_t* e : {&n.after_compute, &n.all}) CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  for (cudaEvent_t& e : n.tags) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  const char* skip = std::getenv("ENGINE_DEBUG_SKIP_COMM_WAIT");
+  n.skip_waits = skip && std::string(skip) == "1";
+}
+
+void cuda_comm_add(float* acc, const float* x, size_t n) { accumulate(acc, x, n, comm_stream()); }
+
+void cuda_comm_record(int tag) {
+  Nccl& t = nccl();
+  check(tag >= 0 && tag < kCommTags && t.stream, "cuda_comm_record: tag ", tag, " outside [0, ", kCommTags, ")");
+  CUDA_CHECK(cudaEventRecord(t.tags[tag], t.stream));
+}
+void cuda_comm_wait(int tag) {
+  Nccl& t = nccl();
+  check(tag >= 0 && tag < kCommTags && t.stream, "cuda_comm_wait: tag ", tag, " outside [0, ", kCommTags, ")");
+  if (!t.skip_waits) CUDA_CHECK(cudaStreamWaitEvent(stream(), t.tags[tag], 0));
+}
+void cuda_comm_wait_all() {
+  Nccl& t = nccl();
+  if (!t.stream) return;
+  CUDA_CHECK(cudaEventRecord(t.all, t.stream));
+  CUDA_CHECK(cudaStreamWaitEvent(stream(), t.all, 0));
 }
 
 void cuda_comm_all_reduce_sum(float* data, size_t n) {
   Nccl& t = nccl();
-  nccl_check(t.all_reduce(data, data, n, ncclFloat32, ncclSum, t.comm, stream()), "ncclAllReduce (gradients)");
+  nccl_check(t.all_reduce(data, data, n, ncclFloat32, ncclSum, t.comm, comm_stream()), "ncclAllReduce (gradients)");
 }
 
 void cuda_comm_reduce_sum(float* data, size_t n, int root) {
   Nccl& t = nccl();
-  nccl_check(t.reduce(data, data, n, ncclFloat32, ncclSum, root, t.comm, stream()), "ncclReduce (gradient shard)");
+  nccl_check(t.reduce(data, data, n, ncclFloat32, ncclSum, root, t.comm, comm_stream()), "ncclReduce (gradient shard)");
 }
 
 void cuda_comm_broadcast(float* data, size_t n, int root) {
   Nccl& t = nccl();
-  nccl_check(t.broadcast(data, data, n, ncclFloat32, root, t.comm, stream()), "ncclBroadcast (master weights)");
+  nccl_check(t.broadcast(data, data, n, ncclFloat32, root, t.comm, comm_stream()), "ncclBroadcast (master weights)");
 }
 
 void cuda_comm_broadcast_weights(size_t begin, size_t n, int root) {
@@ -640,7 +680,7 @@ void cuda_comm_broadcast_weights(size_t begin, size_t n, int root) {
   // A stale copy would be remade from fp32 weights that are current only in this rank's own slice.
   check(!s.mirror_stale, "cuda_comm_broadcast_weights: the bf16 working copy is stale");
   Nccl& t = nccl();
-  nccl_check(t.broadcast(s.params_bf16 + begin, s.params_bf16 + begin, n, ncclBfloat16, root, t.comm, stream()),
+  nccl_check(t.broadcast(s.params_bf16 + begin, s.params_bf16 + begin, n, ncclBfloat16, root, t.comm, comm_stream()),
              "ncclBroadcast (updated weights)");
 }
 
@@ -654,10 +694,11 @@ void cuda_comm_all_reduce_sum_host(double* host, int n) {
     CUDA_CHECK(cudaMalloc(&t.staging, n * sizeof(double)));
     t.staging_n = n;
   }
-  CUDA_CHECK(cudaMemcpyAsync(t.staging, host, n * sizeof(double), cudaMemcpyHostToDevice, stream()));
-  nccl_check(t.all_reduce(t.staging, t.staging, n, ncclFloat64, ncclSum, t.comm, stream()), "ncclAllReduce (step values)");
-  CUDA_CHECK(cudaMemcpyAsync(host, t.staging, n * sizeof(double), cudaMemcpyDeviceToHost, stream()));
-  CUDA_CHECK(cudaStreamSynchronize(stream()));
+  const cudaStream_t s = comm_stream();
+  CUDA_CHECK(cudaMemcpyAsync(t.staging, host, n * sizeof(double), cudaMemcpyHostToDevice, s));
+  nccl_check(t.all_reduce(t.staging, t.staging, n, ncclFloat64, ncclSum, t.comm, s), "ncclAllReduce (step values)");
+  CUDA_CHECK(cudaMemcpyAsync(host, t.staging, n * sizeof(double), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 void cuda_comm_destroy() {
@@ -665,6 +706,13 @@ void cuda_comm_destroy() {
   if (t.staging) CUDA_CHECK(cudaFree(t.staging));
   t.staging = nullptr;
   t.staging_n = 0;
+  if (t.stream) {
+    CUDA_CHECK(cudaStreamSynchronize(t.stream));
+    for (cudaEvent_t e : {t.after_compute, t.all}) CUDA_CHECK(cudaEventDestroy(e));
+    for (cudaEvent_t& e : t.tags) CUDA_CHECK(cudaEventDestroy(e));
+    CUDA_CHECK(cudaStreamDestroy(t.stream));
+    t.stream = nullptr;
+  }
   if (t.comm) t.comm_destroy(t.comm);
   t.comm = nullptr;
 }

@@ -221,4 +221,17 @@ void cuda_comm_broadcast(float* device_data, size_t n, int root);   // in place,
 void cuda_comm_broadcast_weights(size_t begin, size_t n, int root);
 void cuda_comm_group_start();  // the calls up to cuda_comm_group_end progress together
 void cuda_comm_group_end();
+// The communication stream. Every cuda_comm_* call runs on a second stream that cuda_comm_init
+// makes, ordered after all the work issued on the compute stream before the call (an event
+// recorded there, which the communication stream waits for), so a bucket of gradients is reduced
+// while the backward goes on. The compute stream must wait before it reads or overwrites what a
+// call reads or writes: cuda_comm_wait(tag) waits for the calls issued up to the last
+// cuda_comm_record(tag), cuda_comm_wait_all() for every call so far. The calls of the one
+// communicator thus run in the order they are issued, as NCCL needs.
+// ENGINE_DEBUG_SKIP_COMM_WAIT=1 makes cuda_comm_wait a no-op: a planted missing wait for the tests.
+constexpr int kCommTags = 4;
+void cuda_comm_record(int tag);
+void cuda_comm_wait(int tag);
+void cuda_comm_wait_all();
+void cuda_comm_add(float* acc, const float* x, size_t n);  // acc += x, on the communication stream
 void cuda_comm_destroy();

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "model/model_use.h"
+#include "model/zero_shards.h"  // the ZeRO 2 gradient slice and staging
 
 // What LlamaModel<CudaBackend> (model/llama.h) allocates for a config, a micro-batch of `rows` x T
 // tokens and a use, plus its KV cache when one is reserved (kv_reserve(kv_seqs, kv_len): greedy
@@ -106,10 +107,12 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
 
 // The plan per GPU with `world` data-parallel ranks at ZeRO stage `zero` (0-3), from the plan of
 // one rank's micro-batch: stage 1 shards the fp32 master weights and the AdamW state over the
-// ranks, stage 2 also the gradients (keeping one unsharded bucket of the largest tensor group
-// being reduced), stage 3 also the bf16 working copy (keeping two gathered groups: the one in use
-// and the one prefetched). A group is one layer's weights, or the embedding / LM head when larger.
-// train_llama implements stage 0 only; the other stages are the plan they are built to.
+// ranks, stage 2 also the gradients (what LlamaModel::shard_gradients allocates: the largest
+// rank's slice, plus the staging the backward writes into, two halves of the largest group and
+// the tied embedding's part, model/zero_shards.h), stage 3 also the bf16 working copy (keeping two
+// gathered groups: the one in use and the one prefetched). A group is one layer's weights, or the
+// embedding / LM head when larger. train_llama runs stages 0 to 2 (the fp32 master weights are
+// not sharded in memory yet); stage 3 is the plan it is built to.
 template <class Config, class Layout>
 inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, const Layout& layout, int world,
                                              int zero) {
@@ -123,7 +126,8 @@ inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, 
     m.weights_fp32 = shard(m.weights_fp32);
     m.optimizer = shard(m.optimizer);
   }
-  if (zero >= 2) m.grads = shard(m.grads) + group * 4;
+  if (zero >= 2 && R > 1 && m.grads > 0)  // one process keeps the whole buffer
+    m.grads = (ZeroShards(layout.total, (int)R).per + grad_staging(layout, VC).total()) * sizeof(float);
   if (zero >= 3) m.weights_bf16 = shard(m.weights_bf16) + 2 * group * 2;
   m.world_size = (int)R;
   m.zero = zero;

@@ -88,6 +88,16 @@ struct LlamaModel {
   // the last, the embedding): data parallelism reduces them over the ranks while the backward
   // goes on. Unset: nothing is called.
   std::function<void(size_t begin, size_t end)> on_grads_ready;
+  // ZeRO 2 (shard_gradients): `grads` is null; this rank keeps the fp32 gradients of its optimizer
+  // slice only (grad_shard, opt_count floats: summed over the ranks and the micro-batches by the
+  // caller) and a staging buffer (grad_staging). Before the backward writes the group [begin, end)
+  // of the flat buffer, on_grads_begin(begin, end) says where in the staging it goes (the model
+  // zeroes it there, since the ops add into their gradients); grad() serves it from there until
+  // on_grads_ready reports the group complete, when the caller reduces it to its owners.
+  float* grad_shard = nullptr;
+  float* grad_staging = nullptr;
+  size_t grad_staging_count = 0;
+  std::function<float*(size_t begin, size_t end)> on_grads_begin;
 
   // Per-layer saved activations.
   struct LayerActs {
@@ -210,8 +220,14 @@ struct LlamaModel {
   }
   float* grad(size_t offset) {
     wait_for_update(offset);
+    for (const GradWindow& w : grad_windows)
+      if (offset >= w.begin && offset < w.end) return w.at + (offset - w.begin);
+    check(grads != nullptr, "grad: the gradient at ", offset, " is in no open staging group (ZeRO 2)");
     return grads + offset;
   }
+  // The gradients of the optimizer slice [opt_begin, opt_begin + opt_count): what the step reads.
+  float* slice_grads() { return grads ? grads + opt_begin : grad_shard; }
+  const float* slice_grads() const { return grads ? grads + opt_begin : grad_shard; }
   // The offloaded update in flight (model/offload.h): its groups up to the one holding `offset`,
   // or all of it. Without one (every backend but an offloading CUDA model), nothing.
   void wait_for_update(size_t offset) const {
@@ -230,7 +246,7 @@ struct LlamaModel {
     check(use == ModelUse::train, "zero_grad: the model was planned for inference only");
     if (!grads_zeroed_by_optimizer) {
       finish_pending_update();
-      Backend::zero(grads, layout.total);
+      Backend::zero(grads ? grads : grad_shard, grads ? layout.total : opt_count);
     }
     grads_zeroed_by_optimizer = false;
   }
@@ -270,7 +286,7 @@ struct LlamaModel {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
     if (memory.offload_optimizer) return offloaded_optimizer_step(opt);
     float* p = params + opt_begin;
-    float* g = grads + opt_begin;
+    float* g = slice_grads();
     const bool whole = opt_begin == 0 && opt_count == layout.total;
     grads_zeroed_by_optimizer = whole;
     if constexpr (Backend::has_bf16_moments) {
@@ -315,14 +331,14 @@ struct LlamaModel {
   // grad_sum_of_squares() contributes this model's (optimizer slice's) share.
   double grad_sum_of_squares() const {
     finish_pending_update();
-    return Backend::sum_of_squares(grads + opt_begin, opt_count);
+    return Backend::sum_of_squares(slice_grads(), opt_count);
   }
   void optimizer_step_scaled(const AdamWConfig& opt, float scale) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
     check(!memory.offload_optimizer, "optimizer_step_scaled: not with the offloaded optimizer");
     grads_zeroed_by_optimizer = false;
     float* p = params + opt_begin;
-    const float* g = grads + opt_begin;
+    const float* g = slice_grads();
     if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
         return adamw_apply<Backend>(p, g, adam_m16, adam_v16, opt_count, ++adam_step, opt, scale);
@@ -333,6 +349,10 @@ struct LlamaModel {
   // the whole buffer are freed, zero-filled ones of the slice allocated) and optimizer_step updates
   // that slice.
   void shard_optimizer(size_t begin, size_t count);
+  // ZeRO stage 2, after shard_optimizer: the whole gradient buffer is freed, and the slice's
+  // gradients (grad_shard) and a staging buffer of `staging` floats (grad_staging) allocated;
+  // the backward then needs on_grads_begin and on_grads_ready (above).
+  void shard_gradients(size_t staging);
   // The moments of the optimizer slice (opt_count values each) as fp32 on the host (checkpoints;
   // bf16 -> fp32 is exact), and back (fp32 -> bf16 rounds to nearest even, exact for moments
   // saved from a bf16 run, so a resume is bit-exact).
@@ -406,6 +426,19 @@ struct LlamaModel {
   void layer_output(int l, int N);
   void recompute_layer(int l);
   void make_rope_tables(int positions);
+  // The staging groups open in the backward (ZeRO 2): at most the tied embedding and one more.
+  struct GradWindow {
+    size_t begin, end;
+    float* at;
+  };
+  std::vector<GradWindow> grad_windows;
+  // Before the backward writes the gradients of [begin, end): with on_grads_begin, places the
+  // group in the staging (zeroed) unless it is open already (the tied embedding).
+  void open_grads(size_t begin, size_t end);
+  // The gradients of [begin, end) are complete for this micro-batch: reported, and closed.
+  void grads_ready(size_t begin, size_t end);
+  // A micro-batch without targets: the groups in the backward's order, with zero gradients.
+  void report_empty_backward();
   // Conditioning buffers (plan_condition): per layer the keys|values with the slot in front
   // [max_rows * (max_T + 1), 2*KV*D] (one shared buffer for inference), their gradient, the
   // per-token embedding addition, its row index, and where a prefill writes each entry.
@@ -642,6 +675,52 @@ void LlamaModel<Backend>::shard_optimizer(size_t begin, size_t count) {
     adam_m = plan<float>(count, true);
     adam_v = plan<float>(count, true);
   }
+}
+
+template <class Backend>
+void LlamaModel<Backend>::shard_gradients(size_t staging) {
+  check(use == ModelUse::train && grads && !memory.offload_optimizer, "shard_gradients: needs a training model "
+        "with its whole gradient buffer, without --offload-optimizer");
+  release(grads);
+  param_state_bytes -= layout.total * sizeof(float);
+  grads = nullptr;
+  grads_zeroed_by_optimizer = false;
+  grad_shard = plan<float>(opt_count, true);
+  grad_staging = plan<float>(staging, true);
+  grad_staging_count = staging;
+}
+
+template <class Backend>
+void LlamaModel<Backend>::open_grads(size_t begin, size_t end) {
+  if (!on_grads_begin) return;
+  for (const GradWindow& w : grad_windows)
+    if (w.begin == begin && w.end == end) return;
+  float* at = on_grads_begin(begin, end);
+  check(at >= grad_staging && at + (end - begin) <= grad_staging + grad_staging_count, "open_grads: [", begin, ", ",
+        end, ") placed outside the staging of ", grad_staging_count, " floats");
+  Backend::zero(at, end - begin);
+  grad_windows.push_back({begin, end, at});
+}
+
+template <class Backend>
+void LlamaModel<Backend>::grads_ready(size_t begin, size_t end) {
+  if (on_grads_ready) on_grads_ready(begin, end);
+  for (size_t i = 0; i < grad_windows.size(); i++)
+    if (grad_windows[i].begin == begin && grad_windows[i].end == end) grad_windows.erase(grad_windows.begin() + i);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::report_empty_backward() {
+  const size_t VC = (size_t)V * C;
+  open_grads(layout.lm_head, layout.lm_head + VC);
+  if (layout.lm_head != layout.embed) grads_ready(layout.lm_head, layout.lm_head + VC);
+  auto group = [&](size_t b, size_t e) {
+    open_grads(b, e);
+    grads_ready(b, e);
+  };
+  group(layout.final_norm, layout.final_norm + C);
+  for (int l = L - 1; l >= 0; l--) group(layout.layers[l].ln1, l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm);
+  group(layout.embed, layout.embed + VC);
 }
 
 template <class Backend>
@@ -1081,6 +1160,9 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
   grads_zeroed_by_optimizer = false;
   if (std::none_of(b.targets.begin(), b.targets.end(), [](int32_t t) { return t >= 0; })) {
     validate_and_upload(b);  // no loss here: nothing to add to the gradients
+    // With the hooks set the groups are still reported, in the backward's order (at ZeRO 2 as
+    // zeros from the staging), so that every rank issues the same reductions.
+    if (on_grads_ready) report_empty_backward();
     return 0.0;
   }
   {
@@ -1097,6 +1179,7 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     const int n_loss = gather_loss_rows(b);
     const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
     const float* lm_w = weight(layout.lm_head);
+    open_grads(layout.lm_head, layout.lm_head + (size_t)V * C);  // tied: the embedding's, kept open
     float* lm_dw = grad(layout.lm_head);
     const int v_chunk = vocab_chunk(n_loss, true);
     if constexpr (requires { Backend::has_vocab_chunked_lm_head; }) {
@@ -1113,7 +1196,7 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     }
     Backend::zero(d_lnf, (size_t)N * C);
     Backend::scatter_rows(d_lnf, head_dx, loss_rows, n_loss, C);
-    if (on_grads_ready && layout.lm_head != layout.embed) on_grads_ready(layout.lm_head, layout.lm_head + (size_t)V * C);
+    if (layout.lm_head != layout.embed) grads_ready(layout.lm_head, layout.lm_head + (size_t)V * C);
   }
   {
     NVTX_RANGE("backward");
@@ -1170,13 +1253,17 @@ void LlamaModel<Backend>::backward_from_lnf() {
   const int N = cur_rows * cur_T;
   const AttentionShape shape{cur_rows, cur_T, cur_T, H, KV, D, QKV, QKV};
   Backend::zero(d_res, (size_t)N * C);
+  open_grads(layout.final_norm, layout.final_norm + C);
   Backend::rmsnorm_backward(d_res, grad(layout.final_norm), d_lnf, res_out, weight(layout.final_norm),
                       rstdf, N, C);
-  if (on_grads_ready) on_grads_ready(layout.final_norm, layout.final_norm + C);
+  grads_ready(layout.final_norm, layout.final_norm + C);
   for (int l = L - 1; l >= 0; l--) {
     recompute_layer(l);
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];
+    // Layer l's tensors fill [its input norm, the next layer's input norm or the final norm).
+    const size_t layer_end = l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm;
+    open_grads(w.ln1, layer_end);
     // MLP block: res_next = res_mid + down(swiglu(gate_up(rmsnorm(res_mid)))); d_res flows
     // through the identity and gets the MLP branch added by the RMSNorm backward.
     Backend::matmul_backward(d_h, grad(w.down_w), nullptr, d_res, a.swiglu, weight(w.down_w), N, I, C, false);
@@ -1200,11 +1287,11 @@ void LlamaModel<Backend>::backward_from_lnf() {
     Backend::matmul_backward(d_ln, grad(w.qkv_w), w.qkv_b == kNoTensor ? nullptr : grad(w.qkv_b), d_qkv,
                        a.ln1, weight(w.qkv_w), N, C, QKV, false);
     Backend::rmsnorm_backward(d_res, grad(w.ln1), d_ln, a.res_in, weight(w.ln1), a.rstd1, N, C);
-    // Layer l's tensors fill [its input norm, the next layer's input norm or the final norm).
-    if (on_grads_ready) on_grads_ready(w.ln1, l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm);
+    grads_ready(w.ln1, layer_end);
   }
+  open_grads(layout.embed, layout.embed + (size_t)V * C);
   Backend::embedding_backward(grad(layout.embed), tokens, d_res, N, C);
-  if (on_grads_ready) on_grads_ready(layout.embed, layout.embed + (size_t)V * C);
+  grads_ready(layout.embed, layout.embed + (size_t)V * C);
   if (cur_cond_embed) Backend::condition_embed_backward(d_embed, d_res, cur_rows, cur_T, C);
 }
 

@@ -18,3 +18,27 @@ struct ZeroShards {
   size_t end(int r) const { return std::min(total, size_t(r + 1) * per); }
   size_t count(int r) const { return end(r) - begin(r); }
 };
+
+// ZeRO 2's gradient staging (LlamaModel::shard_gradients, train_llama.cu): the backward writes each
+// group of gradients (the ranges LlamaModel reports through on_grads_ready: the LM head, the final
+// norm, one layer, the embedding) into staging, from which it is reduced to the owners of its
+// parts. Two halves, each as large as the largest group, alternate: one is being reduced while
+// the backward fills the other. With tied embeddings the LM head is the embedding, written at the
+// start of the backward and again at its end: its group keeps a third part for the whole backward.
+struct GradStaging {
+  size_t half = 0, tied = 0;  // floats
+  size_t total() const { return 2 * half + tied; }
+};
+template <class Layout>
+GradStaging grad_staging(const Layout& layout, size_t vocab_x_hidden) {
+  GradStaging s;
+  const bool tied = layout.lm_head == layout.embed;
+  s.tied = tied ? vocab_x_hidden : 0;
+  const size_t final_norm = (tied ? layout.total : layout.lm_head) - layout.final_norm;
+  s.half = std::max(tied ? 0 : vocab_x_hidden, final_norm);  // the LM head and the embedding, the final norm
+  for (size_t l = 0; l < layout.layers.size(); l++) {
+    const size_t next = l + 1 < layout.layers.size() ? layout.layers[l + 1].ln1 : layout.final_norm;
+    s.half = std::max(s.half, next - layout.layers[l].ln1);
+  }
+  return s;
+}

@@ -442,8 +442,9 @@ TEST_CASE("train_llama --dry-run --world-size N --zero S plans each stage's shar
   REQUIRE(std::abs(plan_gib(z1, "AdamW state (m, v), fp32") - 8 * P / 4 / GiB) < 0.01);
   REQUIRE(std::abs(plan_gib(z1, "weights, fp32 master") - 4 * P / 4 / GiB) < 0.01);
   REQUIRE(std::abs(plan_gib(z1, "gradients, fp32") - 4 * P / GiB) < 0.01);  // whole at stage 1
-  // stage 2: a quarter of the gradients plus one bucket of the largest group (the embedding)
-  REQUIRE(std::abs(plan_gib(z2, "gradients, fp32") - (4 * P / 4 + 4 * VC) / GiB) < 0.01);
+  // stage 2: a quarter of the gradients plus the staging, two halves of the largest group (the
+  // embedding or the LM head; untied, so no third part)
+  REQUIRE(std::abs(plan_gib(z2, "gradients, fp32") - (4 * P / 4 + 2 * 4 * VC) / GiB) < 0.01);
   REQUIRE(std::abs(plan_gib(z2, "weights, bf16 working copy") - 2 * P / GiB) < 0.01);
   // stage 3: a quarter of the bf16 weights plus two gathered groups
   REQUIRE(std::abs(plan_gib(z3, "weights, bf16 working copy") - (2 * P / 4 + 2 * 2 * VC) / GiB) < 0.01);
@@ -452,11 +453,12 @@ TEST_CASE("train_llama --dry-run --world-size N --zero S plans each stage's shar
   REQUIRE(plan_gib(z3, "total") < plan_gib(z2, "total"));
   REQUIRE(plan_gib(z2, "total") < plan_gib(z1, "total"));
   REQUIRE(plan_gib(z1, "total") < plan_gib(z0, "total"));
-  // What training allocates today at stages 1 and 2: the AdamW state sharded, the rest whole.
+  // What training allocates today at stage 2: the AdamW state and the gradients sharded (as
+  // planned), the fp32 master weights whole.
   const std::string today = "train_llama --zero 2 allocates today: total ";
   REQUIRE(z2.find(today) != std::string::npos);
   const double z2_today = std::stod(z2.substr(z2.find(today) + today.size()));
-  REQUIRE(std::abs(z2_today - (plan_gib(z0, "total") - 8 * P * 3 / 4 / GiB)) < 0.02);
+  REQUIRE(std::abs(z2_today - (plan_gib(z2, "total") + 4 * P * 3 / 4 / GiB)) < 0.02);
   // training runs stages 0 to 2, sharding over GPUs only
   std::vector<std::string> a = s.args("./train_llama", "cpu", "z3", 1);
   a.insert(a.end(), {"--zero", "3"});
@@ -647,6 +649,49 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
   }
   // Same program, same threads: the same bytes.
   require_same_state(s.dir + "/z2/final", s.dir + "/z2_again/final");
+
+  // ZeRO 2 with tied embeddings (the embedding's gradient stays staged from the LM head at the
+  // start of the backward to the embedding at its end) and 2 micro-batches per rank, each reduced
+  // to the owners' slices: the losses of one process (4 micro-batches of 2 rows).
+  {
+    const std::string tied = s.dir + "/tied.json";
+    std::string cfg = read_text_file(s.config);
+    cfg.replace(cfg.find("\"tie_word_embeddings\": false"), 28, "\"tie_word_embeddings\": true");
+    write_file_atomic(tied, cfg);
+    auto tied_args = [&](const std::string& name) {
+      std::vector<std::string> a = with(with(s.args(kTrainCuda, "cuda", name, 2), eps), {"--micro-batch-size", "2"});
+      *(std::find(a.begin(), a.end(), "--init") + 1) = tied;
+      return a;
+    };
+    REQUIRE(run(tied_args("one_tied"), s.dir + "/one_tied.log") == 0);
+    const int rc = run(mpirun2(with(tied_args("z2_tied"), with(zero_args("z2"), {"--dist-init", store + "_tied"}))),
+                       s.dir + "/z2_tied.log");
+    INFO(read_text_file(s.dir + "/z2_tied.log"));
+    REQUIRE(rc == 0);
+    const std::vector<json> a = step_events(s.dir + "/one_tied.jsonl"), b = step_events(s.dir + "/z2_tied.jsonl");
+    REQUIRE(a.size() == 2);
+    REQUIRE(b.size() == 2);
+    for (int i = 0; i < 2; i++) {
+      const double l1 = a[i]["loss"], l2 = b[i]["loss"], n1 = a[i]["grad_norm"], n2 = b[i]["grad_norm"];
+      REQUIRE(std::abs(l2 - l1) <= 1e-5 * std::abs(l1));
+      REQUIRE(std::abs(n2 - n1) <= 1e-4 * std::abs(n1));
+    }
+    REQUIRE(max_weight_diff(s.dir + "/one_tied/final", s.dir + "/z2_tied/final") <= 2 * 2 * 1e-3);
+  }
+  // The planted missing wait: with ENGINE_DEBUG_SKIP_COMM_WAIT=1 the compute stream does not wait
+  // for a staging half's reductions before the backward rewrites it. The emulator runs the
+  // communication stream only when something waits for it, so the reductions read the later
+  // groups' gradients and the gradient norm is wrong at once (on a GPU it would race).
+  if (kTrainCuda == "build/train_llama_emu") {
+    std::vector<std::string> a = mpirun2(with(with(s.args(kTrainCuda, "cuda", "nowait", 2), eps),
+                                              with(zero_args("z2"), {"--dist-init", store + "_nowait"})));
+    a.insert(a.begin() + 1, {"-x", "ENGINE_DEBUG_SKIP_COMM_WAIT=1"});
+    REQUIRE(run(a, s.dir + "/nowait.log") == 0);
+    const std::vector<json> b = step_events(s.dir + "/nowait.jsonl");
+    REQUIRE(b.size() == 2);
+    const double n1 = one[0]["grad_norm"], n2 = b[0]["grad_norm"];
+    REQUIRE(std::abs(n2 - n1) > 1e-2 * n1);
+  }
 
   // Re-sharding: the 2-shard checkpoint at step 2 resumed by one process, and the 1-process
   // checkpoint resumed by two at ZeRO 2 (each reading its slice), continue with the losses of the

@@ -954,6 +954,32 @@ TEST_CASE("cuda LM head by vocabulary chunks: loss and gradients agree with the 
   CudaBackend::release();
 }
 
+// ZeRO 2 (train_llama --zero 2 with several processes): a rank frees the whole fp32 gradient
+// buffer and keeps its slice plus the staging, which is what the per-GPU plan counts. Rank 0 of 2
+// (the largest slice), with untied and tied embeddings (the tied one's staging has a third part).
+TEST_CASE("ZeRO 2: a rank allocates the gradients of its slice and the staging, not the whole buffer, as planned") {
+  for (const bool tied : {false, true}) {
+    INFO("tied embeddings " << tied);
+    LlamaConfig cfg = tiny_config(300, 0.05f);
+    cfg.tie_word_embeddings = tied;
+    LlamaModel<CudaBackend> gpu(cfg, 2, 37);
+    const ZeroShards shards(gpu.layout.total, 2);
+    gpu.shard_optimizer(shards.begin(0), shards.count(0));
+    const GradStaging staging = grad_staging(gpu.layout, (size_t)cfg.vocab_size * cfg.hidden_size);
+    REQUIRE((staging.tied > 0) == tied);
+    REQUIRE(staging.half >= gpu.layout.layers[1].ln1 - gpu.layout.layers[0].ln1);  // a layer fits a half
+    const size_t before = CudaBackend::allocated_bytes();
+    gpu.shard_gradients(staging.total());
+    REQUIRE(gpu.grads == nullptr);
+    // The whole buffer freed, the slice and the staging allocated: nothing else.
+    REQUIRE(CudaBackend::allocated_bytes() + gpu.layout.total * 4 == before + (shards.count(0) + staging.total()) * 4);
+    const CudaMemoryPlan whole = cuda_memory_plan(cfg, gpu.layout, 2, 37);
+    const CudaMemoryPlan plan = shard_cuda_memory_plan(whole, cfg, gpu.layout, 2, 2);
+    REQUIRE(plan.grads == (shards.count(0) + staging.total()) * 4);
+    REQUIRE(gpu.slice_grads() == gpu.grad_shard);
+  }
+}
+
 #if defined(CUDA_EMULATION)
 // The whole plan, not only the model's own buffers: after training steps (every scratch buffer of
 // the backend grown to its largest, the bf16 mirror, the cuBLASLt workspace) the device memory in

@@ -473,31 +473,58 @@ TEST_CASE("emu: CUDA_CHECK throws with file, line and the error name", "[emu]") 
   cudaGetLastError();
 }
 
-TEST_CASE("emu: streams and events are synchronous and time host work", "[emu]") {
-  cudaStream_t stream;
-  cudaEvent_t start, stop;
+TEST_CASE("emu: a created stream runs its work when something waits for it; events time it", "[emu]") {
+  cudaStream_t stream, other;
+  cudaEvent_t start, stop, done;
   REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking) == cudaSuccess);
   REQUIRE(cudaEventCreate(&start) == cudaSuccess);
   REQUIRE(cudaEventCreate(&stop) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&done) == cudaSuccess);
   const int n = 4096;
   auto x = random_floats(n, 11);
   DeviceBuffer<float> dx(x), dy(n);
-  REQUIRE(cudaMemsetAsync(dy.ptr, 0, n * sizeof(float), stream) == cudaSuccess);
+  REQUIRE(cudaMemset(dy.ptr, 0, n * sizeof(float)) == cudaSuccess);
   REQUIRE(cudaEventRecord(start, stream) == cudaSuccess);
   LAUNCH(saxpy_kernel, n / 256, 256, 0, stream)(3.0f, dx.ptr, dy.ptr, n);
   REQUIRE(cudaEventRecord(stop, stream) == cudaSuccess);
-  REQUIRE(cudaStreamWaitEvent(stream, stop, 0) == cudaSuccess);
-  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  // A read on the default stream without a wait sees the memory before the queued kernel (a GPU
+  // would race): a missing wait shows deterministically.
+  std::vector<float> y(n, -1.0f);
+  REQUIRE(cudaMemcpy(y.data(), dy.ptr, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (int i = 0; i < n; i++) REQUIRE(y[i] == 0.0f);
+  // A second created stream waiting for the event runs the kernel only when it runs itself.
+  REQUIRE(cudaStreamWaitEvent(other, stop, 0) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(dx.ptr, 0, sizeof(float), other) == cudaSuccess);  // after the kernel read dx
+  REQUIRE(cudaEventRecord(done, other) == cudaSuccess);
+  REQUIRE(cudaMemcpy(y.data(), dy.ptr, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  REQUIRE(y[0] == 0.0f);
+  // The default stream waiting for `done` runs `other`, whose wait runs `stream` up to `stop`.
+  REQUIRE(cudaStreamWaitEvent(0, done, 0) == cudaSuccess);
+  REQUIRE(cudaMemcpy(y.data(), dy.ptr, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (int i = 0; i < n; i++) REQUIRE(y[i] == 3.0f * x[i]);
+  float first = -1;
+  REQUIRE(cudaMemcpy(&first, dx.ptr, sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  REQUIRE(first == 0.0f);
   float ms = -1;
   REQUIRE(cudaEventElapsedTime(&ms, start, stop) == cudaSuccess);
   REQUIRE(ms >= 0.0f);
-  std::vector<float> y(n);
-  REQUIRE(cudaMemcpyAsync(y.data(), dy.ptr, n * sizeof(float), cudaMemcpyDeviceToHost, stream) ==
-          cudaSuccess);
-  for (int i = 0; i < n; i++) REQUIRE(y[i] == 3.0f * x[i]);
+  // A copy queued on a stream reads its source when the stream runs: synchronize, then read.
+  REQUIRE(cudaMemcpyAsync(y.data(), dx.ptr, n * sizeof(float), cudaMemcpyDeviceToHost, stream) == cudaSuccess);
+  REQUIRE(y[0] == 3.0f * x[0]);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  REQUIRE(y[0] == 0.0f);
+  REQUIRE(y[1] == x[1]);
+  // Device synchronize runs every stream.
+  REQUIRE(cudaMemsetAsync(dy.ptr, 0, n * sizeof(float), other) == cudaSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  REQUIRE(cudaMemcpy(y.data(), dy.ptr, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  REQUIRE(y[n - 1] == 0.0f);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  cudaEventDestroy(done);
   cudaStreamDestroy(stream);
+  cudaStreamDestroy(other);
 }
 
 // ---------------------------------------------------------------------------------------------

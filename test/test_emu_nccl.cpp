@@ -254,6 +254,38 @@ std::string check_ok(ncclResult_t st, ncclComm_t comm, const std::string& what) 
 
 }  // namespace
 
+// On a created stream a call is queued (test/emu/README.md): its buffers are read when the stream
+// runs, which a missing wait would show; and a communicator's calls run in issue order.
+TEST_CASE("NCCL fake: calls on a created stream run when the stream is waited for, in issue order", "[emu]") {
+  const size_t n = 37;
+  run_ranks(2, [&](int r, ncclComm_t comm) {
+    cudaStream_t comm_stream;
+    cudaEvent_t reduced;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreate(&reduced));
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; i++) x[i] = value(r, i);
+    float* d = device_copy(x);
+    expect(ncclGroupStart() == ncclSuccess && ncclAllReduce(d, d, n, ncclFloat32, ncclSum, comm, comm_stream) ==
+           ncclSuccess && ncclGroupEnd() == ncclSuccess, "queued all-reduce");
+    CUDA_CHECK(cudaEventRecord(reduced, comm_stream));
+    expect(host_copy(d, n) == x, "the queued all-reduce ran before anything waited for it");
+    // Writing the buffer before the wait changes what the queued call reads (on both ranks).
+    for (size_t i = 0; i < n; i++) x[i] = value(r, i) + 1.0f;
+    CUDA_CHECK(cudaMemcpy(d, x.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    // A call on the default stream would run before the queued one: refused.
+    expect(ncclAllReduce(d, d, n, ncclFloat32, ncclSum, comm, 0) == ncclInvalidUsage, "out-of-order call refused");
+    expect(std::string(ncclGetLastError(comm)).find("queued on another stream") != std::string::npos,
+           ncclGetLastError(comm));
+    CUDA_CHECK(cudaStreamWaitEvent(0, reduced, 0));
+    const std::vector<float> y = host_copy(d, n);
+    for (size_t i = 0; i < n; i++) expect(y[i] == value(0, i) + value(1, i) + 2.0f, "sum of what was there at the wait");
+    CUDA_CHECK(cudaFree(d));
+    CUDA_CHECK(cudaEventDestroy(reduced));
+    CUDA_CHECK(cudaStreamDestroy(comm_stream));
+  });
+}
+
 TEST_CASE("NCCL fake: collectives between 3 processes, long buffers in several rounds", "[emu]") {
   const int nranks = 3;
   // 300k floats per rank: over the fake's 1 MiB per round, so several rounds per call.

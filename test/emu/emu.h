@@ -48,6 +48,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -155,6 +157,12 @@ struct PlainLoop {
 // plain_loop(closure, loop) runs a block's threads in a loop. Throws KernelError on a detected bug.
 void launch(const LaunchConfig& config, void (*body)(const void*),
             void (*plain_loop)(const void*, const PlainLoop&), const void* closure);
+// Streams (test/emu/runtime.cpp): work issued on a created stream is queued and runs only when
+// something waits for it (cudaStreamWaitEvent on a later stream, a stream / event / device
+// synchronize or query); the default stream (0, cudaStreamLegacy, cudaStreamPerThread) runs work
+// when it is issued. deferred(s): work on s is queued; enqueue(s, work) queues it.
+bool deferred(cudaStream_t stream);
+void enqueue(cudaStream_t stream, std::function<void()> work);
 
 template <class... Params>
 struct KernelLauncher {
@@ -168,22 +176,26 @@ struct KernelLauncher {
       void (*kernel)(Params...);
       std::tuple<std::decay_t<Params>...> args;
     };
-    const Closure closure{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)};
-    launch(
-        config,
-        [](const void* p) {
-          const Closure* c = static_cast<const Closure*>(p);
-          std::apply(c->kernel, c->args);
-        },
-        [](const void* p, const PlainLoop& loop) {
-          const Closure* c = static_cast<const Closure*>(p);
-          for (int i = 0; i < loop.count; i++) {
-            tl_thread_idx = loop.thread_idx[loop.order ? loop.order[i] : i];
-            std::apply(c->kernel, c->args);
-            if (*loop.stop) return;
-          }
-        },
-        &closure);
+    auto closure = std::make_shared<const Closure>(
+        Closure{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)});
+    void (*body)(const void*) = [](const void* p) {
+      const Closure* c = static_cast<const Closure*>(p);
+      std::apply(c->kernel, c->args);
+    };
+    void (*plain_loop)(const void*, const PlainLoop&) = [](const void* p, const PlainLoop& loop) {
+      const Closure* c = static_cast<const Closure*>(p);
+      for (int i = 0; i < loop.count; i++) {
+        tl_thread_idx = loop.thread_idx[loop.order ? loop.order[i] : i];
+        std::apply(c->kernel, c->args);
+        if (*loop.stop) return;
+      }
+    };
+    if (deferred(config.stream))  // the arguments as given now, the launch when the stream runs
+      enqueue(config.stream, [config = config, closure, body, plain_loop] {
+        launch(config, body, plain_loop, closure.get());
+      });
+    else
+      launch(config, body, plain_loop, closure.get());
   }
 };
 template <class... Params>

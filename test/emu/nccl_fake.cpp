@@ -27,7 +27,12 @@
 // Finalize / Abort, ncclCommCount / UserRank / CuDevice, ncclAllReduce, ncclReduce, ncclBroadcast,
 // ncclBcast, ncclAllGather, ncclReduceScatter, ncclGroupStart / End, ncclGetErrorString,
 // ncclGetLastError, ncclGetVersion. Not faked: send/recv, split, user-defined reduction ops.
-// Streams are synchronous: a call returns when it is done.
+// Streams: a call on the default stream runs when it is issued; a call (or a group's calls) on a
+// created stream is queued on it and runs when the stream runs (test/emu/runtime.cpp), so its
+// buffers are read then, and a failure found then is thrown (an emu::KernelError with the
+// message) from the wait that ran it. A communicator's calls must run in the order they were
+// issued, as NCCL needs: a call while earlier calls of its communicator are still queued on
+// another stream is refused (ncclInvalidUsage).
 #include <nccl.h>
 
 #include <fcntl.h>
@@ -75,6 +80,7 @@ struct Call {
   ncclRedOp_t op;
   int root;
   std::string bad_buffer;  // a range error found by this rank before posting
+  cudaStream_t stream = nullptr;
 };
 
 constexpr int kMaxRanks = 16;
@@ -130,6 +136,8 @@ struct ncclComm {
   uint64_t rounds = 0, calls = 0;
   bool unlinked = false;
   std::string last_error;
+  uint64_t queued = 0;                  // calls queued on a created stream, not run yet
+  cudaStream_t queued_stream = nullptr;  // that stream
 };
 
 namespace {
@@ -415,6 +423,29 @@ ncclResult_t run_call(ncclComm* comm, Call call) {
   return ncclSuccess;
 }
 
+// A communicator's calls run in issue order: a call on `stream` while calls of comm are queued
+// on another stream is refused.
+ncclResult_t check_order(ncclComm* comm, cudaStream_t stream) {
+  if (comm->queued == 0 || (stream == comm->queued_stream && emu::deferred(stream))) return ncclSuccess;
+  comm->last_error = "emu: a call while " + std::to_string(comm->queued) + " earlier call(s) of this communicator "
+                     "are queued on another stream that nothing waited for: a communicator's calls must run in the "
+                     "order they are issued";
+  return ncclInvalidUsage;
+}
+// Queues calls of comm on a created stream; run there in order, a failure is thrown.
+void enqueue_calls(ncclComm* comm, cudaStream_t stream, std::vector<Call> calls) {
+  comm->queued += calls.size();
+  comm->queued_stream = stream;
+  emu::enqueue(stream, [comm, calls = std::move(calls)] {
+    ncclResult_t st = ncclSuccess;
+    for (const Call& c : calls) {
+      comm->queued--;
+      if (st == ncclSuccess) st = run_call(comm, c);
+    }
+    if (st != ncclSuccess) throw emu::KernelError("emu: NCCL " + comm->last_error);
+  });
+}
+
 ncclResult_t submit(ncclComm* comm, Call call) {
   if (!comm) return ncclInvalidArgument;
   if (type_size(call.type) == 0 || (int)call.op < 0 || call.op >= ncclNumOps)
@@ -426,6 +457,12 @@ ncclResult_t submit(ncclComm* comm, Call call) {
     return ncclInvalidArgument;
   if (tl_group_depth > 0) {
     tl_queued.emplace_back(comm, std::move(call));
+    return ncclSuccess;
+  }
+  if (const ncclResult_t st = check_order(comm, call.stream); st != ncclSuccess) return st;
+  if (emu::deferred(call.stream)) {
+    const cudaStream_t stream = call.stream;
+    enqueue_calls(comm, stream, {std::move(call)});
     return ncclSuccess;
   }
   return run_call(comm, std::move(call));
@@ -562,29 +599,29 @@ ncclResult_t ncclCommCuDevice(const ncclComm_t comm, int* device) {
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
-  return submit(comm, Call{Kind::all_reduce, send, recv, count, type, op, 0, ""});
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  return submit(comm, Call{Kind::all_reduce, send, recv, count, type, op, 0, "", stream});
 }
 ncclResult_t ncclReduce(const void* send, void* recv, size_t count, ncclDataType_t type,
-                        ncclRedOp_t op, int root, ncclComm_t comm, cudaStream_t) {
-  return submit(comm, Call{Kind::reduce, send, recv, count, type, op, root, ""});
+                        ncclRedOp_t op, int root, ncclComm_t comm, cudaStream_t stream) {
+  return submit(comm, Call{Kind::reduce, send, recv, count, type, op, root, "", stream});
 }
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type,
-                           int root, ncclComm_t comm, cudaStream_t) {
-  return submit(comm, Call{Kind::broadcast, send, recv, count, type, ncclSum, root, ""});
+                           int root, ncclComm_t comm, cudaStream_t stream) {
+  return submit(comm, Call{Kind::broadcast, send, recv, count, type, ncclSum, root, "", stream});
 }
 ncclResult_t ncclBcast(void* buff, size_t count, ncclDataType_t type, int root, ncclComm_t comm,
                        cudaStream_t stream) {
   return ncclBroadcast(buff, buff, count, type, root, comm, stream);
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t send_count, ncclDataType_t type,
-                           ncclComm_t comm, cudaStream_t) {
-  return submit(comm, Call{Kind::all_gather, send, recv, send_count, type, ncclSum, 0, ""});
+                           ncclComm_t comm, cudaStream_t stream) {
+  return submit(comm, Call{Kind::all_gather, send, recv, send_count, type, ncclSum, 0, "", stream});
 }
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count,
                                ncclDataType_t type, ncclRedOp_t op, ncclComm_t comm,
-                               cudaStream_t) {
-  return submit(comm, Call{Kind::reduce_scatter, send, recv, recv_count, type, op, 0, ""});
+                               cudaStream_t stream) {
+  return submit(comm, Call{Kind::reduce_scatter, send, recv, recv_count, type, op, 0, "", stream});
 }
 
 ncclResult_t ncclGroupStart() {
@@ -601,6 +638,30 @@ ncclResult_t ncclGroupEnd() {
   std::vector<ncclComm*> comms;
   for (auto& [comm, call] : queued)
     if (std::find(comms.begin(), comms.end(), comm) == comms.end()) comms.push_back(comm);
+  // A group on a created stream (one communicator, one stream) is queued there as a whole.
+  for (ncclComm* comm : comms) {
+    cudaStream_t stream = nullptr;
+    bool first = true, mixed = false;
+    for (auto& [c, call] : queued)
+      if (c == comm) {
+        mixed |= !first && call.stream != stream;
+        stream = call.stream;
+        first = false;
+      }
+    if (const ncclResult_t st = check_order(comm, stream); st != ncclSuccess) return st;
+    if (emu::deferred(stream) && (mixed || comms.size() > 1)) {
+      comm->last_error = "emu: a group on a created stream must hold the calls of one communicator on one stream";
+      return ncclInvalidUsage;
+    }
+  }
+  if (queued.empty()) return ncclSuccess;
+  if (comms.size() == 1 && emu::deferred(queued.front().second.stream)) {
+    std::vector<Call> calls;
+    for (auto& [c, call] : queued) calls.push_back(std::move(call));
+    const cudaStream_t stream = calls.front().stream;
+    enqueue_calls(comms[0], stream, std::move(calls));
+    return ncclSuccess;
+  }
   std::vector<ncclResult_t> status(comms.size(), ncclSuccess);
   std::vector<std::string> exceptions(comms.size());
   auto run_comm = [&](size_t ci) {

@@ -3,8 +3,14 @@
 // - cudaMalloc returns 256-byte aligned host memory filled with NaN bytes (0xFF) and surrounded by
 //   guard zones; every launch checks all zones afterwards, cudaMemcpy/cudaMemset check their
 //   ranges against the allocation, cudaFree checks the zones of what it frees.
-// - Streams and events are synchronous: work runs when it is issued, so every wait is a no-op and
-//   an event records the host time.
+// - The default stream runs work when it is issued. A created stream queues it (kernels,
+//   cudaMemcpyAsync / cudaMemsetAsync, events, waits, NCCL calls) and runs it, in order, only when
+//   something waits for it: cudaStreamWaitEvent on the default stream (at once) or on another
+//   created stream (when that one runs), cudaEventSynchronize / cudaEventQuery up to the event,
+//   cudaStreamSynchronize / cudaStreamQuery / cudaStreamDestroy, cudaDeviceSynchronize. So a
+//   missing wait deterministically reads what was there before the queued work (a GPU would
+//   race). Created streams count as non-blocking (no implicit order with the default stream,
+//   whatever the flags). An event records the host time at which it runs.
 // - cudaGetDeviceProperties reports H100-like limits, which launches enforce (emu/launch.cpp).
 // Functions keep the exact signatures of cuda_runtime_api.h, so host code compiles unchanged.
 #include <algorithm>
@@ -12,10 +18,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
+#include <vector>
 
 #include "test/emu/emu_internal.h"
 
@@ -108,15 +117,57 @@ void check_device_range(const char* call, const void* p, size_t count, const cha
 
 namespace {
 
+struct Stream {
+  unsigned flags = 0;
+  std::deque<std::function<void()>> queue;
+  uint64_t issued = 0, done = 0;  // work items queued / run so far
+};
+// An event is complete once its stream has run `seq` items (a default-stream record: at once).
 struct Event {
   std::chrono::steady_clock::time_point time;
   bool recorded = false;
+  Stream* stream = nullptr;
+  uint64_t seq = 0;
 };
-struct Stream {
-  unsigned flags = 0;
-};
+// Every created stream, for cudaDeviceSynchronize. Streams are used from the thread that made
+// them (one host thread per device, as the project does); the registry is guarded anyway.
+std::mutex streams_mutex;
+std::vector<Stream*>& streams() {
+  static std::vector<Stream*>* v = new std::vector<Stream*>();
+  return *v;
+}
+// An event's stream that was destroyed since ran all its work: the event is complete.
+bool live(Stream* s) {
+  std::lock_guard<std::mutex> lock(streams_mutex);
+  return std::find(streams().begin(), streams().end(), s) != streams().end();
+}
+Stream* as_stream(cudaStream_t s) {
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return nullptr;
+  return reinterpret_cast<Stream*>(s);
+}
+// Runs the queued work of s until it has run `upto` items. An item that throws (a kernel bug, a
+// failed NCCL call) propagates to the caller that waited, as a GPU reports errors at a sync.
+void run_until(Stream* s, uint64_t upto) {
+  while (s && s->done < upto && !s->queue.empty()) {
+    std::function<void()> work = std::move(s->queue.front());
+    s->queue.pop_front();
+    s->done++;
+    work();
+  }
+}
+void run_all(Stream* s) {
+  if (s) run_until(s, s->issued);
+}
 
 }  // namespace
+
+bool deferred(cudaStream_t stream) { return as_stream(stream) != nullptr; }
+void enqueue(cudaStream_t stream, std::function<void()> work) {
+  Stream* s = as_stream(stream);
+  if (!s) return work();
+  s->queue.push_back(std::move(work));
+  s->issued++;
+}
 
 std::string check_guard_zones() {
   Registry& r = registry();
@@ -209,8 +260,13 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpy
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, count, kind);
+                            cudaStream_t stream) {
+  if (!deferred(stream)) return cudaMemcpy(dst, src, count, kind);
+  if (count && (!dst || !src)) return record(cudaErrorInvalidValue);
+  check_device_range("cudaMemcpyAsync", dst, count, "destination");
+  check_device_range("cudaMemcpyAsync", src, count, "source");
+  enqueue(stream, [=] { cudaMemcpy(dst, src, count, kind); });  // the bytes as they are when it runs
+  return cudaSuccess;
 }
 cudaError_t cudaMemcpyPeer(void* dst, int, const void* src, int, size_t count) {
   return cudaMemcpy(dst, src, count, cudaMemcpyDefault);
@@ -226,8 +282,11 @@ cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitc
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
-                              size_t width, size_t height, enum cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
+                              size_t width, size_t height, enum cudaMemcpyKind kind, cudaStream_t stream) {
+  if (!deferred(stream)) return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
+  if (width > dpitch || width > spitch) return record(cudaErrorInvalidPitchValue);
+  enqueue(stream, [=] { cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind); });
+  return cudaSuccess;
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
   if (count && !ptr) return record(cudaErrorInvalidValue);
@@ -235,8 +294,12 @@ cudaError_t cudaMemset(void* ptr, int value, size_t count) {
   if (count) std::memset(ptr, value, count);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) {
-  return cudaMemset(ptr, value, count);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
+  if (!deferred(stream)) return cudaMemset(ptr, value, count);
+  if (count && !ptr) return record(cudaErrorInvalidValue);
+  check_device_range("cudaMemsetAsync", ptr, count, "destination");
+  enqueue(stream, [=] { cudaMemset(ptr, value, count); });
+  return cudaSuccess;
 }
 // Under emulation a __device__ / __constant__ variable is a host global: its address is the symbol.
 cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t count, size_t offset,
@@ -388,7 +451,23 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* num_blocks, const
   *num_blocks = std::max(0, std::min({by_threads, by_smem, 32}));
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  // Until no created stream has work left (a stream's work may wait on another's).
+  for (bool again = true; again;) {
+    again = false;
+    std::vector<Stream*> all;
+    {
+      std::lock_guard<std::mutex> lock(streams_mutex);
+      all = streams();
+    }
+    for (Stream* s : all)
+      if (s->done < s->issued) {
+        run_all(s);
+        again = true;
+      }
+  }
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int* v) {
   if (v) *v = CUDART_VERSION;
@@ -406,7 +485,12 @@ cudaError_t cudaDeviceEnablePeerAccess(int, unsigned int) { return cudaSuccess; 
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
   if (!stream) return record(cudaErrorInvalidValue);
-  *stream = reinterpret_cast<cudaStream_t>(new Stream{flags});
+  Stream* s = new Stream{flags, {}, 0, 0};
+  {
+    std::lock_guard<std::mutex> lock(streams_mutex);
+    streams().push_back(s);
+  }
+  *stream = reinterpret_cast<cudaStream_t>(s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
@@ -419,13 +503,36 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  delete reinterpret_cast<Stream*>(stream);
+  Stream* s = as_stream(stream);
+  if (!s) return record(cudaErrorInvalidResourceHandle);
+  run_all(s);  // its work completes, as on a GPU
+  {
+    std::lock_guard<std::mutex> lock(streams_mutex);
+    auto& v = streams();
+    v.erase(std::find(v.begin(), v.end(), s));
+  }
+  delete s;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned int) {
-  return event ? cudaSuccess : record(cudaErrorInvalidResourceHandle);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  run_all(as_stream(stream));
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  run_all(as_stream(stream));
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+  if (!event) return record(cudaErrorInvalidResourceHandle);
+  auto* e = reinterpret_cast<Event*>(event);
+  if (!e->recorded || !e->stream || !live(e->stream)) return cudaSuccess;  // nothing to wait for
+  // The event's last record as of this call (a later record does not move the wait).
+  Stream* other = e->stream;
+  const uint64_t seq = e->seq;
+  enqueue(stream, [other, seq] {
+    if (live(other)) run_until(other, seq);
+  });
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
@@ -436,28 +543,40 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   return cudaEventCreate(event);
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return record(cudaErrorInvalidResourceHandle);
   auto* e = reinterpret_cast<Event*>(event);
-  e->time = std::chrono::steady_clock::now();
   e->recorded = true;
+  Stream* s = as_stream(stream);
+  if (!s) {
+    e->time = std::chrono::steady_clock::now();
+    e->stream = nullptr;
+    return cudaSuccess;
+  }
+  enqueue(stream, [e] { e->time = std::chrono::steady_clock::now(); });
+  e->stream = s;
+  e->seq = s->issued;
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return event ? cudaSuccess : record(cudaErrorInvalidResourceHandle);
+  if (!event) return record(cudaErrorInvalidResourceHandle);
+  auto* e = reinterpret_cast<Event*>(event);
+  if (e->recorded && e->stream && live(e->stream)) run_until(e->stream, e->seq);
+  return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t event) {
-  return event ? cudaSuccess : record(cudaErrorInvalidResourceHandle);
-}
+cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms || !start || !end) return record(cudaErrorInvalidValue);
   auto* a = reinterpret_cast<Event*>(start);
   auto* b = reinterpret_cast<Event*>(end);
   if (!a->recorded || !b->recorded) return record(cudaErrorInvalidResourceHandle);
+  cudaEventSynchronize(start);
+  cudaEventSynchronize(end);
   *ms = std::chrono::duration<float, std::milli>(b->time - a->time).count();
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  cudaEventSynchronize(event);  // its queued record must not outlive it
   delete reinterpret_cast<Event*>(event);
   return cudaSuccess;
 }
