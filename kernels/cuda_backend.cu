@@ -45,7 +45,7 @@ struct BackendState {
   bool mirror_stale = true;
   // The offloaded optimizer's transfers (model/offload.h): a stream that does not synchronize
   // with the compute stream, the numbered events of transfer_record, and the device of the thread
-  // that began them (a worker thread selects it too).
+  // that began them (the worker thread selects it too).
   cudaStream_t transfer = nullptr;
   cudaEvent_t compute_mark = nullptr;
   std::vector<cudaEvent_t> events;
@@ -235,7 +235,6 @@ void CudaBackend::upload_weights_async(size_t offset, size_t n) {
 }
 void CudaBackend::transfer_record(int event) { CUDA_CHECK(cudaEventRecord(state().events.at(event), state().transfer)); }
 void CudaBackend::transfer_wait(int event) { CUDA_CHECK(cudaEventSynchronize(state().events.at(event))); }
-void CudaBackend::compute_wait(int event) { CUDA_CHECK(cudaStreamWaitEvent(stream(), state().events.at(event), 0)); }
 
 // Live allocations of alloc_bytes, for allocated_bytes() (the memory-plan check).
 static std::map<void*, size_t>& live_allocations() {

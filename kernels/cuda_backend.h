@@ -67,11 +67,11 @@ struct CudaBackend {
   // ---- the offloaded optimizer's transfers (model/offload.h) ----
   // A second stream, which does not synchronize with the compute stream, takes the gradients to
   // pinned host memory and brings the updated bf16 weights back while the compute stream runs the
-  // next forward; numbered events order the two. transfer_begin (the model's thread) makes the
-  // stream and `events` events and starts the transfer stream after the compute stream's work so
-  // far (the gradients); transfer_end (the same thread, after the last transfer's event was waited
-  // on) closes the pair; binding other parameters or release() in between is refused. The other
-  // calls come from the worker thread, which calls transfer_thread first (selects the device).
+  // next forward. transfer_begin (the model's thread) makes the stream and `events` numbered
+  // events and starts the transfer stream after the compute stream's work so far (the gradients);
+  // then only the worker thread uses the stream (transfer_thread first: selects the device) and
+  // waits on the host for its events; transfer_end (the model's thread, after the worker ended)
+  // closes it; binding other parameters or release() in between is refused.
   static void transfer_begin(int events);
   static void transfer_end();
   static void transfer_thread();
@@ -81,7 +81,6 @@ struct CudaBackend {
   static void upload_weights_async(size_t offset, size_t n);
   static void transfer_record(int event);  // on the transfer stream, after what was issued there
   static void transfer_wait(int event);    // the calling thread waits for the recorded event
-  static void compute_wait(int event);     // the compute stream's later work waits for it
 
   // ---- memory (device; alloc is zero-filled) ----
   static void* alloc_bytes(size_t bytes);

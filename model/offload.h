@@ -10,14 +10,18 @@
 // pinned buffer, then zeroed on the device (so the next step's zero_grad has nothing to do); the
 // next chunk's download is issued before this chunk's AdamW, so the two overlap; the CPU AdamW op
 // (kernels/cpu/adamw.cpp, OpenMP over the host cores) on the master weights and moments; the
-// chunk's bf16 rounding uploaded into the working copy. After a group's last chunk an event is
-// recorded on the transfer stream and the group is published.
+// chunk's bf16 rounding uploaded into the working copy. After a group's last chunk the worker
+// records an event on the transfer stream, waits for it (the group's uploads and zeroing are then
+// done on the device) and publishes the group.
 //
 // Before a weight or a gradient of group g is used (LlamaModel::weight / grad, the one place every
-// op call takes them from), need() waits on the host until the worker has published g (a CUDA
-// stream can wait only for an event already recorded), then makes the compute stream wait for g's
-// event. finish() waits for the whole update: the model calls it wherever it touches the
-// parameters, gradients or moments otherwise (LlamaModel::finish_pending_update).
+// op call takes them from), need() waits on the host until the worker has published g. The
+// compute stream's later work then needs no device-side wait (what it reads is already on the
+// device), and only the worker touches the transfer stream while an update is in flight (the
+// emulator's streams belong to one thread). The cost: the worker's pipeline drains at each group
+// boundary, one chunk's upload (32 MB) per group. finish() waits for the whole update: the model
+// calls it wherever it touches the parameters, gradients or moments otherwise
+// (LlamaModel::finish_pending_update).
 //
 // The result is the serial step's bit for bit: the same CPU op on the same values (elementwise, so
 // the chunking changes nothing) and the same bf16 rounding of the same master weights.
@@ -130,7 +134,6 @@ class OffloadedUpdate {
       close();
       std::rethrow_exception(error);
     }
-    Backend::compute_wait(g);  // the transfer stream is in order: g's event covers the groups before it
     ready_end = starts_[g + 1];
     if (g + 1 == groups_) close();
   }
@@ -187,6 +190,7 @@ class OffloadedUpdate {
         Backend::upload_weights_async(c.begin, c.n);
         if (k + 1 == chunks_.size() || chunks_[k + 1].group != c.group) {
           Backend::transfer_record(c.group);
+          Backend::transfer_wait(c.group);
           std::lock_guard<std::mutex> lock(mu_);
           done_ = c.group + 1;
           cv_.notify_all();
