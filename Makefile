@@ -294,7 +294,7 @@ CC ?= cc
 $(BUILD)/test/libenospc.so: test/shim/enospc.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -shared -fPIC $< -o $@ -ldl
-$(BUILD)/test/test_train: | $(BUILD)/test/libenospc.so
+$(BUILD)/test/test_train $(BUILD)/test/test_cuda_cli: | $(BUILD)/test/libenospc.so
 
 # ---- libFuzzer targets (dev/fuzz/fuzz_*.cpp) ------------------------------------------------------
 # clang with libFuzzer, AddressSanitizer and UBSan, over instrumented copies of the readers'

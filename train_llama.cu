@@ -92,6 +92,7 @@ struct TrainArgs {
   int64_t save_every = 0;
   int keep = 2;
   std::string save_dtype = "F32";
+  std::string max_shard_size = "5GB";
   std::string optimizer_state = "fp32";
   std::string recompute = "none";
   bool offload_optimizer = false;
@@ -175,6 +176,11 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
   opt("--keep", a.keep, "N", "keep the N newest periodic checkpoints, 0 = all (default 2)")->check(cli::integer(0, 1 << 20));
   opt("--save-dtype", a.save_dtype, "F32|BF16", "dtype of model.safetensors (the master weights in optimizer.safetensors stay fp32)")
       ->check(cli::one_of({"F32", "BF16"}));
+  opt("--max-shard-size", a.max_shard_size, "SIZE",
+      "largest weight file of a checkpoint, as Hugging Face's max_shard_size: bytes, or with KB/MB/GB (powers of "
+      "1000) or KiB/MiB/GiB; a larger model is split into model-0000i-of-0000N.safetensors plus "
+      "model.safetensors.index.json (default 5GB)")
+      ->check(cli::byte_size(1));
   opt("--optimizer-state", a.optimizer_state, "fp32|bf16", "AdamW moments: fp32 (default), or bf16 with stochastic rounding (--device cuda)")
       ->check(cli::one_of({"fp32", "bf16"}));
   opt("--recompute", a.recompute, "none|attn|mlp|block",
@@ -408,6 +414,7 @@ struct Trainer {
     if (tokenizer) ck.tokenizer_json = tokenizer->to_json_string();
     ck.trainer_state = trainer_state(stop_reason);
     ck.weights_dtype = args.save_dtype;
+    ck.max_shard_bytes = cli::parse_byte_size(args.max_shard_size);
     ck.moments_dtype = model->moment_dtype == MomentDtype::bf16 ? "BF16" : "F32";  // exact either way
     if (larimar) ck.write_extra = [&](const std::string& tmp) { larimar->save(tmp, ck.tokenizer_json); };
     try {
@@ -421,14 +428,53 @@ struct Trainer {
     std::fflush(stdout);
   }
 
-  // ZeRO 1/2 over several ranks: the same HF directory (rank 0 writes the weights, gathered from
-  // the ranks' fp32 slices), and the optimizer state as one shard per rank plus an index. Every
-  // step of the save ends with an agreement of all ranks on its success, so DIR.tmp is renamed
-  // only once every rank has written its shard, and a failure anywhere stops every rank.
+  // The fp32 master weights [begin, end) of this rank's own slice, to the host: what a sharded
+  // save reads of them (outside the slice a rank's values are not current at ZeRO 1/2).
+  void owned_master_to_host(size_t begin, size_t end, float* dst) {
+    check(begin >= model->opt_begin && end <= model->opt_begin + model->opt_count, "checkpoint: [", begin, ", ",
+          end, ") is outside this rank's slice");
+    Backend::download(dst, model->params + begin, end - begin);
+  }
+  // The collective of write_weight_files at ZeRO 1/2: the flat weights [begin, end) into `dst` on
+  // rank `writer`, each owner's part of it by one broadcast through a device staging buffer (a
+  // part the writer owns is copied locally, without a collective).
+  static constexpr size_t kSaveChunk = size_t(1) << 22;  // floats per piece: 16 MB of staging
+  void fetch_master_to_writer(size_t begin, size_t end, int writer, float* dst, float* staging,
+                              std::vector<float>& host) {
+    for (int r = 0; r < pg.world_size; r++) {
+      const size_t a = std::max(begin, shards.begin(r)), b = std::min(end, shards.end(r));
+      if (a >= b) continue;
+      if (r == writer) {
+        if (pg.rank == r) owned_master_to_host(a, b, dst + (a - begin));
+        continue;
+      }
+#if defined(ENGINE_CUDA)
+      if constexpr (!kOnHost) {
+        if (pg.rank == r) {
+          host.resize(b - a);
+          owned_master_to_host(a, b, host.data());
+          Backend::upload(staging, host.data(), b - a);
+        }
+        cuda_comm_broadcast(staging, b - a, r);
+        cuda_comm_wait_all();  // the broadcast runs on the communication stream: done before the staging is read or reused
+        if (pg.rank == writer) Backend::download(dst + (a - begin), staging, b - a);
+      }
+#endif
+    }
+  }
+
+  // ZeRO 1/2 over several ranks: the same HF directory as one process, its weight files written by
+  // the ranks (each from the owners' slices, one piece at a time: no rank gathers the whole model),
+  // and the optimizer state as one shard per rank plus an index. Every step of the save ends with
+  // an agreement of all ranks on its success, so DIR.tmp is renamed only once every rank has
+  // written its files, and a failure anywhere stops every rank.
   void save_sharded(const std::string& dir, const std::string& stop_reason) {
     NVTX_RANGE("checkpoint");
-    gather_updated(true);
-    state_to_host(true);
+    std::vector<float> own(model->opt_count);
+    owned_master_to_host(model->opt_begin, model->opt_begin + model->opt_count, own.data());
+    host_m.resize(model->opt_count);
+    host_v.resize(model->opt_count);
+    model->download_moments(host_m.data(), host_v.data());
     std::string err;
     auto step_on_all = [&](bool here, auto&& fn) {
       if (here) {
@@ -443,31 +489,54 @@ struct Trainer {
       return failed == 0.0;
     };
     const std::string moments_dtype = model->moment_dtype == MomentDtype::bf16 ? "BF16" : "F32";
+    struct Staging {  // the device buffer through which the owners send the pieces of weight files
+      float* p = nullptr;
+      ~Staging() {
+        if (p) Backend::free(p);
+      }
+    } staging;
+    const uint64_t max_shard_bytes = cli::parse_byte_size(args.max_shard_size);
+    std::vector<size_t> bounds;
+    for (int r = 0; r <= pg.world_size; r++) bounds.push_back(shards.begin(r));
     bool ok = step_on_all(main_rank(), [&] { begin_checkpoint(dir); });
     ok = ok && step_on_all(true, [&] {
+           staging.p = Backend::template alloc<float>(kSaveChunk);  // fails here, before any collective
            OptimizerShardToSave sh;
            sh.layout = &model->layout;
            sh.rank = pg.rank;
            sh.world = pg.world_size;
            sh.begin = model->opt_begin;
            sh.count = model->opt_count;
-           sh.params = host_params.data() + model->opt_begin;
+           sh.params = own.data();
            sh.adam_m = host_m.data();
            sh.adam_v = host_v.data();
            sh.moments_dtype = moments_dtype;
            write_optimizer_shard(dir, sh);
          });
+    ok = ok && step_on_all(true, [&] {
+           std::vector<float> host;
+           WeightFilesToSave w;
+           w.layout = &model->layout;
+           w.dtype = args.save_dtype;
+           w.max_shard_bytes = max_shard_bytes;
+           w.rank = pg.rank;
+           w.world = pg.world_size;
+           w.bounds = bounds;
+           w.chunk = kSaveChunk;
+           w.fetch = [&](size_t a, size_t b, int writer, float* dst) {
+             fetch_master_to_writer(a, b, writer, dst, staging.p, host);
+           };
+           write_weight_files(dir, w);
+         });
     ok = ok && step_on_all(main_rank(), [&] {
            CheckpointToSave ck;
            ck.config = &config;
            ck.layout = &model->layout;
-           ck.params = host_params.data();
            if (tokenizer) ck.tokenizer_json = tokenizer->to_json_string();
            ck.trainer_state = trainer_state(stop_reason);
            ck.weights_dtype = args.save_dtype;
+           ck.max_shard_bytes = max_shard_bytes;
            ck.moments_dtype = moments_dtype;
-           std::vector<size_t> bounds;
-           for (int r = 0; r <= pg.world_size; r++) bounds.push_back(shards.begin(r));
            finish_sharded_checkpoint(dir, ck, bounds);
          });
     if (!ok) {
@@ -477,8 +546,8 @@ struct Trainer {
            last_checkpoint.empty() ? "none" : last_checkpoint);
     }
     last_checkpoint = dir;
-    std::printf("checkpoint: %s (step %lld, optimizer state in %d shards)\n", dir.c_str(), (long long)step,
-                pg.world_size);
+    std::printf("checkpoint: %s (step %lld, weights written by the ranks that own them, optimizer state in %d "
+                "shards)\n", dir.c_str(), (long long)step, pg.world_size);
     std::fflush(stdout);
   }
 
@@ -628,20 +697,19 @@ struct Trainer {
     }
 #endif
   }
-  // Each rank's updated slice to every rank (the all-gather of uneven slices): the bf16 working
-  // copy after every step, or the fp32 master weights before a checkpoint.
-  void gather_updated(bool master) {
+  // Each rank's updated slice of the bf16 working copy to every rank after a step (the all-gather
+  // of uneven slices).
+  void gather_updated() {
 #if defined(ENGINE_CUDA)
     if constexpr (!kOnHost) {
       NVTX_RANGE("gather_weights");
       cuda_comm_group_start();
       for (int r = 0; r < pg.world_size; r++) {
         if (shards.count(r) == 0) continue;
-        if (master) cuda_comm_broadcast(model->params + shards.begin(r), shards.count(r), r);
-        else cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
+        cuda_comm_broadcast_weights(shards.begin(r), shards.count(r), r);
       }
       cuda_comm_group_end();
-      cuda_comm_wait_all();  // the next forward or the checkpoint's download reads them
+      cuda_comm_wait_all();  // the next forward reads them
     }
 #endif
   }
@@ -1136,7 +1204,7 @@ struct Trainer {
             sum_over_ranks(&sum_sq, 1);
             return sum_sq;
           });
-          if (std::isfinite(grad_norm)) gather_updated(false);
+          if (std::isfinite(grad_norm)) gather_updated();
         } else {
           grad_norm = model->optimizer_step(adamw);
         }

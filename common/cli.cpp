@@ -4,6 +4,7 @@
 #include "common/error.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -119,6 +120,37 @@ CLI::Validator integer(int64_t lo, int64_t hi) {
           return "'" + v + "' is not a decimal integer";
         if (x < lo) return v + " is below the minimum " + std::to_string(lo);
         if (x > hi) return v + " is above the maximum " + std::to_string(hi);
+        return "";
+      },
+      "");
+}
+
+uint64_t parse_byte_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit((unsigned char)text[i]) || text[i] == '.')) i++;
+  std::string unit = text.substr(i);
+  for (char& ch : unit) ch = char(std::toupper((unsigned char)ch));
+  static const std::map<std::string, double> units = {
+      {"", 1},         {"B", 1},         {"KB", 1e3},           {"MB", 1e6},           {"GB", 1e9},
+      {"TB", 1e12},    {"KIB", 1024.0},  {"MIB", 1048576.0},    {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
+  const auto u = units.find(unit);
+  char* end = nullptr;
+  const std::string number = text.substr(0, i);
+  const double x = number.empty() ? -1 : std::strtod(number.c_str(), &end);
+  check(u != units.end() && end && *end == '\0' && x >= 0 && x * u->second < 1.8e19 &&
+            (unit.size() > 1 || number.find('.') == std::string::npos),
+        "'", text, "' is not a size (bytes, or a number with KB, MB, GB, TB, KiB, MiB, GiB or TiB)");
+  return uint64_t(x * u->second);
+}
+
+CLI::Validator byte_size(uint64_t lo) {
+  return CLI::Validator(
+      [lo](std::string& v) -> std::string {
+        try {
+          if (parse_byte_size(v) < lo) return v + " is below the minimum of " + std::to_string(lo) + " bytes";
+        } catch (const EngineError& e) {
+          return e.what();
+        }
         return "";
       },
       "");

@@ -58,6 +58,11 @@ CLI::Validator number();                          // a finite floating-point num
 CLI::Validator number(double lo, double hi);      // ... in [lo, hi]
 CLI::Validator one_of(std::vector<std::string> choices);
 CLI::Validator zero_or_one();                     // "0" or "1", for 0|1 switches
+// A size in bytes written as Hugging Face's max_shard_size: an integer number of bytes, or a
+// number and a unit, KB/MB/GB/TB (powers of 1000, as HF) or KiB/MiB/GiB/TiB (powers of 1024), the
+// unit in any case: "5GB", "500MB", "1.5GiB". parse_byte_size throws an EngineError naming the text.
+uint64_t parse_byte_size(const std::string& text);
+CLI::Validator byte_size(uint64_t lo);  // parse_byte_size, at least lo bytes
 
 // The options given on the parsed command line (not the defaults), in the shape of OptionMap.
 OptionMap given(const CLI::App& app);

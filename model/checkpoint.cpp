@@ -103,7 +103,8 @@ static void commit_checkpoint(const std::string& dir) {
 }
 
 // Test hook: ENGINE_DEBUG_CHECKPOINT_PAUSE=NAME stops a save into a directory named NAME half-way
-// (weights written, optimizer state not yet; in a sharded save every rank's shard is written),
+// (weights written, optimizer state not yet; in a sharded save every rank's optimizer shard and
+// weight files are written),
 // creates NAME.tmp/.paused and waits until that file is deleted, so that a test can act (SIGKILL,
 // a second writer) at a known point of the write.
 static void debug_pause_if_asked(const std::string& tmp) {
@@ -116,10 +117,8 @@ static void debug_pause_if_asked(const std::string& tmp) {
   while (file_exists(tmp + "/.paused")) usleep(10000);
 }
 
-// The Hugging Face part: weights, tokenizer, generation config.
-static void write_model_files(const std::string& tmp, const CheckpointToSave& ck) {
-  save_weights(tmp, *ck.config, *ck.layout, ck.params, ck.weights_dtype);
-  debug_pause_if_asked(tmp);
+// The rest of the Hugging Face part: tokenizer, generation config.
+static void write_model_extras(const std::string& tmp, const CheckpointToSave& ck) {
   if (!ck.tokenizer_json.empty()) write_file_atomic(tmp + "/tokenizer.json", ck.tokenizer_json);
   write_file_atomic(tmp + "/generation_config.json", generation_config_json(*ck.config));
 }
@@ -145,7 +144,9 @@ void save_checkpoint(const std::string& dir, const CheckpointToSave& ck) {
   const std::string tmp = tmp_dir(dir);
   begin_checkpoint(dir);
   try {
-    write_model_files(tmp, ck);
+    save_weights(tmp, *ck.config, layout, ck.params, ck.weights_dtype, ck.max_shard_bytes);
+    debug_pause_if_asked(tmp);
+    write_model_extras(tmp, ck);
     const std::vector<int64_t> flat = {int64_t(layout.total)};
     write_safetensors(tmp + "/optimizer.safetensors",
                       {{"master_weights", "F32", flat, ck.params},
@@ -186,17 +187,63 @@ void write_optimizer_shard(const std::string& dir, const OptimizerShardToSave& s
                      {"end", std::to_string(sh.begin + sh.count)}});
 }
 
+std::vector<int> weight_file_writers(const std::vector<WeightFile>& files, const std::vector<size_t>& bounds,
+                                     int world) {
+  std::vector<int> writers;
+  for (size_t i = 0; i < files.size(); i++) {
+    if (bounds.empty()) {
+      writers.push_back(int(i % size_t(world)));
+      continue;
+    }
+    int best = 0;
+    size_t most = 0;
+    for (int r = 0; r + 1 < int(bounds.size()); r++) {
+      const size_t a = std::max(files[i].begin, bounds[r]), b = std::min(files[i].end, bounds[r + 1]);
+      if (a < b && b - a > most) most = b - a, best = r;
+    }
+    writers.push_back(best);
+  }
+  return writers;
+}
+
+void write_weight_files(const std::string& dir, const WeightFilesToSave& w) {
+  check(w.layout && w.fetch && w.world >= 1 && w.rank >= 0 && w.rank < w.world, dir,
+        ": write_weight_files: missing state");
+  check(w.bounds.empty() || (w.bounds.size() == size_t(w.world) + 1 && w.bounds.front() == 0 &&
+                             w.bounds.back() == w.layout->total && std::is_sorted(w.bounds.begin(), w.bounds.end())),
+        dir, ": write_weight_files: the slice bounds do not cover the ", w.layout->total, " parameters");
+  const std::string tmp = tmp_dir(dir);
+  const std::vector<WeightFile> files = plan_weight_files(*w.layout, w.dtype, w.max_shard_bytes);
+  const std::vector<int> writers = weight_file_writers(files, w.bounds, w.world);
+  std::string err;
+  for (size_t i = 0; i < files.size(); i++) {
+    const int writer = writers[i];
+    if (writer != w.rank) {  // take part in the collectives that bring the file's values to its writer
+      for (const auto& [a, b] : weight_file_pieces(*w.layout, files[i], w.chunk)) w.fetch(a, b, writer, nullptr);
+      continue;
+    }
+    try {
+      write_weight_file(tmp, *w.layout, w.dtype, files[i], w.chunk, [&](size_t a, size_t b, float* dst) {
+        w.fetch(a, b, writer, dst);
+        check(err.empty(), err);  // after an earlier file's failure the values go nowhere
+        check_finite(dst, *w.layout, dir, "weight", a, b - a);
+      });
+    } catch (const std::exception& e) {
+      if (err.empty()) err = e.what();
+    }
+  }
+  check(err.empty(), err);
+}
+
 void finish_sharded_checkpoint(const std::string& dir, const CheckpointToSave& ck, const std::vector<size_t>& bounds) {
-  check(ck.config && ck.layout && ck.params, dir, ": finish_sharded_checkpoint: missing state");
+  check(ck.config && ck.layout, dir, ": finish_sharded_checkpoint: missing state");
   const ParamLayout& layout = *ck.layout;
   check(bounds.size() >= 2 && bounds.front() == 0 && bounds.back() == layout.total &&
             std::is_sorted(bounds.begin(), bounds.end()),
         dir, ": finish_sharded_checkpoint: the shard bounds do not cover the ", layout.total, " parameters");
-  check_finite(ck.params, layout, dir, "weight");
   const std::string tmp = tmp_dir(dir);
   const int world = int(bounds.size()) - 1;
   try {
-    write_model_files(tmp, ck);
     nlohmann::json index;
     index["format"] = "engine-optimizer-index";
     index["param_total"] = layout.total;
@@ -208,6 +255,14 @@ void finish_sharded_checkpoint(const std::string& dir, const CheckpointToSave& c
       check(file_exists(tmp + "/" + file), tmp, "/", file, ": missing (rank ", r, " did not write its shard)");
       index["shards"].push_back({{"file", file}, {"begin", bounds[r]}, {"end", bounds[r + 1]}});
     }
+    const std::vector<WeightFile> files = plan_weight_files(layout, ck.weights_dtype, ck.max_shard_bytes);
+    const std::vector<int> writers = weight_file_writers(files, bounds, world);
+    for (size_t i = 0; i < files.size(); i++)
+      check(file_exists(tmp + "/" + files[i].name), tmp, "/", files[i].name, ": missing (rank ", writers[i],
+            " did not write it)");
+    write_weight_index(tmp, *ck.config, layout, ck.weights_dtype, files);
+    debug_pause_if_asked(tmp);
+    write_model_extras(tmp, ck);
     write_file_atomic(tmp + "/optimizer.index.json", index.dump(2) + "\n");
     write_trainer_state(tmp, ck);
   } catch (...) {

@@ -1,6 +1,8 @@
 // Training checkpoints. A checkpoint directory is a Hugging Face model directory that
 // LlamaForCausalLM.from_pretrained() loads as is, plus what training needs to resume bit-exactly:
-//   config.json, model.safetensors      weights under HF names (save_weights)
+//   config.json, model.safetensors      weights under HF names (save_weights); beyond
+//                                       max_shard_bytes model-0000i-of-0000N.safetensors plus
+//                                       model.safetensors.index.json, as save_pretrained
 //   tokenizer.json                      the tokenizer the data was made with
 //   generation_config.json              bos/eos ids, greedy decoding
 //   optimizer.safetensors               fp32 master weights and AdamW first/second moments, each
@@ -31,6 +33,7 @@
 
 #include "model/config.h"
 #include "model/params.h"
+#include "model/weights.h"
 
 constexpr int kCheckpointFormatVersion = 1;
 
@@ -43,6 +46,7 @@ struct CheckpointToSave {
   std::string tokenizer_json;      // written as tokenizer.json when not empty
   nlohmann::json trainer_state;    // "format_version" is added
   std::string weights_dtype = "F32";  // model.safetensors dtype ("F32" or "BF16")
+  uint64_t max_shard_bytes = kDefaultMaxShardBytes;  // of a weight file (plan_weight_files)
   std::string moments_dtype = "F32";  // AdamW moments in optimizer.safetensors ("F32" or "BF16")
   // More files of the same checkpoint (e.g. a Larimar model's encoder/ and memory parameters),
   // written into the temporary directory before trainer_state.json, so they are part of the
@@ -58,8 +62,10 @@ void save_checkpoint(const std::string& dir, const CheckpointToSave& ck);
 // is renamed before every rank has written, and every rank learns whether each step succeeded):
 //   rank 0:     begin_checkpoint(DIR)               a fresh DIR.tmp
 //   every rank: write_optimizer_shard(DIR, ...)     its slice into DIR.tmp (fsynced)
-//   rank 0:     finish_sharded_checkpoint(DIR, ...) the HF files, the index, trainer_state.json
-//                                                   last, then the rename as in save_checkpoint
+//   every rank: write_weight_files(DIR, ...)        the HF weight files, each written by one rank
+//   rank 0:     finish_sharded_checkpoint(DIR, ...) config, tokenizer, the indexes,
+//                                                   trainer_state.json last, then the rename as
+//                                                   in save_checkpoint
 //   on failure: abandon_checkpoint(DIR)             rank 0 removes DIR.tmp
 struct OptimizerShardToSave {
   const ParamLayout* layout = nullptr;
@@ -70,7 +76,29 @@ struct OptimizerShardToSave {
 };
 void begin_checkpoint(const std::string& dir);
 void write_optimizer_shard(const std::string& dir, const OptimizerShardToSave& shard);
-// ck.params holds the whole model (it makes the HF weights); ck.adam_m/adam_v are not used.
+
+// The weight files of plan_weight_files written by the ranks, none of which holds the whole
+// model: file i is written by the rank that owns most of its elements (`bounds`: the R + 1
+// boundaries of the ranks' slices; empty: every rank holds everything and file i goes to rank
+// i mod R). Every rank goes through every piece (weight_file_pieces) of every file in the same
+// order and calls fetch(begin, end, writer, dst): the collective that brings the flat elements
+// [begin, end) into dst on rank `writer` (nullptr on the others) from the ranks that own them,
+// so that a writer holds one piece at a time. A writer that fails (a full disk...) goes on
+// fetching, so that no rank is left waiting in a collective, and throws at the end.
+struct WeightFilesToSave {
+  const ParamLayout* layout = nullptr;
+  std::string dtype = "F32";
+  uint64_t max_shard_bytes = kDefaultMaxShardBytes;
+  int rank = 0, world = 1;
+  std::vector<size_t> bounds;
+  size_t chunk = size_t(1) << 22;  // elements per piece
+  std::function<void(size_t begin, size_t end, int writer, float* dst)> fetch;
+};
+std::vector<int> weight_file_writers(const std::vector<WeightFile>& files, const std::vector<size_t>& bounds,
+                                     int world);
+void write_weight_files(const std::string& dir, const WeightFilesToSave& w);
+
+// ck.params and ck.adam_m/adam_v are not used (the ranks wrote the weights and their shards).
 // `bounds` are the R + 1 slice boundaries (0 = bounds[0] <= ... <= bounds[R] = layout.total).
 void finish_sharded_checkpoint(const std::string& dir, const CheckpointToSave& ck, const std::vector<size_t>& bounds);
 void abandon_checkpoint(const std::string& dir);

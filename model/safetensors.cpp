@@ -229,12 +229,13 @@ std::vector<int32_t> SafeTensors::read_i32(const std::string& name) const {
   return v;
 }
 
-void write_safetensors(const std::string& path, const std::vector<SafeTensorToWrite>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+// The header (padded so that the data section starts 8-byte aligned) and each tensor's bytes.
+static std::string safetensors_header(const std::string& path, const std::vector<SafeTensorToWrite>& tensors,
+                                      const std::map<std::string, std::string>& metadata, std::vector<size_t>& sizes) {
   json h = json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
   size_t off = 0;
-  std::vector<size_t> sizes;
+  sizes.clear();
   for (const auto& t : tensors) {
     size_t es = dtype_size(t.dtype);
     check(t.dtype == "F32" || t.dtype == "BF16" || t.dtype == "F64" || t.dtype == "I32" || t.dtype == "I64", path,
@@ -248,8 +249,14 @@ void write_safetensors(const std::string& path, const std::vector<SafeTensorToWr
   std::string header = h.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // align the data section to 8 bytes
   uint64_t n = header.size();
+  return std::string(reinterpret_cast<const char*>(&n), 8) + header;
+}
+
+void write_safetensors(const std::string& path, const std::vector<SafeTensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<size_t> sizes;
+  const std::string header = safetensors_header(path, tensors, metadata, sizes);
   AtomicFileWriter w(path);
-  w.write(&n, 8);
   w.write(header.data(), header.size());
   std::vector<uint16_t> buf;
   for (size_t i = 0; i < tensors.size(); i++) {
@@ -265,4 +272,48 @@ void write_safetensors(const std::string& path, const std::vector<SafeTensorToWr
     }
   }
   w.commit();
+}
+
+SafeTensorsWriter::SafeTensorsWriter(const std::string& path, const std::vector<SafeTensorToWrite>& tensors,
+                                     const std::map<std::string, std::string>& metadata)
+    : tensors_(tensors) {
+  for (const auto& t : tensors)
+    check(t.dtype == "F32" || t.dtype == "BF16", path, ": SafeTensorsWriter: tensor '", t.name, "' is ", t.dtype,
+          " (F32 or BF16 from fp32 values)");
+  const std::string header = safetensors_header(path, tensors, metadata, sizes_);
+  file_ = std::make_unique<AtomicFileWriter>(path);
+  file_->write(header.data(), header.size());
+}
+
+SafeTensorsWriter::~SafeTensorsWriter() = default;
+
+void SafeTensorsWriter::write_f32(const float* x, size_t n) {
+  while (n > 0) {
+    check(tensor_ < tensors_.size(), file_->path, ": SafeTensorsWriter: more values than the tensors hold");
+    const SafeTensorToWrite& t = tensors_[tensor_];
+    const bool bf16 = t.dtype == "BF16";
+    const size_t numel = sizes_[tensor_] / (bf16 ? 2 : 4), k = std::min(n, numel - done_);
+    if (bf16) {
+      buf_.resize(k);
+      for (size_t i = 0; i < k; i++) buf_[i] = float_to_bf16(x[i]);
+      file_->write(buf_.data(), k * 2);
+    } else {
+      file_->write(x, k * 4);
+    }
+    x += k;
+    n -= k;
+    done_ += k;
+    if (done_ == numel) {  // this tensor is complete
+      tensor_++;
+      done_ = 0;
+    }
+  }
+}
+
+void SafeTensorsWriter::commit() {
+  // Zero-element tensors at the end hold no values.
+  while (tensor_ < tensors_.size() && sizes_[tensor_] == 0) tensor_++;
+  check(tensor_ == tensors_.size(), file_->path, ": SafeTensorsWriter: tensor '",
+        tensor_ < tensors_.size() ? tensors_[tensor_].name : "", "' is incomplete");
+  file_->commit();
 }

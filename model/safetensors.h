@@ -49,6 +49,26 @@ struct SafeTensorToWrite {
 void write_safetensors(const std::string& path, const std::vector<SafeTensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The same file from fp32 values given piece by piece, for files larger than the memory at hand:
+// the header is made from the names, dtypes ("F32" or "BF16") and shapes (`data` is not read),
+// then write_f32 takes the values of the tensors in their order, in pieces of any size (BF16 is
+// rounded as above); commit checks that every tensor is complete, then fsyncs and renames.
+class SafeTensorsWriter {
+ public:
+  SafeTensorsWriter(const std::string& path, const std::vector<SafeTensorToWrite>& tensors,
+                    const std::map<std::string, std::string>& metadata = {});
+  ~SafeTensorsWriter();  // without commit: the temporary file is removed
+  void write_f32(const float* x, size_t n);
+  void commit();
+
+ private:
+  std::vector<SafeTensorToWrite> tensors_;
+  std::vector<size_t> sizes_;  // bytes of each tensor
+  std::unique_ptr<AtomicFileWriter> file_;
+  size_t tensor_ = 0, done_ = 0;  // the tensor being written, its values written so far
+  std::vector<uint16_t> buf_;
+};
+
 // bf16 <-> fp32 on the host (round to nearest even; NaN stays NaN).
 uint16_t float_to_bf16(float f);
 float bf16_to_float(uint16_t b);

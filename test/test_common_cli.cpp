@@ -133,6 +133,17 @@ TEST_CASE("cli: split_commas keeps the non-empty parts") {
 
 // Every program, through the module: an unknown option or a bad value is one "error:" line naming
 // the option, and exit status 1 (`make test` builds the programs first).
+TEST_CASE("cli: sizes in bytes as Hugging Face's max_shard_size") {
+  REQUIRE(cli::parse_byte_size("5GB") == 5000000000ull);
+  REQUIRE(cli::parse_byte_size("500MB") == 500000000ull);
+  REQUIRE(cli::parse_byte_size("1.5GiB") == 1610612736ull);
+  REQUIRE(cli::parse_byte_size("2kib") == 2048);
+  REQUIRE(cli::parse_byte_size("4000") == 4000);
+  REQUIRE(cli::parse_byte_size("4000B") == 4000);
+  for (const char* bad : {"", "GB", "5XB", "1.5", "-1", "5 GB", "1e3MB", "1.2.3GB"})
+    REQUIRE_THROWS_WITH(cli::parse_byte_size(bad), Catch::Contains("'" + std::string(bad) + "' is not a size"));
+}
+
 TEST_CASE("the programs report bad command lines naming the option, with exit status 1") {
   const std::string log = "build/test/cli_err_" + std::to_string(getpid()) + ".log";
   auto run = [&](const std::string& cmd) {

@@ -545,9 +545,9 @@ std::string abs_path(const std::string& p) { return std::string(std::filesystem:
 
 namespace {
 
-// Max |a - b| over the weights of two checkpoints (model.safetensors).
+// Max |a - b| over the weights of two checkpoints (model.safetensors or its shards).
 double max_weight_diff(const std::string& a, const std::string& b) {
-  const std::vector<float> w1 = all_weights(a + "/model.safetensors"), w2 = all_weights(b + "/model.safetensors");
+  const std::vector<float> w1 = all_weights(a), w2 = all_weights(b);
   REQUIRE(w1.size() == w2.size());
   double d = 0.0;
   for (size_t i = 0; i < w1.size(); i++) d = std::max(d, (double)std::abs(w1[i] - w2[i]));
@@ -586,7 +586,9 @@ pid_t start_rank(int r, const std::vector<std::string>& a, const std::string& lo
 
 }  // namespace
 
-// One process against two at ZeRO 0, 1 and 2 on the same data and init. The AdamW eps is 1e-6
+// One process against two at ZeRO 0, 1 and 2 on the same data and init, the weights of every
+// checkpoint in 1 MB files (the tiny model's 4 MB in 4 files: the embedding, the layers in two,
+// the LM head; the two ranks' slices split the second). The AdamW eps is 1e-6
 // rather than 1e-8: with 1e-8 an element whose gradient is ~0 moves by about +-lr on the sign of
 // its fp32 rounding noise, and the runs sum each gradient in a different order (one pass over 8
 // rows vs. two of 4 plus the reduction); that is seen as 9e-6 relative at step 4 here, which
@@ -595,7 +597,7 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
   if (!dist_tests_enabled()) return;
   Setup s;
   const int steps = 4;
-  const std::vector<std::string> eps = {"--eps", "1e-6"};
+  const std::vector<std::string> eps = {"--eps", "1e-6", "--max-shard-size", "1MB"};
   const std::string store = "file://" + abs_path(s.dir) + "/store";
   REQUIRE(run(with(s.args(kTrainCuda, "cuda", "one", steps), eps), s.dir + "/one.log") == 0);
   // ZeRO 0 and 2 reduce the gradients in buckets during the backward (0.2 MB: the LM head, then
@@ -635,13 +637,16 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
     }
     REQUIRE(max_weight_diff(s.dir + "/one/final", s.dir + "/" + name + "/final") <= 2 * steps * 1e-3);  // cuda-vs-cpu
   }
-  // ZeRO 0 writes the 1-process checkpoint; ZeRO 1/2 the same HF directory with the optimizer
-  // state in one shard per rank plus an index.
+  // ZeRO 0 writes the 1-process checkpoint; ZeRO 1/2 the same HF directory, its weight files
+  // written by the ranks, with the optimizer state in one shard per rank plus an index.
+  const std::vector<std::string> weight_files = {"model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
+                                                 "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors"};
+  REQUIRE(state_files(s.dir + "/one/final") == with(weight_files, {"optimizer.safetensors"}));
   REQUIRE(state_files(s.dir + "/z0/final") == state_files(s.dir + "/one/final"));
   for (const std::string name : {"z1", "z2"}) {
     const std::string fin = s.dir + "/" + name + "/final";
-    REQUIRE(state_files(fin) == std::vector<std::string>{"model.safetensors", "optimizer-00001-of-00002.safetensors",
-                                                         "optimizer-00002-of-00002.safetensors"});
+    REQUIRE(state_files(fin) ==
+            with(weight_files, {"optimizer-00001-of-00002.safetensors", "optimizer-00002-of-00002.safetensors"}));
     const json index = json::parse(read_text_file(fin + "/optimizer.index.json"));
     REQUIRE(index["shards"].size() == 2);
     REQUIRE(index["shards"][0]["begin"] == 0);
@@ -649,6 +654,55 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
   }
   // Same program, same threads: the same bytes.
   require_same_state(s.dir + "/z2/final", s.dir + "/z2_again/final");
+  // The same weights saved by 1 process and by 2 at ZeRO 2 (the 1-process checkpoint at step 2
+  // resumed for 0 more steps): the same files byte for byte. A checkpoint written by the ranks
+  // serves eval_factoids.
+  {
+    const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/one/checkpoint-2", "--steps", "2", "--zero", "2",
+                                "--out", s.dir + "/one_saved_by_two", "--dist-init", store + "_saved"}),
+                       s.dir + "/one_saved_by_two.log");
+    INFO(read_text_file(s.dir + "/one_saved_by_two.log"));
+    REQUIRE(rc == 0);
+    REQUIRE(read_text_file(s.dir + "/one_saved_by_two.log").find("weights written by the ranks") != std::string::npos);
+  }
+  for (const std::string& f : with(weight_files, {"model.safetensors.index.json", "config.json"})) {
+    INFO(f);
+    REQUIRE(read_text_file(s.dir + "/one_saved_by_two/final/" + f) == read_text_file(s.dir + "/one/checkpoint-2/" + f));
+  }
+  // A full disk while rank 0 writes the second weight file, whose other part rank 1 owns
+  // (test/shim/enospc.c): rank 0 goes on taking part in that file's broadcasts, both ranks agree
+  // that the save failed, and nothing is kept (a rank that left the collectives would give an
+  // NCCL error instead of the disk's). The ranks are started apart (not by mpirun, which ends the
+  // job at the first exit) so that each one's message is seen.
+  {
+    const std::string out = s.dir + "/fulldisk";
+    std::vector<pid_t> ranks;
+    for (int r = 0; r < 2; r++)
+      ranks.push_back(start_rank(r,
+                                 {kTrainCuda, "--resume", s.dir + "/z2/checkpoint-2", "--steps", "2", "--out", out,
+                                  "--dist-init", store + "_fulldisk"},
+                                 out + std::to_string(r) + ".log",
+                                 {{"LD_PRELOAD", abs_path("build/test/libenospc.so")},
+                                  {"ENOSPC_PATH", "model-00002-of-00004"},
+                                  {"ENOSPC_AFTER_BYTES", "1000"}}));
+    for (pid_t pid : ranks) {
+      int status = 0;
+      REQUIRE(waitpid(pid, &status, 0) == pid);
+      REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 1));
+    }
+    const std::string log0 = read_text_file(out + "0.log"), log1 = read_text_file(out + "1.log");
+    INFO(log0 << log1);
+    REQUIRE(log0.find("error: " + out + "/final.tmp/model-00002-of-00004.safetensors: write failed: No space left on "
+                      "device; nothing of this checkpoint was kept") != std::string::npos);
+    REQUIRE(log1.find("error: another rank could not write its part of checkpoint " + out + "/final") !=
+            std::string::npos);
+    REQUIRE(!file_exists(out + "/final"));
+    REQUIRE(!file_exists(out + "/final.tmp"));
+  }
+  REQUIRE(run({"./eval_factoids", "--model", s.dir + "/z2/final", "--data", s.dir + "/kvr.jsonl", "--device", "cpu",
+               "--threads", "1", "--out", s.dir + "/z2_eval"},
+              s.dir + "/z2_eval.log") == 0);
+  REQUIRE(file_exists(s.dir + "/z2_eval/predictions.jsonl"));
 
   // ZeRO 2 with tied embeddings (the embedding's gradient stays staged from the LM head at the
   // start of the backward to the embedding at its end) and 2 micro-batches per rank, each reduced
@@ -720,8 +774,8 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
     }
   }
 
-  // SIGKILL of both ranks while rank 0 writes the final checkpoint (every shard written, nothing
-  // renamed yet): no final directory appears, and the run resumed from checkpoint-2 at 2
+  // SIGKILL of both ranks while rank 0 writes the final checkpoint (every optimizer shard and
+  // weight file written, nothing renamed yet): no final directory appears, and the run resumed from checkpoint-2 at 2
   // processes ends with the bytes of the uninterrupted run.
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; r++)
@@ -733,6 +787,7 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2 matches 
   for (int i = 0; i < 12000 && !file_exists(paused); i++) usleep(10000);
   REQUIRE(file_exists(paused));
   REQUIRE(file_exists(s.dir + "/killed/final.tmp/optimizer-00002-of-00002.safetensors"));
+  for (const std::string& f : weight_files) REQUIRE(file_exists(s.dir + "/killed/final.tmp/" + f));
   for (pid_t pid : pids) kill(pid, SIGKILL);
   for (pid_t pid : pids) waitpid(pid, nullptr, 0);
   REQUIRE(!file_exists(s.dir + "/killed/final"));

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "common/error.h"
@@ -185,6 +186,110 @@ TEST_CASE("weights: sharded checkpoints through model.safetensors.index.json") {
   write_file_atomic(d + "/model.safetensors.index.json", json{{"metadata", json::object()}, {"weight_map", map}}.dump());
   load_weights(d, c, p, w2.data());
   REQUIRE(w == w2);
+  remove_tree(d);
+}
+
+TEST_CASE("weights: save_pretrained's split by max_shard_size, the index, and bad shards named by file") {
+  LlamaConfig c = parse_config(tiny_config(), "cfg");
+  ParamLayout p = make_param_layout(c);
+  std::vector<float> w(p.total), w2(p.total);
+  init_weights(c, p, w.data(), 5);
+  const uint64_t max = 4000;  // the 4800-byte embedding alone; the 3840-byte MLP matrices one each
+  for (const std::string dtype : {"F32", "BF16"}) {
+    INFO(dtype);
+    const uint64_t es = dtype == "BF16" ? 2 : 4;
+    const std::vector<WeightFile> files = plan_weight_files(p, dtype, max);
+    REQUIRE(files.size() > 4);
+    REQUIRE(files.front().name == "model-00001-of-" + std::string(5 - std::to_string(files.size()).size(), '0') +
+                                      std::to_string(files.size()) + ".safetensors");
+    // Tensors whole and in layout order; a file goes over the maximum only with one tensor, and a
+    // file ends only where its next tensor would not fit.
+    size_t next = 0;
+    for (size_t k = 0; k < files.size(); k++) {
+      const WeightFile& f = files[k];
+      REQUIRE(f.first == next);
+      REQUIRE(f.last > f.first);
+      next = f.last;
+      REQUIRE(f.begin == p.tensors[f.first].offset);
+      REQUIRE(f.end == p.tensors[f.last - 1].offset + p.tensors[f.last - 1].numel);
+      REQUIRE(f.bytes == (f.end - f.begin) * es);
+      REQUIRE((f.bytes <= max || f.last == f.first + 1));
+      if (k + 1 < files.size())
+        REQUIRE((f.bytes > max || f.bytes + p.tensors[f.last].numel * es > max));
+    }
+    REQUIRE(next == p.tensors.size());
+    if (dtype == "F32") REQUIRE(files[0].last == 1);  // the embedding, over the maximum, alone
+
+    std::string d = tmpdir("split");
+    save_weights(d, c, p, w.data(), dtype, max);
+    REQUIRE(!file_exists(d + "/model.safetensors"));
+    const json index = json::parse(read_text_file(d + "/model.safetensors.index.json"));
+    REQUIRE(index["metadata"]["total_size"] == p.total * es);
+    REQUIRE(index["weight_map"].size() == p.tensors.size());
+    for (const WeightFile& f : files)
+      for (size_t i = f.first; i < f.last; i++) REQUIRE(index["weight_map"][p.tensors[i].name] == f.name);
+    load_weights(d, c, p, w2.data());
+    for (size_t i = 0; i < w.size(); i++) REQUIRE(w2[i] == (es == 4 ? w[i] : bf16_to_float(float_to_bf16(w[i]))));
+    remove_tree(d);
+  }
+  // Under the maximum (HF's 5GB by default): one model.safetensors and no index.
+  REQUIRE(plan_weight_files(p, "F32").size() == 1);
+  std::string d = tmpdir("split_bad");
+  save_weights(d, c, p, w.data(), "F32", 1 << 20);
+  REQUIRE(file_exists(d + "/model.safetensors"));
+  REQUIRE(!file_exists(d + "/model.safetensors.index.json"));
+  remove_tree(d);
+
+  // Bad shard sets: a missing or truncated file, a weight_map naming a tensor its file lacks.
+  save_weights(d, c, p, w.data(), "F32", max);
+  const std::vector<WeightFile> files = plan_weight_files(p, "F32", max);
+  const std::string second = d + "/" + files[1].name, third = d + "/" + files[2].name;
+  const std::string index = read_text_file(d + "/model.safetensors.index.json");
+  const std::string bytes = read_text_file(second);
+  write_bytes(second, bytes.substr(0, bytes.size() - 4));
+  REQUIRE_THROWS_WITH(load_weights(d, c, p, w2.data()), Catch::Contains(second) && Catch::Contains("data_offsets"));
+  write_bytes(second, bytes.substr(0, 6));
+  REQUIRE_THROWS_WITH(load_weights(d, c, p, w2.data()), Catch::Contains(second) && Catch::Contains("not a safetensors"));
+  std::filesystem::remove(second);
+  REQUIRE_THROWS_WITH(load_weights(d, c, p, w2.data()), Catch::Contains(second) && Catch::Contains("cannot open"));
+  write_bytes(second, bytes);
+  json moved = json::parse(index);
+  moved["weight_map"][p.tensors[files[1].first].name] = files[2].name;
+  write_file_atomic(d + "/model.safetensors.index.json", moved.dump());
+  REQUIRE_THROWS_WITH(load_weights(d, c, p, w2.data()),
+                      Catch::Contains("'" + p.tensors[files[1].first].name + "' is listed in weight_map but missing from " +
+                                      files[2].name));
+  json extra = json::parse(index);
+  extra["weight_map"]["model.layers.9.mlp.up_proj.weight"] = files[2].name;
+  write_file_atomic(d + "/model.safetensors.index.json", extra.dump());
+  REQUIRE_THROWS_WITH(load_weights(d, c, p, w2.data()),
+                      Catch::Contains("'model.layers.9.mlp.up_proj.weight' is listed in weight_map but missing from"));
+  REQUIRE(file_exists(third));
+  remove_tree(d);
+}
+
+TEST_CASE("safetensors: the piecewise writer makes write_safetensors' bytes; an incomplete file is not kept") {
+  std::string d = tmpdir("pieces");
+  std::vector<float> x(37);
+  for (size_t i = 0; i < x.size(); i++) x[i] = std::sin(float(i)) * 3.0f;
+  // F32 [2, 5], an empty tensor, BF16 [3, 9]: 10 + 0 + 27 values.
+  const std::vector<SafeTensorToWrite> tensors = {{"a", "F32", {2, 5}, x.data()},
+                                                  {"empty", "F32", {0}, x.data()},
+                                                  {"b", "BF16", {3, 9}, x.data() + 10}};
+  write_safetensors(d + "/whole.safetensors", tensors, {{"format", "pt"}});
+  {
+    SafeTensorsWriter w(d + "/pieces.safetensors", tensors, {{"format", "pt"}});
+    for (size_t a = 0; a < x.size(); a += 7) w.write_f32(x.data() + a, std::min<size_t>(7, x.size() - a));  // across tensors
+    REQUIRE_THROWS_WITH(w.write_f32(x.data(), 1), Catch::Contains("more values than the tensors hold"));
+    w.commit();
+  }
+  REQUIRE(read_text_file(d + "/pieces.safetensors") == read_text_file(d + "/whole.safetensors"));
+  {
+    SafeTensorsWriter w(d + "/short.safetensors", tensors);
+    w.write_f32(x.data(), 20);
+    REQUIRE_THROWS_WITH(w.commit(), Catch::Contains("short.safetensors") && Catch::Contains("tensor 'b' is incomplete"));
+  }
+  REQUIRE(std::distance(std::filesystem::directory_iterator(d), std::filesystem::directory_iterator()) == 2);
   remove_tree(d);
 }
 

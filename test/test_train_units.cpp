@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
+#include <set>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -198,8 +200,88 @@ TEST_CASE("sharded optimizer checkpoints: slices re-shard to any world size; bad
     sh.adam_v = t.v.data() + sh.begin;
     write_optimizer_shard(ck, sh);
   }
+  // The HF weights in files of at most 3000 bytes, each written by the rank that owns most of it
+  // from pieces of at most 100 values that the collective brings to the writer alone.
+  const uint64_t max_shard = 3000;
+  const std::vector<WeightFile> files = plan_weight_files(t.layout, "F32", max_shard);
+  const std::vector<int> writers = weight_file_writers(files, bounds, 3);
+  REQUIRE(files.size() > 3);
+  REQUIRE(std::set<int>(writers.begin(), writers.end()).size() == 3);
+  size_t pieces = 0;
+  for (const WeightFile& f : files) pieces += weight_file_pieces(t.layout, f, 100).size();
+  for (int r = 0; r < 3; r++) {
+    WeightFilesToSave w;
+    w.layout = &t.layout;
+    w.max_shard_bytes = max_shard;
+    w.rank = r;
+    w.world = 3;
+    w.bounds = bounds;
+    w.chunk = 100;
+    size_t calls = 0;
+    w.fetch = [&](size_t a, size_t b, int writer, float* dst) {
+      REQUIRE((a < b && b - a <= 100));
+      REQUIRE((dst != nullptr) == (writer == r));
+      if (dst) std::memcpy(dst, t.params.data() + a, (b - a) * sizeof(float));
+      calls++;
+    };
+    write_weight_files(ck, w);
+    REQUIRE(calls == pieces);  // every rank takes part in every piece's collective
+  }
+  CheckpointToSave ck3 = t.to_save(3);
+  ck3.max_shard_bytes = max_shard;
   REQUIRE_FALSE(is_training_checkpoint(ck));  // nothing renamed yet
-  finish_sharded_checkpoint(ck, t.to_save(3), bounds);
+  finish_sharded_checkpoint(ck, ck3, bounds);
+  // The same bytes as one process saving the whole buffer, and the weights load back.
+  save_checkpoint(dir + "/whole_sharded", ck3);
+  for (const WeightFile& f : files) {
+    INFO(f.name);
+    REQUIRE(read_text_file(ck + "/" + f.name) == read_text_file(dir + "/whole_sharded/" + f.name));
+  }
+  for (const char* f : {"model.safetensors.index.json", "config.json"})
+    REQUIRE(read_text_file(ck + "/" + f) == read_text_file(dir + "/whole_sharded/" + f));
+  std::vector<float> loaded(t.layout.total);
+  load_weights(ck, t.config, t.layout, loaded.data());
+  REQUIRE(loaded == t.params);
+  // BF16 files: the writers round each piece as one process rounds the whole buffer.
+  {
+    const std::string bf = dir + "/bf16", whole = dir + "/bf16_whole";
+    begin_checkpoint(bf);
+    for (int r = 0; r < 3; r++) {
+      WeightFilesToSave w;
+      w.layout = &t.layout;
+      w.dtype = "BF16";
+      w.max_shard_bytes = max_shard;
+      w.rank = r;
+      w.world = 3;
+      w.bounds = bounds;
+      w.chunk = 100;
+      w.fetch = [&](size_t a, size_t b, int, float* dst) {
+        if (dst) std::memcpy(dst, t.params.data() + a, (b - a) * sizeof(float));
+      };
+      write_weight_files(bf, w);
+    }
+    save_weights(whole, t.config, t.layout, t.params.data(), "BF16", max_shard);
+    const std::vector<WeightFile> bf_files = plan_weight_files(t.layout, "BF16", max_shard);
+    REQUIRE(bf_files.size() > 1);
+    for (const WeightFile& f : bf_files)
+      REQUIRE(read_text_file(bf + ".tmp/" + f.name) == read_text_file(whole + "/" + f.name));
+  }
+  // A writer that fails (here: no DIR.tmp) still takes part in every piece, then throws.
+  {
+    WeightFilesToSave w;
+    w.layout = &t.layout;
+    w.max_shard_bytes = max_shard;
+    w.world = 3;
+    w.bounds = bounds;
+    w.chunk = 100;
+    size_t calls = 0;
+    w.fetch = [&](size_t a, size_t b, int, float* dst) {
+      if (dst) std::memcpy(dst, t.params.data() + a, (b - a) * sizeof(float));
+      calls++;
+    };
+    REQUIRE_THROWS_WITH(write_weight_files(dir + "/no_such", w), Catch::Contains("no_such.tmp"));
+    REQUIRE(calls == pieces);
+  }
   REQUIRE(is_training_checkpoint(ck));
   REQUIRE(!file_exists(ck + ".tmp"));
   REQUIRE(!file_exists(ck + "/optimizer.safetensors"));
