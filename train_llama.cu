@@ -301,16 +301,21 @@ static double cpu_saved_activation_bytes(const LlamaConfig& c, int rows, int T, 
 }
 
 // Backend: CpuBackend, or CudaBackend (--device cuda, nvcc builds). On the CUDA backend the fp32 state
-// lives on the device; host_* stage it for weight loading and checkpoints.
+// lives on the device; host_* stage it for weight loading and checkpoints. With --offload-optimizer
+// it is pinned host memory already (LlamaModel), read and written in place like the CPU backend's.
 template <class Backend>
 struct Trainer {
   static constexpr bool kOnHost = std::is_same_v<Backend, CpuBackend>;
   std::vector<float> host_params, host_m, host_v;
-  float* params_on_host() { return kOnHost ? model->params : host_params.data(); }
+  bool state_in_host_memory() const { return kOnHost || args.offload_optimizer; }
+  float* params_on_host() { return state_in_host_memory() ? model->params : host_params.data(); }
+  float* adam_m_on_host() { return state_in_host_memory() ? model->adam_m : host_m.data(); }
+  float* adam_v_on_host() { return state_in_host_memory() ? model->adam_v : host_v.data(); }
   // Device -> host copies of the parameters (and the AdamW moments with `with_optimizer`): the
   // master weights this rank holds (at ZeRO its slice, at its place in host_params).
   void state_to_host(bool with_optimizer) {
-    if constexpr (!kOnHost) {
+    model->finish_pending_update();  // the offloaded optimizer's update of the last step
+    if (!state_in_host_memory()) {
       host_params.resize(model->layout.total);
       Backend::download(host_params.data() + model->opt_begin, model->params, model->opt_count);
       if (with_optimizer) {
@@ -321,7 +326,7 @@ struct Trainer {
     }
   }
   void state_from_host(bool with_optimizer) {
-    if constexpr (!kOnHost) {
+    if (!state_in_host_memory()) {
       model->load_params(host_params.data());
       if (with_optimizer) model->upload_moments(host_m.data(), host_v.data());
     } else {
@@ -404,8 +409,8 @@ struct Trainer {
     ck.layout = &model->layout;
     state_to_host(true);
     ck.params = params_on_host();
-    ck.adam_m = kOnHost ? model->adam_m : host_m.data();
-    ck.adam_v = kOnHost ? model->adam_v : host_v.data();
+    ck.adam_m = adam_m_on_host();
+    ck.adam_v = adam_v_on_host();
     if (tokenizer) ck.tokenizer_json = tokenizer->to_json_string();
     ck.trainer_state = trainer_state(stop_reason);
     ck.weights_dtype = args.save_dtype;
@@ -568,7 +573,8 @@ struct Trainer {
   // MemAvailable. On the CPU: 16 bytes per parameter (weights, gradients, AdamW m and v, exactly
   // what LlamaModel allocates) plus the activations saved per layer for the backward (a lower
   // bound of what it allocates); with --device cuda, the host keeps fp32 staging copies of the
-  // weights and moments (12 bytes per parameter).
+  // weights and moments (12 bytes per parameter), or with --offload-optimizer the state itself in
+  // pinned memory, nothing more (the plan's host bytes, which the model and backend allocate).
   void check_host_memory_for_training(int rows) const {
     const ParamLayout layout = make_param_layout(config);
     const double P = double(layout.total);
@@ -576,9 +582,12 @@ struct Trainer {
     if constexpr (kOnHost) {
       plan = {{"weights", 4 * P}, {"gradients", 4 * P}, {"AdamW m and v", 8 * P},
               {"activations", cpu_saved_activation_bytes(config, rows, args.seq_len, train_memory().recompute)}};
+    } else if (args.offload_optimizer) {  // the plan's own pinned bytes: the state and the transfer chunks
+      plan = {{"offloaded master weights, AdamW m and v, transfer chunks (pinned)",
+               (double)cuda_memory_plan(config, layout, rows, args.seq_len, false, ModelUse::train, 0, 0,
+                                        train_memory()).host}};
     } else {
       plan = {{"host copies of the weights and AdamW m and v", 12 * P}};
-      if (args.offload_optimizer) plan.push_back({"offloaded master weights and AdamW m and v (pinned)", 12 * P});
     }
     char what[160];
     std::snprintf(what, sizeof what, "train_llama: %s with %.3fB parameters, micro-batch %d x %d tokens",
@@ -934,13 +943,15 @@ struct Trainer {
     }
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
-      host_params.resize(layout.total);
-      host_m.resize(model->opt_count);
-      host_v.resize(model->opt_count);
+      if (!state_in_host_memory()) {
+        host_params.resize(layout.total);
+        host_m.resize(model->opt_count);
+        host_v.resize(model->opt_count);
+      }
     }
     if (!resume_dir.empty()) {
-      load_optimizer_state(resume_dir, layout, params_on_host(), model->opt_begin, model->opt_count,
-                           kOnHost ? model->adam_m : host_m.data(), kOnHost ? model->adam_v : host_v.data());
+      load_optimizer_state(resume_dir, layout, params_on_host(), model->opt_begin, model->opt_count, adam_m_on_host(),
+                           adam_v_on_host());
       state_from_host(true);
       step = resumed.step;
       model->adam_step = resumed.adam_step;

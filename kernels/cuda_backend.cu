@@ -34,7 +34,18 @@ enum Scratch { SCRATCH_RMSNORM = 0, SCRATCH_ATTN_DELTA, SCRATCH_CE, SCRATCH_DOUT
 struct BackendState {
   cudaStream_t stream = 0;
   MatmulContext matmul;
-  bf16* host_staging = nullptr;   // pinned, kMirrorChunk values: the host-side cast before upload
+  bf16* host_staging = nullptr;   // pinned, two halves of staging_n values: the host-side cast before upload
+  size_t staging_n = 0;
+  int staging_next = 0;
+  cudaEvent_t staging_free[2] = {};  // each half's last upload
+  // The offloaded optimizer's transfers (model/offload.h): a stream that does not synchronize
+  // with the compute stream, the numbered events of transfer_record, and the device of the thread
+  // that began them (the worker thread selects it too).
+  cudaStream_t transfer = nullptr;
+  cudaEvent_t compute_mark = nullptr;
+  std::vector<cudaEvent_t> events;
+  int device = 0;
+  bool transfers_active = false;
   struct Slot {
     void* ptr = nullptr;
     size_t bytes = 0;
@@ -64,19 +75,37 @@ T* scratch(Scratch slot, size_t n) {
   }
   return static_cast<T*>(s.ptr);
 }
-// Host master weights: round to bf16 on the host cores (round to nearest even, as
-// cast_f32_to_bf16 does on the device) in chunks of kMirrorChunk into pinned staging, and upload.
+// Host fp32 weights p [0, n) to the working copy w: rounded to bf16 on the host cores (round to
+// nearest even, as cast_f32_to_bf16 does on the device) into one half of the pinned staging, once
+// that half's previous upload is done, and uploaded on `st`; the chunks alternate halves, so a
+// chunk's cast overlaps the previous chunk's upload.
 constexpr size_t kMirrorChunk = (size_t)1 << 24;
-void weights_from_host(bf16* w, const float* p, size_t n) {
+void ensure_staging(size_t n) {
   BackendState& s = state();
-  if (!s.host_staging) CUDA_CHECK(cudaMallocHost(&s.host_staging, kMirrorChunk * sizeof(bf16)));
-  for (size_t i = 0; i < n; i += kMirrorChunk) {
-    const size_t m = std::min(kMirrorChunk, n - i);
+  const size_t chunk = std::min(kMirrorChunk, std::max<size_t>(n, 1));
+  if (s.staging_n >= chunk) return;
+  for (cudaEvent_t e : s.staging_free)  // the old halves' last uploads
+    if (e) CUDA_CHECK(cudaEventSynchronize(e));
+  if (s.host_staging) CUDA_CHECK(cudaFreeHost(s.host_staging));
+  CUDA_CHECK(cudaMallocHost(&s.host_staging, 2 * chunk * sizeof(bf16)));
+  s.staging_n = chunk;
+  for (cudaEvent_t& e : s.staging_free)
+    if (!e) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+}
+void weights_from_host(bf16* w, const float* p, size_t n, cudaStream_t st) {
+  BackendState& s = state();
+  ensure_staging(n);
+  for (size_t i = 0; i < n; i += s.staging_n) {
+    const size_t m = std::min(s.staging_n, n - i);
+    const int half = s.staging_next;
+    s.staging_next ^= 1;
+    CUDA_CHECK(cudaEventSynchronize(s.staging_free[half]));
     const float* src = p + i;
-    bf16* dst = s.host_staging;
+    bf16* dst = s.host_staging + half * s.staging_n;
 #pragma omp parallel for schedule(static)
     for (size_t j = 0; j < m; j++) dst[j] = __float2bfloat16(src[j]);
-    CUDA_CHECK(cudaMemcpy(w + i, dst, m * sizeof(bf16), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpyAsync(w + i, dst, m * sizeof(bf16), cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaEventRecord(s.staging_free[half], st));
   }
 }
 AttentionDims dims(const AttentionShape& s) {
@@ -105,18 +134,55 @@ size_t cuda_free_memory() {
 
 void CudaBackend::params_changed(bf16* w, const float* p, size_t n, bool p_on_host) {
   if (n == 0) return;
-  if (p_on_host) weights_from_host(w, p, n);
+  if (p_on_host) weights_from_host(w, p, n, stream());
   else cast_f32_to_bf16(w, p, n, stream());
 }
 void CudaBackend::release() {
   BackendState& s = state();
+  check(!s.transfers_active, "cuda backend: release while the offloaded optimizer's update is in flight "
+        "(finish_pending_update first)");
   if (s.host_staging) CUDA_CHECK(cudaFreeHost(s.host_staging));
+  for (cudaEvent_t e : s.staging_free)
+    if (e) CUDA_CHECK(cudaEventDestroy(e));
+  for (cudaEvent_t e : s.events) CUDA_CHECK(cudaEventDestroy(e));
+  if (s.compute_mark) CUDA_CHECK(cudaEventDestroy(s.compute_mark));
+  if (s.transfer) CUDA_CHECK(cudaStreamDestroy(s.transfer));
   for (auto& slot : s.slots)
     if (slot.ptr) CUDA_CHECK(cudaFree(slot.ptr));
   matmul_context_destroy(s.matmul);
   s = BackendState{};
 }
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+void CudaBackend::transfer_begin(int events, size_t params) {
+  BackendState& s = state();
+  check(!s.transfers_active, "cuda backend: transfer_begin while transfers are in flight");
+  if (!s.transfer) {
+    CUDA_CHECK(cudaGetDevice(&s.device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s.transfer, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&s.compute_mark, cudaEventDisableTiming));
+  }
+  while ((int)s.events.size() < events) {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    s.events.push_back(e);
+  }
+  ensure_staging(params);  // here, not on the worker thread
+  CUDA_CHECK(cudaEventRecord(s.compute_mark, s.stream));
+  CUDA_CHECK(cudaStreamWaitEvent(s.transfer, s.compute_mark, 0));
+  s.transfers_active = true;
+}
+void CudaBackend::transfer_end() { state().transfers_active = false; }
+void CudaBackend::transfer_thread() { CUDA_CHECK(cudaSetDevice(state().device)); }
+void CudaBackend::download_async(float* host, const float* dev, size_t n) {
+  CUDA_CHECK(cudaMemcpyAsync(host, dev, n * sizeof(float), cudaMemcpyDeviceToHost, state().transfer));
+}
+void CudaBackend::zero_async(float* dev, size_t n) {
+  CUDA_CHECK(cudaMemsetAsync(dev, 0, n * sizeof(float), state().transfer));
+}
+void CudaBackend::upload_weights_async(bf16* w, const float* p, size_t n) { weights_from_host(w, p, n, state().transfer); }
+void CudaBackend::transfer_record(int event) { CUDA_CHECK(cudaEventRecord(state().events.at(event), state().transfer)); }
+void CudaBackend::transfer_wait(int event) { CUDA_CHECK(cudaEventSynchronize(state().events.at(event))); }
 
 // Live allocations of alloc_bytes, for allocated_bytes() (the memory-plan check).
 static std::map<void*, size_t>& live_allocations() {

@@ -58,6 +58,25 @@ struct CudaBackend {
   static void release();  // frees the host staging, the scratch and the cuBLASLt context
   static void synchronize();
 
+  // ---- the offloaded optimizer's transfers (model/offload.h) ----
+  // A second stream, which does not synchronize with the compute stream, takes the gradients to
+  // pinned host memory and brings the updated bf16 weights back while the compute stream runs the
+  // next forward. transfer_begin (the model's thread, for a model of `params` parameters: the
+  // host staging of the weights' uploads is sized for them) makes the stream and `events` numbered
+  // events and starts the transfer stream after the compute stream's work so far (the gradients);
+  // then only the worker thread uses the stream (transfer_thread first: selects the device) and
+  // waits on the host for its events; transfer_end (the model's thread, after the worker ended)
+  // closes it; release() in between is refused.
+  static void transfer_begin(int events, size_t params);
+  static void transfer_end();
+  static void transfer_thread();
+  static void download_async(float* host, const float* dev, size_t n);  // pinned host <- device
+  static void zero_async(float* dev, size_t n);
+  // Host master weights p [0, n), rounded to bf16 on the host, into the working copy w [0, n).
+  static void upload_weights_async(bf16* w, const float* p, size_t n);
+  static void transfer_record(int event);  // on the transfer stream, after what was issued there
+  static void transfer_wait(int event);    // the calling thread waits for the recorded event
+
   // ---- memory (device; alloc is zero-filled) ----
   static void* alloc_bytes(size_t bytes);
   // Pinned host memory (cudaMallocHost), zero-filled: the offloaded master weights and moments.

@@ -66,9 +66,9 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
     m.grads = (memory.grad_staging > 0 ? S + memory.grad_staging : P) * F;
     m.optimizer = offload ? 0 : 2 * S * (bf16_optimizer_state ? A : F);
   }
-  if (offload) {  // master + m + v, the backend's bf16 staging and the optimizer's gradient chunk
+  if (offload) {  // master + m + v, and two chunks each of the backend's bf16 staging and of gradients
     const size_t chunk = std::min<size_t>(P, (size_t)1 << 24);
-    m.host = 3 * P * F + chunk * (A + F);
+    m.host = 3 * P * F + 2 * chunk * (A + F);
   }
   // One layer's buffers: res_in; ln1, res_mid, ln2 and 1/rms twice (norms); qkv, att and the
   // attention log-sum-exp (attn); gate|up and SwiGLU (mlp). Training keeps L sets, except that

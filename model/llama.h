@@ -30,7 +30,10 @@
 // all-gathers the updated slices). Parameters are written through the template (load_params,
 // optimizer_step), which keeps the working copy current (Backend::params_changed: the CUDA cast,
 // the CPU decoding GEMMs' transposed weights dropped); a caller that writes `params` directly calls
-// params_changed() afterwards.
+// params_changed() afterwards. With the offloaded optimizer the update of a step runs on a host
+// thread after optimizer_step returns (model/offload.h); weight(offset) and grad(offset) wait for
+// the tensor's group, and every method that touches the state otherwise calls
+// finish_pending_update() first.
 //
 // Hooks: hidden_state(l) hands out the residual stream entering layer l (logit lens, layer
 // swapping) without a copy; embedding_forward takes an additive per-token vector; `causal = false`
@@ -41,8 +44,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -54,6 +59,7 @@
 #include "model/adamw.h"
 #include "model/config.h"
 #include "model/model_use.h"  // train | inference | analysis: what the constructor plans
+#include "model/offload.h"    // the offloaded AdamW overlapped with the next forward
 #include "model/params.h"
 #include "model/zero_shards.h"  // kShardStagingFloats
 
@@ -167,15 +173,18 @@ struct LlamaModel {
   }
   // Bytes allocated by the plan: parameters + gradients + AdamW moments, and everything else.
   size_t param_state_bytes = 0, activation_bytes = 0;
-  // Host (pinned) bytes: the offloaded master weights and moments, and the gradient chunk.
+  // Host (pinned) bytes: the offloaded master weights and moments, and the two gradient chunks.
   size_t host_bytes = 0;
   static constexpr size_t kOffloadChunk = (size_t)1 << 24;  // gradients copied to the host at a time
-  float* offload_chunk = nullptr;
+  float* offload_chunk = nullptr;                           // two chunks (the overlapped update's double buffer)
   ModelUse use = ModelUse::train;
   // Activation recompute and optimizer offload (training; model/model_use.h). With
   // memory.offload_optimizer, params, adam_m and adam_v are pinned host memory (grads stay on the
-  // device) and optimizer_step runs the CPU AdamW op over chunks of gradients copied to the host.
+  // device) and optimizer_step runs the CPU AdamW op over chunks of gradients copied to the host,
+  // by default overlapped with the next forward (model/offload.h): a caller reading params,
+  // adam_m, adam_v or grads directly calls finish_pending_update() first.
   TrainMemory memory;
+  OffloadSchedule offload_schedule = OffloadSchedule::overlapped;  // ENGINE_DEBUG_OFFLOAD, or set by tests
 
   // KV cache (kv_reserve): per layer, k and v of `seqs` sequences of up to `len` positions, in
   // the backend's layout (KvShape); length[s] = positions filled in sequence s.
@@ -203,6 +212,7 @@ struct LlamaModel {
   void load_params(const float* host, size_t offset, size_t n) {
     check(offset <= layout.total && n <= layout.total - offset, "load_params: [", offset, ", ", offset + n,
           ") is outside the ", layout.total, " parameters");
+    finish_pending_update();
     const size_t a = std::max(offset, opt_begin), b = std::min(offset + n, opt_begin + opt_count);
     if (a < b) Backend::upload(params + (a - opt_begin), host + (a - offset), b - a);
     if (sharded_master()) Backend::params_changed(weights + offset, host, n, true);
@@ -211,15 +221,21 @@ struct LlamaModel {
   // After a direct write to `params`: the working copy of the master slice is remade (with a
   // sharded master the rest of the copy is the owners': the trainer all-gathers it).
   void params_changed() {
+    finish_pending_update();
     Backend::params_changed(weights + opt_begin, params, opt_count, memory.offload_optimizer);
   }
   // ZeRO: `params` holds only the optimizer slice of the master weights.
   bool sharded_master() const { return opt_begin != 0 || opt_count != layout.total; }
   // The weight and the gradient of the tensor at `offset` of the flat layout, as the ops of the
   // forward and the backward take them: every op call goes through these two, so that where a
-  // weight or a gradient lives (whole buffers, a rank's shard, a gathered layer) is decided here.
-  const weight_t* weight(size_t offset) const { return weights + offset; }
+  // weight or a gradient lives (whole buffers, a rank's shard, a gathered layer) is decided here,
+  // and when it is ready: an offloaded update in flight is waited for up to the tensor's group.
+  const weight_t* weight(size_t offset) const {
+    wait_for_update(offset);
+    return weights + offset;
+  }
   float* grad(size_t offset) {
+    wait_for_update(offset);
     for (const GradWindow& w : grad_windows)
       if (offset >= w.begin && offset < w.end) return w.at + (offset - w.begin);
     check(grads != nullptr, "grad: the gradient at ", offset, " is in no open staging group (ZeRO 2)");
@@ -228,13 +244,26 @@ struct LlamaModel {
   // The gradients of the optimizer slice [opt_begin, opt_begin + opt_count): what the step reads.
   float* slice_grads() { return grads ? grads + opt_begin : grad_shard; }
   const float* slice_grads() const { return grads ? grads + opt_begin : grad_shard; }
+  // The offloaded update in flight (model/offload.h): its groups up to the one holding `offset`,
+  // or all of it. Without one (every backend but an offloading CUDA model), nothing.
+  void wait_for_update(size_t offset) const {
+    if constexpr (kTransfers)
+      if (offload_update && offset >= offload_update->ready_end) offload_update->need(offset);
+  }
+  void finish_pending_update() const {
+    if constexpr (kTransfers)
+      if (offload_update) offload_update->finish();
+  }
 
   // After optimizer_step the gradients are already zero (zeroed in the optimizer pass), and the
   // memset is skipped unless a backward added to them since; a direct write to `grads` between
   // optimizer_step and zero_grad would be kept.
   void zero_grad() {
     check(use == ModelUse::train, "zero_grad: the model was planned for inference only");
-    if (!grads_zeroed_by_optimizer) Backend::zero(grads ? grads : grad_shard, grads ? layout.total : opt_count);
+    if (!grads_zeroed_by_optimizer) {
+      finish_pending_update();
+      Backend::zero(grads ? grads : grad_shard, grads ? layout.total : opt_count);
+    }
     grads_zeroed_by_optimizer = false;
   }
 
@@ -284,16 +313,25 @@ struct LlamaModel {
     return whole ? adamw_step_zero_grads<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks)
                  : adamw_step<Backend>(p, g, adam_m, adam_v, opt_count, ++adam_step, opt, sum_over_ranks);
   }
-  // The offloaded step: the global norm on the device, then chunk by chunk the gradients to the
-  // host and the CPU AdamW op (kernels/cpu/adamw.cpp, OpenMP over the host cores) on the pinned
-  // master weights and moments; the bf16 working copy is then refreshed from the host (the
-  // backend streams it back on its next use). Traffic over PCIe: 4 B/param of gradients down,
-  // 2 B/param of bf16 weights up.
+  // The offloaded step: the global norm on the device, then the CPU AdamW op (kernels/cpu/adamw.cpp,
+  // OpenMP over the host cores) on the pinned master weights and moments over the gradients copied
+  // to the host. Overlapped (model/offload.h): started group by group on a worker thread, which
+  // also zeroes the gradients, and waited for by the next forward. Serial: chunk by chunk here,
+  // then the bf16 working copy is remade from the host (params_changed). Traffic over PCIe:
+  // 4 B/param of gradients down, 2 B/param of bf16 weights up.
   double offloaded_optimizer_step(const AdamWConfig& o) {
+    finish_pending_update();
     const size_t n = layout.total;
     const double norm = std::sqrt(Backend::sum_of_squares(grads, n));
     const float scale = clip_scale(norm, o.max_grad_norm);
     ++adam_step;
+    if constexpr (kTransfers) {
+      if (offload_schedule != OffloadSchedule::serial) {
+        offload_update->start(o, adam_step, scale, offload_schedule == OffloadSchedule::lazy);
+        grads_zeroed_by_optimizer = true;
+        return norm;
+      }
+    }
     grads_zeroed_by_optimizer = false;  // zero_grad() zeroes them
     for (size_t i = 0; i < n; i += kOffloadChunk) {
       const size_t m = std::min(kOffloadChunk, n - i);
@@ -307,7 +345,10 @@ struct LlamaModel {
   // The same step with a clipping factor computed elsewhere: clip_scale of a global norm over
   // several models' gradients (Larimar: decoder, encoder and host parameters), to which
   // grad_sum_of_squares() contributes this model's (optimizer slice's) share.
-  double grad_sum_of_squares() const { return Backend::sum_of_squares(slice_grads(), opt_count); }
+  double grad_sum_of_squares() const {
+    finish_pending_update();
+    return Backend::sum_of_squares(slice_grads(), opt_count);
+  }
   void optimizer_step_scaled(const AdamWConfig& opt, float scale) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
     check(!memory.offload_optimizer, "optimizer_step_scaled: not with the offloaded optimizer");
@@ -351,6 +392,9 @@ struct LlamaModel {
   }
 
  private:
+  // Backends with a transfer stream (CUDA) run the offloaded update overlapped (model/offload.h).
+  static constexpr bool kTransfers = requires { Backend::transfer_begin(0, size_t{0}); };
+  std::unique_ptr<OffloadedUpdate<Backend>> offload_update;  // with memory.offload_optimizer
   std::vector<void*> owned;  // every allocation of the plan, freed once
   template <class T>
   T* plan(size_t n, bool param_state = false) {
@@ -477,17 +521,22 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
   check(!sharded_master() || !std::is_same_v<weight_t, float>, "--zero: the ", Backend::name, " backend reads the "
         "fp32 master weights themselves, which cannot be a slice (use --device cuda)");
 
+  if constexpr (!std::is_same_v<weight_t, float>) weights = plan<weight_t>(layout.total, true);
   if (memory.offload_optimizer) {
     params = plan_host<float>(layout.total);
     adam_m = plan_host<float>(layout.total);
     adam_v = plan_host<float>(layout.total);
-    offload_chunk = plan_host<float>(std::min(layout.total, kOffloadChunk));
+    offload_chunk = plan_host<float>(2 * std::min(layout.total, kOffloadChunk));
     grads = plan<float>(layout.total, true);
+    if constexpr (kTransfers) {
+      offload_update = std::make_unique<OffloadedUpdate<Backend>>(layout, params, weights, grads, adam_m, adam_v,
+                                                                   offload_chunk, std::min(layout.total, kOffloadChunk));
+      offload_schedule = offload_schedule_from_env();
+    }
   } else {
     params = plan<float>(opt_count, true);
   }
   if constexpr (std::is_same_v<weight_t, float>) weights = params;
-  else weights = plan<weight_t>(layout.total, true);
   if (sharded_master()) shard_staging = plan<float>(std::min(layout.total, kShardStagingFloats), true);
   check(memory.grad_staging == 0 || sharded_master(), "LlamaModel: gradient staging (ZeRO 2) needs a ZeRO slice");
   if (train && !memory.offload_optimizer) {
@@ -618,6 +667,12 @@ const typename LlamaModel<Backend>::act_t* LlamaModel<Backend>::condition_embedd
 
 template <class Backend>
 LlamaModel<Backend>::~LlamaModel() {
+  try {
+    finish_pending_update();
+  } catch (const std::exception& e) {  // a destructor does not throw: the error was the update's
+    std::fprintf(stderr, "error: the offloaded optimizer's last update: %s\n", e.what());
+  }
+  offload_update.reset();
   if constexpr (requires { Backend::params_freed(weights, layout.total); })
     Backend::params_freed(weights, layout.total);  // the backend drops what it derived from them
   for (void* p : owned) Backend::free(p);
@@ -660,6 +715,7 @@ void LlamaModel<Backend>::report_empty_backward() {
 
 template <class Backend>
 void LlamaModel<Backend>::download_moments(float* m_host, float* v_host) const {
+  finish_pending_update();
   const size_t n = opt_count;
   if (moment_dtype == MomentDtype::f32) {
     Backend::download(m_host, adam_m, n);
@@ -678,6 +734,7 @@ void LlamaModel<Backend>::download_moments(float* m_host, float* v_host) const {
 
 template <class Backend>
 void LlamaModel<Backend>::upload_moments(const float* m_host, const float* v_host) {
+  finish_pending_update();
   const size_t n = opt_count;
   if (moment_dtype == MomentDtype::f32) {
     Backend::upload(adam_m, m_host, n);

@@ -212,8 +212,11 @@ TEST_CASE("train_llama --recompute block --offload-optimizer (emulated cuda): tr
           0);
   REQUIRE(read_text_file(s.dir + "/cpu/final/model.safetensors") ==
           read_text_file(s.dir + "/cpu_rc/final/model.safetensors"));
-  REQUIRE(run(with(s.args(kTrainCuda, "cuda", "off", steps), {"--recompute", "block", "--offload-optimizer"}),
-              s.dir + "/off.log") == 0);
+  // Checkpointed at step 2 right after an optimizer step whose host update is still in flight
+  // (overlapped with the next forward), and evaluated after 2 epochs (4 steps), also right after one.
+  const std::vector<std::string> offload = {"--recompute", "block", "--offload-optimizer", "--eval-data",
+                                            s.dir + "/kvr.jsonl", "--eval-limit", "4", "--eval-every-epochs", "2"};
+  REQUIRE(run(with(s.args(kTrainCuda, "cuda", "off", steps), offload), s.dir + "/off.log") == 0);
   REQUIRE(read_text_file(s.dir + "/off.log").find("fits:") != std::string::npos);
   const std::vector<json> cpu = step_events(s.dir + "/cpu.jsonl"), off = step_events(s.dir + "/off.jsonl");
   REQUIRE(off.size() == (size_t)steps);
@@ -232,6 +235,34 @@ TEST_CASE("train_llama --recompute block --offload-optimizer (emulated cuda): tr
     const std::string a = read_text_file(s.dir + "/off/final/" + file);
     REQUIRE(!a.empty());
     REQUIRE(a == read_text_file(s.dir + "/off_resumed/final/" + file));
+  }
+  // The overlapped update is the serial one byte for byte, through the evaluations and the
+  // checkpoints too; the lazy schedule starts each group only when the program asks for it, so
+  // any read of the state that skips its wait would change the results (model/offload.h).
+  for (const char* schedule : {"serial", "lazy"}) {
+    INFO(schedule);
+    const std::string name = std::string("off_") + schedule;
+    setenv("ENGINE_DEBUG_OFFLOAD", schedule, 1);
+    const int rc = run(with(s.args(kTrainCuda, "cuda", name, steps), offload), s.dir + "/" + name + ".log");
+    unsetenv("ENGINE_DEBUG_OFFLOAD");
+    REQUIRE(rc == 0);
+    const std::vector<json> other = step_events(s.dir + "/" + name + ".jsonl");
+    REQUIRE(other.size() == (size_t)steps);
+    for (int i = 0; i < steps; i++) {
+      REQUIRE(other[i]["loss"] == off[i]["loss"]);
+      REQUIRE(other[i]["grad_norm"] == off[i]["grad_norm"]);
+    }
+    for (const char* file : {"checkpoint-2/model.safetensors", "final/model.safetensors", "final/optimizer.safetensors"})
+      REQUIRE(read_text_file(s.dir + "/off/" + file) == read_text_file(s.dir + "/" + name + "/" + file));
+    auto evals = [&](const std::string& run_name) {  // the correct answers of each evaluation
+      std::vector<int> correct;
+      std::ifstream in(s.dir + "/" + run_name + ".jsonl");
+      for (std::string line; std::getline(in, line);)
+        if (const json e = json::parse(line); e["event"] == "eval") correct.push_back(e["correct"].get<int>());
+      return correct;
+    };
+    REQUIRE(evals("off").size() == 2);  // before the first step and after the 2 epochs
+    REQUIRE(evals(name) == evals("off"));
   }
   // A plan that does not fit the given memory: the plan and the shortfall, exit 1, no run started.
   REQUIRE(run(with(s.args(kTrainCuda, "cuda", "small", steps), {"--gpu-memory", "0.01"}), s.dir + "/small.log") == 1);

@@ -587,7 +587,7 @@ TEST_CASE("cuda memory plan: the model's allocations match the plan, and the fig
       const CudaMemoryPlan plan = cuda_memory_plan(cfg, gpu.layout, 3, 64, false, ModelUse::train, 0, 0, mem);
       REQUIRE(CudaBackend::allocated_bytes() - before == plan.model_bytes);
       REQUIRE(gpu.param_state_bytes + gpu.activation_bytes == plan.model_bytes);
-      REQUIRE(plan.host == (offload ? gpu.host_bytes + std::min<size_t>(gpu.layout.total, 1 << 24) * 2 : 0));
+      REQUIRE(plan.host == (offload ? gpu.host_bytes + std::min<size_t>(gpu.layout.total, 1 << 24) * 2 * 2 : 0));
       REQUIRE((plan.weights_fp32 == 0 && plan.optimizer == 0) == offload);
       kept[rc] = plan.activations;
     }
@@ -815,11 +815,14 @@ TEST_CASE("--offload-optimizer: host AdamW matches the on-device AdamW within it
   opt.lr = 1e-3f;
   opt.weight_decay = 0.1f;
   opt.max_grad_norm = 1.0f;
-  // The two models alternate, each reading its own bf16 working copy.
+  // The two models alternate, each reading its own bf16 working copy; the offloaded update
+  // (overlapped with the next forward by default) is finished before the weights are read.
   auto step = [&](LlamaModel<CudaBackend>& m, const Batch& b) {
     m.zero_grad();
     m.forward_backward(b, b.num_target_tokens);
-    return m.optimizer_step(opt);
+    const double norm = m.optimizer_step(opt);
+    m.finish_pending_update();
+    return norm;
   };
   dev.load_params(p0.data());
   off.load_params(p0.data());
@@ -855,9 +858,79 @@ TEST_CASE("--offload-optimizer: host AdamW matches the on-device AdamW within it
     }
   }
   // The offloaded state is host memory: the device holds the gradients and the bf16 copy only.
-  REQUIRE(off.host_bytes == 3 * n * 4 + std::min<size_t>(n, 1 << 24) * 4);  // + the pinned gradient chunk
+  REQUIRE(off.host_bytes == 3 * n * 4 + std::min<size_t>(n, 1 << 24) * 2 * 4);  // + the two pinned gradient chunks
   REQUIRE(off.param_state_bytes == n * 4 + n * 2);
   CudaBackend::release();
+}
+
+// --offload-optimizer overlapped with the next forward (model/offload.h): a worker updates the
+// parameter groups while the next step's forward runs, which waits for each group before its first
+// use. The run equals the serial update byte for byte (the same CPU op on the same values): every
+// step's loss and gradient norm, a held-out loss read after the last update (the evaluation inside
+// training: the working copy the uploads made), the master weights and the moments. Two
+// micro-batches per step (the zeroing of the gradients by the transfer stream), an untied and a
+// tied LM head (the embedding is then needed first and last). The lazy schedule starts each group
+// only once the model asks for it, so any read that skips its wait sees the previous step's
+// weights and changes the loss, every time.
+TEST_CASE("--offload-optimizer: the update overlapped with the next forward equals the serial one byte for byte") {
+  for (bool tied : {false, true}) {
+    INFO("tied LM head " << tied);
+    LlamaConfig cfg = tiny_config(300, 0.05f);
+    cfg.tie_word_embeddings = tied;
+    const int T = 37;
+    const ParamLayout layout = make_param_layout(cfg);
+    const size_t n = layout.total;
+    std::vector<float> p0(n);
+    init_weights(cfg, layout, p0.data(), 21);
+    AdamWConfig opt;
+    opt.lr = 1e-3f;
+    opt.weight_decay = 0.1f;
+    opt.max_grad_norm = 1.0f;
+    struct Run {
+      std::vector<double> losses;  // per step: loss, gradient norm; then the held-out loss
+      std::vector<float> p, m, v;
+    };
+    auto train = [&](OffloadSchedule schedule) {
+      Run r;
+      {
+        LlamaModel<CudaBackend> model(cfg, 2, T, MomentDtype::f32, ModelUse::train, TrainMemory{Recompute::none, true});
+        model.offload_schedule = schedule;
+        model.load_params(p0.data());
+        for (int s = 1; s <= 3; s++) {
+          if (s == 3) r.losses.push_back(model.forward_loss(packed_batch(T, cfg.vocab_size, 99)));
+          model.zero_grad();
+          double loss = 0;
+          for (int micro = 0; micro < 2; micro++) {
+            const Batch b = packed_batch(T, cfg.vocab_size, 10 * s + micro);
+            loss += model.forward_backward(b, 2 * b.num_target_tokens);
+          }
+          r.losses.push_back(loss);
+          r.losses.push_back(model.optimizer_step(opt));
+        }
+        // Still in flight after the last step: releasing the backend is refused, and the moments'
+        // download waits for the update by itself.
+        if (schedule != OffloadSchedule::serial)
+          REQUIRE_THROWS_WITH(CudaBackend::release(), Catch::Contains("in flight"));
+        r.m.resize(n);
+        r.v.resize(n);
+        model.download_moments(r.m.data(), r.v.data());
+        r.p.assign(model.params, model.params + n);
+      }
+      CudaBackend::release();
+      return r;
+    };
+    const Run serial = train(OffloadSchedule::serial);
+    REQUIRE(std::memcmp(serial.p.data(), p0.data(), n * 4) != 0);  // the steps moved the weights
+    for (OffloadSchedule schedule : {OffloadSchedule::lazy, OffloadSchedule::overlapped}) {
+      if (tied && schedule == OffloadSchedule::overlapped) continue;  // the lazy schedule is the strict one
+      INFO((schedule == OffloadSchedule::lazy ? "lazy" : "overlapped"));
+      const Run r = train(schedule);
+      REQUIRE(r.losses == serial.losses);
+      REQUIRE(std::memcmp(r.p.data(), serial.p.data(), n * 4) == 0);
+      REQUIRE(std::memcmp(r.m.data(), serial.m.data(), n * 4) == 0);
+      REQUIRE(std::memcmp(r.v.data(), serial.v.data(), n * 4) == 0);
+    }
+  }
 }
 
 TEST_CASE("--offload-optimizer is refused by the cpu backend and with bf16 moments") {
@@ -976,7 +1049,8 @@ TEST_CASE("cuda memory plan: the device high-water mark after training steps equ
         if (mem.shard_count > 0)  // the stage-1 plan per GPU of 2 ranks is what the rank allocates
           REQUIRE(shard_cuda_memory_plan(cuda_memory_plan(cfg, layout, rows, T), cfg, layout, 2, 1).total() ==
                   plan.total());
-        CudaBackend::release();  // the host staging, the scratch and the cuBLASLt context
+        gpu.finish_pending_update();  // the offloaded update in flight uses the backend's transfer stream
+        CudaBackend::release();       // the host staging, the scratch and the cuBLASLt context
       }
       REQUIRE(in_use() == before);
     }
