@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/accumulate.cuh"
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_tc.cuh"
@@ -63,6 +64,22 @@ TEST_CASE("cuda cast: f32 -> bf16 rounds to nearest even, bf16 -> f32 is exact")
   for (size_t i = 0; i < x.size(); i++) REQUIRE(got[i] == bf16_to_float(float_to_bf16(x[i])));
   REQUIRE(got[4] == 1.0f);
   REQUIRE(got[5] == 1.0f + 4.0f / 256.0f);
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("cuda accumulate: acc += x is one fp32 add per element (ZeRO 2's micro-batch sum)") {
+  const size_t n = 3 * 256 + 11;  // several blocks and a partial one
+  const std::vector<float> acc0 = random_vector(n, 11, 2.0f), x = random_vector(n, 12, 1e-3f);
+  bool identical = false;
+  std::vector<float> got = run_all_schedules([&] {
+    DeviceBuffer<float> acc(acc0), in(x);
+    accumulate(acc, in, n, 0);
+    accumulate(acc, in, 0, 0);  // nothing to add: no launch
+    return acc.download();
+  }, &identical);
+  REQUIRE(identical);
+  for (size_t i = 0; i < n; i++) REQUIRE(got[i] == acc0[i] + x[i]);
+  REQUIRE(std::any_of(x.begin(), x.end(), [](float v) { return v != 0.0f; }));
 }
 
 // ------------------------------------------------------------------------------------------------
