@@ -849,6 +849,8 @@ struct Trainer {
             " tokens but the model's vocab_size is ", config.vocab_size);
     }
 
+    check(!args.offload_optimizer || args.zero == 0, "--offload-optimizer keeps the whole optimizer state on the host: "
+          "it does not combine with --zero ", args.zero);
     if (args.dry_run) {  // the GPU memory plan for this config and micro-batch, then exit
       const int world = args.world_size > 0 ? args.world_size : pg.world_size;
       const int rank_batch = std::max(1, args.batch_size / world);
@@ -874,17 +876,18 @@ struct Trainer {
       // Every combination of the memory options, total GiB per GPU.
       std::printf("total per option combination (GiB):\n  %-18s %14s %14s %22s\n", "--recompute", "fp32 AdamW",
                   "bf16 AdamW", "--offload-optimizer");
-      for (Recompute r : {Recompute::none, Recompute::attn, Recompute::mlp, Recompute::block})
-        std::printf("  %-18s %14.2f %14.2f %22.2f\n", recompute_name(r), plan(false, {r, false}).total() / kGiB,
-                    plan(true, {r, false}).total() / kGiB, plan(false, {r, true}).total() / kGiB);
+      for (Recompute r : {Recompute::none, Recompute::attn, Recompute::mlp, Recompute::block}) {
+        std::printf("  %-18s %14.2f %14.2f", recompute_name(r), plan(false, {r, false}).total() / kGiB,
+                    plan(true, {r, false}).total() / kGiB);
+        if (args.zero == 0) std::printf(" %22.2f\n", plan(false, {r, true}).total() / kGiB);
+        else std::printf(" %22s\n", "- (ZeRO 0 only)");
+      }
       check_plan_fits(chosen, args.gpu_memory > 0 ? args.gpu_memory * kGiB : 80e9, false);  // an "80 GB" card
       return;
     }
     check(args.zero <= 2, "--zero 3: not implemented yet (the bf16 weights would be sharded and gathered layer by "
                           "layer); training runs ZeRO 0, 1 and 2, and --dry-run --zero 3 prints the plan of stage 3");
     check(!kOnHost || args.zero == 0, "--zero ", args.zero, ": ZeRO shards the state over GPUs: it needs --device cuda");
-    check(!args.offload_optimizer || args.zero == 0, "--offload-optimizer keeps the whole optimizer state on the host: "
-          "it does not combine with --zero ", args.zero);
 
     // Data.
     DataLoaderConfig dc;

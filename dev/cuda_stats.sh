@@ -24,7 +24,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 status=0
 for arch in $ARCHS; do
-  if ! $NVCC -std=c++17 -O3 -arch=sm_$arch -Xptxas -v -Xptxas -warn-spills -Xcompiler -Wall -I. \
+  if ! $NVCC -std=c++17 -O3 -arch=sm_$arch -Xptxas -v -Xptxas -warn-spills -Xcompiler -Wall,-fopenmp -I. \
       -c "$tmp/all_kernels.cu" -o "$tmp/sm_$arch.o" > "$tmp/sm_$arch.log" 2>&1; then
     cat "$tmp/sm_$arch.log" >&2
     echo "error: nvcc failed for sm_$arch" >&2

@@ -169,7 +169,7 @@ inline std::string format_cuda_memory_plan(const CudaMemoryPlan& m) {
     out += line;
   }
   if (m.host > 0) {
-    std::snprintf(line, sizeof(line), "  %-46s %9.2f GiB\n", "host, pinned: fp32 master, AdamW m, v",
+    std::snprintf(line, sizeof(line), "  %-46s %9.2f GiB\n", "host, pinned: master, AdamW m, v, transfers",
                   (double)m.host / GiB);
     out += line;
   }

@@ -298,7 +298,7 @@ TEST_CASE("train_llama --dry-run: Llama-3-8B at the REMIX batch (32 x 2048) fits
   const double GB80 = 80e9 / (1024.0 * 1024.0 * 1024.0);  // 74.51 GiB
   REQUIRE(plan_gib(fit, "total") < GB80);
   REQUIRE(fit.find("weights, fp32 master") == std::string::npos);  // on the host
-  REQUIRE(plan_gib(fit, "host, pinned: fp32 master, AdamW m, v") > 3 * 29.9);
+  REQUIRE(plan_gib(fit, "host, pinned: master, AdamW m, v, transfers") > 3 * 29.9);
   REQUIRE(fit.find("fits:") != std::string::npos);
   // every combination is listed
   for (const char* row : {"total per option combination", "none", "attn", "mlp", "block"})
@@ -458,6 +458,13 @@ TEST_CASE("train_llama --dry-run --world-size N --zero S plans each stage's shar
   // What training allocates at stages 1 and 2 is their plan: no "allocates today" line.
   REQUIRE(z1.find("allocates today") == std::string::npos);
   REQUIRE(z2.find("allocates today") == std::string::npos);
+  // the offloaded optimizer keeps the whole state on one host: no column for it at ZeRO >= 1, and
+  // asking for both is refused before a plan is printed
+  REQUIRE(z0.find("- (ZeRO 0 only)") == std::string::npos);
+  REQUIRE(z2.find("- (ZeRO 0 only)") != std::string::npos);
+  REQUIRE(run({"./train_llama", "--init", cfg, "--dry-run", "--batch-size", "8", "--world-size", "4", "--zero", "2",
+               "--offload-optimizer"}, s.dir + "/off_zero.log") == 1);
+  REQUIRE(read_text_file(s.dir + "/off_zero.log").find("error: --offload-optimizer") != std::string::npos);
   // training runs stages 0 to 2, sharding over GPUs only
   std::vector<std::string> a = s.args("./train_llama", "cpu", "z3", 1);
   a.insert(a.end(), {"--zero", "3"});
