@@ -110,6 +110,18 @@ struct LlamaModel {
   float* grad_staging = nullptr;
   size_t grad_staging_count = 0;
   std::function<float*(size_t begin, size_t end)> on_grads_begin;
+  // ZeRO 3 (docs/distributed.md, "ZeRO 3: the design"): the ops read each weight group from where
+  // the caller gathered it. A group is a contiguous range of the flat layout: the embedding, layer
+  // l with the next layer's input norm (or the final norm after the last layer: CUDA's fused
+  // residual add + RMSNorm at the end of layer l reads it), the LM head (the embedding when tied).
+  // At the start of a group's ops the model calls on_weights_begin(group, next): the caller
+  // returns where the whole group lives, ready for the compute stream, and may start gathering
+  // `next` (empty: none) into another buffer, which the model then stops reading. weight() serves
+  // only the groups so returned (a `check` otherwise). Unset (stages 0 to 2): `weights` is whole.
+  struct WeightRange {
+    size_t begin = 0, end = 0;
+  };
+  std::function<const weight_t*(WeightRange group, WeightRange next)> on_weights_begin;
 
   // Per-layer saved activations.
   struct LayerActs {
@@ -232,7 +244,11 @@ struct LlamaModel {
   // and when it is ready: an offloaded update in flight is waited for up to the tensor's group.
   const weight_t* weight(size_t offset) const {
     wait_for_update(offset);
-    return weights + offset;
+    if (!on_weights_begin) return weights + offset;
+    for (const WeightWindow& w : weight_windows)
+      if (offset >= w.range.begin && offset < w.range.end) return w.at + (offset - w.range.begin);
+    check(false, "weight: the weight at ", offset, " is in no gathered group (ZeRO 3)");
+    return nullptr;
   }
   float* grad(size_t offset) {
     wait_for_update(offset);
@@ -434,6 +450,19 @@ struct LlamaModel {
   void layer_output(int l, int N);
   void recompute_layer(int l);
   void make_rope_tables(int positions);
+  // The weight groups (on_weights_begin) and the ones weight() serves now.
+  WeightRange embed_weights() const { return {layout.embed, layout.embed + (size_t)V * C}; }
+  WeightRange layer_weights(int l) const {
+    return {layout.layers[l].ln1, (l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm) + (size_t)C};
+  }
+  WeightRange head_weights() const { return {layout.lm_head, layout.lm_head + (size_t)V * C}; }
+  struct WeightWindow {
+    WeightRange range;
+    const weight_t* at;
+  };
+  std::vector<WeightWindow> weight_windows;
+  // Before the ops of `group`: where it lives (on_weights_begin), `next` starting to gather.
+  void use_weights(WeightRange group, WeightRange next);
   // The staging groups open in the backward (ZeRO 2): at most the tied embedding and one more.
   struct GradWindow {
     size_t begin, end;
@@ -681,6 +710,16 @@ LlamaModel<Backend>::~LlamaModel() {
 }
 
 template <class Backend>
+void LlamaModel<Backend>::use_weights(WeightRange group, WeightRange next) {
+  if (!on_weights_begin) return;
+  const weight_t* at = on_weights_begin(group, next);
+  check(at != nullptr, "use_weights: no buffer for the weights [", group.begin, ", ", group.end, ")");
+  // The group's buffer held something else before; with a gather in flight, so does the other.
+  std::erase_if(weight_windows, [&](const WeightWindow& w) { return w.at == at || next.end > next.begin; });
+  weight_windows.push_back({group, at});
+}
+
+template <class Backend>
 void LlamaModel<Backend>::open_grads(size_t begin, size_t end) {
   if (!on_grads_begin) return;
   for (const GradWindow& w : grad_windows)
@@ -820,8 +859,12 @@ void LlamaModel<Backend>::forward(const Batch& b) {
 template <class Backend>
 void LlamaModel<Backend>::run_layers(const AttentionShape& shape, Keys keys, const act_t* add) {
   const int N = shape.rows * shape.Tq;
+  const WeightRange final_norm{layout.final_norm, layout.final_norm + (size_t)C};
+  use_weights(embed_weights(), L > 0 ? layer_weights(0) : final_norm);
   Backend::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, weight(layout.embed), add, N, C);
+  if (L == 0) use_weights(final_norm, head_weights());
   for (int l = 0; l < L; l++) {
+    use_weights(layer_weights(l), l + 1 < L ? layer_weights(l + 1) : head_weights());
     // Backends with Backend::fuses_residual_rmsnorm (CUDA): the previous layer's last residual add
     // already normed this layer's input (layer_output).
     if (!Backend::fuses_residual_rmsnorm || l == 0) layer_norm1(l, N);
@@ -1034,6 +1077,7 @@ void LlamaModel<Backend>::kv_prefill(const std::vector<std::vector<int32_t>>& pr
     }
     run_layers(AttentionShape{rows, P, P, H, KV, D, QKV, QKV}, Keys::batch_to_cache, add);
     Backend::gather_rows(head_x, lnf, loss_rows, rows, C);
+    use_weights(head_weights(), {});
     Backend::matmul_forward(kv_logits + (int64_t)s0 * V, head_x, weight(layout.lm_head), nullptr, rows, C, V, false);
     s0 = s1;
   }
@@ -1064,12 +1108,14 @@ void LlamaModel<Backend>::kv_decode(const std::vector<int32_t>& toks, const std:
   // is its sequence's.
   const act_t* add = conditioned() ? condition_embedding(slots, N) : nullptr;
   run_layers(AttentionShape{N, 1, 1, H, KV, D, QKV, QKV}, Keys::cache, add);
+  use_weights(head_weights(), {});
   Backend::matmul_forward(kv_logits, lnf, weight(layout.lm_head), nullptr, N, C, V, false);
 }
 
 // The LM head over n rows x [n, C] (backend memory), in chunks of head_chunk rows, into host memory.
 template <class Backend>
 void LlamaModel<Backend>::head_logits(const act_t* x, int n, float* logits_host) {
+  use_weights(head_weights(), {});
   for (int t0 = 0; t0 < n; t0 += head_chunk) {
     const int m = std::min(head_chunk, n - t0);
     Backend::matmul_forward(logits_chunk, x + (int64_t)t0 * C, weight(layout.lm_head), nullptr, m, C, V, false);
@@ -1114,6 +1160,8 @@ int LlamaModel<Backend>::lens_rows(int l, const std::vector<int32_t>& token_inde
   check(cur_rows > 0, who, ": no forward pass to read");
   const int n_idx = upload_token_index(token_index, who);
   Backend::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
+  use_weights(L > 0 ? layer_weights(L - 1) : WeightRange{layout.final_norm, layout.final_norm + (size_t)C},
+              head_weights());
   Backend::rmsnorm_forward(head_dx, head_rstd, head_x, weight(layout.final_norm), n_idx, C, cfg.rms_norm_eps);
   return n_idx;
 }
@@ -1132,6 +1180,7 @@ void LlamaModel<Backend>::lens_stats(int l, const std::vector<int32_t>& token_in
     check(gold[i] >= 0 && gold[i] < V, "lens_stats: gold[", i, "] = ", gold[i], " is outside the vocabulary [0, ", V,
           ")");
   const int n = lens_rows(l, token_index, "lens_stats");
+  use_weights(head_weights(), {});
   Backend::upload(loss_targets, gold.data(), n);
   for (int t0 = 0; t0 < n; t0 += head_chunk) {
     const int m = std::min(head_chunk, n - t0);
@@ -1168,6 +1217,7 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
     // as soon as the chunk's loss is known, because the normalizer is given up front.
     const int n_loss = gather_loss_rows(b);
     const float grad_scale = (float)(1.0 / (double)optimizer_batch_targets);
+    use_weights(head_weights(), {});
     const weight_t* lm_w = weight(layout.lm_head);
     open_grads(layout.lm_head, layout.lm_head + (size_t)V * C);  // tied: the embedding's, kept open
     float* lm_dw = grad(layout.lm_head);
@@ -1222,6 +1272,7 @@ double LlamaModel<Backend>::forward_loss(const Batch& b) {
   const int n_loss = gather_loss_rows(b);
   double loss_sum = 0.0;
   const int v_chunk = vocab_chunk(n_loss, false);
+  use_weights(head_weights(), {});
   if constexpr (requires { Backend::has_vocab_chunked_lm_head; }) {
     if (v_chunk > 0)
       Backend::lm_head_cross_entropy(nullptr, nullptr, nullptr, logits_chunk, head_x, weight(layout.lm_head),
@@ -1248,6 +1299,7 @@ void LlamaModel<Backend>::backward_from_lnf() {
                       rstdf, N, C);
   grads_ready(layout.final_norm, layout.final_norm + C);
   for (int l = L - 1; l >= 0; l--) {
+    use_weights(layer_weights(l), l > 0 ? layer_weights(l - 1) : WeightRange{});
     recompute_layer(l);
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];

@@ -292,3 +292,54 @@ TEST_CASE("exp_fast: the vectorizable floor equals std::floor") {
       REQUIRE(floor_small(y) == std::floor(y));
   REQUIRE(std::abs(exp_fast(1.0f) - std::exp(1.0f)) <= 2e-7f * std::exp(1.0f));
 }
+
+// ZeRO 3's weight hook (on_weights_begin) with every group copied into one of two buffers, the
+// next group "prefetched" into the other at once: the ops must read every weight from the group
+// announced for them (the loss, the gradients and the logits equal the whole-buffer model's, bit
+// for bit), and a weight outside the groups weight() serves now is refused.
+TEST_CASE("weight groups through two gathered buffers give the whole model's results", "[model][zero3]") {
+  for (const char* name : {"gqa", "tied_llama3"}) {
+    INFO(name);
+    Fixture f = open_fixture(name);
+    Batch b = fixture_batch(f, "");
+    LlamaModel<CpuBackend> model(f.cfg, b.rows, b.T);
+    load_weights(f.dir + "/model", f.cfg, model.layout, model.params);
+    const size_t P = model.layout.total;
+    model.zero_grad();
+    const double loss_whole = model.forward_backward(b, f.num_target_tokens);
+    const std::vector<float> g_whole(model.grads, model.grads + P);
+    std::vector<int32_t> index = {b.T - 1, 0};
+    std::vector<float> logits_whole(index.size() * f.cfg.vocab_size), logits(logits_whole.size());
+    model.forward_logits_at(b, index, logits_whole.data());
+
+    using Range = LlamaModel<CpuBackend>::WeightRange;
+    std::vector<float> buf[2] = {std::vector<float>(P, NAN), std::vector<float>(P, NAN)};
+    Range held[2];
+    int cur = 0, gathers = 0;
+    auto fill = [&](int k, Range r) {
+      REQUIRE(r.begin < r.end);
+      REQUIRE(r.end <= P);
+      std::fill(buf[k].begin(), buf[k].end(), NAN);
+      std::copy(model.weights + r.begin, model.weights + r.end, buf[k].begin());
+      held[k] = r;
+      gathers++;
+    };
+    auto holds = [&](int k, Range r) { return held[k].begin == r.begin && held[k].end == r.end; };
+    model.on_weights_begin = [&](Range g, Range next) -> const float* {
+      int k = holds(cur, g) ? cur : holds(1 - cur, g) ? 1 - cur : -1;
+      if (k < 0) fill(k = 1 - cur, g);
+      cur = k;
+      if (next.end > next.begin) fill(1 - k, next);
+      return buf[k].data();
+    };
+    model.zero_grad();
+    const double loss = model.forward_backward(b, f.num_target_tokens);
+    CHECK(gathers > 2 * f.cfg.num_hidden_layers);
+    CHECK(loss == loss_whole);
+    CHECK(std::equal(g_whole.begin(), g_whole.end(), model.grads));
+    model.forward_logits_at(b, index, logits.data());
+    CHECK(logits == logits_whole);
+    // After the logits the LM head is served; the first layer's group is not.
+    CHECK_THROWS_WITH(model.weight(model.layout.layers[0].qkv_w), Catch::Contains("in no gathered group (ZeRO 3)"));
+  }
+}
