@@ -116,17 +116,14 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
 // LlamaModel allocates with TrainMemory::grad_staging: the largest rank's slice, plus the staging the backward
 // writes into, two halves of the largest group and the tied embedding's part,
 // model/zero_shards.h), stage 3 also the bf16 working copy (keeping two gathered groups: the one
-// in use and the one prefetched). A group is one layer's weights, or the embedding / LM head when
-// larger. train_llama allocates stages 1 and 2 as planned; stage 3 is the plan it is built to.
+// in use and the one prefetched: weight_gather_floats, one layer's weights with the next layer's
+// input norm, or the embedding / LM head when larger). train_llama allocates stages 1 and 2 as planned; stage 3 is the plan it is built to.
 template <class Config, class Layout>
 inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, const Layout& layout, int world,
                                              int zero) {
   const size_t R = (size_t)std::max(world, 1);
   auto shard = [&](size_t bytes) { return (bytes + R - 1) / R; };
   const size_t VC = (size_t)c.vocab_size * c.hidden_size;
-  const size_t embeddings = VC * (c.tie_word_embeddings ? 1 : 2);
-  const size_t layer = (layout.total - embeddings - (size_t)c.hidden_size) / std::max(c.num_hidden_layers, 1);
-  const size_t group = std::max(layer, VC);  // floats
   if (zero >= 1 && R > 1) {
     const size_t P = layout.total, S = ZeroShards(P, (int)R).count(0), staging = std::min(P, kShardStagingFloats);
     const size_t master = m.weights_fp32 == 0 ? 0 : (S + staging) * 4, moments = m.optimizer / P * S;
@@ -142,7 +139,8 @@ inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, 
     m.grads = grads;
     m.memory.grad_staging = grad_staging(layout, VC).total();
   }
-  if (zero >= 3) m.weights_bf16 = shard(m.weights_bf16) + 2 * group * 2;
+  if (zero >= 3)
+    m.weights_bf16 = shard(m.weights_bf16) + 2 * weight_gather_floats(layout, VC, (size_t)c.hidden_size) * 2;
   m.world_size = (int)R;
   m.zero = zero;
   return m;

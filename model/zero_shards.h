@@ -46,3 +46,16 @@ GradStaging grad_staging(const Layout& layout, size_t vocab_x_hidden) {
   }
   return s;
 }
+
+// ZeRO 3's gathered weights (LlamaModel::on_weights_begin): each of the two buffers holds one
+// weight group, the embedding, the LM head, or layer l with the next layer's input norm (the final
+// norm after the last layer), C values more than the layer. Floats of the largest group.
+template <class Layout>
+size_t weight_gather_floats(const Layout& layout, size_t vocab_x_hidden, size_t hidden) {
+  size_t group = vocab_x_hidden;
+  for (size_t l = 0; l < layout.layers.size(); l++) {
+    const size_t next = l + 1 < layout.layers.size() ? layout.layers[l + 1].ln1 : layout.final_norm;
+    group = std::max(group, next + hidden - layout.layers[l].ln1);
+  }
+  return group;
+}

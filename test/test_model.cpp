@@ -15,6 +15,7 @@
 #include "model/llama.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "model/zero_shards.h"
 #include "test/max_abs.h"
 
 namespace {
@@ -316,12 +317,14 @@ TEST_CASE("weight groups through two gathered buffers give the whole model's res
     std::vector<float> buf[2] = {std::vector<float>(P, NAN), std::vector<float>(P, NAN)};
     Range held[2];
     int cur = 0, gathers = 0;
+    size_t largest = 0;
     auto fill = [&](int k, Range r) {
       REQUIRE(r.begin < r.end);
       REQUIRE(r.end <= P);
       std::fill(buf[k].begin(), buf[k].end(), NAN);
       std::copy(model.weights + r.begin, model.weights + r.end, buf[k].begin());
       held[k] = r;
+      largest = std::max(largest, r.end - r.begin);
       gathers++;
     };
     auto holds = [&](int k, Range r) { return held[k].begin == r.begin && held[k].end == r.end; };
@@ -335,6 +338,9 @@ TEST_CASE("weight groups through two gathered buffers give the whole model's res
     model.zero_grad();
     const double loss = model.forward_backward(b, f.num_target_tokens);
     CHECK(gathers > 2 * f.cfg.num_hidden_layers);
+    // every group fits the buffers that the ZeRO 3 plan counts
+    const size_t VC = (size_t)f.cfg.vocab_size * f.cfg.hidden_size;
+    CHECK(largest == weight_gather_floats(model.layout, VC, (size_t)f.cfg.hidden_size));
     CHECK(loss == loss_whole);
     CHECK(std::equal(g_whole.begin(), g_whole.end(), model.grads));
     model.forward_logits_at(b, index, logits.data());
