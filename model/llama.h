@@ -33,7 +33,8 @@
 // params_changed() afterwards. With the offloaded optimizer the update of a step runs on a host
 // thread after optimizer_step returns (model/offload.h); weight(offset) and grad(offset) wait for
 // the tensor's group, and every method that touches the state otherwise calls
-// finish_pending_update() first.
+// finish_pending_update() first. ZeRO 3 (on_weights_begin, docs/distributed.md): weight(offset)
+// reads from the weight group that the caller gathered for the ops running now.
 //
 // Hooks: hidden_state(l) hands out the residual stream entering layer l (logit lens, layer
 // swapping) without a copy; embedding_forward takes an additive per-token vector; `causal = false`
