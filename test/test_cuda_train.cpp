@@ -121,6 +121,16 @@ static std::vector<float> memorized_params(const LlamaConfig& cfg, std::vector<s
   return params;
 }
 
+// The same random weights (init_weights with `seed`) loaded into two models of one config; returned.
+template <class ModelA, class ModelB>
+static std::vector<float> load_same_weights(ModelA& a, ModelB& b, uint64_t seed) {
+  std::vector<float> p(a.layout.total);
+  init_weights(a.cfg, a.layout, p.data(), seed);
+  a.load_params(p.data());
+  b.load_params(p.data());
+  return p;
+}
+
 TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
   // untied; then tied embeddings with Qwen2-style q/k/v biases (the bias epilogue and its gradient)
   for (bool tied_with_bias : {false, true}) {
@@ -131,10 +141,7 @@ TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
     const int T = 37;
     LlamaModel<CpuBackend> cpu(cfg, 2, T);
     LlamaModel<CudaBackend> gpu(cfg, 2, T);
-    std::vector<float> p0(cpu.layout.total);
-    init_weights(cfg, cpu.layout, p0.data(), 7);
-    cpu.load_params(p0.data());
-    gpu.load_params(p0.data());
+    const std::vector<float> p0 = load_same_weights(cpu, gpu, 7);
 
     AdamWConfig opt;
     opt.lr = 1e-3f;
@@ -260,10 +267,7 @@ TEST_CASE("cuda memory conditioning: a training step and the prefill and a decod
   const int T = 20, L = cfg.num_hidden_layers, KVD = cfg.num_key_value_heads * cfg.head_dim, C = cfg.hidden_size;
   LlamaModel<CpuBackend> cpu(cfg, 2, T);
   LlamaModel<CudaBackend> gpu(cfg, 2, T);
-  std::vector<float> p0(cpu.layout.total);
-  init_weights(cfg, cpu.layout, p0.data(), 3);
-  cpu.load_params(p0.data());
-  gpu.load_params(p0.data());
+  load_same_weights(cpu, gpu, 3);
   cpu.plan_condition();
   gpu.plan_condition();
   const std::vector<float> slot = random_bf16_values((size_t)2 * L * KVD, 31, 0.5f),
@@ -331,10 +335,7 @@ TEST_CASE("cuda Larimar encoder: bidirectional codes and every gradient agree wi
   const int C = ec.llama.hidden_size;
   larimar::Encoder<CpuBackend> cpu(ec, 3, 20);
   larimar::Encoder<CudaBackend> gpu(ec, 3, 20);
-  std::vector<float> p0(cpu.model.layout.total);
-  init_weights(ec.llama, cpu.model.layout, p0.data(), 11);
-  cpu.model.load_params(p0.data());
-  gpu.model.load_params(p0.data());
+  const std::vector<float> p0 = load_same_weights(cpu.model, gpu.model, 11);
   cpu.proj_w = gpu.proj_w = random_bf16_values((size_t)16 * C, 12, 0.3f);
   cpu.proj_b = gpu.proj_b = random_bf16_values(16, 13, 0.1f);
   std::mt19937 rng(14);
@@ -434,18 +435,14 @@ TEST_CASE("cuda Larimar episode: the loss and every gradient agree with the cpu 
 #endif
 
 // --optimizer-state bf16: the same training on the CUDA backend with bf16 AdamW moments (stochastic
-// rounding) tracks fp32 moments. Two models over the one process-wide backend state: each is
-// re-bound before use (the bf16 weight mirror is rebuilt from its fp32 master weights).
+// rounding) tracks fp32 moments; each model reads its own bf16 working copy.
 TEST_CASE("cuda backend: bf16 AdamW moments track fp32 moments, and round-trip through the host") {
   LlamaConfig cfg = tiny_config(300, 0.05f);
   const int T = 37, steps = 5;
   LlamaModel<CudaBackend> f32(cfg, 2, T), b16(cfg, 2, T, MomentDtype::bf16);
   REQUIRE(b16.adam_m == nullptr);
   REQUIRE(b16.adam_m16 != nullptr);
-  std::vector<float> p0(f32.layout.total);
-  init_weights(cfg, f32.layout, p0.data(), 7);
-  f32.load_params(p0.data());
-  b16.load_params(p0.data());
+  const std::vector<float> p0 = load_same_weights(f32, b16, 7);
   AdamWConfig opt;
   opt.lr = 1e-3f;
   opt.weight_decay = 0.1f;
@@ -951,10 +948,7 @@ TEST_CASE("cuda LM head by vocabulary chunks: loss and gradients agree with the 
   const int T = 37;
   LlamaModel<CpuBackend> cpu(cfg, 2, T);
   LlamaModel<CudaBackend> gpu(cfg, 2, T);
-  std::vector<float> p0(cpu.layout.total);
-  init_weights(cfg, cpu.layout, p0.data(), 11);
-  cpu.load_params(p0.data());
-  gpu.load_params(p0.data());
+  load_same_weights(cpu, gpu, 11);
   const Batch b = packed_batch(T, cfg.vocab_size, 303);
   REQUIRE(b.num_target_tokens == 32);
   gpu.zero_grad();
