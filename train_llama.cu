@@ -208,8 +208,8 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
       "ZeRO stage (--device cuda): 0 = every rank holds the whole state (default); 1 = each rank updates its "
       "slice of the AdamW state and fp32 master weights, gradients reduced to their owner after the backward, "
       "updated bf16 weights gathered; 2 = the same, each rank keeping only its slice of the gradients, every "
-      "micro-batch's reduced in buckets during its backward; "
-      "3 (bf16 weights sharded too) is planned by --dry-run only")
+      "micro-batch's reduced in buckets during its backward; 3 = also only its slice of the bf16 weights, each "
+      "layer's gathered before its use while the next one is prefetched")
       ->check(cli::integer(0, 3));
   opt("--bucket-mb", a.bucket_mb, "MB",
       "with several processes, gradients are reduced in buckets of about MB megabytes as the backward produces "
@@ -429,13 +429,13 @@ struct Trainer {
   }
 
   // The fp32 master weights [begin, end) of this rank's own slice (all that `params` holds at
-  // ZeRO 1/2), to the host: what a sharded save reads of them.
+  // ZeRO >= 1), to the host: what a sharded save reads of them.
   void owned_master_to_host(size_t begin, size_t end, float* dst) {
     check(begin >= model->opt_begin && end <= model->opt_begin + model->opt_count, "checkpoint: [", begin, ", ",
           end, ") is outside this rank's slice");
     Backend::download(dst, model->params + (begin - model->opt_begin), end - begin);
   }
-  // The collective of write_weight_files at ZeRO 1/2: the flat weights [begin, end) into `dst` on
+  // The collective of write_weight_files at ZeRO >= 1: the flat weights [begin, end) into `dst` on
   // rank `writer`, each owner's part of it by one broadcast through the model's device staging
   // buffer (model->shard_staging, kShardStagingFloats; a part the writer owns is copied locally,
   // without a collective).
@@ -463,7 +463,7 @@ struct Trainer {
     }
   }
 
-  // ZeRO 1/2 over several ranks: the same HF directory as one process, its weight files written by
+  // ZeRO >= 1 over several ranks: the same HF directory as one process, its weight files written by
   // the ranks (each from the owners' slices, one piece at a time: no rank gathers the whole model),
   // and the optimizer state as one shard per rank plus an index. Every step of the save ends with
   // an agreement of all ranks on its success, so DIR.tmp is renamed only once every rank has
@@ -596,13 +596,17 @@ struct Trainer {
   }
 
   // With `shards` of several ranks (ZeRO >= 1), rank `rank`'s slice of the master weights and
-  // moments, and at ZeRO 2 (zero2()) of the gradients with the staging.
+  // moments, at ZeRO 2 (zero2()) of the gradients with the staging, at ZeRO 3 (zero3()) of the bf16
+  // working copy with the two gather buffers.
   TrainMemory train_memory(const ZeroShards& shards = {}, int rank = 0) const {
     TrainMemory m;
     if (shards.world > 1) {
       m.shard_begin = shards.begin(rank);
       m.shard_count = shards.count(rank);
       if (zero2()) m.grad_staging = staging.total();
+      if (zero3())
+        m.weight_gather = weight_gather_floats(make_param_layout(config), (size_t)config.vocab_size * config.hidden_size,
+                                               (size_t)config.hidden_size);
     }
     m.recompute = args.recompute == "attn"    ? Recompute::attn
                   : args.recompute == "mlp"   ? Recompute::mlp
@@ -671,13 +675,13 @@ struct Trainer {
     }
   }
 
-  // ZeRO 1/2 (--zero): this rank's slice of the flat parameter buffer is [shards.begin(rank),
+  // ZeRO >= 1 (--zero): this rank's slice of the flat parameter buffer is [shards.begin(rank),
   // shards.end(rank)); with one process the slice is the whole buffer and nothing is exchanged.
   ZeroShards shards;
   bool zero_sharded() const { return args.zero >= 1 && pg.world_size > 1; }
 
   // The gradients [lo, hi) of every rank summed: everywhere (ZeRO 0, an all-reduce) or into the
-  // owner of each part (ZeRO 1/2, one reduce per owner: the reduce-scatter of uneven slices). At
+  // owner of each part (ZeRO >= 1, one reduce per owner: the reduce-scatter of uneven slices). At
   // ZeRO 2 they are read from `staged` (where the staging holds [lo, hi)) and the owner adds its
   // part to its slice's accumulator (model->grad_shard), all on the communication stream.
   void reduce_grads(size_t lo, size_t hi, float* staged = nullptr) {
@@ -705,12 +709,64 @@ struct Trainer {
       NVTX_RANGE("gather_weights");
       cuda_comm_group_start();
       for (int r = 0; r < pg.world_size; r++)
-        if (shards.count(r) > 0) cuda_comm_broadcast(model->weights + shards.begin(r), shards.count(r), r);
+        if (shards.count(r) > 0) cuda_comm_broadcast(model->weights + shards.begin(r), model->weights + shards.begin(r),
+                                                     shards.count(r), r);
       cuda_comm_group_end();
       cuda_comm_wait_all();  // the next forward reads them
     }
 #endif
   }
+  // ZeRO 3: each rank keeps the bf16 working copy of its slice only (model->weights), and the
+  // model announces each weight group before its ops (LlamaModel::on_weights_begin). The group is
+  // gathered into one of the two buffers model->weight_gather (one broadcast per owner of a part,
+  // on the communication stream, tag kGatherTag + buffer recorded after it), and the next group
+  // into the other while the compute stream runs this one. A gather into a buffer is issued only
+  // at the start of a group that does not use that buffer: every kernel reading its old group has
+  // been issued, and the communication stream starts after them (cuda_comm_*).
+  static constexpr int kGatherTag = 3;  // tags 3 and 4; the gradient staging uses 0 to 2
+  bool zero3() const { return args.zero >= 3 && pg.world_size > 1; }
+  using WeightRange = typename LlamaModel<Backend>::WeightRange;
+  struct Gathered {
+    WeightRange range;
+    uint64_t version = ~uint64_t(0);  // model->weights_version when gathered
+  };
+  Gathered gathered[2];
+  int last_gathered = 0;  // the buffer returned last (the model may still read it)
+  bool holds(int buffer, WeightRange r) const {
+    return gathered[buffer].range == r && gathered[buffer].version == model->weights_version;
+  }
+  void gather_group(WeightRange r, int buffer) {
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) {
+      NVTX_RANGE("gather_weight_group");
+      auto* into = model->weight_gather[buffer];
+      cuda_comm_group_start();
+      for (int q = 0; q < pg.world_size; q++) {
+        const size_t a = std::max(r.begin, shards.begin(q)), b = std::min(r.end, shards.end(q));
+        if (a < b)
+          cuda_comm_broadcast(pg.rank == q ? model->weights + (a - model->opt_begin) : into + (a - r.begin),
+                              into + (a - r.begin), b - a, q);
+      }
+      cuda_comm_group_end();
+      cuda_comm_record(kGatherTag + buffer);
+    }
+#endif
+    gathered[buffer] = {r, model->weights_version};
+  }
+  auto weights_begin(WeightRange group, WeightRange next) {
+    int b = holds(0, group) ? 0 : holds(1, group) ? 1 : -1;
+    if (b < 0) {  // not prefetched: into the buffer the model was not reading last
+      b = 1 - last_gathered;
+      gather_group(group, b);
+    }
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) cuda_comm_wait(kGatherTag + b);
+#endif
+    if (!next.empty() && !holds(1 - b, next)) gather_group(next, 1 - b);
+    last_gathered = b;
+    return model->weight_gather[b];
+  }
+
   // Buckets (ZeRO 0 and 2): the backward reports its finished gradient ranges from the end of the
   // flat buffer down (model->on_grads_ready); contiguous ranges gather into a bucket, reduced once
   // it holds --bucket-mb or at the end of the backward. At ZeRO 2 a bucket is also contiguous in
@@ -744,7 +800,7 @@ struct Trainer {
   // and the compute stream waits for the reductions that last read the other half, which were
   // issued a whole half earlier: the backward goes on while a half is being reduced. The tied
   // embedding waits for its part's previous reduction (the previous micro-batch's).
-  bool zero2() const { return args.zero == 2 && pg.world_size > 1; }
+  bool zero2() const { return args.zero >= 2 && pg.world_size > 1; }
   GradStaging staging;
   int stage_half = -1;
   size_t stage_cursor = 0, staged_begin = 0;
@@ -866,8 +922,7 @@ struct Trainer {
                   config.architecture.c_str(), layout.total / 1e9, rows, args.seq_len, args.recompute.c_str(),
                   args.offload_optimizer ? ", --offload-optimizer" : "");
       if (world > 1 || args.zero > 0)
-        std::printf(", per GPU of %d ranks at ZeRO %d%s", world, args.zero,
-                    args.zero == 3 ? " (planned: training runs ZeRO 0, 1 and 2)" : "");
+        std::printf(", per GPU of %d ranks at ZeRO %d", world, args.zero);
       const CudaMemoryPlan chosen = plan(bf16_state, train_memory());
       std::printf("\n%s", format_cuda_memory_plan(chosen).c_str());
       if (!args.offload_optimizer)  // the offloaded moments are fp32, on the host
@@ -885,8 +940,6 @@ struct Trainer {
       check_plan_fits(chosen, args.gpu_memory > 0 ? args.gpu_memory * kGiB : 80e9, false);  // an "80 GB" card
       return;
     }
-    check(args.zero <= 2, "--zero 3: not implemented yet (the bf16 weights would be sharded and gathered layer by "
-                          "layer); training runs ZeRO 0, 1 and 2, and --dry-run --zero 3 prints the plan of stage 3");
     check(!kOnHost || args.zero == 0, "--zero ", args.zero, ": ZeRO shards the state over GPUs: it needs --device cuda");
 
     // Data.
@@ -916,7 +969,7 @@ struct Trainer {
     check_host_memory_for_training(max_rows);
     const MomentDtype moments = args.optimizer_state == "bf16" ? MomentDtype::bf16 : MomentDtype::f32;
     if (zero_sharded()) {
-      // ZeRO 1/2: this rank keeps the fp32 master weights and the AdamW state of its slice; the
+      // ZeRO >= 1: this rank keeps the fp32 master weights and the AdamW state of its slice; the
       // slices cover the flat buffer.
       const size_t total = make_param_layout(config).total;
       shards = ZeroShards(total, pg.world_size);
@@ -943,6 +996,7 @@ struct Trainer {
       own_model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len, moments, ModelUse::train,
                                                         train_memory(shards, pg.rank));
       model = own_model.get();
+      if (zero3()) model->on_weights_begin = [this](WeightRange g, WeightRange next) { return weights_begin(g, next); };
     }
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
@@ -1054,9 +1108,13 @@ struct Trainer {
     model = &larimar->decoder();
   }
 
-  // evaluate() on rank 0 (all ranks hold the same weights); every rank gets the accuracy.
+  // evaluate() on rank 0 (all ranks hold the same weights); every rank gets the accuracy. At ZeRO 3
+  // every forward gathers from every rank, so all ranks evaluate, in step: each decoding step
+  // continues from rank 0's tokens (GreedyOptions::agree_tokens), so every rank runs the same
+  // forwards even if an argmax differed in a tie.
   double evaluate_on_main_rank(int64_t epochs_done) {
-    double acc = main_rank() ? evaluate(epochs_done) : 0.0;
+    double acc = main_rank() || zero3() ? evaluate(epochs_done) : 0.0;
+    if (!main_rank()) acc = 0.0;
     sum_over_ranks(&acc, 1);
     return acc;
   }
@@ -1069,6 +1127,13 @@ struct Trainer {
     // between steps; the cache is kept for the next evaluation).
     GreedyOptions opt = make_stop_options(*tokenizer, config, args.max_new_tokens, args.eval_batch_size,
                                           match_uses_first_line(match));
+    if (zero3())
+      opt.agree_tokens = [this](int32_t* ids, int n) {  // rank 0's, exact in doubles
+        std::vector<double> v(n, 0.0);
+        if (main_rank()) std::copy(ids, ids + n, v.begin());
+        sum_over_ranks(v.data(), n);
+        std::copy(v.begin(), v.end(), ids);
+      };
     EvalOutcome r = evaluate_factoids(*model, *tokenizer, eval_items, opt, match);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("eval | epoch %lld | step %lld | accuracy %.2f%% (%lld/%zu, %s) | %.1fs\n", (long long)epochs_done,
@@ -1191,7 +1256,7 @@ struct Trainer {
             sum_over_ranks(&sum_sq, 1);
             return sum_sq;
           });
-          if (std::isfinite(grad_norm)) gather_updated();
+          if (std::isfinite(grad_norm) && !zero3()) gather_updated();  // ZeRO 3 gathers per group (gather_group)
         } else {
           grad_norm = model->optimizer_step(adamw);
         }

@@ -603,9 +603,9 @@ void cuda_comm_broadcast(float* data, size_t n, int root) {
   nccl_check(t.broadcast(data, data, n, ncclFloat32, root, t.comm, comm_stream()), "ncclBroadcast (master weights)");
 }
 
-void cuda_comm_broadcast(bf16* data, size_t n, int root) {
+void cuda_comm_broadcast(const bf16* send, bf16* recv, size_t n, int root) {
   Nccl& t = nccl();
-  nccl_check(t.broadcast(data, data, n, ncclBfloat16, root, t.comm, comm_stream()), "ncclBroadcast (updated weights)");
+  nccl_check(t.broadcast(send, recv, n, ncclBfloat16, root, t.comm, comm_stream()), "ncclBroadcast (weights)");
 }
 
 void cuda_comm_group_start() { nccl_check(nccl().group_start(), "ncclGroupStart"); }

@@ -208,9 +208,10 @@ void cuda_comm_all_reduce_sum_host(double* host_values, int n);  // a few host v
 // unequal counts).
 void cuda_comm_reduce_sum(float* device_data, size_t n, int root);  // in place; only root's result is defined
 void cuda_comm_broadcast(float* device_data, size_t n, int root);   // in place, root's values to every rank
-// The same for bf16 values: a slice of the weights' working copy (the all-gather of the weights
-// each rank has just updated).
-void cuda_comm_broadcast(CudaBackend::bf16* device_data, size_t n, int root);
+// bf16 values of the weights' working copy, root's `send` into every rank's `recv` (in place when
+// they are the same; `send` is read on root only): the all-gather of the slices each rank has just
+// updated (ZeRO 1/2), or of one weight group into a gather buffer (ZeRO 3).
+void cuda_comm_broadcast(const CudaBackend::bf16* send, CudaBackend::bf16* recv, size_t n, int root);
 void cuda_comm_group_start();  // the calls up to cuda_comm_group_end progress together
 void cuda_comm_group_end();
 // The communication stream. Every cuda_comm_* call runs on a second stream that cuda_comm_init
@@ -221,7 +222,7 @@ void cuda_comm_group_end();
 // cuda_comm_record(tag), cuda_comm_wait_all() for every call so far. The calls of the one
 // communicator thus run in the order they are issued, as NCCL needs.
 // ENGINE_DEBUG_SKIP_COMM_WAIT=1 makes cuda_comm_wait a no-op: a planted missing wait for the tests.
-constexpr int kCommTags = 4;
+constexpr int kCommTags = 5;
 void cuda_comm_record(int tag);
 void cuda_comm_wait(int tag);
 void cuda_comm_wait_all();

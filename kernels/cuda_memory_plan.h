@@ -60,7 +60,7 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   const size_t S = memory.shard_count > 0 ? memory.shard_count : P;
   const size_t staging = memory.shard_count > 0 ? std::min(P, kShardStagingFloats) : 0;
   m.weights_fp32 = offload ? 0 : (S + staging) * F;
-  m.weights_bf16 = P * A;
+  m.weights_bf16 = (memory.weight_gather > 0 ? S + 2 * memory.weight_gather : P) * A;
   m.bf16_optimizer_state = bf16_optimizer_state;
   if (train) {
     m.grads = (memory.grad_staging > 0 ? S + memory.grad_staging : P) * F;
@@ -117,12 +117,11 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
 // writes into, two halves of the largest group and the tied embedding's part,
 // model/zero_shards.h), stage 3 also the bf16 working copy (keeping two gathered groups: the one
 // in use and the one prefetched: weight_gather_floats, one layer's weights with the next layer's
-// input norm, or the embedding / LM head when larger). train_llama allocates stages 1 and 2 as planned; stage 3 is the plan it is built to.
+// input norm, or the embedding / LM head when larger). train_llama allocates each stage as planned.
 template <class Config, class Layout>
 inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, const Layout& layout, int world,
                                              int zero) {
   const size_t R = (size_t)std::max(world, 1);
-  auto shard = [&](size_t bytes) { return (bytes + R - 1) / R; };
   const size_t VC = (size_t)c.vocab_size * c.hidden_size;
   if (zero >= 1 && R > 1) {
     const size_t P = layout.total, S = ZeroShards(P, (int)R).count(0), staging = std::min(P, kShardStagingFloats);
@@ -139,8 +138,12 @@ inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, 
     m.grads = grads;
     m.memory.grad_staging = grad_staging(layout, VC).total();
   }
-  if (zero >= 3)
-    m.weights_bf16 = shard(m.weights_bf16) + 2 * weight_gather_floats(layout, VC, (size_t)c.hidden_size) * 2;
+  if (zero >= 3 && R > 1) {  // the working copy of the slice and two gathered groups
+    m.memory.weight_gather = weight_gather_floats(layout, VC, (size_t)c.hidden_size);
+    const size_t bf16 = (m.memory.shard_count + 2 * m.memory.weight_gather) * 2;
+    m.model_bytes = m.model_bytes - m.weights_bf16 + bf16;
+    m.weights_bf16 = bf16;
+  }
   m.world_size = (int)R;
   m.zero = zero;
   return m;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "common/error.h"
@@ -15,6 +16,9 @@ struct GreedyOptions {
   std::vector<int32_t> stop_token_ids; // EOS, end-of-turn...
   std::vector<bool> stops_generation;  // optional [vocab]: tokens that end generation (e.g. any
                                        // token whose text holds a newline); in addition to the ids
+  // Optional: called with each step's chosen ids (n of them) before they are used, and may replace
+  // them: several processes decoding together (ZeRO 3) all continue from the same tokens.
+  std::function<void(int32_t* ids, int n)> agree_tokens;
   bool stops(int32_t id) const {
     return std::find(stop_token_ids.begin(), stop_token_ids.end(), id) != stop_token_ids.end() ||
            (size_t(id) < stops_generation.size() && stops_generation[id]);
@@ -51,6 +55,7 @@ std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<Backend>& m,
     m.condition = m.condition_rows(cond, b0);
     m.kv_prefill(prompts, b0, nb);
     m.kv_argmax(nb, next.data());
+    if (opt.agree_tokens) opt.agree_tokens(next.data(), nb);
     slots.resize(nb);
     for (int s = 0; s < nb; ++s) slots[s] = s;
     while (!slots.empty()) {
@@ -69,6 +74,7 @@ std::vector<std::vector<int32_t>> greedy_generate(LlamaModel<Backend>& m,
       if (slots.empty()) break;
       m.kv_decode(toks, slots);
       m.kv_argmax(int(slots.size()), next.data());
+      if (opt.agree_tokens) opt.agree_tokens(next.data(), int(slots.size()));
     }
   }
   m.condition = cond;

@@ -83,7 +83,11 @@ struct LlamaModel {
   // The moments are fp32 (adam_m, adam_v) or, with MomentDtype::bf16, raw bf16 bit patterns
   // (adam_m16, adam_v16) updated with stochastic rounding; the other pair stays null.
   float* params = nullptr;
-  weight_t* weights = nullptr;  // the working copy the ops read, always whole (== params on the CPU)
+  // The working copy the ops read (== params on the CPU): whole, or at ZeRO 3 the optimizer slice
+  // (weights[i] is the flat parameter opt_begin + i) with the two buffers its groups are gathered
+  // into (weight_gather, TrainMemory::weight_gather values each).
+  weight_t* weights = nullptr;
+  weight_t* weight_gather[2] = {nullptr, nullptr};
   float* shard_staging = nullptr;  // sharded master only: kShardStagingFloats (or fewer) device floats
   float* grads = nullptr;
   float* adam_m = nullptr;
@@ -121,8 +125,13 @@ struct LlamaModel {
   // only the groups so returned (a `check` otherwise). Unset (stages 0 to 2): `weights` is whole.
   struct WeightRange {
     size_t begin = 0, end = 0;
+    bool empty() const { return end <= begin; }
+    bool operator==(const WeightRange&) const = default;
   };
   std::function<const weight_t*(WeightRange group, WeightRange next)> on_weights_begin;
+  // Counts the writes of the working copy (load_params, params_changed, the optimizer steps): a
+  // group gathered before the last one is stale, and weight() serves no group until announced again.
+  uint64_t weights_version = 0;
 
   // Per-layer saved activations.
   struct LayerActs {
@@ -228,24 +237,37 @@ struct LlamaModel {
     finish_pending_update();
     const size_t a = std::max(offset, opt_begin), b = std::min(offset + n, opt_begin + opt_count);
     if (a < b) Backend::upload(params + (a - opt_begin), host + (a - offset), b - a);
-    if (sharded_master()) Backend::params_changed(weights + offset, host, n, true);
-    else Backend::params_changed(weights + offset, params + offset, n, memory.offload_optimizer);
+    weights_changed();
+    if (sharded_weights()) {
+      if (a < b) Backend::params_changed(slice_weights() + (a - opt_begin), host + (a - offset), b - a, true);
+    } else if (sharded_master()) {
+      Backend::params_changed(weights + offset, host, n, true);
+    } else {
+      Backend::params_changed(weights + offset, params + offset, n, memory.offload_optimizer);
+    }
   }
   // After a direct write to `params`: the working copy of the master slice is remade (with a
   // sharded master the rest of the copy is the owners': the trainer all-gathers it).
   void params_changed() {
     finish_pending_update();
-    Backend::params_changed(weights + opt_begin, params, opt_count, memory.offload_optimizer);
+    weights_changed();
+    Backend::params_changed(slice_weights(), params, opt_count, memory.offload_optimizer);
   }
-  // ZeRO: `params` holds only the optimizer slice of the master weights.
+  // ZeRO: `params` holds only the optimizer slice of the master weights; at ZeRO 3 so does `weights`.
   bool sharded_master() const { return opt_begin != 0 || opt_count != layout.total; }
+  bool sharded_weights() const { return memory.weight_gather > 0; }
+  // The working copy of the optimizer slice (what AdamW rewrites with the master weights).
+  weight_t* slice_weights() const { return sharded_weights() ? weights : weights + opt_begin; }
   // The weight and the gradient of the tensor at `offset` of the flat layout, as the ops of the
   // forward and the backward take them: every op call goes through these two, so that where a
   // weight or a gradient lives (whole buffers, a rank's shard, a gathered layer) is decided here,
   // and when it is ready: an offloaded update in flight is waited for up to the tensor's group.
   const weight_t* weight(size_t offset) const {
     wait_for_update(offset);
-    if (!on_weights_begin) return weights + offset;
+    if (!on_weights_begin) {
+      check(!sharded_weights(), "weight: ZeRO 3 holds a slice of the weights: no on_weights_begin gathers them");
+      return weights + offset;
+    }
     for (const WeightWindow& w : weight_windows)
       if (offset >= w.range.begin && offset < w.range.end) return w.at + (offset - w.range.begin);
     check(false, "weight: the weight at ", offset, " is in no gathered group (ZeRO 3)");
@@ -317,8 +339,9 @@ struct LlamaModel {
   // `sum_over_ranks` makes its squared gradient norm the whole model's (see adamw_step).
   double optimizer_step(const AdamWConfig& opt, const std::function<double(double)>& sum_over_ranks = nullptr) {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
+    weights_changed();
     if (memory.offload_optimizer) return offloaded_optimizer_step(opt);
-    const AdamWTarget<Backend> p{params, weights + opt_begin, opt_begin};
+    const AdamWTarget<Backend> p{params, slice_weights(), opt_begin};
     float* g = slice_grads();
     const bool whole = opt_begin == 0 && opt_count == layout.total;
     grads_zeroed_by_optimizer = whole;
@@ -370,7 +393,8 @@ struct LlamaModel {
     check(use == ModelUse::train, "optimizer_step: the model was planned for inference only");
     check(!memory.offload_optimizer, "optimizer_step_scaled: not with the offloaded optimizer");
     grads_zeroed_by_optimizer = false;
-    const AdamWTarget<Backend> p{params, weights + opt_begin, opt_begin};
+    weights_changed();
+    const AdamWTarget<Backend> p{params, slice_weights(), opt_begin};
     const float* g = slice_grads();
     if constexpr (Backend::has_bf16_moments) {
       if (moment_dtype == MomentDtype::bf16)
@@ -464,6 +488,10 @@ struct LlamaModel {
   std::vector<WeightWindow> weight_windows;
   // Before the ops of `group`: where it lives (on_weights_begin), `next` starting to gather.
   void use_weights(WeightRange group, WeightRange next);
+  void weights_changed() {
+    ++weights_version;
+    weight_windows.clear();
+  }
   // The staging groups open in the backward (ZeRO 2): at most the tied embedding and one more.
   struct GradWindow {
     size_t begin, end;
@@ -551,7 +579,13 @@ LlamaModel<Backend>::LlamaModel(const LlamaConfig& c, int rows, int T, MomentDty
   check(!sharded_master() || !std::is_same_v<weight_t, float>, "--zero: the ", Backend::name, " backend reads the "
         "fp32 master weights themselves, which cannot be a slice (use --device cuda)");
 
-  if constexpr (!std::is_same_v<weight_t, float>) weights = plan<weight_t>(layout.total, true);
+  check(!sharded_weights() || (sharded_master() && !std::is_same_v<weight_t, float>),
+        "LlamaModel: ZeRO 3 (sharded working copy) needs a ZeRO slice and the CUDA backend");
+  if constexpr (!std::is_same_v<weight_t, float>) {
+    weights = plan<weight_t>(sharded_weights() ? opt_count : layout.total, true);
+    if (sharded_weights())
+      for (weight_t*& g : weight_gather) g = plan<weight_t>(memory.weight_gather, true);
+  }
   if (memory.offload_optimizer) {
     params = plan_host<float>(layout.total);
     adam_m = plan_host<float>(layout.total);
@@ -704,7 +738,7 @@ LlamaModel<Backend>::~LlamaModel() {
   }
   offload_update.reset();
   if constexpr (requires { Backend::params_freed(weights, layout.total); })
-    Backend::params_freed(weights, layout.total);  // the backend drops what it derived from them
+    Backend::params_freed(weights, sharded_weights() ? opt_count : layout.total);  // the backend drops what it derived from them
   for (void* p : owned) Backend::free(p);
   if constexpr (requires { Backend::free_host_bytes(nullptr); })
     for (void* p : owned_host) Backend::free_host_bytes(p);
@@ -716,7 +750,7 @@ void LlamaModel<Backend>::use_weights(WeightRange group, WeightRange next) {
   const weight_t* at = on_weights_begin(group, next);
   check(at != nullptr, "use_weights: no buffer for the weights [", group.begin, ", ", group.end, ")");
   // The group's buffer held something else before; with a gather in flight, so does the other.
-  std::erase_if(weight_windows, [&](const WeightWindow& w) { return w.at == at || next.end > next.begin; });
+  std::erase_if(weight_windows, [&](const WeightWindow& w) { return w.at == at || !next.empty(); });
   weight_windows.push_back({group, at});
 }
 

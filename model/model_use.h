@@ -34,11 +34,14 @@ inline const char* recompute_name(Recompute r) {
 // gradients copied from the device, and the bf16 working copy is streamed back; --device cuda),
 // at ZeRO >= 1 the slice [shard_begin, shard_begin + shard_count) of the flat parameter buffer
 // whose fp32 master weights and AdamW moments this rank keeps (model/zero_shards.h; count 0: all),
-// and at ZeRO 2 the floats of gradient staging (model/zero_shards.h, grad_staging): the rank then
-// keeps the gradients of its slice plus the staging instead of the whole gradient buffer.
+// at ZeRO 2 the floats of gradient staging (model/zero_shards.h, grad_staging): the rank then
+// keeps the gradients of its slice plus the staging instead of the whole gradient buffer, and at
+// ZeRO 3 the floats of each of the two buffers that weight groups are gathered into
+// (model/zero_shards.h, weight_gather_floats): the working copy then holds the slice only.
 struct TrainMemory {
   Recompute recompute = Recompute::none;
   bool offload_optimizer = false;
   size_t shard_begin = 0, shard_count = 0;
   size_t grad_staging = 0;
+  size_t weight_gather = 0;
 };

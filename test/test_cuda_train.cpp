@@ -970,7 +970,7 @@ TEST_CASE("cuda LM head by vocabulary chunks: loss and gradients agree with the 
 // ZeRO 2 (train_llama --zero 2 with several processes): a rank allocates the fp32 gradients of its
 // slice plus the staging, never the whole buffer, which is what the per-GPU plan counts. Rank 0 of
 // 2 (the largest slice), with untied and tied embeddings (the tied one's staging has a third part).
-TEST_CASE("ZeRO 2: a rank allocates the gradients of its slice and the staging, not the whole buffer, as planned") {
+TEST_CASE("ZeRO 2 and 3: a rank allocates the gradients (and at 3 the bf16 weights) of its slice and the staging, not the whole buffers, as planned") {
   for (const bool tied : {false, true}) {
     INFO("tied embeddings " << tied);
     LlamaConfig cfg = tiny_config(300, 0.05f);
@@ -996,6 +996,16 @@ TEST_CASE("ZeRO 2: a rank allocates the gradients of its slice and the staging, 
     REQUIRE(plan.grads == (shards.count(0) + staging.total()) * 4);
     REQUIRE(plan.model_bytes == CudaBackend::allocated_bytes() - before);
     REQUIRE(gpu.slice_grads() == gpu.grad_shard);
+    // ZeRO 3: the bf16 working copy of the slice and two buffers of the largest weight group
+    // instead of the whole copy, as planned.
+    mem.weight_gather = weight_gather_floats(layout, (size_t)cfg.vocab_size * cfg.hidden_size, cfg.hidden_size);
+    const size_t before3 = CudaBackend::allocated_bytes();
+    LlamaModel<CudaBackend> gpu3(cfg, 2, 37, MomentDtype::f32, ModelUse::train, mem);
+    REQUIRE(CudaBackend::allocated_bytes() - before3 + layout.total * 2 ==
+            plan.model_bytes + (shards.count(0) + 2 * mem.weight_gather) * 2);
+    REQUIRE(shard_cuda_memory_plan(whole, cfg, layout, 2, 3).model_bytes == CudaBackend::allocated_bytes() - before3);
+    REQUIRE(gpu3.slice_weights() == gpu3.weights);
+    REQUIRE_THROWS_WITH(gpu3.weight(layout.embed), Catch::Contains("no on_weights_begin gathers them"));
   }
 }
 

@@ -241,6 +241,36 @@ TEST_CASE("generation stops at a stop token or a stopping token class, and at ma
   REQUIRE(greedy_generate(m, {prompts[0]}, byclass)[0].size() == 5);
 }
 
+// Ranks that decode together (ZeRO 3) continue from the tokens they agree on: a sequence whose
+// first token is replaced goes on as the prompt extended by that token would.
+TEST_CASE("greedy decoding continues from the tokens agree_tokens returns") {
+  const Fixture& f = fixture();
+  auto model = f.model(8, 64);
+  LlamaModel<CpuBackend>& m = *model;
+  const auto prompts = f.prompts();
+  GreedyOptions opt;
+  opt.max_new_tokens = 6;
+  opt.batch_size = int(prompts.size());
+  const int32_t forced = 7;
+  int calls = 0;
+  opt.agree_tokens = [&](int32_t* ids, int n) {
+    if (calls++ == 0) std::fill(ids, ids + n, forced);
+  };
+  const auto got = greedy_generate(m, prompts, opt);
+  REQUIRE(calls > 1);
+  GreedyOptions plain;
+  plain.max_new_tokens = 5;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    std::vector<int32_t> extended = prompts[i];
+    extended.push_back(forced);
+    const std::vector<int32_t> rest = greedy_generate(m, {extended}, plain)[0];
+    std::vector<int32_t> expected = {forced};
+    expected.insert(expected.end(), rest.begin(), rest.end());
+    REQUIRE(got[i] == expected);
+  }
+}
+
 TEST_CASE("answer log-likelihoods, top-1 counts and first-token ranks match transformers") {
   const Fixture& f = fixture();
   // Random answers (low probability, ranks spread over the vocabulary) and greedy answers (every

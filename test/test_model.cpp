@@ -347,5 +347,10 @@ TEST_CASE("weight groups through two gathered buffers give the whole model's res
     CHECK(logits == logits_whole);
     // After the logits the LM head is served; the first layer's group is not.
     CHECK_THROWS_WITH(model.weight(model.layout.layers[0].qkv_w), Catch::Contains("in no gathered group (ZeRO 3)"));
+    // An optimizer step rewrites the weights: what was gathered before is stale, served no more.
+    const uint64_t version = model.weights_version;
+    model.optimizer_step(AdamWConfig{});
+    CHECK(model.weights_version > version);
+    CHECK_THROWS_WITH(model.weight(model.layout.lm_head), Catch::Contains("in no gathered group (ZeRO 3)"));
   }
 }
