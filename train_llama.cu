@@ -206,14 +206,14 @@ static void declare_options(CLI::App& app, TrainArgs& a) {
       ->check(cli::number(0.001, 1e9));
   opt("--zero", a.zero, "0|1|2|3",
       "ZeRO stage (--device cuda): 0 = every rank holds the whole state (default); 1 = each rank updates its "
-      "slice of the AdamW state and fp32 master weights, gradients reduced to their owner after the backward, "
-      "updated bf16 weights gathered; 2 = the same, each rank keeping only its slice of the gradients, every "
-      "micro-batch's reduced in buckets during its backward; 3 = also only its slice of the bf16 weights, each "
-      "layer's gathered before its use while the next one is prefetched")
+      "slice of the AdamW state and fp32 master weights, gradients reduced to their owner during the last "
+      "micro-batch's backward, updated bf16 weights gathered during the next forward; 2 = the same, each rank "
+      "keeping only its slice of the gradients, every micro-batch's reduced during its backward; 3 = also only "
+      "its slice of the bf16 weights, each layer's gathered before its use while the next one is prefetched")
       ->check(cli::integer(0, 3));
   opt("--bucket-mb", a.bucket_mb, "MB",
       "with several processes, gradients are reduced in buckets of about MB megabytes as the backward produces "
-      "them (ZeRO 0 and 2; default 25)")
+      "them (default 25)")
       ->check(cli::number(0.001, 1e6));
   opt("--world-size", a.world_size, "N", "--dry-run: plan per GPU for N data-parallel ranks (default: the launcher's)")
       ->check(cli::integer(1, 1 << 20));
@@ -701,31 +701,55 @@ struct Trainer {
     }
 #endif
   }
-  // Each rank's updated slice of the bf16 working copy to every rank after a step (the all-gather
-  // of uneven slices).
-  void gather_updated() {
+  // The bf16 weights [r.begin, r.end) from their owners' slices into `into` (into[0] is the weight
+  // r.begin) on every rank: one broadcast per owner of a part, in one group, on the communication
+  // stream, then `tag` recorded after them. In place at ZeRO 1/2 (`into` is the whole copy's),
+  // into a gather buffer at ZeRO 3.
+  using WeightRange = typename LlamaModel<Backend>::WeightRange;
+  using weight_t = typename Backend::weight_t;
+  void gather_weights(WeightRange r, weight_t* into, int tag) {
 #if defined(ENGINE_CUDA)
     if constexpr (!kOnHost) {
       NVTX_RANGE("gather_weights");
       cuda_comm_group_start();
-      for (int r = 0; r < pg.world_size; r++)
-        if (shards.count(r) > 0) cuda_comm_broadcast(model->weights + shards.begin(r), model->weights + shards.begin(r),
-                                                     shards.count(r), r);
+      for (int q = 0; q < pg.world_size; q++) {
+        const size_t a = std::max(r.begin, shards.begin(q)), b = std::min(r.end, shards.end(q));
+        if (a < b)
+          cuda_comm_broadcast(pg.rank == q ? model->slice_weights() + (a - model->opt_begin) : into + (a - r.begin),
+                              into + (a - r.begin), b - a, q);
+      }
       cuda_comm_group_end();
-      cuda_comm_wait_all();  // the next forward reads them
+      cuda_comm_record(tag);
     }
 #endif
   }
+  // ZeRO 1/2: after a step each rank's updated slice of the bf16 working copy goes to every rank
+  // (the all-gather of uneven slices) in pieces, in the order the forward reads them (the
+  // embedding, each layer, the final norm with the LM head), each with its own tag
+  // (kPieceTag + i). The forward waits for the pieces of each weight group as it reaches it
+  // (weights_ready, the model's on_weights_begin), so the all-gather overlaps the next forward.
+  static constexpr int kPieceTag = 5;
+  std::vector<size_t> piece_cuts;  // piece i is [piece_cuts[i], piece_cuts[i + 1])
+  void gather_updated() {
+    for (size_t i = 0; i + 1 < piece_cuts.size(); i++)
+      gather_weights({piece_cuts[i], piece_cuts[i + 1]}, model->weights + piece_cuts[i], kPieceTag + (int)i);
+  }
+  const weight_t* weights_ready(WeightRange group) {
+    const size_t last = size_t(std::upper_bound(piece_cuts.begin(), piece_cuts.end(), group.end - 1) -
+                               piece_cuts.begin()) - 1;  // the last piece the group reaches into
+#if defined(ENGINE_CUDA)
+    if constexpr (!kOnHost) cuda_comm_wait(kPieceTag + (int)last);  // and so every earlier one
+#endif
+    return model->weights + group.begin;
+  }
   // ZeRO 3: each rank keeps the bf16 working copy of its slice only (model->weights), and the
   // model announces each weight group before its ops (LlamaModel::on_weights_begin). The group is
-  // gathered into one of the two buffers model->weight_gather (one broadcast per owner of a part,
-  // on the communication stream, tag kGatherTag + buffer recorded after it), and the next group
-  // into the other while the compute stream runs this one. A gather into a buffer is issued only
-  // at the start of a group that does not use that buffer: every kernel reading its old group has
-  // been issued, and the communication stream starts after them (cuda_comm_*).
+  // gathered into one of the two buffers model->weight_gather (tag kGatherTag + buffer), and the
+  // next group into the other while the compute stream runs this one. A gather into a buffer is
+  // issued only at the start of a group that does not use that buffer: every kernel reading its
+  // old group has been issued, and the communication stream starts after them (cuda_comm_*).
   static constexpr int kGatherTag = 3;  // tags 3 and 4; the gradient staging uses 0 to 2
   bool zero3() const { return args.zero >= 3 && pg.world_size > 1; }
-  using WeightRange = typename LlamaModel<Backend>::WeightRange;
   struct Gathered {
     WeightRange range;
     uint64_t version = ~uint64_t(0);  // model->weights_version when gathered
@@ -736,24 +760,10 @@ struct Trainer {
     return gathered[buffer].range == r && gathered[buffer].version == model->weights_version;
   }
   void gather_group(WeightRange r, int buffer) {
-#if defined(ENGINE_CUDA)
-    if constexpr (!kOnHost) {
-      NVTX_RANGE("gather_weight_group");
-      auto* into = model->weight_gather[buffer];
-      cuda_comm_group_start();
-      for (int q = 0; q < pg.world_size; q++) {
-        const size_t a = std::max(r.begin, shards.begin(q)), b = std::min(r.end, shards.end(q));
-        if (a < b)
-          cuda_comm_broadcast(pg.rank == q ? model->weights + (a - model->opt_begin) : into + (a - r.begin),
-                              into + (a - r.begin), b - a, q);
-      }
-      cuda_comm_group_end();
-      cuda_comm_record(kGatherTag + buffer);
-    }
-#endif
+    gather_weights(r, model->weight_gather[buffer], kGatherTag + buffer);
     gathered[buffer] = {r, model->weights_version};
   }
-  auto weights_begin(WeightRange group, WeightRange next) {
+  const weight_t* weights_begin(WeightRange group, WeightRange next) {
     int b = holds(0, group) ? 0 : holds(1, group) ? 1 : -1;
     if (b < 0) {  // not prefetched: into the buffer the model was not reading last
       b = 1 - last_gathered;
@@ -767,7 +777,7 @@ struct Trainer {
     return model->weight_gather[b];
   }
 
-  // Buckets (ZeRO 0 and 2): the backward reports its finished gradient ranges from the end of the
+  // Buckets: the backward reports its finished gradient ranges from the end of the
   // flat buffer down (model->on_grads_ready); contiguous ranges gather into a bucket, reduced once
   // it holds --bucket-mb or at the end of the backward. At ZeRO 2 a bucket is also contiguous in
   // the staging (bucket_at: where bucket_lo is staged).
@@ -996,7 +1006,14 @@ struct Trainer {
       own_model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len, moments, ModelUse::train,
                                                         train_memory(shards, pg.rank));
       model = own_model.get();
-      if (zero3()) model->on_weights_begin = [this](WeightRange g, WeightRange next) { return weights_begin(g, next); };
+      if (zero3()) {
+        model->on_weights_begin = [this](WeightRange g, WeightRange next) { return weights_begin(g, next); };
+      } else if (zero_sharded()) {
+        piece_cuts = {0};
+        for (const auto& l : model->layout.layers) piece_cuts.push_back(l.ln1);
+        piece_cuts.insert(piece_cuts.end(), {model->layout.final_norm, model->layout.total});
+        model->on_weights_begin = [this](WeightRange g, WeightRange) { return weights_ready(g); };
+      }
     }
     const ParamLayout& layout = model->layout;
     if constexpr (!kOnHost) {
@@ -1183,9 +1200,9 @@ struct Trainer {
 
       double loss = 0;
       larimar::StepLoss lar_loss;
-      // Several processes: the gradients of the last micro-batch are reduced in buckets as its
-      // backward produces them (ZeRO 0 and 2), or all at once after it (ZeRO 1).
-      const bool bucketed = pg.world_size > 1 && args.zero != 1;
+      // Several processes: the gradients are reduced in buckets as the backward produces them
+      // (grads_ready).
+      const bool bucketed = pg.world_size > 1;
       reduced_elems = 0;
       if (larimar) {  // one episode: the batch's texts (whole examples, at most --seq-len tokens)
         NVTX_RANGE("larimar_episode");
@@ -1218,7 +1235,7 @@ struct Trainer {
       for (const ExampleRef& e : batch.examples)
         batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
       if (pg.world_size > 1) {
-        // Unbucketed (ZeRO 1), or a last micro-batch without targets that ran no backward.
+        // A last micro-batch without targets ran no backward: nothing was reduced yet.
         if (reduced_elems == 0 && !zero2()) reduce_grads(0, model->layout.total);
         const size_t expected = model->layout.total * (zero2() ? batch.micro.size() : 1);
         check(reduced_elems == 0 || reduced_elems == expected, "step ", step + 1, ": the backward reported ",

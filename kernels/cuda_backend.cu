@@ -491,7 +491,8 @@ struct Nccl {
   // which is the compute stream), the event that orders it after the compute stream's work, the
   // tagged events of cuda_comm_record and the one of cuda_comm_wait_all.
   cudaStream_t stream = nullptr;
-  cudaEvent_t after_compute = nullptr, all = nullptr, tags[kCommTags] = {};
+  cudaEvent_t after_compute = nullptr, all = nullptr;
+  std::vector<cudaEvent_t> tags = {};  // made on a tag's first record
   bool skip_waits = false;  // ENGINE_DEBUG_SKIP_COMM_WAIT: the planted missing wait of the tests
 };
 
@@ -564,7 +565,6 @@ void cuda_comm_init(const std::string& id, int rank, int world_size, int local_r
   nccl_check(n.comm_init_rank(&n.comm, world_size, uid, rank), "ncclCommInitRank");
   CUDA_CHECK(cudaStreamCreateWithFlags(&n.stream, cudaStreamNonBlocking));
   for (cudaEvent_t* e : {&n.after_compute, &n.all}) CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
-  for (cudaEvent_t& e : n.tags) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   const char* skip = std::getenv("ENGINE_DEBUG_SKIP_COMM_WAIT");
   n.skip_waits = skip && std::string(skip) == "1";
 }
@@ -573,12 +573,17 @@ void cuda_comm_add(float* acc, const float* x, size_t n) { accumulate(acc, x, n,
 
 void cuda_comm_record(int tag) {
   Nccl& t = nccl();
-  check(tag >= 0 && tag < kCommTags && t.stream, "cuda_comm_record: tag ", tag, " outside [0, ", kCommTags, ")");
+  check(tag >= 0 && t.stream, "cuda_comm_record: tag ", tag, " (a tag is >= 0, after cuda_comm_init)");
+  while ((int)t.tags.size() <= tag) {
+    t.tags.push_back(nullptr);
+    CUDA_CHECK(cudaEventCreateWithFlags(&t.tags.back(), cudaEventDisableTiming));
+  }
   CUDA_CHECK(cudaEventRecord(t.tags[tag], t.stream));
 }
 void cuda_comm_wait(int tag) {
   Nccl& t = nccl();
-  check(tag >= 0 && tag < kCommTags && t.stream, "cuda_comm_wait: tag ", tag, " outside [0, ", kCommTags, ")");
+  check(tag >= 0 && t.stream, "cuda_comm_wait: tag ", tag, " (a tag is >= 0, after cuda_comm_init)");
+  if (tag >= (int)t.tags.size()) return;  // never recorded: nothing to wait for
   if (!t.skip_waits) CUDA_CHECK(cudaStreamWaitEvent(stream(), t.tags[tag], 0));
 }
 void cuda_comm_wait_all() {
@@ -634,6 +639,7 @@ void cuda_comm_destroy() {
     CUDA_CHECK(cudaStreamSynchronize(t.stream));
     for (cudaEvent_t e : {t.after_compute, t.all}) CUDA_CHECK(cudaEventDestroy(e));
     for (cudaEvent_t& e : t.tags) CUDA_CHECK(cudaEventDestroy(e));
+    t.tags.clear();
     CUDA_CHECK(cudaStreamDestroy(t.stream));
     t.stream = nullptr;
   }

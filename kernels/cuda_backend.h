@@ -210,7 +210,7 @@ void cuda_comm_reduce_sum(float* device_data, size_t n, int root);  // in place;
 void cuda_comm_broadcast(float* device_data, size_t n, int root);   // in place, root's values to every rank
 // bf16 values of the weights' working copy, root's `send` into every rank's `recv` (in place when
 // they are the same; `send` is read on root only): the all-gather of the slices each rank has just
-// updated (ZeRO 1/2), or of one weight group into a gather buffer (ZeRO 3).
+// updated (ZeRO 1/2, in place), or of one weight group into a gather buffer (ZeRO 3).
 void cuda_comm_broadcast(const CudaBackend::bf16* send, CudaBackend::bf16* recv, size_t n, int root);
 void cuda_comm_group_start();  // the calls up to cuda_comm_group_end progress together
 void cuda_comm_group_end();
@@ -219,10 +219,10 @@ void cuda_comm_group_end();
 // recorded there, which the communication stream waits for), so a bucket of gradients is reduced
 // while the backward goes on. The compute stream must wait before it reads or overwrites what a
 // call reads or writes: cuda_comm_wait(tag) waits for the calls issued up to the last
-// cuda_comm_record(tag), cuda_comm_wait_all() for every call so far. The calls of the one
+// cuda_comm_record(tag) (a tag is any small integer >= 0 the caller picks; one never recorded has
+// nothing to wait for), cuda_comm_wait_all() for every call so far. The calls of the one
 // communicator thus run in the order they are issued, as NCCL needs.
 // ENGINE_DEBUG_SKIP_COMM_WAIT=1 makes cuda_comm_wait a no-op: a planted missing wait for the tests.
-constexpr int kCommTags = 5;
 void cuda_comm_record(int tag);
 void cuda_comm_wait(int tag);
 void cuda_comm_wait_all();

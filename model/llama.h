@@ -115,14 +115,15 @@ struct LlamaModel {
   float* grad_staging = nullptr;
   size_t grad_staging_count = 0;
   std::function<float*(size_t begin, size_t end)> on_grads_begin;
-  // ZeRO 3 (docs/distributed.md, "ZeRO 3: the design"): the ops read each weight group from where
+  // ZeRO 3 (docs/distributed.md, "ZeRO 3"): the ops read each weight group from where
   // the caller gathered it. A group is a contiguous range of the flat layout: the embedding, layer
   // l with the next layer's input norm (or the final norm after the last layer: CUDA's fused
   // residual add + RMSNorm at the end of layer l reads it), the LM head (the embedding when tied).
   // At the start of a group's ops the model calls on_weights_begin(group, next): the caller
   // returns where the whole group lives, ready for the compute stream, and may start gathering
   // `next` (empty: none) into another buffer, which the model then stops reading. weight() serves
-  // only the groups so returned (a `check` otherwise). Unset (stages 0 to 2): `weights` is whole.
+  // only the groups so returned (a `check` otherwise). Unset: `weights` is whole and read directly.
+  // (ZeRO 1/2 set it too, to wait for each group's part of the all-gather after a step.)
   struct WeightRange {
     size_t begin = 0, end = 0;
     bool empty() const { return end <= begin; }

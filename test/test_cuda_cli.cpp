@@ -618,10 +618,9 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2, 3 match
   const std::vector<std::string> eps = {"--eps", "1e-6", "--max-shard-size", "1MB"};
   const std::string store = "file://" + abs_path(s.dir) + "/store";
   REQUIRE(run(with(s.args(kTrainCuda, "cuda", "one", steps), eps), s.dir + "/one.log") == 0);
-  // ZeRO 0, 2 and 3 reduce the gradients in buckets during the backward (0.2 MB: the LM head,
-  // then a layer or two per bucket, then the embedding), ZeRO 1 all at once after it.
+  // Every stage reduces the gradients in buckets during the backward (0.2 MB: the LM head, then a
+  // layer or two per bucket, then the embedding).
   auto zero_args = [](const std::string& name) -> std::vector<std::string> {
-    if (name == "z1") return {"--zero", "1"};
     return {"--zero", name.substr(1, 1), "--bucket-mb", "0.2"};
   };
   // The repeat takes the NCCL id through MPI (the default under mpirun), the others through a file.
@@ -777,32 +776,35 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2, 3 match
   }
   // The planted missing wait: with ENGINE_DEBUG_SKIP_COMM_WAIT=1 the compute stream does not wait
   // for the communication stream. The emulator runs that stream only when something waits for
-  // it, so (on a GPU it would race): at ZeRO 2 the backward rewrites a staging half before its
-  // reductions read it, and the gradient norm is wrong at once; at ZeRO 3 the forward reads a
-  // gather buffer before the group arrives, and so is the first loss.
+  // it, so (on a GPU it would race): at ZeRO 1 the forward after a step reads the weights before
+  // their all-gather (step 4's loss: step 1 has learning rate 0 and the checkpoint at step 2
+  // synchronizes); at ZeRO 2 the backward rewrites a staging half before its reductions read it
+  // (the first gradient norm); at ZeRO 3 the forward reads a gather buffer before its group
+  // arrives (the first loss).
   if (kTrainCuda == "build/train_llama_emu") {
-    for (const std::string name : {"z2", "z3"}) {
+    for (const std::string name : {"z1", "z2", "z3"}) {
       INFO(name);
-      std::vector<std::string> a = mpirun2(with(with(s.args(kTrainCuda, "cuda", name + "_nowait", 2), eps),
+      std::vector<std::string> a = mpirun2(with(with(s.args(kTrainCuda, "cuda", name + "_nowait", steps), eps),
                                                 with(zero_args(name), {"--dist-init", store + "_nowait_" + name})));
       a.insert(a.begin() + 1, {"-x", "ENGINE_DEBUG_SKIP_COMM_WAIT=1"});
       REQUIRE(run(a, s.dir + "/" + name + "_nowait.log") == 0);
       const std::vector<json> b = step_events(s.dir + "/" + name + "_nowait.jsonl");
-      REQUIRE(b.size() == 2);
-      const double n1 = one[0]["grad_norm"], n2 = b[0]["grad_norm"], l1 = one[0]["loss"], l2 = b[0]["loss"];
-      REQUIRE(std::abs(n2 - n1) > 1e-2 * n1);
-      if (name == "z3") REQUIRE(std::abs(l2 - l1) > 1e-3 * l1);
+      REQUIRE(b.size() == (size_t)steps);
+      const int i = name == "z1" ? 3 : 0;
+      const double n1 = one[i]["grad_norm"], n2 = b[i]["grad_norm"], l1 = one[i]["loss"], l2 = b[i]["loss"];
+      if (name == "z2") REQUIRE(std::abs(n2 - n1) > 1e-2 * n1);
+      else REQUIRE(std::abs(l2 - l1) > 1e-3 * l1);
     }
   }
 
   // Re-sharding: the 2-shard checkpoint at step 2 resumed by one process, and the 1-process
-  // checkpoint resumed by two at ZeRO 2 (each reading its slice), continue with the losses of the
+  // checkpoint resumed by two at ZeRO 2 and 3 (each reading its slice), continue with the losses of the
   // uninterrupted run; a ZeRO 0 checkpoint resumed at 2 processes ends with the same bytes.
   REQUIRE(run({kTrainCuda, "--resume", s.dir + "/z2/checkpoint-2", "--zero", "0", "--out", s.dir + "/two_then_one",
                "--log", s.dir + "/two_then_one.jsonl"},
               s.dir + "/two_then_one.log") == 0);
   for (const auto& [name, from, zero] : {std::tuple<std::string, std::string, std::string>{"one_then_two", "one", "2"},
-                                         {"z0_resumed", "z0", "0"}}) {
+                                         {"one_then_two_z3", "one", "3"}, {"z0_resumed", "z0", "0"}}) {
     const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/" + from + "/checkpoint-2", "--zero", zero, "--out",
                                 s.dir + "/" + name, "--log", s.dir + "/" + name + ".jsonl", "--dist-init",
                                 store + "_" + name}),
@@ -811,7 +813,7 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2, 3 match
     REQUIRE(rc == 0);
   }
   require_same_state(s.dir + "/z0_resumed/final", s.dir + "/z0/final");
-  for (const std::string name : {"two_then_one", "one_then_two"}) {
+  for (const std::string name : {"two_then_one", "one_then_two", "one_then_two_z3"}) {
     INFO(name);
     const std::vector<json> resumed = step_events(s.dir + "/" + name + ".jsonl");
     REQUIRE(resumed.size() == 2);
