@@ -17,7 +17,8 @@
 //                      values per instruction under -march=native).
 // Vector sqrt, division and fma round correctly like their scalar forms, so the result is the
 // same bit for bit whatever the vector width, thread count or chunking (the op is elementwise).
-// Traffic: reads p, g, m, v and writes p, m, v: 28 B per value, memory-bound.
+// Traffic: reads p, g, m, v and writes p, m, v: 28 B per value; one AVX-512 core runs it near
+// memory bandwidth (docs/performance.md).
 #include <cmath>
 
 #include "kernels/cpu/ops.h"
