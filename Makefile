@@ -41,6 +41,9 @@ DEPS_larimar   := tokenizer model kernels common
 # Eigen (header-only, Debian libeigen3-dev): the dense linear algebra of larimar/, for its objects
 # and those that include its headers only (`private`: not passed on to prerequisites).
 $(BUILD)/larimar/%.o $(BUILD)/cuda-emu/larimar/%.o $(BUILD)/larimar_edit.o $(BUILD)/test/test_cuda_train.o $(BUILD)/test/test_larimar.o $(BUILD)/test/test_larimar_%.o $(BUILD)/dev/bench/bench_larimar.o: private CXXFLAGS += -isystem /usr/include/eigen3
+# kernels/cpu/adamw.cpp writes every rounding out (std::fma where fused): no implicit contraction,
+# and std::sqrt without errno so that its loop vectorizes (the reasons are in the file).
+$(BUILD)/kernels/cpu/adamw.o: private CXXFLAGS += -ffp-contract=off -fno-math-errno
 SRCS_eval      := $(wildcard eval/*.cpp)
 SRCS_common    := $(wildcard common/*.cpp)
 SRCS_kernels   := $(filter-out kernels/cpu/sgemm_$(if $(filter omp,$(GEMM)),dnnl,omp).cpp,$(wildcard kernels/cpu/*.cpp))

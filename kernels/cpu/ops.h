@@ -137,9 +137,11 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
 void cross_entropy_forward_backward(float* logits_to_dlogits, const int32_t* targets, int n,
                                     int V, float grad_scale, double* loss_sum);
 
-// ---- adamw.cpp ----
+// ---- grad_norm.cpp ----
 // Sum of squares of g[0..n) (accumulated in double), for global gradient-norm clipping.
 double sum_of_squares(const float* g, size_t n);
+
+// ---- adamw.cpp ----
 // One AdamW step (decoupled weight decay, bias correction; torch.optim.AdamW semantics) over n
 // values; the gradient used is g * grad_scale (grad_scale carries the clipping factor). step >= 1.
 void adamw_update(float* params, const float* grads, float* m, float* v, size_t n, float lr,
