@@ -652,7 +652,10 @@ struct Trainer {
             "started by ", pg.launcher, "); give --dist-init file:///PATH");
       check(args.batch_size % pg.world_size == 0, who, ": --batch-size ", args.batch_size, " does not divide over ",
             pg.world_size, " ranks (give a multiple of ", pg.world_size, ")");
-      if (!main_rank()) check(std::freopen("/dev/null", "w", stdout) != nullptr, who, ": cannot silence stdout");
+      if (!main_rank()) {  // rank 0 reports (at ZeRO 3 every rank evaluates: one progress line)
+        check(std::freopen("/dev/null", "w", stdout) != nullptr, who, ": cannot silence stdout");
+        set_progress_enabled(false);
+      }
       const std::string mine_id = main_rank() ? cuda_comm_unique_id() : "";
       const std::string id = how == "mpi" ? mpi_exchange(pg.rank, pg.world_size, mine_id)
                                           : file_store_exchange(parse_dist_init(how), pg.rank, pg.world_size, mine_id,

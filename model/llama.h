@@ -482,6 +482,16 @@ struct LlamaModel {
     return {layout.layers[l].ln1, (l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm) + (size_t)C};
   }
   WeightRange head_weights() const { return {layout.lm_head, layout.lm_head + (size_t)V * C}; }
+  WeightRange final_norm_weights() const { return {layout.final_norm, layout.final_norm + (size_t)C}; }
+  // The forward's groups in order: i = 0 the embedding, then layer i - 1 (no layers: the final
+  // norm), each with the next one to prefetch (after the last layer the LM head); the backward's:
+  // layer l with layer l - 1.
+  void use_forward_weights(int i) {
+    if (i == 0) use_weights(embed_weights(), L > 0 ? layer_weights(0) : final_norm_weights());
+    else if (L == 0) use_weights(final_norm_weights(), head_weights());
+    else use_weights(layer_weights(i - 1), i < L ? layer_weights(i) : head_weights());
+  }
+  void use_backward_weights(int l) { use_weights(layer_weights(l), l > 0 ? layer_weights(l - 1) : WeightRange{}); }
   struct WeightWindow {
     WeightRange range;
     const weight_t* at;
@@ -504,8 +514,10 @@ struct LlamaModel {
   void open_grads(size_t begin, size_t end);
   // The gradients of [begin, end) are complete for this micro-batch: reported, and closed.
   void grads_ready(size_t begin, size_t end);
-  // A micro-batch without targets: the groups in the backward's order, with zero gradients.
-  void report_empty_backward();
+  // A micro-batch without targets runs no ops, but the hooks see what a forward and backward
+  // would announce, in the same order (the gradient groups zero): every rank issues the same
+  // collectives (ZeRO 3's gathers, the reductions) whatever its data.
+  void empty_forward_backward();
   // Conditioning buffers (plan_condition): per layer the keys|values with the slot in front
   // [max_rows * (max_T + 1), 2*KV*D] (one shared buffer for inference), their gradient, the
   // per-token embedding addition, its row index, and where a prefill writes each entry.
@@ -775,7 +787,9 @@ void LlamaModel<Backend>::grads_ready(size_t begin, size_t end) {
 }
 
 template <class Backend>
-void LlamaModel<Backend>::report_empty_backward() {
+void LlamaModel<Backend>::empty_forward_backward() {
+  for (int i = 0; i <= std::max(L, 1); i++) use_forward_weights(i);
+  use_weights(head_weights(), {});
   const size_t VC = (size_t)V * C;
   open_grads(layout.lm_head, layout.lm_head + VC);
   if (layout.lm_head != layout.embed) grads_ready(layout.lm_head, layout.lm_head + VC);
@@ -784,7 +798,10 @@ void LlamaModel<Backend>::report_empty_backward() {
     grads_ready(b, e);
   };
   group(layout.final_norm, layout.final_norm + C);
-  for (int l = L - 1; l >= 0; l--) group(layout.layers[l].ln1, l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm);
+  for (int l = L - 1; l >= 0; l--) {
+    use_backward_weights(l);
+    group(layout.layers[l].ln1, l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm);
+  }
   group(layout.embed, layout.embed + VC);
 }
 
@@ -895,12 +912,11 @@ void LlamaModel<Backend>::forward(const Batch& b) {
 template <class Backend>
 void LlamaModel<Backend>::run_layers(const AttentionShape& shape, Keys keys, const act_t* add) {
   const int N = shape.rows * shape.Tq;
-  const WeightRange final_norm{layout.final_norm, layout.final_norm + (size_t)C};
-  use_weights(embed_weights(), L > 0 ? layer_weights(0) : final_norm);
+  use_forward_weights(0);
   Backend::embedding_forward(acts.empty() ? res_out : acts[0].res_in, tokens, weight(layout.embed), add, N, C);
-  if (L == 0) use_weights(final_norm, head_weights());
+  if (L == 0) use_forward_weights(1);
   for (int l = 0; l < L; l++) {
-    use_weights(layer_weights(l), l + 1 < L ? layer_weights(l + 1) : head_weights());
+    use_forward_weights(l + 1);
     // Backends with Backend::fuses_residual_rmsnorm (CUDA): the previous layer's last residual add
     // already normed this layer's input (layer_output).
     if (!Backend::fuses_residual_rmsnorm || l == 0) layer_norm1(l, N);
@@ -1196,8 +1212,7 @@ int LlamaModel<Backend>::lens_rows(int l, const std::vector<int32_t>& token_inde
   check(cur_rows > 0, who, ": no forward pass to read");
   const int n_idx = upload_token_index(token_index, who);
   Backend::gather_rows(head_x, hidden_state(l), loss_rows, n_idx, C);
-  use_weights(L > 0 ? layer_weights(L - 1) : WeightRange{layout.final_norm, layout.final_norm + (size_t)C},
-              head_weights());
+  use_weights(L > 0 ? layer_weights(L - 1) : final_norm_weights(), head_weights());
   Backend::rmsnorm_forward(head_dx, head_rstd, head_x, weight(layout.final_norm), n_idx, C, cfg.rms_norm_eps);
   return n_idx;
 }
@@ -1235,9 +1250,7 @@ double LlamaModel<Backend>::forward_backward(const Batch& b, int64_t optimizer_b
   grads_zeroed_by_optimizer = false;
   if (std::none_of(b.targets.begin(), b.targets.end(), [](int32_t t) { return t >= 0; })) {
     validate_and_upload(b);  // no loss here: nothing to add to the gradients
-    // With the hooks set the groups are still reported, in the backward's order (at ZeRO 2 as
-    // zeros from the staging), so that every rank issues the same reductions.
-    if (on_grads_ready) report_empty_backward();
+    if (on_grads_ready || on_weights_begin) empty_forward_backward();
     return 0.0;
   }
   {
@@ -1335,7 +1348,7 @@ void LlamaModel<Backend>::backward_from_lnf() {
                       rstdf, N, C);
   grads_ready(layout.final_norm, layout.final_norm + C);
   for (int l = L - 1; l >= 0; l--) {
-    use_weights(layer_weights(l), l > 0 ? layer_weights(l - 1) : WeightRange{});
+    use_backward_weights(l);
     recompute_layer(l);
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];
