@@ -799,12 +799,13 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2, 3 match
 
   // Re-sharding: the 2-shard checkpoint at step 2 resumed by one process, and the 1-process
   // checkpoint resumed by two at ZeRO 2 and 3 (each reading its slice), continue with the losses of the
-  // uninterrupted run; a ZeRO 0 checkpoint resumed at 2 processes ends with the same bytes.
+  // uninterrupted run; a ZeRO 0 or 3 checkpoint resumed at 2 processes ends with the same bytes.
   REQUIRE(run({kTrainCuda, "--resume", s.dir + "/z2/checkpoint-2", "--zero", "0", "--out", s.dir + "/two_then_one",
                "--log", s.dir + "/two_then_one.jsonl"},
               s.dir + "/two_then_one.log") == 0);
   for (const auto& [name, from, zero] : {std::tuple<std::string, std::string, std::string>{"one_then_two", "one", "2"},
-                                         {"one_then_two_z3", "one", "3"}, {"z0_resumed", "z0", "0"}}) {
+                                         {"one_then_two_z3", "one", "3"}, {"z0_resumed", "z0", "0"},
+                                         {"z3_resumed", "z3", "3"}}) {
     const int rc = run(mpirun2({kTrainCuda, "--resume", s.dir + "/" + from + "/checkpoint-2", "--zero", zero, "--out",
                                 s.dir + "/" + name, "--log", s.dir + "/" + name + ".jsonl", "--dist-init",
                                 store + "_" + name}),
@@ -813,6 +814,7 @@ TEST_CASE("train_llama --device cuda under mpirun -np 2 at ZeRO 0, 1, 2, 3 match
     REQUIRE(rc == 0);
   }
   require_same_state(s.dir + "/z0_resumed/final", s.dir + "/z0/final");
+  require_same_state(s.dir + "/z3_resumed/final", s.dir + "/z3/final");
   for (const std::string name : {"two_then_one", "one_then_two", "one_then_two_z3"}) {
     INFO(name);
     const std::vector<json> resumed = step_events(s.dir + "/" + name + ".jsonl");
