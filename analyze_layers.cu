@@ -130,8 +130,6 @@ template <class Backend>
 static std::unique_ptr<LlamaModel<Backend>> make_model(const LlamaConfig& config, const std::vector<float>& params,
                                                        const AnalysisShape& shape, ModelUse use) {
   auto m = std::make_unique<LlamaModel<Backend>>(config, shape.rows, shape.T, use);
-#if defined(ENGINE_CUDA)
-#endif
   m->load_params(params.data());
   return m;
 }

@@ -116,8 +116,6 @@ struct ModelResult {
 template <class Backend>
 static HeldoutLoss heldout_on(const LlamaConfig& config, const std::vector<float>& params, const HeldoutData& data) {
   LlamaModel<Backend> model(config, data.rows, data.T, ModelUse::inference);
-#if defined(ENGINE_CUDA)
-#endif
   model.load_params(params.data());
   return heldout_loss(model, data);
 }
@@ -135,8 +133,6 @@ static EvalOutcome run_model(const LlamaConfig& config, std::vector<float>& para
     max_len = std::max(max_len, it.prompt_ids.size() + std::max<size_t>(args.max_new_tokens, it.answer_ids.size()));
   const int rows = std::max(1, std::min(args.batch_size, int(items.size())));
   LlamaModel<Backend> model(config, rows, int(max_len), ModelUse::inference);
-#if defined(ENGINE_CUDA)
-#endif
   model.load_params(params.data());
   if (args.heldout.empty()) std::vector<float>().swap(params);  // the model holds them now
   // --memory: every question's memory readout conditions its decoding (LlamaModel::condition).

@@ -595,25 +595,21 @@ struct Trainer {
     check_host_memory(what, plan, "Use a smaller model, --micro-batch-size or --seq-len");
   }
 
-  // With `shards` of several ranks (ZeRO >= 1), rank `rank`'s slice of the master weights and
-  // moments, at ZeRO 2 (zero2()) of the gradients with the staging, at ZeRO 3 (zero3()) of the bf16
-  // working copy with the two gather buffers.
-  TrainMemory train_memory(const ZeroShards& shards = {}, int rank = 0) const {
+  // --recompute and --offload-optimizer; zero_memory adds what a ZeRO rank keeps.
+  TrainMemory train_memory() const {
     TrainMemory m;
-    if (shards.world > 1) {
-      m.shard_begin = shards.begin(rank);
-      m.shard_count = shards.count(rank);
-      if (zero2()) m.grad_staging = staging.total();
-      if (zero3())
-        m.weight_gather = weight_gather_floats(make_param_layout(config), (size_t)config.vocab_size * config.hidden_size,
-                                               (size_t)config.hidden_size);
-    }
     m.recompute = args.recompute == "attn"    ? Recompute::attn
                   : args.recompute == "mlp"   ? Recompute::mlp
                   : args.recompute == "block" ? Recompute::block
                                               : Recompute::none;
     m.offload_optimizer = args.offload_optimizer;
     return m;
+  }
+  // `m` for rank `rank` of `world` at this run's ZeRO stage (model/zero_shards.h); rank 0 holds the
+  // largest slice, so its plan is the per-GPU plan.
+  TrainMemory zero_memory(TrainMemory m, int world, int rank = 0) const {
+    return zero_train_memory(m, make_param_layout(config), (size_t)config.vocab_size * config.hidden_size,
+                             (size_t)config.hidden_size, world, args.zero, rank);
   }
 
   // The GPU plan against the memory it must fit (bytes): the verdict, and on a shortfall the plan
@@ -727,9 +723,9 @@ struct Trainer {
 #endif
   }
   // ZeRO 1/2: after a step each rank's updated slice of the bf16 working copy goes to every rank
-  // (the all-gather of uneven slices) in pieces, in the order the forward reads them (the
-  // embedding, each layer, the final norm with the LM head), each with its own tag
-  // (kPieceTag + i). The forward waits for the pieces of each weight group as it reaches it
+  // (the all-gather of uneven slices) in pieces, in the order the forward reads them
+  // (ParamLayout::forward_group_starts: the embedding, each layer, the final norm, the LM head),
+  // each with its own tag (kPieceTag + i). The forward waits for the pieces of each weight group as it reaches it
   // (weights_ready, the model's on_weights_begin), so the all-gather overlaps the next forward.
   static constexpr int kPieceTag = 5;
   std::vector<size_t> piece_cuts;  // piece i is [piece_cuts[i], piece_cuts[i + 1])
@@ -927,9 +923,7 @@ struct Trainer {
       const ParamLayout layout = make_param_layout(config);
       const bool bf16_state = args.optimizer_state == "bf16";
       auto plan = [&](bool bf16, TrainMemory mem) {
-        return shard_cuda_memory_plan(
-            cuda_memory_plan(config, layout, rows, args.seq_len, bf16, ModelUse::train, 0, 0, mem), config, layout,
-            world, args.zero);
+        return cuda_memory_plan(config, layout, rows, args.seq_len, bf16, ModelUse::train, 0, 0, zero_memory(mem, world));
       };
       std::printf("GPU memory plan (--device cuda): %s, %.3fB parameters, micro-batch %d x %d tokens, --recompute %s%s",
                   config.architecture.c_str(), layout.total / 1e9, rows, args.seq_len, args.recompute.c_str(),
@@ -997,24 +991,19 @@ struct Trainer {
     } else {
       if constexpr (!kOnHost) {
 #if defined(ENGINE_CUDA)
-        const ParamLayout planned = make_param_layout(config);
-        const CudaMemoryPlan whole = cuda_memory_plan(config, planned, max_rows, args.seq_len,
-                                                      moments == MomentDtype::bf16, ModelUse::train, 0, 0,
-                                                      train_memory());
-        // What rank 0, the largest slice, allocates: the stage's sharded state.
-        const CudaMemoryPlan plan = shard_cuda_memory_plan(whole, config, planned, pg.world_size, args.zero);
+        const CudaMemoryPlan plan = cuda_memory_plan(config, make_param_layout(config), max_rows, args.seq_len,
+                                                     moments == MomentDtype::bf16, ModelUse::train, 0, 0,
+                                                     zero_memory(train_memory(), pg.world_size));
         check_plan_fits(plan, args.gpu_memory > 0 ? args.gpu_memory * kGiB : (double)cuda_free_memory(), true);
 #endif
       }
       own_model = std::make_unique<LlamaModel<Backend>>(config, max_rows, args.seq_len, moments, ModelUse::train,
-                                                        train_memory(shards, pg.rank));
+                                                        zero_memory(train_memory(), pg.world_size, pg.rank));
       model = own_model.get();
       if (zero3()) {
         model->on_weights_begin = [this](WeightRange g, WeightRange next) { return weights_begin(g, next); };
       } else if (zero_sharded()) {
-        piece_cuts = {0};
-        for (const auto& l : model->layout.layers) piece_cuts.push_back(l.ln1);
-        piece_cuts.insert(piece_cuts.end(), {model->layout.final_norm, model->layout.total});
+        piece_cuts = model->layout.forward_group_starts();
         model->on_weights_begin = [this](WeightRange g, WeightRange) { return weights_ready(g); };
       }
     }
@@ -1204,7 +1193,7 @@ struct Trainer {
       double loss = 0;
       larimar::StepLoss lar_loss;
       // Several processes: the gradients are reduced in buckets as the backward produces them
-      // (grads_ready).
+      // (grads_ready; a micro-batch without targets reports its groups too).
       const bool bucketed = pg.world_size > 1;
       reduced_elems = 0;
       if (larimar) {  // one episode: the batch's texts (whole examples, at most --seq-len tokens)
@@ -1238,11 +1227,9 @@ struct Trainer {
       for (const ExampleRef& e : batch.examples)
         batch_tokens += std::min<int64_t>(int64_t(loader->example_tokens(e).size()), args.seq_len);
       if (pg.world_size > 1) {
-        // A last micro-batch without targets ran no backward: nothing was reduced yet.
-        if (reduced_elems == 0 && !zero2()) reduce_grads(0, model->layout.total);
         const size_t expected = model->layout.total * (zero2() ? batch.micro.size() : 1);
-        check(reduced_elems == 0 || reduced_elems == expected, "step ", step + 1, ": the backward reported ",
-              reduced_elems, " of the ", expected, " gradients");
+        check(reduced_elems == expected, "step ", step + 1, ": the backward reported ", reduced_elems, " of the ",
+              expected, " gradients");
 #if defined(ENGINE_CUDA)
         if constexpr (!kOnHost) cuda_comm_wait_all();  // the step reads what the reductions wrote
 #endif

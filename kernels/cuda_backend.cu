@@ -80,6 +80,14 @@ T* scratch(Scratch slot, size_t n) {
 // that half's previous upload is done, and uploaded on `st`; the chunks alternate halves, so a
 // chunk's cast overlaps the previous chunk's upload.
 constexpr size_t kMirrorChunk = (size_t)1 << 24;
+// Event i of `events` (no timing), made together with the ones before it on first use.
+cudaEvent_t numbered_event(std::vector<cudaEvent_t>& events, size_t i) {
+  while (events.size() <= i) {
+    events.push_back(nullptr);
+    CUDA_CHECK(cudaEventCreateWithFlags(&events.back(), cudaEventDisableTiming));
+  }
+  return events[i];
+}
 void ensure_staging(size_t n) {
   BackendState& s = state();
   const size_t chunk = std::min(kMirrorChunk, std::max<size_t>(n, 1));
@@ -162,11 +170,7 @@ void CudaBackend::transfer_begin(int events, size_t params) {
     CUDA_CHECK(cudaStreamCreateWithFlags(&s.transfer, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&s.compute_mark, cudaEventDisableTiming));
   }
-  while ((int)s.events.size() < events) {
-    cudaEvent_t e;
-    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    s.events.push_back(e);
-  }
+  if (events > 0) numbered_event(s.events, events - 1);  // made here, not on the worker thread
   ensure_staging(params);  // here, not on the worker thread
   CUDA_CHECK(cudaEventRecord(s.compute_mark, s.stream));
   CUDA_CHECK(cudaStreamWaitEvent(s.transfer, s.compute_mark, 0));
@@ -574,11 +578,7 @@ void cuda_comm_add(float* acc, const float* x, size_t n) { accumulate(acc, x, n,
 void cuda_comm_record(int tag) {
   Nccl& t = nccl();
   check(tag >= 0 && t.stream, "cuda_comm_record: tag ", tag, " (a tag is >= 0, after cuda_comm_init)");
-  while ((int)t.tags.size() <= tag) {
-    t.tags.push_back(nullptr);
-    CUDA_CHECK(cudaEventCreateWithFlags(&t.tags.back(), cudaEventDisableTiming));
-  }
-  CUDA_CHECK(cudaEventRecord(t.tags[tag], t.stream));
+  CUDA_CHECK(cudaEventRecord(numbered_event(t.tags, tag), t.stream));
 }
 void cuda_comm_wait(int tag) {
   Nccl& t = nccl();

@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "model/model_use.h"
-#include "model/zero_shards.h"  // the ZeRO 2 gradient slice and staging
+#include "model/zero_shards.h"  // kShardStagingFloats; zero_train_memory gives a ZeRO rank's TrainMemory
 
 // What LlamaModel<CudaBackend> (model/llama.h) allocates for a config, a micro-batch of `rows` x T
 // tokens and a use, plus its KV cache when one is reserved (kv_reserve(kv_seqs, kv_len): greedy
@@ -32,8 +32,7 @@ struct CudaMemoryPlan {
   size_t host = 0;             // pinned host memory of the offloaded optimizer (not in total()): fp32
                                // master weights, AdamW m and v, and the transfer chunks
   bool bf16_optimizer_state = false;  // --optimizer-state bf16
-  TrainMemory memory;                 // --recompute, --offload-optimizer
-  int world_size = 1, zero = 0;       // per GPU of this many data-parallel ranks at this ZeRO stage
+  TrainMemory memory;                 // --recompute, --offload-optimizer, a ZeRO rank's slices (zero_train_memory)
   size_t total() const {
     return weights_fp32 + weights_bf16 + grads + optimizer + activations + grad_scratch + lm_head + kv_cache +
            workspace;
@@ -55,8 +54,11 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   if (!train) memory = TrainMemory{};
   m.memory = memory;
   const bool offload = memory.offload_optimizer;
-  // ZeRO >= 1 (TrainMemory::shard_count): the master weights and the moments of the rank's slice,
-  // and the bounded staging buffer through which the slices are gathered.
+  // A ZeRO rank (TrainMemory, model/zero_shards.h zero_train_memory): the master weights and the
+  // moments of its slice, with the bounded staging buffer through which the slices are gathered
+  // (stage >= 1); the gradients of its slice with the staging the backward writes into (>= 2); the
+  // bf16 working copy of its slice with two gathered weight groups (3). The per-GPU plan of a stage
+  // is rank 0's, the largest slice.
   const size_t S = memory.shard_count > 0 ? memory.shard_count : P;
   const size_t staging = memory.shard_count > 0 ? std::min(P, kShardStagingFloats) : 0;
   m.weights_fp32 = offload ? 0 : (S + staging) * F;
@@ -106,46 +108,6 @@ inline CudaMemoryPlan cuda_memory_plan(const Config& c, const Layout& layout, in
   m.workspace = ((size_t)32 << 20) + backward_scratch + 5 * ce_rows * F + per_token + rope_positions * D * F;
   m.model_bytes = m.weights_fp32 + m.weights_bf16 + m.grads + m.optimizer + m.activations + m.grad_scratch + head_rows +
                   head_chunk * V * F + m.kv_cache + per_token + rope_positions * D * F;
-  return m;
-}
-
-// The plan per GPU with `world` data-parallel ranks at ZeRO stage `zero` (0-3), from the plan of
-// one rank's micro-batch without a shard: stage 1 shards the fp32 master weights and the AdamW
-// state over the ranks (rank 0's slice, the largest of model/zero_shards.h, plus the staging of
-// their gather: what cuda_memory_plan counts for that slice), stage 2 also the gradients (what
-// LlamaModel allocates with TrainMemory::grad_staging: the largest rank's slice, plus the staging the backward
-// writes into, two halves of the largest group and the tied embedding's part,
-// model/zero_shards.h), stage 3 also the bf16 working copy (keeping two gathered groups: the one
-// in use and the one prefetched: weight_gather_floats, one layer's weights with the next layer's
-// input norm, or the embedding / LM head when larger). train_llama allocates each stage as planned.
-template <class Config, class Layout>
-inline CudaMemoryPlan shard_cuda_memory_plan(CudaMemoryPlan m, const Config& c, const Layout& layout, int world,
-                                             int zero) {
-  const size_t R = (size_t)std::max(world, 1);
-  const size_t VC = (size_t)c.vocab_size * c.hidden_size;
-  if (zero >= 1 && R > 1) {
-    const size_t P = layout.total, S = ZeroShards(P, (int)R).count(0), staging = std::min(P, kShardStagingFloats);
-    const size_t master = m.weights_fp32 == 0 ? 0 : (S + staging) * 4, moments = m.optimizer / P * S;
-    m.model_bytes = m.model_bytes - m.weights_fp32 - m.optimizer + master + moments;
-    m.weights_fp32 = master;
-    m.optimizer = moments;
-    m.memory.shard_begin = 0;
-    m.memory.shard_count = S;
-  }
-  if (zero >= 2 && R > 1 && m.grads > 0) {  // one process keeps the whole buffer
-    const size_t grads = (ZeroShards(layout.total, (int)R).per + grad_staging(layout, VC).total()) * sizeof(float);
-    m.model_bytes = m.model_bytes - m.grads + grads;
-    m.grads = grads;
-    m.memory.grad_staging = grad_staging(layout, VC).total();
-  }
-  if (zero >= 3 && R > 1) {  // the working copy of the slice and two gathered groups
-    m.memory.weight_gather = weight_gather_floats(layout, VC, (size_t)c.hidden_size);
-    const size_t bf16 = (m.memory.shard_count + 2 * m.memory.weight_gather) * 2;
-    m.model_bytes = m.model_bytes - m.weights_bf16 + bf16;
-    m.weights_bf16 = bf16;
-  }
-  m.world_size = (int)R;
-  m.zero = zero;
   return m;
 }
 

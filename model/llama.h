@@ -478,9 +478,7 @@ struct LlamaModel {
   void make_rope_tables(int positions);
   // The weight groups (on_weights_begin) and the ones weight() serves now.
   WeightRange embed_weights() const { return {layout.embed, layout.embed + (size_t)V * C}; }
-  WeightRange layer_weights(int l) const {
-    return {layout.layers[l].ln1, (l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm) + (size_t)C};
-  }
+  WeightRange layer_weights(int l) const { return {layout.layers[l].ln1, layout.layer_end(l) + (size_t)C}; }
   WeightRange head_weights() const { return {layout.lm_head, layout.lm_head + (size_t)V * C}; }
   WeightRange final_norm_weights() const { return {layout.final_norm, layout.final_norm + (size_t)C}; }
   // The forward's groups in order: i = 0 the embedding, then layer i - 1 (no layers: the final
@@ -800,7 +798,7 @@ void LlamaModel<Backend>::empty_forward_backward() {
   group(layout.final_norm, layout.final_norm + C);
   for (int l = L - 1; l >= 0; l--) {
     use_backward_weights(l);
-    group(layout.layers[l].ln1, l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm);
+    group(layout.layers[l].ln1, layout.layer_end(l));
   }
   group(layout.embed, layout.embed + VC);
 }
@@ -1352,9 +1350,7 @@ void LlamaModel<Backend>::backward_from_lnf() {
     recompute_layer(l);
     const LayerOffsets& w = layout.layers[l];
     LayerActs& a = acts[l];
-    // Layer l's tensors fill [its input norm, the next layer's input norm or the final norm).
-    const size_t layer_end = l + 1 < L ? layout.layers[l + 1].ln1 : layout.final_norm;
-    open_grads(w.ln1, layer_end);
+    open_grads(w.ln1, layout.layer_end(l));
     // MLP block: res_next = res_mid + down(swiglu(gate_up(rmsnorm(res_mid)))); d_res flows
     // through the identity and gets the MLP branch added by the RMSNorm backward.
     Backend::matmul_backward(d_h, grad(w.down_w), nullptr, d_res, a.swiglu, weight(w.down_w), N, I, C, false);
@@ -1378,7 +1374,7 @@ void LlamaModel<Backend>::backward_from_lnf() {
     Backend::matmul_backward(d_ln, grad(w.qkv_w), w.qkv_b == kNoTensor ? nullptr : grad(w.qkv_b), d_qkv,
                        a.ln1, weight(w.qkv_w), N, C, QKV, false);
     Backend::rmsnorm_backward(d_res, grad(w.ln1), d_ln, a.res_in, weight(w.ln1), a.rstd1, N, C);
-    grads_ready(w.ln1, layer_end);
+    grads_ready(w.ln1, layout.layer_end(l));
   }
   open_grads(layout.embed, layout.embed + (size_t)V * C);
   Backend::embedding_backward(grad(layout.embed), tokens, d_res, N, C);

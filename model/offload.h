@@ -49,7 +49,7 @@
 // How optimizer_step runs the offloaded update.
 //   overlapped: the worker runs ahead, the forward waits per group (the default);
 //   serial:     the whole update inside optimizer_step (chunks down, AdamW, then the whole working
-//               copy refreshed on its next use): the reference the tests compare with;
+//               copy remade from the host): the reference the tests compare with;
 //   lazy:       overlapped, but the worker starts a group only once the model asks for it, the
 //               latest schedule the waits allow: a weight read that skips its wait then gets the
 //               previous step's value every time, not by chance (a test switch).
@@ -75,12 +75,8 @@ class OffloadedUpdate {
   // weights: the model's working copy on the device, which each updated chunk is uploaded into.
   OffloadedUpdate(const ParamLayout& layout, float* params, typename Backend::weight_t* weights, float* grads, float* m,
                   float* v, float* grad_buffers, size_t chunk)
-      : params_(params), weights_(weights), grads_(grads), m_(m), v_(v), buffers_(grad_buffers), chunk_(chunk) {
-    starts_.push_back(layout.embed);
-    for (const LayerOffsets& l : layout.layers) starts_.push_back(l.ln1);
-    starts_.push_back(layout.final_norm);
-    if (layout.lm_head != layout.embed) starts_.push_back(layout.lm_head);
-    starts_.push_back(layout.total);
+      : params_(params), weights_(weights), grads_(grads), m_(m), v_(v), buffers_(grad_buffers), chunk_(chunk),
+        starts_(layout.forward_group_starts()) {
     check(starts_.front() == 0 && std::is_sorted(starts_.begin(), starts_.end()),
           "offloaded optimizer: the parameter groups are not in buffer order");
     groups_ = (int)starts_.size() - 1;

@@ -6,6 +6,15 @@ const ParamTensor* ParamLayout::find(const std::string& name) const {
   return nullptr;
 }
 
+std::vector<size_t> ParamLayout::forward_group_starts() const {
+  std::vector<size_t> starts = {embed};
+  for (const LayerOffsets& l : layers) starts.push_back(l.ln1);
+  starts.push_back(final_norm);
+  if (lm_head != embed) starts.push_back(lm_head);
+  starts.push_back(total);
+  return starts;
+}
+
 ParamLayout make_param_layout(const LlamaConfig& c) {
   ParamLayout p;
   const int64_t V = c.vocab_size, C = c.hidden_size, I = c.intermediate_size;

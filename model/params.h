@@ -46,6 +46,12 @@ struct ParamLayout {
   size_t embed = 0, final_norm = 0, lm_head = 0;  // lm_head == embed when tied
   size_t total = 0;                               // floats in the flat buffer
   const ParamTensor* find(const std::string& name) const;  // nullptr if absent
+  // Layer l's tensors fill [layers[l].ln1, layer_end(l)): up to the next layer's input norm, or the
+  // final norm after the last layer.
+  size_t layer_end(size_t l) const { return l + 1 < layers.size() ? layers[l + 1].ln1 : final_norm; }
+  // The flat buffer cut into the groups a forward reads in order, as their starts followed by
+  // `total`: the embedding, each layer, the final norm, the LM head (untied only).
+  std::vector<size_t> forward_group_starts() const;
 };
 
 ParamLayout make_param_layout(const LlamaConfig& c);

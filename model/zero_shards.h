@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "model/model_use.h"  // TrainMemory
+
 struct ZeroShards {
   size_t total = 0, per = 0;
   int world = 1;
@@ -23,6 +25,14 @@ struct ZeroShards {
 // travel when they are gathered (checkpoints): 16 MiB, or the whole model when smaller.
 constexpr size_t kShardStagingFloats = (size_t)1 << 22;
 
+// Floats of the largest layer of the flat layout (model/params.h).
+template <class Layout>
+size_t largest_layer(const Layout& layout) {
+  size_t n = 0;
+  for (size_t l = 0; l < layout.layers.size(); l++) n = std::max(n, layout.layer_end(l) - layout.layers[l].ln1);
+  return n;
+}
+
 // ZeRO 2's gradient staging (TrainMemory::grad_staging, train_llama.cu): the backward writes each
 // group of gradients (the ranges LlamaModel reports through on_grads_ready: the LM head, the final
 // norm, one layer, the embedding) into staging, from which it is reduced to the owners of its
@@ -39,11 +49,8 @@ GradStaging grad_staging(const Layout& layout, size_t vocab_x_hidden) {
   const bool tied = layout.lm_head == layout.embed;
   s.tied = tied ? vocab_x_hidden : 0;
   const size_t final_norm = (tied ? layout.total : layout.lm_head) - layout.final_norm;
-  s.half = std::max(tied ? 0 : vocab_x_hidden, final_norm);  // the LM head and the embedding, the final norm
-  for (size_t l = 0; l < layout.layers.size(); l++) {
-    const size_t next = l + 1 < layout.layers.size() ? layout.layers[l + 1].ln1 : layout.final_norm;
-    s.half = std::max(s.half, next - layout.layers[l].ln1);
-  }
+  // the LM head and the embedding, the final norm, a layer
+  s.half = std::max({tied ? 0 : vocab_x_hidden, final_norm, largest_layer(layout)});
   return s;
 }
 
@@ -52,10 +59,20 @@ GradStaging grad_staging(const Layout& layout, size_t vocab_x_hidden) {
 // norm after the last layer), C values more than the layer. Floats of the largest group.
 template <class Layout>
 size_t weight_gather_floats(const Layout& layout, size_t vocab_x_hidden, size_t hidden) {
-  size_t group = vocab_x_hidden;
-  for (size_t l = 0; l < layout.layers.size(); l++) {
-    const size_t next = l + 1 < layout.layers.size() ? layout.layers[l + 1].ln1 : layout.final_norm;
-    group = std::max(group, next + hidden - layout.layers[l].ln1);
-  }
-  return group;
+  return std::max(vocab_x_hidden, layout.layers.empty() ? 0 : largest_layer(layout) + hidden);
+}
+
+// What rank `rank` of `world` keeps at ZeRO stage `zero`, added to `m`: its slice (stage >= 1),
+// the gradient staging (>= 2), the two weight gather buffers (3). One process keeps everything.
+// The trainer builds its model from this, and the per-GPU plan (rank 0's, the largest slice) too.
+template <class Layout>
+TrainMemory zero_train_memory(TrainMemory m, const Layout& layout, size_t vocab_x_hidden, size_t hidden, int world,
+                              int zero, int rank = 0) {
+  if (zero < 1 || world < 2) return m;
+  const ZeroShards shards(layout.total, world);
+  m.shard_begin = shards.begin(rank);
+  m.shard_count = shards.count(rank);
+  if (zero >= 2) m.grad_staging = grad_staging(layout, vocab_x_hidden).total();
+  if (zero >= 3) m.weight_gather = weight_gather_floats(layout, vocab_x_hidden, hidden);
+  return m;
 }

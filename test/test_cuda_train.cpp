@@ -131,6 +131,15 @@ static std::vector<float> load_same_weights(ModelA& a, ModelB& b, uint64_t seed)
   return p;
 }
 
+// The per-GPU plan of ZeRO stage `zero` over 2 ranks: rank 0's, the largest slice (what --dry-run
+// prints and train_llama checks against the free memory).
+static CudaMemoryPlan zero_plan(const LlamaConfig& cfg, int rows, int T, bool bf16_state, int zero) {
+  const ParamLayout layout = make_param_layout(cfg);
+  const TrainMemory mem =
+      zero_train_memory(TrainMemory{}, layout, (size_t)cfg.vocab_size * cfg.hidden_size, cfg.hidden_size, 2, zero);
+  return cuda_memory_plan(cfg, layout, rows, T, bf16_state, ModelUse::train, 0, 0, mem);
+}
+
 TEST_CASE("cuda backend: three training steps agree with the cpu backend") {
   // untied; then tied embeddings with Qwen2-style q/k/v biases (the bias epilogue and its gradient)
   for (bool tied_with_bias : {false, true}) {
@@ -571,7 +580,7 @@ TEST_CASE("cuda memory plan: the model's allocations match the plan, and the fig
     const CudaMemoryPlan whole = cuda_memory_plan(cfg, layout, 2, 37, true);
     REQUIRE(whole.model_bytes - plan.model_bytes + staging * 4 == shards.count(1 - rank) * (4 + 4));
     // rank 0 holds the largest slice: the stage-1 plan per GPU is its allocation
-    if (rank == 0) REQUIRE(shard_cuda_memory_plan(whole, cfg, layout, 2, 1).model_bytes == plan.model_bytes);
+    if (rank == 0) REQUIRE(zero_plan(cfg, 2, 37, true, 1).model_bytes == plan.model_bytes);
   }
   // every --recompute mode, with and without the offloaded optimizer: the device allocations and
   // the pinned host state are the planned ones; attn and mlp keep less than none, block the least
@@ -991,8 +1000,7 @@ TEST_CASE("ZeRO 2 and 3: a rank allocates the gradients (and at 3 the bf16 weigh
     // The slice and the staging instead of the whole buffer: nothing else.
     REQUIRE(CudaBackend::allocated_bytes() - before + layout.total * 4 ==
             stage1.model_bytes + (shards.count(0) + staging.total()) * 4);
-    const CudaMemoryPlan whole = cuda_memory_plan(cfg, layout, 2, 37);
-    const CudaMemoryPlan plan = shard_cuda_memory_plan(whole, cfg, layout, 2, 2);
+    const CudaMemoryPlan plan = zero_plan(cfg, 2, 37, false, 2);
     REQUIRE(plan.grads == (shards.count(0) + staging.total()) * 4);
     REQUIRE(plan.model_bytes == CudaBackend::allocated_bytes() - before);
     REQUIRE(gpu.slice_grads() == gpu.grad_shard);
@@ -1003,7 +1011,7 @@ TEST_CASE("ZeRO 2 and 3: a rank allocates the gradients (and at 3 the bf16 weigh
     LlamaModel<CudaBackend> gpu3(cfg, 2, 37, MomentDtype::f32, ModelUse::train, mem);
     REQUIRE(CudaBackend::allocated_bytes() - before3 + layout.total * 2 ==
             plan.model_bytes + (shards.count(0) + 2 * mem.weight_gather) * 2);
-    REQUIRE(shard_cuda_memory_plan(whole, cfg, layout, 2, 3).model_bytes == CudaBackend::allocated_bytes() - before3);
+    REQUIRE(zero_plan(cfg, 2, 37, false, 3).model_bytes == CudaBackend::allocated_bytes() - before3);
     REQUIRE(gpu3.slice_weights() == gpu3.weights);
     REQUIRE_THROWS_WITH(gpu3.weight(layout.embed), Catch::Contains("no on_weights_begin gathers them"));
   }
@@ -1051,8 +1059,7 @@ TEST_CASE("cuda memory plan: the device high-water mark after training steps equ
         }
         REQUIRE(in_use() - before == plan.total());
         if (mem.shard_count > 0)  // the stage-1 plan per GPU of 2 ranks is what the rank allocates
-          REQUIRE(shard_cuda_memory_plan(cuda_memory_plan(cfg, layout, rows, T), cfg, layout, 2, 1).total() ==
-                  plan.total());
+          REQUIRE(zero_plan(cfg, rows, T, false, 1).total() == plan.total());
         gpu.finish_pending_update();  // the offloaded update in flight uses the backend's transfer stream
         CudaBackend::release();       // the host staging, the scratch and the cuBLASLt context
       }

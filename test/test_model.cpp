@@ -280,39 +280,6 @@ TEST_CASE("invalid batches are refused with the field named", "[model][errors]")
   CHECK_THROWS_WITH(model.forward_backward(b, 0), Catch::Contains("no target tokens"));
 }
 
-// Every rank must issue the same collectives whatever its data: a micro-batch without targets
-// (which runs no ops) announces the weight groups (ZeRO 3's gathers) and reports the gradient
-// groups (the reductions) exactly as a micro-batch with targets does, interleaved in the same order.
-TEST_CASE("a micro-batch without targets goes through the same hooks, in the same order, as one with targets",
-          "[model][zero3]") {
-  for (const char* name : {"gqa", "tied_llama3"}) {
-    INFO(name);
-    Fixture f = open_fixture(name);
-    Batch b = fixture_batch(f, "");
-    LlamaModel<CpuBackend> model(f.cfg, b.rows, b.T);
-    load_weights(f.dir + "/model", f.cfg, model.layout, model.params);
-    using Range = LlamaModel<CpuBackend>::WeightRange;
-    std::vector<std::string> events;
-    model.on_weights_begin = [&](Range g, Range next) -> const float* {
-      events.push_back("weights " + std::to_string(g.begin) + "-" + std::to_string(g.end) + " next " +
-                       std::to_string(next.begin) + "-" + std::to_string(next.end));
-      return model.params + g.begin;  // the whole buffer stands in for the gathered group
-    };
-    model.on_grads_ready = [&](size_t begin, size_t end) {
-      events.push_back("grads " + std::to_string(begin) + "-" + std::to_string(end));
-    };
-    model.zero_grad();
-    model.forward_backward(b, f.num_target_tokens);
-    const std::vector<std::string> with_targets = events;
-    CHECK(with_targets.size() > 3 * (size_t)f.cfg.num_hidden_layers);
-    events.clear();
-    Batch no_loss = b;
-    std::fill(no_loss.targets.begin(), no_loss.targets.end(), -1);
-    CHECK(model.forward_backward(no_loss, f.num_target_tokens) == 0.0);
-    CHECK(events == with_targets);
-  }
-}
-
 // exp_fast's written-out floor must equal std::floor for every input it sees (the comment in
 // kernels/cpu/vec_math.h argues it; this checks it over exp_fast's whole clamped range, densely,
 // and on integers and their neighbours, where rounding to nearest and floor part).
@@ -330,8 +297,12 @@ TEST_CASE("exp_fast: the vectorizable floor equals std::floor") {
 // ZeRO 3's weight hook (on_weights_begin) with every group copied into one of two buffers, the
 // next group "prefetched" into the other at once: the ops must read every weight from the group
 // announced for them (the loss, the gradients and the logits equal the whole-buffer model's, bit
-// for bit), and a weight outside the groups weight() serves now is refused.
-TEST_CASE("weight groups through two gathered buffers give the whole model's results", "[model][zero3]") {
+// for bit), and a weight outside the groups weight() serves now is refused. Every rank must issue
+// the same collectives whatever its data: a micro-batch without targets (which runs no ops)
+// announces the weight groups (ZeRO 3's gathers) and reports the gradient groups (the reductions)
+// exactly as a micro-batch with targets does, interleaved in the same order.
+TEST_CASE("weight groups through two gathered buffers give the whole model's results; a micro-batch without "
+          "targets goes through the same hooks in the same order", "[model][zero3]") {
   for (const char* name : {"gqa", "tied_llama3"}) {
     INFO(name);
     Fixture f = open_fixture(name);
@@ -361,15 +332,23 @@ TEST_CASE("weight groups through two gathered buffers give the whole model's res
       gathers++;
     };
     auto holds = [&](int k, Range r) { return held[k].begin == r.begin && held[k].end == r.end; };
+    std::vector<std::string> events;
     model.on_weights_begin = [&](Range g, Range next) -> const float* {
+      events.push_back("weights " + std::to_string(g.begin) + "-" + std::to_string(g.end) + " next " +
+                       std::to_string(next.begin) + "-" + std::to_string(next.end));
       int k = holds(cur, g) ? cur : holds(1 - cur, g) ? 1 - cur : -1;
       if (k < 0) fill(k = 1 - cur, g);
       cur = k;
       if (next.end > next.begin) fill(1 - k, next);
       return buf[k].data();
     };
+    model.on_grads_ready = [&](size_t begin, size_t end) {
+      events.push_back("grads " + std::to_string(begin) + "-" + std::to_string(end));
+    };
     model.zero_grad();
     const double loss = model.forward_backward(b, f.num_target_tokens);
+    const std::vector<std::string> with_targets = events;
+    CHECK(with_targets.size() > 3 * (size_t)f.cfg.num_hidden_layers);
     CHECK(gathers > 2 * f.cfg.num_hidden_layers);
     // every group fits the buffers that the ZeRO 3 plan counts
     const size_t VC = (size_t)f.cfg.vocab_size * f.cfg.hidden_size;
@@ -385,5 +364,10 @@ TEST_CASE("weight groups through two gathered buffers give the whole model's res
     model.optimizer_step(AdamWConfig{});
     CHECK(model.weights_version > version);
     CHECK_THROWS_WITH(model.weight(model.layout.lm_head), Catch::Contains("in no gathered group (ZeRO 3)"));
+    events.clear();
+    Batch no_loss = b;
+    std::fill(no_loss.targets.begin(), no_loss.targets.end(), -1);
+    CHECK(model.forward_backward(no_loss, f.num_target_tokens) == 0.0);
+    CHECK(events == with_targets);
   }
 }
