@@ -209,22 +209,28 @@ TEST_CASE("sharded optimizer checkpoints: slices re-shard to any world size; bad
   REQUIRE(std::set<int>(writers.begin(), writers.end()).size() == 3);
   size_t pieces = 0;
   for (const WeightFile& f : files) pieces += weight_file_pieces(t.layout, f, 100).size();
-  for (int r = 0; r < 3; r++) {
+  // Rank r's part of the weight files in `dtype`: its collective (fetch) brings each piece from
+  // t.params to the writer alone, and counts the pieces in `calls`.
+  auto rank_files = [&](int r, const std::string& dtype, size_t& calls) {
     WeightFilesToSave w;
     w.layout = &t.layout;
+    w.dtype = dtype;
     w.max_shard_bytes = max_shard;
     w.rank = r;
     w.world = 3;
     w.bounds = bounds;
     w.chunk = 100;
-    size_t calls = 0;
-    w.fetch = [&](size_t a, size_t b, int writer, float* dst) {
+    w.fetch = [&t, r, &calls](size_t a, size_t b, int writer, float* dst) {
       REQUIRE((a < b && b - a <= 100));
       REQUIRE((dst != nullptr) == (writer == r));
       if (dst) std::memcpy(dst, t.params.data() + a, (b - a) * sizeof(float));
       calls++;
     };
-    write_weight_files(ck, w);
+    return w;
+  };
+  for (int r = 0; r < 3; r++) {
+    size_t calls = 0;
+    write_weight_files(ck, rank_files(r, "F32", calls));
     REQUIRE(calls == pieces);  // every rank takes part in every piece's collective
   }
   CheckpointToSave ck3 = t.to_save(3);
@@ -247,18 +253,8 @@ TEST_CASE("sharded optimizer checkpoints: slices re-shard to any world size; bad
     const std::string bf = dir + "/bf16", whole = dir + "/bf16_whole";
     begin_checkpoint(bf);
     for (int r = 0; r < 3; r++) {
-      WeightFilesToSave w;
-      w.layout = &t.layout;
-      w.dtype = "BF16";
-      w.max_shard_bytes = max_shard;
-      w.rank = r;
-      w.world = 3;
-      w.bounds = bounds;
-      w.chunk = 100;
-      w.fetch = [&](size_t a, size_t b, int, float* dst) {
-        if (dst) std::memcpy(dst, t.params.data() + a, (b - a) * sizeof(float));
-      };
-      write_weight_files(bf, w);
+      size_t calls = 0;
+      write_weight_files(bf, rank_files(r, "BF16", calls));
     }
     save_weights(whole, t.config, t.layout, t.params.data(), "BF16", max_shard);
     const std::vector<WeightFile> bf_files = plan_weight_files(t.layout, "BF16", max_shard);
@@ -268,18 +264,8 @@ TEST_CASE("sharded optimizer checkpoints: slices re-shard to any world size; bad
   }
   // A writer that fails (here: no DIR.tmp) still takes part in every piece, then throws.
   {
-    WeightFilesToSave w;
-    w.layout = &t.layout;
-    w.max_shard_bytes = max_shard;
-    w.world = 3;
-    w.bounds = bounds;
-    w.chunk = 100;
     size_t calls = 0;
-    w.fetch = [&](size_t a, size_t b, int, float* dst) {
-      if (dst) std::memcpy(dst, t.params.data() + a, (b - a) * sizeof(float));
-      calls++;
-    };
-    REQUIRE_THROWS_WITH(write_weight_files(dir + "/no_such", w), Catch::Contains("no_such.tmp"));
+    REQUIRE_THROWS_WITH(write_weight_files(dir + "/no_such", rank_files(0, "F32", calls)), Catch::Contains("no_such.tmp"));
     REQUIRE(calls == pieces);
   }
   REQUIRE(is_training_checkpoint(ck));
